@@ -1,0 +1,201 @@
+//! The boot protocol between the microkernel and the root partition.
+//!
+//! The microkernel starts the root partition's first vCPU in 64-bit mode at
+//! its ELF entry with `rdi` = the guest address of a [`BootInfo`] page (see
+//! `docs/boot.md`). Everything here is `#[repr(C)]` with fixed-size arrays so
+//! the page has one layout on both sides.
+//!
+//! # Invariants
+//! `BootInfo` fits in one 4 KiB page; counts never exceed their array's length
+//! (the accessors clamp them regardless).
+
+/// `BootInfo::magic`: "CAPVBOOT" in little-endian.
+pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"CAPVBOOT");
+/// `BootInfo::version` this crate describes.
+pub const BOOT_INFO_VERSION: u32 = 1;
+/// Physical (and root guest-physical) address the microkernel image is linked at.
+pub const HYPERVISOR_IMAGE_BASE: u64 = 0x10_0000;
+/// Virtual address the root partition and child runtime images are linked at
+/// (the top 2 GiB, as for a kernel code model).
+pub const PARTITION_IMAGE_BASE: u64 = 0xffff_ffff_8000_0000;
+/// Kernel command-line word that makes the root partition deliberately read
+/// the first page of the hypervisor image (an isolation self-test).
+pub const SELFTEST_READ_HYPERVISOR_FRAME: &str = "selftest=read-hypervisor-frame";
+/// Most RAM ranges a `BootInfo` lists.
+pub const MAX_MEMORY_RANGES: usize = 64;
+/// Most hypervisor-reserved ranges a `BootInfo` lists.
+pub const MAX_RESERVED_RANGES: usize = 32;
+/// Longest kernel command line passed on (longer ones are cut).
+pub const MAX_CMDLINE: usize = 512;
+
+/// A half-open range of physical addresses `[start, end)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PhysRange {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+}
+
+impl PhysRange {
+    /// Size in bytes (0 for an inverted range).
+    pub const fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// Whether the range holds no byte.
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The boot-information page handed to the root partition.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct BootInfo {
+    /// [`BOOT_INFO_MAGIC`].
+    pub magic: u64,
+    /// [`BOOT_INFO_VERSION`].
+    pub version: u32,
+    /// Logical processors the microkernel brought up.
+    pub cpu_count: u32,
+    /// Valid entries in `memory`.
+    pub memory_count: u32,
+    /// Valid entries in `reserved`.
+    pub reserved_count: u32,
+    /// Valid bytes in `cmdline`.
+    pub cmdline_len: u32,
+    /// Virtualization backend: 1 = AMD SVM + NPT, 2 = Intel VMX + EPT.
+    pub backend: u32,
+    /// Physical address of the ACPI RSDP (0 if none).
+    pub rsdp: u64,
+    /// Where the microkernel image lies (never mapped into any partition).
+    pub hypervisor_image: PhysRange,
+    /// Where the child-runtime ELF module lies (readable by the root), or empty.
+    pub child_image: PhysRange,
+    /// Guest-physical range of the root's initial page tables, boot page and stack.
+    pub boot_area: PhysRange,
+    /// The kernel command line (UTF-8, not NUL-terminated).
+    pub cmdline: [u8; MAX_CMDLINE],
+    /// RAM the root partition owns (guest-physical = host-physical).
+    pub memory: [PhysRange; MAX_MEMORY_RANGES],
+    /// RAM the microkernel keeps for itself; the root's SLAT never maps it.
+    pub reserved: [PhysRange; MAX_RESERVED_RANGES],
+}
+
+const _: () = assert!(core::mem::size_of::<BootInfo>() <= 4096);
+
+impl BootInfo {
+    /// An empty boot page with the magic and version filled in.
+    pub const fn new() -> Self {
+        BootInfo {
+            magic: BOOT_INFO_MAGIC,
+            version: BOOT_INFO_VERSION,
+            cpu_count: 0,
+            memory_count: 0,
+            reserved_count: 0,
+            cmdline_len: 0,
+            backend: 0,
+            rsdp: 0,
+            hypervisor_image: PhysRange { start: 0, end: 0 },
+            child_image: PhysRange { start: 0, end: 0 },
+            boot_area: PhysRange { start: 0, end: 0 },
+            cmdline: [0; MAX_CMDLINE],
+            memory: [PhysRange { start: 0, end: 0 }; MAX_MEMORY_RANGES],
+            reserved: [PhysRange { start: 0, end: 0 }; MAX_RESERVED_RANGES],
+        }
+    }
+
+    /// Whether magic and version match this crate.
+    pub fn is_valid(&self) -> bool {
+        self.magic == BOOT_INFO_MAGIC && self.version == BOOT_INFO_VERSION
+    }
+
+    /// The RAM ranges the root owns.
+    pub fn memory(&self) -> &[PhysRange] {
+        &self.memory[..(self.memory_count as usize).min(MAX_MEMORY_RANGES)]
+    }
+
+    /// The ranges the hypervisor keeps.
+    pub fn reserved(&self) -> &[PhysRange] {
+        &self.reserved[..(self.reserved_count as usize).min(MAX_RESERVED_RANGES)]
+    }
+
+    /// The command line, or "" if it is not UTF-8.
+    pub fn cmdline(&self) -> &str {
+        let len = (self.cmdline_len as usize).min(MAX_CMDLINE);
+        core::str::from_utf8(&self.cmdline[..len]).unwrap_or("")
+    }
+
+    /// Whether the command line holds `word` as a whole whitespace-separated word.
+    pub fn has_flag(&self, word: &str) -> bool {
+        self.cmdline().split_whitespace().any(|w| w == word)
+    }
+
+    /// Stores `line` as the command line, cut at [`MAX_CMDLINE`] bytes on a char boundary.
+    pub fn set_cmdline(&mut self, line: &str) {
+        let mut len = line.len().min(MAX_CMDLINE);
+        while !line.is_char_boundary(len) {
+            len -= 1;
+        }
+        self.cmdline[..len].copy_from_slice(&line.as_bytes()[..len]);
+        self.cmdline_len = len as u32;
+    }
+
+    /// Appends a RAM range; false when the table is full.
+    pub fn push_memory(&mut self, range: PhysRange) -> bool {
+        push(&mut self.memory, &mut self.memory_count, range)
+    }
+
+    /// Appends a reserved range; false when the table is full.
+    pub fn push_reserved(&mut self, range: PhysRange) -> bool {
+        push(&mut self.reserved, &mut self.reserved_count, range)
+    }
+}
+
+impl Default for BootInfo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn push(table: &mut [PhysRange], count: &mut u32, range: PhysRange) -> bool {
+    match table.get_mut(*count as usize) {
+        Some(slot) => {
+            *slot = range;
+            *count += 1;
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_flags_and_truncation() {
+        let mut info = BootInfo::new();
+        info.set_cmdline("quiet selftest=read-hypervisor-frame");
+        assert!(info.has_flag(SELFTEST_READ_HYPERVISOR_FRAME));
+        assert!(!info.has_flag("selftest"));
+        let long = "é".repeat(400);
+        info.set_cmdline(&long);
+        assert!(info.cmdline_len as usize <= MAX_CMDLINE);
+        assert_eq!(info.cmdline().len(), info.cmdline_len as usize);
+    }
+
+    #[test]
+    fn tables_refuse_overflow_and_clamp_counts() {
+        let mut info = BootInfo::new();
+        for i in 0..MAX_RESERVED_RANGES as u64 {
+            assert!(info.push_reserved(PhysRange { start: i, end: i + 1 }));
+        }
+        assert!(!info.push_reserved(PhysRange { start: 0, end: 1 }));
+        info.memory_count = u32::MAX;
+        assert_eq!(info.memory().len(), MAX_MEMORY_RANGES);
+        assert!(info.is_valid());
+    }
+}

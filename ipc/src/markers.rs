@@ -1,0 +1,108 @@
+//! Serial-console markers: the lines the QEMU test harness waits for.
+//!
+//! The microkernel and the root partition print these with `{}`; the harness
+//! builds the same text with `to_string()`. A marker never changes shape
+//! without both sides changing with it, because both use these definitions.
+
+use core::fmt;
+
+/// First line the microkernel prints once its serial port is up.
+pub const KERNEL_BANNER: &str = "capvisor microkernel";
+/// Printed by the root partition as soon as it runs (in guest mode).
+pub const ROOT_BANNER: &str = "capvisor root partition";
+/// Printed by the microkernel when the processor has no SVM and no VMX.
+pub const NO_VIRTUALIZATION: &str =
+    "refusing to start: this processor has no hardware virtualization (AMD SVM or Intel VMX)";
+/// Printed by the microkernel when SVM is present but disabled by firmware (VM_CR.SVMDIS).
+pub const SVM_DISABLED: &str = "refusing to start: SVM is disabled by the firmware (VM_CR.SVMDIS)";
+/// Printed by the microkernel when the processor has SVM but no nested paging.
+pub const NO_NESTED_PAGING: &str =
+    "refusing to start: this processor has AMD SVM but no nested paging (NPT); capvisor needs SLAT";
+/// Printed by the root partition just before it powers off.
+pub const ROOT_POWER_OFF: &str = "root partition: powering off";
+/// Printed by the microkernel when the root partition powered off (it then exits with success).
+pub const KERNEL_POWER_OFF: &str = "capvisor: root partition powered off, shutting down";
+
+/// `cpu N online`: processor N (in MADT order, 0 = bootstrap) has its
+/// stacks, GDT/TSS, IDT and local APIC up and has taken a local APIC timer interrupt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuOnline(pub u32);
+
+impl fmt::Display for CpuOnline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cpu {} online", self.0)
+    }
+}
+
+/// `all N cpus online`: every processor the MADT lists has come up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllCpusOnline(pub u32);
+
+impl fmt::Display for AllCpusOnline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "all {} cpus online", self.0)
+    }
+}
+
+/// `root partition running in guest mode (svm, npt)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RootRunning {
+    /// Virtualization backend: `svm` or `vmx`.
+    pub backend: &'static str,
+    /// Second-level address translation: `npt` or `ept`.
+    pub slat: &'static str,
+}
+
+impl fmt::Display for RootRunning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "root partition running in guest mode ({}, {})", self.backend, self.slat)
+    }
+}
+
+/// `nested page fault in partition root: gpa=0x...`: the microkernel caught a
+/// partition touching a guest-physical address its SLAT does not map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NestedPageFault<'a> {
+    /// Name of the faulting partition.
+    pub partition: &'a str,
+    /// Faulting guest-physical address.
+    pub gpa: u64,
+}
+
+impl fmt::Display for NestedPageFault<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "nested page fault in partition {}: gpa={:#x}", self.partition, self.gpa)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn markers_render_as_documented() {
+        assert_eq!(CpuOnline(3).to_string(), "cpu 3 online");
+        assert_eq!(AllCpusOnline(4).to_string(), "all 4 cpus online");
+        assert_eq!(
+            RootRunning { backend: "svm", slat: "npt" }.to_string(),
+            "root partition running in guest mode (svm, npt)"
+        );
+        assert_eq!(
+            NestedPageFault { partition: "root", gpa: 0x10_0000 }.to_string(),
+            "nested page fault in partition root: gpa=0x100000"
+        );
+    }
+}
+
+/// `root partition: reading hypervisor frame at 0x...`: printed by the root
+/// just before the isolation self-test's forbidden read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RootReadsHypervisorFrame(pub u64);
+
+impl fmt::Display for RootReadsHypervisorFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "root partition: reading hypervisor frame at {:#x}", self.0)
+    }
+}
