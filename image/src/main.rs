@@ -1,0 +1,171 @@
+//! `cargo image`: capvisor's host tool. Builds the boot ISO, boots it in QEMU,
+//! and runs the project's whole test suite.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use image::launch::{self, Emulator};
+use image::qemu::{Accel, Firmware, QemuOptions};
+use image::suite::{self, SuiteOptions};
+use image::{iso, kernel, paths, prereq};
+
+/// capvisor's host tool.
+#[derive(Parser, Debug)]
+#[command(name = "cargo image", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build the kernel binaries and write a hybrid BIOS + UEFI GRUB ISO (multiboot2).
+    Iso(IsoArgs),
+    /// Build the ISO and boot it in QEMU with the serial console on this terminal.
+    ///
+    /// Exits 0 when capvisor exits with Success, 1 for Failure, 2 for RootFault,
+    /// otherwise with QEMU's own status. Ctrl-C stops QEMU.
+    Run(RunArgs),
+    /// Run the whole test suite: prerequisites, fmt, clippy, kernel build, fuzz
+    /// smoke, benchmarks, then `cargo nextest run --workspace` (host and QEMU tests).
+    Test(TestArgs),
+}
+
+#[derive(Args, Debug)]
+struct IsoArgs {
+    /// Kernel command line (e.g. `selftest=read-hypervisor-frame`).
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// Where to write the ISO [default: target/capvisor.iso].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum AccelArg {
+    /// Software emulation (emulates SVM + NPT).
+    Tcg,
+    /// Hardware virtualization (needs nested SVM on the host).
+    Kvm,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Number of processors.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    smp: u32,
+    /// Guest RAM.
+    #[arg(long, default_value = "512M")]
+    memory: String,
+    /// QEMU CPU model (needs SVM + NPT to run capvisor: EPYC, max, ...).
+    #[arg(long, default_value = "EPYC")]
+    cpu: String,
+    /// QEMU accelerator.
+    #[arg(long, value_enum, default_value = "tcg")]
+    accel: AccelArg,
+    /// Boot through UEFI (OVMF) instead of BIOS.
+    #[arg(long)]
+    uefi: bool,
+    /// Kernel command line.
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// Boot in Bochs (Intel VMX + EPT) instead of QEMU: comes with the VMX backend.
+    #[arg(long)]
+    bochs: bool,
+}
+
+#[derive(Args, Debug)]
+struct TestArgs {
+    /// Skip `cargo fmt --check` and clippy (local iteration only).
+    #[arg(long)]
+    skip_lint: bool,
+    /// Skip the fuzz smoke run (local iteration only).
+    #[arg(long)]
+    skip_fuzz: bool,
+    /// Skip the benchmarks (local iteration only).
+    #[arg(long)]
+    skip_bench: bool,
+    /// Seconds each fuzz target runs.
+    #[arg(long, default_value_t = 20)]
+    fuzz_seconds: u32,
+    /// Further arguments for `cargo nextest run` (after `--`), e.g. a test filter.
+    #[arg(last = true)]
+    nextest_args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Iso(args) => iso_command(&args).map(|()| 0),
+        Command::Run(args) => run_command(&args),
+        Command::Test(args) => test_command(args),
+    };
+    match result {
+        Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(1)),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_iso(cmdline: &str, out: &std::path::Path) -> Result<()> {
+    iso::check_cmdline(cmdline)?;
+    prereq::ensure_image_prerequisites()?;
+    let binaries = kernel::build()?;
+    iso::make(&binaries, cmdline, out)
+}
+
+fn iso_command(args: &IsoArgs) -> Result<()> {
+    let out = args.out.clone().unwrap_or_else(paths::default_iso);
+    build_iso(&args.cmdline, &out)?;
+    println!("{}", out.display());
+    Ok(())
+}
+
+fn run_command(args: &RunArgs) -> Result<i32> {
+    let emulator = if args.bochs {
+        Emulator::Bochs
+    } else {
+        Emulator::Qemu(QemuOptions {
+            smp: args.smp,
+            memory: args.memory.clone(),
+            cpu: args.cpu.clone(),
+            accel: match args.accel {
+                AccelArg::Tcg => Accel::Tcg,
+                AccelArg::Kvm => Accel::Kvm,
+            },
+            firmware: if args.uefi {
+                Firmware::Uefi
+            } else {
+                Firmware::Bios
+            },
+            ..QemuOptions::default()
+        })
+    };
+    if emulator == Emulator::Bochs {
+        // Refuse before building anything.
+        launch::boot(&emulator, std::path::Path::new(""))?;
+    }
+    let out = paths::default_iso();
+    build_iso(&args.cmdline, &out)?;
+    let finished = launch::boot(&emulator, &out)?;
+    eprintln!("{}", finished.outcome);
+    if finished.interrupted {
+        eprintln!("interrupted (Ctrl-C)");
+        return Ok(130);
+    }
+    Ok(finished.outcome.tool_status())
+}
+
+fn test_command(args: TestArgs) -> Result<i32> {
+    suite::run(&SuiteOptions {
+        skip_lint: args.skip_lint,
+        skip_fuzz: args.skip_fuzz,
+        skip_bench: args.skip_bench,
+        fuzz_seconds: args.fuzz_seconds,
+        nextest_args: args.nextest_args,
+    })
+}
