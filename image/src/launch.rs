@@ -47,14 +47,24 @@ fn on_interrupt() {
     }
 }
 
+impl Emulator {
+    /// An error unless this emulator can boot capvisor yet (checked before building anything).
+    pub fn ensure_supported(&self) -> Result<()> {
+        match self {
+            Emulator::Qemu(_) => Ok(()),
+            Emulator::Bochs => bail!(
+                "Bochs boots capvisor on the Intel VMX + EPT backend, which arrives in a later \
+                 issue; use QEMU (AMD SVM + NPT) for now"
+            ),
+        }
+    }
+}
+
 /// Boots `iso` with inherited stdio and waits for the emulator to end.
 pub fn boot(emulator: &Emulator, iso: &Path) -> Result<Finished> {
-    let options = match emulator {
-        Emulator::Qemu(options) => options,
-        Emulator::Bochs => bail!(
-            "Bochs boots capvisor on the Intel VMX + EPT backend, which arrives in a later \
-             issue; use QEMU (AMD SVM + NPT) for now"
-        ),
+    emulator.ensure_supported()?;
+    let Emulator::Qemu(options) = emulator else {
+        bail!("{emulator:?} has no launcher");
     };
     let scratch = tempfile::Builder::new()
         .prefix("capvisor-run-")

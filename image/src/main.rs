@@ -13,7 +13,7 @@ use image::{iso, kernel, paths, prereq};
 
 /// capvisor's host tool.
 #[derive(Parser, Debug)]
-#[command(name = "cargo image", version, about)]
+#[command(name = "cargo image", bin_name = "cargo image", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -145,18 +145,15 @@ fn run_command(args: &RunArgs) -> Result<i32> {
             ..QemuOptions::default()
         })
     };
-    if emulator == Emulator::Bochs {
-        // Refuse before building anything.
-        launch::boot(&emulator, std::path::Path::new(""))?;
-    }
+    emulator.ensure_supported()?;
     let out = paths::default_iso();
     build_iso(&args.cmdline, &out)?;
     let finished = launch::boot(&emulator, &out)?;
-    eprintln!("{}", finished.outcome);
     if finished.interrupted {
-        eprintln!("interrupted (Ctrl-C)");
+        eprintln!("interrupted (Ctrl-C): QEMU stopped");
         return Ok(130);
     }
+    eprintln!("{}", finished.outcome);
     Ok(finished.outcome.tool_status())
 }
 
