@@ -46,7 +46,11 @@ impl<D: BlockDevice> Vhd<D> {
         access: ChainAccess,
         resolver: &mut R,
     ) -> Result<Self> {
-        let top = if access.writable { Vhd::open(dev)? } else { Vhd::open_read_only(dev)? };
+        let top = if access.writable {
+            Vhd::open(dev)?
+        } else {
+            Vhd::open_read_only(dev)?
+        };
         let mut seen = vec![top.footer.unique_id];
         let mut disks = vec![top];
         loop {
@@ -59,8 +63,14 @@ impl<D: BlockDevice> Vhd<D> {
                 return Err(Error::ChainTooDeep);
             }
             let locations = child.parent_locations()?;
-            let name = child.header().map(|h| h.parent_name.clone()).unwrap_or_default();
-            let wanted = child.header().map(|h| h.parent_unique_id).unwrap_or_default();
+            let name = child
+                .header()
+                .map(|h| h.parent_name.clone())
+                .unwrap_or_default();
+            let wanted = child
+                .header()
+                .map(|h| h.parent_unique_id)
+                .unwrap_or_default();
             let dev = resolver.open_parent(depth, &locations, &name)?;
             let parent = if depth == 0 && access.writable_parent {
                 Vhd::open(dev)?
@@ -71,7 +81,9 @@ impl<D: BlockDevice> Vhd<D> {
                 return Err(Error::ParentLoop);
             }
             if parent.footer.unique_id != wanted {
-                return Err(Error::ParentMismatch("unique id differs from the one recorded"));
+                return Err(Error::ParentMismatch(
+                    "unique id differs from the one recorded",
+                ));
             }
             seen.push(parent.footer.unique_id);
             disks.push(parent);
@@ -107,7 +119,11 @@ impl<D: BlockDevice> Vhd<D> {
         for block in 0..blocks {
             let block_start = u64::from(block) * block_size;
             let present = self.present_runs(block, (self.size - block_start).min(block_size))?;
-            let data = self.sparse.as_ref().and_then(|s| s.data_offset(block)).unwrap_or(0);
+            let data = self
+                .sparse
+                .as_ref()
+                .and_then(|s| s.data_offset(block))
+                .unwrap_or(0);
             for (start, end) in present {
                 let mut pos = start;
                 while pos < end {
@@ -130,7 +146,12 @@ impl<D: BlockDevice> Vhd<D> {
 
     /// Byte ranges within `block` (up to `len`) that this file holds.
     pub(crate) fn present_runs(&mut self, block: u32, len: u64) -> Result<Vec<(u64, u64)>> {
-        if self.sparse.as_ref().and_then(|s| s.data_offset(block)).is_none() {
+        if self
+            .sparse
+            .as_ref()
+            .and_then(|s| s.data_offset(block))
+            .is_none()
+        {
             return Ok(Vec::new());
         }
         self.load_bitmap_for(block)?;
@@ -140,7 +161,9 @@ impl<D: BlockDevice> Vhd<D> {
     /// Virtual byte ranges this file holds data for (allocated blocks, and
     /// within them sectors marked present). Fixed disks hold everything.
     pub fn allocated_ranges(&mut self) -> Result<Vec<(u64, u64)>> {
-        let Some(sparse) = &self.sparse else { return Ok(vec![(0, self.size)]) };
+        let Some(sparse) = &self.sparse else {
+            return Ok(vec![(0, self.size)]);
+        };
         let (blocks, block_size) = (sparse.bat.len() as u32, sparse.block_size());
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         for block in 0..blocks {

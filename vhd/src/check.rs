@@ -45,16 +45,20 @@ impl<D: BlockDevice> Vhd<D> {
             );
         }
         if self.footer.saved_state {
-            say(Severity::Warning, "a virtual machine's saved state depends on this disk".into());
+            say(
+                Severity::Warning,
+                "a virtual machine's saved state depends on this disk".into(),
+            );
         }
         if self.sparse.is_some() {
             let mut copy = [0u8; FOOTER_SIZE];
             self.dev.read_at(0, &mut copy)?;
             match Footer::parse(&copy) {
                 Err(e) => say(Severity::Error, format!("footer copy at offset 0: {e}")),
-                Ok(f) if f != self.footer => {
-                    say(Severity::Warning, "the footer copy at offset 0 differs from the footer".into())
-                }
+                Ok(f) if f != self.footer => say(
+                    Severity::Warning,
+                    "the footer copy at offset 0 differs from the footer".into(),
+                ),
                 Ok(_) => {}
             }
             let blocks = self.block_usage().map(|(n, _)| n).unwrap_or(0);
@@ -64,7 +68,11 @@ impl<D: BlockDevice> Vhd<D> {
                 let start = u64::from(block) * block_size;
                 let len = (self.size - start).min(block_size);
                 let runs = self.present_runs(block, len)?;
-                let allocated = self.sparse.as_ref().and_then(|s| s.data_offset(block)).is_some();
+                let allocated = self
+                    .sparse
+                    .as_ref()
+                    .and_then(|s| s.data_offset(block))
+                    .is_some();
                 if allocated && !(runs.len() == 1 && runs[0] == (0, len)) {
                     partial += 1;
                 }
@@ -72,7 +80,9 @@ impl<D: BlockDevice> Vhd<D> {
             if partial > 0 && self.footer.disk_type == DiskType::Dynamic {
                 say(
                     Severity::Note,
-                    format!("{partial} allocated blocks have sectors not marked in use (read as zeros)"),
+                    format!(
+                        "{partial} allocated blocks have sectors not marked in use (read as zeros)"
+                    ),
                 );
             }
         }

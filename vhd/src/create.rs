@@ -70,10 +70,16 @@ impl<D: BlockDevice> Vhd<D> {
         disk: &NewDisk,
     ) -> Result<Self> {
         if disk.size != parent.size() {
-            return Err(Error::InvalidArgument("a differencing disk has its parent's size"));
+            return Err(Error::InvalidArgument(
+                "a differencing disk has its parent's size",
+            ));
         }
-        let mut footer =
-            Footer::new(DiskType::Differencing, disk.size, disk.unique_id, disk.timestamp);
+        let mut footer = Footer::new(
+            DiskType::Differencing,
+            disk.size,
+            disk.unique_id,
+            disk.timestamp,
+        );
         footer.geometry = parent.footer().geometry;
         footer.current_size = parent.footer().current_size;
         footer.original_size = parent.footer().current_size;

@@ -19,7 +19,9 @@ pub struct IoError {
 impl IoError {
     /// An error with a human-readable description.
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into() }
+        Self {
+            message: message.into(),
+        }
     }
 
     /// The description given when the error was made.
@@ -62,7 +64,7 @@ impl<T: BlockDevice + ?Sized> BlockDevice for &mut T {
 }
 
 /// A device held in memory: tests, fuzzing, building small images.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemDevice {
     /// The device's bytes.
     pub data: Vec<u8>,
@@ -73,7 +75,16 @@ pub struct MemDevice {
 impl MemDevice {
     /// A device holding `data` that may grow to 1 GiB.
     pub fn new(data: Vec<u8>) -> Self {
-        Self { data, limit: 1 << 30 }
+        Self {
+            data,
+            limit: 1 << 30,
+        }
+    }
+}
+
+impl Default for MemDevice {
+    fn default() -> Self {
+        Self::new(Vec::new())
     }
 }
 
@@ -84,8 +95,13 @@ impl BlockDevice for MemDevice {
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         let start = usize::try_from(offset).map_err(|_| IoError::new("read past end"))?;
-        let end = start.checked_add(buf.len()).ok_or_else(|| IoError::new("read past end"))?;
-        let src = self.data.get(start..end).ok_or_else(|| IoError::new("read past end"))?;
+        let end = start
+            .checked_add(buf.len())
+            .ok_or_else(|| IoError::new("read past end"))?;
+        let src = self
+            .data
+            .get(start..end)
+            .ok_or_else(|| IoError::new("read past end"))?;
         buf.copy_from_slice(src);
         Ok(())
     }

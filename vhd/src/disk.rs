@@ -45,7 +45,9 @@ pub(crate) struct Sparse {
 
 impl Sparse {
     fn is_full(&self, block: u32) -> bool {
-        self.full.get(block as usize / 64).is_some_and(|w| w >> (block % 64) & 1 == 1)
+        self.full
+            .get(block as usize / 64)
+            .is_some_and(|w| w >> (block % 64) & 1 == 1)
     }
 
     fn set_full(&mut self, block: u32) {
@@ -149,7 +151,11 @@ impl<D: BlockDevice> Vhd<D> {
     fn check_range(&self, offset: u64, len: usize) -> Result<()> {
         match offset.checked_add(len as u64) {
             Some(end) if end <= self.size => Ok(()),
-            _ => Err(Error::OutOfRange { offset, len: len as u64, size: self.size }),
+            _ => Err(Error::OutOfRange {
+                offset,
+                len: len as u64,
+                size: self.size,
+            }),
         }
     }
 
@@ -173,7 +179,9 @@ impl<D: BlockDevice> Vhd<D> {
     }
 
     fn read_in_block(&mut self, block: u32, within: u64, chunk: &mut [u8]) -> Result<()> {
-        let Some(sparse) = &self.sparse else { return Ok(()) };
+        let Some(sparse) = &self.sparse else {
+            return Ok(());
+        };
         let block_start = u64::from(block) * sparse.block_size();
         let Some(data) = sparse.data_offset(block) else {
             return self.read_absent(block_start + within, chunk);
@@ -207,13 +215,24 @@ impl<D: BlockDevice> Vhd<D> {
 
     /// Split `start..end` (bytes within a block) into runs by sector presence.
     fn runs(&self, block: u32, start: u64, end: u64) -> Vec<Run> {
-        let Some(sparse) = &self.sparse else { return Vec::new() };
+        let Some(sparse) = &self.sparse else {
+            return Vec::new();
+        };
         if sparse.is_full(block) {
-            return vec![Run { start, end, present: true }];
+            return vec![Run {
+                start,
+                end,
+                present: true,
+            }];
         }
-        let bits = sparse.bitmaps.get(&block).map(|b| b.bits.as_slice()).unwrap_or(&[]);
+        let bits = sparse
+            .bitmaps
+            .get(&block)
+            .map(|b| b.bits.as_slice())
+            .unwrap_or(&[]);
         let bit = |sector: u64| {
-            bits.get((sector / 8) as usize).is_some_and(|b| b & (0x80 >> (sector % 8)) != 0)
+            bits.get((sector / 8) as usize)
+                .is_some_and(|b| b & (0x80 >> (sector % 8)) != 0)
         };
         let mut runs: Vec<Run> = Vec::new();
         let mut pos = start;
@@ -223,7 +242,11 @@ impl<D: BlockDevice> Vhd<D> {
             let present = bit(sector);
             match runs.last_mut() {
                 Some(last) if last.present == present => last.end = next,
-                _ => runs.push(Run { start: pos, end: next, present }),
+                _ => runs.push(Run {
+                    start: pos,
+                    end: next,
+                    present,
+                }),
             }
             pos = next;
         }
@@ -232,7 +255,11 @@ impl<D: BlockDevice> Vhd<D> {
 
     /// Byte ranges within `block` (from 0 to `len`) marked present in its bitmap.
     pub(crate) fn present_ranges(&self, block: u32, len: u64) -> Vec<(u64, u64)> {
-        self.runs(block, 0, len).into_iter().filter(|r| r.present).map(|r| (r.start, r.end)).collect()
+        self.runs(block, 0, len)
+            .into_iter()
+            .filter(|r| r.present)
+            .map(|r| (r.start, r.end))
+            .collect()
     }
 
     /// Bring a block's sector bitmap into the cache (or mark it full).
@@ -252,15 +279,21 @@ impl<D: BlockDevice> Vhd<D> {
                 s.bitmaps.clear();
             }
         }
-        let Some(sparse) = &mut self.sparse else { return Ok(()) };
-        let Some(&entry) = sparse.bat.get(block as usize) else { return Ok(()) };
+        let Some(sparse) = &mut self.sparse else {
+            return Ok(());
+        };
+        let Some(&entry) = sparse.bat.get(block as usize) else {
+            return Ok(());
+        };
         let mut bits = vec![0u8; sparse.bitmap_size as usize];
         self.dev.read_at(u64::from(entry) * SECTOR, &mut bits)?;
         let sectors = (sparse.block_size() / SECTOR) as usize;
         if bitmap_all_set(&bits, sectors) {
             sparse.set_full(block);
         } else {
-            sparse.bitmaps.insert(block, CachedBitmap { bits, dirty: false });
+            sparse
+                .bitmaps
+                .insert(block, CachedBitmap { bits, dirty: false });
         }
         Ok(())
     }
@@ -299,7 +332,9 @@ impl<D: BlockDevice> Vhd<D> {
 
     /// Write whole sectors of a sparse disk.
     fn write_sectors(&mut self, offset: u64, buf: &[u8]) -> Result<()> {
-        let Some(sparse) = &self.sparse else { return Ok(()) };
+        let Some(sparse) = &self.sparse else {
+            return Ok(());
+        };
         let block_size = sparse.block_size();
         let (mut offset, mut buf) = (offset, buf);
         while !buf.is_empty() {
@@ -325,9 +360,13 @@ impl<D: BlockDevice> Vhd<D> {
             _ => return Ok(()),
         }
         self.load_bitmap(block)?;
-        let Some(sparse) = &mut self.sparse else { return Ok(()) };
+        let Some(sparse) = &mut self.sparse else {
+            return Ok(());
+        };
         let sectors = (sparse.block_size() / SECTOR) as usize;
-        let Some(cached) = sparse.bitmaps.get_mut(&block) else { return Ok(()) };
+        let Some(cached) = sparse.bitmaps.get_mut(&block) else {
+            return Ok(());
+        };
         for sector in first..first + count {
             let (byte, mask) = ((sector / 8) as usize, 0x80u8 >> (sector % 8));
             if let Some(b) = cached.bits.get_mut(byte)
@@ -345,7 +384,9 @@ impl<D: BlockDevice> Vhd<D> {
 
     /// Append a block at the end of the file; returns the offset of its data.
     fn allocate_block(&mut self, block: u32) -> Result<u64> {
-        let Some(sparse) = &mut self.sparse else { return Err(Error::NotDifferencing) };
+        let Some(sparse) = &mut self.sparse else {
+            return Err(Error::NotDifferencing);
+        };
         let start = self.footer_offset.next_multiple_of(SECTOR);
         let sector = start / SECTOR;
         if sector >= u64::from(UNUSED) {
@@ -358,7 +399,8 @@ impl<D: BlockDevice> Vhd<D> {
         self.dev.write_at(new_footer, &self.footer.to_bytes())?;
         let dynamic = self.footer.disk_type == DiskType::Dynamic;
         let fill = if dynamic { 0xff } else { 0 };
-        self.dev.write_at(start, &vec![fill; bitmap_size as usize])?;
+        self.dev
+            .write_at(start, &vec![fill; bitmap_size as usize])?;
         if let Some(entry) = sparse.bat.get_mut(block as usize) {
             *entry = sector as u32;
         }
@@ -367,7 +409,9 @@ impl<D: BlockDevice> Vhd<D> {
             sparse.set_full(block);
         } else {
             let bits = vec![0u8; bitmap_size as usize];
-            sparse.bitmaps.insert(block, CachedBitmap { bits, dirty: false });
+            sparse
+                .bitmaps
+                .insert(block, CachedBitmap { bits, dirty: false });
         }
         self.footer_offset = new_footer;
         self.footer_dirty = false;
@@ -395,15 +439,18 @@ impl<D: BlockDevice> Vhd<D> {
             for table_sector in core::mem::take(&mut sparse.dirty_table) {
                 let first = table_sector as usize * 128;
                 let last = (first + 128).min(sparse.bat.len());
-                let bytes: Vec<u8> =
-                    sparse.bat[first..last].iter().flat_map(|e| e.to_be_bytes()).collect();
+                let bytes: Vec<u8> = sparse.bat[first..last]
+                    .iter()
+                    .flat_map(|e| e.to_be_bytes())
+                    .collect();
                 let at = sparse.header.table_offset + first as u64 * 4;
                 self.dev.write_at(at, &bytes)?;
                 wrote = true;
             }
         }
         if self.footer_dirty {
-            self.dev.write_at(self.footer_offset, &self.footer.to_bytes())?;
+            self.dev
+                .write_at(self.footer_offset, &self.footer.to_bytes())?;
             self.footer_dirty = false;
             self.recovered_footer = false;
             wrote = true;
@@ -424,6 +471,10 @@ impl<D: BlockDevice> Vhd<D> {
 fn bitmap_all_set(bits: &[u8], sectors: usize) -> bool {
     let whole = sectors / 8;
     let rest = sectors % 8;
-    bits.get(..whole).is_some_and(|b| b.iter().all(|&x| x == 0xff))
-        && (rest == 0 || bits.get(whole).is_some_and(|&b| b & (0xff << (8 - rest)) == (0xff << (8 - rest))))
+    bits.get(..whole)
+        .is_some_and(|b| b.iter().all(|&x| x == 0xff))
+        && (rest == 0
+            || bits
+                .get(whole)
+                .is_some_and(|&b| b & (0xff << (8 - rest)) == (0xff << (8 - rest))))
 }

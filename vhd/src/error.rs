@@ -108,7 +108,10 @@ impl fmt::Display for Error {
             Error::UnsupportedDiskType(t) => write!(f, "unsupported VHD disk type {t}"),
             Error::Malformed(what) => write!(f, "malformed VHD: {what}"),
             Error::NoDynamicHeader => {
-                write!(f, "malformed VHD: no 'cxsparse' dynamic header at the footer's data offset")
+                write!(
+                    f,
+                    "malformed VHD: no 'cxsparse' dynamic header at the footer's data offset"
+                )
             }
             Error::HeaderChecksum { stored, computed } => write!(
                 f,
@@ -122,7 +125,10 @@ impl fmt::Display for Error {
                 "VHD block {block} points at byte {offset}, outside the file's data area"
             ),
             Error::BlockOverlap { block } => {
-                write!(f, "VHD block {block} overlaps another block or the file's metadata")
+                write!(
+                    f,
+                    "VHD block {block} overlaps another block or the file's metadata"
+                )
             }
             Error::OutOfRange { offset, len, size } => write!(
                 f,
@@ -134,7 +140,11 @@ impl fmt::Display for Error {
             Error::ParentMismatch(what) => write!(f, "parent does not match the child: {what}"),
             Error::ParentLoop => write!(f, "the parent chain loops back on itself"),
             Error::ChainTooDeep => {
-                write!(f, "the parent chain is deeper than {}", crate::MAX_CHAIN_DEPTH)
+                write!(
+                    f,
+                    "the parent chain is deeper than {}",
+                    crate::MAX_CHAIN_DEPTH
+                )
             }
             Error::BadLocator(what) => write!(f, "parent locator: {what}"),
             Error::FileFull => write!(f, "the VHD file cannot grow further (2 TiB BAT limit)"),

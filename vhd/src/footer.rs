@@ -73,7 +73,11 @@ pub struct Geometry {
 
 impl Geometry {
     /// The largest geometry the footer can hold (65535/16/255).
-    pub const MAX: Geometry = Geometry { cylinders: 65535, heads: 16, sectors_per_track: 255 };
+    pub const MAX: Geometry = Geometry {
+        cylinders: 65535,
+        heads: 16,
+        sectors_per_track: 255,
+    };
 
     /// The geometry for `total_sectors`, by the algorithm in the VHD specification.
     pub fn for_sectors(total_sectors: u64) -> Geometry {
@@ -148,7 +152,11 @@ impl Footer {
     pub fn new(disk_type: DiskType, size: u64, unique_id: [u8; 16], timestamp: u32) -> Footer {
         Footer {
             features: 2,
-            data_offset: if disk_type == DiskType::Fixed { NO_DATA_OFFSET } else { 512 },
+            data_offset: if disk_type == DiskType::Fixed {
+                NO_DATA_OFFSET
+            } else {
+                512
+            },
             timestamp,
             creator_app: *b"capv",
             creator_version: 0x0001_0000,

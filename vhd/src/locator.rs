@@ -30,12 +30,18 @@ pub struct ParentLocation {
 impl ParentLocation {
     /// A Windows path relative to the child's folder (`W2ru`), e.g. `.\base.vhd`.
     pub fn relative(path: &str) -> Self {
-        Self { platform: Platform::RelativeWindows, path: path.into() }
+        Self {
+            platform: Platform::RelativeWindows,
+            path: path.into(),
+        }
     }
 
     /// An absolute path (`W2ku`).
     pub fn absolute(path: &str) -> Self {
-        Self { platform: Platform::AbsoluteWindows, path: path.into() }
+        Self {
+            platform: Platform::AbsoluteWindows,
+            path: path.into(),
+        }
     }
 
     pub(crate) fn platform_code(&self) -> u32 {
@@ -51,12 +57,16 @@ impl ParentLocation {
 
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
         let bytes: Vec<u8> = match self.platform {
-            Platform::RelativeWindows | Platform::AbsoluteWindows => {
-                self.path.encode_utf16().flat_map(u16::to_le_bytes).collect()
-            }
+            Platform::RelativeWindows | Platform::AbsoluteWindows => self
+                .path
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect(),
             Platform::Mac | Platform::LegacyWindows => self.path.as_bytes().to_vec(),
             Platform::Other(_) | Platform::None => {
-                return Err(Error::InvalidArgument("parent locators are W2ru, W2ku, Wi2k or MacX"));
+                return Err(Error::InvalidArgument(
+                    "parent locators are W2ru, W2ku, Wi2k or MacX",
+                ));
             }
         };
         if bytes.is_empty() || bytes.len() > MAX_LOCATOR_BYTES as usize {
@@ -70,7 +80,9 @@ impl<D: BlockDevice> Vhd<D> {
     /// The parent locations recorded in a differencing disk, in the order a
     /// resolver should try them: relative, absolute, then legacy entries.
     pub fn parent_locations(&mut self) -> Result<Vec<ParentLocation>> {
-        let Some(sparse) = &self.sparse else { return Err(Error::NotDifferencing) };
+        let Some(sparse) = &self.sparse else {
+            return Err(Error::NotDifferencing);
+        };
         if self.footer.disk_type != DiskType::Differencing {
             return Err(Error::NotDifferencing);
         }
@@ -92,7 +104,9 @@ impl<D: BlockDevice> Vhd<D> {
             self.dev.read_at(loc.data_offset, &mut data)?;
             let path = match platform {
                 Platform::RelativeWindows | Platform::AbsoluteWindows => {
-                    let units = data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
+                    let units = data
+                        .chunks_exact(2)
+                        .map(|c| u16::from_le_bytes([c[0], c[1]]));
                     char::decode_utf16(units)
                         .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
                         .take_while(|&c| c != '\0')
@@ -112,12 +126,16 @@ impl<D: BlockDevice> Vhd<D> {
 
     /// Attach the parent a differencing disk reads through to.
     pub fn attach_parent(&mut self, parent: Vhd<D>) -> Result<()> {
-        let Some(sparse) = &self.sparse else { return Err(Error::NotDifferencing) };
+        let Some(sparse) = &self.sparse else {
+            return Err(Error::NotDifferencing);
+        };
         if self.footer.disk_type != DiskType::Differencing {
             return Err(Error::NotDifferencing);
         }
         if parent.footer.unique_id != sparse.header.parent_unique_id {
-            return Err(Error::ParentMismatch("unique id differs from the one recorded"));
+            return Err(Error::ParentMismatch(
+                "unique id differs from the one recorded",
+            ));
         }
         if parent.size != self.size {
             return Err(Error::ParentMismatch("virtual size differs"));

@@ -34,22 +34,34 @@ fn find_footer<D: BlockDevice>(dev: &mut D, len: u64) -> Result<FoundFooter> {
     let mut tail = [0u8; FOOTER_SIZE];
     dev.read_at(len - FOOTER_SIZE as u64, &mut tail)?;
     let end_error = match Footer::parse(&tail) {
-        Ok(footer) => return Ok(FoundFooter { footer, offset: len - 512, recovered: false }),
+        Ok(footer) => {
+            return Ok(FoundFooter {
+                footer,
+                offset: len - 512,
+                recovered: false,
+            });
+        }
         Err(e) => e,
     };
     // Virtual PC before 2004 wrote 511-byte footers.
     if len % 512 == 511
         && let Ok(footer) = Footer::parse(&tail[1..])
     {
-        return Ok(FoundFooter { footer, offset: len - 511, recovered: false });
+        return Ok(FoundFooter {
+            footer,
+            offset: len - 511,
+            recovered: false,
+        });
     }
     // Dynamic and differencing files keep a copy at offset 0.
     let mut head = [0u8; FOOTER_SIZE];
     dev.read_at(0, &mut head)?;
     match Footer::parse(&head) {
-        Ok(footer) if footer.disk_type != DiskType::Fixed => {
-            Ok(FoundFooter { footer, offset: len, recovered: true })
-        }
+        Ok(footer) if footer.disk_type != DiskType::Fixed => Ok(FoundFooter {
+            footer,
+            offset: len,
+            recovered: true,
+        }),
         _ => Err(end_error),
     }
 }
@@ -76,7 +88,9 @@ impl<D: BlockDevice> Vhd<D> {
         let sparse = match found.footer.disk_type {
             DiskType::Fixed => {
                 if size > footer_offset {
-                    return Err(Error::Malformed("fixed disk's data is shorter than its size"));
+                    return Err(Error::Malformed(
+                        "fixed disk's data is shorter than its size",
+                    ));
                 }
                 None
             }
@@ -134,14 +148,19 @@ fn open_sparse<D: BlockDevice>(
     }
     let mut raw_bat = vec![0u8; (needed * 4) as usize];
     dev.read_at(table_offset, &mut raw_bat)?;
-    let bat: Vec<u32> = (0..needed as usize).map(|i| be_u32(&raw_bat, i * 4)).collect();
+    let bat: Vec<u32> = (0..needed as usize)
+        .map(|i| be_u32(&raw_bat, i * 4))
+        .collect();
     drop(raw_bat);
 
     let bitmap_size = header.bitmap_size();
     let span = u64::from(bitmap_size) + block_size;
     // (start, end, block index or u32::MAX for metadata)
-    let mut extents: Vec<(u64, u64, u32)> =
-        vec![(0, 512, u32::MAX), (header_offset, header_end, u32::MAX), (table_offset, table_end, u32::MAX)];
+    let mut extents: Vec<(u64, u64, u32)> = vec![
+        (0, 512, u32::MAX),
+        (header_offset, header_end, u32::MAX),
+        (table_offset, table_end, u32::MAX),
+    ];
     for (index, &entry) in bat.iter().enumerate() {
         if entry == UNUSED {
             continue;
@@ -149,7 +168,10 @@ fn open_sparse<D: BlockDevice>(
         let start = u64::from(entry) * 512;
         let end = start + span;
         if end > limit {
-            return Err(Error::BlockOutOfFile { block: index as u32, offset: start });
+            return Err(Error::BlockOutOfFile {
+                block: index as u32,
+                offset: start,
+            });
         }
         extents.push((start, end, index as u32));
     }
