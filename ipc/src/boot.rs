@@ -68,8 +68,12 @@ pub struct BootInfo {
     pub cmdline_len: u32,
     /// Virtualization backend: 1 = AMD SVM + NPT, 2 = Intel VMX + EPT.
     pub backend: u32,
-    /// Physical address of the ACPI RSDP (0 if none).
-    pub rsdp: u64,
+    /// ACPI revision from the RSDP (0 = ACPI 1.0 with an RSDT, 2+ = XSDT).
+    pub acpi_revision: u32,
+    /// Reserved, zero.
+    pub reserved0: u32,
+    /// Physical address of the ACPI RSDT (revision 0) or XSDT (revision 2+), 0 if none.
+    pub acpi_root_table: u64,
     /// Where the microkernel image lies (never mapped into any partition).
     pub hypervisor_image: PhysRange,
     /// Where the child-runtime ELF module lies (readable by the root), or empty.
@@ -97,7 +101,9 @@ impl BootInfo {
             reserved_count: 0,
             cmdline_len: 0,
             backend: 0,
-            rsdp: 0,
+            acpi_revision: 0,
+            reserved0: 0,
+            acpi_root_table: 0,
             hypervisor_image: PhysRange { start: 0, end: 0 },
             child_image: PhysRange { start: 0, end: 0 },
             boot_area: PhysRange { start: 0, end: 0 },
@@ -154,6 +160,138 @@ impl BootInfo {
     }
 }
 
+/// Bytes in a boot-information page.
+pub const BOOT_PAGE_BYTES: usize = 4096;
+
+/// Why a boot page was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootInfoError {
+    /// The magic number is wrong.
+    BadMagic,
+    /// The version is not [`BOOT_INFO_VERSION`].
+    BadVersion(u32),
+}
+
+struct Writer<'a> {
+    page: &'a mut [u8; BOOT_PAGE_BYTES],
+    at: usize,
+}
+
+impl Writer<'_> {
+    fn bytes(&mut self, b: &[u8]) {
+        self.page[self.at..self.at + b.len()].copy_from_slice(b);
+        self.at += b.len();
+    }
+    fn u32(&mut self, v: u32) {
+        self.bytes(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+    fn range(&mut self, r: PhysRange) {
+        self.u64(r.start);
+        self.u64(r.end);
+    }
+}
+
+struct Reader<'a> {
+    page: &'a [u8; BOOT_PAGE_BYTES],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn bytes<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0; N];
+        out.copy_from_slice(&self.page[self.at..self.at + N]);
+        self.at += N;
+        out
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.bytes())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.bytes())
+    }
+    fn range(&mut self) -> PhysRange {
+        PhysRange {
+            start: self.u64(),
+            end: self.u64(),
+        }
+    }
+}
+
+impl BootInfo {
+    /// Encodes the page: fields in declaration order, little-endian, no
+    /// padding (the layout `docs/boot.md` documents), zeros after the end.
+    pub fn to_page(&self) -> [u8; BOOT_PAGE_BYTES] {
+        let mut page = [0; BOOT_PAGE_BYTES];
+        let mut w = Writer {
+            page: &mut page,
+            at: 0,
+        };
+        w.u64(self.magic);
+        for v in [
+            self.version,
+            self.cpu_count,
+            self.memory_count,
+            self.reserved_count,
+        ] {
+            w.u32(v);
+        }
+        for v in [
+            self.cmdline_len,
+            self.backend,
+            self.acpi_revision,
+            self.reserved0,
+        ] {
+            w.u32(v);
+        }
+        w.u64(self.acpi_root_table);
+        for r in [self.hypervisor_image, self.child_image, self.boot_area] {
+            w.range(r);
+        }
+        w.bytes(&self.cmdline);
+        for r in self.memory.iter().chain(self.reserved.iter()) {
+            w.range(*r);
+        }
+        page
+    }
+
+    /// Decodes a page written by [`BootInfo::to_page`]. Counts larger than
+    /// the tables are kept as they are; the accessors clamp them.
+    pub fn from_page(page: &[u8; BOOT_PAGE_BYTES]) -> Result<Self, BootInfoError> {
+        let mut r = Reader { page, at: 0 };
+        let mut info = BootInfo::new();
+        info.magic = r.u64();
+        if info.magic != BOOT_INFO_MAGIC {
+            return Err(BootInfoError::BadMagic);
+        }
+        info.version = r.u32();
+        if info.version != BOOT_INFO_VERSION {
+            return Err(BootInfoError::BadVersion(info.version));
+        }
+        info.cpu_count = r.u32();
+        info.memory_count = r.u32();
+        info.reserved_count = r.u32();
+        info.cmdline_len = r.u32();
+        info.backend = r.u32();
+        info.acpi_revision = r.u32();
+        info.reserved0 = r.u32();
+        info.acpi_root_table = r.u64();
+        info.hypervisor_image = r.range();
+        info.child_image = r.range();
+        info.boot_area = r.range();
+        info.cmdline = r.bytes();
+        for slot in info.memory.iter_mut() {
+            *slot = r.range();
+        }
+        for slot in info.reserved.iter_mut() {
+            *slot = r.range();
+        }
+        Ok(info)
+    }
+}
+
 impl Default for BootInfo {
     fn default() -> Self {
         Self::new()
@@ -188,10 +326,51 @@ mod tests {
     }
 
     #[test]
+    fn page_round_trips_and_rejects_garbage() {
+        let mut info = BootInfo::new();
+        info.cpu_count = 4;
+        info.acpi_root_table = 0x7fe_1234;
+        info.set_cmdline("selftest=read-hypervisor-frame");
+        assert!(info.push_memory(PhysRange {
+            start: 0x20_0000,
+            end: 0x1000_0000
+        }));
+        assert!(info.push_reserved(PhysRange {
+            start: 0x10_0000,
+            end: 0x20_0000
+        }));
+        info.reserved[MAX_RESERVED_RANGES - 1] = PhysRange { start: 7, end: 9 };
+        let page = info.to_page();
+        let back = BootInfo::from_page(&page).unwrap();
+        assert_eq!(back.to_page(), page);
+        assert_eq!(back.cmdline(), "selftest=read-hypervisor-frame");
+        assert_eq!(back.memory(), info.memory());
+        assert_eq!(
+            back.reserved[MAX_RESERVED_RANGES - 1],
+            PhysRange { start: 7, end: 9 }
+        );
+        let mut bad = page;
+        bad[0] ^= 1;
+        assert_eq!(
+            BootInfo::from_page(&bad).unwrap_err(),
+            BootInfoError::BadMagic
+        );
+        let mut bad = page;
+        bad[8] = 9;
+        assert_eq!(
+            BootInfo::from_page(&bad).unwrap_err(),
+            BootInfoError::BadVersion(9)
+        );
+    }
+
+    #[test]
     fn tables_refuse_overflow_and_clamp_counts() {
         let mut info = BootInfo::new();
         for i in 0..MAX_RESERVED_RANGES as u64 {
-            assert!(info.push_reserved(PhysRange { start: i, end: i + 1 }));
+            assert!(info.push_reserved(PhysRange {
+                start: i,
+                end: i + 1
+            }));
         }
         assert!(!info.push_reserved(PhysRange { start: 0, end: 1 }));
         info.memory_count = u32::MAX;

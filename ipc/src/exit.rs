@@ -32,7 +32,9 @@ impl ExitCode {
 
 /// Maps a QEMU process exit status back to the kernel's exit code, if it is one.
 pub fn from_qemu_status(status: i32) -> Option<ExitCode> {
-    ExitCode::ALL.into_iter().find(|code| code.qemu_status() == status)
+    ExitCode::ALL
+        .into_iter()
+        .find(|code| code.qemu_status() == status)
 }
 
 #[cfg(test)]

@@ -55,7 +55,11 @@ pub struct RootRunning {
 
 impl fmt::Display for RootRunning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "root partition running in guest mode ({}, {})", self.backend, self.slat)
+        write!(
+            f,
+            "root partition running in guest mode ({}, {})",
+            self.backend, self.slat
+        )
     }
 }
 
@@ -71,7 +75,11 @@ pub struct NestedPageFault<'a> {
 
 impl fmt::Display for NestedPageFault<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "nested page fault in partition {}: gpa={:#x}", self.partition, self.gpa)
+        write!(
+            f,
+            "nested page fault in partition {}: gpa={:#x}",
+            self.partition, self.gpa
+        )
     }
 }
 
@@ -86,11 +94,19 @@ mod tests {
         assert_eq!(CpuOnline(3).to_string(), "cpu 3 online");
         assert_eq!(AllCpusOnline(4).to_string(), "all 4 cpus online");
         assert_eq!(
-            RootRunning { backend: "svm", slat: "npt" }.to_string(),
+            RootRunning {
+                backend: "svm",
+                slat: "npt"
+            }
+            .to_string(),
             "root partition running in guest mode (svm, npt)"
         );
         assert_eq!(
-            NestedPageFault { partition: "root", gpa: 0x10_0000 }.to_string(),
+            NestedPageFault {
+                partition: "root",
+                gpa: 0x10_0000
+            }
+            .to_string(),
             "nested page fault in partition root: gpa=0x100000"
         );
     }
@@ -103,6 +119,10 @@ pub struct RootReadsHypervisorFrame(pub u64);
 
 impl fmt::Display for RootReadsHypervisorFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "root partition: reading hypervisor frame at {:#x}", self.0)
+        write!(
+            f,
+            "root partition: reading hypervisor frame at {:#x}",
+            self.0
+        )
     }
 }

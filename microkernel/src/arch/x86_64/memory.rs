@@ -1,0 +1,174 @@
+//! Physical memory as the microkernel reaches it: everything is identity
+//! mapped, so a physical address is also a pointer. This module is the only
+//! place that turns one into the other.
+//!
+//! # Invariants
+//! Table memory handed to the page-table code comes either from the
+//! microkernel's frame pool or from a window of root-partition RAM that the
+//! boot code checked against the memory map; reads and writes outside the
+//! owning range are refused with a panic (a kernel bug, not an input error).
+
+use microkernel::memory::frames::FrameAllocator;
+use microkernel::paging::{self, Access, CacheMode, PageTable, TableMemory, X86Format};
+use spin::Mutex;
+
+use super::cpu;
+
+/// The microkernel's frame pool, set up once by the bootstrap processor.
+pub static POOL: Mutex<Option<FrameAllocator>> = Mutex::new(None);
+
+/// Hands the pool `[base, base + frames * 4 KiB)` to the allocator.
+pub fn init_pool(base: u64, frames: usize) -> Result<(), microkernel::memory::frames::FrameError> {
+    *POOL.lock() = Some(FrameAllocator::new(base, frames)?);
+    Ok(())
+}
+
+/// Allocates `count` zeroed frames from the pool, aligned to `align` bytes.
+pub fn alloc_frames(count: usize, align: u64) -> Option<u64> {
+    let addr = POOL.lock().as_mut()?.alloc(count, align).ok()?;
+    // SAFETY: the frames were just allocated from the kernel's own pool,
+    // which is identity mapped and used by nothing else.
+    unsafe { core::ptr::write_bytes(addr as *mut u8, 0, count * 4096) };
+    Some(addr)
+}
+
+/// A pool frame as a mutable reference to `T` (which must fit in the frames).
+///
+/// The frames must have been allocated by [`alloc_frames`] for this use only;
+/// the reference is handed out once.
+pub fn frame_as<T>(addr: u64) -> &'static mut T {
+    let pool = POOL.lock();
+    let pool = pool.as_ref().expect("pool initialised");
+    assert!(addr >= pool.base() && addr + core::mem::size_of::<T>() as u64 <= pool.end());
+    assert_eq!(addr % core::mem::align_of::<T>() as u64, 0);
+    // SAFETY: the range is inside the kernel's identity-mapped pool (checked
+    // above), zeroed by `alloc_frames`, aligned, and handed out once.
+    unsafe { &mut *(addr as *mut T) }
+}
+
+/// Table memory in a physical range the caller owns, with tables allocated by `next`.
+pub struct Tables<F: FnMut() -> Option<u64>> {
+    start: u64,
+    end: u64,
+    next: F,
+}
+
+impl<F: FnMut() -> Option<u64>> Tables<F> {
+    /// Tables that may live only in `[start, end)`.
+    pub fn new(start: u64, end: u64, next: F) -> Self {
+        Tables { start, end, next }
+    }
+
+    fn slot(&self, table: u64, index: usize) -> *mut u64 {
+        assert!(
+            table >= self.start && table + 4096 <= self.end && table % 4096 == 0 && index < 512
+        );
+        (table + index as u64 * 8) as *mut u64
+    }
+}
+
+impl<F: FnMut() -> Option<u64>> TableMemory for Tables<F> {
+    fn alloc_table(&mut self) -> Option<u64> {
+        let table = (self.next)()?;
+        assert!(table >= self.start && table + 4096 <= self.end && table % 4096 == 0);
+        // SAFETY: the table is inside the caller's identity-mapped range (checked).
+        unsafe { core::ptr::write_bytes(table as *mut u8, 0, 4096) };
+        Some(table)
+    }
+
+    fn read(&self, table: u64, index: usize) -> u64 {
+        // SAFETY: `slot` checked the entry lies in the owned range.
+        unsafe { core::ptr::read_volatile(self.slot(table, index)) }
+    }
+
+    fn write(&mut self, table: u64, index: usize, value: u64) {
+        // SAFETY: `slot` checked the entry lies in the owned range.
+        unsafe { core::ptr::write_volatile(self.slot(table, index), value) };
+    }
+}
+
+/// Table memory from the kernel pool.
+pub fn pool_tables() -> Tables<impl FnMut() -> Option<u64>> {
+    let (start, end) = {
+        let pool = POOL.lock();
+        let pool = pool.as_ref().expect("pool initialised");
+        (pool.base(), pool.end())
+    };
+    Tables::new(start, end, || alloc_frames(1, 4096))
+}
+
+/// Builds and loads the microkernel's own page tables: an identity map of
+/// `[0, top)` with 2 MiB pages, uncacheable outside RAM. Returns the root.
+pub fn init_kernel_tables(top: u64, is_ram: impl Fn(u64) -> bool) -> Result<u64, paging::MapError> {
+    let mut mem = pool_tables();
+    let mut table = PageTable::<X86Format>::new(&mut mem)?;
+    let mut at = 0;
+    while at < top {
+        let cache = if is_ram(at) {
+            CacheMode::WriteBack
+        } else {
+            CacheMode::Uncacheable
+        };
+        table.map(
+            &mut mem,
+            at,
+            at,
+            paging::PageSize::Large.bytes(),
+            paging::PageSize::Large,
+            Access::RWX,
+            cache,
+        )?;
+        at += paging::PageSize::Large.bytes();
+    }
+    // SAFETY: the new tables identity-map everything the old ones did (the
+    // first 4 GiB) and all RAM, so the running code, stack and data stay mapped.
+    unsafe { cpu::write_cr3(table.root()) };
+    Ok(table.root())
+}
+
+/// Copies `bytes` to physical address `addr` in root-partition RAM.
+///
+/// `window` is the range the boot code took from the root's RAM for its boot
+/// area; the copy must lie inside it.
+pub fn write_window(window: (u64, u64), addr: u64, bytes: &[u8]) {
+    let end = addr.checked_add(bytes.len() as u64).expect("no wrap");
+    assert!(
+        addr >= window.0 && end <= window.1,
+        "write outside the boot window"
+    );
+    // SAFETY: the destination lies in the boot window (checked), RAM that the
+    // memory map marks usable and that nothing else uses during boot.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) };
+}
+
+/// Zeroes `[addr, addr + len)` inside the boot window.
+pub fn zero_window(window: (u64, u64), addr: u64, len: u64) {
+    let end = addr.checked_add(len).expect("no wrap");
+    assert!(
+        addr >= window.0 && end <= window.1,
+        "write outside the boot window"
+    );
+    // SAFETY: as for `write_window`.
+    unsafe { core::ptr::write_bytes(addr as *mut u8, 0, len as usize) };
+}
+
+/// Reads a boot module's bytes. The range comes from the boot loader and is
+/// marked as a module in the memory map, so nothing else writes it while the
+/// microkernel reads it.
+pub fn module_bytes(start: u64, end: u64) -> &'static [u8] {
+    assert!(end >= start);
+    // SAFETY: GRUB loaded the module there; the range is identity mapped and
+    // reserved as a module until the root partition starts.
+    unsafe { core::slice::from_raw_parts(start as *const u8, (end - start) as usize) }
+}
+
+/// Turns the per-CPU pointer the bootstrap processor prepared into the
+/// running processor's exclusive reference.
+pub fn claim_per_cpu(
+    state: *mut super::percpu::PerCpu,
+) -> Option<&'static mut super::percpu::PerCpu> {
+    // SAFETY: non-null pointers stored by `cpus::prepare` point at a PerCpu
+    // in pool frames that live forever; each index is claimed by exactly one
+    // processor (the one started with that index), once.
+    unsafe { state.as_mut() }
+}

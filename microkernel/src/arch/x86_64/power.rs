@@ -1,0 +1,43 @@
+//! Ending a run: QEMU's isa-debug-exit device, then ACPI soft-off (S5).
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use ipc::exit::{DEBUG_EXIT_PORT, ExitCode};
+
+use super::{cpu, port};
+
+/// PM1a control port from the FADT (0 = unknown).
+static PM1A_CONTROL: AtomicU32 = AtomicU32::new(0);
+/// SLP_TYPa for S5 from the DSDT.
+static SLP_TYP_S5: AtomicU32 = AtomicU32::new(0);
+
+/// Records how to power off through ACPI.
+pub fn set_acpi_soft_off(pm1a_control_port: u16, slp_typ: u8) {
+    PM1A_CONTROL.store(pm1a_control_port as u32, Ordering::Relaxed);
+    SLP_TYP_S5.store(slp_typ as u32, Ordering::Relaxed);
+}
+
+/// The PM1a control port, if known (the root is kept off it).
+pub fn pm1a_control_port() -> Option<u16> {
+    match PM1A_CONTROL.load(Ordering::Relaxed) {
+        0 => None,
+        p => Some(p as u16),
+    }
+}
+
+/// Ends the run with `code`. Under the test harness QEMU exits at once; on
+/// a machine without the debug device a successful run powers off through
+/// ACPI and a failed one halts with its message on the console.
+pub fn exit(code: ExitCode) -> ! {
+    // SAFETY: port 0xf4 is QEMU's isa-debug-exit when present and unused
+    // otherwise; the write has no other effect.
+    unsafe { port::outl(DEBUG_EXIT_PORT, code as u32) };
+    if code == ExitCode::Success {
+        if let Some(port) = pm1a_control_port() {
+            let slp_typ = SLP_TYP_S5.load(Ordering::Relaxed) as u16;
+            // SAFETY: PM1a_CNT from the FADT; SLP_TYP | SLP_EN requests S5.
+            unsafe { port::outw(port, (slp_typ << 10) | (1 << 13)) };
+        }
+    }
+    cpu::halt_forever()
+}

@@ -1,0 +1,305 @@
+//! Building the root partition: its SLAT (nested page tables mapping all
+//! RAM and device ranges except the microkernel's), its initial guest page
+//! tables, its ELF image, its boot-information page, its permission maps
+//! and its first vCPU — then running it on the bootstrap processor.
+//!
+//! The root's guest-physical addresses equal host-physical ones. Its boot
+//! area (page tables, boot page, stack, image) is taken from its own RAM.
+
+use ipc::boot::{BootInfo, PARTITION_IMAGE_BASE, PhysRange};
+use ipc::exit::ExitCode;
+use ipc::markers::RootRunning;
+use microkernel::elf::Image;
+use microkernel::memory::map::{MemoryMap, RegionKind};
+use microkernel::paging::{Access, CacheMode, NptFormat, PageSize, PageTable, X86Format};
+use microkernel::svm::permissions::{self, IOPM_BYTES, MSRPM_BYTES, PASSTHROUGH_MSRS};
+use microkernel::svm::vmcb::{LongModeStart, Vmcb};
+use microkernel::{LARGE_PAGE_SIZE, PAGE_SIZE, align_down, align_up};
+
+use crate::arch::{self, memory, power};
+use crate::boot::BootData;
+use crate::platform::Platform;
+use crate::vcpu::Vcpu;
+
+/// Pages reserved in the boot area for the root's initial page tables.
+const TABLE_PAGES: u64 = 64;
+/// Pages of initial stack.
+const STACK_PAGES: u64 = 16;
+/// Address space identifier of the root partition.
+const ROOT_ASID: u32 = 1;
+
+fn fail(args: core::fmt::Arguments<'_>) -> ! {
+    kprintln!("cannot start the root partition: {args}");
+    power::exit(ExitCode::Failure)
+}
+
+/// Ports the microkernel keeps: the legacy PICs, the PIT and its gate,
+/// the reset ports and QEMU's debug-exit device.
+const KERNEL_PORTS: [(u16, u32); 7] = [
+    (0x20, 2),
+    (0xa0, 2),
+    (0x40, 4),
+    (0x61, 1),
+    (0x92, 1),
+    (0xcf9, 1),
+    (ipc::exit::DEBUG_EXIT_PORT, 4),
+];
+
+/// Builds the root partition and runs it; never returns.
+pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
+    let Some(module) = boot.module("root-partition") else {
+        fail(format_args!("no `root-partition` boot module"));
+    };
+    let image = Image::parse(
+        memory::module_bytes(module.start, module.end),
+        PARTITION_IMAGE_BASE,
+        u64::MAX,
+    )
+    .unwrap_or_else(|e| fail(format_args!("its ELF image is invalid: {e:?}")));
+    let (span_start, span_end) = image.span();
+    let image_base = align_down(span_start, PAGE_SIZE);
+    let image_pages = (align_up(span_end, PAGE_SIZE).unwrap_or(u64::MAX) - image_base) / PAGE_SIZE;
+    if image_pages > 64 * 1024 {
+        fail(format_args!("its image spans more than 256 MiB"));
+    }
+
+    // The boot area: tables | boot page | stack | image.
+    let area_bytes = (TABLE_PAGES + 1 + STACK_PAGES + image_pages) * PAGE_SIZE;
+    let area_start = boot
+        .map
+        .find_usable_bottom_up(area_bytes, LARGE_PAGE_SIZE, 0x100_0000)
+        .unwrap_or_else(|| {
+            fail(format_args!(
+                "no room for its boot area ({} KiB)",
+                area_bytes >> 10
+            ))
+        });
+    let area = (area_start, area_start + area_bytes);
+    let boot_page = area_start + TABLE_PAGES * PAGE_SIZE;
+    let stack_top = boot_page + (1 + STACK_PAGES) * PAGE_SIZE;
+    let image_phys = stack_top;
+    memory::zero_window(area, area.0, area_bytes);
+    for seg in image.segments() {
+        memory::write_window(
+            area,
+            image_phys + (seg.vaddr - image_base),
+            image.file_bytes(seg),
+        );
+    }
+
+    // Initial guest page tables: identity map of everything, plus the image high.
+    let top = align_up(boot.map.usable_end().max(1 << 32), 1 << 30).unwrap_or(1 << 32);
+    let mut next_table = area_start;
+    let mut tables = memory::Tables::new(area_start, boot_page, || {
+        let t = next_table;
+        next_table += PAGE_SIZE;
+        (t < boot_page).then_some(t)
+    });
+    let mut guest = PageTable::<X86Format>::new(&mut tables)
+        .unwrap_or_else(|e| fail(format_args!("guest page tables: {e:?}")));
+    guest
+        .map(
+            &mut tables,
+            0,
+            0,
+            top,
+            PageSize::Large,
+            Access::RWX,
+            CacheMode::WriteBack,
+        )
+        .and_then(|()| {
+            guest.map(
+                &mut tables,
+                image_base,
+                image_phys,
+                image_pages * PAGE_SIZE,
+                PageSize::Small,
+                Access::RWX,
+                CacheMode::WriteBack,
+            )
+        })
+        .unwrap_or_else(|e| fail(format_args!("guest page tables: {e:?}")));
+
+    let info = boot_info(boot, platform, cpus, (area_start, area.1));
+    memory::write_window(area, boot_page, &info.to_page());
+
+    let nested_cr3 = build_npt(&boot.map, platform, top);
+    let (iopm, msrpm) = permission_maps();
+    let vmcb_pa = memory::alloc_frames(1, PAGE_SIZE)
+        .unwrap_or_else(|| fail(format_args!("no memory for its VMCB")));
+    let vmcb: &'static mut Vmcb = memory::frame_as(vmcb_pa);
+    vmcb.init_long_mode(&LongModeStart {
+        cr3: guest.root(),
+        rip: image.entry,
+        rsp: stack_top - 8,
+        asid: ROOT_ASID,
+        nested_cr3,
+        iopm,
+        msrpm,
+    });
+    kprintln!(
+        "root partition: image {:#x}..{:#x} at {:#x}, entry {:#x}, boot page {:#x}",
+        span_start,
+        span_end,
+        image_phys,
+        image.entry,
+        boot_page
+    );
+    kprintln!(
+        "{}",
+        RootRunning {
+            backend: "svm",
+            slat: "npt"
+        }
+    );
+    let mut vcpu = Vcpu::new("root", vmcb);
+    vcpu.regs.rdi = boot_page;
+    vcpu.run()
+}
+
+/// Fills the boot-information page (see `docs/boot.md`).
+fn boot_info(boot: &BootData, platform: &Platform, cpus: u32, area: (u64, u64)) -> BootInfo {
+    let mut info = BootInfo::new();
+    info.cpu_count = cpus;
+    info.backend = 1;
+    if let Some((revision, table)) = platform.acpi {
+        info.acpi_revision = revision as u32;
+        info.acpi_root_table = table;
+    }
+    info.hypervisor_image = PhysRange {
+        start: boot.kernel_image.0,
+        end: boot.kernel_image.1,
+    };
+    if let Some(child) = boot.module("child-runtime") {
+        info.child_image = PhysRange {
+            start: child.start,
+            end: child.end,
+        };
+    }
+    info.boot_area = PhysRange {
+        start: area.0,
+        end: area.1,
+    };
+    info.set_cmdline(boot.cmdline.as_str());
+    for r in boot.map.regions() {
+        let range = PhysRange {
+            start: r.start,
+            end: r.end,
+        };
+        let ok = match r.kind {
+            RegionKind::Usable | RegionKind::Module => info.push_memory(range),
+            RegionKind::Hypervisor => info.push_reserved(range),
+            _ => true,
+        };
+        if !ok {
+            kprintln!(
+                "root partition: boot page full, range {:#x}..{:#x} not listed",
+                r.start,
+                r.end
+            );
+        }
+    }
+    info
+}
+
+/// Whether the root may touch `addr`: everything except the microkernel's
+/// RAM, the local APIC and the I/O APICs.
+fn root_may_access(map: &MemoryMap, platform: &Platform, addr: u64) -> bool {
+    let page = align_down(addr, PAGE_SIZE);
+    map.kind_at(addr) != Some(RegionKind::Hypervisor)
+        && page != arch::apic::base()
+        && !platform.ioapics().contains(&page)
+}
+
+fn cache_mode(map: &MemoryMap, addr: u64) -> CacheMode {
+    match map.kind_at(addr) {
+        None | Some(RegionKind::Reserved) => CacheMode::Uncacheable,
+        Some(_) => CacheMode::WriteBack,
+    }
+}
+
+/// Builds the root's nested page tables over `[0, top)`: 2 MiB pages where
+/// a whole chunk is uniform, 4 KiB pages where a boundary falls inside.
+fn build_npt(map: &MemoryMap, platform: &Platform, top: u64) -> u64 {
+    let mut mem = memory::pool_tables();
+    let mut npt =
+        PageTable::<NptFormat>::new(&mut mem).unwrap_or_else(|e| fail(format_args!("NPT: {e:?}")));
+    let excluded_page = |p: u64| p == arch::apic::base() || platform.ioapics().contains(&p);
+    let boundary_inside = |start: u64, end: u64| {
+        map.regions()
+            .iter()
+            .any(|r| (r.start > start && r.start < end) || (r.end > start && r.end < end))
+            || (start..end).contains(&arch::apic::base())
+            || platform
+                .ioapics()
+                .iter()
+                .any(|&p| (start..end).contains(&p))
+    };
+    let mut chunk = 0;
+    while chunk < top {
+        let end = chunk + LARGE_PAGE_SIZE;
+        let result = if !boundary_inside(chunk, end) && !excluded_page(chunk) {
+            if root_may_access(map, platform, chunk) {
+                npt.map(
+                    &mut mem,
+                    chunk,
+                    chunk,
+                    LARGE_PAGE_SIZE,
+                    PageSize::Large,
+                    Access::RWX,
+                    cache_mode(map, chunk),
+                )
+            } else {
+                Ok(())
+            }
+        } else {
+            let mut page = chunk;
+            let mut r = Ok(());
+            while page < end && r.is_ok() {
+                if root_may_access(map, platform, page) {
+                    r = npt.map(
+                        &mut mem,
+                        page,
+                        page,
+                        PAGE_SIZE,
+                        PageSize::Small,
+                        Access::RWX,
+                        cache_mode(map, page),
+                    );
+                }
+                page += PAGE_SIZE;
+            }
+            r
+        };
+        if let Err(e) = result {
+            fail(format_args!("NPT at {chunk:#x}: {e:?}"));
+        }
+        chunk = end;
+    }
+    npt.root()
+}
+
+/// The root's I/O and MSR permission maps.
+fn permission_maps() -> (u64, u64) {
+    let iopm_pa = memory::alloc_frames(IOPM_BYTES / 4096, PAGE_SIZE)
+        .unwrap_or_else(|| fail(format_args!("no memory for its IOPM")));
+    let msrpm_pa = memory::alloc_frames(MSRPM_BYTES / 4096, PAGE_SIZE)
+        .unwrap_or_else(|| fail(format_args!("no memory for its MSRPM")));
+    let iopm: &'static mut [u8; IOPM_BYTES] = memory::frame_as(iopm_pa);
+    let msrpm: &'static mut [u8; MSRPM_BYTES] = memory::frame_as(msrpm_pa);
+    // Ports: everything passes except the kernel's (and the bits past 0xffff).
+    iopm.fill(0);
+    iopm[0x2000..].fill(0xff);
+    for (first, count) in KERNEL_PORTS {
+        permissions::set_ports(iopm, first, count, true);
+    }
+    if let Some(port) = power::pm1a_control_port() {
+        permissions::set_ports(iopm, port, 2, true);
+    }
+    // MSRs: everything exits except state the VMCB holds.
+    msrpm.fill(0xff);
+    for msr in PASSTHROUGH_MSRS {
+        permissions::pass_msr(msrpm, msr);
+    }
+    (iopm_pa, msrpm_pa)
+}

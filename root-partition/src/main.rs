@@ -1,0 +1,82 @@
+//! capvisor's root partition: runs in guest mode (ring 0 under nested
+//! paging), drives the machine's devices and hosts the services. For now it
+//! announces itself, reports what the microkernel handed it, runs the
+//! isolation self-test when asked, and powers off.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!(
+        "the root partition runs under the capvisor microkernel: boot it with `cargo image run`"
+    );
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "none")]
+mod arch;
+
+#[cfg(target_os = "none")]
+mod entry {
+    use core::fmt::Write;
+
+    use ipc::boot::{BootInfo, SELFTEST_READ_HYPERVISOR_FRAME};
+    use ipc::markers;
+
+    use crate::arch::{self, Serial};
+
+    macro_rules! println {
+        ($($arg:tt)*) => {{
+            let _ = writeln!(Serial, $($arg)*);
+        }};
+    }
+
+    /// Entry from the microkernel: `boot_page` is the boot-information page.
+    #[unsafe(no_mangle)]
+    extern "C" fn _start(boot_page: u64) -> ! {
+        let info = match BootInfo::from_page(arch::boot_page(boot_page)) {
+            Ok(info) => info,
+            Err(e) => {
+                println!("root partition: unusable boot page at {boot_page:#x}: {e:?}");
+                arch::crash()
+            }
+        };
+        let ram: u64 = info.memory().iter().map(|r| r.len()).sum();
+        println!(
+            "{} {} (guest mode, ring 0)",
+            markers::ROOT_BANNER,
+            env!("CARGO_PKG_VERSION")
+        );
+        println!(
+            "root partition: {} processors, {} MiB of RAM in {} ranges, {} ranges held by the hypervisor",
+            info.cpu_count,
+            ram >> 20,
+            info.memory().len(),
+            info.reserved().len()
+        );
+        if !info.child_image.is_empty() {
+            println!(
+                "root partition: child runtime image of {} KiB available",
+                info.child_image.len() >> 10
+            );
+        }
+        if info.has_flag(SELFTEST_READ_HYPERVISOR_FRAME) {
+            let target = info.hypervisor_image.start;
+            println!("{}", markers::RootReadsHypervisorFrame(target));
+            let value = arch::read_physical(target);
+            println!(
+                "root partition: ISOLATION BROKEN: read {value:#x} from the hypervisor's memory"
+            );
+            arch::crash();
+        }
+        println!("{}", markers::ROOT_POWER_OFF);
+        arch::power_off()
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        println!("root partition panic: {info}");
+        arch::crash()
+    }
+}
