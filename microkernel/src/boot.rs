@@ -178,11 +178,7 @@ fn read_boot_information(info: u64) -> (BootData, u64) {
     };
     for area in areas.memory_areas() {
         if map
-            .add(
-                area.start_address(),
-                area.size(),
-                kind_of(area.typ().into()),
-            )
+            .add(area.start_address(), area.size(), kind_of(area.typ()))
             .is_err()
         {
             fail(format_args!(

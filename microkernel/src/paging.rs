@@ -211,7 +211,7 @@ fn index(addr: u64, level: u8) -> usize {
 
 /// Whether `addr` is a canonical 48-bit address (bits 63..47 all equal).
 fn canonical(addr: u64) -> bool {
-    addr < (1 << 47) || addr >= 0x7fff_8000_0000_0000
+    !((1 << 47)..0xffff_8000_0000_0000).contains(&addr)
 }
 
 impl<F: EntryFormat> PageTable<F> {
@@ -243,7 +243,7 @@ impl<F: EntryFormat> PageTable<F> {
         cache: CacheMode,
     ) -> Result<(), MapError> {
         let step = size.bytes();
-        if virt % step != 0 || phys % step != 0 || len % step != 0 {
+        if !virt.is_multiple_of(step) || !phys.is_multiple_of(step) || !len.is_multiple_of(step) {
             return Err(MapError::Misaligned);
         }
         let end = virt.checked_add(len).ok_or(MapError::OutOfRange)?;
@@ -278,7 +278,10 @@ impl<F: EntryFormat> PageTable<F> {
         access: Access,
         cache: CacheMode,
     ) -> Result<(), MapError> {
-        if virt % PAGE_SIZE != 0 || phys % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
+        if !virt.is_multiple_of(PAGE_SIZE)
+            || !phys.is_multiple_of(PAGE_SIZE)
+            || !len.is_multiple_of(PAGE_SIZE)
+        {
             return Err(MapError::Misaligned);
         }
         let mut offset = 0;
@@ -342,7 +345,7 @@ impl<F: EntryFormat> PageTable<F> {
         } else {
             PageSize::Small
         };
-        if virt % size.bytes() != 0 {
+        if !virt.is_multiple_of(size.bytes()) {
             return Err(MapError::Misaligned);
         }
         mem.write(table, i, 0);

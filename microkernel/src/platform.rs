@@ -74,11 +74,9 @@ pub fn discover(acpi_root: Option<(u8, u64)>) -> Platform {
                     let (id, flags) = (e.x2apic_id, e.flags);
                     add_cpu(&mut platform, id, flags, bsp);
                 }
-                MadtEntry::IoApic(e) => {
-                    if platform.ioapic_count < MAX_IOAPICS {
-                        platform.ioapics[platform.ioapic_count] = e.io_apic_address as u64;
-                        platform.ioapic_count += 1;
-                    }
+                MadtEntry::IoApic(e) if platform.ioapic_count < MAX_IOAPICS => {
+                    platform.ioapics[platform.ioapic_count] = e.io_apic_address as u64;
+                    platform.ioapic_count += 1;
                 }
                 _ => {}
             }

@@ -38,7 +38,7 @@ pub struct FrameAllocator {
 impl FrameAllocator {
     /// An allocator over `[base, base + frames * 4 KiB)`, all free.
     pub fn new(base: u64, frames: usize) -> Result<Self, FrameError> {
-        if base % PAGE_SIZE != 0 || frames == 0 || frames > MAX_POOL_FRAMES {
+        if !base.is_multiple_of(PAGE_SIZE) || frames == 0 || frames > MAX_POOL_FRAMES {
             return Err(FrameError::BadRequest);
         }
         Ok(FrameAllocator {
@@ -90,7 +90,7 @@ impl FrameAllocator {
         let mut first = 0usize;
         while first + count <= self.frames {
             let addr = self.base + first as u64 * PAGE_SIZE;
-            if addr % align != 0 {
+            if !addr.is_multiple_of(align) {
                 let aligned = crate::align_up(addr, align).ok_or(FrameError::OutOfMemory)?;
                 first = ((aligned - self.base) / PAGE_SIZE) as usize;
                 continue;
@@ -111,7 +111,7 @@ impl FrameAllocator {
 
     /// Frees `count` frames at `addr`, all of which must be allocated.
     pub fn free(&mut self, addr: u64, count: usize) -> Result<(), FrameError> {
-        if addr < self.base || addr % PAGE_SIZE != 0 || count == 0 {
+        if addr < self.base || !addr.is_multiple_of(PAGE_SIZE) || count == 0 {
             return Err(FrameError::NotAllocated);
         }
         let first = ((addr - self.base) / PAGE_SIZE) as usize;

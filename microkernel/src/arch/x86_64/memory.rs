@@ -61,7 +61,10 @@ impl<F: FnMut() -> Option<u64>> Tables<F> {
 
     fn slot(&self, table: u64, index: usize) -> *mut u64 {
         assert!(
-            table >= self.start && table + 4096 <= self.end && table % 4096 == 0 && index < 512
+            table >= self.start
+                && table + 4096 <= self.end
+                && table.is_multiple_of(4096)
+                && index < 512
         );
         (table + index as u64 * 8) as *mut u64
     }

@@ -7,7 +7,7 @@ pub const BOOTLOADER_MAGIC: u32 = 0x36d7_6289;
 
 /// Parses the boot information at physical `addr`.
 pub fn load(addr: u64) -> Option<BootInformation<'static>> {
-    if addr == 0 || addr % 8 != 0 {
+    if addr == 0 || !addr.is_multiple_of(8) {
         return None;
     }
     // SAFETY: GRUB put the boot information at `addr` (passed in EBX); it is

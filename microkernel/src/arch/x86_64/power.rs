@@ -32,12 +32,12 @@ pub fn exit(code: ExitCode) -> ! {
     // SAFETY: port 0xf4 is QEMU's isa-debug-exit when present and unused
     // otherwise; the write has no other effect.
     unsafe { port::outl(DEBUG_EXIT_PORT, code as u32) };
-    if code == ExitCode::Success {
-        if let Some(port) = pm1a_control_port() {
-            let slp_typ = SLP_TYP_S5.load(Ordering::Relaxed) as u16;
-            // SAFETY: PM1a_CNT from the FADT; SLP_TYP | SLP_EN requests S5.
-            unsafe { port::outw(port, (slp_typ << 10) | (1 << 13)) };
-        }
+    if code == ExitCode::Success
+        && let Some(port) = pm1a_control_port()
+    {
+        let slp_typ = SLP_TYP_S5.load(Ordering::Relaxed) as u16;
+        // SAFETY: PM1a_CNT from the FADT; SLP_TYP | SLP_EN requests S5.
+        unsafe { port::outw(port, (slp_typ << 10) | (1 << 13)) };
     }
     cpu::halt_forever()
 }

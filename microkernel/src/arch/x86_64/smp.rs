@@ -140,7 +140,7 @@ pub fn start(
     stack_top: u64,
     entry: extern "C" fn(u64) -> !,
 ) -> Result<(), StartError> {
-    if page % 4096 != 0 || page >= 0x10_0000 {
+    if !page.is_multiple_of(4096) || page >= 0x10_0000 {
         return Err(StartError::BadTrampolinePage);
     }
     if cr3 >= 1 << 32 {
