@@ -201,7 +201,7 @@ pub fn ensure_packages(requirements: &[Requirement]) -> Result<()> {
         .map(|words| format!("{sudo}{}", words.join(" ")))
         .collect();
     bail!(
-        "missing packages: {}\nInstall them with:\n    {}",
+        "missing packages: {}\nInstall them (Debian package names) with:\n    {}",
         absent.join(" "),
         commands.join(" && ")
     )
