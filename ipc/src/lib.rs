@@ -9,5 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod boot;
+pub mod child;
 pub mod exit;
+pub mod hypercall;
 pub mod markers;

@@ -1,0 +1,783 @@
+//! The hypercall ABI: call numbers, arguments, capability rights and status
+//! codes, shared by the microkernel and every partition.
+//!
+//! # Registers
+//! A partition executes `VMMCALL` (AMD) or `VMCALL` (Intel) with
+//! `RAX` = call number and up to six arguments in `RDI, RSI, RDX, R8, R9,
+//! R10`. On return `RAX` = [`Status`] and up to three results are in `RDI,
+//! RSI, RDX`; every other register is preserved. `docs/hypercalls.md` has a
+//! table per call.
+//!
+//! # Invariants
+//! [`Call::decode`] is the only place raw registers become a call: it never
+//! panics, and it rejects every malformed argument before the kernel looks
+//! at any state. [`Call::encode`] is its exact inverse for valid calls.
+
+use core::fmt;
+
+/// A capability slot as a partition names it: slot index in bits 0–15 and
+/// the slot's generation in bits 16–31. A handle whose generation no longer
+/// matches (the slot was emptied since) fails with [`Status::StaleSlot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SlotHandle {
+    /// Index in the capability space.
+    pub index: u16,
+    /// Generation of the slot when the handle was issued.
+    pub generation: u16,
+}
+
+impl SlotHandle {
+    /// Packs the handle into a register.
+    pub const fn raw(self) -> u64 {
+        self.index as u64 | ((self.generation as u64) << 16)
+    }
+
+    /// Unpacks a register; bits above 31 must be zero.
+    pub const fn from_raw(raw: u64) -> Result<Self, Status> {
+        if raw >> 32 != 0 {
+            return Err(Status::InvalidSlot);
+        }
+        Ok(SlotHandle { index: raw as u16, generation: (raw >> 16) as u16 })
+    }
+}
+
+/// Capability rights. A capability's rights can only shrink as it is delegated.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Rights(u32);
+
+impl Rights {
+    /// Memory: may be mapped readable.
+    pub const READ: Rights = Rights(1 << 0);
+    /// Memory: may be mapped writable.
+    pub const WRITE: Rights = Rights(1 << 1);
+    /// Memory: may be mapped executable.
+    pub const EXECUTE: Rights = Rights(1 << 2);
+    /// Memory: may be mapped into a partition this caller controls.
+    pub const MAP: Rights = Rights(1 << 3);
+    /// Memory: may be donated to create a partition.
+    pub const DONATE: Rights = Rights(1 << 4);
+    /// Partition or vCPU: create vCPUs, map memory, start, pause, resume, destroy.
+    pub const CONTROL: Rights = Rights(1 << 5);
+    /// Partition or vCPU: read its memory and state, dirty logging, status.
+    pub const INSPECT: Rights = Rights(1 << 6);
+    /// Partition (one's own): create partitions.
+    pub const CREATE: Rights = Rights(1 << 7);
+    /// Port: signal it.
+    pub const SIGNAL: Rights = Rights(1 << 8);
+    /// Port or interrupt: bind it to a vCPU vector and acknowledge it.
+    pub const BIND: Rights = Rights(1 << 9);
+    /// I/O port range: access the ports directly.
+    pub const USE: Rights = Rights(1 << 10);
+    /// Any capability: may be delegated.
+    pub const GRANT: Rights = Rights(1 << 15);
+    /// No rights.
+    pub const NONE: Rights = Rights(0);
+    /// Every right.
+    pub const ALL: Rights = Rights(0x87ff);
+
+    /// Rights from raw bits; unknown bits are an error.
+    pub const fn from_bits(bits: u64) -> Option<Rights> {
+        if bits & !(Rights::ALL.0 as u64) != 0 {
+            return None;
+        }
+        Some(Rights(bits as u32))
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether every right in `other` is in `self`.
+    pub const fn contains(self, other: Rights) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Rights in both.
+    pub const fn intersect(self, other: Rights) -> Rights {
+        Rights(self.0 & other.0)
+    }
+
+    /// Rights in either.
+    pub const fn union(self, other: Rights) -> Rights {
+        Rights(self.0 | other.0)
+    }
+}
+
+impl core::ops::BitOr for Rights {
+    type Output = Rights;
+    fn bitor(self, rhs: Rights) -> Rights {
+        self.union(rhs)
+    }
+}
+
+impl fmt::Debug for Rights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const NAMES: [&str; 16] = [
+            "READ", "WRITE", "EXECUTE", "MAP", "DONATE", "CONTROL", "INSPECT", "CREATE", "SIGNAL",
+            "BIND", "USE", "", "", "", "", "GRANT",
+        ];
+        let mut first = true;
+        for (bit, name) in NAMES.iter().enumerate() {
+            if self.0 & (1 << bit) != 0 {
+                write!(f, "{}{}", if first { "" } else { "|" }, name)?;
+                first = false;
+            }
+        }
+        if first {
+            write!(f, "NONE")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a hypercall returns in `RAX`. 0 is success; every other value is
+/// an error returned to the caller, who keeps running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Status {
+    /// The call did what it says.
+    Success = 0,
+    /// No call has this number.
+    UnknownCall = 1,
+    /// The slot is out of range or empty.
+    InvalidSlot = 2,
+    /// The slot was emptied (revoked or deleted) after the handle was issued.
+    StaleSlot = 3,
+    /// The capability is of the wrong object type for this call.
+    WrongType = 4,
+    /// The capability lacks a right the call needs, or a delegation asked for more rights than held.
+    InsufficientRights = 5,
+    /// An argument is out of range (alignment, size, vector, flags).
+    InvalidArgument = 6,
+    /// The microkernel has no memory left for the objects the call needs.
+    OutOfMemory = 7,
+    /// The target capability space is full.
+    OutOfSlots = 8,
+    /// The memory range is not inside the memory object, or is donated already.
+    NotOwned = 9,
+    /// A guest-physical page in the range is mapped already.
+    AlreadyMapped = 10,
+    /// A guest-physical page in the range is not mapped.
+    NotMapped = 11,
+    /// The object is not in a state that allows the call (e.g. start a running vCPU).
+    InvalidState = 12,
+    /// The call is rate-limited and the caller is over its budget.
+    RateLimited = 13,
+    /// A buffer address in the caller's own guest-physical space is unmapped or read-only.
+    BadBuffer = 14,
+}
+
+impl Status {
+    /// Every status, for lookups.
+    pub const ALL: [Status; 15] = [
+        Status::Success,
+        Status::UnknownCall,
+        Status::InvalidSlot,
+        Status::StaleSlot,
+        Status::WrongType,
+        Status::InsufficientRights,
+        Status::InvalidArgument,
+        Status::OutOfMemory,
+        Status::OutOfSlots,
+        Status::NotOwned,
+        Status::AlreadyMapped,
+        Status::NotMapped,
+        Status::InvalidState,
+        Status::RateLimited,
+        Status::BadBuffer,
+    ];
+
+    /// The status for a raw `RAX` value, if it is one.
+    pub fn from_raw(raw: u64) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| *s as u64 == raw)
+    }
+}
+
+/// Call numbers.
+#[allow(missing_docs)] // Each is documented on its `Call` variant.
+pub mod number {
+    pub const NULL: u64 = 0;
+    pub const DEBUG_WRITE: u64 = 1;
+    pub const PARTITION_CREATE: u64 = 2;
+    pub const PARTITION_DESTROY: u64 = 3;
+    pub const PARTITION_STATUS: u64 = 4;
+    pub const MEMORY_MAP: u64 = 5;
+    pub const MEMORY_UNMAP: u64 = 6;
+    pub const VCPU_CREATE: u64 = 7;
+    pub const VCPU_GET_STATE: u64 = 8;
+    pub const VCPU_SET_STATE: u64 = 9;
+    pub const VCPU_START: u64 = 10;
+    pub const VCPU_PAUSE: u64 = 11;
+    pub const VCPU_RESUME: u64 = 12;
+    pub const PORT_CREATE: u64 = 13;
+    pub const PORT_SIGNAL: u64 = 14;
+    pub const PORT_BIND: u64 = 15;
+    pub const INTERRUPT_BIND: u64 = 16;
+    pub const ACKNOWLEDGE: u64 = 17;
+    pub const CAP_DELEGATE: u64 = 18;
+    pub const CAP_REVOKE: u64 = 19;
+    pub const CAP_DELETE: u64 = 20;
+    pub const YIELD: u64 = 21;
+    pub const DIRTY_LOG: u64 = 22;
+    pub const DIRTY_FETCH: u64 = 23;
+    pub const MEMORY_READ: u64 = 24;
+    pub const MEMORY_WRITE: u64 = 25;
+    /// One past the highest call number.
+    pub const COUNT: u64 = 26;
+}
+
+/// Most bytes one `DebugWrite` carries.
+pub const DEBUG_WRITE_MAX: usize = 40;
+/// Lowest vector a port or interrupt may be bound to (0–31 are exceptions).
+pub const MIN_VECTOR: u8 = 32;
+/// Most pages one map, unmap or dirty-fetch call covers.
+pub const MAX_PAGES_PER_CALL: u64 = 1 << 20;
+/// Highest guest-physical address a partition may use (64 GiB).
+pub const MAX_GPA: u64 = 64 << 30;
+/// Highest vCPU priority.
+pub const MAX_PRIORITY: u8 = 7;
+
+/// A partition name: up to 8 bytes of printable ASCII, packed in a register.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Name(pub [u8; 8]);
+
+impl Name {
+    /// A name from a string (cut at 8 bytes; non-printable bytes become `?`).
+    pub fn new(s: &str) -> Name {
+        let mut b = [0u8; 8];
+        for (slot, c) in b.iter_mut().zip(s.bytes()) {
+            *slot = if (0x21..0x7f).contains(&c) { c } else { b'?' };
+        }
+        Name(b)
+    }
+
+    /// From a register: printable ASCII, zero-padded, not empty.
+    pub fn from_raw(raw: u64) -> Option<Name> {
+        let b = raw.to_le_bytes();
+        let len = b.iter().position(|&c| c == 0).unwrap_or(8);
+        if len == 0 || b[..len].iter().any(|c| !(0x21..0x7f).contains(c)) || b[len..].iter().any(|&c| c != 0) {
+            return None;
+        }
+        Some(Name(b))
+    }
+
+    /// Packs into a register.
+    pub fn raw(self) -> u64 {
+        u64::from_le_bytes(self.0)
+    }
+
+    /// As text.
+    pub fn as_str(&self) -> &str {
+        let len = self.0.iter().position(|&c| c == 0).unwrap_or(8);
+        core::str::from_utf8(&self.0[..len]).unwrap_or("?")
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// A decoded hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// Does nothing (the round-trip benchmark).
+    Null,
+    /// Appends `len` bytes (packed little-endian in five registers) to the
+    /// caller's console line; a newline prints it. Rate-limited.
+    DebugWrite {
+        /// Bytes valid in `bytes`.
+        len: u8,
+        /// The bytes.
+        bytes: [u8; DEBUG_WRITE_MAX],
+    },
+    /// Creates a partition from `pages` frames of `memory` starting at page `first_page`.
+    PartitionCreate {
+        /// A capability on the caller's own partition with CREATE.
+        authority: SlotHandle,
+        /// Memory to donate (DONATE).
+        memory: SlotHandle,
+        /// First page of the donation within the memory object.
+        first_page: u64,
+        /// Pages donated.
+        pages: u64,
+        /// The new partition's name.
+        name: Name,
+    },
+    /// Destroys a partition: its vCPUs stop, its memory returns to the donor,
+    /// every capability to it or held by it is removed.
+    PartitionDestroy {
+        /// The partition (CONTROL).
+        partition: SlotHandle,
+    },
+    /// Reads a partition's run state and why it stopped.
+    PartitionStatus {
+        /// The partition (INSPECT).
+        partition: SlotHandle,
+    },
+    /// Maps `pages` pages of `memory` from `first_page` at `gpa` in `partition`.
+    MemoryMap {
+        /// Target partition (CONTROL).
+        partition: SlotHandle,
+        /// Memory (MAP and the requested access rights).
+        memory: SlotHandle,
+        /// First page within the memory object.
+        first_page: u64,
+        /// Guest-physical address, page-aligned.
+        gpa: u64,
+        /// Pages to map.
+        pages: u64,
+        /// READ, WRITE, EXECUTE (READ is implied).
+        access: Rights,
+    },
+    /// Unmaps `pages` pages at `gpa` in `partition`.
+    MemoryUnmap {
+        /// Target partition (CONTROL).
+        partition: SlotHandle,
+        /// Guest-physical address, page-aligned.
+        gpa: u64,
+        /// Pages to unmap.
+        pages: u64,
+    },
+    /// Creates a vCPU in `partition`, stopped, in 64-bit mode at `rip`.
+    VcpuCreate {
+        /// Target partition (CONTROL).
+        partition: SlotHandle,
+        /// Entry point (guest-virtual).
+        rip: u64,
+        /// Initial stack pointer.
+        rsp: u64,
+        /// Guest page tables (guest-physical, page-aligned).
+        cr3: u64,
+        /// Passed in RDI; RSI receives the vCPU's index in its partition.
+        arg: u64,
+        /// Bits 0–7: priority (0–7, higher runs first); bits 8–15: processor
+        /// affinity + 1 (0 = any).
+        flags: u64,
+    },
+    /// Writes the vCPU's complete state to the caller's page at `buffer`.
+    VcpuGetState {
+        /// The vCPU (INSPECT).
+        vcpu: SlotHandle,
+        /// Guest-physical address of a writable page of the caller's.
+        buffer: u64,
+    },
+    /// Loads the vCPU's complete state from the caller's page at `buffer`; the vCPU must be paused or not started.
+    VcpuSetState {
+        /// The vCPU (CONTROL).
+        vcpu: SlotHandle,
+        /// Guest-physical address of a page of the caller's.
+        buffer: u64,
+    },
+    /// Starts a created vCPU.
+    VcpuStart {
+        /// The vCPU (CONTROL).
+        vcpu: SlotHandle,
+    },
+    /// Pauses a running vCPU.
+    VcpuPause {
+        /// The vCPU (CONTROL).
+        vcpu: SlotHandle,
+    },
+    /// Resumes a paused vCPU.
+    VcpuResume {
+        /// The vCPU (CONTROL).
+        vcpu: SlotHandle,
+    },
+    /// Creates a port; result: its slot (all rights).
+    PortCreate,
+    /// Signals a port: its bound vCPU gets the bound vector.
+    PortSignal {
+        /// The port (SIGNAL).
+        port: SlotHandle,
+    },
+    /// Binds a port to `vector` of `vcpu`.
+    PortBind {
+        /// The port (BIND).
+        port: SlotHandle,
+        /// The vCPU (CONTROL).
+        vcpu: SlotHandle,
+        /// Vector, 32–255.
+        vector: u8,
+    },
+    /// Binds a device interrupt to `vector` of `vcpu`.
+    InterruptBind {
+        /// The interrupt (BIND).
+        interrupt: SlotHandle,
+        /// The vCPU (CONTROL).
+        vcpu: SlotHandle,
+        /// Vector, 32–255.
+        vector: u8,
+    },
+    /// Re-arms a port or interrupt after its vector was delivered.
+    Acknowledge {
+        /// The port or interrupt (BIND).
+        slot: SlotHandle,
+    },
+    /// Copies a capability into another partition's space with `rights`
+    /// (a subset of the source's). Result: the new slot.
+    CapDelegate {
+        /// The capability (GRANT).
+        slot: SlotHandle,
+        /// The receiving partition (CONTROL); may be the caller's own.
+        target: SlotHandle,
+        /// Rights of the copy.
+        rights: Rights,
+    },
+    /// Removes every capability derived from `slot` (in any partition); the slot itself stays.
+    CapRevoke {
+        /// The capability.
+        slot: SlotHandle,
+    },
+    /// Removes `slot` and everything derived from it.
+    CapDelete {
+        /// The capability.
+        slot: SlotHandle,
+    },
+    /// Gives up the rest of the time slice.
+    Yield,
+    /// Turns dirty-page logging on or off for a partition.
+    DirtyLog {
+        /// The partition (INSPECT).
+        partition: SlotHandle,
+        /// On (true) or off.
+        enable: bool,
+    },
+    /// Writes the dirty bitmap of `pages` pages from `first_gpa` (bit n =
+    /// page n) to the caller's buffer and clears those bits.
+    DirtyFetch {
+        /// The partition (INSPECT).
+        partition: SlotHandle,
+        /// First guest-physical page, page-aligned.
+        first_gpa: u64,
+        /// Pages covered (at most 32,768: one page of bitmap).
+        pages: u64,
+        /// Guest-physical address of a writable page of the caller's.
+        buffer: u64,
+    },
+    /// Copies the page at `gpa` of a partition to the caller's page at `buffer`.
+    MemoryRead {
+        /// The partition (INSPECT).
+        partition: SlotHandle,
+        /// Guest-physical address in the partition, page-aligned.
+        gpa: u64,
+        /// Guest-physical address of a writable page of the caller's.
+        buffer: u64,
+    },
+    /// Copies the caller's page at `buffer` to the page at `gpa` of a partition.
+    MemoryWrite {
+        /// The partition (CONTROL).
+        partition: SlotHandle,
+        /// Guest-physical address in the partition, page-aligned.
+        gpa: u64,
+        /// Guest-physical address of a page of the caller's.
+        buffer: u64,
+    },
+}
+
+/// The registers of a hypercall: `RAX` and the six argument registers.
+pub type Registers = [u64; 7];
+
+fn slot(raw: u64) -> Result<SlotHandle, Status> {
+    SlotHandle::from_raw(raw)
+}
+
+fn page_aligned(addr: u64) -> Result<u64, Status> {
+    if addr % 4096 != 0 || addr >= MAX_GPA {
+        return Err(Status::InvalidArgument);
+    }
+    Ok(addr)
+}
+
+fn page_count(pages: u64) -> Result<u64, Status> {
+    if pages == 0 || pages > MAX_PAGES_PER_CALL {
+        return Err(Status::InvalidArgument);
+    }
+    Ok(pages)
+}
+
+fn vector(raw: u64) -> Result<u8, Status> {
+    match u8::try_from(raw) {
+        Ok(v) if v >= MIN_VECTOR => Ok(v),
+        _ => Err(Status::InvalidArgument),
+    }
+}
+
+fn rights(raw: u64) -> Result<Rights, Status> {
+    Rights::from_bits(raw).ok_or(Status::InvalidArgument)
+}
+
+/// Page-aligned guest-physical range check: `gpa + pages` stays below [`MAX_GPA`].
+fn gpa_range(gpa: u64, pages: u64) -> Result<(u64, u64), Status> {
+    let gpa = page_aligned(gpa)?;
+    let pages = page_count(pages)?;
+    match pages.checked_mul(4096).and_then(|b| b.checked_add(gpa)) {
+        Some(end) if end <= MAX_GPA => Ok((gpa, pages)),
+        _ => Err(Status::InvalidArgument),
+    }
+}
+
+impl Call {
+    /// Decodes `RAX, RDI, RSI, RDX, R8, R9, R10`. Never panics.
+    pub fn decode(r: &Registers) -> Result<Call, Status> {
+        let [nr, a, b, c, d, e, f] = *r;
+        Ok(match nr {
+            number::NULL => Call::Null,
+            number::DEBUG_WRITE => {
+                if a > DEBUG_WRITE_MAX as u64 {
+                    return Err(Status::InvalidArgument);
+                }
+                let mut bytes = [0u8; DEBUG_WRITE_MAX];
+                for (i, word) in [b, c, d, e, f].into_iter().enumerate() {
+                    bytes[i * 8..i * 8 + 8].copy_from_slice(&word.to_le_bytes());
+                }
+                Call::DebugWrite { len: a as u8, bytes }
+            }
+            number::PARTITION_CREATE => {
+                if b == a {
+                    return Err(Status::InvalidArgument);
+                }
+                let pages = page_count(d)?;
+                if c.checked_add(pages).is_none() {
+                    return Err(Status::InvalidArgument);
+                }
+                Call::PartitionCreate {
+                    authority: slot(a)?,
+                    memory: slot(b)?,
+                    first_page: c,
+                    pages,
+                    name: Name::from_raw(e).ok_or(Status::InvalidArgument)?,
+                }
+            }
+            number::PARTITION_DESTROY => Call::PartitionDestroy { partition: slot(a)? },
+            number::PARTITION_STATUS => Call::PartitionStatus { partition: slot(a)? },
+            number::MEMORY_MAP => {
+                let (gpa, pages) = gpa_range(d, e)?;
+                let access = rights(f)?;
+                if !Rights::READ.union(Rights::WRITE).union(Rights::EXECUTE).contains(access) {
+                    return Err(Status::InvalidArgument);
+                }
+                if c.checked_add(pages).is_none() {
+                    return Err(Status::InvalidArgument);
+                }
+                Call::MemoryMap {
+                    partition: slot(a)?,
+                    memory: slot(b)?,
+                    first_page: c,
+                    gpa,
+                    pages,
+                    access: access.union(Rights::READ),
+                }
+            }
+            number::MEMORY_UNMAP => {
+                let (gpa, pages) = gpa_range(b, c)?;
+                Call::MemoryUnmap { partition: slot(a)?, gpa, pages }
+            }
+            number::VCPU_CREATE => {
+                if f & !0xffff != 0 || (f & 0xff) > MAX_PRIORITY as u64 {
+                    return Err(Status::InvalidArgument);
+                }
+                Call::VcpuCreate { partition: slot(a)?, rip: b, rsp: c, cr3: page_aligned(d)?, arg: e, flags: f }
+            }
+            number::VCPU_GET_STATE => Call::VcpuGetState { vcpu: slot(a)?, buffer: page_aligned(b)? },
+            number::VCPU_SET_STATE => Call::VcpuSetState { vcpu: slot(a)?, buffer: page_aligned(b)? },
+            number::VCPU_START => Call::VcpuStart { vcpu: slot(a)? },
+            number::VCPU_PAUSE => Call::VcpuPause { vcpu: slot(a)? },
+            number::VCPU_RESUME => Call::VcpuResume { vcpu: slot(a)? },
+            number::PORT_CREATE => Call::PortCreate,
+            number::PORT_SIGNAL => Call::PortSignal { port: slot(a)? },
+            number::PORT_BIND => Call::PortBind { port: slot(a)?, vcpu: slot(b)?, vector: vector(c)? },
+            number::INTERRUPT_BIND => {
+                Call::InterruptBind { interrupt: slot(a)?, vcpu: slot(b)?, vector: vector(c)? }
+            }
+            number::ACKNOWLEDGE => Call::Acknowledge { slot: slot(a)? },
+            number::CAP_DELEGATE => Call::CapDelegate { slot: slot(a)?, target: slot(b)?, rights: rights(c)? },
+            number::CAP_REVOKE => Call::CapRevoke { slot: slot(a)? },
+            number::CAP_DELETE => Call::CapDelete { slot: slot(a)? },
+            number::YIELD => Call::Yield,
+            number::DIRTY_LOG => {
+                match b {
+                    0 | 1 => Call::DirtyLog { partition: slot(a)?, enable: b == 1 },
+                    _ => return Err(Status::InvalidArgument),
+                }
+            }
+            number::DIRTY_FETCH => {
+                let (first_gpa, pages) = gpa_range(b, c)?;
+                if pages > 4096 * 8 {
+                    return Err(Status::InvalidArgument);
+                }
+                Call::DirtyFetch { partition: slot(a)?, first_gpa, pages, buffer: page_aligned(d)? }
+            }
+            number::MEMORY_READ => {
+                Call::MemoryRead { partition: slot(a)?, gpa: page_aligned(b)?, buffer: page_aligned(c)? }
+            }
+            number::MEMORY_WRITE => {
+                Call::MemoryWrite { partition: slot(a)?, gpa: page_aligned(b)?, buffer: page_aligned(c)? }
+            }
+            _ => return Err(Status::UnknownCall),
+        })
+    }
+
+    /// Encodes the call into registers (the inverse of [`Call::decode`]).
+    pub fn encode(&self) -> Registers {
+        use number::*;
+        match *self {
+            Call::Null => [NULL, 0, 0, 0, 0, 0, 0],
+            Call::DebugWrite { len, bytes } => {
+                let w = |i: usize| {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+                    u64::from_le_bytes(b)
+                };
+                [DEBUG_WRITE, len as u64, w(0), w(1), w(2), w(3), w(4)]
+            }
+            Call::PartitionCreate { authority, memory, first_page, pages, name } => {
+                [PARTITION_CREATE, authority.raw(), memory.raw(), first_page, pages, name.raw(), 0]
+            }
+            Call::PartitionDestroy { partition } => [PARTITION_DESTROY, partition.raw(), 0, 0, 0, 0, 0],
+            Call::PartitionStatus { partition } => [PARTITION_STATUS, partition.raw(), 0, 0, 0, 0, 0],
+            Call::MemoryMap { partition, memory, first_page, gpa, pages, access } => {
+                [MEMORY_MAP, partition.raw(), memory.raw(), first_page, gpa, pages, access.bits() as u64]
+            }
+            Call::MemoryUnmap { partition, gpa, pages } => [MEMORY_UNMAP, partition.raw(), gpa, pages, 0, 0, 0],
+            Call::VcpuCreate { partition, rip, rsp, cr3, arg, flags } => {
+                [VCPU_CREATE, partition.raw(), rip, rsp, cr3, arg, flags]
+            }
+            Call::VcpuGetState { vcpu, buffer } => [VCPU_GET_STATE, vcpu.raw(), buffer, 0, 0, 0, 0],
+            Call::VcpuSetState { vcpu, buffer } => [VCPU_SET_STATE, vcpu.raw(), buffer, 0, 0, 0, 0],
+            Call::VcpuStart { vcpu } => [VCPU_START, vcpu.raw(), 0, 0, 0, 0, 0],
+            Call::VcpuPause { vcpu } => [VCPU_PAUSE, vcpu.raw(), 0, 0, 0, 0, 0],
+            Call::VcpuResume { vcpu } => [VCPU_RESUME, vcpu.raw(), 0, 0, 0, 0, 0],
+            Call::PortCreate => [PORT_CREATE, 0, 0, 0, 0, 0, 0],
+            Call::PortSignal { port } => [PORT_SIGNAL, port.raw(), 0, 0, 0, 0, 0],
+            Call::PortBind { port, vcpu, vector } => [PORT_BIND, port.raw(), vcpu.raw(), vector as u64, 0, 0, 0],
+            Call::InterruptBind { interrupt, vcpu, vector } => {
+                [INTERRUPT_BIND, interrupt.raw(), vcpu.raw(), vector as u64, 0, 0, 0]
+            }
+            Call::Acknowledge { slot } => [ACKNOWLEDGE, slot.raw(), 0, 0, 0, 0, 0],
+            Call::CapDelegate { slot, target, rights } => {
+                [CAP_DELEGATE, slot.raw(), target.raw(), rights.bits() as u64, 0, 0, 0]
+            }
+            Call::CapRevoke { slot } => [CAP_REVOKE, slot.raw(), 0, 0, 0, 0, 0],
+            Call::CapDelete { slot } => [CAP_DELETE, slot.raw(), 0, 0, 0, 0, 0],
+            Call::Yield => [YIELD, 0, 0, 0, 0, 0, 0],
+            Call::DirtyLog { partition, enable } => [DIRTY_LOG, partition.raw(), enable as u64, 0, 0, 0, 0],
+            Call::DirtyFetch { partition, first_gpa, pages, buffer } => {
+                [DIRTY_FETCH, partition.raw(), first_gpa, pages, buffer, 0, 0]
+            }
+            Call::MemoryRead { partition, gpa, buffer } => [MEMORY_READ, partition.raw(), gpa, buffer, 0, 0, 0],
+            Call::MemoryWrite { partition, gpa, buffer } => [MEMORY_WRITE, partition.raw(), gpa, buffer, 0, 0, 0],
+        }
+    }
+}
+
+/// Results of a successful call, in `RDI, RSI, RDX`.
+pub type Results = [u64; 3];
+
+/// Run state reported by `PartitionStatus` in `RDI`.
+#[allow(missing_docs)]
+pub mod run_state {
+    pub const RUNNING: u64 = 0;
+    /// Stopped; `RSI` holds a [`super::StopReason`] code and `RDX` its detail.
+    pub const STOPPED: u64 = 1;
+}
+
+/// Why a partition stopped (reported by `PartitionStatus` in `RSI`, detail in `RDX`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum StopReason {
+    /// Every vCPU halted with interrupts disabled (detail: 0).
+    Halted = 1,
+    /// A nested page fault (detail: the guest-physical address).
+    NestedPageFault = 2,
+    /// A triple fault (detail: RIP).
+    TripleFault = 3,
+    /// The processor refused the vCPU's state (detail: 0).
+    InvalidState = 4,
+    /// An exit the microkernel does not handle (detail: the exit code).
+    UnhandledExit = 5,
+}
+
+impl StopReason {
+    /// From a raw `RSI` value.
+    pub fn from_raw(raw: u64) -> Option<StopReason> {
+        [
+            StopReason::Halted,
+            StopReason::NestedPageFault,
+            StopReason::TripleFault,
+            StopReason::InvalidState,
+            StopReason::UnhandledExit,
+        ]
+        .into_iter()
+        .find(|r| *r as u64 == raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::format;
+
+    fn h(index: u16, generation: u16) -> SlotHandle {
+        SlotHandle { index, generation }
+    }
+
+    #[test]
+    fn valid_calls_round_trip() {
+        let mut bytes = [0u8; DEBUG_WRITE_MAX];
+        bytes[..5].copy_from_slice(b"hello");
+        let calls = [
+            Call::Null,
+            Call::DebugWrite { len: 5, bytes },
+            Call::PartitionCreate { authority: h(0, 0), memory: h(1, 3), first_page: 10, pages: 4096, name: Name::new("alpha") },
+            Call::MemoryMap { partition: h(4, 1), memory: h(5, 1), first_page: 0, gpa: 0x20_0000, pages: 16, access: Rights::READ | Rights::WRITE },
+            Call::VcpuCreate { partition: h(4, 1), rip: 0xffff_ffff_8000_0000, rsp: 0x8000, cr3: 0x2000, arg: 0x1000, flags: 0x0203 },
+            Call::CapDelegate { slot: h(7, 2), target: h(4, 1), rights: Rights::SIGNAL },
+            Call::DirtyFetch { partition: h(4, 1), first_gpa: 0, pages: 512, buffer: 0x5000 },
+            Call::DirtyLog { partition: h(4, 1), enable: true },
+            Call::MemoryWrite { partition: h(4, 1), gpa: 0x1000, buffer: 0x3000 },
+        ];
+        for call in calls {
+            assert_eq!(Call::decode(&call.encode()), Ok(call));
+        }
+    }
+
+    #[test]
+    fn malformed_arguments_are_refused() {
+        use number::*;
+        assert_eq!(Call::decode(&[COUNT, 0, 0, 0, 0, 0, 0]), Err(Status::UnknownCall));
+        assert_eq!(Call::decode(&[u64::MAX, 0, 0, 0, 0, 0, 0]), Err(Status::UnknownCall));
+        assert_eq!(Call::decode(&[DEBUG_WRITE, 41, 0, 0, 0, 0, 0]), Err(Status::InvalidArgument));
+        assert_eq!(Call::decode(&[PORT_SIGNAL, 1 << 32, 0, 0, 0, 0, 0]), Err(Status::InvalidSlot));
+        // Unaligned, too large, wrapping ranges.
+        assert_eq!(Call::decode(&[MEMORY_UNMAP, 1, 0x1001, 1, 0, 0, 0]), Err(Status::InvalidArgument));
+        assert_eq!(Call::decode(&[MEMORY_UNMAP, 1, MAX_GPA - 4096, 2, 0, 0, 0]), Err(Status::InvalidArgument));
+        assert_eq!(Call::decode(&[MEMORY_UNMAP, 1, 0, 0, 0, 0, 0]), Err(Status::InvalidArgument));
+        assert_eq!(Call::decode(&[MEMORY_MAP, 1, 2, u64::MAX, 0, 1, 1]), Err(Status::InvalidArgument));
+        assert_eq!(Call::decode(&[MEMORY_MAP, 1, 2, 0, 0, 1, Rights::DONATE.bits() as u64]), Err(Status::InvalidArgument));
+        assert_eq!(Call::decode(&[CAP_DELEGATE, 1, 2, 1 << 20, 0, 0, 0]), Err(Status::InvalidArgument));
+        // Vectors below 32 are exceptions.
+        assert_eq!(Call::decode(&[PORT_BIND, 1, 2, 14, 0, 0, 0]), Err(Status::InvalidArgument));
+        assert_eq!(Call::decode(&[PORT_BIND, 1, 2, 256, 0, 0, 0]), Err(Status::InvalidArgument));
+        assert_eq!(Call::decode(&[VCPU_CREATE, 1, 0, 0, 0, 0, 8]), Err(Status::InvalidArgument));
+        assert_eq!(Call::decode(&[PARTITION_CREATE, 0, 1, 0, 1, 0, 0]), Err(Status::InvalidArgument), "empty name");
+        assert_eq!(Call::decode(&[DIRTY_LOG, 1, 2, 0, 0, 0, 0]), Err(Status::InvalidArgument));
+    }
+
+    #[test]
+    fn names_and_rights() {
+        assert_eq!(Name::new("beta").as_str(), "beta");
+        assert_eq!(Name::from_raw(Name::new("beta").raw()), Some(Name::new("beta")));
+        assert_eq!(Name::from_raw(u64::from_le_bytes(*b"a\0b\0\0\0\0\0")), None);
+        assert_eq!(Name::from_raw(u64::from_le_bytes(*b"a\n\0\0\0\0\0\0")), None);
+        assert!(Rights::ALL.contains(Rights::GRANT | Rights::SIGNAL));
+        assert!(!Rights::SIGNAL.contains(Rights::SIGNAL | Rights::BIND));
+        assert_eq!(format!("{:?}", Rights::READ | Rights::GRANT), "READ|GRANT");
+        for s in Status::ALL {
+            assert_eq!(Status::from_raw(s as u64), Some(s));
+        }
+    }
+}
