@@ -75,13 +75,19 @@ fn read_opt_slot(raw: u64) -> Result<Option<SlotHandle>, ChildBootError> {
     if raw == NO_SLOT {
         return Ok(None);
     }
-    SlotHandle::from_raw(raw).map(Some).map_err(|_| ChildBootError::BadField)
+    SlotHandle::from_raw(raw)
+        .map(Some)
+        .map_err(|_| ChildBootError::BadField)
 }
 
 impl ChildBootInfo {
     /// The workload name as text.
     pub fn workload(&self) -> &str {
-        let len = self.workload.iter().position(|&c| c == 0).unwrap_or(MAX_WORKLOAD);
+        let len = self
+            .workload
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(MAX_WORKLOAD);
         core::str::from_utf8(&self.workload[..len]).unwrap_or("")
     }
 
@@ -147,19 +153,28 @@ impl ChildBootInfo {
             workload,
             args: [word(7), word(8), word(9), word(10)],
             memory_bytes: word(11),
-            heap: PhysRange { start: word(12), end: word(13) },
+            heap: PhysRange {
+                start: word(12),
+                end: word(13),
+            },
             stack_top: word(14),
             stack_bytes: word(15),
             self_slot: SlotHandle::from_raw(word(16)).map_err(|_| ChildBootError::BadField)?,
             to_root: read_opt_slot(word(17))?,
             from_root: read_opt_slot(word(18))?,
         };
-        let len = workload.iter().position(|&c| c == 0).unwrap_or(MAX_WORKLOAD);
+        let len = workload
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(MAX_WORKLOAD);
         if core::str::from_utf8(&workload[..len]).is_err()
             || info.heap.start > info.heap.end
             || info.heap.end > info.memory_bytes
             || info.stack_top > info.memory_bytes
-            || info.stack_bytes.checked_mul(vcpu_count as u64).is_none_or(|b| b > info.stack_top)
+            || info
+                .stack_bytes
+                .checked_mul(vcpu_count as u64)
+                .is_none_or(|b| b > info.stack_top)
         {
             return Err(ChildBootError::BadField);
         }
@@ -178,11 +193,20 @@ mod tests {
             workload: [0; MAX_WORKLOAD],
             args: [1, 2, 3, 4],
             memory_bytes: 16 << 20,
-            heap: PhysRange { start: 8 << 20, end: 16 << 20 },
+            heap: PhysRange {
+                start: 8 << 20,
+                end: 16 << 20,
+            },
             stack_top: 0x40_0000,
             stack_bytes: 0x1_0000,
-            self_slot: SlotHandle { index: 0, generation: 0 },
-            to_root: Some(SlotHandle { index: 3, generation: 1 }),
+            self_slot: SlotHandle {
+                index: 0,
+                generation: 0,
+            },
+            to_root: Some(SlotHandle {
+                index: 3,
+                generation: 1,
+            }),
             from_root: None,
         };
         info.set_workload("hello");
@@ -202,16 +226,31 @@ mod tests {
         let info = sample();
         let mut page = info.to_page();
         page[0] ^= 1;
-        assert_eq!(ChildBootInfo::from_page(&page), Err(ChildBootError::BadMagic));
+        assert_eq!(
+            ChildBootInfo::from_page(&page),
+            Err(ChildBootError::BadMagic)
+        );
         let mut bad = info;
         bad.vcpu_count = 9;
-        assert_eq!(ChildBootInfo::from_page(&bad.to_page()), Err(ChildBootError::BadField));
+        assert_eq!(
+            ChildBootInfo::from_page(&bad.to_page()),
+            Err(ChildBootError::BadField)
+        );
         let mut bad = info;
         bad.heap.end = 1 << 40;
-        assert_eq!(ChildBootInfo::from_page(&bad.to_page()), Err(ChildBootError::BadField));
+        assert_eq!(
+            ChildBootInfo::from_page(&bad.to_page()),
+            Err(ChildBootError::BadField)
+        );
         let mut bad = info;
         bad.stack_bytes = u64::MAX;
-        assert_eq!(ChildBootInfo::from_page(&bad.to_page()), Err(ChildBootError::BadField));
-        assert_eq!(ChildBootInfo::from_page(&[0u8; 4096]), Err(ChildBootError::BadMagic));
+        assert_eq!(
+            ChildBootInfo::from_page(&bad.to_page()),
+            Err(ChildBootError::BadField)
+        );
+        assert_eq!(
+            ChildBootInfo::from_page(&[0u8; 4096]),
+            Err(ChildBootError::BadMagic)
+        );
     }
 }

@@ -37,7 +37,10 @@ impl SlotHandle {
         if raw >> 32 != 0 {
             return Err(Status::InvalidSlot);
         }
-        Ok(SlotHandle { index: raw as u16, generation: (raw >> 16) as u16 })
+        Ok(SlotHandle {
+            index: raw as u16,
+            generation: (raw >> 16) as u16,
+        })
     }
 }
 
@@ -256,7 +259,10 @@ impl Name {
     pub fn from_raw(raw: u64) -> Option<Name> {
         let b = raw.to_le_bytes();
         let len = b.iter().position(|&c| c == 0).unwrap_or(8);
-        if len == 0 || b[..len].iter().any(|c| !(0x21..0x7f).contains(c)) || b[len..].iter().any(|&c| c != 0) {
+        if len == 0
+            || b[..len].iter().any(|c| !(0x21..0x7f).contains(c))
+            || b[len..].iter().any(|&c| c != 0)
+        {
             return None;
         }
         Some(Name(b))
@@ -485,7 +491,7 @@ fn slot(raw: u64) -> Result<SlotHandle, Status> {
 }
 
 fn page_aligned(addr: u64) -> Result<u64, Status> {
-    if addr % 4096 != 0 || addr >= MAX_GPA {
+    if !addr.is_multiple_of(4096) || addr >= MAX_GPA {
         return Err(Status::InvalidArgument);
     }
     Ok(addr)
@@ -533,7 +539,10 @@ impl Call {
                 for (i, word) in [b, c, d, e, f].into_iter().enumerate() {
                     bytes[i * 8..i * 8 + 8].copy_from_slice(&word.to_le_bytes());
                 }
-                Call::DebugWrite { len: a as u8, bytes }
+                Call::DebugWrite {
+                    len: a as u8,
+                    bytes,
+                }
             }
             number::PARTITION_CREATE => {
                 if b == a {
@@ -551,12 +560,20 @@ impl Call {
                     name: Name::from_raw(e).ok_or(Status::InvalidArgument)?,
                 }
             }
-            number::PARTITION_DESTROY => Call::PartitionDestroy { partition: slot(a)? },
-            number::PARTITION_STATUS => Call::PartitionStatus { partition: slot(a)? },
+            number::PARTITION_DESTROY => Call::PartitionDestroy {
+                partition: slot(a)?,
+            },
+            number::PARTITION_STATUS => Call::PartitionStatus {
+                partition: slot(a)?,
+            },
             number::MEMORY_MAP => {
                 let (gpa, pages) = gpa_range(d, e)?;
                 let access = rights(f)?;
-                if !Rights::READ.union(Rights::WRITE).union(Rights::EXECUTE).contains(access) {
+                if !Rights::READ
+                    .union(Rights::WRITE)
+                    .union(Rights::EXECUTE)
+                    .contains(access)
+                {
                     return Err(Status::InvalidArgument);
                 }
                 if c.checked_add(pages).is_none() {
@@ -573,49 +590,86 @@ impl Call {
             }
             number::MEMORY_UNMAP => {
                 let (gpa, pages) = gpa_range(b, c)?;
-                Call::MemoryUnmap { partition: slot(a)?, gpa, pages }
+                Call::MemoryUnmap {
+                    partition: slot(a)?,
+                    gpa,
+                    pages,
+                }
             }
             number::VCPU_CREATE => {
                 if f & !0xffff != 0 || (f & 0xff) > MAX_PRIORITY as u64 {
                     return Err(Status::InvalidArgument);
                 }
-                Call::VcpuCreate { partition: slot(a)?, rip: b, rsp: c, cr3: page_aligned(d)?, arg: e, flags: f }
+                Call::VcpuCreate {
+                    partition: slot(a)?,
+                    rip: b,
+                    rsp: c,
+                    cr3: page_aligned(d)?,
+                    arg: e,
+                    flags: f,
+                }
             }
-            number::VCPU_GET_STATE => Call::VcpuGetState { vcpu: slot(a)?, buffer: page_aligned(b)? },
-            number::VCPU_SET_STATE => Call::VcpuSetState { vcpu: slot(a)?, buffer: page_aligned(b)? },
+            number::VCPU_GET_STATE => Call::VcpuGetState {
+                vcpu: slot(a)?,
+                buffer: page_aligned(b)?,
+            },
+            number::VCPU_SET_STATE => Call::VcpuSetState {
+                vcpu: slot(a)?,
+                buffer: page_aligned(b)?,
+            },
             number::VCPU_START => Call::VcpuStart { vcpu: slot(a)? },
             number::VCPU_PAUSE => Call::VcpuPause { vcpu: slot(a)? },
             number::VCPU_RESUME => Call::VcpuResume { vcpu: slot(a)? },
             number::PORT_CREATE => Call::PortCreate,
             number::PORT_SIGNAL => Call::PortSignal { port: slot(a)? },
-            number::PORT_BIND => Call::PortBind { port: slot(a)?, vcpu: slot(b)?, vector: vector(c)? },
-            number::INTERRUPT_BIND => {
-                Call::InterruptBind { interrupt: slot(a)?, vcpu: slot(b)?, vector: vector(c)? }
-            }
+            number::PORT_BIND => Call::PortBind {
+                port: slot(a)?,
+                vcpu: slot(b)?,
+                vector: vector(c)?,
+            },
+            number::INTERRUPT_BIND => Call::InterruptBind {
+                interrupt: slot(a)?,
+                vcpu: slot(b)?,
+                vector: vector(c)?,
+            },
             number::ACKNOWLEDGE => Call::Acknowledge { slot: slot(a)? },
-            number::CAP_DELEGATE => Call::CapDelegate { slot: slot(a)?, target: slot(b)?, rights: rights(c)? },
+            number::CAP_DELEGATE => Call::CapDelegate {
+                slot: slot(a)?,
+                target: slot(b)?,
+                rights: rights(c)?,
+            },
             number::CAP_REVOKE => Call::CapRevoke { slot: slot(a)? },
             number::CAP_DELETE => Call::CapDelete { slot: slot(a)? },
             number::YIELD => Call::Yield,
-            number::DIRTY_LOG => {
-                match b {
-                    0 | 1 => Call::DirtyLog { partition: slot(a)?, enable: b == 1 },
-                    _ => return Err(Status::InvalidArgument),
-                }
-            }
+            number::DIRTY_LOG => match b {
+                0 | 1 => Call::DirtyLog {
+                    partition: slot(a)?,
+                    enable: b == 1,
+                },
+                _ => return Err(Status::InvalidArgument),
+            },
             number::DIRTY_FETCH => {
                 let (first_gpa, pages) = gpa_range(b, c)?;
                 if pages > 4096 * 8 {
                     return Err(Status::InvalidArgument);
                 }
-                Call::DirtyFetch { partition: slot(a)?, first_gpa, pages, buffer: page_aligned(d)? }
+                Call::DirtyFetch {
+                    partition: slot(a)?,
+                    first_gpa,
+                    pages,
+                    buffer: page_aligned(d)?,
+                }
             }
-            number::MEMORY_READ => {
-                Call::MemoryRead { partition: slot(a)?, gpa: page_aligned(b)?, buffer: page_aligned(c)? }
-            }
-            number::MEMORY_WRITE => {
-                Call::MemoryWrite { partition: slot(a)?, gpa: page_aligned(b)?, buffer: page_aligned(c)? }
-            }
+            number::MEMORY_READ => Call::MemoryRead {
+                partition: slot(a)?,
+                gpa: page_aligned(b)?,
+                buffer: page_aligned(c)?,
+            },
+            number::MEMORY_WRITE => Call::MemoryWrite {
+                partition: slot(a)?,
+                gpa: page_aligned(b)?,
+                buffer: page_aligned(c)?,
+            },
             _ => return Err(Status::UnknownCall),
         })
     }
@@ -633,18 +687,56 @@ impl Call {
                 };
                 [DEBUG_WRITE, len as u64, w(0), w(1), w(2), w(3), w(4)]
             }
-            Call::PartitionCreate { authority, memory, first_page, pages, name } => {
-                [PARTITION_CREATE, authority.raw(), memory.raw(), first_page, pages, name.raw(), 0]
+            Call::PartitionCreate {
+                authority,
+                memory,
+                first_page,
+                pages,
+                name,
+            } => [
+                PARTITION_CREATE,
+                authority.raw(),
+                memory.raw(),
+                first_page,
+                pages,
+                name.raw(),
+                0,
+            ],
+            Call::PartitionDestroy { partition } => {
+                [PARTITION_DESTROY, partition.raw(), 0, 0, 0, 0, 0]
             }
-            Call::PartitionDestroy { partition } => [PARTITION_DESTROY, partition.raw(), 0, 0, 0, 0, 0],
-            Call::PartitionStatus { partition } => [PARTITION_STATUS, partition.raw(), 0, 0, 0, 0, 0],
-            Call::MemoryMap { partition, memory, first_page, gpa, pages, access } => {
-                [MEMORY_MAP, partition.raw(), memory.raw(), first_page, gpa, pages, access.bits() as u64]
+            Call::PartitionStatus { partition } => {
+                [PARTITION_STATUS, partition.raw(), 0, 0, 0, 0, 0]
             }
-            Call::MemoryUnmap { partition, gpa, pages } => [MEMORY_UNMAP, partition.raw(), gpa, pages, 0, 0, 0],
-            Call::VcpuCreate { partition, rip, rsp, cr3, arg, flags } => {
-                [VCPU_CREATE, partition.raw(), rip, rsp, cr3, arg, flags]
-            }
+            Call::MemoryMap {
+                partition,
+                memory,
+                first_page,
+                gpa,
+                pages,
+                access,
+            } => [
+                MEMORY_MAP,
+                partition.raw(),
+                memory.raw(),
+                first_page,
+                gpa,
+                pages,
+                access.bits() as u64,
+            ],
+            Call::MemoryUnmap {
+                partition,
+                gpa,
+                pages,
+            } => [MEMORY_UNMAP, partition.raw(), gpa, pages, 0, 0, 0],
+            Call::VcpuCreate {
+                partition,
+                rip,
+                rsp,
+                cr3,
+                arg,
+                flags,
+            } => [VCPU_CREATE, partition.raw(), rip, rsp, cr3, arg, flags],
             Call::VcpuGetState { vcpu, buffer } => [VCPU_GET_STATE, vcpu.raw(), buffer, 0, 0, 0, 0],
             Call::VcpuSetState { vcpu, buffer } => [VCPU_SET_STATE, vcpu.raw(), buffer, 0, 0, 0, 0],
             Call::VcpuStart { vcpu } => [VCPU_START, vcpu.raw(), 0, 0, 0, 0, 0],
@@ -652,23 +744,58 @@ impl Call {
             Call::VcpuResume { vcpu } => [VCPU_RESUME, vcpu.raw(), 0, 0, 0, 0, 0],
             Call::PortCreate => [PORT_CREATE, 0, 0, 0, 0, 0, 0],
             Call::PortSignal { port } => [PORT_SIGNAL, port.raw(), 0, 0, 0, 0, 0],
-            Call::PortBind { port, vcpu, vector } => [PORT_BIND, port.raw(), vcpu.raw(), vector as u64, 0, 0, 0],
-            Call::InterruptBind { interrupt, vcpu, vector } => {
-                [INTERRUPT_BIND, interrupt.raw(), vcpu.raw(), vector as u64, 0, 0, 0]
+            Call::PortBind { port, vcpu, vector } => {
+                [PORT_BIND, port.raw(), vcpu.raw(), vector as u64, 0, 0, 0]
             }
+            Call::InterruptBind {
+                interrupt,
+                vcpu,
+                vector,
+            } => [
+                INTERRUPT_BIND,
+                interrupt.raw(),
+                vcpu.raw(),
+                vector as u64,
+                0,
+                0,
+                0,
+            ],
             Call::Acknowledge { slot } => [ACKNOWLEDGE, slot.raw(), 0, 0, 0, 0, 0],
-            Call::CapDelegate { slot, target, rights } => {
-                [CAP_DELEGATE, slot.raw(), target.raw(), rights.bits() as u64, 0, 0, 0]
-            }
+            Call::CapDelegate {
+                slot,
+                target,
+                rights,
+            } => [
+                CAP_DELEGATE,
+                slot.raw(),
+                target.raw(),
+                rights.bits() as u64,
+                0,
+                0,
+                0,
+            ],
             Call::CapRevoke { slot } => [CAP_REVOKE, slot.raw(), 0, 0, 0, 0, 0],
             Call::CapDelete { slot } => [CAP_DELETE, slot.raw(), 0, 0, 0, 0, 0],
             Call::Yield => [YIELD, 0, 0, 0, 0, 0, 0],
-            Call::DirtyLog { partition, enable } => [DIRTY_LOG, partition.raw(), enable as u64, 0, 0, 0, 0],
-            Call::DirtyFetch { partition, first_gpa, pages, buffer } => {
-                [DIRTY_FETCH, partition.raw(), first_gpa, pages, buffer, 0, 0]
+            Call::DirtyLog { partition, enable } => {
+                [DIRTY_LOG, partition.raw(), enable as u64, 0, 0, 0, 0]
             }
-            Call::MemoryRead { partition, gpa, buffer } => [MEMORY_READ, partition.raw(), gpa, buffer, 0, 0, 0],
-            Call::MemoryWrite { partition, gpa, buffer } => [MEMORY_WRITE, partition.raw(), gpa, buffer, 0, 0, 0],
+            Call::DirtyFetch {
+                partition,
+                first_gpa,
+                pages,
+                buffer,
+            } => [DIRTY_FETCH, partition.raw(), first_gpa, pages, buffer, 0, 0],
+            Call::MemoryRead {
+                partition,
+                gpa,
+                buffer,
+            } => [MEMORY_READ, partition.raw(), gpa, buffer, 0, 0, 0],
+            Call::MemoryWrite {
+                partition,
+                gpa,
+                buffer,
+            } => [MEMORY_WRITE, partition.raw(), gpa, buffer, 0, 0, 0],
         }
     }
 }
@@ -732,13 +859,49 @@ mod tests {
         let calls = [
             Call::Null,
             Call::DebugWrite { len: 5, bytes },
-            Call::PartitionCreate { authority: h(0, 0), memory: h(1, 3), first_page: 10, pages: 4096, name: Name::new("alpha") },
-            Call::MemoryMap { partition: h(4, 1), memory: h(5, 1), first_page: 0, gpa: 0x20_0000, pages: 16, access: Rights::READ | Rights::WRITE },
-            Call::VcpuCreate { partition: h(4, 1), rip: 0xffff_ffff_8000_0000, rsp: 0x8000, cr3: 0x2000, arg: 0x1000, flags: 0x0203 },
-            Call::CapDelegate { slot: h(7, 2), target: h(4, 1), rights: Rights::SIGNAL },
-            Call::DirtyFetch { partition: h(4, 1), first_gpa: 0, pages: 512, buffer: 0x5000 },
-            Call::DirtyLog { partition: h(4, 1), enable: true },
-            Call::MemoryWrite { partition: h(4, 1), gpa: 0x1000, buffer: 0x3000 },
+            Call::PartitionCreate {
+                authority: h(0, 0),
+                memory: h(1, 3),
+                first_page: 10,
+                pages: 4096,
+                name: Name::new("alpha"),
+            },
+            Call::MemoryMap {
+                partition: h(4, 1),
+                memory: h(5, 1),
+                first_page: 0,
+                gpa: 0x20_0000,
+                pages: 16,
+                access: Rights::READ | Rights::WRITE,
+            },
+            Call::VcpuCreate {
+                partition: h(4, 1),
+                rip: 0xffff_ffff_8000_0000,
+                rsp: 0x8000,
+                cr3: 0x2000,
+                arg: 0x1000,
+                flags: 0x0203,
+            },
+            Call::CapDelegate {
+                slot: h(7, 2),
+                target: h(4, 1),
+                rights: Rights::SIGNAL,
+            },
+            Call::DirtyFetch {
+                partition: h(4, 1),
+                first_gpa: 0,
+                pages: 512,
+                buffer: 0x5000,
+            },
+            Call::DirtyLog {
+                partition: h(4, 1),
+                enable: true,
+            },
+            Call::MemoryWrite {
+                partition: h(4, 1),
+                gpa: 0x1000,
+                buffer: 0x3000,
+            },
         ];
         for call in calls {
             assert_eq!(Call::decode(&call.encode()), Ok(call));
@@ -748,31 +911,83 @@ mod tests {
     #[test]
     fn malformed_arguments_are_refused() {
         use number::*;
-        assert_eq!(Call::decode(&[COUNT, 0, 0, 0, 0, 0, 0]), Err(Status::UnknownCall));
-        assert_eq!(Call::decode(&[u64::MAX, 0, 0, 0, 0, 0, 0]), Err(Status::UnknownCall));
-        assert_eq!(Call::decode(&[DEBUG_WRITE, 41, 0, 0, 0, 0, 0]), Err(Status::InvalidArgument));
-        assert_eq!(Call::decode(&[PORT_SIGNAL, 1 << 32, 0, 0, 0, 0, 0]), Err(Status::InvalidSlot));
+        assert_eq!(
+            Call::decode(&[COUNT, 0, 0, 0, 0, 0, 0]),
+            Err(Status::UnknownCall)
+        );
+        assert_eq!(
+            Call::decode(&[u64::MAX, 0, 0, 0, 0, 0, 0]),
+            Err(Status::UnknownCall)
+        );
+        assert_eq!(
+            Call::decode(&[DEBUG_WRITE, 41, 0, 0, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
+        assert_eq!(
+            Call::decode(&[PORT_SIGNAL, 1 << 32, 0, 0, 0, 0, 0]),
+            Err(Status::InvalidSlot)
+        );
         // Unaligned, too large, wrapping ranges.
-        assert_eq!(Call::decode(&[MEMORY_UNMAP, 1, 0x1001, 1, 0, 0, 0]), Err(Status::InvalidArgument));
-        assert_eq!(Call::decode(&[MEMORY_UNMAP, 1, MAX_GPA - 4096, 2, 0, 0, 0]), Err(Status::InvalidArgument));
-        assert_eq!(Call::decode(&[MEMORY_UNMAP, 1, 0, 0, 0, 0, 0]), Err(Status::InvalidArgument));
-        assert_eq!(Call::decode(&[MEMORY_MAP, 1, 2, u64::MAX, 0, 1, 1]), Err(Status::InvalidArgument));
-        assert_eq!(Call::decode(&[MEMORY_MAP, 1, 2, 0, 0, 1, Rights::DONATE.bits() as u64]), Err(Status::InvalidArgument));
-        assert_eq!(Call::decode(&[CAP_DELEGATE, 1, 2, 1 << 20, 0, 0, 0]), Err(Status::InvalidArgument));
+        assert_eq!(
+            Call::decode(&[MEMORY_UNMAP, 1, 0x1001, 1, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
+        assert_eq!(
+            Call::decode(&[MEMORY_UNMAP, 1, MAX_GPA - 4096, 2, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
+        assert_eq!(
+            Call::decode(&[MEMORY_UNMAP, 1, 0, 0, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
+        assert_eq!(
+            Call::decode(&[MEMORY_MAP, 1, 2, u64::MAX, 0, 1, 1]),
+            Err(Status::InvalidArgument)
+        );
+        assert_eq!(
+            Call::decode(&[MEMORY_MAP, 1, 2, 0, 0, 1, Rights::DONATE.bits() as u64]),
+            Err(Status::InvalidArgument)
+        );
+        assert_eq!(
+            Call::decode(&[CAP_DELEGATE, 1, 2, 1 << 20, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
         // Vectors below 32 are exceptions.
-        assert_eq!(Call::decode(&[PORT_BIND, 1, 2, 14, 0, 0, 0]), Err(Status::InvalidArgument));
-        assert_eq!(Call::decode(&[PORT_BIND, 1, 2, 256, 0, 0, 0]), Err(Status::InvalidArgument));
-        assert_eq!(Call::decode(&[VCPU_CREATE, 1, 0, 0, 0, 0, 8]), Err(Status::InvalidArgument));
-        assert_eq!(Call::decode(&[PARTITION_CREATE, 0, 1, 0, 1, 0, 0]), Err(Status::InvalidArgument), "empty name");
-        assert_eq!(Call::decode(&[DIRTY_LOG, 1, 2, 0, 0, 0, 0]), Err(Status::InvalidArgument));
+        assert_eq!(
+            Call::decode(&[PORT_BIND, 1, 2, 14, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
+        assert_eq!(
+            Call::decode(&[PORT_BIND, 1, 2, 256, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
+        assert_eq!(
+            Call::decode(&[VCPU_CREATE, 1, 0, 0, 0, 0, 8]),
+            Err(Status::InvalidArgument)
+        );
+        assert_eq!(
+            Call::decode(&[PARTITION_CREATE, 0, 1, 0, 1, 0, 0]),
+            Err(Status::InvalidArgument),
+            "empty name"
+        );
+        assert_eq!(
+            Call::decode(&[DIRTY_LOG, 1, 2, 0, 0, 0, 0]),
+            Err(Status::InvalidArgument)
+        );
     }
 
     #[test]
     fn names_and_rights() {
         assert_eq!(Name::new("beta").as_str(), "beta");
-        assert_eq!(Name::from_raw(Name::new("beta").raw()), Some(Name::new("beta")));
+        assert_eq!(
+            Name::from_raw(Name::new("beta").raw()),
+            Some(Name::new("beta"))
+        );
         assert_eq!(Name::from_raw(u64::from_le_bytes(*b"a\0b\0\0\0\0\0")), None);
-        assert_eq!(Name::from_raw(u64::from_le_bytes(*b"a\n\0\0\0\0\0\0")), None);
+        assert_eq!(
+            Name::from_raw(u64::from_le_bytes(*b"a\n\0\0\0\0\0\0")),
+            None
+        );
         assert!(Rights::ALL.contains(Rights::GRANT | Rights::SIGNAL));
         assert!(!Rights::SIGNAL.contains(Rights::SIGNAL | Rights::BIND));
         assert_eq!(format!("{:?}", Rights::READ | Rights::GRANT), "READ|GRANT");
