@@ -1,0 +1,2 @@
+//! Guest-side support shared by partitions (placeholder).
+#![no_std]
