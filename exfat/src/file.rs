@@ -325,10 +325,10 @@ impl<D: BlockDevice> Volume<D> {
                     keep = 0;
                 }
             }
-            if flags & FLAG_NO_FAT_CHAIN == 0 {
-                if let Some(&(s, n)) = kept.last() {
-                    self.fat_set(s + n - 1, END_OF_CHAIN)?;
-                }
+            if flags & FLAG_NO_FAT_CHAIN == 0
+                && let Some(&(s, n)) = kept.last()
+            {
+                self.fat_set(s + n - 1, END_OF_CHAIN)?;
             }
             runs = kept;
         }

@@ -16,10 +16,12 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 const SECTOR_SHIFT: u8 = 9;
-/// First sector of the FAT (1 MiB alignment, as mkfs.exfat does on large volumes).
+/// First sector of the FAT on volumes of 64 MiB and more (1 MiB alignment, as
+/// mkfs.exfat does); smaller volumes use the minimum, 24.
 const FAT_OFFSET: u32 = 2048;
+const SMALL_FAT_OFFSET: u32 = 24;
 /// Smallest volume formatted.
-pub const MIN_VOLUME: u64 = 4 << 20;
+pub const MIN_VOLUME: u64 = 128 << 10;
 
 /// How to format a volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,8 +55,9 @@ impl<D: BlockDevice> Volume<D> {
         } / 512
             * 512;
         if size < MIN_VOLUME {
-            return Err(Error::InvalidArgument("volume smaller than 4 MiB"));
+            return Err(Error::InvalidArgument("volume smaller than 128 KiB"));
         }
+        let fat_offset = if size < 64 << 20 { SMALL_FAT_OFFSET } else { FAT_OFFSET };
         let cluster = options
             .cluster_size
             .unwrap_or_else(|| default_cluster(size));
@@ -70,10 +73,10 @@ impl<D: BlockDevice> Volume<D> {
         let cluster_shift = (cluster.trailing_zeros() - u32::from(SECTOR_SHIFT)) as u8;
         let spc = 1u64 << cluster_shift;
         let total = size / 512;
-        let mut count = total.saturating_sub(u64::from(FAT_OFFSET)) / spc;
+        let mut count = total.saturating_sub(u64::from(fat_offset)) / spc;
         let (fat_length, heap) = loop {
             let fat_length = ((count + 2) * 4).div_ceil(512);
-            let heap = (u64::from(FAT_OFFSET) + fat_length).next_multiple_of(spc);
+            let heap = (u64::from(fat_offset) + fat_length).next_multiple_of(spc);
             let fits = total.saturating_sub(heap) / spc;
             if fits >= count {
                 break (fat_length, heap);
@@ -96,7 +99,7 @@ impl<D: BlockDevice> Volume<D> {
         let boot = BootSector {
             partition_offset: 0,
             volume_length: total,
-            fat_offset: FAT_OFFSET,
+            fat_offset,
             fat_length: fat_length as u32,
             cluster_heap_offset: heap as u32,
             cluster_count: count,
@@ -136,7 +139,7 @@ impl<D: BlockDevice> Volume<D> {
                 );
             }
         }
-        dev.write_at(u64::from(FAT_OFFSET) * 512, &fat)?;
+        dev.write_at(u64::from(fat_offset) * 512, &fat)?;
         let used = bitmap_clusters + upcase_clusters + 1;
         let mut bitmap = vec![0u8; (u64::from(bitmap_clusters) * u64::from(cluster)) as usize];
         for i in 0..used as usize {

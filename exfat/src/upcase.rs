@@ -38,7 +38,7 @@ fn simple_upper(unit: u16) -> u16 {
 impl Upcase {
     /// Decode a table as stored on disk (compressed or not).
     pub fn decode(bytes: &[u8]) -> Result<Upcase> {
-        if bytes.len() % 2 != 0 || bytes.len() as u64 > MAX_TABLE_BYTES {
+        if !bytes.len().is_multiple_of(2) || bytes.len() as u64 > MAX_TABLE_BYTES {
             return Err(Error::Corrupt("up-case table size"));
         }
         let mut map: Vec<u16> = Vec::with_capacity(65536);

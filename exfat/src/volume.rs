@@ -374,7 +374,7 @@ impl<D: BlockDevice> Volume<D> {
             let mut run = 0u32;
             while c < range.1 {
                 let i = (c - 2) as usize;
-                if run == 0 && i % 8 == 0 && self.bitmap.get(i / 8) == Some(&0xFF) {
+                if run == 0 && i.is_multiple_of(8) && self.bitmap.get(i / 8) == Some(&0xFF) {
                     c += 8;
                     continue;
                 }
