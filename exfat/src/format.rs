@@ -57,7 +57,11 @@ impl<D: BlockDevice> Volume<D> {
         if size < MIN_VOLUME {
             return Err(Error::InvalidArgument("volume smaller than 128 KiB"));
         }
-        let fat_offset = if size < 64 << 20 { SMALL_FAT_OFFSET } else { FAT_OFFSET };
+        let fat_offset = if size < 64 << 20 {
+            SMALL_FAT_OFFSET
+        } else {
+            FAT_OFFSET
+        };
         let cluster = options
             .cluster_size
             .unwrap_or_else(|| default_cluster(size));

@@ -32,26 +32,59 @@ fn run(program: &str, args: &[&str]) -> String {
         .output()
         .unwrap_or_else(|e| fail(&format!("cannot run {program} ({e}); install qemu-utils")));
     if !out.status.success() {
-        fail(&format!("{program} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)));
+        fail(&format!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn create(path: &Path, filled: bool) {
-    let p = path.to_str().unwrap_or_else(|| fail("temp path is not UTF-8"));
+    let p = path
+        .to_str()
+        .unwrap_or_else(|| fail("temp path is not UTF-8"));
     let _ = std::fs::remove_file(path);
-    run("qemu-img", &["create", "-q", "-f", "vpc", "-o", "subformat=dynamic,force_size=on", p, &SIZE.to_string()]);
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vpc",
+            "-o",
+            "subformat=dynamic,force_size=on",
+            p,
+            &SIZE.to_string(),
+        ],
+    );
     if filled {
-        run("qemu-io", &["-f", "vpc", "-c", &format!("write -q -P 7 0 {SIZE}"), p]);
+        run(
+            "qemu-io",
+            &["-f", "vpc", "-c", &format!("write -q -P 7 0 {SIZE}"), p],
+        );
     }
 }
 
 /// qemu-img bench; returns seconds for the run.
 fn qemu(path: &Path, count: u64, write: bool) -> f64 {
-    let p = path.to_str().unwrap_or_else(|| fail("temp path is not UTF-8"));
+    let p = path
+        .to_str()
+        .unwrap_or_else(|| fail("temp path is not UTF-8"));
     let count = count.to_string();
     let step = STEP.to_string();
-    let mut args = vec!["bench", "-f", "vpc", "-t", "writeback", "-d", "1", "-c", &count];
+    let mut args = vec![
+        "bench",
+        "-f",
+        "vpc",
+        "-t",
+        "writeback",
+        "-d",
+        "1",
+        "-c",
+        &count,
+    ];
     args.extend(["-s", "4096", "-S", &step, "-o", "0"]);
     if write {
         args.push("-w");
@@ -59,19 +92,32 @@ fn qemu(path: &Path, count: u64, write: bool) -> f64 {
     args.push(p);
     let text = run("qemu-img", &args);
     text.lines()
-        .find_map(|l| l.strip_prefix("Run completed in ")?.strip_suffix(" seconds.")?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("Run completed in ")?
+                .strip_suffix(" seconds.")?
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| fail(&format!("unexpected qemu-img bench output: {text}")))
 }
 
 /// The same requests through the library; returns seconds.
 fn ours(path: &Path, count: u64, write: bool) -> f64 {
-    let file = OpenOptions::new().read(true).write(true).open(path).unwrap_or_else(|e| fail(&e.to_string()));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| fail(&e.to_string()));
     let mut disk: Vhd<File> = Vhd::open(file).unwrap_or_else(|e| fail(&e.to_string()));
     let mut buf = vec![0u8; REQUEST];
     let start = Instant::now();
     let mut offset = 0u64;
     for _ in 0..count {
-        let r = if write { disk.write_at(offset, &buf) } else { disk.read_at(offset, &mut buf) };
+        let r = if write {
+            disk.write_at(offset, &buf)
+        } else {
+            disk.read_at(offset, &mut buf)
+        };
         r.unwrap_or_else(|e| fail(&e.to_string()));
         offset = (offset + STEP) % SIZE;
     }
@@ -91,7 +137,9 @@ fn main() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| fail(&e.to_string()));
     let path = dir.path().join("bench.vhd");
     let blocks = SIZE / (2 << 20);
-    println!("4 KiB requests, depth 1, page cache, 1 GiB dynamic VHD (2 MiB blocks), step 2 MiB + 4 KiB");
+    println!(
+        "4 KiB requests, depth 1, page cache, 1 GiB dynamic VHD (2 MiB blocks), step 2 MiB + 4 KiB"
+    );
 
     create(&path, true);
     let n = 100_000;

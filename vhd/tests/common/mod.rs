@@ -1,7 +1,8 @@
 //! Helpers shared by the VHD tests: a deterministic pseudo-random generator,
 //! disk parameters and an in-memory parent resolver.
 
-#![allow(dead_code)] // each test binary uses a different subset of the helpers
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
 
 use vhd::{MemDevice, NewDisk, ParentLocation, ParentResolver, Result};
 

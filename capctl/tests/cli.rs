@@ -1,0 +1,157 @@
+//! The capctl binary end to end: disk and volume commands on temp files,
+//! their outputs, and non-zero exits with clear errors on bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn capctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_capctl"))
+        .args(args)
+        .output()
+        .expect("run capctl")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = capctl(args);
+    assert!(
+        out.status.success(),
+        "capctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8")
+}
+
+#[test]
+fn disks_chain_convert_merge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("base.vhd");
+    let child = dir.path().join("child.vhd");
+    let data = dir.path().join("data.bin");
+    std::fs::write(
+        &data,
+        (0..300_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
+    )
+    .expect("data");
+    ok(&["disk", "create", p(&base), "--size", "16M"]);
+    ok(&["disk", "write", p(&base), "--offset", "1M", "-i", p(&data)]);
+    ok(&[
+        "disk",
+        "create",
+        p(&child),
+        "--type",
+        "differencing",
+        "--parent",
+        p(&base),
+    ]);
+    ok(&[
+        "disk",
+        "write",
+        p(&child),
+        "--offset",
+        "1100000",
+        "-i",
+        p(&data),
+    ]);
+    let info = ok(&["--json", "disk", "info", p(&child)]);
+    assert!(
+        info.contains("\"type\":\"differencing\"") && info.contains("base.vhd"),
+        "{info}"
+    );
+    assert!(ok(&["--json", "disk", "check", p(&child)]).contains("\"ok\":true"));
+    // Flatten the chain and compare it with qemu-img's view after a merge.
+    let flat = dir.path().join("flat.raw");
+    ok(&["disk", "convert", p(&child), p(&flat), "--type", "raw"]);
+    ok(&["disk", "merge", p(&child)]);
+    let merged = dir.path().join("merged.raw");
+    let status = Command::new("qemu-img")
+        .args(["convert", "-O", "raw", "--image-opts"])
+        .arg(format!(
+            "driver=vpc,force_size_calc=current_size,file.filename={}",
+            p(&base)
+        ))
+        .arg(p(&merged))
+        .status()
+        .expect("qemu-img (qemu-utils) must be installed");
+    assert!(
+        status.success(),
+        "qemu-img convert of the merged parent failed"
+    );
+    assert!(std::fs::read(&flat).expect("flat") == std::fs::read(&merged).expect("merged"));
+    let read = capctl(&[
+        "disk",
+        "read",
+        p(&base),
+        "--offset",
+        "1100000",
+        "--length",
+        "1000",
+    ]);
+    assert!(read.status.success());
+    assert_eq!(read.stdout.len(), 1000);
+}
+
+#[test]
+fn volumes_put_get_ls_rm_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = dir.path().join("vol.img");
+    let vhd = dir.path().join("disk.vhd");
+    ok(&["disk", "create", p(&vhd), "--size", "8M", "--type", "fixed"]);
+    ok(&["vol", "format", p(&img), "--size", "64M", "--label", "VMS"]);
+    let put = ok(&[
+        "--json",
+        "vol",
+        "put",
+        p(&img),
+        p(&vhd),
+        "/disks/web/disk.vhd",
+    ]);
+    assert!(put.contains("\"contiguous\":true"), "{put}");
+    assert!(ok(&["vol", "ls", p(&img), "/disks/web"]).contains("disk.vhd"));
+    let back = dir.path().join("back.vhd");
+    ok(&["vol", "get", p(&img), "/disks/web/disk.vhd", p(&back)]);
+    assert!(std::fs::read(&vhd).expect("a") == std::fs::read(&back).expect("b"));
+    ok(&["disk", "check", p(&back)]);
+    let fsck = Command::new("fsck.exfat")
+        .args(["-n", p(&img)])
+        .status()
+        .expect("fsck.exfat (exfatprogs) must be installed");
+    assert!(fsck.success());
+    ok(&["vol", "rm", p(&img), "/disks/web/disk.vhd"]);
+    assert!(ok(&["vol", "check", p(&img)]).contains("ok"));
+}
+
+#[test]
+fn bad_input_fails_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junk = dir.path().join("junk.vhd");
+    std::fs::write(&junk, vec![7u8; 4096]).expect("junk");
+    let out = capctl(&["disk", "info", p(&junk)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no 'conectix' footer"));
+    let out = capctl(&["--json", "vol", "ls", p(&junk)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"error\""));
+    let out = capctl(&[
+        "disk",
+        "create",
+        p(&dir.path().join("x.vhd")),
+        "--size",
+        "lots",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid size"));
+    let out = capctl(&[
+        "disk",
+        "create",
+        p(&dir.path().join("y.vhd")),
+        "--type",
+        "differencing",
+    ]);
+    assert!(!out.status.success());
+    let out = capctl(&["disk", "frobnicate"]);
+    assert!(!out.status.success());
+}
