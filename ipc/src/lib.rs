@@ -13,3 +13,4 @@ pub mod child;
 pub mod exit;
 pub mod hypercall;
 pub mod markers;
+pub mod workload;

@@ -1,0 +1,255 @@
+//! The child runtime's workloads as the root partition and the test harness
+//! see them: workload names, what their `args` mean, the dirty-page protocol
+//! with the root, and every console line a test waits for.
+//!
+//! The child runtime prints these with `{}`; the root and the QEMU harness
+//! build the same text with `to_string()` (the microkernel prefixes each
+//! child line with `[<partition name>] `).
+//!
+//! # Invariants
+//! A marker's text is defined here once; the host tests below pin its shape.
+
+use core::fmt;
+
+/// Workload `hello`: every vCPU prints [`VcpuHello`] and halts. No args.
+pub const HELLO: &str = "hello";
+
+/// Workload `spin`: every vCPU busy-loops, printing [`SpinProgress`] for
+/// step 1..=`args[0]` (0 = [`SPIN_DEFAULT_STEPS`]) every `args[1]`
+/// iterations (0 = [`SPIN_DEFAULT_ITERATIONS`]), then halts.
+pub const SPIN: &str = "spin";
+/// Steps the `spin` workload reports when `args[0]` is 0.
+pub const SPIN_DEFAULT_STEPS: u64 = 3;
+/// Busy-loop iterations per `spin` step when `args[1]` is 0 (about half a
+/// second per step under QEMU TCG).
+pub const SPIN_DEFAULT_ITERATIONS: u64 = 20_000_000;
+
+/// Workload `dirty`: the dirty-page-logging protocol with the root.
+///
+/// 1. vCPU 0 binds nothing itself: the root has bound `from_root` to
+///    [`crate::child::CHILD_EVENT_VECTOR`]. The child enables interrupts and
+///    signals `to_root` once ("ready").
+/// 2. The root enables dirty logging (and clears the log), then signals
+///    `from_root` ("go").
+/// 3. The child acknowledges `from_root`, writes one byte into page `i` of
+///    the [`DIRTY_WINDOW_PAGES`]-page window at guest-physical `args[0]` for
+///    every bit `i` set in `args[1]`, touches nothing else in the window,
+///    signals `to_root` again ("done"), prints [`DirtyDone`] and halts.
+///
+/// `args[0]` must be page-aligned, and the window must lie inside the
+/// child's memory clear of page 0, the boot page and the vCPU stacks (the
+/// heap range is the natural place: the runtime allocates nothing while
+/// `dirty` runs). Other vCPUs halt at once.
+pub const DIRTY: &str = "dirty";
+/// Pages in the `dirty` workload's window (one bit of `args[1]` each).
+pub const DIRTY_WINDOW_PAGES: u64 = 64;
+/// Byte offset inside each page that the `dirty` workload writes.
+pub const DIRTY_BYTE_OFFSET: u64 = 8;
+
+/// Workload `hostile`: vCPU 0 tries what a hostile child could (see the
+/// child runtime's `workloads/hostile.rs`), prints one [`HostileCheck`] line
+/// per check and the [`HostileSummary`], then touches guest-physical
+/// `memory_bytes + HOSTILE_UNMAPPED_OFFSET`, which the microkernel must
+/// answer by stopping the partition with a nested page fault. `args[0]`
+/// seeds the random-hypercall round (0 = a fixed seed). Other vCPUs halt.
+pub const HOSTILE: &str = "hostile";
+/// How far past the end of its memory the `hostile` workload's last access lands.
+pub const HOSTILE_UNMAPPED_OFFSET: u64 = 1 << 20;
+/// Random hypercalls in the `hostile` workload's last round.
+pub const HOSTILE_RANDOM_CALLS: u64 = 10_000;
+
+/// Every workload the child runtime knows.
+pub const ALL: [&str; 4] = [HELLO, SPIN, DIRTY, HOSTILE];
+
+/// `<workload> workload on N vcpus`: vCPU 0 starts a workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkloadStart<'a> {
+    /// The workload's name.
+    pub workload: &'a str,
+    /// vCPUs in the partition.
+    pub vcpus: u32,
+}
+
+impl fmt::Display for WorkloadStart<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} workload on {} vcpus", self.workload, self.vcpus)
+    }
+}
+
+/// `unknown workload "<name>"`: the boot page named no workload the runtime has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownWorkload<'a>(pub &'a str);
+
+impl fmt::Display for UnknownWorkload<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown workload {:?}", self.0)
+    }
+}
+
+/// `hello from vcpu I of N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VcpuHello {
+    /// This vCPU's index (0 first).
+    pub vcpu: u32,
+    /// vCPUs in the partition.
+    pub of: u32,
+}
+
+impl fmt::Display for VcpuHello {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "hello from vcpu {} of {}", self.vcpu, self.of)
+    }
+}
+
+/// `vcpu I progress K`: vCPU I finished busy-loop step K of the `spin` workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpinProgress {
+    /// The vCPU's index.
+    pub vcpu: u32,
+    /// The step just finished (1 first).
+    pub step: u64,
+}
+
+impl fmt::Display for SpinProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "vcpu {} progress {}", self.vcpu, self.step)
+    }
+}
+
+/// `dirty: wrote N pages`: the `dirty` workload wrote its pages and signalled "done".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirtyDone {
+    /// Pages written (bits set in `args[1]`).
+    pub pages: u32,
+}
+
+impl fmt::Display for DirtyDone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dirty: wrote {} pages", self.pages)
+    }
+}
+
+/// `hostile: <check>: ok` or `hostile: <check>: FAILED (<detail>)`.
+#[derive(Clone, Copy, Debug)]
+pub struct HostileCheck<'a> {
+    /// The check's name.
+    pub check: &'a str,
+    /// `None` if it passed, else what happened instead.
+    pub failure: Option<fmt::Arguments<'a>>,
+}
+
+impl fmt::Display for HostileCheck<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.failure {
+            None => write!(f, "hostile: {}: ok", self.check),
+            Some(detail) => write!(f, "hostile: {}: FAILED ({})", self.check, detail),
+        }
+    }
+}
+
+/// `hostile: N checks passed, M failed`: the `hostile` workload's summary,
+/// printed just before its final access to unmapped memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostileSummary {
+    /// Checks that passed.
+    pub passed: u32,
+    /// Checks that failed.
+    pub failed: u32,
+}
+
+impl fmt::Display for HostileSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "hostile: {} checks passed, {} failed",
+            self.passed, self.failed
+        )
+    }
+}
+
+/// `hostile: touching unmapped guest-physical 0x...`: printed just before the
+/// last access; the partition must stop on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostileTouchUnmapped(pub u64);
+
+impl fmt::Display for HostileTouchUnmapped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "hostile: touching unmapped guest-physical {:#x}", self.0)
+    }
+}
+
+/// Printed if the access to unmapped memory came back (isolation broken).
+pub const HOSTILE_STILL_RUNNING: &str =
+    "hostile: FAILED: touching unmapped memory did not stop the partition";
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn markers_render_as_documented() {
+        assert_eq!(
+            WorkloadStart {
+                workload: SPIN,
+                vcpus: 4
+            }
+            .to_string(),
+            "spin workload on 4 vcpus"
+        );
+        assert_eq!(
+            UnknownWorkload("nope").to_string(),
+            "unknown workload \"nope\""
+        );
+        assert_eq!(
+            VcpuHello { vcpu: 1, of: 2 }.to_string(),
+            "hello from vcpu 1 of 2"
+        );
+        assert_eq!(
+            SpinProgress { vcpu: 3, step: 2 }.to_string(),
+            "vcpu 3 progress 2"
+        );
+        assert_eq!(DirtyDone { pages: 5 }.to_string(), "dirty: wrote 5 pages");
+        assert_eq!(
+            HostileSummary {
+                passed: 20,
+                failed: 0
+            }
+            .to_string(),
+            "hostile: 20 checks passed, 0 failed"
+        );
+        assert_eq!(
+            HostileTouchUnmapped(0x110_0000).to_string(),
+            "hostile: touching unmapped guest-physical 0x1100000"
+        );
+    }
+
+    #[test]
+    fn hostile_check_lines() {
+        assert_eq!(
+            HostileCheck {
+                check: "stale slot",
+                failure: None
+            }
+            .to_string(),
+            "hostile: stale slot: ok"
+        );
+        let got = 7;
+        assert_eq!(
+            HostileCheck {
+                check: "rdmsr apic base",
+                failure: Some(format_args!("got vector {got}")),
+            }
+            .to_string(),
+            "hostile: rdmsr apic base: FAILED (got vector 7)"
+        );
+    }
+
+    #[test]
+    fn workload_names_fit_the_boot_page() {
+        for name in ALL {
+            assert!(name.len() <= crate::child::MAX_WORKLOAD);
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The hardware access of a capvisor partition (x86-64 in guest mode,
+//! ring 0): the hypercall instruction, descriptor-table loads, the 256
+//! interrupt entry stubs, the interrupt flag, HLT and the time-stamp counter.
+//!
+//! # Invariants
+//! Everything else in the crate is safe Rust on top of these wrappers. The
+//! code compiles on an x86-64 host too (so host `cargo test` and clippy see
+//! it), but only a partition may run it: on a host most of it faults.
+//!
+//! The entry stubs are [`STUB_BYTES`] bytes apart, stub `v` at
+//! `isr_stub_base() + v * STUB_BYTES`, and each pushes a zero error code
+//! (unless the CPU pushed one), then the vector, then jumps to a common path
+//! that saves every general-purpose register as an
+//! [`InterruptFrame`](crate::interrupts::InterruptFrame) and calls
+//! [`crate::interrupts::dispatch`] with it.
+
+use core::arch::{asm, global_asm};
+
+/// Distance between two interrupt entry stubs.
+pub const STUB_BYTES: u64 = 16;
+
+global_asm!(
+    ".pushsection .text.partition_rt_isr,\"ax\",@progbits",
+    ".balign 16",
+    ".globl partition_rt_isr_stubs",
+    "partition_rt_isr_stubs:",
+    ".set partition_rt_vector, 0",
+    ".rept 256",
+    ".balign 16",
+    // Vectors for which the CPU pushes an error code itself.
+    ".if (partition_rt_vector == 8) || (partition_rt_vector == 10) || (partition_rt_vector == 11) || (partition_rt_vector == 12) || (partition_rt_vector == 13) || (partition_rt_vector == 14) || (partition_rt_vector == 17) || (partition_rt_vector == 21) || (partition_rt_vector == 29) || (partition_rt_vector == 30)",
+    ".else",
+    "pushq $0",
+    ".endif",
+    "pushq $partition_rt_vector",
+    "jmp partition_rt_isr_common",
+    ".set partition_rt_vector, partition_rt_vector + 1",
+    ".endr",
+    ".balign 16",
+    "partition_rt_isr_common:",
+    "pushq %rax",
+    "pushq %rbx",
+    "pushq %rcx",
+    "pushq %rdx",
+    "pushq %rsi",
+    "pushq %rdi",
+    "pushq %rbp",
+    "pushq %r8",
+    "pushq %r9",
+    "pushq %r10",
+    "pushq %r11",
+    "pushq %r12",
+    "pushq %r13",
+    "pushq %r14",
+    "pushq %r15",
+    // The CPU aligned RSP to 16 before pushing its 5 (or 6 with the error
+    // code, 6 with ours) words; vector + 15 registers keep it aligned.
+    "movq %rsp, %rdi",
+    "cld",
+    "call {dispatch}",
+    "popq %r15",
+    "popq %r14",
+    "popq %r13",
+    "popq %r12",
+    "popq %r11",
+    "popq %r10",
+    "popq %r9",
+    "popq %r8",
+    "popq %rbp",
+    "popq %rdi",
+    "popq %rsi",
+    "popq %rdx",
+    "popq %rcx",
+    "popq %rbx",
+    "popq %rax",
+    "addq $16, %rsp",
+    "iretq",
+    ".popsection",
+    dispatch = sym crate::interrupts::dispatch,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    /// The first interrupt entry stub (see the module invariants).
+    static partition_rt_isr_stubs: [u8; 256 * STUB_BYTES as usize];
+}
+
+/// Address of the first interrupt entry stub.
+pub fn isr_stub_base() -> u64 {
+    (&raw const partition_rt_isr_stubs) as u64
+}
+
+/// The bytes of the entry stubs (for host tests of their layout).
+pub fn isr_stub_bytes() -> &'static [u8; 256 * STUB_BYTES as usize] {
+    // SAFETY: the stubs are code the linker placed in a loaded, readable
+    // section that is never written.
+    unsafe { &partition_rt_isr_stubs }
+}
+
+/// Performs a hypercall: `VMMCALL` with `RAX, RDI, RSI, RDX, R8, R9, R10`
+/// from `regs`; returns `RAX, RDI, RSI, RDX`.
+///
+/// # Safety
+/// Some calls make the microkernel write into the caller's memory (e.g.
+/// `VcpuGetState`, `DirtyFetch`, `MemoryRead` write the page named by their
+/// buffer argument; `MemoryWrite` with the caller's own partition writes any
+/// of its pages). The caller must make sure such a write lands only in
+/// memory no Rust reference covers while the call runs.
+pub unsafe fn vmmcall(regs: [u64; 7]) -> [u64; 4] {
+    let [mut rax, mut rdi, mut rsi, mut rdx, r8, r9, r10] = regs;
+    // SAFETY: VMMCALL exits to the microkernel, which preserves every
+    // register but the four outputs; memory effects are the caller's
+    // contract above (the asm is not `nomem`, so the compiler assumes any).
+    unsafe {
+        asm!(
+            "vmmcall",
+            inout("rax") rax,
+            inout("rdi") rdi,
+            inout("rsi") rsi,
+            inout("rdx") rdx,
+            in("r8") r8,
+            in("r9") r9,
+            in("r10") r10,
+            options(nostack),
+        );
+    }
+    [rax, rdi, rsi, rdx]
+}
+
+/// The operand of `LGDT`/`LIDT`/`SIDT`.
+#[repr(C, packed)]
+struct TablePointer {
+    limit: u16,
+    base: u64,
+}
+
+/// Loads the GDT and IDT and reloads CS (with `code`), SS/DS/ES (with `data`).
+///
+/// # Safety
+/// `gdt` must point at `gdt_bytes` bytes of descriptors, `idt` at
+/// `idt_bytes` bytes of gates, both valid for the rest of the vCPU's life
+/// and never changed again while loaded; `code` must select a 64-bit code
+/// descriptor and `data` a writable data descriptor in that GDT; every
+/// gate must point at an entry stub of this module.
+pub unsafe fn load_descriptor_tables(
+    gdt: *const u8,
+    gdt_bytes: u16,
+    idt: *const u8,
+    idt_bytes: u16,
+    code: u16,
+    data: u16,
+) {
+    let gdtr = TablePointer {
+        limit: gdt_bytes - 1,
+        base: gdt as u64,
+    };
+    let idtr = TablePointer {
+        limit: idt_bytes - 1,
+        base: idt as u64,
+    };
+    // SAFETY: the tables are valid and live forever (caller's contract);
+    // the far return switches CS to `code` and continues at label 2; the
+    // data selectors then name a valid data descriptor.
+    unsafe {
+        asm!(
+            "lgdt [{gdtr}]",
+            "lidt [{idtr}]",
+            "push {code}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "retfq",
+            "2:",
+            "mov ss, {data:x}",
+            "mov ds, {data:x}",
+            "mov es, {data:x}",
+            gdtr = in(reg) &raw const gdtr,
+            idtr = in(reg) &raw const idtr,
+            code = in(reg) u64::from(code),
+            data = in(reg) u64::from(data),
+            tmp = out(reg) _,
+            options(preserves_flags),
+        );
+    }
+}
+
+/// The base address of the IDT this vCPU has loaded.
+pub fn idt_base() -> u64 {
+    let mut idtr = TablePointer { limit: 0, base: 0 };
+    // SAFETY: SIDT stores 10 bytes into `idtr`, which is exactly that big.
+    unsafe {
+        asm!("sidt [{}]", in(reg) &raw mut idtr, options(nostack, preserves_flags));
+    }
+    idtr.base
+}
+
+/// Whether interrupts are enabled (RFLAGS.IF).
+pub fn interrupts_enabled() -> bool {
+    let flags: u64;
+    // SAFETY: PUSHFQ/POP reads RFLAGS through the stack and changes nothing else.
+    unsafe { asm!("pushfq", "pop {}", out(reg) flags, options(nomem, preserves_flags)) };
+    flags & (1 << 9) != 0
+}
+
+/// Disables interrupts on this vCPU.
+pub fn disable_interrupts() {
+    // SAFETY: CLI only affects this vCPU's interrupt flag. No `nomem`: the
+    // compiler must not move memory accesses across it.
+    unsafe { asm!("cli", options(nostack)) };
+}
+
+/// Enables interrupts on this vCPU (handlers may run at once).
+pub fn enable_interrupts() {
+    // SAFETY: STI only affects this vCPU's interrupt flag; every vector has
+    // a handler stub once `crate::cpu::init_vcpu` ran. No `nomem`: handlers
+    // may change memory.
+    unsafe { asm!("sti", options(nostack)) };
+}
+
+/// Enables interrupts and waits for one (`STI; HLT`: the interrupt shadow
+/// of STI makes the pair atomic, so an interrupt pending before cannot be
+/// missed). Interrupts stay enabled afterwards.
+pub fn wait_for_interrupt() {
+    // SAFETY: as for `enable_interrupts`; HLT only blocks this vCPU until
+    // an interrupt arrives.
+    unsafe { asm!("sti", "hlt", options(nostack)) };
+}
+
+/// Stops this vCPU for good (`CLI; HLT`). When every vCPU of a partition
+/// stopped this way, the microkernel reports the partition as halted.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: disabling interrupts and halting affects only this vCPU.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+/// The time-stamp counter.
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC reads a counter into EDX:EAX and has no other effect.
+    unsafe {
+        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// A spin-wait hint (`PAUSE`).
+pub fn pause() {
+    core::hint::spin_loop();
+}
+
+/// CR2: the linear address of the last page fault.
+pub fn read_cr2() -> u64 {
+    let cr2: u64;
+    // SAFETY: reading CR2 has no side effect (ring 0 in a partition).
+    unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags)) };
+    cr2
+}
+
+/// Runs `f` with interrupts disabled, then restores the interrupt flag.
+pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    let enabled = interrupts_enabled();
+    if enabled {
+        disable_interrupts();
+    }
+    let r = f();
+    if enabled {
+        enable_interrupts();
+    }
+    r
+}
