@@ -63,14 +63,12 @@ impl IdtGate {
     }
 }
 
-/// The IDT for entry stubs starting at `stub_base`.
-pub fn build_idt(stub_base: u64) -> [IdtGate; 256] {
-    let mut idt = [IdtGate::default(); 256];
+/// Fills `idt` with gates to the entry stubs starting at `stub_base`.
+pub fn fill_idt(idt: &mut [IdtGate; 256], stub_base: u64) {
     for (vector, gate) in idt.iter_mut().enumerate() {
         *gate =
             IdtGate::interrupt_gate(stub_base + vector as u64 * arch::STUB_BYTES, CODE_SELECTOR);
     }
-    idt
 }
 
 /// One vCPU's tables.
@@ -133,7 +131,7 @@ pub fn init_vcpu(index: u32) -> Result<(), InitError> {
     // reads it (module invariant).
     unsafe {
         (*tables).gdt = GDT;
-        (*tables).idt = build_idt(arch::isr_stub_base());
+        fill_idt(&mut (*tables).idt, arch::isr_stub_base());
     }
     // SAFETY: the tables live in a static and are never written again
     // (claimed once); the GDT has the code and data descriptors at the
@@ -176,7 +174,8 @@ mod tests {
         let gate = IdtGate::interrupt_gate(0xffff_ffff_8012_3456, CODE_SELECTOR);
         assert_eq!(gate.handler(), 0xffff_ffff_8012_3456);
         assert_eq!(size_of::<IdtGate>(), 16);
-        let idt = build_idt(0xffff_ffff_8000_1000);
+        let mut idt = [IdtGate::default(); 256];
+        fill_idt(&mut idt, 0xffff_ffff_8000_1000);
         assert_eq!(idt[0].handler(), 0xffff_ffff_8000_1000);
         assert_eq!(idt[255].handler(), 0xffff_ffff_8000_1000 + 255 * 16);
         assert!(

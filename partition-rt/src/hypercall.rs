@@ -49,6 +49,17 @@ pub fn hypercall(call: &Call) -> Result<Results, Status> {
     results_of(unsafe { arch::vmmcall(call.encode()) })
 }
 
+/// Makes a hypercall and returns the raw `RAX, RDI, RSI, RDX` (so a caller
+/// can tell a `RAX` outside the ABI apart); `None` for the calls
+/// [`hypercall`] refuses.
+pub fn hypercall_registers(call: &Call) -> Option<[u64; 4]> {
+    if writes_caller_memory(call) {
+        return None;
+    }
+    // SAFETY: as in `hypercall`: the call writes no memory of the caller's.
+    Some(unsafe { arch::vmmcall(call.encode()) })
+}
+
 /// Makes any hypercall.
 ///
 /// # Safety
@@ -97,6 +108,7 @@ mod tests {
         };
         assert!(writes_caller_memory(&call));
         assert_eq!(hypercall(&call), Err(Status::InvalidArgument));
+        assert_eq!(hypercall_registers(&call), None);
         assert!(!writes_caller_memory(&Call::Null));
     }
 }

@@ -1,0 +1,30 @@
+//! The workloads the child runtime can run, one module each, chosen by the
+//! name in the boot page (`ipc::workload` documents names, args and lines).
+//!
+//! # Invariants
+//! Every workload ends by halting its vCPU (`CLI; HLT`); none returns.
+
+use ipc::child::ChildBootInfo;
+use ipc::workload;
+
+mod dirty;
+mod hello;
+mod hostile;
+mod spin;
+
+/// Whether the runtime has a workload called `name`.
+pub fn exists(name: &str) -> bool {
+    workload::ALL.contains(&name)
+}
+
+/// Runs the boot page's workload on this vCPU.
+pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
+    match info.workload() {
+        workload::HELLO => hello::run(info, vcpu),
+        workload::SPIN => spin::run(info, vcpu),
+        workload::DIRTY => dirty::run(info, vcpu),
+        workload::HOSTILE => hostile::run(info, vcpu),
+        // `exists` was checked at boot.
+        _ => partition_rt::halt_forever(),
+    }
+}
