@@ -24,7 +24,34 @@ pub const SELFTEST_READ_HYPERVISOR_FRAME: &str = "selftest=read-hypervisor-frame
 /// Most RAM ranges a `BootInfo` lists.
 pub const MAX_MEMORY_RANGES: usize = 64;
 /// Most hypervisor-reserved ranges a `BootInfo` lists.
-pub const MAX_RESERVED_RANGES: usize = 32;
+pub const MAX_RESERVED_RANGES: usize = 16;
+/// Most initial capabilities a `BootInfo` lists.
+pub const MAX_BOOT_CAPS: usize = 48;
+
+/// Object types in [`BootCap::kind`].
+pub mod cap_kind {
+    /// The root's own partition (CREATE, CONTROL, INSPECT, GRANT).
+    pub const PARTITION: u32 = 1;
+    /// A RAM range: `a` = base, `b` = pages (READ, WRITE, EXECUTE, MAP, DONATE, GRANT).
+    pub const MEMORY: u32 = 2;
+    /// A device interrupt: `a` = GSI (BIND, GRANT).
+    pub const INTERRUPT: u32 = 3;
+    /// An I/O port range: `a` = first port, `b` = count (USE, GRANT).
+    pub const IO_PORTS: u32 = 4;
+}
+
+/// One initial capability of the root partition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BootCap {
+    /// The slot handle (`SlotHandle::raw`).
+    pub slot: u64,
+    /// A [`cap_kind`] value.
+    pub kind: u32,
+    /// First descriptive word.
+    pub a: u64,
+    /// Second descriptive word.
+    pub b: u64,
+}
 /// Longest kernel command line passed on (longer ones are cut).
 pub const MAX_CMDLINE: usize = 512;
 
@@ -86,6 +113,10 @@ pub struct BootInfo {
     pub memory: [PhysRange; MAX_MEMORY_RANGES],
     /// RAM the microkernel keeps for itself; the root's SLAT never maps it.
     pub reserved: [PhysRange; MAX_RESERVED_RANGES],
+    /// Valid entries in `caps`.
+    pub cap_count: u32,
+    /// The root's initial capabilities.
+    pub caps: [BootCap; MAX_BOOT_CAPS],
 }
 
 const _: () = assert!(core::mem::size_of::<BootInfo>() <= 4096);
@@ -110,6 +141,13 @@ impl BootInfo {
             cmdline: [0; MAX_CMDLINE],
             memory: [PhysRange { start: 0, end: 0 }; MAX_MEMORY_RANGES],
             reserved: [PhysRange { start: 0, end: 0 }; MAX_RESERVED_RANGES],
+            cap_count: 0,
+            caps: [BootCap {
+                slot: 0,
+                kind: 0,
+                a: 0,
+                b: 0,
+            }; MAX_BOOT_CAPS],
         }
     }
 
@@ -147,6 +185,23 @@ impl BootInfo {
         }
         self.cmdline[..len].copy_from_slice(&line.as_bytes()[..len]);
         self.cmdline_len = len as u32;
+    }
+
+    /// The initial capabilities.
+    pub fn caps(&self) -> &[BootCap] {
+        &self.caps[..(self.cap_count as usize).min(MAX_BOOT_CAPS)]
+    }
+
+    /// Appends an initial capability; false when the table is full.
+    pub fn push_cap(&mut self, cap: BootCap) -> bool {
+        match self.caps.get_mut(self.cap_count as usize) {
+            Some(slot) => {
+                *slot = cap;
+                self.cap_count += 1;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Appends a RAM range; false when the table is full.
@@ -254,6 +309,15 @@ impl BootInfo {
         for r in self.memory.iter().chain(self.reserved.iter()) {
             w.range(*r);
         }
+        w.u32(self.cap_count);
+        w.u32(0);
+        for c in &self.caps {
+            w.u64(c.slot);
+            w.u32(c.kind);
+            w.u32(0);
+            w.u64(c.a);
+            w.u64(c.b);
+        }
         page
     }
 
@@ -287,6 +351,15 @@ impl BootInfo {
         }
         for slot in info.reserved.iter_mut() {
             *slot = r.range();
+        }
+        info.cap_count = r.u32();
+        r.u32();
+        for c in info.caps.iter_mut() {
+            c.slot = r.u64();
+            c.kind = r.u32();
+            r.u32();
+            c.a = r.u64();
+            c.b = r.u64();
         }
         Ok(info)
     }
@@ -340,6 +413,13 @@ mod tests {
             end: 0x20_0000
         }));
         info.reserved[MAX_RESERVED_RANGES - 1] = PhysRange { start: 7, end: 9 };
+        assert!(info.push_cap(BootCap {
+            slot: 0x1_0002,
+            kind: cap_kind::MEMORY,
+            a: 0x20_0000,
+            b: 512
+        }));
+        info.caps[MAX_BOOT_CAPS - 1].b = 42;
         let page = info.to_page();
         let back = BootInfo::from_page(&page).unwrap();
         assert_eq!(back.to_page(), page);

@@ -13,4 +13,5 @@ pub mod child;
 pub mod exit;
 pub mod hypercall;
 pub mod markers;
+pub mod vcpu_state;
 pub mod workload;

@@ -133,7 +133,25 @@ extern "C" fn kernel_main(magic: u32, info: u64) -> ! {
         top
     );
 
+    // The kernel heap: 1/8 of the pool.
+    let heap_bytes = (pool_size / 8) as usize;
+    let Some(heap) = memory::alloc_frames(heap_bytes / 4096, 4096) else {
+        fail(format_args!(
+            "refusing to start: no memory for the kernel heap"
+        ));
+    };
+    crate::arch::heap::init(heap, heap_bytes);
+    memory::set_hypervisor_ranges([
+        (0, 0x10_0000),
+        boot.kernel_image,
+        (pool_base, pool_base + pool_size),
+        (0, 0),
+    ]);
+
     let platform = platform::discover(boot.acpi);
+    if let Some(&base) = platform.ioapics().first() {
+        crate::arch::ioapic::init(base);
+    }
     let online = cpus::bring_up(&platform, cr3, trampoline);
     kprintln!("{}", markers::AllCpusOnline(online));
     root::start(&boot, &platform, online)

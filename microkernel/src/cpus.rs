@@ -54,6 +54,7 @@ fn prepare(index: u32, apic_id: u32) -> u64 {
     };
     let state: &'static mut PerCpu = memory::frame_as(addr);
     *state = PerCpu::new(index, apic_id, ist);
+    crate::arch::percpu::set_apic_id(index, apic_id);
     state.host_save_area = memory::alloc_frames(1, 4096).unwrap_or(0);
     state.host_vmcb = memory::alloc_frames(1, 4096).unwrap_or(0);
     if state.host_save_area == 0 || state.host_vmcb == 0 {
@@ -67,8 +68,8 @@ fn prepare(index: u32, apic_id: u32) -> u64 {
 /// Everything a processor does to come online, bootstrap or not.
 fn come_online(index: u32) {
     let state = PER_CPU[index as usize].load(Ordering::Acquire);
-    // SAFETY-free conversion: `prepare` stored a 'static PerCpu for this
-    // index and only this processor uses it from here on.
+    // `prepare` stored a 'static PerCpu for this index; only this
+    // processor uses it from here on.
     let state: &'static mut PerCpu = match memory::claim_per_cpu(state) {
         Some(s) => s,
         None => power::exit(ExitCode::Failure),
@@ -91,9 +92,7 @@ fn come_online(index: u32) {
 extern "C" fn ap_entry(index: u64) -> ! {
     smp::report_started(index as u32);
     come_online(index as u32);
-    loop {
-        cpu::wait_for_interrupt();
-    }
+    crate::run::processor_loop(index as u32)
 }
 
 /// Brings up the bootstrap processor and then every other processor the

@@ -7,9 +7,16 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
+pub mod cap;
 pub mod elf;
+pub mod kernel;
+pub mod machine;
 pub mod memory;
+pub mod object;
 pub mod paging;
+pub mod sched;
 pub mod svm;
 
 /// Size of a small page / frame.

@@ -8,6 +8,9 @@
 #![cfg_attr(target_os = "none", no_main)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+#[cfg(target_os = "none")]
+extern crate alloc;
+
 #[cfg(not(target_os = "none"))]
 fn main() {
     eprintln!(
@@ -30,7 +33,7 @@ mod platform;
 #[cfg(target_os = "none")]
 mod root;
 #[cfg(target_os = "none")]
-mod vcpu;
+mod run;
 
 #[cfg(target_os = "none")]
 #[panic_handler]

@@ -95,6 +95,9 @@ const US: u64 = 1 << 2;
 const PWT: u64 = 1 << 3;
 const PCD: u64 = 1 << 4;
 const PS: u64 = 1 << 7;
+const DIRTY: u64 = 1 << 6;
+#[cfg(test)]
+const ACCESSED: u64 = 1 << 5;
 const NX: u64 = 1 << 63;
 
 fn x86_leaf(frame: u64, size: PageSize, access: Access, cache: CacheMode, user: u64) -> u64 {
@@ -222,6 +225,14 @@ impl<F: EntryFormat> PageTable<F> {
             root,
             format: core::marker::PhantomData,
         })
+    }
+
+    /// The tree rooted at `root` (built earlier with the same format).
+    pub fn from_root(root: u64) -> Self {
+        PageTable {
+            root,
+            format: core::marker::PhantomData,
+        }
     }
 
     /// Physical address of the top-level table (for CR3 / nCR3 / EPTP).
@@ -369,6 +380,97 @@ impl<F: EntryFormat> PageTable<F> {
             table = F::address(entry);
         }
         None
+    }
+
+    /// Unmaps every page in `[virt, virt + len)` that is mapped, splitting
+    /// 2 MiB pages that the range covers only partly.
+    pub fn unmap_range(
+        &mut self,
+        mem: &mut impl TableMemory,
+        virt: u64,
+        len: u64,
+    ) -> Result<(), MapError> {
+        if !virt.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
+            return Err(MapError::Misaligned);
+        }
+        let end = virt.checked_add(len).ok_or(MapError::OutOfRange)?;
+        let mut at = virt;
+        while at < end {
+            match self.leaf_slot(mem, at) {
+                None => at += PAGE_SIZE,
+                Some((table, i, 2)) => {
+                    let large = at & !(LARGE_PAGE_SIZE - 1);
+                    if large >= virt && large + LARGE_PAGE_SIZE <= end {
+                        mem.write(table, i, 0);
+                        at = large + LARGE_PAGE_SIZE;
+                    } else {
+                        self.split(mem, table, i)?;
+                    }
+                }
+                Some((table, i, _)) => {
+                    mem.write(table, i, 0);
+                    at += PAGE_SIZE;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the 2 MiB leaf at `table[i]` by a table of 512 4 KiB leaves
+    /// with the same frame, rights and memory type.
+    fn split(&mut self, mem: &mut impl TableMemory, table: u64, i: usize) -> Result<(), MapError> {
+        let entry = mem.read(table, i);
+        let next = mem.alloc_table().ok_or(MapError::NoMemory)?;
+        let base = F::address(entry) & !(LARGE_PAGE_SIZE - 1);
+        // The small-page encoding keeps every attribute bit except PS (bit 7,
+        // which is PAT in a 4 KiB entry): clear it.
+        let attrs = entry & !0x000f_ffff_ffff_f000 & !PS;
+        for j in 0..ENTRIES {
+            mem.write(next, j, (base + j as u64 * PAGE_SIZE) | attrs);
+        }
+        mem.write(table, i, F::table(next));
+        Ok(())
+    }
+
+    /// Reads and clears the dirty bit of the leaf mapping `virt` (false if unmapped).
+    pub fn take_dirty(&mut self, mem: &mut impl TableMemory, virt: u64) -> bool {
+        match self.leaf_slot(mem, virt) {
+            Some((table, i, _)) => {
+                let entry = mem.read(table, i);
+                if entry & DIRTY != 0 {
+                    mem.write(table, i, entry & !DIRTY);
+                    true
+                } else {
+                    false
+                }
+            }
+            None => false,
+        }
+    }
+
+    /// Every table of the tree, root last (to free them).
+    pub fn tables(&self, mem: &impl TableMemory) -> alloc::vec::Vec<u64> {
+        let mut out = alloc::vec::Vec::new();
+        self.collect(mem, self.root, 4, &mut out);
+        out
+    }
+
+    fn collect(
+        &self,
+        mem: &impl TableMemory,
+        table: u64,
+        level: u8,
+        out: &mut alloc::vec::Vec<u64>,
+    ) {
+        if level > 1 {
+            for i in 0..ENTRIES {
+                let e = mem.read(table, i);
+                if F::is_present(e) && !F::is_leaf(e, level) {
+                    self.collect(mem, F::address(e), level - 1, out);
+                }
+            }
+        }
+        out.push(table);
     }
 
     /// Walks the tables for `virt`.
@@ -581,6 +683,39 @@ mod tests {
         assert_eq!(pt.translate(&mem, 0x40_0000).unwrap().size, PageSize::Large);
         assert_eq!(pt.translate(&mem, 0x60_0000).unwrap().size, PageSize::Small);
         assert_eq!(pt.translate(&mem, 0x60_1000), None);
+    }
+
+    #[test]
+    fn unmap_range_splits_large_pages_and_tracks_dirty_bits() {
+        let mut mem = FakeMemory::new(64);
+        let mut pt = PageTable::<NptFormat>::new(&mut mem).unwrap();
+        pt.map_range(&mut mem, 0, 0, 0x60_0000, Access::RWX, CacheMode::WriteBack)
+            .unwrap();
+        pt.unmap_range(&mut mem, 0x20_3000, 0x2000).unwrap();
+        assert_eq!(pt.translate(&mem, 0x20_2fff).unwrap().phys, 0x20_2fff);
+        assert_eq!(
+            pt.translate(&mem, 0x20_2fff).unwrap().size,
+            PageSize::Small,
+            "split"
+        );
+        assert_eq!(pt.translate(&mem, 0x20_3000), None);
+        assert_eq!(pt.translate(&mem, 0x20_4fff), None);
+        assert_eq!(pt.translate(&mem, 0x20_5000).unwrap().access, Access::RWX);
+        assert_eq!(
+            pt.translate(&mem, 0x40_0000).unwrap().size,
+            PageSize::Large,
+            "untouched"
+        );
+        pt.unmap_range(&mut mem, 0x40_0000, 0x20_0000).unwrap();
+        assert_eq!(pt.translate(&mem, 0x40_0000), None);
+        // Dirty bits: set by "hardware", read and cleared once.
+        let (table, i, _) = pt.leaf_slot(&mem, 0x20_6000).unwrap();
+        let e = mem.read(table, i);
+        mem.write(table, i, e | DIRTY | ACCESSED);
+        assert!(pt.take_dirty(&mut mem, 0x20_6000));
+        assert!(!pt.take_dirty(&mut mem, 0x20_6000));
+        assert!(!pt.take_dirty(&mut mem, 0x40_0000), "unmapped");
+        assert_eq!(pt.tables(&mem).len(), mem.tables.len());
     }
 
     #[test]

@@ -6,27 +6,28 @@
 //! The root's guest-physical addresses equal host-physical ones. Its boot
 //! area (page tables, boot page, stack, image) is taken from its own RAM.
 
-use ipc::boot::{BootInfo, PARTITION_IMAGE_BASE, PhysRange};
+use alloc::vec::Vec;
+use ipc::boot::{BootCap, BootInfo, PARTITION_IMAGE_BASE, PhysRange, cap_kind};
 use ipc::exit::ExitCode;
 use ipc::markers::RootRunning;
 use microkernel::elf::Image;
+use microkernel::kernel::{InitialCap, Kernel};
+use microkernel::machine::Machine;
 use microkernel::memory::map::{MemoryMap, RegionKind};
+use microkernel::object::ObjectKind;
 use microkernel::paging::{Access, CacheMode, NptFormat, PageSize, PageTable, X86Format};
-use microkernel::svm::permissions::{self, IOPM_BYTES, MSRPM_BYTES, PASSTHROUGH_MSRS};
 use microkernel::svm::vmcb::{LongModeStart, Vmcb};
 use microkernel::{LARGE_PAGE_SIZE, PAGE_SIZE, align_down, align_up};
 
-use crate::arch::{self, memory, power};
+use crate::arch::machine::HwMachine;
+use crate::arch::{self, ioapic, memory, power};
 use crate::boot::BootData;
 use crate::platform::Platform;
-use crate::vcpu::Vcpu;
 
 /// Pages reserved in the boot area for the root's initial page tables.
 const TABLE_PAGES: u64 = 64;
 /// Pages of initial stack.
 const STACK_PAGES: u64 = 16;
-/// Address space identifier of the root partition.
-const ROOT_ASID: u32 = 1;
 
 fn fail(args: core::fmt::Arguments<'_>) -> ! {
     kprintln!("cannot start the root partition: {args}");
@@ -44,6 +45,33 @@ const KERNEL_PORTS: [(u16, u32); 7] = [
     (0xcf9, 1),
     (ipc::exit::DEBUG_EXIT_PORT, 4),
 ];
+
+/// Device interrupt lines the root receives: every I/O APIC input except
+/// the timer (0) and the cascade (2).
+fn root_gsis() -> Vec<u32> {
+    (1..ioapic::LINES).filter(|&g| g != 2).collect()
+}
+
+/// The port ranges the root may use: everything the kernel does not keep.
+fn root_ports() -> Vec<(u16, u32)> {
+    let mut kept: Vec<(u32, u32)> = KERNEL_PORTS.iter().map(|&(p, n)| (p as u32, n)).collect();
+    if let Some(pm1a) = power::pm1a_control_port() {
+        kept.push((pm1a as u32, 2));
+    }
+    kept.sort_unstable();
+    let mut ranges = Vec::new();
+    let mut next = 0u32;
+    for (first, count) in kept {
+        if first > next {
+            ranges.push((next as u16, first - next));
+        }
+        next = next.max(first + count);
+    }
+    if next < 0x1_0000 {
+        ranges.push((next as u16, 0x1_0000 - next));
+    }
+    ranges
+}
 
 /// Builds the root partition and runs it; never returns.
 pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
@@ -120,30 +148,55 @@ pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
         })
         .unwrap_or_else(|e| fail(format_args!("guest page tables: {e:?}")));
 
-    let info = boot_info(boot, platform, cpus, (area_start, area.1));
+    let nested_cr3 = build_npt(&boot.map, platform, top);
+    let ram: Vec<(u64, u64)> = boot
+        .map
+        .regions()
+        .iter()
+        .filter(|r| matches!(r.kind, RegionKind::Usable | RegionKind::Module))
+        .map(|r| (r.start, r.len() / PAGE_SIZE))
+        .collect();
+    let asids = arch::cpu::virt_features().asids;
+    let mut kernel = Kernel::new(cpus, asids);
+    let mut machine = HwMachine;
+    let (root, caps) = kernel
+        .create_root(&mut machine, nested_cr3, &ram, &root_gsis(), &root_ports())
+        .unwrap_or_else(|e| fail(format_args!("creating its kernel objects: {e:?}")));
+    let info = boot_info(boot, platform, cpus, (area_start, area.1), &caps);
     memory::write_window(area, boot_page, &info.to_page());
 
-    let nested_cr3 = build_npt(&boot.map, platform, top);
-    let (iopm, msrpm) = permission_maps();
-    let vmcb_pa = memory::alloc_frames(1, PAGE_SIZE)
-        .unwrap_or_else(|| fail(format_args!("no memory for its VMCB")));
-    let vmcb: &'static mut Vmcb = memory::frame_as(vmcb_pa);
+    let maps = kernel
+        .objects
+        .partition(root)
+        .map(|p| (p.permission_maps, p.asid))
+        .unwrap_or(((0, 0), 1));
+    let vmcb_pa = machine
+        .vmcb_new()
+        .unwrap_or_else(|_| fail(format_args!("no memory for its VMCB")));
+    let vmcb: &mut Vmcb = machine.vmcb(vmcb_pa);
     vmcb.init_long_mode(&LongModeStart {
         cr3: guest.root(),
         rip: image.entry,
         rsp: stack_top - 8,
-        asid: ROOT_ASID,
+        asid: maps.1,
         nested_cr3,
-        iopm,
-        msrpm,
+        iopm: maps.0.0,
+        msrpm: maps.0.1,
     });
+    let vcpu = kernel
+        .create_boot_vcpu(root, vmcb_pa, 0)
+        .unwrap_or_else(|e| fail(format_args!("its vCPU: {e:?}")));
+    if let Some(v) = kernel.objects.vcpu_mut(vcpu) {
+        v.regs.rdi = boot_page;
+    }
     kprintln!(
-        "root partition: image {:#x}..{:#x} at {:#x}, entry {:#x}, boot page {:#x}",
+        "root partition: image {:#x}..{:#x} at {:#x}, entry {:#x}, boot page {:#x}, {} capabilities",
         span_start,
         span_end,
         image_phys,
         image.entry,
-        boot_page
+        boot_page,
+        caps.len()
     );
     kprintln!(
         "{}",
@@ -152,13 +205,18 @@ pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
             slat: "npt"
         }
     );
-    let mut vcpu = Vcpu::new("root", vmcb);
-    vcpu.regs.rdi = boot_page;
-    vcpu.run()
+    *crate::run::KERNEL.lock() = Some(kernel);
+    crate::run::processor_loop(0)
 }
 
 /// Fills the boot-information page (see `docs/boot.md`).
-fn boot_info(boot: &BootData, platform: &Platform, cpus: u32, area: (u64, u64)) -> BootInfo {
+fn boot_info(
+    boot: &BootData,
+    platform: &Platform,
+    cpus: u32,
+    area: (u64, u64),
+    caps: &[InitialCap],
+) -> BootInfo {
     let mut info = BootInfo::new();
     info.cpu_count = cpus;
     info.backend = 1;
@@ -181,6 +239,25 @@ fn boot_info(boot: &BootData, platform: &Platform, cpus: u32, area: (u64, u64)) 
         end: area.1,
     };
     info.set_cmdline(boot.cmdline.as_str());
+    for cap in caps {
+        let kind = match cap.kind {
+            ObjectKind::Partition => cap_kind::PARTITION,
+            ObjectKind::Memory => cap_kind::MEMORY,
+            ObjectKind::Interrupt => cap_kind::INTERRUPT,
+            _ => cap_kind::IO_PORTS,
+        };
+        if !info.push_cap(BootCap {
+            slot: cap.slot.raw(),
+            kind,
+            a: cap.a,
+            b: cap.b,
+        }) {
+            kprintln!(
+                "root partition: boot page full, capability in slot {} not listed",
+                cap.slot.index
+            );
+        }
+    }
     for r in boot.map.regions() {
         let range = PhysRange {
             start: r.start,
@@ -277,29 +354,4 @@ fn build_npt(map: &MemoryMap, platform: &Platform, top: u64) -> u64 {
         chunk = end;
     }
     npt.root()
-}
-
-/// The root's I/O and MSR permission maps.
-fn permission_maps() -> (u64, u64) {
-    let iopm_pa = memory::alloc_frames(IOPM_BYTES / 4096, PAGE_SIZE)
-        .unwrap_or_else(|| fail(format_args!("no memory for its IOPM")));
-    let msrpm_pa = memory::alloc_frames(MSRPM_BYTES / 4096, PAGE_SIZE)
-        .unwrap_or_else(|| fail(format_args!("no memory for its MSRPM")));
-    let iopm: &'static mut [u8; IOPM_BYTES] = memory::frame_as(iopm_pa);
-    let msrpm: &'static mut [u8; MSRPM_BYTES] = memory::frame_as(msrpm_pa);
-    // Ports: everything passes except the kernel's (and the bits past 0xffff).
-    iopm.fill(0);
-    iopm[0x2000..].fill(0xff);
-    for (first, count) in KERNEL_PORTS {
-        permissions::set_ports(iopm, first, count, true);
-    }
-    if let Some(port) = power::pm1a_control_port() {
-        permissions::set_ports(iopm, port, 2, true);
-    }
-    // MSRs: everything exits except state the VMCB holds.
-    msrpm.fill(0xff);
-    for msr in PASSTHROUGH_MSRS {
-        permissions::pass_msr(msrpm, msr);
-    }
-    (iopm_pa, msrpm_pa)
 }

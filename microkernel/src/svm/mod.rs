@@ -4,4 +4,5 @@
 
 pub mod exit;
 pub mod permissions;
+pub mod state;
 pub mod vmcb;

@@ -5,6 +5,28 @@
 //! Accessors only touch the named field's bytes; offsets are constants that
 //! the tests pin against the manual's table.
 
+/// A guest's general-purpose registers other than RAX and RSP (which the
+/// VMCB holds). The VMRUN path in `arch/` depends on this exact layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)] // Register names.
+pub struct GuestRegs {
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+}
+
 /// One VMCB: a page-aligned 4 KiB block, owned by one vCPU.
 #[repr(C, align(4096))]
 pub struct Vmcb {
@@ -61,6 +83,9 @@ pub mod offset {
     pub const CSTAR: usize = 0x610;
     pub const SFMASK: usize = 0x618;
     pub const KERNEL_GS_BASE: usize = 0x620;
+    pub const SYSENTER_CS: usize = 0x628;
+    pub const SYSENTER_ESP: usize = 0x630;
+    pub const SYSENTER_EIP: usize = 0x638;
     pub const CR2: usize = 0x640;
     pub const G_PAT: usize = 0x668;
 }

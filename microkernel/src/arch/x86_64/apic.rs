@@ -115,3 +115,10 @@ pub fn send_startup(apic_id: u32, page: u64) {
     write(ICR_LOW, 0x0000_4600 | ((page >> 12) as u32 & 0xff));
     wait_icr_idle();
 }
+
+/// Sends a fixed interrupt with `vector` to the processor with `apic_id`.
+pub fn send_ipi(apic_id: u32, vector: u8) {
+    write(ICR_HIGH, apic_id << 24);
+    write(ICR_LOW, vector as u32);
+    wait_icr_idle();
+}

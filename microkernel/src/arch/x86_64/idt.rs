@@ -67,6 +67,9 @@ isr_stub_\n:
     .irp n, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,255
     STUB_NOERR \n
     .endr
+    .irp n, 80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103
+    STUB_NOERR \n
+    .endr
 
 isr_common:
     push %rax
@@ -116,6 +119,9 @@ isr_stub_table:
     .quad isr_stub_\n
     .endr
     .quad isr_stub_255
+    .irp n, 80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103
+    .quad isr_stub_\n
+    .endr
 "#,
     options(att_syntax)
 );
@@ -123,8 +129,11 @@ isr_stub_table:
 /// Vectors with a stub, in `isr_stub_table` order.
 const STUB_VECTORS: usize = 50;
 
+/// Device-interrupt stubs (vectors `ioapic::VECTOR_BASE..+LINES`) after the spurious one.
+const DEVICE_STUBS: usize = super::ioapic::LINES as usize;
+
 unsafe extern "C" {
-    static isr_stub_table: [u64; STUB_VECTORS + 1];
+    static isr_stub_table: [u64; STUB_VECTORS + 1 + DEVICE_STUBS];
 }
 
 #[derive(Clone, Copy)]
@@ -188,6 +197,10 @@ impl Idt {
             self.0[vector] = Gate::interrupt(stub, ist);
         }
         self.0[SPURIOUS_VECTOR as usize] = Gate::interrupt(stubs[STUB_VECTORS], 0);
+        for line in 0..DEVICE_STUBS {
+            let vector = super::ioapic::VECTOR_BASE as usize + line;
+            self.0[vector] = Gate::interrupt(stubs[STUB_VECTORS + 1 + line], 0);
+        }
     }
 
     /// Loads this IDT.
@@ -218,6 +231,13 @@ extern "C" fn interrupt_dispatch(frame: &mut TrapFrame) {
             super::apic::eoi();
         }
         v if v == WAKEUP_VECTOR as u64 => super::apic::eoi(),
+        v if (super::ioapic::VECTOR_BASE as u64
+            ..super::ioapic::VECTOR_BASE as u64 + super::ioapic::LINES as u64)
+            .contains(&v) =>
+        {
+            super::ioapic::fired((v - super::ioapic::VECTOR_BASE as u64) as u32);
+            super::apic::eoi();
+        }
         // Legacy PIC and APIC spurious interrupts: no EOI.
         _ => {}
     }

@@ -175,3 +175,48 @@ pub fn claim_per_cpu(
     // processor (the one started with that index), once.
     unsafe { state.as_mut() }
 }
+
+/// Ranges the microkernel keeps (its image, low memory, its pool): no
+/// partition page may lie in them.
+static HYPERVISOR_RANGES: Mutex<[(u64, u64); 4]> = Mutex::new([(0, 0); 4]);
+
+/// Records the microkernel's own ranges (boot, once).
+pub fn set_hypervisor_ranges(ranges: [(u64, u64); 4]) {
+    *HYPERVISOR_RANGES.lock() = ranges;
+}
+
+/// Panics if `[addr, addr + len)` touches the microkernel's own memory:
+/// partition pages come from partition SLATs, which never map it, so this
+/// is a kernel bug, not an input error.
+fn check_partition_range(addr: u64, len: u64) {
+    let end = addr.checked_add(len).expect("no wrap");
+    for &(start, stop) in HYPERVISOR_RANGES.lock().iter() {
+        assert!(
+            end <= start || addr >= stop,
+            "partition access to hypervisor memory at {addr:#x}"
+        );
+    }
+}
+
+/// Copies a 4 KiB page of partition memory.
+pub fn copy_partition_page(dst: u64, src: u64) {
+    check_partition_range(dst, 4096);
+    check_partition_range(src, 4096);
+    // SAFETY: both pages are partition RAM (checked against the kernel's
+    // ranges), identity mapped; `copy` tolerates overlap.
+    unsafe { core::ptr::copy(src as *const u8, dst as *mut u8, 4096) };
+}
+
+/// Writes bytes into partition memory.
+pub fn write_partition_bytes(dst: u64, bytes: &[u8]) {
+    check_partition_range(dst, bytes.len() as u64);
+    // SAFETY: the destination is partition RAM (checked), identity mapped.
+    unsafe { core::ptr::copy(bytes.as_ptr(), dst as *mut u8, bytes.len()) };
+}
+
+/// Reads bytes from partition memory.
+pub fn read_partition_bytes(src: u64, out: &mut [u8]) {
+    check_partition_range(src, out.len() as u64);
+    // SAFETY: the source is partition RAM (checked), identity mapped.
+    unsafe { core::ptr::copy(src as *const u8, out.as_mut_ptr(), out.len()) };
+}

@@ -5,7 +5,7 @@
 //! A `PerCpu` is created once per processor, never freed, and only its own
 //! processor mutates the descriptor tables in it.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::{gdt::Gdt, idt::Idt, msr};
 
@@ -109,7 +109,37 @@ pub fn installed() -> bool {
     unsafe { msr::rdmsr(msr::Msr::GsBase) != 0 }
 }
 
+/// Timer ticks of the bootstrap processor: the kernel's clock.
+static GLOBAL_TICKS: AtomicU64 = AtomicU64::new(0);
+
 /// Counts a timer tick on this processor.
 pub fn tick() {
-    current().ticks.fetch_add(1, Ordering::Relaxed);
+    let cpu = current();
+    cpu.ticks.fetch_add(1, Ordering::Relaxed);
+    if cpu.index == 0 {
+        GLOBAL_TICKS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The kernel's clock in timer ticks.
+pub fn global_ticks() -> u64 {
+    GLOBAL_TICKS.load(Ordering::Relaxed)
+}
+
+/// Most processors.
+pub const MAX_CPUS: usize = 64;
+/// APIC id of each processor index (u32::MAX: none).
+static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MAX_CPUS];
+
+/// Records processor `index`'s APIC id.
+pub fn set_apic_id(index: u32, apic_id: u32) {
+    if let Some(slot) = APIC_IDS.get(index as usize) {
+        slot.store(apic_id, Ordering::Relaxed);
+    }
+}
+
+/// The APIC id of processor `index`.
+pub fn apic_id_of(index: u32) -> Option<u32> {
+    let id = APIC_IDS.get(index as usize)?.load(Ordering::Relaxed);
+    (id != u32::MAX).then_some(id)
 }

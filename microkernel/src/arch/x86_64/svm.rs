@@ -8,30 +8,9 @@
 
 use core::arch::{asm, global_asm};
 
-use microkernel::svm::vmcb::Vmcb;
+use microkernel::svm::vmcb::{GuestRegs, Vmcb};
 
 use super::msr::{self, Msr, efer};
-
-/// A guest's general-purpose registers other than RAX and RSP.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-#[allow(missing_docs)] // Register names.
-pub struct GuestRegs {
-    pub rbx: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub rbp: u64,
-    pub r8: u64,
-    pub r9: u64,
-    pub r10: u64,
-    pub r11: u64,
-    pub r12: u64,
-    pub r13: u64,
-    pub r14: u64,
-    pub r15: u64,
-}
 
 global_asm!(
     r#"

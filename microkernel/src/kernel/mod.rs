@@ -1,0 +1,431 @@
+//! The kernel core: every object, every capability space, the run queues,
+//! and the operations on them — hypercalls, exits, virtual interrupts,
+//! partition life cycle. Hardware effects go through [`Machine`]; nothing
+//! here is `unsafe`, and all of it runs in host tests.
+//!
+//! # Invariants
+//! - Every hypercall is decoded, then validated (slot lookups, types,
+//!   rights, ranges, resources), and only then performed; a call that fails
+//!   changes nothing.
+//! - A partition's SLAT maps only pages of memory objects it may use: its
+//!   own RAM (root), memory donated to it, or memory mapped through
+//!   `MemoryMap` by a holder of the right capabilities.
+
+mod calls;
+mod exits;
+mod lifecycle;
+#[cfg(test)]
+mod tests;
+
+use alloc::vec::Vec;
+use ipc::hypercall::{Name, Rights, SlotHandle, Status, StopReason};
+
+use crate::cap::{CapId, Capability};
+use crate::machine::Machine;
+use crate::object::partition::RunState;
+use crate::object::vcpu::State;
+use crate::object::{IoPorts, Memory, Object, ObjectId, ObjectKind, Objects, Partition};
+use crate::sched::RunQueues;
+use crate::svm::permissions;
+
+pub use exits::Next;
+
+/// Most vCPUs per partition.
+pub const MAX_VCPUS: usize = 4;
+
+/// What a hypercall asks of the processor loop beyond its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: results for RDI, RSI, RDX.
+    Done([u64; 3]),
+    /// Give up the processor.
+    Yield,
+    /// Wait until the vCPU is off every processor, then finish.
+    WaitVcpu(ObjectId),
+    /// Wait until every vCPU of the partition is off the processors, then destroy it.
+    WaitDestroy(ObjectId),
+}
+
+/// One of the root partition's initial capabilities, as the boot page lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InitialCap {
+    /// Its slot.
+    pub slot: SlotHandle,
+    /// Its object type.
+    pub kind: ObjectKind,
+    /// First word describing it (memory: base; interrupt: GSI; ports: first port).
+    pub a: u64,
+    /// Second word (memory: pages; ports: count).
+    pub b: u64,
+}
+
+/// The kernel state.
+#[derive(Debug)]
+pub struct Kernel {
+    /// Every object.
+    pub objects: Objects,
+    /// Ready vCPUs per processor.
+    pub run_queues: RunQueues,
+    next_cap: u64,
+    /// The root partition.
+    pub root: Option<ObjectId>,
+    /// Timer ticks since boot (for rate limits).
+    pub ticks: u64,
+    asids_in_use: Vec<bool>,
+    /// I/O APIC lines to unmask (true) or mask, for the hardware layer to apply.
+    pub pending_routes: Vec<(u32, bool)>,
+}
+
+impl Kernel {
+    /// A kernel for `cpus` processors and address-space ids `1..asids`.
+    pub fn new(cpus: u32, asids: u32) -> Self {
+        Kernel {
+            objects: Objects::default(),
+            run_queues: RunQueues::new(cpus.max(1)),
+            next_cap: 1,
+            root: None,
+            ticks: 0,
+            asids_in_use: alloc::vec![false; asids.max(2) as usize],
+            pending_routes: Vec::new(),
+        }
+    }
+
+    fn new_cap(
+        &mut self,
+        object: ObjectId,
+        kind: ObjectKind,
+        rights: Rights,
+        parent: Option<CapId>,
+    ) -> Capability {
+        let id = CapId(self.next_cap);
+        self.next_cap += 1;
+        Capability {
+            object,
+            kind,
+            rights,
+            id,
+            parent,
+        }
+    }
+
+    fn alloc_asid(&mut self) -> Option<u32> {
+        let (i, slot) = self
+            .asids_in_use
+            .iter_mut()
+            .enumerate()
+            .skip(1)
+            .find(|(_, u)| !**u)?;
+        *slot = true;
+        Some(i as u32)
+    }
+
+    fn free_asid(&mut self, asid: u32) {
+        if let Some(slot) = self.asids_in_use.get_mut(asid as usize) {
+            *slot = false;
+        }
+    }
+
+    /// The partition a vCPU belongs to.
+    pub fn partition_of(&self, vcpu: ObjectId) -> Option<ObjectId> {
+        self.objects.vcpu(vcpu).map(|v| v.partition)
+    }
+
+    /// Creates the root partition around a SLAT the boot code built (its RAM
+    /// mapped at guest-physical = host-physical) and gives it its initial
+    /// capabilities: itself (CREATE, CONTROL, INSPECT), one memory object per
+    /// RAM range, one interrupt per device GSI, one I/O port object per
+    /// range of ports not kept by the kernel. Its I/O permission map passes
+    /// exactly those ports.
+    pub fn create_root(
+        &mut self,
+        m: &mut impl Machine,
+        slat_root: u64,
+        ram: &[(u64, u64)],
+        gsis: &[u32],
+        ports: &[(u16, u32)],
+    ) -> Result<(ObjectId, Vec<InitialCap>), Status> {
+        let asid = self.alloc_asid().ok_or(Status::OutOfMemory)?;
+        let maps = m.permission_maps_new()?;
+        let root = self.objects.insert(Object::Partition(Partition::new(
+            Name::new("root"),
+            slat_root,
+            asid,
+            maps,
+            None,
+        )));
+        self.root = Some(root);
+        let mut caps = Vec::new();
+        let rights = Rights::CREATE | Rights::CONTROL | Rights::INSPECT | Rights::GRANT;
+        let cap = self.new_cap(root, ObjectKind::Partition, rights, None);
+        let slot = self.insert_cap(root, cap)?;
+        caps.push(InitialCap {
+            slot,
+            kind: ObjectKind::Partition,
+            a: 0,
+            b: 0,
+        });
+        for &(base, pages) in ram {
+            let memory = Memory {
+                base,
+                pages,
+                owner: root,
+                donor: None,
+                donated: Vec::new(),
+                mappings: alloc::vec![crate::object::memory::Mapping {
+                    partition: root,
+                    gpa: base,
+                    first_page: 0,
+                    pages
+                }],
+                restore: Vec::new(),
+            };
+            let id = self.objects.insert(Object::Memory(memory));
+            let rights = Rights::READ
+                | Rights::WRITE
+                | Rights::EXECUTE
+                | Rights::MAP
+                | Rights::DONATE
+                | Rights::GRANT;
+            let cap = self.new_cap(id, ObjectKind::Memory, rights, None);
+            let slot = self.insert_cap(root, cap)?;
+            caps.push(InitialCap {
+                slot,
+                kind: ObjectKind::Memory,
+                a: base,
+                b: pages,
+            });
+        }
+        for &gsi in gsis {
+            let id = self
+                .objects
+                .insert(Object::Interrupt(crate::object::Interrupt {
+                    gsi,
+                    binding: None,
+                    armed: true,
+                }));
+            let cap = self.new_cap(
+                id,
+                ObjectKind::Interrupt,
+                Rights::BIND | Rights::GRANT,
+                None,
+            );
+            let slot = self.insert_cap(root, cap)?;
+            caps.push(InitialCap {
+                slot,
+                kind: ObjectKind::Interrupt,
+                a: gsi as u64,
+                b: 0,
+            });
+        }
+        for &(first, count) in ports {
+            let id = self
+                .objects
+                .insert(Object::IoPorts(IoPorts { first, count }));
+            let cap = self.new_cap(id, ObjectKind::IoPorts, Rights::USE | Rights::GRANT, None);
+            let slot = self.insert_cap(root, cap)?;
+            caps.push(InitialCap {
+                slot,
+                kind: ObjectKind::IoPorts,
+                a: first as u64,
+                b: count as u64,
+            });
+        }
+        self.refresh_io_permissions(m, root);
+        Ok((root, caps))
+    }
+
+    fn insert_cap(&mut self, partition: ObjectId, cap: Capability) -> Result<SlotHandle, Status> {
+        self.objects
+            .partition_mut(partition)
+            .ok_or(Status::InvalidSlot)?
+            .cspace
+            .insert(cap)
+    }
+
+    /// Recomputes a partition's I/O permission map from the I/O port
+    /// capabilities with USE it holds.
+    pub fn refresh_io_permissions(&mut self, m: &mut impl Machine, partition: ObjectId) {
+        let Some(p) = self.objects.partition(partition) else {
+            return;
+        };
+        let ranges: Vec<IoPorts> = p
+            .cspace
+            .caps()
+            .filter(|c| c.kind == ObjectKind::IoPorts && c.rights.contains(Rights::USE))
+            .filter_map(|c| self.objects.ioports(c.object).copied())
+            .collect();
+        let iopm = m.iopm(p.permission_maps.0);
+        iopm.fill(0xff);
+        for r in ranges {
+            permissions::set_ports(iopm, r.first, r.count, false);
+        }
+    }
+
+    /// Every capability derived (transitively) from `id`, as (partition, cap id).
+    fn descendants(&self, id: CapId) -> Vec<(ObjectId, CapId)> {
+        let all: Vec<(ObjectId, Capability)> = self
+            .objects
+            .ids_of(ObjectKind::Partition)
+            .into_iter()
+            .filter_map(|p| Some((p, self.objects.partition(p)?)))
+            .flat_map(|(pid, p)| p.cspace.caps().map(move |c| (pid, c)))
+            .collect();
+        let mut found: Vec<(ObjectId, CapId)> = Vec::new();
+        let mut frontier = alloc::vec![id];
+        while let Some(parent) = frontier.pop() {
+            for (pid, c) in &all {
+                if c.parent == Some(parent) && !found.iter().any(|(_, f)| *f == c.id) {
+                    found.push((*pid, c.id));
+                    frontier.push(c.id);
+                }
+            }
+        }
+        found
+    }
+
+    /// Removes every capability derived from `id`; returns how many.
+    pub fn revoke_derived(&mut self, m: &mut impl Machine, id: CapId) -> usize {
+        let victims = self.descendants(id);
+        let mut touched_io: Vec<ObjectId> = Vec::new();
+        for (pid, cap_id) in &victims {
+            if let Some(p) = self.objects.partition_mut(*pid)
+                && let Some(cap) = p.cspace.remove_id(*cap_id)
+                && cap.kind == ObjectKind::IoPorts
+                && !touched_io.contains(pid)
+            {
+                touched_io.push(*pid);
+            }
+        }
+        for pid in touched_io {
+            self.refresh_io_permissions(m, pid);
+        }
+        victims.len()
+    }
+
+    /// Raises `vector` on `vcpu`, waking it if it waits for an interrupt.
+    pub fn raise(&mut self, m: &mut impl Machine, vcpu: ObjectId, vector: u8) {
+        let Some(v) = self.objects.vcpu_mut(vcpu) else {
+            return;
+        };
+        v.raise(vector);
+        match v.state {
+            State::Blocked => {
+                v.state = State::Ready;
+                let (cpu, prio) = (v.cpu, v.priority);
+                self.run_queues.enqueue(cpu, prio, vcpu);
+                m.kick(cpu);
+            }
+            State::Running(cpu) => m.kick(cpu),
+            _ => {}
+        }
+    }
+
+    /// Stops a partition for good with a reason: its vCPUs never run again
+    /// (running ones are kicked off their processors).
+    pub fn stop_partition(
+        &mut self,
+        m: &mut impl Machine,
+        partition: ObjectId,
+        reason: StopReason,
+        detail: u64,
+    ) {
+        let Some(p) = self.objects.partition_mut(partition) else {
+            return;
+        };
+        if matches!(p.state, RunState::Stopped(..)) {
+            return;
+        }
+        p.state = RunState::Stopped(reason, detail);
+        let vcpus = p.vcpus.clone();
+        for v in vcpus {
+            self.run_queues.remove(v);
+            if let Some(vcpu) = self.objects.vcpu_mut(v) {
+                if let State::Running(cpu) = vcpu.state {
+                    vcpu.pause_requested = true;
+                    m.kick(cpu);
+                } else {
+                    vcpu.state = State::Stopped;
+                }
+            }
+        }
+    }
+
+    /// Marks every vCPU of a partition for a TLB flush before its next
+    /// entry and kicks the running ones.
+    pub fn flush_partition_tlb(&mut self, m: &mut impl Machine, partition: ObjectId) {
+        let Some(p) = self.objects.partition(partition) else {
+            return;
+        };
+        for v in p.vcpus.clone() {
+            if let Some(vcpu) = self.objects.vcpu_mut(v) {
+                vcpu.flush_tlb = true;
+                if let State::Running(cpu) = vcpu.state {
+                    m.kick(cpu);
+                }
+            }
+        }
+    }
+
+    /// Takes the next vCPU for `cpu` and marks it running there.
+    pub fn pick(&mut self, cpu: u32) -> Option<ObjectId> {
+        while let Some(v) = self.run_queues.pick(cpu) {
+            let Some(vcpu) = self.objects.vcpu_mut(v) else {
+                continue;
+            };
+            if vcpu.state == State::Ready {
+                vcpu.state = State::Running(cpu);
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// Puts a running vCPU back at the end of its queue (preemption, yield).
+    pub fn requeue(&mut self, vcpu: ObjectId) {
+        if let Some(v) = self.objects.vcpu_mut(vcpu)
+            && matches!(v.state, State::Running(_))
+        {
+            v.state = State::Ready;
+            let (cpu, prio) = (v.cpu, v.priority);
+            self.run_queues.enqueue(cpu, prio, vcpu);
+        }
+    }
+
+    /// Whether a vCPU is on a processor now.
+    pub fn is_running(&self, vcpu: ObjectId) -> bool {
+        self.objects
+            .vcpu(vcpu)
+            .is_some_and(|v| matches!(v.state, State::Running(_)))
+    }
+
+    /// Whether any vCPU of a partition is on a processor now.
+    pub fn partition_running(&self, partition: ObjectId) -> bool {
+        self.objects
+            .partition(partition)
+            .is_some_and(|p| p.vcpus.iter().any(|v| self.is_running(*v)))
+    }
+}
+
+impl Kernel {
+    /// Adds the root's first vCPU (its VMCB prepared by the boot code) and
+    /// queues it on `cpu`.
+    pub fn create_boot_vcpu(
+        &mut self,
+        root: ObjectId,
+        vmcb: u64,
+        cpu: u32,
+    ) -> Result<ObjectId, Status> {
+        let p = self.objects.partition(root).ok_or(Status::InvalidSlot)?;
+        let index = p.vcpus.len() as u32;
+        let mut vcpu =
+            crate::object::Vcpu::new(root, index, ipc::hypercall::MAX_PRIORITY, cpu, vmcb);
+        vcpu.state = State::Ready;
+        let id = self.objects.insert(Object::Vcpu(vcpu));
+        if let Some(p) = self.objects.partition_mut(root) {
+            p.vcpus.push(id);
+        }
+        self.run_queues
+            .enqueue(cpu, ipc::hypercall::MAX_PRIORITY, id);
+        Ok(id)
+    }
+}

@@ -1,0 +1,133 @@
+//! Partitions: an isolated guest-physical address space (its SLAT), a
+//! capability space, its vCPUs and the memory donated to it.
+//!
+//! # Invariants
+//! A stopped partition's vCPUs never run again; a partition's SLAT maps
+//! only memory objects it owns (or, for the root, its own RAM).
+
+use alloc::vec::Vec;
+use ipc::hypercall::{Name, StopReason};
+
+use super::ObjectId;
+use crate::cap::CapSpace;
+
+/// Console bytes buffered per partition until a newline.
+pub const CONSOLE_LINE: usize = 160;
+/// Console lines a partition may print in a burst.
+pub const CONSOLE_BURST: u32 = 32;
+/// Timer ticks per console line refilled.
+pub const CONSOLE_REFILL_TICKS: u64 = 2;
+
+/// Whether a partition runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// Its vCPUs may run.
+    Running,
+    /// Stopped for good, with the reason and its detail.
+    Stopped(StopReason, u64),
+    /// Being destroyed: waiting for its vCPUs to leave the processors.
+    Dying,
+}
+
+/// A partition.
+#[derive(Debug)]
+pub struct Partition {
+    /// Name, for the console and reports.
+    pub name: Name,
+    /// Its capability space.
+    pub cspace: CapSpace,
+    /// Host-physical address of its SLAT root.
+    pub slat_root: u64,
+    /// Address-space id its vCPUs run with.
+    pub asid: u32,
+    /// Host-physical addresses of its I/O and MSR permission maps.
+    pub permission_maps: (u64, u64),
+    /// Its vCPUs, in creation order.
+    pub vcpus: Vec<ObjectId>,
+    /// Memory objects donated to it.
+    pub memory: Vec<ObjectId>,
+    /// Run state.
+    pub state: RunState,
+    /// Dirty-page logging on.
+    pub dirty_logging: bool,
+    /// The partition that created it (None for the root).
+    pub creator: Option<ObjectId>,
+    /// The console line being assembled.
+    pub console: [u8; CONSOLE_LINE],
+    /// Bytes in `console`.
+    pub console_len: usize,
+    /// Console lines left in the current budget.
+    pub console_tokens: u32,
+    /// Tick at which the budget was last refilled.
+    pub console_refilled: u64,
+    /// Hypercalls made (statistics).
+    pub hypercalls: u64,
+}
+
+impl Partition {
+    /// A new running partition with an empty capability space.
+    pub fn new(
+        name: Name,
+        slat_root: u64,
+        asid: u32,
+        permission_maps: (u64, u64),
+        creator: Option<ObjectId>,
+    ) -> Self {
+        Partition {
+            name,
+            cspace: CapSpace::new(),
+            slat_root,
+            asid,
+            permission_maps,
+            vcpus: Vec::new(),
+            memory: Vec::new(),
+            state: RunState::Running,
+            dirty_logging: false,
+            creator,
+            console: [0; CONSOLE_LINE],
+            console_len: 0,
+            console_tokens: CONSOLE_BURST,
+            console_refilled: 0,
+            hypercalls: 0,
+        }
+    }
+
+    /// Takes one console line from the budget, refilling it from `now`
+    /// (in timer ticks). False when the partition is over its budget.
+    pub fn take_console_token(&mut self, now: u64) -> bool {
+        let earned = now.saturating_sub(self.console_refilled) / CONSOLE_REFILL_TICKS;
+        if earned > 0 {
+            self.console_tokens =
+                (self.console_tokens as u64 + earned).min(CONSOLE_BURST as u64) as u32;
+            self.console_refilled += earned * CONSOLE_REFILL_TICKS;
+        }
+        if self.console_tokens == 0 {
+            return false;
+        }
+        self.console_tokens -= 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_budget_refills_with_time() {
+        let mut p = Partition::new(Name::new("p"), 0, 1, (0, 0), None);
+        for _ in 0..CONSOLE_BURST {
+            assert!(p.take_console_token(0));
+        }
+        assert!(!p.take_console_token(0));
+        assert!(!p.take_console_token(1));
+        assert!(p.take_console_token(2));
+        assert!(!p.take_console_token(3));
+        assert!(p.take_console_token(1000));
+        assert_eq!(
+            p.console_tokens,
+            CONSOLE_BURST - 1,
+            "refill caps at the burst"
+        );
+    }
+}
