@@ -38,6 +38,7 @@ mod entry {
     use core::sync::atomic::{AtomicU8, Ordering};
 
     use ipc::child::ChildBootInfo;
+    use ipc::hypercall::Call;
     use ipc::workload::{UnknownWorkload, WorkloadStart};
     use partition_rt::heap::LockedHeap;
     use partition_rt::sync::SpinLock;
@@ -69,7 +70,8 @@ mod entry {
             boot(boot_page);
         }
         while BOOT.load(Ordering::Acquire) == WAITING {
-            partition_rt::pause();
+            // vCPU 0 may need this processor to finish booting.
+            let _ = partition_rt::hypercall(&Call::Yield);
         }
         let info = match *INFO.lock() {
             Some(info) if BOOT.load(Ordering::Acquire) == READY => info,

@@ -22,7 +22,7 @@ pub const SPIN: &str = "spin";
 pub const SPIN_DEFAULT_STEPS: u64 = 3;
 /// Busy-loop iterations per `spin` step when `args[1]` is 0 (about half a
 /// second per step under QEMU TCG).
-pub const SPIN_DEFAULT_ITERATIONS: u64 = 20_000_000;
+pub const SPIN_DEFAULT_ITERATIONS: u64 = 250_000_000;
 
 /// Workload `dirty`: the dirty-page-logging protocol with the root.
 ///
