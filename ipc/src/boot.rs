@@ -38,6 +38,8 @@ pub mod cap_kind {
     pub const INTERRUPT: u32 = 3;
     /// An I/O port range: `a` = first port, `b` = count (USE, GRANT).
     pub const IO_PORTS: u32 = 4;
+    /// The root's own first vCPU: `a` = its index (CONTROL, INSPECT).
+    pub const VCPU: u32 = 5;
 }
 
 /// One initial capability of the root partition.
@@ -107,6 +109,8 @@ pub struct BootInfo {
     pub child_image: PhysRange,
     /// Guest-physical range of the root's initial page tables, boot page and stack.
     pub boot_area: PhysRange,
+    /// Where the boot configuration module lies (text), or empty.
+    pub config: PhysRange,
     /// The kernel command line (UTF-8, not NUL-terminated).
     pub cmdline: [u8; MAX_CMDLINE],
     /// RAM the root partition owns (guest-physical = host-physical).
@@ -138,6 +142,7 @@ impl BootInfo {
             hypervisor_image: PhysRange { start: 0, end: 0 },
             child_image: PhysRange { start: 0, end: 0 },
             boot_area: PhysRange { start: 0, end: 0 },
+            config: PhysRange { start: 0, end: 0 },
             cmdline: [0; MAX_CMDLINE],
             memory: [PhysRange { start: 0, end: 0 }; MAX_MEMORY_RANGES],
             reserved: [PhysRange { start: 0, end: 0 }; MAX_RESERVED_RANGES],
@@ -302,7 +307,7 @@ impl BootInfo {
             w.u32(v);
         }
         w.u64(self.acpi_root_table);
-        for r in [self.hypervisor_image, self.child_image, self.boot_area] {
+        for r in [self.hypervisor_image, self.child_image, self.boot_area, self.config] {
             w.range(r);
         }
         w.bytes(&self.cmdline);
@@ -345,6 +350,7 @@ impl BootInfo {
         info.hypervisor_image = r.range();
         info.child_image = r.range();
         info.boot_area = r.range();
+        info.config = r.range();
         info.cmdline = r.bytes();
         for slot in info.memory.iter_mut() {
             *slot = r.range();

@@ -126,3 +126,125 @@ impl fmt::Display for RootReadsHypervisorFrame {
         )
     }
 }
+
+/// `root: started child NAME (N vcpus, M MiB at 0x...)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChildStarted<'a> {
+    /// Child name.
+    pub name: &'a str,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub mib: u64,
+    /// Host-physical base of its memory.
+    pub base: u64,
+}
+
+impl fmt::Display for ChildStarted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "root: started child {} ({} vcpus, {} MiB at {:#x})", self.name, self.vcpus, self.mib, self.base)
+    }
+}
+
+/// `root: child NAME ended: HOW`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChildEnded<'a> {
+    /// Child name.
+    pub name: &'a str,
+    /// Why it stopped.
+    pub reason: crate::hypercall::StopReason,
+    /// The reason's detail (GPA, RIP, exit code).
+    pub detail: u64,
+}
+
+impl fmt::Display for ChildEnded<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::hypercall::StopReason::*;
+        write!(f, "root: child {} ended: ", self.name)?;
+        match self.reason {
+            Halted => write!(f, "halted"),
+            NestedPageFault => write!(f, "nested page fault at {:#x}", self.detail),
+            TripleFault => write!(f, "triple fault at rip {:#x}", self.detail),
+            InvalidState => write!(f, "invalid vCPU state"),
+            UnhandledExit => write!(f, "unhandled exit {:#x}", self.detail),
+        }
+    }
+}
+
+/// Printed by the root when every child of its scenario has ended.
+pub const ALL_CHILDREN_ENDED: &str = "root: every child has ended";
+
+/// `root: paused NAME at rip=0x...; it stayed there`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChildPaused<'a>(pub &'a str);
+
+impl fmt::Display for ChildPaused<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "root: paused {}; its vcpus stayed put", self.0)
+    }
+}
+
+/// `root: resumed NAME; it moved on`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChildResumed<'a>(pub &'a str);
+
+impl fmt::Display for ChildResumed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "root: resumed {}; it moved on", self.0)
+    }
+}
+
+/// `root: destroyed NAME; M MiB returned`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChildDestroyed<'a> {
+    /// Child name.
+    pub name: &'a str,
+    /// MiB returned.
+    pub mib: u64,
+}
+
+impl fmt::Display for ChildDestroyed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "root: destroyed {}; {} MiB returned", self.name, self.mib)
+    }
+}
+
+/// `root: NEW reuses the memory of OLD`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryReused<'a> {
+    /// The new child.
+    pub new: &'a str,
+    /// The destroyed child whose memory it got.
+    pub old: &'a str,
+}
+
+impl fmt::Display for MemoryReused<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "root: {} reuses the memory of {}", self.new, self.old)
+    }
+}
+
+/// `root: dirty log of NAME: N pages, exactly the pages written`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirtyLogMatches<'a> {
+    /// Child name.
+    pub name: &'a str,
+    /// Pages reported dirty.
+    pub pages: u32,
+}
+
+impl fmt::Display for DirtyLogMatches<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "root: dirty log of {}: {} pages, exactly the pages written", self.name, self.pages)
+    }
+}
+
+/// `root: dirty log of NAME cleared`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirtyLogCleared<'a>(pub &'a str);
+
+impl fmt::Display for DirtyLogCleared<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "root: dirty log of {} cleared", self.0)
+    }
+}

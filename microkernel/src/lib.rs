@@ -10,7 +10,6 @@
 extern crate alloc;
 
 pub mod cap;
-pub mod elf;
 pub mod kernel;
 pub mod machine;
 pub mod memory;

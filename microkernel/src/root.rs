@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use ipc::boot::{BootCap, BootInfo, PARTITION_IMAGE_BASE, PhysRange, cap_kind};
 use ipc::exit::ExitCode;
 use ipc::markers::RootRunning;
-use microkernel::elf::Image;
+use ipc::elf::Image;
 use microkernel::kernel::{InitialCap, Kernel};
 use microkernel::machine::Machine;
 use microkernel::memory::map::{MemoryMap, RegionKind};
@@ -159,20 +159,11 @@ pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
     let asids = arch::cpu::virt_features().asids;
     let mut kernel = Kernel::new(cpus, asids);
     let mut machine = HwMachine;
-    let (root, caps) = kernel
+    let (root, mut caps) = kernel
         .create_root(&mut machine, nested_cr3, &ram, &root_gsis(), &root_ports())
         .unwrap_or_else(|e| fail(format_args!("creating its kernel objects: {e:?}")));
-    let info = boot_info(boot, platform, cpus, (area_start, area.1), &caps);
-    memory::write_window(area, boot_page, &info.to_page());
-
-    let maps = kernel
-        .objects
-        .partition(root)
-        .map(|p| (p.permission_maps, p.asid))
-        .unwrap_or(((0, 0), 1));
-    let vmcb_pa = machine
-        .vmcb_new()
-        .unwrap_or_else(|_| fail(format_args!("no memory for its VMCB")));
+    let maps = kernel.objects.partition(root).map(|p| (p.permission_maps, p.asid)).unwrap_or(((0, 0), 1));
+    let vmcb_pa = machine.vmcb_new().unwrap_or_else(|_| fail(format_args!("no memory for its VMCB")));
     let vmcb: &mut Vmcb = machine.vmcb(vmcb_pa);
     vmcb.init_long_mode(&LongModeStart {
         cr3: guest.root(),
@@ -183,12 +174,14 @@ pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
         iopm: maps.0.0,
         msrpm: maps.0.1,
     });
-    let vcpu = kernel
-        .create_boot_vcpu(root, vmcb_pa, 0)
-        .unwrap_or_else(|e| fail(format_args!("its vCPU: {e:?}")));
+    let (vcpu, vcpu_cap) =
+        kernel.create_boot_vcpu(root, vmcb_pa, 0).unwrap_or_else(|e| fail(format_args!("its vCPU: {e:?}")));
+    caps.push(vcpu_cap);
     if let Some(v) = kernel.objects.vcpu_mut(vcpu) {
         v.regs.rdi = boot_page;
     }
+    let info = boot_info(boot, platform, cpus, (area_start, area.1), &caps);
+    memory::write_window(area, boot_page, &info.to_page());
     kprintln!(
         "root partition: image {:#x}..{:#x} at {:#x}, entry {:#x}, boot page {:#x}, {} capabilities",
         span_start,
@@ -234,6 +227,9 @@ fn boot_info(
             end: child.end,
         };
     }
+    if let Some(config) = boot.module("boot-config") {
+        info.config = PhysRange { start: config.start, end: config.end };
+    }
     info.boot_area = PhysRange {
         start: area.0,
         end: area.1,
@@ -244,6 +240,7 @@ fn boot_info(
             ObjectKind::Partition => cap_kind::PARTITION,
             ObjectKind::Memory => cap_kind::MEMORY,
             ObjectKind::Interrupt => cap_kind::INTERRUPT,
+            ObjectKind::Vcpu => cap_kind::VCPU,
             _ => cap_kind::IO_PORTS,
         };
         if !info.push_cap(BootCap {

@@ -16,6 +16,8 @@ fn main() {
 
 #[cfg(target_os = "none")]
 mod arch;
+#[cfg(target_os = "none")]
+mod children;
 
 #[cfg(target_os = "none")]
 mod entry {
@@ -61,6 +63,10 @@ mod entry {
                 info.child_image.len() >> 10
             );
         }
+        if partition_rt::init_vcpu(0).is_err() {
+            println!("root partition: cannot set up its descriptor tables");
+            arch::crash();
+        }
         if info.has_flag(SELFTEST_READ_HYPERVISOR_FRAME) {
             let target = info.hypervisor_image.start;
             println!("{}", markers::RootReadsHypervisorFrame(target));
@@ -69,6 +75,21 @@ mod entry {
                 "root partition: ISOLATION BROKEN: read {value:#x} from the hypervisor's memory"
             );
             arch::crash();
+        }
+        let scenario_name = info
+            .cmdline()
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("scenario="))
+            .unwrap_or("demo");
+        let config = core::str::from_utf8(arch::ram(info.config.start, info.config.len())).unwrap_or("");
+        match root_partition::config::scenario(config, scenario_name) {
+            Ok(scenario) => {
+                println!("root partition: running scenario {scenario_name}");
+                if let Err(e) = crate::children::run(&info, &scenario) {
+                    println!("root partition: scenario {scenario_name} failed: {e:?}");
+                }
+            }
+            Err(e) => println!("root partition: no scenario {scenario_name:?} in the boot configuration: {e:?}"),
         }
         println!("{}", markers::ROOT_POWER_OFF);
         arch::power_off()

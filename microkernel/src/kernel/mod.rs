@@ -407,25 +407,26 @@ impl Kernel {
 }
 
 impl Kernel {
-    /// Adds the root's first vCPU (its VMCB prepared by the boot code) and
-    /// queues it on `cpu`.
+    /// Adds the root's first vCPU (its VMCB prepared by the boot code),
+    /// queues it on `cpu` at the default priority, and gives the root a
+    /// capability on it (CONTROL, INSPECT).
     pub fn create_boot_vcpu(
         &mut self,
         root: ObjectId,
         vmcb: u64,
         cpu: u32,
-    ) -> Result<ObjectId, Status> {
+    ) -> Result<(ObjectId, InitialCap), Status> {
         let p = self.objects.partition(root).ok_or(Status::InvalidSlot)?;
         let index = p.vcpus.len() as u32;
-        let mut vcpu =
-            crate::object::Vcpu::new(root, index, ipc::hypercall::MAX_PRIORITY, cpu, vmcb);
+        let mut vcpu = crate::object::Vcpu::new(root, index, 0, cpu, vmcb);
         vcpu.state = State::Ready;
         let id = self.objects.insert(Object::Vcpu(vcpu));
         if let Some(p) = self.objects.partition_mut(root) {
             p.vcpus.push(id);
         }
-        self.run_queues
-            .enqueue(cpu, ipc::hypercall::MAX_PRIORITY, id);
-        Ok(id)
+        self.run_queues.enqueue(cpu, 0, id);
+        let cap = self.new_cap(id, ObjectKind::Vcpu, Rights::CONTROL | Rights::INSPECT, None);
+        let slot = self.insert_cap(root, cap)?;
+        Ok((id, InitialCap { slot, kind: ObjectKind::Vcpu, a: index as u64, b: 0 }))
     }
 }

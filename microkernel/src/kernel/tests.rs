@@ -169,7 +169,7 @@ impl World {
             .create_root(&mut m, slat, &[(RAM_BASE, RAM_PAGES)], &[4], &[(0x3f8, 8)])
             .unwrap();
         let vmcb = m.vmcb_new().unwrap();
-        let root_vcpu = k.create_boot_vcpu(root, vmcb, 0).unwrap();
+        let (root_vcpu, _) = k.create_boot_vcpu(root, vmcb, 0).unwrap();
         assert_eq!(k.pick(0), Some(root_vcpu));
         World {
             k,
@@ -278,11 +278,9 @@ fn root_starts_with_its_capabilities_and_ports() {
     let root = w.k.objects.partition(w.root).unwrap();
     assert_eq!(
         root.cspace.caps().count(),
-        4,
-        "self, RAM, one interrupt, one port range"
+        5,
+        "self, RAM, one interrupt, one port range, its vCPU"
     );
-    let iopm = *root.permission_maps.0.to_le_bytes().first().unwrap();
-    let _ = iopm;
     let maps = root.permission_maps.0;
     assert!(!port_intercepted(w.m.iopm(maps), 0x3f8));
     assert!(

@@ -79,3 +79,27 @@ pub fn crash() -> ! {
     // microkernel stops the partition with a report.
     unsafe { asm!("ud2", options(nomem, nostack, noreturn)) }
 }
+
+/// Bytes of the root's own RAM at guest-physical `addr` (identity mapped).
+///
+/// The caller names RAM it owns and uses for nothing else: a boot module,
+/// or a child's memory before it is donated.
+pub fn ram(addr: u64, len: u64) -> &'static mut [u8] {
+    // SAFETY: the initial page tables identity-map all guest-physical
+    // memory; the microkernel's SLAT maps only the root's own RAM there (an
+    // access elsewhere stops the root, it cannot corrupt anything else); the
+    // caller uses the range exclusively (the child it prepares is not yet
+    // created, or the module is read-only boot data).
+    unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, len as usize) }
+}
+
+/// Makes a hypercall that may write into a buffer page of the root's
+/// (`VcpuGetState`, `DirtyFetch`, `MemoryRead`, `MemoryWrite`).
+///
+/// The root only ever passes its scratch page as the buffer, and touches it
+/// only through short-lived slices from [`ram`], none alive during a call.
+pub fn buffer_hypercall(call: &ipc::hypercall::Call) -> Result<ipc::hypercall::Results, ipc::hypercall::Status> {
+    // SAFETY: no Rust reference covers the scratch page while the call runs
+    // (see above), so the microkernel's write cannot alias one.
+    unsafe { partition_rt::hypercall::hypercall_unchecked(call) }
+}

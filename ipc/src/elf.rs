@@ -1,5 +1,5 @@
-//! A validating reader for the ELF64 images the microkernel loads (the root
-//! partition, later child runtimes).
+//! A validating reader for the ELF64 partition images: the microkernel
+//! loads the root partition with it, the root loads child runtimes.
 //!
 //! # Invariants
 //! Every offset and size is checked against the file before it is used:
@@ -208,7 +208,10 @@ impl<'a> Image<'a> {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::vec;
+    use std::vec::Vec;
 
     const BASE: u64 = 0xffff_ffff_8000_0000;
 

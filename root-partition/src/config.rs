@@ -1,0 +1,268 @@
+//! The boot configuration: named scenarios, each a list of actions the root
+//! performs in order — start a child, pause, resume or destroy one.
+//!
+//! ```text
+//! # comment
+//! scenario demo
+//! child alpha memory=8M vcpus=1 workload=hello
+//! child beta memory=8M vcpus=2 workload=hello args=3,1000 cpu=2 priority=1
+//! pause alpha
+//! resume alpha
+//! destroy alpha
+//! ```
+//!
+//! # Invariants
+//! The parser never panics; a malformed line is an error naming the line.
+//! Fixed capacities (no allocator in the root yet): [`MAX_ACTIONS`]
+//! actions per scenario, names of at most 8 bytes.
+
+use ipc::child::{MAX_CHILD_VCPUS, MAX_WORKLOAD};
+use ipc::hypercall::Name;
+
+/// Most actions in a scenario.
+pub const MAX_ACTIONS: usize = 16;
+/// Smallest child memory.
+pub const MIN_CHILD_MEMORY: u64 = 4 << 20;
+/// Largest child memory (one guest page directory in the child's initial tables).
+pub const MAX_CHILD_MEMORY: u64 = 1 << 30;
+
+/// A child to start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChildSpec {
+    /// Partition name.
+    pub name: Name,
+    /// Bytes of memory.
+    pub memory: u64,
+    /// vCPUs (1–4).
+    pub vcpus: u32,
+    /// Workload name.
+    pub workload: [u8; MAX_WORKLOAD],
+    /// Workload arguments.
+    pub args: [u64; 4],
+    /// Processor affinity of vCPU 0 (vCPU i gets `cpu + i`), or none.
+    pub cpu: Option<u32>,
+    /// Priority (0–7).
+    pub priority: u8,
+}
+
+impl ChildSpec {
+    /// The workload name.
+    pub fn workload(&self) -> &str {
+        let len = self.workload.iter().position(|&c| c == 0).unwrap_or(MAX_WORKLOAD);
+        core::str::from_utf8(&self.workload[..len]).unwrap_or("")
+    }
+}
+
+/// One step of a scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Create and start a child.
+    Start(ChildSpec),
+    /// Pause a child's vCPUs and check that they stay put.
+    Pause(Name),
+    /// Resume a paused child and check that it moves on.
+    Resume(Name),
+    /// Destroy a child; its memory returns to the root.
+    Destroy(Name),
+}
+
+/// A named list of actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scenario {
+    /// Its name.
+    pub name: Name,
+    actions: [Option<Action>; MAX_ACTIONS],
+    len: usize,
+}
+
+impl Scenario {
+    /// The actions, in order.
+    pub fn actions(&self) -> impl Iterator<Item = Action> + '_ {
+        self.actions[..self.len].iter().flatten().copied()
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The named scenario does not exist.
+    NoSuchScenario,
+    /// An action before any `scenario` line (line number).
+    ActionOutsideScenario(usize),
+    /// Unknown keyword or key (line number).
+    Unknown(usize),
+    /// A value is malformed or out of range (line number).
+    BadValue(usize),
+    /// Too many actions in a scenario (line number).
+    TooManyActions(usize),
+}
+
+fn number(s: &str) -> Option<u64> {
+    let (digits, scale) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 1 << 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 1 << 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let value = match digits.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok()?,
+        None => digits.parse().ok()?,
+    };
+    value.checked_mul(scale)
+}
+
+fn name(s: &str) -> Option<Name> {
+    let valid = !s.is_empty() && s.len() <= 8 && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
+    valid.then(|| Name::new(s))
+}
+
+fn child(words: core::str::SplitWhitespace<'_>, line: usize) -> Result<ChildSpec, ConfigError> {
+    let mut words = words;
+    let bad = ConfigError::BadValue(line);
+    let mut spec = ChildSpec {
+        name: name(words.next().ok_or(bad)?).ok_or(bad)?,
+        memory: 16 << 20,
+        vcpus: 1,
+        workload: [0; MAX_WORKLOAD],
+        args: [0; 4],
+        cpu: None,
+        priority: 0,
+    };
+    let mut workload = false;
+    for word in words {
+        let (key, value) = word.split_once('=').ok_or(ConfigError::Unknown(line))?;
+        match key {
+            "memory" => spec.memory = number(value).ok_or(bad)?,
+            "vcpus" => spec.vcpus = number(value).and_then(|v| u32::try_from(v).ok()).ok_or(bad)?,
+            "workload" => {
+                if value.is_empty() || value.len() > MAX_WORKLOAD {
+                    return Err(bad);
+                }
+                spec.workload[..value.len()].copy_from_slice(value.as_bytes());
+                workload = true;
+            }
+            "args" => {
+                let mut n = 0;
+                for arg in value.split(',') {
+                    *spec.args.get_mut(n).ok_or(bad)? = number(arg).ok_or(bad)?;
+                    n += 1;
+                }
+            }
+            "cpu" => spec.cpu = Some(number(value).and_then(|v| u32::try_from(v).ok()).ok_or(bad)?),
+            "priority" => spec.priority = number(value).filter(|&p| p <= 7).ok_or(bad)? as u8,
+            _ => return Err(ConfigError::Unknown(line)),
+        }
+    }
+    let memory_ok = (MIN_CHILD_MEMORY..=MAX_CHILD_MEMORY).contains(&spec.memory) && spec.memory % (2 << 20) == 0;
+    if !workload || !memory_ok || spec.vcpus == 0 || spec.vcpus > MAX_CHILD_VCPUS {
+        return Err(bad);
+    }
+    Ok(spec)
+}
+
+/// Finds scenario `wanted` in `text` and parses it (other scenarios are
+/// checked for syntax too, so a broken file is noticed whatever is chosen).
+pub fn scenario(text: &str, wanted: &str) -> Result<Scenario, ConfigError> {
+    let mut found: Option<Scenario> = None;
+    let mut current: Option<Scenario> = None;
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let content = raw.split('#').next().unwrap_or("");
+        let mut words = content.split_whitespace();
+        let Some(keyword) = words.next() else { continue };
+        let action = match keyword {
+            "scenario" => {
+                let n = name(words.next().ok_or(ConfigError::BadValue(line))?).ok_or(ConfigError::BadValue(line))?;
+                if words.next().is_some() {
+                    return Err(ConfigError::BadValue(line));
+                }
+                if let Some(done) = current.take().filter(|s| s.name.as_str() == wanted) {
+                    found = Some(done);
+                }
+                current = Some(Scenario { name: n, actions: [None; MAX_ACTIONS], len: 0 });
+                continue;
+            }
+            "child" => Action::Start(child(words, line)?),
+            "pause" | "resume" | "destroy" => {
+                let n = name(words.next().ok_or(ConfigError::BadValue(line))?).ok_or(ConfigError::BadValue(line))?;
+                if words.next().is_some() {
+                    return Err(ConfigError::BadValue(line));
+                }
+                match keyword {
+                    "pause" => Action::Pause(n),
+                    "resume" => Action::Resume(n),
+                    _ => Action::Destroy(n),
+                }
+            }
+            _ => return Err(ConfigError::Unknown(line)),
+        };
+        let scenario = current.as_mut().ok_or(ConfigError::ActionOutsideScenario(line))?;
+        let slot = scenario.actions.get_mut(scenario.len).ok_or(ConfigError::TooManyActions(line))?;
+        *slot = Some(action);
+        scenario.len += 1;
+    }
+    if let Some(done) = current.filter(|s| s.name.as_str() == wanted) {
+        found = Some(done);
+    }
+    found.ok_or(ConfigError::NoSuchScenario)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "\
+# the demo
+scenario demo
+child alpha memory=8M vcpus=1 workload=hello
+child beta memory=16M vcpus=2 workload=spin args=3,0x100 cpu=2 priority=1   # two vCPUs
+
+scenario life
+child p1 workload=spin
+pause p1
+resume p1
+destroy p1
+";
+
+    #[test]
+    fn parses_scenarios() {
+        let demo = scenario(TEXT, "demo").unwrap();
+        let actions: Vec<Action> = demo.actions().collect();
+        assert_eq!(actions.len(), 2);
+        let Action::Start(beta) = actions[1] else { panic!("not a start") };
+        assert_eq!(beta.name.as_str(), "beta");
+        assert_eq!(beta.memory, 16 << 20);
+        assert_eq!(beta.vcpus, 2);
+        assert_eq!(beta.workload(), "spin");
+        assert_eq!(beta.args, [3, 0x100, 0, 0]);
+        assert_eq!(beta.cpu, Some(2));
+        assert_eq!(beta.priority, 1);
+        let life = scenario(TEXT, "life").unwrap();
+        let actions: Vec<Action> = life.actions().collect();
+        assert_eq!(actions[1], Action::Pause(Name::new("p1")));
+        assert_eq!(actions[3], Action::Destroy(Name::new("p1")));
+        assert_eq!(scenario(TEXT, "nope"), Err(ConfigError::NoSuchScenario));
+    }
+
+    #[test]
+    fn refuses_malformed_lines() {
+        let cases: [(&str, ConfigError); 9] = [
+            ("child a workload=x", ConfigError::ActionOutsideScenario(1)),
+            ("scenario s\nchild a", ConfigError::BadValue(2)),
+            ("scenario s\nchild a workload=x vcpus=5", ConfigError::BadValue(2)),
+            ("scenario s\nchild a workload=x memory=3M", ConfigError::BadValue(2)),
+            ("scenario s\nchild a workload=x memory=99999999999999999999G", ConfigError::BadValue(2)),
+            ("scenario s\nchild a workload=x colour=red", ConfigError::Unknown(2)),
+            ("scenario s\nchild averyverylongname workload=x", ConfigError::BadValue(2)),
+            ("scenario s\nfly a", ConfigError::Unknown(2)),
+            ("scenario s\nchild a workload=x args=1,2,3,4,5", ConfigError::BadValue(2)),
+        ];
+        for (text, error) in cases {
+            assert_eq!(scenario(text, "s"), Err(error), "{text:?}");
+        }
+        let many: String = core::iter::once("scenario s\n".to_string())
+            .chain((0..=MAX_ACTIONS).map(|_| "pause a\n".to_string()))
+            .collect();
+        assert_eq!(scenario(&many, "s"), Err(ConfigError::TooManyActions(MAX_ACTIONS + 2)));
+    }
+}
