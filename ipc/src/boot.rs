@@ -307,7 +307,12 @@ impl BootInfo {
             w.u32(v);
         }
         w.u64(self.acpi_root_table);
-        for r in [self.hypervisor_image, self.child_image, self.boot_area, self.config] {
+        for r in [
+            self.hypervisor_image,
+            self.child_image,
+            self.boot_area,
+            self.config,
+        ] {
             w.range(r);
         }
         w.bytes(&self.cmdline);

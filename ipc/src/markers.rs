@@ -142,7 +142,11 @@ pub struct ChildStarted<'a> {
 
 impl fmt::Display for ChildStarted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "root: started child {} ({} vcpus, {} MiB at {:#x})", self.name, self.vcpus, self.mib, self.base)
+        write!(
+            f,
+            "root: started child {} ({} vcpus, {} MiB at {:#x})",
+            self.name, self.vcpus, self.mib, self.base
+        )
     }
 }
 
@@ -205,7 +209,11 @@ pub struct ChildDestroyed<'a> {
 
 impl fmt::Display for ChildDestroyed<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "root: destroyed {}; {} MiB returned", self.name, self.mib)
+        write!(
+            f,
+            "root: destroyed {}; {} MiB returned",
+            self.name, self.mib
+        )
     }
 }
 
@@ -235,7 +243,11 @@ pub struct DirtyLogMatches<'a> {
 
 impl fmt::Display for DirtyLogMatches<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "root: dirty log of {}: {} pages, exactly the pages written", self.name, self.pages)
+        write!(
+            f,
+            "root: dirty log of {}: {} pages, exactly the pages written",
+            self.name, self.pages
+        )
     }
 }
 

@@ -8,9 +8,9 @@
 
 use alloc::vec::Vec;
 use ipc::boot::{BootCap, BootInfo, PARTITION_IMAGE_BASE, PhysRange, cap_kind};
+use ipc::elf::Image;
 use ipc::exit::ExitCode;
 use ipc::markers::RootRunning;
-use ipc::elf::Image;
 use microkernel::kernel::{InitialCap, Kernel};
 use microkernel::machine::Machine;
 use microkernel::memory::map::{MemoryMap, RegionKind};
@@ -162,8 +162,14 @@ pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
     let (root, mut caps) = kernel
         .create_root(&mut machine, nested_cr3, &ram, &root_gsis(), &root_ports())
         .unwrap_or_else(|e| fail(format_args!("creating its kernel objects: {e:?}")));
-    let maps = kernel.objects.partition(root).map(|p| (p.permission_maps, p.asid)).unwrap_or(((0, 0), 1));
-    let vmcb_pa = machine.vmcb_new().unwrap_or_else(|_| fail(format_args!("no memory for its VMCB")));
+    let maps = kernel
+        .objects
+        .partition(root)
+        .map(|p| (p.permission_maps, p.asid))
+        .unwrap_or(((0, 0), 1));
+    let vmcb_pa = machine
+        .vmcb_new()
+        .unwrap_or_else(|_| fail(format_args!("no memory for its VMCB")));
     let vmcb: &mut Vmcb = machine.vmcb(vmcb_pa);
     vmcb.init_long_mode(&LongModeStart {
         cr3: guest.root(),
@@ -174,8 +180,9 @@ pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
         iopm: maps.0.0,
         msrpm: maps.0.1,
     });
-    let (vcpu, vcpu_cap) =
-        kernel.create_boot_vcpu(root, vmcb_pa, 0).unwrap_or_else(|e| fail(format_args!("its vCPU: {e:?}")));
+    let (vcpu, vcpu_cap) = kernel
+        .create_boot_vcpu(root, vmcb_pa, 0)
+        .unwrap_or_else(|e| fail(format_args!("its vCPU: {e:?}")));
     caps.push(vcpu_cap);
     if let Some(v) = kernel.objects.vcpu_mut(vcpu) {
         v.regs.rdi = boot_page;
@@ -228,7 +235,10 @@ fn boot_info(
         };
     }
     if let Some(config) = boot.module("boot-config") {
-        info.config = PhysRange { start: config.start, end: config.end };
+        info.config = PhysRange {
+            start: config.start,
+            end: config.end,
+        };
     }
     info.boot_area = PhysRange {
         start: area.0,

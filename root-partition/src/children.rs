@@ -2,7 +2,7 @@
 //! hypercalls, pausing, resuming and destroying them, the dirty-logging
 //! check, and watching every child until it ends.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use ipc::boot::{BootInfo, PhysRange, cap_kind};
 use ipc::child::{CHILD_EVENT_VECTOR, ChildBootInfo};
@@ -23,18 +23,23 @@ const TO_ROOT_VECTOR: u8 = 0x80;
 
 /// Signals received from each child slot's `to_root` port.
 static SIGNALS: [AtomicU32; MAX_CHILDREN] = [const { AtomicU32::new(0) }; MAX_CHILDREN];
+/// Each child slot's `to_root` port (raw slot handle), to re-arm it.
+static TO_ROOT_PORTS: [AtomicU64; MAX_CHILDREN] = [const { AtomicU64::new(0) }; MAX_CHILDREN];
 
 fn on_signal(vector: u8) {
-    if let Some(counter) = SIGNALS.get(vector.wrapping_sub(TO_ROOT_VECTOR) as usize) {
+    let index = vector.wrapping_sub(TO_ROOT_VECTOR) as usize;
+    if let (Some(counter), Some(port)) = (SIGNALS.get(index), TO_ROOT_PORTS.get(index)) {
         counter.fetch_add(1, Ordering::AcqRel);
+        if let Ok(slot) = SlotHandle::from_raw(port.load(Ordering::Acquire)) {
+            let _ = hypercall(&Call::Acknowledge { slot });
+        }
     }
 }
 
 macro_rules! println {
-    ($($arg:tt)*) => {{
-        use core::fmt::Write as _;
-        let _ = writeln!(crate::arch::Serial, $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        partition_rt::console::print_line(format_args!($($arg)*))
+    };
 }
 
 /// Why a scenario could not go on.
@@ -57,7 +62,11 @@ pub enum Failure {
 }
 
 fn call(what: &'static str, c: Call) -> Result<[u64; 3], Failure> {
-    let result = if partition_rt::hypercall::writes_caller_memory(&c) { arch::buffer_hypercall(&c) } else { hypercall(&c) };
+    let result = if partition_rt::hypercall::writes_caller_memory(&c) {
+        arch::buffer_hypercall(&c)
+    } else {
+        hypercall(&c)
+    };
     result.map_err(|s| Failure::Call(what, s))
 }
 
@@ -91,7 +100,8 @@ struct Root {
 pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
     let root = discover(info)?;
     let image_bytes = arch::ram(info.child_image.start, info.child_image.len());
-    let image = Image::parse(image_bytes, ipc::boot::PARTITION_IMAGE_BASE, u64::MAX).map_err(Failure::Image)?;
+    let image = Image::parse(image_bytes, ipc::boot::PARTITION_IMAGE_BASE, u64::MAX)
+        .map_err(Failure::Image)?;
     for i in 0..MAX_CHILDREN {
         let _ = partition_rt::set_interrupt_handler(TO_ROOT_VECTOR + i as u8, on_signal);
     }
@@ -101,12 +111,21 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
     for action in scenario.actions() {
         match action {
             Action::Start(spec) => {
-                let index = children.iter().position(Option::is_none).ok_or(Failure::NoMemory)?;
+                let index = children
+                    .iter()
+                    .position(Option::is_none)
+                    .ok_or(Failure::NoMemory)?;
                 let child = start(&root, &image, &spec, index, &children)?;
                 if let Some((old, base)) = freed.take()
                     && base == child.base
                 {
-                    println!("{}", markers::MemoryReused { new: spec.name.as_str(), old: old.as_str() });
+                    println!(
+                        "{}",
+                        markers::MemoryReused {
+                            new: spec.name.as_str(),
+                            old: old.as_str()
+                        }
+                    );
                 }
                 children[index] = Some(child);
                 if spec.workload() == "dirty" {
@@ -122,10 +141,24 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                 resume_check(&root, &child)?;
             }
             Action::Destroy(name) => {
-                let index = children.iter().position(|c| c.is_some_and(|c| c.spec.name == name)).ok_or(Failure::Missing("child"))?;
+                let index = children
+                    .iter()
+                    .position(|c| c.is_some_and(|c| c.spec.name == name))
+                    .ok_or(Failure::Missing("child"))?;
                 let child = children[index].take().ok_or(Failure::Missing("child"))?;
-                call("destroy", Call::PartitionDestroy { partition: child.partition })?;
-                println!("{}", markers::ChildDestroyed { name: name.as_str(), mib: child.pages * 4096 >> 20 });
+                call(
+                    "destroy",
+                    Call::PartitionDestroy {
+                        partition: child.partition,
+                    },
+                )?;
+                println!(
+                    "{}",
+                    markers::ChildDestroyed {
+                        name: name.as_str(),
+                        mib: child.pages * 4096 >> 20
+                    }
+                );
                 freed = Some((name, child.base));
             }
         }
@@ -134,13 +167,24 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
 }
 
 fn find(children: &[Option<Child>], name: Name) -> Result<Child, Failure> {
-    children.iter().flatten().copied().find(|c| c.spec.name == name).ok_or(Failure::Missing("child"))
+    children
+        .iter()
+        .flatten()
+        .copied()
+        .find(|c| c.spec.name == name)
+        .ok_or(Failure::Missing("child"))
 }
 
 /// Reads the root's capabilities and picks the memory children come from:
 /// the largest RAM range, above the root's boot area and modules.
 fn discover(info: &BootInfo) -> Result<Root, Failure> {
-    let cap = |kind| info.caps().iter().find(|c| c.kind == kind).copied().ok_or(Failure::Missing("capability"));
+    let cap = |kind| {
+        info.caps()
+            .iter()
+            .find(|c| c.kind == kind)
+            .copied()
+            .ok_or(Failure::Missing("capability"))
+    };
     let authority = handle(cap(cap_kind::PARTITION)?.slot)?;
     let vcpu = handle(cap(cap_kind::VCPU)?.slot)?;
     let ram_cap = info
@@ -150,17 +194,33 @@ fn discover(info: &BootInfo) -> Result<Root, Failure> {
         .max_by_key(|c| c.b)
         .copied()
         .ok_or(Failure::Missing("memory"))?;
-    let ram_range = PhysRange { start: ram_cap.a, end: ram_cap.a + ram_cap.b * 4096 };
+    let ram_range = PhysRange {
+        start: ram_cap.a,
+        end: ram_cap.a + ram_cap.b * 4096,
+    };
     // Keep clear of everything the root itself uses: its boot area, the
     // modules, and the boot information (all below the pool's start).
-    let busy_end = [info.boot_area.end, info.child_image.end, info.config.end].into_iter().max().unwrap_or(0);
+    let busy_end = [info.boot_area.end, info.child_image.end, info.config.end]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
     let start = ((busy_end.max(ram_range.start) + (2 << 20) - 1) & !((2 << 20) - 1)) + (2 << 20);
     if start + (8 << 20) > ram_range.end {
         return Err(Failure::NoMemory);
     }
     // One scratch page below the pool for hypercall buffers.
     let scratch = start - 4096;
-    Ok(Root { authority, vcpu, ram: handle(ram_cap.slot)?, ram_range, pool: PhysRange { start, end: ram_range.end }, scratch })
+    Ok(Root {
+        authority,
+        vcpu,
+        ram: handle(ram_cap.slot)?,
+        ram_range,
+        pool: PhysRange {
+            start,
+            end: ram_range.end,
+        },
+        scratch,
+    })
 }
 
 /// The highest free 2 MiB-aligned range of `bytes` in the pool.
@@ -171,14 +231,24 @@ fn place(root: &Root, children: &[Option<Child>], bytes: u64) -> Option<u64> {
         if base < root.pool.start {
             return None;
         }
-        match children.iter().flatten().find(|c| base < c.base + c.pages * 4096 && c.base < base + bytes) {
+        match children
+            .iter()
+            .flatten()
+            .find(|c| base < c.base + c.pages * 4096 && c.base < base + bytes)
+        {
             Some(busy) => top = busy.base & !((2 << 20) - 1),
             None => return Some(base),
         }
     }
 }
 
-fn start(root: &Root, image: &Image<'_>, spec: &ChildSpec, index: usize, children: &[Option<Child>]) -> Result<Child, Failure> {
+fn start(
+    root: &Root,
+    image: &Image<'_>,
+    spec: &ChildSpec,
+    index: usize,
+    children: &[Option<Child>],
+) -> Result<Child, Failure> {
     let (span_start, span_end) = image.span();
     let layout = Layout::new(spec.memory, span_start, span_end).map_err(Failure::Layout)?;
     let base = place(root, children, spec.memory).ok_or(Failure::NoMemory)?;
@@ -200,11 +270,27 @@ fn start(root: &Root, image: &Image<'_>, spec: &ChildSpec, index: usize, childre
     let first_page = (base - root.ram_range.start) / 4096;
     let r = call(
         "create",
-        Call::PartitionCreate { authority: root.authority, memory: root.ram, first_page, pages, name: spec.name },
+        Call::PartitionCreate {
+            authority: root.authority,
+            memory: root.ram,
+            first_page,
+            pages,
+            name: spec.name,
+        },
     )?;
     let (partition, child_memory, child_self) = (handle(r[0])?, handle(r[1])?, handle(r[2])?);
     let rwx = Rights::READ | Rights::WRITE | Rights::EXECUTE;
-    call("map", Call::MemoryMap { partition, memory: child_memory, first_page: 1, gpa: 0x1000, pages: pages - 1, access: rwx })?;
+    call(
+        "map",
+        Call::MemoryMap {
+            partition,
+            memory: child_memory,
+            first_page: 1,
+            gpa: 0x1000,
+            pages: pages - 1,
+            access: rwx,
+        },
+    )?;
     let mut vcpus = [None; 4];
     for (i, slot) in vcpus.iter_mut().enumerate().take(spec.vcpus as usize) {
         let affinity = spec.cpu.map_or(0, |c| c as u64 + i as u64 + 1);
@@ -212,7 +298,14 @@ fn start(root: &Root, image: &Image<'_>, spec: &ChildSpec, index: usize, childre
         let rsp = STACK_TOP - i as u64 * STACK_BYTES - 8;
         let r = call(
             "vcpu",
-            Call::VcpuCreate { partition, rip: image.entry, rsp, cr3: layout.cr3(), arg: layout.boot_page(), flags },
+            Call::VcpuCreate {
+                partition,
+                rip: image.entry,
+                rsp,
+                cr3: layout.cr3(),
+                arg: layout.boot_page(),
+                flags,
+            },
         )?;
         *slot = Some(handle(r[0])?);
     }
@@ -220,11 +313,44 @@ fn start(root: &Root, image: &Image<'_>, spec: &ChildSpec, index: usize, childre
     // Ports: child -> root (bound to the root's vCPU), root -> child (bound to the child's vCPU 0).
     let to_root = handle(call("port", Call::PortCreate)?[0])?;
     SIGNALS[index].store(0, Ordering::Release);
-    call("bind", Call::PortBind { port: to_root, vcpu: root.vcpu, vector: TO_ROOT_VECTOR + index as u8 })?;
-    let child_to_root = handle(call("grant", Call::CapDelegate { slot: to_root, target: partition, rights: Rights::SIGNAL })?[0])?;
+    TO_ROOT_PORTS[index].store(to_root.raw(), Ordering::Release);
+    call(
+        "bind",
+        Call::PortBind {
+            port: to_root,
+            vcpu: root.vcpu,
+            vector: TO_ROOT_VECTOR + index as u8,
+        },
+    )?;
+    let child_to_root = handle(
+        call(
+            "grant",
+            Call::CapDelegate {
+                slot: to_root,
+                target: partition,
+                rights: Rights::SIGNAL,
+            },
+        )?[0],
+    )?;
     let from_root = handle(call("port", Call::PortCreate)?[0])?;
-    call("bind", Call::PortBind { port: from_root, vcpu: vcpu0, vector: CHILD_EVENT_VECTOR })?;
-    let child_from_root = handle(call("grant", Call::CapDelegate { slot: from_root, target: partition, rights: Rights::BIND })?[0])?;
+    call(
+        "bind",
+        Call::PortBind {
+            port: from_root,
+            vcpu: vcpu0,
+            vector: CHILD_EVENT_VECTOR,
+        },
+    )?;
+    let child_from_root = handle(
+        call(
+            "grant",
+            Call::CapDelegate {
+                slot: from_root,
+                target: partition,
+                rights: Rights::BIND,
+            },
+        )?[0],
+    )?;
     let mut boot = ChildBootInfo {
         name: spec.name,
         vcpu_count: spec.vcpus,
@@ -240,20 +366,57 @@ fn start(root: &Root, image: &Image<'_>, spec: &ChildSpec, index: usize, childre
     };
     boot.workload = spec.workload;
     arch::ram(root.scratch, 4096).copy_from_slice(&boot.to_page());
-    call("boot page", Call::MemoryWrite { partition, gpa: layout.boot_page(), buffer: root.scratch })?;
+    call(
+        "boot page",
+        Call::MemoryWrite {
+            partition,
+            gpa: layout.boot_page(),
+            buffer: root.scratch,
+        },
+    )?;
     if spec.workload() == "dirty" {
-        call("dirty log", Call::DirtyLog { partition, enable: true })?;
+        call(
+            "dirty log",
+            Call::DirtyLog {
+                partition,
+                enable: true,
+            },
+        )?;
     }
     for vcpu in vcpus.iter().flatten() {
         call("start", Call::VcpuStart { vcpu: *vcpu })?;
     }
-    println!("{}", markers::ChildStarted { name: spec.name.as_str(), vcpus: spec.vcpus, mib: spec.memory >> 20, base });
-    Ok(Child { spec: *spec, partition, vcpus, base, pages, ended: false, from_root: Some(from_root) })
+    println!(
+        "{}",
+        markers::ChildStarted {
+            name: spec.name.as_str(),
+            vcpus: spec.vcpus,
+            mib: spec.memory >> 20,
+            base
+        }
+    );
+    Ok(Child {
+        spec: *spec,
+        partition,
+        vcpus,
+        base,
+        pages,
+        ended: false,
+        from_root: Some(from_root),
+    })
 }
 
 fn rip_of(root: &Root, vcpu: SlotHandle) -> Result<u64, Failure> {
-    call("state", Call::VcpuGetState { vcpu, buffer: root.scratch })?;
-    let page: &[u8; 4096] = (&*arch::ram(root.scratch, 4096)).try_into().map_err(|_| Failure::Check("scratch"))?;
+    call(
+        "state",
+        Call::VcpuGetState {
+            vcpu,
+            buffer: root.scratch,
+        },
+    )?;
+    let page: &[u8; 4096] = (&*arch::ram(root.scratch, 4096))
+        .try_into()
+        .map_err(|_| Failure::Check("scratch"))?;
     Ok(VcpuState::from_page(page).rip)
 }
 
@@ -303,23 +466,48 @@ fn resume_check(root: &Root, child: &Child) -> Result<(), Failure> {
 /// clear the log, tell the child to write, wait for "done", and compare.
 fn dirty_check(root: &Root, child: &Child, index: usize) -> Result<(), Failure> {
     let name = child.spec.name.as_str();
-    let wait_for = |n: u32| partition_rt::wait_until(|| SIGNALS[index].load(Ordering::Acquire) >= n);
+    let wait_for =
+        |n: u32| partition_rt::wait_until(|| SIGNALS[index].load(Ordering::Acquire) >= n);
     wait_for(1);
     let window = child.spec.args[0];
     let fetch = || -> Result<u64, Failure> {
-        call("fetch", Call::DirtyFetch { partition: child.partition, first_gpa: window, pages: 64, buffer: root.scratch })?;
+        call(
+            "fetch",
+            Call::DirtyFetch {
+                partition: child.partition,
+                first_gpa: window,
+                pages: 64,
+                buffer: root.scratch,
+            },
+        )?;
         let bytes = arch::ram(root.scratch, 8);
-        Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| Failure::Check("scratch"))?))
+        Ok(u64::from_le_bytes(
+            bytes.try_into().map_err(|_| Failure::Check("scratch"))?,
+        ))
     };
     fetch()?; // Clear whatever the child touched while starting.
-    call("event", Call::PortSignal { port: child.from_root.ok_or(Failure::Missing("port"))? })?;
+    call(
+        "event",
+        Call::PortSignal {
+            port: child.from_root.ok_or(Failure::Missing("port"))?,
+        },
+    )?;
     wait_for(2);
     let dirty = fetch()?;
     if dirty != child.spec.args[1] {
-        println!("root: dirty log of {name}: got {dirty:#x}, expected {:#x}", child.spec.args[1]);
+        println!(
+            "root: dirty log of {name}: got {dirty:#x}, expected {:#x}",
+            child.spec.args[1]
+        );
         return Err(Failure::Check("dirty log mismatch"));
     }
-    println!("{}", markers::DirtyLogMatches { name, pages: dirty.count_ones() });
+    println!(
+        "{}",
+        markers::DirtyLogMatches {
+            name,
+            pages: dirty.count_ones()
+        }
+    );
     if fetch()? != 0 {
         return Err(Failure::Check("dirty log not cleared"));
     }
@@ -332,11 +520,23 @@ fn watch(children: &mut [Option<Child>]) -> Result<(), Failure> {
     loop {
         let mut running = 0;
         for child in children.iter_mut().flatten().filter(|c| !c.ended) {
-            let s = call("status", Call::PartitionStatus { partition: child.partition })?;
+            let s = call(
+                "status",
+                Call::PartitionStatus {
+                    partition: child.partition,
+                },
+            )?;
             if s[0] == run_state::STOPPED {
                 child.ended = true;
                 let reason = StopReason::from_raw(s[1]).unwrap_or(StopReason::UnhandledExit);
-                println!("{}", markers::ChildEnded { name: child.spec.name.as_str(), reason, detail: s[2] });
+                println!(
+                    "{}",
+                    markers::ChildEnded {
+                        name: child.spec.name.as_str(),
+                        reason,
+                        detail: s[2]
+                    }
+                );
             } else {
                 running += 1;
             }

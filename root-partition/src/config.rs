@@ -48,7 +48,11 @@ pub struct ChildSpec {
 impl ChildSpec {
     /// The workload name.
     pub fn workload(&self) -> &str {
-        let len = self.workload.iter().position(|&c| c == 0).unwrap_or(MAX_WORKLOAD);
+        let len = self
+            .workload
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(MAX_WORKLOAD);
         core::str::from_utf8(&self.workload[..len]).unwrap_or("")
     }
 }
@@ -112,7 +116,10 @@ fn number(s: &str) -> Option<u64> {
 }
 
 fn name(s: &str) -> Option<Name> {
-    let valid = !s.is_empty() && s.len() <= 8 && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
+    let valid = !s.is_empty()
+        && s.len() <= 8
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
     valid.then(|| Name::new(s))
 }
 
@@ -133,7 +140,11 @@ fn child(words: core::str::SplitWhitespace<'_>, line: usize) -> Result<ChildSpec
         let (key, value) = word.split_once('=').ok_or(ConfigError::Unknown(line))?;
         match key {
             "memory" => spec.memory = number(value).ok_or(bad)?,
-            "vcpus" => spec.vcpus = number(value).and_then(|v| u32::try_from(v).ok()).ok_or(bad)?,
+            "vcpus" => {
+                spec.vcpus = number(value)
+                    .and_then(|v| u32::try_from(v).ok())
+                    .ok_or(bad)?
+            }
             "workload" => {
                 if value.is_empty() || value.len() > MAX_WORKLOAD {
                     return Err(bad);
@@ -148,12 +159,19 @@ fn child(words: core::str::SplitWhitespace<'_>, line: usize) -> Result<ChildSpec
                     n += 1;
                 }
             }
-            "cpu" => spec.cpu = Some(number(value).and_then(|v| u32::try_from(v).ok()).ok_or(bad)?),
+            "cpu" => {
+                spec.cpu = Some(
+                    number(value)
+                        .and_then(|v| u32::try_from(v).ok())
+                        .ok_or(bad)?,
+                )
+            }
             "priority" => spec.priority = number(value).filter(|&p| p <= 7).ok_or(bad)? as u8,
             _ => return Err(ConfigError::Unknown(line)),
         }
     }
-    let memory_ok = (MIN_CHILD_MEMORY..=MAX_CHILD_MEMORY).contains(&spec.memory) && spec.memory % (2 << 20) == 0;
+    let memory_ok = (MIN_CHILD_MEMORY..=MAX_CHILD_MEMORY).contains(&spec.memory)
+        && spec.memory % (2 << 20) == 0;
     if !workload || !memory_ok || spec.vcpus == 0 || spec.vcpus > MAX_CHILD_VCPUS {
         return Err(bad);
     }
@@ -169,22 +187,30 @@ pub fn scenario(text: &str, wanted: &str) -> Result<Scenario, ConfigError> {
         let line = index + 1;
         let content = raw.split('#').next().unwrap_or("");
         let mut words = content.split_whitespace();
-        let Some(keyword) = words.next() else { continue };
+        let Some(keyword) = words.next() else {
+            continue;
+        };
         let action = match keyword {
             "scenario" => {
-                let n = name(words.next().ok_or(ConfigError::BadValue(line))?).ok_or(ConfigError::BadValue(line))?;
+                let n = name(words.next().ok_or(ConfigError::BadValue(line))?)
+                    .ok_or(ConfigError::BadValue(line))?;
                 if words.next().is_some() {
                     return Err(ConfigError::BadValue(line));
                 }
                 if let Some(done) = current.take().filter(|s| s.name.as_str() == wanted) {
                     found = Some(done);
                 }
-                current = Some(Scenario { name: n, actions: [None; MAX_ACTIONS], len: 0 });
+                current = Some(Scenario {
+                    name: n,
+                    actions: [None; MAX_ACTIONS],
+                    len: 0,
+                });
                 continue;
             }
             "child" => Action::Start(child(words, line)?),
             "pause" | "resume" | "destroy" => {
-                let n = name(words.next().ok_or(ConfigError::BadValue(line))?).ok_or(ConfigError::BadValue(line))?;
+                let n = name(words.next().ok_or(ConfigError::BadValue(line))?)
+                    .ok_or(ConfigError::BadValue(line))?;
                 if words.next().is_some() {
                     return Err(ConfigError::BadValue(line));
                 }
@@ -196,8 +222,13 @@ pub fn scenario(text: &str, wanted: &str) -> Result<Scenario, ConfigError> {
             }
             _ => return Err(ConfigError::Unknown(line)),
         };
-        let scenario = current.as_mut().ok_or(ConfigError::ActionOutsideScenario(line))?;
-        let slot = scenario.actions.get_mut(scenario.len).ok_or(ConfigError::TooManyActions(line))?;
+        let scenario = current
+            .as_mut()
+            .ok_or(ConfigError::ActionOutsideScenario(line))?;
+        let slot = scenario
+            .actions
+            .get_mut(scenario.len)
+            .ok_or(ConfigError::TooManyActions(line))?;
         *slot = Some(action);
         scenario.len += 1;
     }
@@ -229,7 +260,9 @@ destroy p1
         let demo = scenario(TEXT, "demo").unwrap();
         let actions: Vec<Action> = demo.actions().collect();
         assert_eq!(actions.len(), 2);
-        let Action::Start(beta) = actions[1] else { panic!("not a start") };
+        let Action::Start(beta) = actions[1] else {
+            panic!("not a start")
+        };
         assert_eq!(beta.name.as_str(), "beta");
         assert_eq!(beta.memory, 16 << 20);
         assert_eq!(beta.vcpus, 2);
@@ -249,13 +282,31 @@ destroy p1
         let cases: [(&str, ConfigError); 9] = [
             ("child a workload=x", ConfigError::ActionOutsideScenario(1)),
             ("scenario s\nchild a", ConfigError::BadValue(2)),
-            ("scenario s\nchild a workload=x vcpus=5", ConfigError::BadValue(2)),
-            ("scenario s\nchild a workload=x memory=3M", ConfigError::BadValue(2)),
-            ("scenario s\nchild a workload=x memory=99999999999999999999G", ConfigError::BadValue(2)),
-            ("scenario s\nchild a workload=x colour=red", ConfigError::Unknown(2)),
-            ("scenario s\nchild averyverylongname workload=x", ConfigError::BadValue(2)),
+            (
+                "scenario s\nchild a workload=x vcpus=5",
+                ConfigError::BadValue(2),
+            ),
+            (
+                "scenario s\nchild a workload=x memory=3M",
+                ConfigError::BadValue(2),
+            ),
+            (
+                "scenario s\nchild a workload=x memory=99999999999999999999G",
+                ConfigError::BadValue(2),
+            ),
+            (
+                "scenario s\nchild a workload=x colour=red",
+                ConfigError::Unknown(2),
+            ),
+            (
+                "scenario s\nchild averyverylongname workload=x",
+                ConfigError::BadValue(2),
+            ),
             ("scenario s\nfly a", ConfigError::Unknown(2)),
-            ("scenario s\nchild a workload=x args=1,2,3,4,5", ConfigError::BadValue(2)),
+            (
+                "scenario s\nchild a workload=x args=1,2,3,4,5",
+                ConfigError::BadValue(2),
+            ),
         ];
         for (text, error) in cases {
             assert_eq!(scenario(text, "s"), Err(error), "{text:?}");
@@ -263,6 +314,9 @@ destroy p1
         let many: String = core::iter::once("scenario s\n".to_string())
             .chain((0..=MAX_ACTIONS).map(|_| "pause a\n".to_string()))
             .collect();
-        assert_eq!(scenario(&many, "s"), Err(ConfigError::TooManyActions(MAX_ACTIONS + 2)));
+        assert_eq!(
+            scenario(&many, "s"),
+            Err(ConfigError::TooManyActions(MAX_ACTIONS + 2))
+        );
     }
 }

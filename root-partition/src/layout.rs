@@ -78,7 +78,15 @@ impl Layout {
         if heap_start + (1 << 20) > memory {
             return Err(LayoutError::BadMemorySize);
         }
-        Ok(Layout { memory, image_base, image_pages, heap: PhysRange { start: heap_start, end: memory } })
+        Ok(Layout {
+            memory,
+            image_base,
+            image_pages,
+            heap: PhysRange {
+                start: heap_start,
+                end: memory,
+            },
+        })
     }
 
     /// Where the image byte at link address `vaddr` is loaded (GPA).
@@ -107,21 +115,33 @@ impl Layout {
             (PDPT_LOW, PD_LOW | PRESENT_WRITABLE),
             (PDPT_HIGH + index(high, 3) * 8, PD_HIGH | PRESENT_WRITABLE),
         ];
-        let identity = (0..self.memory / (2 << 20)).map(|i| (PD_LOW + i * 8, (i * (2 << 20)) | PRESENT_WRITABLE | LARGE));
+        let identity = (0..self.memory / (2 << 20))
+            .map(|i| (PD_LOW + i * 8, (i * (2 << 20)) | PRESENT_WRITABLE | LARGE));
         let image_tables = self.image_pages.div_ceil(512);
         let first_pd = index(high, 2);
-        let pds = (0..image_tables).map(move |t| (PD_HIGH + (first_pd + t) * 8, (PT_IMAGE + t * 0x1000) | PRESENT_WRITABLE));
+        let pds = (0..image_tables).map(move |t| {
+            (
+                PD_HIGH + (first_pd + t) * 8,
+                (PT_IMAGE + t * 0x1000) | PRESENT_WRITABLE,
+            )
+        });
         let ptes = (0..self.image_pages).map(move |p| {
             let va = high + p * 4096;
             let table = (va - (high & !((2 << 20) - 1))) / (2 << 20);
-            (PT_IMAGE + table * 0x1000 + index(va, 1) * 8, (IMAGE + p * 4096) | PRESENT_WRITABLE)
+            (
+                PT_IMAGE + table * 0x1000 + index(va, 1) * 8,
+                (IMAGE + p * 4096) | PRESENT_WRITABLE,
+            )
         });
         upper.into_iter().chain(identity).chain(pds).chain(ptes)
     }
 
     /// The range of page-table pages.
     pub fn tables(&self) -> PhysRange {
-        PhysRange { start: TABLES, end: PT_IMAGE + IMAGE_TABLES * 0x1000 }
+        PhysRange {
+            start: TABLES,
+            end: PT_IMAGE + IMAGE_TABLES * 0x1000,
+        }
     }
 }
 
@@ -131,7 +151,14 @@ mod tests {
 
     /// Walks the tables the way the processor would.
     fn walk(entries: &[(u64, u64)], va: u64) -> Option<u64> {
-        let read = |gpa: u64| entries.iter().rev().find(|e| e.0 == gpa).map(|e| e.1).unwrap_or(0);
+        let read = |gpa: u64| {
+            entries
+                .iter()
+                .rev()
+                .find(|e| e.0 == gpa)
+                .map(|e| e.1)
+                .unwrap_or(0)
+        };
         let mut table = PML4;
         for level in (1..=4u32).rev() {
             let e = read(table + ((va >> (12 + 9 * (level - 1))) & 0x1ff) * 8);
@@ -151,12 +178,20 @@ mod tests {
 
     #[test]
     fn tables_map_identity_and_image() {
-        let layout = Layout::new(16 << 20, PARTITION_IMAGE_BASE, PARTITION_IMAGE_BASE + 0x2_3456).unwrap();
+        let layout = Layout::new(
+            16 << 20,
+            PARTITION_IMAGE_BASE,
+            PARTITION_IMAGE_BASE + 0x2_3456,
+        )
+        .unwrap();
         let entries: Vec<(u64, u64)> = layout.table_entries().collect();
         assert_eq!(walk(&entries, 0x1234), Some(0x1234));
         assert_eq!(walk(&entries, (16 << 20) - 1), Some((16 << 20) - 1));
         assert_eq!(walk(&entries, 16 << 20), None);
-        assert_eq!(walk(&entries, PARTITION_IMAGE_BASE + 0x1_0010), Some(IMAGE + 0x1_0010));
+        assert_eq!(
+            walk(&entries, PARTITION_IMAGE_BASE + 0x1_0010),
+            Some(IMAGE + 0x1_0010)
+        );
         assert_eq!(walk(&entries, PARTITION_IMAGE_BASE + 0x2_4000), None);
         for (gpa, _) in &entries {
             assert!(layout.tables().start <= *gpa && *gpa < layout.tables().end);
@@ -167,10 +202,33 @@ mod tests {
 
     #[test]
     fn refuses_impossible_layouts() {
-        assert_eq!(Layout::new(3 << 20, PARTITION_IMAGE_BASE, PARTITION_IMAGE_BASE + 1), Err(LayoutError::BadMemorySize));
-        assert_eq!(Layout::new(2 << 30, PARTITION_IMAGE_BASE, PARTITION_IMAGE_BASE + 1), Err(LayoutError::BadMemorySize));
-        assert_eq!(Layout::new(16 << 20, PARTITION_IMAGE_BASE, PARTITION_IMAGE_BASE + MAX_IMAGE + 1), Err(LayoutError::ImageTooLarge));
-        assert_eq!(Layout::new(16 << 20, 0x1000, 0x2000), Err(LayoutError::ImageTooLarge));
-        assert_eq!(Layout::new(4 << 20, PARTITION_IMAGE_BASE, PARTITION_IMAGE_BASE + (3 << 20)), Err(LayoutError::BadMemorySize));
+        assert_eq!(
+            Layout::new(3 << 20, PARTITION_IMAGE_BASE, PARTITION_IMAGE_BASE + 1),
+            Err(LayoutError::BadMemorySize)
+        );
+        assert_eq!(
+            Layout::new(2 << 30, PARTITION_IMAGE_BASE, PARTITION_IMAGE_BASE + 1),
+            Err(LayoutError::BadMemorySize)
+        );
+        assert_eq!(
+            Layout::new(
+                16 << 20,
+                PARTITION_IMAGE_BASE,
+                PARTITION_IMAGE_BASE + MAX_IMAGE + 1
+            ),
+            Err(LayoutError::ImageTooLarge)
+        );
+        assert_eq!(
+            Layout::new(16 << 20, 0x1000, 0x2000),
+            Err(LayoutError::ImageTooLarge)
+        );
+        assert_eq!(
+            Layout::new(
+                4 << 20,
+                PARTITION_IMAGE_BASE,
+                PARTITION_IMAGE_BASE + (3 << 20)
+            ),
+            Err(LayoutError::BadMemorySize)
+        );
     }
 }

@@ -21,17 +21,17 @@ mod children;
 
 #[cfg(target_os = "none")]
 mod entry {
-    use core::fmt::Write;
-
     use ipc::boot::{BootInfo, SELFTEST_READ_HYPERVISOR_FRAME};
     use ipc::markers;
 
-    use crate::arch::{self, Serial};
+    use crate::arch;
 
+    /// Prints a line on the console through the microkernel, which
+    /// serialises the lines of every partition (the root's are not rate-limited).
     macro_rules! println {
-        ($($arg:tt)*) => {{
-            let _ = writeln!(Serial, $($arg)*);
-        }};
+        ($($arg:tt)*) => {
+            partition_rt::console::print_line(format_args!($($arg)*))
+        };
     }
 
     /// Entry from the microkernel: `boot_page` is the boot-information page.
@@ -81,7 +81,8 @@ mod entry {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("scenario="))
             .unwrap_or("demo");
-        let config = core::str::from_utf8(arch::ram(info.config.start, info.config.len())).unwrap_or("");
+        let config =
+            core::str::from_utf8(arch::ram(info.config.start, info.config.len())).unwrap_or("");
         match root_partition::config::scenario(config, scenario_name) {
             Ok(scenario) => {
                 println!("root partition: running scenario {scenario_name}");
@@ -89,7 +90,9 @@ mod entry {
                     println!("root partition: scenario {scenario_name} failed: {e:?}");
                 }
             }
-            Err(e) => println!("root partition: no scenario {scenario_name:?} in the boot configuration: {e:?}"),
+            Err(e) => println!(
+                "root partition: no scenario {scenario_name:?} in the boot configuration: {e:?}"
+            ),
         }
         println!("{}", markers::ROOT_POWER_OFF);
         arch::power_off()

@@ -425,8 +425,21 @@ impl Kernel {
             p.vcpus.push(id);
         }
         self.run_queues.enqueue(cpu, 0, id);
-        let cap = self.new_cap(id, ObjectKind::Vcpu, Rights::CONTROL | Rights::INSPECT, None);
+        let cap = self.new_cap(
+            id,
+            ObjectKind::Vcpu,
+            Rights::CONTROL | Rights::INSPECT,
+            None,
+        );
         let slot = self.insert_cap(root, cap)?;
-        Ok((id, InitialCap { slot, kind: ObjectKind::Vcpu, a: index as u64, b: 0 }))
+        Ok((
+            id,
+            InitialCap {
+                slot,
+                kind: ObjectKind::Vcpu,
+                a: index as u64,
+                b: 0,
+            },
+        ))
     }
 }

@@ -1,51 +1,7 @@
-//! The root partition's hardware access: the serial port it drives, reads
-//! of physical memory through its identity map, and stopping.
+//! The root partition's hardware access: its RAM through the identity map,
+//! hypercalls that write its memory, and stopping.
 
 use core::arch::asm;
-use core::fmt;
-
-const COM1: u16 = 0x3f8;
-
-fn outb(port: u16, value: u8) {
-    // SAFETY: the root owns COM1 (its I/O permission map passes it); OUT
-    // has no memory effects.
-    unsafe {
-        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
-    };
-}
-
-fn inb(port: u16) -> u8 {
-    let v: u8;
-    // SAFETY: as for `outb`.
-    unsafe {
-        asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags))
-    };
-    v
-}
-
-/// The serial console.
-pub struct Serial;
-
-impl fmt::Write for Serial {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for b in s.bytes() {
-            if b == b'\n' {
-                put(b'\r');
-            }
-            put(b);
-        }
-        Ok(())
-    }
-}
-
-fn put(b: u8) {
-    for _ in 0..100_000 {
-        if inb(COM1 + 5) & 0x20 != 0 {
-            break;
-        }
-    }
-    outb(COM1, b);
-}
 
 /// The boot-information page the microkernel put at `addr`.
 pub fn boot_page(addr: u64) -> &'static [u8; 4096] {
@@ -98,7 +54,9 @@ pub fn ram(addr: u64, len: u64) -> &'static mut [u8] {
 ///
 /// The root only ever passes its scratch page as the buffer, and touches it
 /// only through short-lived slices from [`ram`], none alive during a call.
-pub fn buffer_hypercall(call: &ipc::hypercall::Call) -> Result<ipc::hypercall::Results, ipc::hypercall::Status> {
+pub fn buffer_hypercall(
+    call: &ipc::hypercall::Call,
+) -> Result<ipc::hypercall::Results, ipc::hypercall::Status> {
     // SAFETY: no Rust reference covers the scratch page while the call runs
     // (see above), so the microkernel's write cannot alias one.
     unsafe { partition_rt::hypercall::hypercall_unchecked(call) }
