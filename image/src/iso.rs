@@ -54,6 +54,7 @@ pub fn grub_cfg(cmdline: &str) -> String {
          \x20   multiboot2 /boot/microkernel{multiboot}\n\
          \x20   module2 /boot/root-partition root-partition\n\
          \x20   module2 /boot/child-runtime child-runtime\n\
+         \x20   module2 /boot/boot.cfg boot-config\n\
          \x20   boot\n\
          }}\n"
     )
@@ -73,6 +74,7 @@ pub fn make(binaries: &Binaries, cmdline: &str, out: &Path) -> Result<()> {
         (&binaries.microkernel, "microkernel"),
         (&binaries.root_partition, "root-partition"),
         (&binaries.child_runtime, "child-runtime"),
+        (&binaries.boot_config, "boot.cfg"),
     ] {
         fs::copy(source, boot.join(name))
             .with_context(|| format!("could not copy {} into the ISO", source.display()))?;

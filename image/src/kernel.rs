@@ -25,6 +25,8 @@ pub struct Binaries {
     pub root_partition: PathBuf,
     /// The child runtime ELF (second module).
     pub child_runtime: PathBuf,
+    /// The boot configuration the root partition reads (third module).
+    pub boot_config: PathBuf,
 }
 
 /// The `cargo` arguments after the subcommand that select the kernel binaries
@@ -49,6 +51,9 @@ pub fn binaries() -> Binaries {
         microkernel: dir.join(PACKAGES[0]),
         root_partition: dir.join(PACKAGES[1]),
         child_runtime: dir.join(PACKAGES[2]),
+        boot_config: paths::workspace_root()
+            .join("root-partition")
+            .join("boot.cfg"),
     }
 }
 
@@ -65,6 +70,7 @@ pub fn build() -> Result<Binaries> {
         &built.microkernel,
         &built.root_partition,
         &built.child_runtime,
+        &built.boot_config,
     ] {
         if !path.is_file() {
             bail!(

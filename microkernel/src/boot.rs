@@ -142,10 +142,10 @@ extern "C" fn kernel_main(magic: u32, info: u64) -> ! {
     };
     crate::arch::heap::init(heap, heap_bytes);
     memory::set_hypervisor_ranges([
-        (0, 0x10_0000),
+        (0, 0x1000),
+        (trampoline, trampoline + 0x1000),
         boot.kernel_image,
         (pool_base, pool_base + pool_size),
-        (0, 0),
     ]);
 
     let platform = platform::discover(boot.acpi);
@@ -204,16 +204,6 @@ fn read_boot_information(info: u64) -> (BootData, u64) {
             ));
         }
     }
-    // The AP trampoline page: usable RAM below 1 MiB, as high as possible
-    // below the EBDA, never page 0.
-    let trampoline = map
-        .find_usable_top_down(4096, 4096, 0x1000, 0x9_f000)
-        .unwrap_or_else(|| {
-            fail(format_args!(
-                "refusing to start: no free page below 1 MiB for processor start-up"
-            ))
-        });
-
     // SAFETY: only the addresses of the linker symbols are taken.
     let kernel_image = unsafe {
         (
@@ -228,8 +218,8 @@ fn read_boot_information(info: u64) -> (BootData, u64) {
             ));
         }
     };
-    // Low memory (real-mode structures and the trampoline) and the kernel image stay with the kernel.
-    reserve(0, 0x10_0000, RegionKind::Hypervisor);
+    // Page 0 (real-mode interrupt table) and the kernel image stay with the kernel.
+    reserve(0, 0x1000, RegionKind::Hypervisor);
     reserve(kernel_image.0, kernel_image.1, RegionKind::Hypervisor);
     // Boot information and modules are read later; keep them from any allocation.
     reserve(
@@ -246,6 +236,24 @@ fn read_boot_information(info: u64) -> (BootData, u64) {
             end,
             name: Text::new(module.cmdline().unwrap_or("")),
         });
+    }
+    // The AP trampoline page (after the modules are marked, so it is never one): usable RAM below 1 MiB, as high as possible
+    // below the EBDA, never page 0.
+    let trampoline = map
+        .find_usable_top_down(4096, 4096, 0x1000, 0x9_f000)
+        .unwrap_or_else(|| {
+            fail(format_args!(
+                "refusing to start: no free page below 1 MiB for processor start-up"
+            ))
+        });
+
+    if map
+        .reserve(trampoline, trampoline + 0x1000, RegionKind::Hypervisor)
+        .is_err()
+    {
+        fail(format_args!(
+            "refusing to start: the memory map has too many regions"
+        ));
     }
     let acpi = match (mbi.rsdp_v2_tag(), mbi.rsdp_v1_tag()) {
         (Some(v2), _) if v2.checksum_is_valid() => {

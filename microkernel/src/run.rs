@@ -122,7 +122,10 @@ fn wait(caller: ObjectId, outcome: Outcome) {
         _ => true,
     };
     while !with_kernel(|k, _| until_off(k)) {
-        core::hint::spin_loop();
+        // Stay off the lock a while: the processor we wait for needs it.
+        for _ in 0..1000 {
+            core::hint::spin_loop();
+        }
     }
     with_kernel(|k, m| {
         if let Outcome::WaitDestroy(p) = outcome {

@@ -9,10 +9,14 @@ use std::time::Duration;
 use image::qemu::{Firmware, QemuOptions};
 use ipc::boot::{HYPERVISOR_IMAGE_BASE, SELFTEST_READ_HYPERVISOR_FRAME};
 use ipc::exit::ExitCode;
+use ipc::hypercall::StopReason;
 use ipc::markers::{
-    AllCpusOnline, CpuOnline, KERNEL_BANNER, KERNEL_POWER_OFF, NO_NESTED_PAGING, NO_VIRTUALIZATION,
-    NestedPageFault, ROOT_BANNER, ROOT_POWER_OFF, RootReadsHypervisorFrame, RootRunning,
+    ALL_CHILDREN_ENDED, AllCpusOnline, ChildDestroyed, ChildEnded, ChildPaused, ChildResumed,
+    CpuOnline, DirtyLogCleared, DirtyLogMatches, KERNEL_BANNER, KERNEL_POWER_OFF, MemoryReused,
+    NO_NESTED_PAGING, NO_VIRTUALIZATION, NestedPageFault, ROOT_BANNER, ROOT_POWER_OFF,
+    RootReadsHypervisorFrame, RootRunning,
 };
+use ipc::workload::{DirtyDone, HostileTouchUnmapped, SpinProgress, VcpuHello};
 
 use crate::harness::{Expectation, ExpectedExit, Limits};
 
@@ -39,6 +43,120 @@ pub enum Script {
     Refuses(&'static str),
     /// The root reads the hypervisor's first frame and is stopped by a nested page fault.
     ReadsHypervisorFrame,
+    /// Scenario `demo`: child alpha (1 vCPU) and beta (2 vCPUs) say hello from every vCPU.
+    Children,
+    /// Scenario `spin`: six busy vCPUs in two children all make progress.
+    Spin,
+    /// Scenario `life`: pause, resume and destroy p1; p2 reuses its memory.
+    Lifecycle,
+    /// Scenario `hostile`: evil is refused everything and stopped alone; good keeps going.
+    Hostile,
+    /// Scenario `dirty`: the dirty log holds exactly the pages the child wrote.
+    Dirty,
+}
+
+/// Lines that fail any case that prints them.
+pub const FORBIDDEN: [&str; 4] = [
+    "FAILED",
+    "microkernel panic",
+    "microkernel exception",
+    "failed:",
+];
+
+/// A marker that must follow the previous one, or an unordered group member.
+fn ordered(text: impl ToString) -> (String, bool) {
+    (text.to_string(), false)
+}
+
+fn any_order(text: impl ToString) -> (String, bool) {
+    (text.to_string(), true)
+}
+
+fn ended(name: &str) -> String {
+    ChildEnded {
+        name,
+        reason: StopReason::Halted,
+        detail: 0,
+    }
+    .to_string()
+}
+
+/// The tail every scenario ends with: every child ended, the root and kernel power off.
+fn power_off() -> [(String, bool); 3] {
+    [
+        ordered(ALL_CHILDREN_ENDED),
+        ordered(ROOT_POWER_OFF),
+        ordered(KERNEL_POWER_OFF),
+    ]
+}
+
+/// Markers of a scenario script (see [`Script`]).
+fn scenario_markers(script: Script) -> Vec<(String, bool)> {
+    let root = RootRunning {
+        backend: "svm",
+        slat: "npt",
+    };
+    let mut out = vec![ordered(root), ordered(ROOT_BANNER)];
+    match script {
+        Script::Children => out.extend([
+            any_order(VcpuHello { vcpu: 0, of: 1 }),
+            any_order(VcpuHello { vcpu: 0, of: 2 }),
+            any_order(VcpuHello { vcpu: 1, of: 2 }),
+            any_order(ended("alpha")),
+            any_order(ended("beta")),
+        ]),
+        Script::Spin => {
+            for vcpu in 0..3 {
+                for _child in 0..2 {
+                    out.push(any_order(SpinProgress { vcpu, step: 3 }));
+                }
+            }
+            out.extend([any_order(ended("s1")), any_order(ended("s2"))]);
+        }
+        Script::Lifecycle => out.extend([
+            ordered(ChildPaused("p1")),
+            ordered(ChildResumed("p1")),
+            ordered(ChildDestroyed {
+                name: "p1",
+                mib: 16,
+            }),
+            ordered(MemoryReused {
+                new: "p2",
+                old: "p1",
+            }),
+            ordered(VcpuHello { vcpu: 0, of: 1 }),
+            ordered(ended("p2")),
+        ]),
+        Script::Hostile => {
+            let unmapped = (16 << 20) + ipc::workload::HOSTILE_UNMAPPED_OFFSET;
+            out.extend([
+                any_order(SpinProgress { vcpu: 0, step: 3 }),
+                any_order(ended("good")),
+                any_order(HostileTouchUnmapped(unmapped)),
+                any_order(NestedPageFault {
+                    partition: "evil",
+                    gpa: unmapped,
+                }),
+                any_order(ChildEnded {
+                    name: "evil",
+                    reason: StopReason::NestedPageFault,
+                    detail: unmapped,
+                }),
+            ]);
+        }
+        Script::Dirty => out.extend([
+            ordered(DirtyDone { pages: 4 }),
+            ordered(DirtyLogMatches {
+                name: "d",
+                pages: 4,
+            }),
+            ordered(DirtyLogCleared("d")),
+            ordered(ended("d")),
+        ]),
+        _ => {}
+    }
+    out.extend(power_off());
+    out
 }
 
 /// One QEMU test.
@@ -56,6 +174,8 @@ pub struct Case {
     pub exit: ExpectedExit,
     /// Time limits.
     pub limits: Limits,
+    /// Lines that must never appear.
+    pub forbidden: Vec<String>,
 }
 
 /// The machine of a case: processors, CPU model, firmware, and whether
@@ -68,6 +188,16 @@ fn machine(smp: u32, cpu: &str, firmware: Firmware, managed: bool) -> QemuOption
         debug_exit: managed,
         no_nic: managed,
         ..QemuOptions::default()
+    }
+}
+
+/// The marker texts of `script` and whether each belongs to an unordered group.
+pub fn markers_with_order(script: Script) -> Vec<(String, bool)> {
+    match script {
+        Script::Children | Script::Spin | Script::Lifecycle | Script::Hostile | Script::Dirty => {
+            scenario_markers(script)
+        }
+        other => markers(other).into_iter().map(ordered).collect(),
     }
 }
 
@@ -107,6 +237,10 @@ pub fn markers(script: Script) -> Vec<String> {
             }
             .to_string(),
         ],
+        other => markers_with_order(other)
+            .into_iter()
+            .map(|(text, _)| text)
+            .collect(),
     }
 }
 
@@ -123,10 +257,17 @@ fn case(
     } else {
         FIRST_LINE_BIOS
     };
-    let markers = markers(script)
+    let markers = markers_with_order(script)
         .into_iter()
         .enumerate()
-        .map(|(i, marker)| Expectation::new(marker, if i == 0 { first } else { NEXT_LINE }))
+        .map(|(i, (marker, unordered))| {
+            let timeout = if i == 0 { first } else { NEXT_LINE };
+            if unordered {
+                Expectation::any_order(marker, timeout)
+            } else {
+                Expectation::new(marker, timeout)
+            }
+        })
         .collect();
     Case {
         name,
@@ -135,6 +276,7 @@ fn case(
         markers,
         exit,
         limits: LIMITS,
+        forbidden: FORBIDDEN.iter().map(|f| f.to_string()).collect(),
     }
 }
 
@@ -143,7 +285,10 @@ pub fn all() -> Vec<Case> {
     use ExitCode::{Failure, RootFault, Success};
     use ExpectedExit::{Kernel, Status};
     use Firmware::{Bios, Uefi};
-    use Script::{HandBoot, PowerOff, ReadsHypervisorFrame, Refuses};
+    use Script::{
+        Children, Dirty, HandBoot, Hostile, Lifecycle, PowerOff, ReadsHypervisorFrame, Refuses,
+        Spin,
+    };
     let selftest = SELFTEST_READ_HYPERVISOR_FRAME;
     // CPU models (PLATFORMS.md): EPYC has SVM + NPT; QEMU's qemu64 has SVM without
     // NPT, so "no SVM at all" is qemu64 with SVM taken away.
@@ -158,6 +303,11 @@ pub fn all() -> Vec<Case> {
         case("no_virtualization",  machine(2, "qemu64,-svm", Bios, true),  "",       Refuses(NO_VIRTUALIZATION),  Kernel(Failure)),
         case("isolation_read_hypervisor_frame", machine(2, "EPYC", Bios, true), selftest, ReadsHypervisorFrame, Kernel(RootFault)),
         case("hand_boot_acpi_power_off", machine(4, "EPYC", Bios, false),  "",       HandBoot(4),                 Status(0)),
+        case("children_smp4",      machine(4, "EPYC", Bios, true),         "scenario=demo",     Children,   Kernel(Success)),
+        case("busy_vcpus_6_on_2",  machine(2, "EPYC", Bios, true),         "scenario=spin",     Spin,       Kernel(Success)),
+        case("pause_resume_destroy_reuse", machine(2, "EPYC", Bios, true), "scenario=life",     Lifecycle,  Kernel(Success)),
+        case("hostile_child",      machine(2, "EPYC", Bios, true),         "scenario=hostile",  Hostile,    Kernel(Success)),
+        case("dirty_logging",      machine(2, "EPYC", Bios, true),         "scenario=dirty",    Dirty,      Kernel(Success)),
     ];
     table
 }

@@ -98,7 +98,8 @@ fn boot(firmware: Firmware, code: ExitCode, first_line: Duration) -> Result<(), 
     let binaries = Binaries {
         microkernel: kernel,
         root_partition: module.clone(),
-        child_runtime: module,
+        child_runtime: module.clone(),
+        boot_config: module,
     };
     let case = Case {
         name: "fake_kernel",
@@ -117,6 +118,7 @@ fn boot(firmware: Firmware, code: ExitCode, first_line: Duration) -> Result<(), 
             overall: Duration::from_secs(200),
             exit: Duration::from_secs(30),
         },
+        forbidden: Vec::new(),
     };
     runner::run_with(&case, &binaries).map(|transcript| {
         eprintln!("serial log:\n{}", transcript.serial.join("\n"));

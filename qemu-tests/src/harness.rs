@@ -23,6 +23,10 @@ pub struct Expectation {
     pub marker: String,
     /// How long to wait for it after the previous marker.
     pub timeout: Duration,
+    /// Part of an unordered group: consecutive unordered expectations may
+    /// be seen in any order (concurrent vCPUs), each on its own line, all
+    /// after the marker before the group.
+    pub unordered: bool,
 }
 
 impl Expectation {
@@ -31,8 +35,47 @@ impl Expectation {
         Expectation {
             marker: marker.to_string(),
             timeout,
+            unordered: false,
         }
     }
+
+    /// As [`Expectation::new`], in an unordered group with its unordered neighbours.
+    pub fn any_order(marker: impl fmt::Display, timeout: Duration) -> Self {
+        Expectation {
+            unordered: true,
+            ..Expectation::new(marker, timeout)
+        }
+    }
+}
+
+/// Matches `group` against `serial[cursor..]`, each marker on a distinct
+/// line; returns the index after the last line used, or `None` if some
+/// marker is not there yet.
+fn match_group(serial: &[String], cursor: usize, group: &[Expectation]) -> Option<usize> {
+    let mut used: Vec<usize> = Vec::new();
+    for expectation in group {
+        let line = (cursor..serial.len())
+            .find(|i| !used.contains(i) && serial[*i].contains(&expectation.marker))?;
+        used.push(line);
+    }
+    used.iter().max().map(|last| last + 1)
+}
+
+/// Splits expectations into groups: one ordered marker, or a run of unordered ones.
+fn groups(expectations: &[Expectation]) -> Vec<&[Expectation]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < expectations.len() {
+        let mut end = start + 1;
+        if expectations[start].unordered {
+            while end < expectations.len() && expectations[end].unordered {
+                end += 1;
+            }
+        }
+        out.push(&expectations[start..end]);
+        start = end;
+    }
+    out
 }
 
 /// The exit status a run must end with.
@@ -180,17 +223,21 @@ pub fn run(
 
     let mut serial: Vec<String> = Vec::new();
     let mut cursor = 0;
-    for (index, expectation) in expectations.iter().enumerate() {
-        let deadline = (Instant::now() + expectation.timeout).min(hard_deadline);
+    let mut seen = 0;
+    for group in groups(expectations) {
+        let index = seen;
+        let timeout = group.iter().map(|e| e.timeout).max().unwrap_or_default();
+        let deadline = (Instant::now() + timeout).min(hard_deadline);
+        let wanted = || {
+            let texts: Vec<&str> = group.iter().map(|e| e.marker.as_str()).collect();
+            texts.join("\" + \"")
+        };
         loop {
-            if let Some(offset) = serial[cursor..]
-                .iter()
-                .position(|line| line.contains(&expectation.marker))
-            {
-                cursor += offset + 1;
+            if let Some(next) = match_group(&serial, cursor, group) {
+                cursor = next;
+                seen += group.len();
                 break;
             }
-            cursor = serial.len();
             let wait = deadline.saturating_duration_since(Instant::now());
             match lines.recv_timeout(wait) {
                 Ok(Some(line)) => serial.push(line),
@@ -199,10 +246,10 @@ pub fn run(
                     let how = status.map_or("did not exit".to_owned(), |s| format!("exited: {s}"));
                     return Err(failure(
                         format!(
-                            "output ended (the process {how}) before marker {}/{} {:?} after {:.1?}",
+                            "output ended (the process {how}) before marker {}/{} \"{}\" after {:.1?}",
                             index + 1,
                             expectations.len(),
-                            expectation.marker,
+                            wanted(),
                             started.elapsed()
                         ),
                         &serial,
@@ -212,15 +259,15 @@ pub fn run(
                     let which = if Instant::now() >= hard_deadline {
                         format!("overall timeout of {:?}", limits.overall)
                     } else {
-                        format!("timeout of {:?}", expectation.timeout)
+                        format!("timeout of {timeout:?}")
                     };
                     return Err(failure(
                         format!(
-                            "marker {}/{} {:?} not seen: {which} passed (after {:.1?}); \
+                            "marker {}/{} \"{}\" not seen: {which} passed (after {:.1?}); \
                              the process was killed",
                             index + 1,
                             expectations.len(),
-                            expectation.marker,
+                            wanted(),
                             started.elapsed()
                         ),
                         &serial,
@@ -358,6 +405,42 @@ mod tests {
             "{failure}"
         );
         assert_eq!(failure.serial, ["second", "first"]);
+    }
+
+    #[test]
+    fn unordered_groups_match_in_any_order_but_after_their_anchor() {
+        let e = |m: &str, any: bool| {
+            let t = Duration::from_secs(5);
+            if any {
+                Expectation::any_order(m, t)
+            } else {
+                Expectation::new(m, t)
+            }
+        };
+        let ok = [
+            e("start", false),
+            e("b1", true),
+            e("b0", true),
+            e("end", false),
+        ];
+        let out = run(
+            sh("echo start; echo b0; echo b1; echo end"),
+            &ok,
+            ExpectedExit::Status(0),
+            LIMITS,
+        );
+        assert!(out.is_ok(), "{:?}", out.err());
+        // A group member printed before its anchor does not count.
+        let out = run(
+            sh("echo b0; echo start; echo b1; echo end"),
+            &ok,
+            ExpectedExit::Status(0),
+            LIMITS,
+        );
+        assert!(out.is_err());
+        // Two members cannot share one line.
+        let same = [e("b", true), e("b", true)];
+        assert!(run(sh("echo b"), &same, ExpectedExit::Status(0), LIMITS).is_err());
     }
 
     #[test]

@@ -42,6 +42,18 @@ pub fn run_with(case: &Case, binaries: &Binaries) -> Result<Transcript, String> 
         .command(&iso_path, scratch.path())
         .map_err(|error| format!("{error:#}"))?;
     let shown = process::display(&cmd);
-    harness::run(cmd, &case.markers, case.exit, case.limits)
-        .map_err(|failure| format!("case {} failed\ncommand: {shown}\n{failure}", case.name))
+    let transcript = harness::run(cmd, &case.markers, case.exit, case.limits)
+        .map_err(|failure| format!("case {} failed\ncommand: {shown}\n{failure}", case.name))?;
+    if let Some(line) = transcript
+        .serial
+        .iter()
+        .find(|line| case.forbidden.iter().any(|f| line.contains(f.as_str())))
+    {
+        return Err(format!(
+            "case {} failed\ncommand: {shown}\na forbidden line appeared: {line:?}\n--- serial ---\n{}",
+            case.name,
+            transcript.serial.join("\n")
+        ));
+    }
+    Ok(transcript)
 }

@@ -406,7 +406,10 @@ fn start(
     })
 }
 
-fn rip_of(root: &Root, vcpu: SlotHandle) -> Result<u64, Failure> {
+/// Where a vCPU is: its instruction pointer and general registers (the
+/// instruction pointer alone can stay the same while a loop runs, as TCG
+/// only stops a vCPU at the head of a translated block).
+fn position_of(root: &Root, vcpu: SlotHandle) -> Result<(u64, [u64; 16]), Failure> {
     call(
         "state",
         Call::VcpuGetState {
@@ -417,7 +420,8 @@ fn rip_of(root: &Root, vcpu: SlotHandle) -> Result<u64, Failure> {
     let page: &[u8; 4096] = (&*arch::ram(root.scratch, 4096))
         .try_into()
         .map_err(|_| Failure::Check("scratch"))?;
-    Ok(VcpuState::from_page(page).rip)
+    let state = VcpuState::from_page(page);
+    Ok((state.rip, state.gprs))
 }
 
 fn let_others_run(yields: u32) {
@@ -426,15 +430,26 @@ fn let_others_run(yields: u32) {
     }
 }
 
+/// Lets time pass (about `cycles` time-stamp counter ticks), yielding meanwhile.
+fn let_time_pass(cycles: u64) {
+    let start = partition_rt::rdtsc();
+    while partition_rt::rdtsc().wrapping_sub(start) < cycles {
+        let _ = hypercall(&Call::Yield);
+    }
+}
+
+/// About 50 ms at the time-stamp counter rates QEMU and real machines use.
+const A_WHILE: u64 = 100_000_000;
+
 /// Pauses every vCPU of a child and checks that their state stays put.
 fn pause_check(root: &Root, child: &Child) -> Result<(), Failure> {
     let vcpu = child.vcpus[0].ok_or(Failure::Missing("vcpu"))?;
     for v in child.vcpus.iter().flatten() {
         call("pause", Call::VcpuPause { vcpu: *v })?;
     }
-    let before = rip_of(root, vcpu)?;
-    let_others_run(200);
-    let after = rip_of(root, vcpu)?;
+    let before = position_of(root, vcpu)?;
+    let_time_pass(A_WHILE);
+    let after = position_of(root, vcpu)?;
     if before != after {
         return Err(Failure::Check("a paused vCPU moved"));
     }
@@ -445,14 +460,14 @@ fn pause_check(root: &Root, child: &Child) -> Result<(), Failure> {
 /// Resumes a paused child and checks that it runs again.
 fn resume_check(root: &Root, child: &Child) -> Result<(), Failure> {
     let vcpu = child.vcpus[0].ok_or(Failure::Missing("vcpu"))?;
-    let before = rip_of(root, vcpu)?;
+    let before = position_of(root, vcpu)?;
     for v in child.vcpus.iter().flatten() {
         call("resume", Call::VcpuResume { vcpu: *v })?;
     }
     for _ in 0..50 {
-        let_others_run(50);
+        let_time_pass(A_WHILE);
         call("pause", Call::VcpuPause { vcpu })?;
-        let now = rip_of(root, vcpu)?;
+        let now = position_of(root, vcpu)?;
         call("resume", Call::VcpuResume { vcpu })?;
         if now != before {
             println!("{}", markers::ChildResumed(child.spec.name.as_str()));

@@ -208,7 +208,7 @@ impl Kernel {
                 p.vcpus.iter().all(|id| {
                     self.objects
                         .vcpu(*id)
-                        .is_none_or(|v| matches!(v.state, State::Stopped | State::Created))
+                        .is_none_or(|v| matches!(v.state, State::Stopped))
                 })
             });
             if all_stopped {

@@ -794,3 +794,30 @@ fn random_hypercalls_never_panic_or_break_invariants() {
     assert!(w.root_call(Call::Null).is_ok());
     assert!(w.m.mapped(w.root_slat(), RAM_BASE + 900 * 4096));
 }
+
+#[test]
+fn a_partition_halts_only_when_every_vcpu_has_stopped() {
+    let mut w = World::new();
+    let c = w.child("beta", 0, 16);
+    let second = h(w
+        .root_call(Call::VcpuCreate {
+            partition: c.slot,
+            rip: 0x1000,
+            rsp: 0x7000,
+            cr3: 0x2000,
+            arg: 0,
+            flags: 0,
+        })
+        .unwrap()[0]);
+    w.root_call(Call::VcpuStart { vcpu: c.vcpu_slot }).unwrap();
+    let vmcb = w.k.objects.vcpu(c.vcpu).unwrap().vmcb;
+    w.m.vmcb(vmcb).write_u64(offset::RFLAGS, 0x2);
+    assert_eq!(w.k.handle_exit(&mut w.m, c.vcpu, Exit::Hlt), Next::Off);
+    assert_eq!(
+        w.root_call(Call::PartitionStatus { partition: c.slot })
+            .unwrap()[0],
+        run_state::RUNNING,
+        "vCPU 1 has not run yet"
+    );
+    assert!(w.root_call(Call::VcpuStart { vcpu: second }).is_ok());
+}
