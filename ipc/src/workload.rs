@@ -55,6 +55,9 @@ pub const DIRTY_BYTE_OFFSET: u64 = 8;
 pub const HOSTILE: &str = "hostile";
 /// How far past the end of its memory the `hostile` workload's last access lands.
 pub const HOSTILE_UNMAPPED_OFFSET: u64 = 1 << 20;
+/// Checks the `hostile` workload runs: a clean run ends with
+/// `HostileSummary { passed: HOSTILE_CHECKS, failed: 0 }`.
+pub const HOSTILE_CHECKS: u32 = 23;
 /// Random hypercalls in the `hostile` workload's last round.
 pub const HOSTILE_RANDOM_CALLS: u64 = 10_000;
 
