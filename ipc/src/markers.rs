@@ -260,3 +260,52 @@ impl fmt::Display for DirtyLogCleared<'_> {
         write!(f, "root: dirty log of {} cleared", self.0)
     }
 }
+
+/// Kernel command-line word that makes the root partition measure the
+/// null-hypercall round trip (`cargo image bench`).
+pub const BENCH_HYPERCALL: &str = "bench=hypercall";
+
+/// `bench: null hypercall round trip: N instructions (guest view, min of B batches of C)`:
+/// time-stamp-counter ticks per call, which under QEMU `-icount shift=0`
+/// are instructions executed (the guest's and the microkernel's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HypercallRoundTrip {
+    /// Instructions per round trip (minimum over the batches).
+    pub instructions: u64,
+    /// Batches measured.
+    pub batches: u32,
+    /// Calls per batch.
+    pub calls: u32,
+}
+
+impl fmt::Display for HypercallRoundTrip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "bench: null hypercall round trip: {} instructions (guest view, min of {} batches of {})",
+            self.instructions, self.batches, self.calls
+        )
+    }
+}
+
+/// `bench: microkernel null hypercall path: min N, mean M instructions over K calls`:
+/// from the #VMEXIT to the next VMRUN, measured by the microkernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelHypercallPath {
+    /// Shortest path.
+    pub min: u64,
+    /// Mean path.
+    pub mean: u64,
+    /// Null hypercalls measured.
+    pub calls: u64,
+}
+
+impl fmt::Display for KernelHypercallPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "bench: microkernel null hypercall path: min {}, mean {} instructions over {} calls",
+            self.min, self.mean, self.calls
+        )
+    }
+}

@@ -3,7 +3,7 @@
 //! preempts at the end of a time slice. The kernel core's state sits behind
 //! one lock, held only between guest entries, never in guest mode.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use ipc::exit::ExitCode;
 use ipc::hypercall::StopReason;
@@ -13,7 +13,7 @@ use microkernel::object::ObjectId;
 use microkernel::object::partition::RunState;
 use microkernel::sched::SLICE_TICKS;
 use microkernel::svm::exit::Exit;
-use microkernel::svm::vmcb::{Vmcb, offset};
+use microkernel::svm::vmcb::{GuestRegs, Vmcb, offset};
 use spin::Mutex;
 
 use crate::arch::machine::HwMachine;
@@ -21,6 +21,24 @@ use crate::arch::{cpu, ioapic, memory, percpu, power, svm};
 
 /// The kernel core, once the root partition exists.
 pub static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
+
+/// Null hypercalls measured from #VMEXIT to the next VMRUN, their total and shortest path (TSC ticks).
+static NULL_CALLS: AtomicU64 = AtomicU64::new(0);
+static NULL_TOTAL: AtomicU64 = AtomicU64::new(0);
+static NULL_MIN: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Prints the microkernel's own null-hypercall path, if any were made.
+fn report_hypercall_path() {
+    let calls = NULL_CALLS.load(Ordering::Relaxed);
+    if calls > 0 {
+        let path = markers::KernelHypercallPath {
+            min: NULL_MIN.load(Ordering::Relaxed),
+            mean: NULL_TOTAL.load(Ordering::Relaxed) / calls,
+            calls,
+        };
+        kprintln!("{path}");
+    }
+}
 
 fn with_kernel<R>(f: impl FnOnce(&mut Kernel, &mut HwMachine) -> R) -> R {
     let mut guard = KERNEL.lock();
@@ -39,6 +57,17 @@ fn apply_routes(kernel: &mut Kernel) {
     }
 }
 
+/// Hands device interrupts that fired to the kernel core (and updates its clock).
+fn deliver_device_interrupts(k: &mut Kernel, m: &mut HwMachine) {
+    k.ticks = percpu::global_ticks();
+    let fired = ioapic::take_fired();
+    for gsi in 0..ioapic::LINES {
+        if fired & (1 << gsi) != 0 {
+            k.device_interrupt(m, gsi);
+        }
+    }
+}
+
 /// Runs vCPUs on this processor forever.
 pub fn processor_loop(cpu_index: u32) -> ! {
     while KERNEL.lock().is_none() {
@@ -46,13 +75,7 @@ pub fn processor_loop(cpu_index: u32) -> ! {
     }
     loop {
         let picked = with_kernel(|k, m| {
-            k.ticks = percpu::global_ticks();
-            let fired = ioapic::take_fired();
-            for gsi in 0..ioapic::LINES {
-                if fired & (1 << gsi) != 0 {
-                    k.device_interrupt(m, gsi);
-                }
-            }
+            deliver_device_interrupts(k, m);
             k.pick(cpu_index)
         });
         match picked {
@@ -62,54 +85,118 @@ pub fn processor_loop(cpu_index: u32) -> ! {
     }
 }
 
-/// Runs one vCPU until it blocks, stops, yields or its slice ends.
+/// What a vCPU needs to enter guest mode: its VMCB, registers and priority.
+type EntryContext = (u64, GuestRegs, u8);
+
+/// Prepares `vcpu`'s entry (under the kernel lock); `None` if it must not run.
+fn entry_context(k: &mut Kernel, m: &mut HwMachine, vcpu: ObjectId) -> Option<EntryContext> {
+    if !k.prepare_entry(m, vcpu) {
+        return None;
+    }
+    k.objects.vcpu(vcpu).map(|v| (v.vmcb, v.regs, v.priority))
+}
+
+/// What the processor does after an exit was handled.
+enum Step {
+    /// Enter the guest again.
+    Enter(EntryContext),
+    /// Leave the vCPU (it blocked, yielded or was preempted).
+    Leave,
+    /// The vCPU stopped or was paused.
+    Off,
+    /// Finish a hypercall that waits for other processors, then go on.
+    Wait(Outcome),
+}
+
+/// Runs one vCPU until it blocks, stops, yields or its slice ends. One
+/// lock hold per exit: handling it and preparing the next entry.
 fn run_vcpu(cpu_index: u32, vcpu: ObjectId) {
-    let host_vmcb = percpu::current().host_vmcb;
-    let slice_start = percpu::current().ticks.load(Ordering::Relaxed);
+    let me = percpu::current();
+    let host_vmcb = me.host_vmcb;
+    let slice_start = me.ticks.load(Ordering::Relaxed);
+    // Set at a null-hypercall exit: the time-stamp counter at the exit.
+    let mut null_exit_at: Option<u64> = None;
+    let mut step = match with_kernel(|k, m| entry_context(k, m, vcpu)) {
+        Some(context) => Step::Enter(context),
+        None => Step::Off,
+    };
     loop {
-        let entry = with_kernel(|k, m| {
-            if !k.prepare_entry(m, vcpu) {
-                return None;
+        let (vmcb_pa, mut regs, priority) = match step {
+            Step::Enter(context) => context,
+            Step::Leave => return,
+            Step::Off => {
+                after_off(vcpu);
+                return;
             }
-            k.objects.vcpu(vcpu).map(|v| (v.vmcb, v.regs, v.priority))
-        });
-        let Some((vmcb_pa, mut regs, priority)) = entry else {
-            after_off(vcpu);
-            return;
+            Step::Wait(outcome) => {
+                wait(vcpu, outcome);
+                step = match with_kernel(|k, m| entry_context(k, m, vcpu)) {
+                    Some(context) => Step::Enter(context),
+                    None => Step::Off,
+                };
+                continue;
+            }
         };
-        let vmcb: &mut Vmcb = memory::frame_as(vmcb_pa);
+        let vmcb: &mut Vmcb = memory::vmcb_at(vmcb_pa);
+        let kicks = me.kicks.load(Ordering::Relaxed);
+        if let Some(exit_at) = null_exit_at.take() {
+            let path = cpu::rdtsc().wrapping_sub(exit_at);
+            NULL_CALLS.fetch_add(1, Ordering::Relaxed);
+            NULL_TOTAL.fetch_add(path, Ordering::Relaxed);
+            NULL_MIN.fetch_min(path, Ordering::Relaxed);
+        }
         svm::enter(vmcb, &mut regs, host_vmcb);
+        let exit_at = cpu::rdtsc();
         let exit = Exit::decode(
             vmcb.read_u64(offset::EXIT_CODE),
             vmcb.read_u64(offset::EXIT_INFO1),
             vmcb.read_u64(offset::EXIT_INFO2),
         );
-        let next = with_kernel(|k, m| {
+        let null_call =
+            exit == Exit::Vmmcall && vmcb.read_u64(offset::RAX) == ipc::hypercall::number::NULL;
+        let slice_over = me.ticks.load(Ordering::Relaxed) - slice_start >= SLICE_TICKS;
+        // The fast path: a null hypercall changes no kernel state, so unless
+        // something needs the kernel's attention (a kick from another
+        // processor, a device interrupt, the end of the slice) the vCPU goes
+        // straight back without the lock.
+        if null_call
+            && !slice_over
+            && me.kicks.load(Ordering::Relaxed) == kicks
+            && !ioapic::any_fired()
+        {
+            vmcb.write_u64(offset::RAX, 0);
+            (regs.rdi, regs.rsi, regs.rdx) = (0, 0, 0);
+            let rip = vmcb.read_u64(offset::RIP);
+            vmcb.write_u64(offset::RIP, rip.wrapping_add(3));
+            null_exit_at = Some(exit_at);
+            step = Step::Enter((vmcb_pa, regs, priority));
+            continue;
+        }
+        step = with_kernel(|k, m| {
+            deliver_device_interrupts(k, m);
             if let Some(v) = k.objects.vcpu_mut(vcpu) {
                 v.regs = regs;
             }
-            k.handle_exit(m, vcpu, exit)
-        });
-        match next {
-            Next::Resume => {
-                let used = percpu::current().ticks.load(Ordering::Relaxed) - slice_start;
-                if used >= SLICE_TICKS
-                    && with_kernel(|k, _| k.run_queues.has_ready(cpu_index, priority))
-                {
-                    with_kernel(|k, _| k.requeue(vcpu));
-                    return;
+            match k.handle_exit(m, vcpu, exit) {
+                Next::Resume if slice_over && k.run_queues.has_ready(cpu_index, priority) => {
+                    k.requeue(vcpu);
+                    Step::Leave
                 }
+                Next::Resume => match entry_context(k, m, vcpu) {
+                    Some(context) => Step::Enter(context),
+                    None => Step::Off,
+                },
+                Next::Yield => {
+                    k.requeue(vcpu);
+                    Step::Leave
+                }
+                Next::Blocked => Step::Leave,
+                Next::Off => Step::Off,
+                Next::Wait(outcome) => Step::Wait(outcome),
             }
-            Next::Yield => {
-                with_kernel(|k, _| k.requeue(vcpu));
-                return;
-            }
-            Next::Blocked => return,
-            Next::Off => {
-                after_off(vcpu);
-                return;
-            }
-            Next::Wait(outcome) => wait(vcpu, outcome),
+        });
+        if null_call && matches!(step, Step::Enter(_)) {
+            null_exit_at = Some(exit_at);
         }
     }
 }
@@ -144,6 +231,7 @@ fn after_off(vcpu: ObjectId) {
     });
     match root_state {
         Some(RunState::Stopped(StopReason::Halted, _)) => {
+            report_hypercall_path();
             kprintln!("{}", markers::KERNEL_POWER_OFF);
             power::exit(ExitCode::Success)
         }

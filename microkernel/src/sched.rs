@@ -71,18 +71,6 @@ impl RunQueues {
             }
         }
     }
-
-    /// The processor with the fewest queued vCPUs (placement for new vCPUs).
-    pub fn least_loaded(&self) -> u32 {
-        (0..self.cpus())
-            .min_by_key(|&c| {
-                self.queues[c as usize]
-                    .iter()
-                    .map(|q| q.len())
-                    .sum::<usize>()
-            })
-            .unwrap_or(0)
-    }
 }
 
 #[cfg(test)]
@@ -121,7 +109,6 @@ mod tests {
         q.enqueue(2, 0, v(9));
         assert_eq!(q.pick(0), None, "a vCPU runs only where it is queued");
         q.enqueue(1, 0, v(8));
-        assert_eq!(q.least_loaded(), 0);
         q.remove(v(9));
         assert_eq!(q.pick(2), None);
         assert_eq!(q.pick(1), Some(v(8)));

@@ -16,7 +16,9 @@ use ipc::markers::{
     NO_NESTED_PAGING, NO_VIRTUALIZATION, NestedPageFault, ROOT_BANNER, ROOT_POWER_OFF,
     RootReadsHypervisorFrame, RootRunning,
 };
-use ipc::workload::{DirtyDone, HostileTouchUnmapped, SpinProgress, VcpuHello};
+use ipc::workload::{
+    DirtyDone, HOSTILE_CHECKS, HostileSummary, HostileTouchUnmapped, SpinProgress, VcpuHello,
+};
 
 use crate::harness::{Expectation, ExpectedExit, Limits};
 
@@ -132,6 +134,10 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
             out.extend([
                 any_order(SpinProgress { vcpu: 0, step: 3 }),
                 any_order(ended("good")),
+                any_order(HostileSummary {
+                    passed: HOSTILE_CHECKS,
+                    failed: 0,
+                }),
                 any_order(HostileTouchUnmapped(unmapped)),
                 any_order(NestedPageFault {
                     partition: "evil",

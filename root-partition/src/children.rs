@@ -156,7 +156,7 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                     "{}",
                     markers::ChildDestroyed {
                         name: name.as_str(),
-                        mib: child.pages * 4096 >> 20
+                        mib: (child.pages * 4096) >> 20
                     }
                 );
                 freed = Some((name, child.base));

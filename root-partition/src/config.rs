@@ -153,10 +153,8 @@ fn child(words: core::str::SplitWhitespace<'_>, line: usize) -> Result<ChildSpec
                 workload = true;
             }
             "args" => {
-                let mut n = 0;
-                for arg in value.split(',') {
+                for (n, arg) in value.split(',').enumerate() {
                     *spec.args.get_mut(n).ok_or(bad)? = number(arg).ok_or(bad)?;
-                    n += 1;
                 }
             }
             "cpu" => {
@@ -171,7 +169,7 @@ fn child(words: core::str::SplitWhitespace<'_>, line: usize) -> Result<ChildSpec
         }
     }
     let memory_ok = (MIN_CHILD_MEMORY..=MAX_CHILD_MEMORY).contains(&spec.memory)
-        && spec.memory % (2 << 20) == 0;
+        && spec.memory.is_multiple_of(2 << 20);
     if !workload || !memory_ok || spec.vcpus == 0 || spec.vcpus > MAX_CHILD_VCPUS {
         return Err(bad);
     }

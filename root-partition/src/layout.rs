@@ -66,7 +66,7 @@ pub struct Layout {
 impl Layout {
     /// Plans a child of `memory` bytes whose image spans `[span_start, span_end)`.
     pub fn new(memory: u64, span_start: u64, span_end: u64) -> Result<Layout, LayoutError> {
-        if !(4 << 20..=1 << 30).contains(&memory) || memory % (2 << 20) != 0 {
+        if !(4 << 20..=1 << 30).contains(&memory) || !memory.is_multiple_of(2 << 20) {
             return Err(LayoutError::BadMemorySize);
         }
         let image_base = span_start & !0xfff;

@@ -17,6 +17,8 @@ fn main() {
 #[cfg(target_os = "none")]
 mod arch;
 #[cfg(target_os = "none")]
+mod bench;
+#[cfg(target_os = "none")]
 mod children;
 
 #[cfg(target_os = "none")]
@@ -75,6 +77,9 @@ mod entry {
                 "root partition: ISOLATION BROKEN: read {value:#x} from the hypervisor's memory"
             );
             arch::crash();
+        }
+        if info.has_flag(markers::BENCH_HYPERCALL) {
+            println!("{}", crate::bench::null_hypercall());
         }
         let scenario_name = info
             .cmdline()

@@ -687,7 +687,7 @@ impl Kernel {
         }
         let priority = (flags & 0xff) as u8;
         let cpu = match (flags >> 8) & 0xff {
-            0 => self.run_queues.least_loaded(),
+            0 => self.least_loaded_cpu(),
             n if (n as u32) <= self.run_queues.cpus() => n as u32 - 1,
             _ => return Err(Status::InvalidArgument),
         };

@@ -391,6 +391,21 @@ impl Kernel {
         }
     }
 
+    /// The processor with the fewest live vCPUs placed on it (running,
+    /// queued, blocked or paused): where a vCPU without affinity goes.
+    pub fn least_loaded_cpu(&self) -> u32 {
+        let mut load = alloc::vec![0usize; self.run_queues.cpus() as usize];
+        for id in self.objects.ids_of(ObjectKind::Vcpu) {
+            if let Some(v) = self.objects.vcpu(id)
+                && v.state != State::Stopped
+                && let Some(slot) = load.get_mut(v.cpu as usize)
+            {
+                *slot += 1;
+            }
+        }
+        (0..load.len()).min_by_key(|&c| load[c]).unwrap_or(0) as u32
+    }
+
     /// Whether a vCPU is on a processor now.
     pub fn is_running(&self, vcpu: ObjectId) -> bool {
         self.objects

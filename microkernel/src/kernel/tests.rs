@@ -821,3 +821,13 @@ fn a_partition_halts_only_when_every_vcpu_has_stopped() {
     );
     assert!(w.root_call(Call::VcpuStart { vcpu: second }).is_ok());
 }
+
+#[test]
+fn new_vcpus_go_to_the_least_loaded_processor() {
+    let mut w = World::new();
+    // The root's vCPU runs on processor 0: a child's first vCPU goes to 1.
+    let c = w.child("alpha", 0, 16);
+    assert_eq!(w.k.objects.vcpu(c.vcpu).unwrap().cpu, 1);
+    let d = w.child("beta", 16, 16);
+    assert_eq!(w.k.objects.vcpu(d.vcpu).unwrap().cpu, 0);
+}

@@ -97,3 +97,13 @@ pub fn halt_forever() -> ! {
         unsafe { asm!("cli; hlt", options(nomem, nostack)) };
     }
 }
+
+/// Reads the time-stamp counter (instructions, under QEMU `-icount shift=0`).
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC only reads the counter.
+    unsafe {
+        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    ((hi as u64) << 32) | lo as u64
+}

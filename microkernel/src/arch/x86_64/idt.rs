@@ -230,7 +230,10 @@ extern "C" fn interrupt_dispatch(frame: &mut TrapFrame) {
             super::percpu::tick();
             super::apic::eoi();
         }
-        v if v == WAKEUP_VECTOR as u64 => super::apic::eoi(),
+        v if v == WAKEUP_VECTOR as u64 => {
+            super::percpu::kicked();
+            super::apic::eoi();
+        }
         v if (super::ioapic::VECTOR_BASE as u64
             ..super::ioapic::VECTOR_BASE as u64 + super::ioapic::LINES as u64)
             .contains(&v) =>

@@ -63,3 +63,8 @@ pub fn fired(gsi: u32) {
 pub fn take_fired() -> u64 {
     FIRED.swap(0, Ordering::AcqRel)
 }
+
+/// Whether a line fired and waits for the kernel.
+pub fn any_fired() -> bool {
+    FIRED.load(Ordering::Acquire) != 0
+}

@@ -100,7 +100,7 @@ impl Machine for HwMachine {
     }
 
     fn vmcb(&mut self, hpa: u64) -> &mut Vmcb {
-        memory::frame_as(hpa)
+        memory::vmcb_at(hpa)
     }
 
     fn vmcb_free(&mut self, hpa: u64) {

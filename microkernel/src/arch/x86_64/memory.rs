@@ -220,3 +220,16 @@ pub fn read_partition_bytes(src: u64, out: &mut [u8]) {
     // SAFETY: the source is partition RAM (checked), identity mapped.
     unsafe { core::ptr::copy(src as *const u8, out.as_mut_ptr(), out.len()) };
 }
+
+/// The VMCB at `addr`, without the pool lookup of [`frame_as`]: the vCPU
+/// loop and the kernel core touch a VMCB on every exit.
+///
+/// `addr` must come from `HwMachine::vmcb_new` (a zeroed, page-aligned pool
+/// frame holding one vCPU's VMCB, used only by the processor running that
+/// vCPU or under the kernel lock while it is off every processor).
+pub fn vmcb_at(addr: u64) -> &'static mut microkernel::svm::vmcb::Vmcb {
+    debug_assert_eq!(addr % 4096, 0);
+    // SAFETY: see above: the frame is a live VMCB in the identity-mapped
+    // pool, and the kernel's vCPU states make its users take turns.
+    unsafe { &mut *(addr as *mut microkernel::svm::vmcb::Vmcb) }
+}

@@ -50,6 +50,8 @@ pub struct PerCpu {
     pub apic_id: u32,
     /// Local APIC timer interrupts taken.
     pub ticks: AtomicU64,
+    /// Wake-up IPIs taken (another processor wants this one's attention).
+    pub kicks: AtomicU64,
     /// Physical address of the host state-save area (VM_HSAVE_PA).
     pub host_save_area: u64,
     /// Physical address of the VMCB holding the host's VMSAVE state.
@@ -70,6 +72,7 @@ impl PerCpu {
             index,
             apic_id,
             ticks: AtomicU64::new(0),
+            kicks: AtomicU64::new(0),
             host_save_area: 0,
             host_vmcb: 0,
             gdt: Gdt::new(),
@@ -107,6 +110,11 @@ pub fn current() -> &'static PerCpu {
 pub fn installed() -> bool {
     // SAFETY: GS_BASE exists on every x86-64 processor.
     unsafe { msr::rdmsr(msr::Msr::GsBase) != 0 }
+}
+
+/// Counts a wake-up IPI on this processor.
+pub fn kicked() {
+    current().kicks.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Timer ticks of the bootstrap processor: the kernel's clock.
