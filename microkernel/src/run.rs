@@ -30,13 +30,9 @@ static NULL_MIN: AtomicU64 = AtomicU64::new(u64::MAX);
 /// Prints the microkernel's own null-hypercall path, if any were made.
 fn report_hypercall_path() {
     let calls = NULL_CALLS.load(Ordering::Relaxed);
-    if calls > 0 {
-        let path = markers::KernelHypercallPath {
-            min: NULL_MIN.load(Ordering::Relaxed),
-            mean: NULL_TOTAL.load(Ordering::Relaxed) / calls,
-            calls,
-        };
-        kprintln!("{path}");
+    if let Some(mean) = NULL_TOTAL.load(Ordering::Relaxed).checked_div(calls) {
+        let min = NULL_MIN.load(Ordering::Relaxed);
+        kprintln!("{}", markers::KernelHypercallPath { min, mean, calls });
     }
 }
 
