@@ -6,6 +6,7 @@
 //! Every path is resolved from the workspace root, never from the current
 //! directory; every external tool is run with an explicit argument list (no shell).
 
+pub mod bench;
 pub mod iso;
 pub mod kernel;
 pub mod launch;

@@ -31,6 +31,8 @@ enum Command {
     /// Run the whole test suite: prerequisites, fmt, clippy, kernel build, fuzz
     /// smoke, benchmarks, then `cargo nextest run --workspace` (host and QEMU tests).
     Test(TestArgs),
+    /// Measure the null-hypercall round trip in instructions (QEMU `-icount shift=0`).
+    Bench,
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
         Command::Iso(args) => iso_command(&args).map(|()| 0),
         Command::Run(args) => run_command(&args),
         Command::Test(args) => test_command(args),
+        Command::Bench => image::bench::hypercall().map(|_| 0),
     };
     match result {
         Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(1)),

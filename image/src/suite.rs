@@ -122,6 +122,10 @@ pub fn run(options: &SuiteOptions) -> Result<i32> {
     } else {
         announce("benchmark: no vhd/benches/vs_qemu_img.rs yet");
     }
+    if !options.skip_bench {
+        announce("benchmark: null-hypercall round trip under QEMU -icount (cargo image bench)");
+        crate::bench::hypercall()?;
+    }
 
     announce("tests: cargo nextest run --workspace");
     let mut nextest = cargo(&["nextest", "run", "--workspace"]);
