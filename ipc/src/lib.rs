@@ -15,4 +15,5 @@ pub mod exit;
 pub mod hypercall;
 pub mod markers;
 pub mod vcpu_state;
+pub mod vmbus;
 pub mod workload;
