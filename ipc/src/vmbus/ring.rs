@@ -4,11 +4,16 @@
 //! | offset | field | written by |
 //! |---|---|---|
 //! | 0 | write index (byte offset into the data area) | producer |
-//! | 4 | read index | consumer |
-//! | 8 | interrupt mask (1 = consumer is polling, do not signal) | consumer |
-//! | 12 | pending-send size (bytes the producer waits for, 0 = none) | producer (consumer clears) |
-//! | 16 | feature bits ([`FEATURE_PENDING_SEND`]) | creator |
-//! | 20..4096 | reserved, zero | — |
+//! | 4 | pending-send size (bytes the producer waits for, 0 = none) | producer (consumer clears) |
+//! | 64 | read index | consumer |
+//! | 128 | interrupt mask (1 = consumer is polling, do not signal) | consumer |
+//! | 192 | feature bits ([`FEATURE_PENDING_SEND`]) | creator |
+//! | everything else up to 4096 | reserved, zero | — |
+//!
+//! The write index, the read index and the interrupt mask each have a
+//! 64-byte cache line of their own: the index stores of one side never
+//! evict the other side's lines, and the mask (read by the producer after
+//! every packet, written rarely) stays shared in both caches.
 //! | 4096.. | data area, `data_bytes` long | producer |
 //!
 //! # Invariants
@@ -39,13 +44,13 @@ pub const CONTROL_BYTES: usize = 4096;
 /// Offset of the write index in the control page.
 pub const WRITE_INDEX: usize = 0;
 /// Offset of the read index.
-pub const READ_INDEX: usize = 4;
+pub const READ_INDEX: usize = 64;
 /// Offset of the interrupt mask.
-pub const INTERRUPT_MASK: usize = 8;
+pub const INTERRUPT_MASK: usize = 128;
 /// Offset of the pending-send size.
-pub const PENDING_SEND_SIZE: usize = 12;
+pub const PENDING_SEND_SIZE: usize = 4;
 /// Offset of the feature bits.
-pub const FEATURES: usize = 16;
+pub const FEATURES: usize = 192;
 /// Feature bit: the consumer honours the pending-send size.
 pub const FEATURE_PENDING_SEND: u32 = 1;
 /// Smallest data area (tests use small rings to wrap often).
@@ -252,20 +257,27 @@ impl<M: RingMemory> Producer<M> {
         }
         let old = self.write;
         write_wrapped(&self.mem, self.size, old, &header.to_wire());
-        write_wrapped(
-            &self.mem,
-            self.size,
-            advance(old, HEADER_BYTES, self.size),
-            payload,
-        );
+        // The payload in whole 8-byte words: the padding is the packet's own,
+        // so the last word is written with zeros instead of merged.
+        let at = advance(old, HEADER_BYTES, self.size);
+        let whole = payload.len() / PACKET_ALIGN * PACKET_ALIGN;
+        write_wrapped(&self.mem, self.size, at, &payload[..whole]);
+        if whole < payload.len() {
+            let mut last = [0u8; PACKET_ALIGN];
+            last[..payload.len() - whole].copy_from_slice(&payload[whole..]);
+            write_wrapped(&self.mem, self.size, advance(at, whole, self.size), &last);
+        }
         self.write = advance(old, total, self.size);
         self.mem.store_u32_release(WRITE_INDEX, self.write);
-        // Signal only on empty -> non-empty, and only if the consumer is not polling.
+        // Signal only on empty -> non-empty, and only if the consumer is not
+        // polling (a polling consumer's mask line stays shared: cheap to load).
         fence(Ordering::SeqCst);
-        let masked = self.mem.load_u32_acquire(INTERRUPT_MASK) != 0;
+        if self.mem.load_u32_acquire(INTERRUPT_MASK) != 0 {
+            return Ok(Sent::Written { signal: false });
+        }
         let read = self.load_read()?;
         Ok(Sent::Written {
-            signal: !masked && read == old,
+            signal: read == old,
         })
     }
 

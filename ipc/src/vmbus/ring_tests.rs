@@ -3,7 +3,7 @@
 
 extern crate std;
 
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::vec::Vec;
 
@@ -11,14 +11,14 @@ use super::*;
 use crate::vmbus::memory::AtomicRingMemory;
 use crate::vmbus::packet::KIND_MESSAGE;
 
-fn words(data_bytes: usize) -> Vec<AtomicU64> {
-    (0..(CONTROL_BYTES + data_bytes) / 8)
-        .map(|_| AtomicU64::new(0))
+fn words(data_bytes: usize) -> Vec<AtomicU32> {
+    (0..(CONTROL_BYTES + data_bytes) / 4)
+        .map(|_| AtomicU32::new(0))
         .collect()
 }
 
 fn pair(
-    mem: &[AtomicU64],
+    mem: &[AtomicU32],
 ) -> (
     Producer<AtomicRingMemory<'_>>,
     Consumer<AtomicRingMemory<'_>>,
@@ -228,8 +228,8 @@ fn hostile_indices_and_lengths_are_errors() {
 /// carries its sequence number and is checked byte for byte.
 #[test]
 fn two_threads_random_sizes_checksums() {
-    const MESSAGES: u64 = 200_000;
-    let mem: Arc<Vec<AtomicU64>> = Arc::new(words(8192));
+    const MESSAGES: u64 = 50_000;
+    let mem: Arc<Vec<AtomicU32>> = Arc::new(words(8192));
     initialize(&AtomicRingMemory::new(&mem)).unwrap();
     let tx_mem = Arc::clone(&mem);
     let producer = std::thread::spawn(move || {
@@ -285,7 +285,7 @@ fn two_threads_random_sizes_checksums() {
 fn no_lost_wakeups_between_threads() {
     use core::sync::atomic::{AtomicU64 as Counter, Ordering as O};
     const MESSAGES: u64 = 50_000;
-    let mem: Arc<Vec<AtomicU64>> = Arc::new(words(1024));
+    let mem: Arc<Vec<AtomicU32>> = Arc::new(words(1024));
     initialize(&AtomicRingMemory::new(&mem)).unwrap();
     let to_consumer = Arc::new(Counter::new(0));
     let to_producer = Arc::new(Counter::new(0));
