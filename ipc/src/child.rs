@@ -16,7 +16,7 @@ use crate::hypercall::{Name, SlotHandle};
 /// `ChildBootInfo::magic`: "CAPVCHLD".
 pub const CHILD_BOOT_MAGIC: u64 = u64::from_le_bytes(*b"CAPVCHLD");
 /// Version of the layout below.
-pub const CHILD_BOOT_VERSION: u32 = 1;
+pub const CHILD_BOOT_VERSION: u32 = 2;
 /// Longest workload name.
 pub const MAX_WORKLOAD: usize = 32;
 /// Most vCPUs a child has.
@@ -25,6 +25,9 @@ pub const MAX_CHILD_VCPUS: u32 = 4;
 pub const CHILD_BOOT_PAGE: u64 = 0x1000;
 /// Vector the root binds a child's event port to on vCPU 0 (root → child events).
 pub const CHILD_EVENT_VECTOR: u8 = 0x40;
+/// Vector the root binds a child's VMBus event ports to on vCPU 0: the
+/// control channel's, then one per opened channel (`+ 1 + offer id`).
+pub const CHILD_VMBUS_VECTOR: u8 = 0x41;
 
 /// The boot page of a child partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +55,15 @@ pub struct ChildBootInfo {
     /// A port the child owns, bound by the root to [`CHILD_EVENT_VECTOR`] on vCPU 0
     /// (BIND, to acknowledge), or `None`.
     pub from_root: Option<SlotHandle>,
+    /// The VMBus control channel's pages (`ipc::vmbus::control`): a ring
+    /// of `CONTROL_RING_PAGES` child-to-root, then one root-to-child,
+    /// initialised by the root; empty if the child has no VMBus.
+    pub vmbus_control: PhysRange,
+    /// The port the child signals for the control channel (SIGNAL), or `None`.
+    pub vmbus_signal: Option<SlotHandle>,
+    /// The control channel's event port, bound to [`CHILD_VMBUS_VECTOR`]
+    /// on vCPU 0 (BIND, to acknowledge), or `None`.
+    pub vmbus_event: Option<SlotHandle>,
 }
 
 /// Why a child boot page was refused.
@@ -101,6 +113,7 @@ impl ChildBootInfo {
     /// Encodes the page (little-endian u64 words, in field order).
     pub fn to_page(&self) -> [u8; 4096] {
         let mut words = [0u64; 24];
+        // Words 23.. stay zero (reserved).
         words[0] = CHILD_BOOT_MAGIC;
         words[1] = CHILD_BOOT_VERSION as u64 | ((self.vcpu_count as u64) << 32);
         words[2] = self.name.raw();
@@ -118,6 +131,10 @@ impl ChildBootInfo {
         words[16] = self.self_slot.raw();
         words[17] = opt_slot(self.to_root);
         words[18] = opt_slot(self.from_root);
+        words[19] = self.vmbus_control.start;
+        words[20] = self.vmbus_control.end;
+        words[21] = opt_slot(self.vmbus_signal);
+        words[22] = opt_slot(self.vmbus_event);
         let mut page = [0u8; 4096];
         for (i, w) in words.iter().enumerate() {
             page[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
@@ -162,12 +179,25 @@ impl ChildBootInfo {
             self_slot: SlotHandle::from_raw(word(16)).map_err(|_| ChildBootError::BadField)?,
             to_root: read_opt_slot(word(17))?,
             from_root: read_opt_slot(word(18))?,
+            vmbus_control: PhysRange {
+                start: word(19),
+                end: word(20),
+            },
+            vmbus_signal: read_opt_slot(word(21))?,
+            vmbus_event: read_opt_slot(word(22))?,
         };
+        let vmbus = info.vmbus_control;
+        let vmbus_ok = vmbus.is_empty()
+            || (vmbus.start.is_multiple_of(4096)
+                && vmbus.start > CHILD_BOOT_PAGE
+                && vmbus.len() == crate::vmbus::control::CONTROL_CHANNEL_PAGES * 4096
+                && vmbus.end <= info.memory_bytes);
         let len = workload
             .iter()
             .position(|&c| c == 0)
             .unwrap_or(MAX_WORKLOAD);
         if core::str::from_utf8(&workload[..len]).is_err()
+            || !vmbus_ok
             || info.heap.start > info.heap.end
             || info.heap.end > info.memory_bytes
             || info.stack_top > info.memory_bytes
@@ -208,6 +238,15 @@ mod tests {
                 generation: 1,
             }),
             from_root: None,
+            vmbus_control: PhysRange {
+                start: 0xf0_0000,
+                end: 0xf0_4000,
+            },
+            vmbus_signal: Some(SlotHandle {
+                index: 5,
+                generation: 2,
+            }),
+            vmbus_event: None,
         };
         info.set_workload("hello");
         info
@@ -244,6 +283,18 @@ mod tests {
         );
         let mut bad = info;
         bad.stack_bytes = u64::MAX;
+        assert_eq!(
+            ChildBootInfo::from_page(&bad.to_page()),
+            Err(ChildBootError::BadField)
+        );
+        let mut bad = info;
+        bad.vmbus_control.start += 8;
+        assert_eq!(
+            ChildBootInfo::from_page(&bad.to_page()),
+            Err(ChildBootError::BadField)
+        );
+        let mut bad = info;
+        bad.vmbus_control.end += 4096;
         assert_eq!(
             ChildBootInfo::from_page(&bad.to_page()),
             Err(ChildBootError::BadField)

@@ -309,3 +309,8 @@ impl fmt::Display for KernelHypercallPath {
         )
     }
 }
+
+/// Kernel command-line word that lets child partitions print through the
+/// `DebugWrite` hypercall (off by default: children print over their VMBus
+/// console; the root always may).
+pub const DEBUG_CONSOLE: &str = "debug-console";

@@ -158,6 +158,11 @@ pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
         .collect();
     let asids = arch::cpu::virt_features().asids;
     let mut kernel = Kernel::new(cpus, asids);
+    kernel.child_debug_console = boot
+        .cmdline
+        .as_str()
+        .split_whitespace()
+        .any(|w| w == ipc::markers::DEBUG_CONSOLE);
     let mut machine = HwMachine;
     let (root, mut caps) = kernel
         .create_root(&mut machine, nested_cr3, &ram, &root_gsis(), &root_ports())

@@ -12,6 +12,9 @@
 //!   [`try_line`] is the one path that gives up instead (for tests of the
 //!   rate limit).
 //! - Lines longer than [`LINE_MAX`] bytes are cut and end in `...`.
+//! - Once a line sink is installed ([`set_line_sink`], e.g. the child's
+//!   VMBus console), whole lines go there first; a line the sink refuses
+//!   (its channel is down) falls back to `DebugWrite`.
 
 use core::fmt;
 
@@ -26,6 +29,16 @@ use crate::sync::SpinLock;
 pub const LINE_MAX: usize = 160;
 
 static LOCK: SpinLock<()> = SpinLock::new(());
+
+/// Where whole lines go before `DebugWrite`: returns `true` if it took the line.
+pub type LineSink = fn(&[u8]) -> bool;
+
+static SINK: SpinLock<Option<LineSink>> = SpinLock::new(None);
+
+/// Installs (or with `None` removes) the line sink.
+pub fn set_line_sink(sink: Option<LineSink>) {
+    arch::without_interrupts(|| *SINK.lock() = sink);
+}
 
 /// One line of text being formatted.
 pub struct LineBuffer {
@@ -133,10 +146,16 @@ fn yield_now() {
     let _ = hypercall(&Call::Yield);
 }
 
-/// Sends one whole line under the console lock, interrupts disabled.
+/// Sends one whole line under the console lock, interrupts disabled
+/// (through the line sink first when `retry` is set; `try_line` tests the
+/// `DebugWrite` path itself).
 fn emit(line: &[u8], retry: bool) -> Result<(), Status> {
     arch::without_interrupts(|| {
         let _guard = LOCK.lock();
+        let sink = *SINK.lock();
+        if retry && sink.is_some_and(|sink| sink(line)) {
+            return Ok(());
+        }
         send_line(line, retry, debug_write, yield_now)
     })
 }
@@ -202,8 +221,9 @@ pub fn print_line(args: fmt::Arguments<'_>) {
     let _ = console.flush();
 }
 
-/// Sends one line without retrying: `Err(RateLimited)` if the microkernel
-/// refused a chunk for the rate limit (the line may then be partly sent).
+/// Sends one line through `DebugWrite` (never the line sink) without
+/// retrying: `Err(RateLimited)` if the microkernel refused a chunk for the
+/// rate limit (the line may then be partly sent).
 pub fn try_line(args: fmt::Arguments<'_>) -> Result<(), Status> {
     let mut line = LineBuffer::new();
     let _ = fmt::Write::write_fmt(&mut line, args);

@@ -396,10 +396,15 @@ impl Kernel {
 
     fn debug_write(&mut self, m: &mut impl Machine, caller: ObjectId, bytes: &[u8]) -> CallResult {
         let now = self.ticks;
+        let children_may = self.child_debug_console;
         let p = self
             .objects
             .partition_mut(caller)
             .ok_or(Status::InvalidSlot)?;
+        // Children print over their VMBus console unless `debug-console` is on.
+        if p.creator.is_some() && !children_may {
+            return Err(Status::InsufficientRights);
+        }
         // Lines this call completes (a newline, or a full buffer).
         let mut len = p.console_len;
         let mut lines = 0;

@@ -74,6 +74,8 @@ pub struct Kernel {
     asids_in_use: Vec<bool>,
     /// I/O APIC lines to unmask (true) or mask, for the hardware layer to apply.
     pub pending_routes: Vec<(u32, bool)>,
+    /// Children may use `DebugWrite` (kernel command line `debug-console`).
+    pub child_debug_console: bool,
 }
 
 impl Kernel {
@@ -87,6 +89,7 @@ impl Kernel {
             ticks: 0,
             asids_in_use: alloc::vec![false; asids.max(2) as usize],
             pending_routes: Vec::new(),
+            child_debug_console: false,
         }
     }
 

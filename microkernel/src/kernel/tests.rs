@@ -700,8 +700,24 @@ fn state_get_set_and_memory_read_write() {
 }
 
 #[test]
+fn children_use_the_debug_console_only_when_the_command_line_allows() {
+    let mut w = World::new();
+    let c = w.child("alpha", 0, 16);
+    let mut bytes = [0u8; ipc::hypercall::DEBUG_WRITE_MAX];
+    bytes[..3].copy_from_slice(b"hi\n");
+    let write = Call::DebugWrite { len: 3, bytes };
+    assert_eq!(w.call_as(c.id, c.vcpu, write), Err(Status::InsufficientRights));
+    assert!(w.m.lines.iter().all(|l| !l.contains("hi")));
+    assert!(w.root_call(write).is_ok(), "the root always may");
+    w.k.child_debug_console = true;
+    assert!(w.call_as(c.id, c.vcpu, write).is_ok());
+    assert_eq!(w.m.lines.last().unwrap(), "[alpha] hi");
+}
+
+#[test]
 fn console_is_line_buffered_and_rate_limited() {
     let mut w = World::new();
+    w.k.child_debug_console = true;
     let c = w.child("alpha", 0, 16);
     let write = |s: &str| {
         let mut bytes = [0u8; ipc::hypercall::DEBUG_WRITE_MAX];

@@ -269,3 +269,123 @@ pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
     }
     r
 }
+
+/// Ring memory over a range of this partition's memory shared with another
+/// partition (VMBus rings): every access is a real load or store the peer
+/// may race with — index words as atomics, data as volatile accesses —
+/// and nothing is ever cached. See `ipc::vmbus::memory::RingMemory`.
+#[derive(Debug)]
+pub struct SharedRingMemory {
+    base: u64,
+    len: usize,
+}
+
+impl SharedRingMemory {
+    /// Ring memory at virtual address `base`, `len` bytes.
+    ///
+    /// # Safety
+    /// `[base, base + len)` must be mapped readable and writable for as long
+    /// as the value (and every copy made by [`SharedRingMemory::split_at`])
+    /// lives, 4-byte aligned, and used by no Rust reference: only through
+    /// this type (and the peer partition).
+    pub unsafe fn new(base: u64, len: usize) -> Self {
+        SharedRingMemory { base, len }
+    }
+
+    /// Splits into `[0, at)` and `[at, len)` (`at` is clamped to `len`).
+    pub fn split_at(self, at: usize) -> (Self, Self) {
+        let at = at.min(self.len) & !3;
+        (
+            SharedRingMemory {
+                base: self.base,
+                len: at,
+            },
+            SharedRingMemory {
+                base: self.base + at as u64,
+                len: self.len - at,
+            },
+        )
+    }
+
+    fn in_range(&self, offset: usize, len: usize) -> bool {
+        offset.checked_add(len).is_some_and(|end| end <= self.len)
+    }
+
+    fn word(&self, offset: usize) -> &core::sync::atomic::AtomicU32 {
+        // SAFETY: callers check that `offset` is 4-aligned and the word lies
+        // inside the range, which `new`'s contract says is mapped, aligned
+        // and accessed only atomically or volatilely (never through a Rust
+        // reference to plain data), so an `AtomicU32` view is sound.
+        unsafe { core::sync::atomic::AtomicU32::from_ptr((self.base + offset as u64) as *mut u32) }
+    }
+}
+
+impl ipc::vmbus::memory::RingMemory for SharedRingMemory {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn load_u32_acquire(&self, offset: usize) -> u32 {
+        if !offset.is_multiple_of(4) || !self.in_range(offset, 4) {
+            return 0;
+        }
+        self.word(offset)
+            .load(core::sync::atomic::Ordering::Acquire)
+    }
+
+    fn store_u32_release(&self, offset: usize, value: u32) {
+        if !offset.is_multiple_of(4) || !self.in_range(offset, 4) {
+            return;
+        }
+        self.word(offset)
+            .store(value, core::sync::atomic::Ordering::Release);
+    }
+
+    fn read(&self, offset: usize, buf: &mut [u8]) {
+        if !self.in_range(offset, buf.len()) {
+            buf.fill(0);
+            return;
+        }
+        let mut at = self.base + offset as u64;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            if at.is_multiple_of(8) && rest.len() >= 8 {
+                // SAFETY: 8 bytes inside the range (checked above), aligned;
+                // a volatile read of shared memory the peer may change.
+                let w = unsafe { core::ptr::read_volatile(at as *const u64) };
+                rest[..8].copy_from_slice(&w.to_le_bytes());
+                rest = &mut rest[8..];
+                at += 8;
+            } else {
+                // SAFETY: one byte inside the range (checked above).
+                rest[0] = unsafe { core::ptr::read_volatile(at as *const u8) };
+                rest = &mut rest[1..];
+                at += 1;
+            }
+        }
+    }
+
+    fn write(&self, offset: usize, data: &[u8]) {
+        if !self.in_range(offset, data.len()) {
+            return;
+        }
+        let mut at = self.base + offset as u64;
+        let mut rest = data;
+        while !rest.is_empty() {
+            if at.is_multiple_of(8) && rest.len() >= 8 {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&rest[..8]);
+                // SAFETY: 8 bytes inside the range (checked above), aligned;
+                // the ring protocol gives these bytes to this side now.
+                unsafe { core::ptr::write_volatile(at as *mut u64, u64::from_le_bytes(b)) };
+                rest = &rest[8..];
+                at += 8;
+            } else {
+                // SAFETY: one byte inside the range (checked above).
+                unsafe { core::ptr::write_volatile(at as *mut u8, rest[0]) };
+                rest = &rest[1..];
+                at += 1;
+            }
+        }
+    }
+}
