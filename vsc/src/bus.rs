@@ -146,7 +146,9 @@ impl<M: RingMemory> GuestBus<M> {
                 }
                 GuestEvent::OffersKnown => return Ok(()),
                 GuestEvent::Nothing => {}
-                GuestEvent::Channel(_) => return Err(BusError::Protocol(ProtocolError::OutOfOrder)),
+                GuestEvent::Channel(_) => {
+                    return Err(BusError::Protocol(ProtocolError::OutOfOrder));
+                }
             }
         }
     }

@@ -105,7 +105,11 @@ impl<M: RingMemory> ConsoleClient<M> {
         mut signal: impl FnMut(),
     ) -> Result<usize, ConsoleClientError> {
         let mut buf = [0u8; 512];
-        match self.rx.try_recv(&mut buf).map_err(ConsoleClientError::Ring)? {
+        match self
+            .rx
+            .try_recv(&mut buf)
+            .map_err(ConsoleClientError::Ring)?
+        {
             Recv::Packet(p) => match packet::decode::<ConsoleMessage<'_>>(&p) {
                 Ok(m @ ConsoleMessage::Input { bytes }) if m.check().is_ok() => {
                     let n = bytes.len().min(out.len());
@@ -143,12 +147,20 @@ mod tests {
         initialize(&b).unwrap();
         let mut client = ConsoleClient::new(Producer::new(a).unwrap(), Consumer::new(b).unwrap());
         let mut signals = 0;
-        client.write_line(b"hello", || signals += 1, || panic!("full")).unwrap();
-        client.write_line(b"a\nb", || signals += 1, || panic!("full")).unwrap();
+        client
+            .write_line(b"hello", || signals += 1, || panic!("full"))
+            .unwrap();
+        client
+            .write_line(b"a\nb", || signals += 1, || panic!("full"))
+            .unwrap();
         let long = [b'x'; 300];
-        client.write_line(&long, || signals += 1, || panic!("full")).unwrap();
+        client
+            .write_line(&long, || signals += 1, || panic!("full"))
+            .unwrap();
         // "\xc3\xa9" is one character: a cut in the middle drops it whole.
-        client.write_line(b"caf\xc3", || signals += 1, || panic!("full")).unwrap();
+        client
+            .write_line(b"caf\xc3", || signals += 1, || panic!("full"))
+            .unwrap();
         assert_eq!(signals, 1);
         assert_eq!((client.lines(), client.signals()), (4, 1));
         let mut rx = Consumer::new(a).unwrap();
@@ -167,8 +179,13 @@ mod tests {
         // Input from the root.
         let mut tx = Producer::new(b).unwrap();
         let mut scratch = [0u8; 64];
-        tx.send_message(0, 0, &ConsoleMessage::Input { bytes: b"ls\n" }, &mut scratch)
-            .unwrap();
+        tx.send_message(
+            0,
+            0,
+            &ConsoleMessage::Input { bytes: b"ls\n" },
+            &mut scratch,
+        )
+        .unwrap();
         let mut out = [0u8; 8];
         assert_eq!(client.read_input(&mut out, || {}), Ok(3));
         assert_eq!(&out[..3], b"ls\n");

@@ -1,1 +1,14 @@
-//! placeholder
+//! capvisor's virtualization service providers: the root partition's end
+//! of every child's VMBus — the control channel ([`bus`]) and the devices
+//! behind it (the console today).
+//!
+//! # Invariants
+//! `no_std`, no `unsafe`, no allocation; the hypervisor-facing operations
+//! (mapping a child's pages, making ports, signalling) are the
+//! [`bus::Platform`] trait, so everything here runs in host tests against
+//! atomics-backed ring memory. Every byte from a child is hostile: a
+//! broken ring or protocol closes the channel with a reason, never panics.
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod bus;

@@ -347,18 +347,7 @@ impl<M: RingMemory> Consumer<M> {
     /// Reads the next packet into `buf` (which bounds the payload length
     /// this end accepts). Every length is checked against the ring and `buf`.
     pub fn try_recv<'b>(&mut self, buf: &'b mut [u8]) -> Result<Recv<'b>, RingError> {
-        if self.write == self.read && self.load_write()? == self.read {
-            let mut signal_producer = false;
-            if !self.pending_checked {
-                self.pending_checked = true;
-                fence(Ordering::SeqCst);
-                let pending = self.mem.load_u32_acquire(PENDING_SEND_SIZE) as usize;
-                // The ring is empty: everything but the one reserved slot is free.
-                if pending != 0 && pending <= self.size as usize - PACKET_ALIGN {
-                    self.mem.store_u32_release(PENDING_SEND_SIZE, 0);
-                    signal_producer = true;
-                }
-            }
+        if let Some(signal_producer) = self.poll_empty()? {
             return Ok(Recv::Empty { signal_producer });
         }
         let available = used(self.write, self.read, self.size) as usize;
@@ -387,6 +376,27 @@ impl<M: RingMemory> Consumer<M> {
             header,
             payload: &*payload,
         }))
+    }
+
+    /// `None` if a packet is waiting; `Some(signal_producer)` if the ring is
+    /// empty, where `signal_producer` says the producer waits for space
+    /// (pending-send size) and enough is free now: signal it.
+    pub fn poll_empty(&mut self) -> Result<Option<bool>, RingError> {
+        if self.write != self.read || self.load_write()? != self.read {
+            return Ok(None);
+        }
+        let mut signal_producer = false;
+        if !self.pending_checked {
+            self.pending_checked = true;
+            fence(Ordering::SeqCst);
+            let pending = self.mem.load_u32_acquire(PENDING_SEND_SIZE) as usize;
+            // The ring is empty: everything but the one reserved slot is free.
+            if pending != 0 && pending <= self.size as usize - PACKET_ALIGN {
+                self.mem.store_u32_release(PENDING_SEND_SIZE, 0);
+                signal_producer = true;
+            }
+        }
+        Ok(Some(signal_producer))
     }
 
     /// Tells the producer not to signal: the consumer is polling.

@@ -1,0 +1,435 @@
+//! One child's VMBus, the root's side: the control channel (version,
+//! offers, open, close), and the console channel the child opens, whose
+//! lines the root prints as `[<child>] <line>`.
+//!
+//! # Invariants
+//! - Only [`ChildBus::service`] reads the child's rings; each call handles
+//!   at most a bounded batch per ring, so one chatty child cannot starve
+//!   the others.
+//! - Any [`CloseReason`] closes the channel it happened on (unmapping its
+//!   pages); a broken control channel closes every channel of the child.
+//!   After a close the child's memory is never touched again.
+//! - While the root drains a ring its interrupt mask is set; the mask is
+//!   cleared (and the ring checked once more) only when it runs empty, so
+//!   a busy child signals rarely.
+
+use core::fmt;
+
+use ipc::vmbus::console::{ConsoleError, ConsoleMessage};
+use ipc::vmbus::control::{
+    CONSOLE_CLASS, ControlMessage, Guid, HostAction, HostControl, MAX_OFFERS, OfferProperties,
+    OpenStatus, ProtocolError,
+};
+use ipc::vmbus::memory::RingMemory;
+use ipc::vmbus::packet::{self, CodecError};
+use ipc::vmbus::ring::{Consumer, Producer, Recv, RingError, Sent};
+
+/// Offer id of the console (the first and only offer today).
+pub const CONSOLE_OFFER: u32 = 0;
+/// Packets handled per ring per [`ChildBus::service`] call.
+pub const BATCH: usize = 64;
+
+/// What the root's hypervisor side does for the bus.
+pub trait Platform {
+    /// Ring memory of a mapped channel.
+    type Memory: RingMemory;
+    /// Checks the child's pages `[gpa, gpa + pages * 4096)`, maps them for
+    /// the root and returns the memory of the child-to-root ring (the
+    /// first `outbound_pages`) and of the root-to-child ring.
+    fn map(
+        &mut self,
+        gpa: u64,
+        pages: u32,
+        outbound_pages: u32,
+    ) -> Result<(Self::Memory, Self::Memory), OpenStatus>;
+    /// Unmaps what [`Platform::map`] mapped at `gpa`.
+    fn unmap(&mut self, gpa: u64, pages: u32);
+    /// Makes the two ports of channel `offer_id`: the child's slots (raw)
+    /// of the port it signals and of the port it receives on.
+    fn ports(&mut self, offer_id: u32) -> Result<(u64, u64), OpenStatus>;
+    /// Signals the child on channel `offer_id` (`None`: the control channel).
+    fn signal(&mut self, offer_id: Option<u32>);
+}
+
+/// Why the root closed a channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A ring index or length was out of range.
+    Ring(RingError),
+    /// A control message out of order or invalid.
+    Protocol(ProtocolError),
+    /// A packet that does not decode.
+    Codec(CodecError),
+    /// A console message over its limits.
+    Console(ConsoleError),
+    /// The child does not read its replies (the control ring to it is full).
+    Stalled,
+    /// The control channel closed, taking this channel with it.
+    ControlClosed,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Ring(e) => write!(f, "ring: {e}"),
+            CloseReason::Protocol(e) => write!(f, "protocol: {e}"),
+            CloseReason::Codec(e) => write!(f, "packet: {e:?}"),
+            CloseReason::Console(e) => write!(f, "console: {e:?}"),
+            CloseReason::Stalled => write!(f, "child does not read its control ring"),
+            CloseReason::ControlClosed => write!(f, "control channel closed"),
+        }
+    }
+}
+
+/// Which channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelName {
+    /// The control channel.
+    Control,
+    /// The console.
+    Console,
+}
+
+impl fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ChannelName::Control => "control",
+            ChannelName::Console => "console",
+        })
+    }
+}
+
+/// What happened during [`ChildBus::service`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A console line from the child.
+    Line(&'a str),
+    /// A channel opened.
+    Opened(ChannelName),
+    /// A channel was closed, and why.
+    Closed(ChannelName, CloseReason),
+}
+
+struct Link<M: RingMemory> {
+    rx: Consumer<M>,
+    tx: Producer<M>,
+    /// The root's interrupt mask on `rx` is set.
+    masked: bool,
+}
+
+impl<M: RingMemory> Link<M> {
+    fn new(outbound: M, inbound: M) -> Result<Self, RingError> {
+        Ok(Link {
+            rx: Consumer::new(outbound)?,
+            tx: Producer::new(inbound)?,
+            masked: false,
+        })
+    }
+}
+
+struct Console<M: RingMemory> {
+    link: Link<M>,
+    gpa: u64,
+    pages: u32,
+}
+
+/// Counters of a child's console channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConsoleStats {
+    /// Lines received.
+    pub lines: u64,
+    /// Lines whose sequence number (transaction id) was not the next one.
+    pub out_of_sequence: u64,
+    /// Signals sent to the child.
+    pub signals_to_child: u64,
+}
+
+/// The root's side of one child's VMBus.
+pub struct ChildBus<M: RingMemory> {
+    control: Option<Link<M>>,
+    host: HostControl,
+    console: Option<Console<M>>,
+    stats: ConsoleStats,
+}
+
+/// The offers every child gets.
+pub fn default_offers() -> [(Guid, Guid, OfferProperties); 1] {
+    [(
+        CONSOLE_CLASS,
+        Guid(*b"console-instance"),
+        OfferProperties {
+            max_payload: 256,
+            flags: 0,
+        },
+    )]
+}
+
+/// Receive buffer: the largest payload the root accepts from a child.
+const RECEIVE_MAX: usize = 512;
+
+impl<M: RingMemory> ChildBus<M> {
+    /// A bus over the control channel's rings (root-initialised).
+    pub fn new(outbound: M, inbound: M) -> Result<Self, RingError> {
+        Ok(ChildBus {
+            control: Some(Link::new(outbound, inbound)?),
+            host: HostControl::new(&default_offers()),
+            console: None,
+            stats: ConsoleStats::default(),
+        })
+    }
+
+    /// Console counters.
+    pub fn console_stats(&self) -> ConsoleStats {
+        self.stats
+    }
+
+    /// Whether the console channel is open.
+    pub fn console_open(&self) -> bool {
+        self.console.is_some()
+    }
+
+    /// Whether the control channel is still open.
+    pub fn control_open(&self) -> bool {
+        self.control.is_some()
+    }
+
+    /// Closes everything (e.g. before the child is destroyed); unmaps the
+    /// console's pages.
+    pub fn shut_down<P: Platform<Memory = M>>(&mut self, platform: &mut P) {
+        if let Some(c) = self.console.take() {
+            platform.unmap(c.gpa, c.pages);
+        }
+        self.control = None;
+    }
+
+    /// Reads what the child sent (a bounded batch per ring), acts on it and
+    /// reports each line and each open or close through `on`. Returns the
+    /// packets handled.
+    pub fn service<P: Platform<Memory = M>>(
+        &mut self,
+        platform: &mut P,
+        mut on: impl FnMut(Event<'_>),
+    ) -> usize {
+        let mut handled = 0;
+        match self.service_control(platform, &mut on, &mut handled) {
+            Ok(()) => {}
+            Err(reason) => {
+                self.control = None;
+                on(Event::Closed(ChannelName::Control, reason));
+                if let Some(c) = self.console.take() {
+                    platform.unmap(c.gpa, c.pages);
+                    on(Event::Closed(
+                        ChannelName::Console,
+                        CloseReason::ControlClosed,
+                    ));
+                }
+                return handled;
+            }
+        }
+        if let Err(reason) = self.service_console(platform, &mut on, &mut handled) {
+            if let Some(c) = self.console.take() {
+                platform.unmap(c.gpa, c.pages);
+            }
+            let _ = self.host.rescind(CONSOLE_OFFER);
+            on(Event::Closed(ChannelName::Console, reason));
+            // Tell the child, if it still listens.
+            let rescind = ControlMessage::Rescind {
+                offer_id: CONSOLE_OFFER,
+            };
+            if self.reply(platform, &rescind).is_err() {
+                self.control = None;
+            }
+        }
+        handled
+    }
+
+    fn reply<P: Platform<Memory = M>>(
+        &mut self,
+        platform: &mut P,
+        message: &ControlMessage,
+    ) -> Result<(), CloseReason> {
+        let link = self.control.as_mut().ok_or(CloseReason::ControlClosed)?;
+        let mut scratch = [0u8; 128];
+        match link
+            .tx
+            .send_message(0, 0, message, &mut scratch)
+            .map_err(CloseReason::Ring)?
+        {
+            Sent::Written { signal } => {
+                if signal {
+                    platform.signal(None);
+                }
+                Ok(())
+            }
+            Sent::Full => Err(CloseReason::Stalled),
+        }
+    }
+
+    fn service_control<P: Platform<Memory = M>>(
+        &mut self,
+        platform: &mut P,
+        on: &mut impl FnMut(Event<'_>),
+        handled: &mut usize,
+    ) -> Result<(), CloseReason> {
+        let mut buf = [0u8; RECEIVE_MAX];
+        for _ in 0..BATCH {
+            let Some(link) = self.control.as_mut() else {
+                return Ok(());
+            };
+            let message = match next(link, &mut buf, || platform.signal(None))? {
+                Some(packet) => {
+                    packet::decode::<ControlMessage>(&packet).map_err(CloseReason::Codec)?
+                }
+                None => return Ok(()),
+            };
+            *handled += 1;
+            let mut replies = [None; MAX_OFFERS + 2];
+            let mut n = 0;
+            let action = self
+                .host
+                .handle(&message, |r| {
+                    if let Some(slot) = replies.get_mut(n) {
+                        *slot = Some(r);
+                        n += 1;
+                    }
+                })
+                .map_err(CloseReason::Protocol)?;
+            for r in replies.iter().flatten() {
+                self.reply(platform, r)?;
+            }
+            match action {
+                HostAction::None => {}
+                HostAction::Open {
+                    offer_id,
+                    gpa,
+                    pages,
+                    outbound_pages,
+                } => {
+                    let result = self.open(platform, offer_id, gpa, pages, outbound_pages);
+                    if result.is_ok() {
+                        on(Event::Opened(ChannelName::Console));
+                    }
+                    let answer = self.host.opened(offer_id, result);
+                    self.reply(platform, &answer)?;
+                }
+                HostAction::Close { offer_id } => {
+                    if offer_id == CONSOLE_OFFER
+                        && let Some(c) = self.console.take()
+                    {
+                        platform.unmap(c.gpa, c.pages);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn open<P: Platform<Memory = M>>(
+        &mut self,
+        platform: &mut P,
+        offer_id: u32,
+        gpa: u64,
+        pages: u32,
+        outbound_pages: u32,
+    ) -> Result<(u64, u64), OpenStatus> {
+        if offer_id != CONSOLE_OFFER || self.console.is_some() {
+            return Err(OpenStatus::NoResources);
+        }
+        let (outbound, inbound) = platform.map(gpa, pages, outbound_pages)?;
+        let link = match Link::new(outbound, inbound) {
+            Ok(link) => link,
+            Err(_) => {
+                platform.unmap(gpa, pages);
+                return Err(OpenStatus::BadRange);
+            }
+        };
+        let ports = match platform.ports(offer_id) {
+            Ok(ports) => ports,
+            Err(e) => {
+                platform.unmap(gpa, pages);
+                return Err(e);
+            }
+        };
+        self.console = Some(Console { link, gpa, pages });
+        Ok(ports)
+    }
+
+    fn service_console<P: Platform<Memory = M>>(
+        &mut self,
+        platform: &mut P,
+        on: &mut impl FnMut(Event<'_>),
+        handled: &mut usize,
+    ) -> Result<(), CloseReason> {
+        let mut buf = [0u8; RECEIVE_MAX];
+        let Some(console) = self.console.as_mut() else {
+            return Ok(());
+        };
+        let mut to_child = 0;
+        for _ in 0..BATCH {
+            let Some(packet) = next(&mut console.link, &mut buf, || to_child += 1)? else {
+                break;
+            };
+            let message =
+                packet::decode::<ConsoleMessage<'_>>(&packet).map_err(CloseReason::Codec)?;
+            message.check().map_err(CloseReason::Console)?;
+            *handled += 1;
+            match message {
+                ConsoleMessage::Line { text } => {
+                    if packet.header.transaction_id.get() != self.stats.lines {
+                        self.stats.out_of_sequence += 1;
+                    }
+                    self.stats.lines += 1;
+                    on(Event::Line(text));
+                }
+                // Input flows root to child only.
+                ConsoleMessage::Input { .. } => {
+                    return Err(CloseReason::Protocol(ProtocolError::WrongDirection));
+                }
+            }
+        }
+        for _ in 0..to_child {
+            self.stats.signals_to_child += 1;
+            platform.signal(Some(CONSOLE_OFFER));
+        }
+        Ok(())
+    }
+}
+
+/// The next packet of a link's inbound ring, managing the interrupt mask:
+/// masked while packets come, unmasked (and checked again) when empty.
+/// `signal_child` is called when the child waits for room to send.
+fn next<'b, M: RingMemory>(
+    link: &mut Link<M>,
+    buf: &'b mut [u8],
+    mut signal_child: impl FnMut(),
+) -> Result<Option<packet::Packet<'b>>, CloseReason> {
+    if !link.masked {
+        link.rx.mask_interrupts();
+        link.masked = true;
+    }
+    if let Some(signal_producer) = link.rx.poll_empty().map_err(CloseReason::Ring)? {
+        if signal_producer {
+            signal_child();
+        }
+        link.masked = false;
+        if link.rx.unmask_interrupts().map_err(CloseReason::Ring)? {
+            return Ok(None);
+        }
+        // A packet landed before the unmask took effect: keep polling.
+        link.rx.mask_interrupts();
+        link.masked = true;
+    }
+    match link.rx.try_recv(buf).map_err(CloseReason::Ring)? {
+        Recv::Packet(p) => Ok(Some(p)),
+        Recv::Empty { signal_producer } => {
+            if signal_producer {
+                signal_child();
+            }
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "bus_tests.rs"]
+mod tests;
