@@ -31,6 +31,8 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod arch;
 #[cfg(target_os = "none")]
+mod vmbus;
+#[cfg(target_os = "none")]
 mod workloads;
 
 #[cfg(target_os = "none")]
@@ -94,6 +96,10 @@ mod entry {
             }
         };
         arch::init_heap(&HEAP, &info);
+        if let Err(e) = crate::vmbus::start(&info) {
+            // Only reaches the serial console with `debug-console`.
+            println!("child runtime: no VMBus console ({e:?}); using DebugWrite");
+        }
         let workload = info.workload();
         if !workloads::exists(workload) {
             println!("{}", UnknownWorkload(workload));

@@ -314,3 +314,73 @@ impl fmt::Display for KernelHypercallPath {
 /// `DebugWrite` hypercall (off by default: children print over their VMBus
 /// console; the root always may).
 pub const DEBUG_CONSOLE: &str = "debug-console";
+
+/// `[NAME] LINE`: a child's console line as the root prints it (received
+/// over the child's VMBus console).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChildConsoleLine<'a> {
+    /// The child's name.
+    pub child: &'a str,
+    /// The line.
+    pub line: &'a str,
+}
+
+impl fmt::Display for ChildConsoleLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}", self.child, self.line)
+    }
+}
+
+/// `root: vmbus: NAME opened its console`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsoleOpened<'a>(pub &'a str);
+
+impl fmt::Display for ConsoleOpened<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "root: vmbus: {} opened its console", self.0)
+    }
+}
+
+/// `root: vmbus: closed the CHANNEL channel of NAME: REASON`.
+#[derive(Clone, Copy)]
+pub struct ChannelClosed<'a> {
+    /// The child's name.
+    pub child: &'a str,
+    /// `control` or `console`.
+    pub channel: &'a dyn fmt::Display,
+    /// Why.
+    pub reason: &'a dyn fmt::Display,
+}
+
+impl fmt::Display for ChannelClosed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: vmbus: closed the {} channel of {}: {}",
+            self.channel, self.child, self.reason
+        )
+    }
+}
+
+/// `root: console of NAME: N lines over vmbus, M out of sequence, S signals from the child`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsoleSummary<'a> {
+    /// The child's name.
+    pub child: &'a str,
+    /// Lines received.
+    pub lines: u64,
+    /// Lines whose sequence number was not the next one (lost or reordered).
+    pub out_of_sequence: u64,
+    /// Console-channel signals (interrupts) the root received from the child.
+    pub signals: u64,
+}
+
+impl fmt::Display for ConsoleSummary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: console of {}: {} lines over vmbus, {} out of sequence, {} signals from the child",
+            self.child, self.lines, self.out_of_sequence, self.signals
+        )
+    }
+}

@@ -62,7 +62,7 @@ pub const HOSTILE_CHECKS: u32 = 23;
 pub const HOSTILE_RANDOM_CALLS: u64 = 10_000;
 
 /// Every workload the child runtime knows.
-pub const ALL: [&str; 4] = [HELLO, SPIN, DIRTY, HOSTILE];
+pub const ALL: [&str; 6] = [HELLO, SPIN, DIRTY, HOSTILE, CHATTY, VMBUS_HOSTILE];
 
 /// `<workload> workload on N vcpus`: vCPU 0 starts a workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,5 +254,66 @@ mod tests {
         for name in ALL {
             assert!(name.len() <= crate::child::MAX_WORKLOAD);
         }
+    }
+}
+
+/// Workload `chatty`: vCPU 0 prints [`ChattyLine`] for 1..=`args[0]` (0 =
+/// [`CHATTY_DEFAULT_LINES`]) as fast as its console takes them, then
+/// [`ChattyDone`], and halts. Other vCPUs halt.
+pub const CHATTY: &str = "chatty";
+/// Lines `chatty` prints when `args[0]` is 0.
+pub const CHATTY_DEFAULT_LINES: u64 = 100;
+
+/// `console line N of M`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChattyLine {
+    /// This line's number (1 first).
+    pub seq: u64,
+    /// Lines in all.
+    pub of: u64,
+}
+
+impl fmt::Display for ChattyLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "console line {} of {}", self.seq, self.of)
+    }
+}
+
+/// `chatty: N lines sent, S signals to the root`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChattyDone {
+    /// Lines sent over VMBus (this line not counted).
+    pub lines: u64,
+    /// Signals the child sent on its console channel.
+    pub signals: u64,
+}
+
+impl fmt::Display for ChattyDone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "chatty: {} lines sent, {} signals to the root",
+            self.lines, self.signals
+        )
+    }
+}
+
+/// Workload `vmbus-hostile`: vCPU 0 prints [`VMBUS_HOSTILE_GOOD_LINES`]
+/// good lines, then attacks its VMBus: `args[0]` = 1 corrupts its console
+/// ring's write index, then sends a malformed control packet; 2 corrupts a
+/// console packet's length, then sends a control message out of order.
+/// After each attack it waits (bounded) for the root to react, prints
+/// [`VmbusAttack`] lines (which can no longer arrive), and halts.
+pub const VMBUS_HOSTILE: &str = "vmbus-hostile";
+/// Good lines before the attacks.
+pub const VMBUS_HOSTILE_GOOD_LINES: u64 = 3;
+
+/// `vmbus-hostile: attack NAME`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmbusAttack<'a>(pub &'a str);
+
+impl fmt::Display for VmbusAttack<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "vmbus-hostile: attack {}", self.0)
     }
 }

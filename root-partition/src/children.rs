@@ -17,7 +17,7 @@ use root_partition::layout::{Layout, STACK_BYTES, STACK_TOP};
 use crate::arch;
 
 /// Most children alive at once.
-const MAX_CHILDREN: usize = 8;
+pub const MAX_CHILDREN: usize = 8;
 /// Vector of the first child's `to_root` port on the root's vCPU.
 const TO_ROOT_VECTOR: u8 = 0x80;
 
@@ -105,6 +105,7 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
     for i in 0..MAX_CHILDREN {
         let _ = partition_rt::set_interrupt_handler(TO_ROOT_VECTOR + i as u8, on_signal);
     }
+    crate::vmbus::install_handlers();
     partition_rt::enable_interrupts();
     let mut children: [Option<Child>; MAX_CHILDREN] = [None; MAX_CHILDREN];
     let mut freed: Option<(Name, u64)> = None;
@@ -146,6 +147,8 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                     .position(|c| c.is_some_and(|c| c.spec.name == name))
                     .ok_or(Failure::Missing("child"))?;
                 let child = children[index].take().ok_or(Failure::Missing("child"))?;
+                // Its ring pages leave the root's address space with it.
+                crate::vmbus::detach(index);
                 call(
                     "destroy",
                     Call::PartitionDestroy {
@@ -351,6 +354,21 @@ fn start(
             },
         )?[0],
     )?;
+    let (vmbus_signal, vmbus_event) = crate::vmbus::attach(
+        spec.name,
+        crate::vmbus::RootPlatform {
+            root: root.authority,
+            root_vcpu: root.vcpu,
+            partition,
+            memory: child_memory,
+            vcpu0,
+            base,
+            layout,
+            index,
+            to_child: [None; 4],
+        },
+    )
+    .map_err(|_| Failure::Check("vmbus control channel"))?;
     let mut boot = ChildBootInfo {
         name: spec.name,
         vcpu_count: spec.vcpus,
@@ -363,6 +381,9 @@ fn start(
         self_slot: child_self,
         to_root: Some(child_to_root),
         from_root: Some(child_from_root),
+        vmbus_control: layout.vmbus_control(),
+        vmbus_signal: Some(vmbus_signal),
+        vmbus_event: Some(vmbus_event),
     };
     boot.workload = spec.workload;
     arch::ram(root.scratch, 4096).copy_from_slice(&boot.to_page());
@@ -424,17 +445,41 @@ fn position_of(root: &Root, vcpu: SlotHandle) -> Result<(u64, [u64; 16]), Failur
     Ok((state.rip, state.gprs))
 }
 
+/// Yields `yields` times, serving every child's VMBus in between; as long
+/// as there is VMBus work, it is done first and the yields wait.
 fn let_others_run(yields: u32) {
-    for _ in 0..yields {
-        let _ = hypercall(&Call::Yield);
+    let mut left = yields;
+    while left > 0 {
+        if crate::vmbus::service_all() == 0 {
+            let _ = hypercall(&Call::Yield);
+            left -= 1;
+        }
     }
 }
 
-/// Lets time pass (about `cycles` time-stamp counter ticks), yielding meanwhile.
+/// Lets time pass (about `cycles` time-stamp counter ticks), yielding and
+/// serving every child's VMBus meanwhile.
 fn let_time_pass(cycles: u64) {
     let start = partition_rt::rdtsc();
     while partition_rt::rdtsc().wrapping_sub(start) < cycles {
-        let _ = hypercall(&Call::Yield);
+        if crate::vmbus::service_all() == 0 {
+            let _ = hypercall(&Call::Yield);
+        }
+    }
+}
+
+/// Waits until `done`, serving every child's VMBus meanwhile, and once
+/// more after it (what a child printed before signalling comes first).
+fn wait_serving(mut done: impl FnMut() -> bool) {
+    loop {
+        let worked = crate::vmbus::service_all();
+        if done() {
+            while crate::vmbus::service_all() > 0 {}
+            return;
+        }
+        if worked == 0 {
+            let _ = hypercall(&Call::Yield);
+        }
     }
 }
 
@@ -481,8 +526,7 @@ fn resume_check(root: &Root, child: &Child) -> Result<(), Failure> {
 /// clear the log, tell the child to write, wait for "done", and compare.
 fn dirty_check(root: &Root, child: &Child, index: usize) -> Result<(), Failure> {
     let name = child.spec.name.as_str();
-    let wait_for =
-        |n: u32| partition_rt::wait_until(|| SIGNALS[index].load(Ordering::Acquire) >= n);
+    let wait_for = |n: u32| wait_serving(|| SIGNALS[index].load(Ordering::Acquire) >= n);
     wait_for(1);
     let window = child.spec.args[0];
     let fetch = || -> Result<u64, Failure> {
@@ -534,7 +578,10 @@ fn dirty_check(root: &Root, child: &Child, index: usize) -> Result<(), Failure> 
 fn watch(children: &mut [Option<Child>]) -> Result<(), Failure> {
     loop {
         let mut running = 0;
-        for child in children.iter_mut().flatten().filter(|c| !c.ended) {
+        for (index, slot) in children.iter_mut().enumerate() {
+            let Some(child) = slot.as_mut().filter(|c| !c.ended) else {
+                continue;
+            };
             let s = call(
                 "status",
                 Call::PartitionStatus {
@@ -543,6 +590,8 @@ fn watch(children: &mut [Option<Child>]) -> Result<(), Failure> {
             )?;
             if s[0] == run_state::STOPPED {
                 child.ended = true;
+                // Print what it said before it stopped.
+                crate::vmbus::drain(index);
                 let reason = StopReason::from_raw(s[1]).unwrap_or(StopReason::UnhandledExit);
                 println!(
                     "{}",

@@ -8,7 +8,8 @@
 //! | 0x2000 | page tables: PML4, low PDPT, low PD, high PDPT, high PD, image PTs |
 //! | 0x4_0000–0x8_0000 | vCPU stacks, 64 KiB each, vCPU 0 at the top |
 //! | 0x10_0000 | the runtime image (its loadable segments) |
-//! | after the image | heap, to the end of memory |
+//! | after the image | heap |
+//! | last 16 KiB | VMBus control channel: a 2-page ring child-to-root, then one root-to-child |
 //!
 //! Guest-virtual: `[0, memory)` identity (2 MiB pages) and the image at its
 //! link address in the top 2 GiB (4 KiB pages).
@@ -18,6 +19,7 @@
 
 use ipc::boot::{PARTITION_IMAGE_BASE, PhysRange};
 use ipc::child::CHILD_BOOT_PAGE;
+use ipc::vmbus::control::CONTROL_CHANNEL_PAGES;
 
 /// First page-table page.
 pub const TABLES: u64 = 0x2000;
@@ -84,9 +86,30 @@ impl Layout {
             image_pages,
             heap: PhysRange {
                 start: heap_start,
-                end: memory,
+                end: memory - CONTROL_CHANNEL_PAGES * 4096,
             },
         })
+    }
+
+    /// The VMBus control channel's pages (the last ones of memory).
+    pub fn vmbus_control(&self) -> PhysRange {
+        PhysRange {
+            start: self.memory - CONTROL_CHANNEL_PAGES * 4096,
+            end: self.memory,
+        }
+    }
+
+    /// Whether the child may grant `[gpa, gpa + pages * 4096)` for a
+    /// channel: page-aligned, inside its heap (so clear of the boot page,
+    /// page tables, stacks, image and the control channel).
+    pub fn grantable(&self, gpa: u64, pages: u64) -> bool {
+        let end = pages
+            .checked_mul(4096)
+            .and_then(|bytes| gpa.checked_add(bytes));
+        gpa.is_multiple_of(4096)
+            && pages > 0
+            && gpa >= self.heap.start
+            && end.is_some_and(|end| end <= self.heap.end)
     }
 
     /// Where the image byte at link address `vaddr` is loaded (GPA).
@@ -197,6 +220,15 @@ mod tests {
             assert!(layout.tables().start <= *gpa && *gpa < layout.tables().end);
         }
         assert!(layout.heap.start >= IMAGE + 0x2_4000);
+        assert_eq!(layout.vmbus_control().end, 16 << 20);
+        assert_eq!(layout.heap.end, layout.vmbus_control().start);
+        assert!(layout.grantable(layout.heap.start, 4));
+        assert!(!layout.grantable(layout.heap.start + 1, 4));
+        assert!(!layout.grantable(CHILD_BOOT_PAGE, 1));
+        assert!(!layout.grantable(layout.vmbus_control().start - 4096, 2));
+        assert!(!layout.grantable(layout.heap.start, 0));
+        assert!(!layout.grantable(u64::MAX & !0xfff, 2));
+        assert!(!layout.grantable(layout.heap.start, u64::MAX));
         assert_eq!(layout.image_gpa(PARTITION_IMAGE_BASE + 5), IMAGE + 5);
     }
 

@@ -20,6 +20,8 @@ mod arch;
 mod bench;
 #[cfg(target_os = "none")]
 mod children;
+#[cfg(target_os = "none")]
+mod vmbus;
 
 #[cfg(target_os = "none")]
 mod entry {

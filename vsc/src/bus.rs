@@ -193,6 +193,22 @@ impl<M: RingMemory> GuestBus<M> {
         }
     }
 
+    /// Waits until the root rescinds a channel; returns its offer id.
+    pub fn wait_for_rescind(
+        &mut self,
+        mut wait: impl FnMut(),
+        mut patience: u64,
+    ) -> Result<u32, BusError> {
+        loop {
+            let m = self.next(&mut || {}, &mut wait, &mut patience)?;
+            if let GuestEvent::Channel(ControlMessage::Rescind { offer_id }) =
+                self.control.handle(&m).map_err(BusError::Protocol)?
+            {
+                return Ok(offer_id);
+            }
+        }
+    }
+
     /// Sends a raw control message (for tests of the root's defences).
     pub fn send_raw(
         &mut self,

@@ -20,6 +20,8 @@ pub enum ConsoleClientError {
     Ring(RingError),
     /// The root sent something that is not console input.
     BadMessage,
+    /// The ring stayed full for longer than the caller's patience.
+    Timeout,
 }
 
 /// The child's end of an open console channel.
@@ -63,12 +65,14 @@ impl<M: RingMemory> ConsoleClient<M> {
 
     /// Sends one line (`bytes`, cut to valid UTF-8 of at most
     /// [`MAX_LINE`] bytes, newlines replaced). Calls `signal` when the root
-    /// must be signalled and `wait` while the ring is full.
+    /// must be signalled and `wait` while the ring is full, at most
+    /// `patience` times.
     pub fn write_line(
         &mut self,
         bytes: &[u8],
         mut signal: impl FnMut(),
         mut wait: impl FnMut(),
+        mut patience: u64,
     ) -> Result<(), ConsoleClientError> {
         let mut clean = [0u8; MAX_LINE];
         let n = bytes.len().min(MAX_LINE);
@@ -92,7 +96,10 @@ impl<M: RingMemory> ConsoleClient<M> {
                     }
                     return Ok(());
                 }
-                Sent::Full => wait(),
+                Sent::Full => {
+                    patience = patience.checked_sub(1).ok_or(ConsoleClientError::Timeout)?;
+                    wait();
+                }
             }
         }
     }
@@ -148,18 +155,18 @@ mod tests {
         let mut client = ConsoleClient::new(Producer::new(a).unwrap(), Consumer::new(b).unwrap());
         let mut signals = 0;
         client
-            .write_line(b"hello", || signals += 1, || panic!("full"))
+            .write_line(b"hello", || signals += 1, || panic!("full"), 0)
             .unwrap();
         client
-            .write_line(b"a\nb", || signals += 1, || panic!("full"))
+            .write_line(b"a\nb", || signals += 1, || panic!("full"), 0)
             .unwrap();
         let long = [b'x'; 300];
         client
-            .write_line(&long, || signals += 1, || panic!("full"))
+            .write_line(&long, || signals += 1, || panic!("full"), 0)
             .unwrap();
         // "\xc3\xa9" is one character: a cut in the middle drops it whole.
         client
-            .write_line(b"caf\xc3", || signals += 1, || panic!("full"))
+            .write_line(b"caf\xc3", || signals += 1, || panic!("full"), 0)
             .unwrap();
         assert_eq!(signals, 1);
         assert_eq!((client.lines(), client.signals()), (4, 1));

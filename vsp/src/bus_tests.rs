@@ -183,6 +183,7 @@ fn lines_arrive_in_order_with_few_signals() {
                 || {
                     world.service();
                 },
+                1000,
             )
             .unwrap();
         // The root looks now and then, as a busy root would.
@@ -210,7 +211,7 @@ fn a_corrupted_console_ring_closes_only_the_console() {
     let memory = AtomicRingMemory::new(&words);
     let world = World::new(memory);
     let mut console = open_console(&world, memory);
-    console.write_line(b"fine", || {}, || {}).unwrap();
+    console.write_line(b"fine", || {}, || {}, 0).unwrap();
     world.service();
     // The child scribbles a write index past the end of its ring.
     let (out, _) = console_rings_view(memory);

@@ -304,3 +304,35 @@ pub fn fuzz_hypercall(regs: [u64; 7], scratch: &BufferPage) -> Option<[u64; 4]> 
     // covers (see `BufferPage`).
     Some(unsafe { partition_rt::raw_hypercall(regs) })
 }
+
+/// Ring memory over `len` bytes of the child's own memory at guest-physical
+/// `gpa` (VMBus rings), if the range lies inside the identity map clear of
+/// page 0 and the boot page.
+///
+/// The rings are pages the child reserved for one channel (the control
+/// channel's pages, outside the heap, or pages it allocated from the heap
+/// and never frees); the runtime reaches them only through ring memory.
+pub fn ring_memory(
+    info: &ChildBootInfo,
+    gpa: u64,
+    len: u64,
+) -> Option<partition_rt::SharedRingMemory> {
+    let end = gpa.checked_add(len)?;
+    if gpa < CHILD_BOOT_PAGE + PAGE || end > info.memory_bytes || !gpa.is_multiple_of(PAGE) {
+        return None;
+    }
+    // SAFETY: the range is inside the identity-mapped memory, page-aligned,
+    // clear of page 0 and the boot page (checked above); it holds ring
+    // pages that no Rust reference covers (see above), shared with the root.
+    Some(unsafe { partition_rt::SharedRingMemory::new(gpa, len as usize) })
+}
+
+/// Allocates `pages` zeroed, page-aligned pages from the heap for good
+/// (ring pages granted to the root are never given back); their
+/// guest-physical address, `None` if the heap is exhausted.
+pub fn alloc_ring_pages(pages: u64) -> Option<u64> {
+    let layout = Layout::from_size_align((pages * PAGE) as usize, PAGE as usize).ok()?;
+    // SAFETY: the layout has a non-zero size (callers ask for pages > 0).
+    let page = unsafe { alloc::alloc::alloc_zeroed(layout) };
+    (!page.is_null()).then_some(page as u64)
+}

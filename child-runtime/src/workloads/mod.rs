@@ -7,10 +7,12 @@
 use ipc::child::ChildBootInfo;
 use ipc::workload;
 
+mod chatty;
 mod dirty;
 mod hello;
 mod hostile;
 mod spin;
+mod vmbus_hostile;
 
 /// Whether the runtime has a workload called `name`.
 pub fn exists(name: &str) -> bool {
@@ -24,6 +26,8 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         workload::SPIN => spin::run(info, vcpu),
         workload::DIRTY => dirty::run(info, vcpu),
         workload::HOSTILE => hostile::run(info, vcpu),
+        workload::CHATTY => chatty::run(info, vcpu),
+        workload::VMBUS_HOSTILE => vmbus_hostile::run(info, vcpu),
         // `exists` was checked at boot.
         _ => partition_rt::halt_forever(),
     }

@@ -1,0 +1,303 @@
+//! The root's VMBus service: one [`ChildBus`] per child (the control
+//! channel in pages the root chose, the console the child opens), the
+//! [`Platform`] that maps granted child pages into the root and makes the
+//! ports, and the loop body every wait of the root runs ([`service_all`]).
+//!
+//! # Granting pages
+//! The root holds a capability on each child's memory object (MAP, READ,
+//! WRITE). A child "grants" ring pages by naming them in an `Open`; the
+//! root checks the range lies in the child's heap
+//! ([`Layout::grantable`]) and maps exactly those pages into itself with
+//! `MemoryMap` at guest-physical = host-physical (`child base + child
+//! GPA`), which its initial page tables identity-map, and reads and writes
+//! the rings there. Closing unmaps them; destroying the child removes them.
+//!
+//! # Invariants
+//! The root touches a child's ring pages only while they are mapped: a
+//! bus is dropped (and its pages unmapped) before its child is destroyed.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use ipc::child::CHILD_VMBUS_VECTOR;
+use ipc::hypercall::{Call, Name, Rights, SlotHandle};
+use ipc::markers;
+use ipc::vmbus::control::{CONTROL_RING_PAGES, OpenStatus};
+use ipc::vmbus::ring;
+use partition_rt::SharedRingMemory;
+use partition_rt::hypercall;
+use partition_rt::sync::SpinLock;
+use root_partition::layout::Layout;
+use vsp::bus::{ChannelName, ChildBus, Event, Platform};
+
+use crate::children::MAX_CHILDREN;
+
+/// Vector of the first child's control channel on the root's vCPU; child
+/// `i`'s channel `c` (0 = control, 1 + offer id) uses `BASE + 4 i + c`.
+pub const VMBUS_VECTOR_BASE: u8 = 0xa0;
+/// Channels per child (control + offers).
+const CHANNELS: usize = 4;
+
+/// Interrupts received per (child, channel).
+static SIGNALS: [AtomicU32; MAX_CHILDREN * CHANNELS] =
+    [const { AtomicU32::new(0) }; MAX_CHILDREN * CHANNELS];
+/// The root's port behind each (child, channel) vector, to acknowledge.
+static PORTS: [AtomicU64; MAX_CHILDREN * CHANNELS] =
+    [const { AtomicU64::new(u64::MAX) }; MAX_CHILDREN * CHANNELS];
+
+fn on_signal(vector: u8) {
+    let index = vector.wrapping_sub(VMBUS_VECTOR_BASE) as usize;
+    if let (Some(counter), Some(port)) = (SIGNALS.get(index), PORTS.get(index)) {
+        counter.fetch_add(1, Ordering::AcqRel);
+        if let Ok(slot) = SlotHandle::from_raw(port.load(Ordering::Acquire)) {
+            let _ = hypercall(&Call::Acknowledge { slot });
+        }
+    }
+}
+
+/// Installs the interrupt handlers of every VMBus vector.
+pub fn install_handlers() {
+    for i in 0..MAX_CHILDREN * CHANNELS {
+        let _ = partition_rt::set_interrupt_handler(VMBUS_VECTOR_BASE + i as u8, on_signal);
+    }
+}
+
+macro_rules! println {
+    ($($arg:tt)*) => {
+        partition_rt::console::print_line(format_args!($($arg)*))
+    };
+}
+
+/// What the root needs to act for one child.
+pub struct RootPlatform {
+    /// The root's own partition (CONTROL): where granted pages are mapped.
+    pub root: SlotHandle,
+    /// The root's vCPU (ports from the child are bound to it).
+    pub root_vcpu: SlotHandle,
+    /// The child.
+    pub partition: SlotHandle,
+    /// The child's memory object (MAP, READ, WRITE).
+    pub memory: SlotHandle,
+    /// The child's vCPU 0 (ports to the child are bound to it).
+    pub vcpu0: SlotHandle,
+    /// Host-physical base of the child's memory.
+    pub base: u64,
+    /// The child's layout.
+    pub layout: Layout,
+    /// Child index (for vectors).
+    pub index: usize,
+    /// The root's end of each channel's root-to-child port.
+    pub to_child: [Option<SlotHandle>; CHANNELS],
+}
+
+fn call(c: Call) -> Result<[u64; 3], OpenStatus> {
+    hypercall(&c).map_err(|_| OpenStatus::NoResources)
+}
+
+fn slot(raw: u64) -> Result<SlotHandle, OpenStatus> {
+    SlotHandle::from_raw(raw).map_err(|_| OpenStatus::NoResources)
+}
+
+impl RootPlatform {
+    /// Maps child pages `[gpa, gpa + pages)` at `base + gpa` in the root.
+    fn map_pages(&self, gpa: u64, pages: u64) -> Result<SharedRingMemory, OpenStatus> {
+        call(Call::MemoryMap {
+            partition: self.root,
+            memory: self.memory,
+            first_page: gpa / 4096,
+            gpa: self.base + gpa,
+            pages,
+            access: Rights::READ | Rights::WRITE,
+        })
+        .map_err(|_| OpenStatus::BadRange)?;
+        // SAFETY: the pages were just mapped read-write into the root at
+        // `base + gpa` (identity-mapped by its page tables), page-aligned;
+        // they are the child's ring pages, which the root touches only
+        // through this memory until it unmaps them.
+        Ok(unsafe { SharedRingMemory::new(self.base + gpa, pages as usize * 4096) })
+    }
+
+    /// Makes a port pair for channel `channel` (0 = control): returns the
+    /// child's slots (signal, event).
+    pub fn make_ports(&mut self, channel: usize) -> Result<(SlotHandle, SlotHandle), OpenStatus> {
+        let vector = self.index * CHANNELS + channel;
+        if channel >= CHANNELS || vector >= PORTS.len() {
+            return Err(OpenStatus::NoResources);
+        }
+        let from_child = slot(call(Call::PortCreate)?[0])?;
+        PORTS[vector].store(from_child.raw(), Ordering::Release);
+        SIGNALS[vector].store(0, Ordering::Release);
+        call(Call::PortBind {
+            port: from_child,
+            vcpu: self.root_vcpu,
+            vector: VMBUS_VECTOR_BASE + vector as u8,
+        })?;
+        let signal = slot(
+            call(Call::CapDelegate {
+                slot: from_child,
+                target: self.partition,
+                rights: Rights::SIGNAL,
+            })?[0],
+        )?;
+        let to_child = slot(call(Call::PortCreate)?[0])?;
+        call(Call::PortBind {
+            port: to_child,
+            vcpu: self.vcpu0,
+            vector: CHILD_VMBUS_VECTOR + channel as u8,
+        })?;
+        let event = slot(
+            call(Call::CapDelegate {
+                slot: to_child,
+                target: self.partition,
+                rights: Rights::BIND,
+            })?[0],
+        )?;
+        self.to_child[channel] = Some(to_child);
+        Ok((signal, event))
+    }
+}
+
+impl Platform for RootPlatform {
+    type Memory = SharedRingMemory;
+
+    fn map(
+        &mut self,
+        gpa: u64,
+        pages: u32,
+        outbound_pages: u32,
+    ) -> Result<(SharedRingMemory, SharedRingMemory), OpenStatus> {
+        if !self.layout.grantable(gpa, u64::from(pages)) {
+            return Err(OpenStatus::BadRange);
+        }
+        let memory = self.map_pages(gpa, u64::from(pages))?;
+        Ok(memory.split_at(outbound_pages as usize * 4096))
+    }
+
+    fn unmap(&mut self, gpa: u64, pages: u32) {
+        let _ = hypercall(&Call::MemoryUnmap {
+            partition: self.root,
+            gpa: self.base + gpa,
+            pages: u64::from(pages),
+        });
+    }
+
+    fn ports(&mut self, offer_id: u32) -> Result<(u64, u64), OpenStatus> {
+        let (signal, event) = self.make_ports(1 + offer_id as usize)?;
+        Ok((signal.raw(), event.raw()))
+    }
+
+    fn signal(&mut self, offer_id: Option<u32>) {
+        let channel = offer_id.map_or(0, |o| 1 + o as usize);
+        if let Some(Some(port)) = self.to_child.get(channel) {
+            let _ = hypercall(&Call::PortSignal { port: *port });
+        }
+    }
+}
+
+/// One child's bus.
+pub struct Bus {
+    name: Name,
+    bus: ChildBus<SharedRingMemory>,
+    platform: RootPlatform,
+}
+
+static BUSES: SpinLock<[Option<Bus>; MAX_CHILDREN]> = SpinLock::new([const { None }; MAX_CHILDREN]);
+
+/// Sets up child `index`'s control channel, before the child runs: maps
+/// its pages into the root, initialises both rings, makes the ports.
+/// Returns the child's (signal, event) slots for its boot page.
+pub fn attach(
+    name: Name,
+    mut platform: RootPlatform,
+) -> Result<(SlotHandle, SlotHandle), OpenStatus> {
+    let control = platform.layout.vmbus_control();
+    let memory = platform.map_pages(control.start, control.len() / 4096)?;
+    let (outbound, inbound) = memory.split_at(CONTROL_RING_PAGES as usize * 4096);
+    ring::initialize(&outbound).map_err(|_| OpenStatus::BadRange)?;
+    ring::initialize(&inbound).map_err(|_| OpenStatus::BadRange)?;
+    let ports = platform.make_ports(0)?;
+    let bus = ChildBus::new(outbound, inbound).map_err(|_| OpenStatus::BadRange)?;
+    let index = platform.index;
+    BUSES.lock()[index] = Some(Bus {
+        name,
+        bus,
+        platform,
+    });
+    Ok(ports)
+}
+
+fn service_one(entry: &mut Bus) -> usize {
+    let name = entry.name;
+    entry.bus.service(&mut entry.platform, |event| match event {
+        Event::Line(line) => println!(
+            "{}",
+            markers::ChildConsoleLine {
+                child: name.as_str(),
+                line
+            }
+        ),
+        Event::Opened(ChannelName::Console) => {
+            println!("{}", markers::ConsoleOpened(name.as_str()))
+        }
+        Event::Opened(ChannelName::Control) => {}
+        Event::Closed(channel, reason) => println!(
+            "{}",
+            markers::ChannelClosed {
+                child: name.as_str(),
+                channel: &channel,
+                reason: &reason
+            }
+        ),
+    })
+}
+
+/// Services every child's bus once; returns the packets handled.
+pub fn service_all() -> usize {
+    let mut buses = BUSES.lock();
+    buses.iter_mut().flatten().map(service_one).sum()
+}
+
+/// Drains child `index`'s bus (it stopped), prints its console summary if
+/// it opened one, and keeps the bus (its pages stay mapped until destroy).
+pub fn drain(index: usize) {
+    let mut buses = BUSES.lock();
+    let Some(Some(entry)) = buses.get_mut(index) else {
+        return;
+    };
+    // Bounded: a stopped child adds nothing, so this ends when its rings are empty.
+    for _ in 0..100_000 {
+        if service_one(entry) == 0 {
+            break;
+        }
+    }
+    let stats = entry.bus.console_stats();
+    if stats.lines > 0 {
+        println!(
+            "{}",
+            markers::ConsoleSummary {
+                child: entry.name.as_str(),
+                lines: stats.lines,
+                out_of_sequence: stats.out_of_sequence,
+                signals: u64::from(SIGNALS[index * CHANNELS + 1].load(Ordering::Acquire)),
+            }
+        );
+    }
+}
+
+/// Forgets child `index`'s bus before the child is destroyed.
+pub fn detach(index: usize) {
+    let mut buses = BUSES.lock();
+    if let Some(slot) = buses.get_mut(index)
+        && let Some(mut entry) = slot.take()
+    {
+        for _ in 0..100_000 {
+            if service_one(&mut entry) == 0 {
+                break;
+            }
+        }
+        entry.bus.shut_down(&mut entry.platform);
+        let control = entry.platform.layout.vmbus_control();
+        entry
+            .platform
+            .unmap(control.start, (control.len() / 4096) as u32);
+    }
+}
