@@ -142,6 +142,11 @@ pub fn start(info: &ChildBootInfo) -> Result<(), StartError> {
     Ok(())
 }
 
+/// The console channel's port slots (signal, event), once it is open.
+pub fn console_ports() -> [Option<SlotHandle>; 2] {
+    [CONSOLE_SIGNAL, 3].map(|i| SlotHandle::from_raw(PORTS[i].load(Ordering::Acquire)).ok())
+}
+
 /// Lines sent and signals sent on the console, if it is open.
 pub fn console_stats() -> Option<(u64, u64)> {
     partition_rt::arch::without_interrupts(|| {

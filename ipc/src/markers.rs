@@ -362,7 +362,29 @@ impl fmt::Display for ChannelClosed<'_> {
     }
 }
 
-/// `root: console of NAME: N lines over vmbus, M out of sequence, S signals from the child`.
+/// `root: console of NAME: N lines over vmbus, all in order`: every line
+/// the child numbered arrived, none missing, none out of order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsoleInOrder<'a> {
+    /// The child's name.
+    pub child: &'a str,
+    /// Lines received.
+    pub lines: u64,
+}
+
+impl fmt::Display for ConsoleInOrder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: console of {}: {} lines over vmbus, all in order",
+            self.child, self.lines
+        )
+    }
+}
+
+/// The root's summary of a child's console when the child ended:
+/// `<ConsoleInOrder>, S signals from the child`, or with
+/// `FAILED: M lines out of sequence` when lines were lost or reordered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConsoleSummary<'a> {
     /// The child's name.
@@ -377,10 +399,97 @@ pub struct ConsoleSummary<'a> {
 
 impl fmt::Display for ConsoleSummary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.out_of_sequence == 0 {
+            write!(
+                f,
+                "{}, {} signals from the child",
+                ConsoleInOrder {
+                    child: self.child,
+                    lines: self.lines
+                },
+                self.signals
+            )
+        } else {
+            write!(
+                f,
+                "root: console of {}: {} lines over vmbus, FAILED: {} lines out of sequence, {} signals from the child",
+                self.child, self.lines, self.out_of_sequence, self.signals
+            )
+        }
+    }
+}
+
+/// Lines per signal above which the root reports signal suppression working.
+pub const LINES_PER_SIGNAL: u64 = 10;
+
+/// `root: console of NAME: fewer than one signal per 10 lines`: printed
+/// with the summary when the child's signals stayed below
+/// `lines / LINES_PER_SIGNAL` (and it sent at least 100 lines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalsSuppressed<'a>(pub &'a str);
+
+impl fmt::Display for SignalsSuppressed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "root: console of {}: {} lines over vmbus, {} out of sequence, {} signals from the child",
-            self.child, self.lines, self.out_of_sequence, self.signals
+            "root: console of {}: fewer than one signal per {} lines",
+            self.0, LINES_PER_SIGNAL
         )
+    }
+}
+
+#[cfg(test)]
+mod vmbus_marker_tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn vmbus_markers_render_as_documented() {
+        let summary = ConsoleSummary {
+            child: "c1",
+            lines: 10,
+            out_of_sequence: 0,
+            signals: 2,
+        };
+        assert_eq!(
+            summary.to_string(),
+            "root: console of c1: 10 lines over vmbus, all in order, 2 signals from the child"
+        );
+        assert!(
+            summary.to_string().contains(
+                &ConsoleInOrder {
+                    child: "c1",
+                    lines: 10
+                }
+                .to_string()
+            )
+        );
+        let bad = ConsoleSummary {
+            out_of_sequence: 1,
+            ..summary
+        };
+        assert!(bad.to_string().contains("FAILED"));
+        assert_eq!(
+            ChildConsoleLine {
+                child: "c1",
+                line: "x"
+            }
+            .to_string(),
+            "[c1] x"
+        );
+        assert_eq!(
+            ChannelClosed {
+                child: "v1",
+                channel: &"console",
+                reason: &"ring: bad"
+            }
+            .to_string(),
+            "root: vmbus: closed the console channel of v1: ring: bad"
+        );
+        assert_eq!(
+            SignalsSuppressed("c2").to_string(),
+            "root: console of c2: fewer than one signal per 10 lines"
+        );
     }
 }

@@ -11,13 +11,19 @@ use ipc::boot::{HYPERVISOR_IMAGE_BASE, SELFTEST_READ_HYPERVISOR_FRAME};
 use ipc::exit::ExitCode;
 use ipc::hypercall::StopReason;
 use ipc::markers::{
-    ALL_CHILDREN_ENDED, AllCpusOnline, ChildDestroyed, ChildEnded, ChildPaused, ChildResumed,
-    CpuOnline, DirtyLogCleared, DirtyLogMatches, KERNEL_BANNER, KERNEL_POWER_OFF, MemoryReused,
-    NO_NESTED_PAGING, NO_VIRTUALIZATION, NestedPageFault, ROOT_BANNER, ROOT_POWER_OFF,
-    RootReadsHypervisorFrame, RootRunning,
+    ALL_CHILDREN_ENDED, AllCpusOnline, ChannelClosed, ChildConsoleLine, ChildDestroyed, ChildEnded,
+    ChildPaused, ChildResumed, ConsoleInOrder, ConsoleOpened, CpuOnline, DirtyLogCleared,
+    DirtyLogMatches, KERNEL_BANNER, KERNEL_POWER_OFF, MemoryReused, NO_NESTED_PAGING,
+    NO_VIRTUALIZATION, NestedPageFault, ROOT_BANNER, ROOT_POWER_OFF, RootReadsHypervisorFrame,
+    RootRunning, SignalsSuppressed,
 };
+use ipc::vmbus::close::{ChannelName, CloseReason};
+use ipc::vmbus::control::ProtocolError;
+use ipc::vmbus::packet::CodecError;
+use ipc::vmbus::ring::RingError;
 use ipc::workload::{
-    DirtyDone, HOSTILE_CHECKS, HostileSummary, HostileTouchUnmapped, SpinProgress, VcpuHello,
+    ChattyLine, DirtyDone, HOSTILE_CHECKS, HostileSummary, HostileTouchUnmapped, SpinProgress,
+    VcpuHello, VmbusAttack,
 };
 
 use crate::harness::{Expectation, ExpectedExit, Limits};
@@ -55,7 +61,19 @@ pub enum Script {
     Hostile,
     /// Scenario `dirty`: the dirty log holds exactly the pages the child wrote.
     Dirty,
+    /// Scenario `vmbus`: c1 and c2 each print 10,000 lines over their VMBus
+    /// console; every c1 line in order, both consoles complete and in
+    /// order, with fewer signals than lines.
+    VmbusConsole,
+    /// Scenario `badbus`: v1 and v2 break their rings and control
+    /// protocol; the root closes each channel saying why and keeps serving `good`.
+    VmbusHostile,
 }
+
+/// Lines each child of scenario `vmbus` prints.
+const VMBUS_LINES: u64 = 10_000;
+/// Lines the good child of scenario `badbus` prints.
+const BADBUS_GOOD_LINES: u64 = 2_000;
 
 /// Lines that fail any case that prints them.
 pub const FORBIDDEN: [&str; 4] = [
@@ -160,6 +178,83 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
             ordered(DirtyLogCleared("d")),
             ordered(ended("d")),
         ]),
+        Script::VmbusConsole => {
+            out.extend([
+                any_order(ConsoleOpened("c1")),
+                any_order(ConsoleOpened("c2")),
+            ]);
+            // Every line of c1, in order, each with its name (c2's lines
+            // interleave; the root's sequence check covers both).
+            out.extend((1..=VMBUS_LINES).map(|seq| {
+                ordered(ChildConsoleLine {
+                    child: "c1",
+                    line: &ChattyLine {
+                        seq,
+                        of: VMBUS_LINES,
+                    }
+                    .to_string(),
+                })
+            }));
+            for child in ["c1", "c2"] {
+                out.extend([
+                    // The lines, the workload's start line and its summary.
+                    any_order(ConsoleInOrder {
+                        child,
+                        lines: VMBUS_LINES + 2,
+                    }),
+                    any_order(SignalsSuppressed(child)),
+                    any_order(ended(child)),
+                ]);
+            }
+        }
+        Script::VmbusHostile => {
+            let closed = |child: &'static str, channel: ChannelName, reason: CloseReason| {
+                any_order(ChannelClosed {
+                    child,
+                    channel: &channel,
+                    reason: &reason,
+                })
+            };
+            out.extend([
+                any_order(VmbusAttack("console write index")),
+                closed(
+                    "v1",
+                    ChannelName::Console,
+                    CloseReason::Ring(RingError::WriteIndexOutOfRange(0x7fff_fff8)),
+                ),
+                closed(
+                    "v1",
+                    ChannelName::Control,
+                    CloseReason::Codec(CodecError::Malformed),
+                ),
+                any_order(VmbusAttack("console packet length")),
+                closed(
+                    "v2",
+                    ChannelName::Console,
+                    CloseReason::Ring(RingError::BadPacketLength(4000)),
+                ),
+                closed(
+                    "v2",
+                    ChannelName::Control,
+                    CloseReason::Protocol(ProtocolError::OutOfOrder),
+                ),
+                any_order(ChildConsoleLine {
+                    child: "good",
+                    line: &ChattyLine {
+                        seq: BADBUS_GOOD_LINES,
+                        of: BADBUS_GOOD_LINES,
+                    }
+                    .to_string(),
+                }),
+                any_order(ConsoleInOrder {
+                    child: "good",
+                    lines: BADBUS_GOOD_LINES + 2,
+                }),
+                any_order(ended("v1")),
+                any_order(ended("v2")),
+                any_order(ended("good")),
+            ]);
+        }
         _ => {}
     }
     out.extend(power_off());
@@ -201,9 +296,13 @@ fn machine(smp: u32, cpu: &str, firmware: Firmware, managed: bool) -> QemuOption
 /// The marker texts of `script` and whether each belongs to an unordered group.
 pub fn markers_with_order(script: Script) -> Vec<(String, bool)> {
     match script {
-        Script::Children | Script::Spin | Script::Lifecycle | Script::Hostile | Script::Dirty => {
-            scenario_markers(script)
-        }
+        Script::Children
+        | Script::Spin
+        | Script::Lifecycle
+        | Script::Hostile
+        | Script::Dirty
+        | Script::VmbusConsole
+        | Script::VmbusHostile => scenario_markers(script),
         other => markers(other).into_iter().map(ordered).collect(),
     }
 }
@@ -294,7 +393,7 @@ pub fn all() -> Vec<Case> {
     use Firmware::{Bios, Uefi};
     use Script::{
         Children, Dirty, HandBoot, Hostile, Lifecycle, PowerOff, ReadsHypervisorFrame, Refuses,
-        Spin,
+        Spin, VmbusConsole, VmbusHostile,
     };
     let selftest = SELFTEST_READ_HYPERVISOR_FRAME;
     // CPU models (PLATFORMS.md): EPYC has SVM + NPT; QEMU's qemu64 has SVM without
@@ -313,8 +412,11 @@ pub fn all() -> Vec<Case> {
         case("children_smp4",      machine(4, "EPYC", Bios, true),         "scenario=demo",     Children,   Kernel(Success)),
         case("busy_vcpus_6_on_2",  machine(2, "EPYC", Bios, true),         "scenario=spin",     Spin,       Kernel(Success)),
         case("pause_resume_destroy_reuse", machine(2, "EPYC", Bios, true), "scenario=life",     Lifecycle,  Kernel(Success)),
-        case("hostile_child",      machine(2, "EPYC", Bios, true),         "scenario=hostile",  Hostile,    Kernel(Success)),
+        // `debug-console`: the hostile child also floods DebugWrite to test its rate limit.
+        case("hostile_child",      machine(2, "EPYC", Bios, true),         "scenario=hostile debug-console", Hostile, Kernel(Success)),
         case("dirty_logging",      machine(2, "EPYC", Bios, true),         "scenario=dirty",    Dirty,      Kernel(Success)),
+        case("vmbus_console_10000_lines_each", machine(2, "EPYC", Bios, true), "scenario=vmbus", VmbusConsole, Kernel(Success)),
+        case("vmbus_hostile_children", machine(2, "EPYC", Bios, true),     "scenario=badbus",   VmbusHostile, Kernel(Success)),
     ];
     table
 }

@@ -270,16 +270,21 @@ pub fn drain(index: usize) {
         }
     }
     let stats = entry.bus.console_stats();
+    let signals = u64::from(SIGNALS[index * CHANNELS + 1].load(Ordering::Acquire));
+    let child = entry.name.as_str();
     if stats.lines > 0 {
         println!(
             "{}",
             markers::ConsoleSummary {
-                child: entry.name.as_str(),
+                child,
                 lines: stats.lines,
                 out_of_sequence: stats.out_of_sequence,
-                signals: u64::from(SIGNALS[index * CHANNELS + 1].load(Ordering::Acquire)),
+                signals,
             }
         );
+    }
+    if stats.lines >= 100 && signals * markers::LINES_PER_SIGNAL < stats.lines {
+        println!("{}", markers::SignalsSuppressed(child));
     }
 }
 

@@ -13,15 +13,14 @@
 //!   cleared (and the ring checked once more) only when it runs empty, so
 //!   a busy child signals rarely.
 
-use core::fmt;
-
-use ipc::vmbus::console::{ConsoleError, ConsoleMessage};
+pub use ipc::vmbus::close::{ChannelName, CloseReason};
+use ipc::vmbus::console::ConsoleMessage;
 use ipc::vmbus::control::{
     CONSOLE_CLASS, ControlMessage, Guid, HostAction, HostControl, MAX_OFFERS, OfferProperties,
     OpenStatus, ProtocolError,
 };
 use ipc::vmbus::memory::RingMemory;
-use ipc::vmbus::packet::{self, CodecError};
+use ipc::vmbus::packet;
 use ipc::vmbus::ring::{Consumer, Producer, Recv, RingError, Sent};
 
 /// Offer id of the console (the first and only offer today).
@@ -49,54 +48,6 @@ pub trait Platform {
     fn ports(&mut self, offer_id: u32) -> Result<(u64, u64), OpenStatus>;
     /// Signals the child on channel `offer_id` (`None`: the control channel).
     fn signal(&mut self, offer_id: Option<u32>);
-}
-
-/// Why the root closed a channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseReason {
-    /// A ring index or length was out of range.
-    Ring(RingError),
-    /// A control message out of order or invalid.
-    Protocol(ProtocolError),
-    /// A packet that does not decode.
-    Codec(CodecError),
-    /// A console message over its limits.
-    Console(ConsoleError),
-    /// The child does not read its replies (the control ring to it is full).
-    Stalled,
-    /// The control channel closed, taking this channel with it.
-    ControlClosed,
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::Ring(e) => write!(f, "ring: {e}"),
-            CloseReason::Protocol(e) => write!(f, "protocol: {e}"),
-            CloseReason::Codec(e) => write!(f, "packet: {e:?}"),
-            CloseReason::Console(e) => write!(f, "console: {e:?}"),
-            CloseReason::Stalled => write!(f, "child does not read its control ring"),
-            CloseReason::ControlClosed => write!(f, "control channel closed"),
-        }
-    }
-}
-
-/// Which channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChannelName {
-    /// The control channel.
-    Control,
-    /// The console.
-    Console,
-}
-
-impl fmt::Display for ChannelName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ChannelName::Control => "control",
-            ChannelName::Console => "console",
-        })
-    }
 }
 
 /// What happened during [`ChildBus::service`].

@@ -124,7 +124,16 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
     };
 
     // Slots the child never held.
-    let held = [Some(me), info.to_root, info.from_root];
+    let [console_signal, console_event] = crate::vmbus::console_ports();
+    let held = [
+        Some(me),
+        info.to_root,
+        info.from_root,
+        info.vmbus_signal,
+        info.vmbus_event,
+        console_signal,
+        console_event,
+    ];
     let empty_index = held.iter().flatten().map(|h| h.index).max().unwrap_or(0) + 1;
     let empty = SlotHandle {
         index: empty_index,

@@ -10,12 +10,14 @@
 //! - [`control`]: the control protocol (versions, offers, open, close) and
 //!   the state machines of both ends.
 //! - [`console`]: the console device's messages.
+//! - [`close`]: why a channel is closed (what the root logs).
 //!
 //! # Invariants
 //! Everything read from shared memory is hostile: every index, length and
 //! payload is validated, and a bad one is an error that closes the
 //! channel, never a panic or an access outside the ring.
 
+pub mod close;
 pub mod console;
 pub mod control;
 pub mod memory;
