@@ -122,6 +122,10 @@ pub fn run(options: &SuiteOptions) -> Result<i32> {
     } else {
         announce("benchmark: no vhd/benches/vs_qemu_img.rs yet");
     }
+    if !options.skip_bench && root.join("ipc/benches/vmbus_ring.rs").is_file() {
+        announce("benchmark: cargo bench -p ipc --bench vmbus_ring (VMBus ring vs rtrb)");
+        process::run(&mut cargo(&["bench", "-p", "ipc", "--bench", "vmbus_ring"]))?;
+    }
     if !options.skip_bench {
         announce("benchmark: null-hypercall round trip under QEMU -icount (cargo image bench)");
         crate::bench::hypercall()?;
