@@ -9,7 +9,10 @@
 use std::sync::atomic::AtomicU32;
 
 use ipc::vmbus::memory::{AtomicRingMemory, RingMemory};
-use ipc::vmbus::ring::{CONTROL_BYTES, Consumer, Producer, Recv};
+use ipc::vmbus::ring::{
+    CONTROL_BYTES, Consumer, FEATURES, INTERRUPT_MASK, PENDING_SEND_SIZE, Producer, READ_INDEX,
+    Recv, WRITE_INDEX,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// Ring memory that fails the run on any access the ring code should never make.
@@ -42,10 +45,16 @@ const DATA: usize = 512;
 fuzz_target!(|input: &[u8]| {
     let words: Vec<AtomicU32> = (0..(CONTROL_BYTES + DATA) / 4).map(|_| AtomicU32::new(0)).collect();
     let raw = AtomicRingMemory::new(&words);
-    // The first 20 bytes are the control page's fields, then the data area,
-    // then a script of peer actions.
+    // The first 20 bytes are the control page's fields (write index, read
+    // index, interrupt mask, pending-send size, features), then the data
+    // area, then a script of peer actions.
+    const FIELDS: [usize; 5] = [WRITE_INDEX, READ_INDEX, INTERRUPT_MASK, PENDING_SEND_SIZE, FEATURES];
     let (control, rest) = input.split_at(input.len().min(20));
-    raw.write(0, control);
+    for (chunk, offset) in control.chunks(4).zip(FIELDS) {
+        let mut b = [0u8; 4];
+        b[..chunk.len()].copy_from_slice(chunk);
+        raw.store_u32_release(offset, u32::from_le_bytes(b));
+    }
     let (data, script) = rest.split_at(rest.len().min(DATA));
     raw.write(CONTROL_BYTES, data);
     let Ok(mut rx) = Consumer::new(Strict(raw)) else {
@@ -56,7 +65,7 @@ fuzz_target!(|input: &[u8]| {
         match step[0] % 4 {
             // The peer pokes a control word.
             0 if step.len() >= 6 => {
-                let offset = [0, 4, 64, 128, 192][step[1] as usize % 5];
+                let offset = FIELDS[step[1] as usize % 5];
                 let value = u32::from_le_bytes([step[2], step[3], step[4], step[5]]);
                 raw.store_u32_release(offset, value);
             }
