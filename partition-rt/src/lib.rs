@@ -25,7 +25,8 @@ pub mod interrupts;
 pub mod sync;
 
 pub use arch::{
-    SharedRingMemory, disable_interrupts, enable_interrupts, halt_forever, pause, rdtsc, wait_for_interrupt,
+    SharedRingMemory, disable_interrupts, enable_interrupts, halt_forever, pause, rdtsc,
+    wait_for_interrupt,
 };
 pub use console::Console;
 pub use cpu::{MAX_VCPUS, current_vcpu, init_vcpu};

@@ -706,7 +706,10 @@ fn children_use_the_debug_console_only_when_the_command_line_allows() {
     let mut bytes = [0u8; ipc::hypercall::DEBUG_WRITE_MAX];
     bytes[..3].copy_from_slice(b"hi\n");
     let write = Call::DebugWrite { len: 3, bytes };
-    assert_eq!(w.call_as(c.id, c.vcpu, write), Err(Status::InsufficientRights));
+    assert_eq!(
+        w.call_as(c.id, c.vcpu, write),
+        Err(Status::InsufficientRights)
+    );
     assert!(w.m.lines.iter().all(|l| !l.contains("hi")));
     assert!(w.root_call(write).is_ok(), "the root always may");
     w.k.child_debug_console = true;
