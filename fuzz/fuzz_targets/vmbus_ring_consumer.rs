@@ -6,7 +6,7 @@
 //! buffer and the bytes that were in the ring.
 #![no_main]
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::AtomicU64;
 
 use ipc::vmbus::memory::{AtomicRingMemory, RingMemory};
 use ipc::vmbus::ring::{
@@ -43,7 +43,7 @@ impl RingMemory for Strict<'_> {
 const DATA: usize = 512;
 
 fuzz_target!(|input: &[u8]| {
-    let words: Vec<AtomicU32> = (0..(CONTROL_BYTES + DATA) / 4).map(|_| AtomicU32::new(0)).collect();
+    let words: Vec<AtomicU64> = (0..(CONTROL_BYTES + DATA) / 8).map(|_| AtomicU64::new(0)).collect();
     let raw = AtomicRingMemory::new(&words);
     // The first 20 bytes are the control page's fields (write index, read
     // index, interrupt mask, pending-send size, features), then the data

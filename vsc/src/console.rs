@@ -10,7 +10,7 @@
 
 use ipc::vmbus::console::{ConsoleMessage, MAX_LINE};
 use ipc::vmbus::memory::RingMemory;
-use ipc::vmbus::packet;
+use ipc::vmbus::packet::{self, Bytes};
 use ipc::vmbus::ring::{Consumer, Producer, Recv, RingError, Sent};
 
 /// Why a console operation failed.
@@ -118,7 +118,11 @@ impl<M: RingMemory> ConsoleClient<M> {
             .map_err(ConsoleClientError::Ring)?
         {
             Recv::Packet(p) => match packet::decode::<ConsoleMessage<'_>>(&p) {
-                Ok(m @ ConsoleMessage::Input { bytes }) if m.check().is_ok() => {
+                Ok(
+                    m @ ConsoleMessage::Input {
+                        bytes: Bytes(bytes),
+                    },
+                ) if m.check().is_ok() => {
                     let n = bytes.len().min(out.len());
                     out[..n].copy_from_slice(&bytes[..n]);
                     Ok(n)
@@ -139,15 +143,15 @@ impl<M: RingMemory> ConsoleClient<M> {
 mod tests {
     extern crate std;
     use super::*;
-    use core::sync::atomic::AtomicU32;
+    use core::sync::atomic::AtomicU64;
     use ipc::vmbus::memory::AtomicRingMemory;
     use ipc::vmbus::ring::{CONTROL_BYTES, initialize};
     use std::vec::Vec;
 
     #[test]
     fn lines_arrive_cut_and_clean() {
-        let words: Vec<AtomicU32> = (0..(CONTROL_BYTES + 4096) * 2 / 4)
-            .map(|_| AtomicU32::new(0))
+        let words: Vec<AtomicU64> = (0..(CONTROL_BYTES + 4096) * 2 / 8)
+            .map(|_| AtomicU64::new(0))
             .collect();
         let (a, b) = AtomicRingMemory::new(&words).split_at(CONTROL_BYTES + 4096);
         initialize(&a).unwrap();
@@ -189,7 +193,9 @@ mod tests {
         tx.send_message(
             0,
             0,
-            &ConsoleMessage::Input { bytes: b"ls\n" },
+            &ConsoleMessage::Input {
+                bytes: Bytes(b"ls\n"),
+            },
             &mut scratch,
         )
         .unwrap();

@@ -5,7 +5,7 @@
 extern crate std;
 
 use core::cell::RefCell;
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::AtomicU64;
 use std::string::{String, ToString};
 use std::vec::Vec;
 
@@ -130,8 +130,8 @@ fn guest(memory: AtomicRingMemory<'_>) -> GuestBus<AtomicRingMemory<'_>> {
     )
 }
 
-fn memory_words() -> Vec<AtomicU32> {
-    (0..PAGES * PAGE / 4).map(|_| AtomicU32::new(0)).collect()
+fn memory_words() -> Vec<AtomicU64> {
+    (0..PAGES * PAGE / 8).map(|_| AtomicU64::new(0)).collect()
 }
 
 /// Connects and opens the console; returns the child's console client.
@@ -275,8 +275,15 @@ fn bad_lengths_and_bad_messages_close_the_console() {
             }
             // Input flows the wrong way.
             _ => {
-                tx.send_message(0, 0, &ConsoleMessage::Input { bytes: b"x" }, &mut scratch)
-                    .unwrap();
+                tx.send_message(
+                    0,
+                    0,
+                    &ConsoleMessage::Input {
+                        bytes: packet::Bytes(b"x"),
+                    },
+                    &mut scratch,
+                )
+                .unwrap();
             }
         }
         world.service();

@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::packet::Bytes;
+
 /// Longest console line (bytes).
 pub const MAX_LINE: usize = 160;
 /// Longest input chunk (bytes).
@@ -25,7 +27,8 @@ pub enum ConsoleMessage<'a> {
     /// Root to child: bytes of input.
     Input {
         /// The bytes.
-        bytes: &'a [u8],
+        #[serde(borrow)]
+        bytes: Bytes<'a>,
     },
 }
 
@@ -45,7 +48,7 @@ impl ConsoleMessage<'_> {
             ConsoleMessage::Line { text } if text.len() > MAX_LINE || text.contains('\n') => {
                 Err(ConsoleError::BadLine)
             }
-            ConsoleMessage::Input { bytes } if bytes.len() > MAX_INPUT => {
+            ConsoleMessage::Input { bytes } if bytes.0.len() > MAX_INPUT => {
                 Err(ConsoleError::BadInput)
             }
             _ => Ok(()),
@@ -79,7 +82,7 @@ mod tests {
         );
         assert_eq!(
             ConsoleMessage::Input {
-                bytes: &[0; MAX_INPUT + 1]
+                bytes: Bytes(&[0; MAX_INPUT + 1])
             }
             .check(),
             Err(ConsoleError::BadInput)

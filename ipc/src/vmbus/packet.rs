@@ -62,16 +62,35 @@ impl PacketHeader {
     }
 
     /// Decodes a header from its 16 bytes.
+    #[inline]
     pub fn from_wire(bytes: &[u8; HEADER_BYTES]) -> Self {
         // A 16-byte array always holds exactly one header (all bit patterns valid).
         PacketHeader::read_from_bytes(bytes).unwrap_or(PacketHeader::new(0, 0, 0, 0))
     }
 
     /// The header's 16 bytes.
+    #[inline]
     pub fn to_wire(&self) -> [u8; HEADER_BYTES] {
         let mut out = [0u8; HEADER_BYTES];
         out.copy_from_slice(self.as_bytes());
         out
+    }
+}
+
+/// Borrowed bytes that serialize as one byte string (postcard: a length
+/// and the bytes, copied whole), not as a sequence of separate `u8`s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bytes<'a>(pub &'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Bytes<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        <&'a [u8]>::deserialize(deserializer).map(Bytes)
     }
 }
 
@@ -153,6 +172,15 @@ mod tests {
             None
         );
         assert_eq!(PacketHeader::new(1, 0, u32::MAX, 0).total_bytes(), None);
+    }
+
+    #[test]
+    fn bytes_are_one_length_and_the_bytes() {
+        let mut scratch = [0u8; 16];
+        let encoded = encode(&Bytes(b"abc"), &mut scratch).unwrap();
+        assert_eq!(encoded, [3, b'a', b'b', b'c']);
+        let back: Bytes<'_> = postcard::from_bytes(encoded).unwrap();
+        assert_eq!(back, Bytes(b"abc"));
     }
 
     #[test]

@@ -4,13 +4,15 @@
 //! | offset | field | written by |
 //! |---|---|---|
 //! | 0 | write index (byte offset into the data area) | producer |
-//! | 4 | pending-send size (bytes the producer waits for, 0 = none) | producer (consumer clears) |
+//! | 8 | pending-send size (bytes the producer waits for, 0 = none) | producer (consumer clears) |
 //! | 64 | read index | consumer |
 //! | 128 | interrupt mask (1 = consumer is polling, do not signal) | consumer |
 //! | 192 | feature bits ([`FEATURE_PENDING_SEND`]) | creator |
 //! | everything else up to 4096 | reserved, zero | — |
 //!
-//! The write index, the read index and the interrupt mask each have a
+//! Every field is a `u32` at an 8-byte-aligned offset whose next 4 bytes
+//! are reserved (zero), so a ring memory may access each field as a whole
+//! 8-byte word. The write index, the read index and the interrupt mask each have a
 //! 64-byte cache line of their own: the index stores of one side never
 //! evict the other side's lines, and the mask (read by the producer after
 //! every packet, written rarely) stays shared in both caches.
@@ -29,8 +31,9 @@
 //!   with Release; the consumer loads it with Acquire before reading
 //!   them (and symmetrically for the read index and free space). The
 //!   signal decisions (interrupt mask against write index, pending-send
-//!   size against read index) are Dekker-style: store, SeqCst fence, load,
-//!   on both sides, so a wake-up is never lost.
+//!   size against read index) are Dekker-style: a sequentially consistent
+//!   store (or a store and a SeqCst fence), then the load, on both sides,
+//!   so a wake-up is never lost.
 
 use core::sync::atomic::{Ordering, fence};
 
@@ -48,7 +51,7 @@ pub const READ_INDEX: usize = 64;
 /// Offset of the interrupt mask.
 pub const INTERRUPT_MASK: usize = 128;
 /// Offset of the pending-send size.
-pub const PENDING_SEND_SIZE: usize = 4;
+pub const PENDING_SEND_SIZE: usize = 8;
 /// Offset of the feature bits.
 pub const FEATURES: usize = 192;
 /// Feature bit: the consumer honours the pending-send size.
@@ -182,6 +185,8 @@ pub struct Producer<M: RingMemory> {
     write: u32,
     /// The consumer's read index as last loaded (validated).
     read: u32,
+    /// Where the first packet published since the last signal decision starts.
+    unflushed: Option<u32>,
 }
 
 impl<M: RingMemory> Producer<M> {
@@ -201,6 +206,7 @@ impl<M: RingMemory> Producer<M> {
             size,
             write,
             read,
+            unflushed: None,
         })
     }
 
@@ -223,13 +229,44 @@ impl<M: RingMemory> Producer<M> {
         Ok(read)
     }
 
+    fn load_read_seqcst(&mut self) -> Result<u32, RingError> {
+        let read = self.mem.load_u32_seqcst(READ_INDEX);
+        if !valid_index(read, self.size) {
+            return Err(RingError::ReadIndexOutOfRange(read));
+        }
+        self.read = read;
+        Ok(read)
+    }
+
     fn free(&self) -> usize {
         // One 8-byte slot always stays free: equal indices mean empty.
         (self.size - used(self.write, self.read, self.size)) as usize - PACKET_ALIGN
     }
 
-    /// Sends one packet of `kind`/`flags`/`transaction_id` with `payload`.
+    /// Sends one packet of `kind`/`flags`/`transaction_id` with `payload`
+    /// and decides whether to signal ([`Producer::send_deferred`] then
+    /// [`Producer::flush`]).
     pub fn send(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        transaction_id: u64,
+        payload: &[u8],
+    ) -> Result<Sent, RingError> {
+        match self.send_deferred(kind, flags, transaction_id, payload)? {
+            Sent::Full => Ok(Sent::Full),
+            Sent::Written { .. } => Ok(Sent::Written {
+                signal: self.flush()?,
+            }),
+        }
+    }
+
+    /// Writes and publishes one packet (the consumer may read it at once)
+    /// but leaves the signal decision to the next [`Producer::flush`], which
+    /// must follow before the producer waits for anything: one barrier per
+    /// batch instead of one per packet. Returns `Written { signal: false }`
+    /// or `Full`.
+    pub fn send_deferred(
         &mut self,
         kind: u16,
         flags: u16,
@@ -246,9 +283,8 @@ impl<M: RingMemory> Producer<M> {
             if self.free() < total {
                 // Ask to be woken, then look again (the consumer may have
                 // freed space before it could see the request).
-                self.mem.store_u32_release(PENDING_SEND_SIZE, total as u32);
-                fence(Ordering::SeqCst);
-                self.load_read()?;
+                self.mem.store_u32_seqcst(PENDING_SEND_SIZE, total as u32);
+                self.load_read_seqcst()?;
                 if self.free() < total {
                     return Ok(Sent::Full);
                 }
@@ -269,16 +305,28 @@ impl<M: RingMemory> Producer<M> {
         }
         self.write = advance(old, total, self.size);
         self.mem.store_u32_release(WRITE_INDEX, self.write);
-        // Signal only on empty -> non-empty, and only if the consumer is not
-        // polling (a polling consumer's mask line stays shared: cheap to load).
-        fence(Ordering::SeqCst);
-        if self.mem.load_u32_acquire(INTERRUPT_MASK) != 0 {
-            return Ok(Sent::Written { signal: false });
+        self.unflushed.get_or_insert(old);
+        Ok(Sent::Written { signal: false })
+    }
+
+    /// The signal decision for every packet published since the last one:
+    /// `true` if the consumer must be signalled — it is not polling (mask
+    /// clear) and its read index stopped inside those packets, i.e. the
+    /// ring went from empty to non-empty while it may be asleep.
+    pub fn flush(&mut self) -> Result<bool, RingError> {
+        let Some(start) = self.unflushed.take() else {
+            return Ok(false);
+        };
+        // The write index again, as the store half of the Dekker pair (a
+        // polling consumer's mask line stays shared: cheap to load).
+        self.mem.store_u32_seqcst(WRITE_INDEX, self.write);
+        if self.mem.load_u32_seqcst(INTERRUPT_MASK) != 0 {
+            return Ok(false);
         }
-        let read = self.load_read()?;
-        Ok(Sent::Written {
-            signal: read == old,
-        })
+        let read = self.load_read_seqcst()?;
+        let batch = used(self.write, start, self.size);
+        let unread = used(self.write, read, self.size);
+        Ok(unread != 0 && unread <= batch)
     }
 
     /// Encodes `message` with postcard (in `scratch`) and sends it as a
@@ -408,9 +456,13 @@ impl<M: RingMemory> Consumer<M> {
     /// `Ok(true)` if it is still empty (safe to sleep until signalled),
     /// `Ok(false)` if a packet arrived meanwhile (drain again).
     pub fn unmask_interrupts(&mut self) -> Result<bool, RingError> {
-        self.mem.store_u32_release(INTERRUPT_MASK, 0);
-        fence(Ordering::SeqCst);
-        Ok(self.load_write()? == self.read)
+        self.mem.store_u32_seqcst(INTERRUPT_MASK, 0);
+        let write = self.mem.load_u32_seqcst(WRITE_INDEX);
+        if !valid_index(write, self.size) {
+            return Err(RingError::WriteIndexOutOfRange(write));
+        }
+        self.write = write;
+        Ok(write == self.read)
     }
 }
 

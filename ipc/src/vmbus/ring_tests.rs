@@ -3,7 +3,7 @@
 
 extern crate std;
 
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::vec::Vec;
 
@@ -11,14 +11,14 @@ use super::*;
 use crate::vmbus::memory::AtomicRingMemory;
 use crate::vmbus::packet::KIND_MESSAGE;
 
-fn words(data_bytes: usize) -> Vec<AtomicU32> {
-    (0..(CONTROL_BYTES + data_bytes) / 4)
-        .map(|_| AtomicU32::new(0))
+fn words(data_bytes: usize) -> Vec<AtomicU64> {
+    (0..(CONTROL_BYTES + data_bytes) / 8)
+        .map(|_| AtomicU64::new(0))
         .collect()
 }
 
 fn pair(
-    mem: &[AtomicU32],
+    mem: &[AtomicU64],
 ) -> (
     Producer<AtomicRingMemory<'_>>,
     Consumer<AtomicRingMemory<'_>>,
@@ -229,7 +229,7 @@ fn hostile_indices_and_lengths_are_errors() {
 #[test]
 fn two_threads_random_sizes_checksums() {
     const MESSAGES: u64 = 50_000;
-    let mem: Arc<Vec<AtomicU32>> = Arc::new(words(8192));
+    let mem: Arc<Vec<AtomicU64>> = Arc::new(words(8192));
     initialize(&AtomicRingMemory::new(&mem)).unwrap();
     let tx_mem = Arc::clone(&mem);
     let producer = std::thread::spawn(move || {
@@ -285,7 +285,7 @@ fn two_threads_random_sizes_checksums() {
 fn no_lost_wakeups_between_threads() {
     use core::sync::atomic::{AtomicU64 as Counter, Ordering as O};
     const MESSAGES: u64 = 50_000;
-    let mem: Arc<Vec<AtomicU32>> = Arc::new(words(1024));
+    let mem: Arc<Vec<AtomicU64>> = Arc::new(words(1024));
     initialize(&AtomicRingMemory::new(&mem)).unwrap();
     let to_consumer = Arc::new(Counter::new(0));
     let to_producer = Arc::new(Counter::new(0));
@@ -340,4 +340,88 @@ fn no_lost_wakeups_between_threads() {
     producer.join().unwrap();
     let signals = to_consumer.load(O::Acquire);
     assert!(signals <= MESSAGES);
+}
+
+#[test]
+fn deferred_sends_decide_once_per_batch() {
+    let mem = words(4096);
+    let (mut tx, mut rx) = pair(&mem);
+    let mut buf = [0u8; 64];
+    for i in 0..5u64 {
+        assert_eq!(
+            tx.send_deferred(KIND_MESSAGE, 0, i, b"x"),
+            Ok(Sent::Written { signal: false })
+        );
+    }
+    // The consumer reads two of them at once (no signal needed for that)...
+    assert!(matches!(rx.try_recv(&mut buf), Ok(Recv::Packet(_))));
+    assert!(matches!(rx.try_recv(&mut buf), Ok(Recv::Packet(_))));
+    // ...but it stopped inside the batch with its interrupt unmasked: signal.
+    assert_eq!(tx.flush(), Ok(true));
+    assert_eq!(tx.flush(), Ok(false), "nothing new");
+    while let Ok(Recv::Packet(_)) = rx.try_recv(&mut buf) {}
+    // Everything read before the decision: nobody waits for these.
+    tx.send_deferred(KIND_MESSAGE, 0, 9, b"y").unwrap();
+    assert!(matches!(rx.try_recv(&mut buf), Ok(Recv::Packet(_))));
+    assert_eq!(tx.flush(), Ok(false));
+    // A consumer behind the batch already has work: no signal.
+    tx.send(KIND_MESSAGE, 0, 10, b"z").unwrap();
+    tx.send_deferred(KIND_MESSAGE, 0, 11, b"w").unwrap();
+    assert_eq!(tx.flush(), Ok(false));
+}
+
+/// The sleep/wake protocol with batched signal decisions: no wake-up lost.
+#[test]
+fn no_lost_wakeups_with_batches() {
+    use core::sync::atomic::{AtomicU64 as Counter, Ordering as O};
+    const MESSAGES: u64 = 50_000;
+    let mem: Arc<Vec<AtomicU64>> = Arc::new(words(1024));
+    initialize(&AtomicRingMemory::new(&mem)).unwrap();
+    let to_consumer = Arc::new(Counter::new(0));
+    let (tx_mem, tc) = (Arc::clone(&mem), Arc::clone(&to_consumer));
+    let producer = std::thread::spawn(move || {
+        let mut tx = Producer::new(AtomicRingMemory::new(&tx_mem)).unwrap();
+        for seq in 0..MESSAGES {
+            loop {
+                match tx
+                    .send_deferred(KIND_MESSAGE, 0, seq, &seq.to_le_bytes())
+                    .unwrap()
+                {
+                    Sent::Written { .. } => break,
+                    Sent::Full => {
+                        if tx.flush().unwrap() {
+                            tc.fetch_add(1, O::AcqRel);
+                        }
+                        std::thread::yield_now();
+                    }
+                }
+            }
+            if seq % 7 == 6 && tx.flush().unwrap() {
+                tc.fetch_add(1, O::AcqRel);
+            }
+        }
+        if tx.flush().unwrap() {
+            tc.fetch_add(1, O::AcqRel);
+        }
+    });
+    let mut rx = Consumer::new(AtomicRingMemory::new(&mem)).unwrap();
+    let mut buf = [0u8; 64];
+    let mut seq = 0;
+    while seq < MESSAGES {
+        let seen = to_consumer.load(O::Acquire);
+        match rx.try_recv(&mut buf).unwrap() {
+            Recv::Packet(p) => {
+                assert_eq!(p.payload, &seq.to_le_bytes());
+                seq += 1;
+            }
+            Recv::Empty { .. } => {
+                if rx.unmask_interrupts().unwrap() {
+                    while to_consumer.load(O::Acquire) == seen {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+    }
+    producer.join().unwrap();
 }

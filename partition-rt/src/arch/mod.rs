@@ -341,6 +341,22 @@ impl ipc::vmbus::memory::RingMemory for SharedRingMemory {
             .store(value, core::sync::atomic::Ordering::Release);
     }
 
+    fn store_u32_seqcst(&self, offset: usize, value: u32) {
+        if !offset.is_multiple_of(4) || !self.in_range(offset, 4) {
+            return;
+        }
+        // A SeqCst swap is a full barrier by itself (XCHG).
+        self.word(offset)
+            .swap(value, core::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn load_u32_seqcst(&self, offset: usize) -> u32 {
+        if !offset.is_multiple_of(4) || !self.in_range(offset, 4) {
+            return 0;
+        }
+        self.word(offset).load(core::sync::atomic::Ordering::SeqCst)
+    }
+
     fn read(&self, offset: usize, buf: &mut [u8]) {
         if !self.in_range(offset, buf.len()) {
             buf.fill(0);
