@@ -109,11 +109,7 @@ impl RootPlatform {
             access: Rights::READ | Rights::WRITE,
         })
         .map_err(|_| OpenStatus::BadRange)?;
-        // SAFETY: the pages were just mapped read-write into the root at
-        // `base + gpa` (identity-mapped by its page tables), page-aligned;
-        // they are the child's ring pages, which the root touches only
-        // through this memory until it unmaps them.
-        Ok(unsafe { SharedRingMemory::new(self.base + gpa, pages as usize * 4096) })
+        Ok(crate::arch::ring_memory(self.base + gpa, pages))
     }
 
     /// Makes a port pair for channel `channel` (0 = control): returns the

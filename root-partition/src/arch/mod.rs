@@ -61,3 +61,17 @@ pub fn buffer_hypercall(
     // (see above), so the microkernel's write cannot alias one.
     unsafe { partition_rt::hypercall::hypercall_unchecked(call) }
 }
+
+/// Ring memory over `pages` pages of a child's memory that the root has
+/// just mapped into itself read-write at guest-physical `addr` (a VMBus
+/// channel's rings, see `crate::vmbus`).
+///
+/// The caller names pages it mapped with `MemoryMap` at `addr` (identity
+/// mapped by the root's page tables) and touches them only through the
+/// returned memory until it unmaps them.
+pub fn ring_memory(addr: u64, pages: u64) -> partition_rt::SharedRingMemory {
+    // SAFETY: the pages are mapped read-write at `addr`, page-aligned, and
+    // used only through this ring memory (and by the child) until the root
+    // unmaps them (the caller's contract above).
+    unsafe { partition_rt::SharedRingMemory::new(addr, (pages * 4096) as usize) }
+}
