@@ -309,3 +309,7 @@ impl fmt::Display for KernelHypercallPath {
         )
     }
 }
+
+/// Printed by the microkernel when the processor has VMX but no EPT or VPID.
+pub const NO_EPT: &str =
+    "refusing to start: this processor has Intel VMX but no EPT or VPID; capvisor needs SLAT";
