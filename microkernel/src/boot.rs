@@ -169,7 +169,10 @@ fn check_virtualization() {
             fail(format_args!("{}", markers::NO_NESTED_PAGING));
         }
         virt::select(Backend::Svm);
-        kprintln!("virtualization: AMD SVM with nested paging, {} ASIDs", features.asids);
+        kprintln!(
+            "virtualization: AMD SVM with nested paging, {} ASIDs",
+            features.asids
+        );
     } else if features.vmx {
         if !arch::vmx::has_ept() {
             fail(format_args!("{}", markers::NO_EPT));
@@ -269,6 +272,13 @@ fn read_boot_information(info: u64) -> (BootData, u64) {
             .unwrap_or(""),
     );
     kprintln!("command line: {:?}", cmdline.as_str());
+    if cmdline
+        .as_str()
+        .split_whitespace()
+        .any(|w| w == ipc::markers::POWEROFF_ON_EXIT)
+    {
+        crate::arch::power::power_off_on_every_exit();
+    }
     (
         BootData {
             map,

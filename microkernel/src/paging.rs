@@ -208,7 +208,10 @@ impl EntryFormat for EptFormat {
         level == 1 || entry & PS != 0
     }
     fn access(entry: u64) -> Access {
-        Access { write: entry & EPT_WRITE != 0, execute: entry & EPT_EXECUTE != 0 }
+        Access {
+            write: entry & EPT_WRITE != 0,
+            execute: entry & EPT_EXECUTE != 0,
+        }
     }
     const DIRTY: u64 = 1 << 9;
 }
@@ -767,8 +770,26 @@ mod tests {
     fn ept_entries_encode_rights_type_and_dirty_bit() {
         let mut mem = FakeMemory::new(16);
         let mut pt = PageTable::<EptFormat>::new(&mut mem).unwrap();
-        pt.map(&mut mem, 0x20_0000, 0x20_0000, 0x20_0000, PageSize::Large, Access::RW, CacheMode::WriteBack).unwrap();
-        pt.map(&mut mem, 0x1000, 0x9000, 0x1000, PageSize::Small, Access::R, CacheMode::Uncacheable).unwrap();
+        pt.map(
+            &mut mem,
+            0x20_0000,
+            0x20_0000,
+            0x20_0000,
+            PageSize::Large,
+            Access::RW,
+            CacheMode::WriteBack,
+        )
+        .unwrap();
+        pt.map(
+            &mut mem,
+            0x1000,
+            0x9000,
+            0x1000,
+            PageSize::Small,
+            Access::R,
+            CacheMode::Uncacheable,
+        )
+        .unwrap();
         let (table, i, _) = pt.leaf_slot(&mem, 0x20_0000).unwrap();
         assert_eq!(mem.read(table, i), 0x20_0000 | 0b011 | (6 << 3) | PS);
         let (small, j, _) = pt.leaf_slot(&mem, 0x1000).unwrap();

@@ -210,7 +210,10 @@ pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
     );
     kprintln!(
         "{}",
-        RootRunning { backend: virt::backend().name(), slat: virt::backend().slat() }
+        RootRunning {
+            backend: virt::backend().name(),
+            slat: virt::backend().slat()
+        }
     );
     *crate::run::KERNEL.lock() = Some(kernel);
     crate::run::processor_loop(0)

@@ -110,19 +110,40 @@ mod tests {
         assert_eq!(exit(reason::EXTERNAL_INTERRUPT, 0), Exit::Interrupt);
         assert_eq!(exit(reason::TRIPLE_FAULT, 0), Exit::Shutdown);
         assert_eq!(exit(reason::WRMSR, 0), Exit::Msr { write: true });
-        assert_eq!(exit(reason::INVALID_GUEST_STATE | (1 << 31), 0), Exit::InvalidState);
+        assert_eq!(
+            exit(reason::INVALID_GUEST_STATE | (1 << 31), 0),
+            Exit::InvalidState
+        );
         // OUT dx, al to 0xf4: size 1 (0), out, port in bits 16–31.
         assert_eq!(
             exit(reason::IO, 0xf4 << 16),
-            Exit::Io(IoAccess { port: 0xf4, input: false, size: 1, string: false, next_rip: 0x4001 })
+            Exit::Io(IoAccess {
+                port: 0xf4,
+                input: false,
+                size: 1,
+                string: false,
+                next_rip: 0x4001
+            })
         );
         // IN eax, dx from 0x40: size 4 (3), in.
         assert_eq!(
             exit(reason::IO, (0x40 << 16) | (1 << 3) | 3),
-            Exit::Io(IoAccess { port: 0x40, input: true, size: 4, string: false, next_rip: 0x4001 })
+            Exit::Io(IoAccess {
+                port: 0x40,
+                input: true,
+                size: 4,
+                string: false,
+                next_rip: 0x4001
+            })
         );
         // A read of an unmapped page: qualification bit 0, no permission bits.
-        assert_eq!(exit(reason::EPT_VIOLATION, 1), Exit::NestedPageFault { gpa: 0x10_0000, error: 1 << 32 });
+        assert_eq!(
+            exit(reason::EPT_VIOLATION, 1),
+            Exit::NestedPageFault {
+                gpa: 0x10_0000,
+                error: 1 << 32
+            }
+        );
         assert!(matches!(exit(reason::VMCLEAR, 0), Exit::SvmInstruction(_)));
         assert!(matches!(exit(77, 0), Exit::Other(_)));
     }

@@ -4,7 +4,9 @@
 
 use ipc::hypercall::Status;
 use microkernel::machine::Machine;
-use microkernel::paging::{Access, CacheMode, EntryFormat, EptFormat, NptFormat, PageSize, PageTable};
+use microkernel::paging::{
+    Access, CacheMode, EntryFormat, EptFormat, NptFormat, PageSize, PageTable,
+};
 use microkernel::svm::permissions::{self, IOPM_BYTES, MSRPM_BYTES, PASSTHROUGH_MSRS};
 use microkernel::svm::vmcb::Vmcb;
 
@@ -36,13 +38,29 @@ macro_rules! with_slat {
 
 fn new_slat<F: EntryFormat>() -> Result<u64, Status> {
     let mut mem = memory::pool_tables();
-    PageTable::<F>::new(&mut mem).map(|t| t.root()).map_err(|_| Status::OutOfMemory)
+    PageTable::<F>::new(&mut mem)
+        .map(|t| t.root())
+        .map_err(|_| Status::OutOfMemory)
 }
 
-fn map_pages<F: EntryFormat>(table: &mut PageTable<F>, gpa: u64, hpa: u64, pages: u64, access: Access) -> Result<(), Status> {
+fn map_pages<F: EntryFormat>(
+    table: &mut PageTable<F>,
+    gpa: u64,
+    hpa: u64,
+    pages: u64,
+    access: Access,
+) -> Result<(), Status> {
     let mut mem = memory::pool_tables();
     for i in 0..pages {
-        let r = table.map(&mut mem, gpa + i * 4096, hpa + i * 4096, 4096, PageSize::Small, access, CacheMode::WriteBack);
+        let r = table.map(
+            &mut mem,
+            gpa + i * 4096,
+            hpa + i * 4096,
+            4096,
+            PageSize::Small,
+            access,
+            CacheMode::WriteBack,
+        );
         if r.is_err() {
             let _ = table.unmap_range(&mut mem, gpa, i * 4096);
             return Err(Status::OutOfMemory);
@@ -65,18 +83,29 @@ impl Machine for HwMachine {
         }
     }
 
-    fn slat_map(&mut self, root: u64, gpa: u64, hpa: u64, pages: u64, access: Access) -> Result<(), Status> {
+    fn slat_map(
+        &mut self,
+        root: u64,
+        gpa: u64,
+        hpa: u64,
+        pages: u64,
+        access: Access,
+    ) -> Result<(), Status> {
         with_slat!(root, |table| map_pages(&mut table, gpa, hpa, pages, access))
     }
 
     fn slat_unmap(&mut self, root: u64, gpa: u64, pages: u64) -> Result<(), Status> {
         let mut mem = memory::pool_tables();
-        with_slat!(root, |table| table.unmap_range(&mut mem, gpa, pages * 4096).map_err(|_| Status::OutOfMemory))
+        with_slat!(root, |table| table
+            .unmap_range(&mut mem, gpa, pages * 4096)
+            .map_err(|_| Status::OutOfMemory))
     }
 
     fn slat_translate(&self, root: u64, gpa: u64) -> Option<(u64, Access)> {
         let mem = memory::pool_tables();
-        with_slat!(root, |table| table.translate(&mem, gpa).map(|t| (t.phys, t.access)))
+        with_slat!(root, |table| table
+            .translate(&mem, gpa)
+            .map(|t| (t.phys, t.access)))
     }
 
     fn slat_take_dirty(&mut self, root: u64, gpa: u64) -> bool {
@@ -135,7 +164,13 @@ impl Machine for HwMachine {
             // write-high, 1 KiB each. Only the MSRs the VMCS switches pass:
             // SYSENTER_CS/ESP/EIP (0x174–0x176), FS/GS base (0xc0000100–101).
             Backend::Vmx => {
-                for (msr, low) in [(0x174u32, true), (0x175, true), (0x176, true), (0xc000_0100, false), (0xc000_0101, false)] {
+                for (msr, low) in [
+                    (0x174u32, true),
+                    (0x175, true),
+                    (0x176, true),
+                    (0xc000_0100, false),
+                    (0xc000_0101, false),
+                ] {
                     let index = (msr & 0x1fff) as usize;
                     for base in if low { [0, 0x800] } else { [0x400, 0xc00] } {
                         map[base + index / 8] &= !(1 << (index % 8));

@@ -52,7 +52,11 @@ pub fn select(backend: Backend) {
 
 /// The backend in use.
 pub fn backend() -> Backend {
-    if BACKEND.load(Ordering::Relaxed) == Backend::Vmx as u8 + 1 { Backend::Vmx } else { Backend::Svm }
+    if BACKEND.load(Ordering::Relaxed) == Backend::Vmx as u8 + 1 {
+        Backend::Vmx
+    } else {
+        Backend::Svm
+    }
 }
 
 /// Turns virtualization on for this processor. `host_area` and `host_vmcb`

@@ -56,7 +56,12 @@ pub enum VmxError {
 /// Whether the processor can run capvisor's VMX backend (EPT and VPID).
 pub fn has_ept() -> bool {
     // SAFETY: the caller checked CPUID for VMX; the capability MSRs exist then.
-    let (proc, proc2) = unsafe { (msr::rdmsr(Msr::VmxProcBased), msr::rdmsr(Msr::VmxProcBased2)) };
+    let (proc, proc2) = unsafe {
+        (
+            msr::rdmsr(Msr::VmxProcBased),
+            msr::rdmsr(Msr::VmxProcBased2),
+        )
+    };
     proc >> 63 & 1 == 1 && (proc2 >> 32) & 0b10_0010 == 0b10_0010
 }
 
@@ -78,7 +83,8 @@ pub fn enable(vmxon_region: u64) -> Result<(), VmxError> {
         }
         let cr0 = (read_cr0() | msr::rdmsr(Msr::VmxCr0Fixed0)) & msr::rdmsr(Msr::VmxCr0Fixed1);
         asm!("mov cr0, {}", in(reg) cr0, options(nostack));
-        let cr4 = (read_cr4() | (1 << 13) | msr::rdmsr(Msr::VmxCr4Fixed0)) & msr::rdmsr(Msr::VmxCr4Fixed1);
+        let cr4 = (read_cr4() | (1 << 13) | msr::rdmsr(Msr::VmxCr4Fixed0))
+            & msr::rdmsr(Msr::VmxCr4Fixed1);
         asm!("mov cr4, {}", in(reg) cr4, options(nostack));
         let revision = msr::rdmsr(Msr::VmxBasic) as u32 & 0x7fff_ffff;
         core::ptr::write_volatile(vmxon_region as *mut u32, revision);
@@ -110,7 +116,13 @@ fn read_cr4() -> u64 {
 /// The EPT pointer for tables rooted at `root`: write-back, four levels,
 /// accessed/dirty flags on when the processor has them.
 pub fn ept_pointer(root: u64) -> u64 {
-    root | 6 | (3 << 3) | if EPT_AD.load(Ordering::Relaxed) { 1 << 6 } else { 0 }
+    root | 6
+        | (3 << 3)
+        | if EPT_AD.load(Ordering::Relaxed) {
+            1 << 6
+        } else {
+            0
+        }
 }
 
 /// The capability MSR for a control field, the "true" one when the processor has it.
@@ -118,7 +130,11 @@ fn capability(plain: Msr, true_msr: Msr) -> u64 {
     // SAFETY: VMX is on, so the capability MSRs exist; bit 55 of
     // IA32_VMX_BASIC says whether the true ones do.
     unsafe {
-        if msr::rdmsr(Msr::VmxBasic) & (1 << 55) != 0 { msr::rdmsr(true_msr) } else { msr::rdmsr(plain) }
+        if msr::rdmsr(Msr::VmxBasic) & (1 << 55) != 0 {
+            msr::rdmsr(true_msr)
+        } else {
+            msr::rdmsr(plain)
+        }
     }
 }
 
@@ -132,32 +148,47 @@ fn initialise(vmcs: u64, shadow: &Vmcb) {
         core::ptr::write_volatile(vmcs as *mut u32, revision);
         asm!("vmptrld [{}]", in(reg) &vmcs, options(nostack));
     }
-    let pin = adjust_controls(1 | (1 << 3), capability(Msr::VmxPinBased, Msr::VmxTruePinBased));
+    let pin = adjust_controls(
+        1 | (1 << 3),
+        capability(Msr::VmxPinBased, Msr::VmxTruePinBased),
+    );
     let primary = adjust_controls(
         (1 << 7) | (1 << 25) | (1 << 28) | (1 << 31),
         capability(Msr::VmxProcBased, Msr::VmxTrueProcBased),
     );
     // SAFETY: the secondary-controls MSR exists (checked by `has_ept`).
-    let secondary = adjust_controls((1 << 1) | (1 << 5), unsafe { msr::rdmsr(Msr::VmxProcBased2) });
+    let secondary = adjust_controls((1 << 1) | (1 << 5), unsafe {
+        msr::rdmsr(Msr::VmxProcBased2)
+    });
     let exit = adjust_controls(
         (1 << 9) | (1 << 18) | (1 << 19) | (1 << 20) | (1 << 21),
         capability(Msr::VmxExit, Msr::VmxTrueExit),
     );
-    let entry = adjust_controls((1 << 9) | (1 << 14) | (1 << 15), capability(Msr::VmxEntry, Msr::VmxTrueEntry));
+    let entry = adjust_controls(
+        (1 << 9) | (1 << 14) | (1 << 15),
+        capability(Msr::VmxEntry, Msr::VmxTrueEntry),
+    );
     vmwrite(field::PIN_BASED_CONTROLS, pin as u64);
     vmwrite(field::PRIMARY_CONTROLS, primary as u64);
     vmwrite(field::SECONDARY_CONTROLS, secondary as u64);
     vmwrite(field::EXIT_CONTROLS, exit as u64);
     vmwrite(field::ENTRY_CONTROLS, entry as u64);
     vmwrite(field::EXCEPTION_BITMAP, 0);
-    for f in [field::EXIT_MSR_STORE_COUNT, field::EXIT_MSR_LOAD_COUNT, field::ENTRY_MSR_LOAD_COUNT] {
+    for f in [
+        field::EXIT_MSR_STORE_COUNT,
+        field::EXIT_MSR_LOAD_COUNT,
+        field::ENTRY_MSR_LOAD_COUNT,
+    ] {
         vmwrite(f, 0);
     }
     vmwrite(field::CR0_GUEST_HOST_MASK, 0);
     vmwrite(field::CR4_GUEST_HOST_MASK, 1 << 13);
     vmwrite(field::VMCS_LINK_POINTER, u64::MAX);
     vmwrite(field::VPID, shadow.read_u32(offset::GUEST_ASID) as u64);
-    vmwrite(field::EPT_POINTER, ept_pointer(shadow.read_u64(offset::NESTED_CR3)));
+    vmwrite(
+        field::EPT_POINTER,
+        ept_pointer(shadow.read_u64(offset::NESTED_CR3)),
+    );
     let iopm = shadow.read_u64(offset::IOPM_BASE_PA);
     vmwrite(field::IO_BITMAP_A, iopm);
     vmwrite(field::IO_BITMAP_B, iopm + 0x1000);
@@ -177,7 +208,11 @@ fn initialise(vmcs: u64, shadow: &Vmcb) {
     vmwrite(field::HOST_CR3, cpu::read_cr3());
     vmwrite(field::HOST_CR4, read_cr4());
     vmwrite(field::HOST_CS_SELECTOR, super::gdt::CODE as u64);
-    for f in [field::HOST_SS_SELECTOR, field::HOST_DS_SELECTOR, field::HOST_ES_SELECTOR] {
+    for f in [
+        field::HOST_SS_SELECTOR,
+        field::HOST_DS_SELECTOR,
+        field::HOST_ES_SELECTOR,
+    ] {
         vmwrite(f, super::gdt::DATA as u64);
     }
     vmwrite(field::HOST_FS_SELECTOR, 0);
@@ -203,7 +238,16 @@ fn initialise(vmcs: u64, shadow: &Vmcb) {
 }
 
 /// Segments in VMCS order (ES, CS, SS, DS, FS, GS, LDTR, TR) and their shadow offsets.
-const SEGMENTS: [usize; 8] = [offset::ES, offset::CS, offset::SS, offset::DS, offset::FS, offset::GS, offset::LDTR, offset::TR];
+const SEGMENTS: [usize; 8] = [
+    offset::ES,
+    offset::CS,
+    offset::SS,
+    offset::DS,
+    offset::FS,
+    offset::GS,
+    offset::LDTR,
+    offset::TR,
+];
 
 fn load_guest(shadow: &mut Vmcb) {
     // SAFETY: the fixed-bit MSRs exist while VMX is on.
@@ -217,10 +261,16 @@ fn load_guest(shadow: &mut Vmcb) {
     let cr4 = shadow.read_u64(offset::CR4);
     vmwrite(field::GUEST_CR0, (cr0 | cr0_fixed.0) & cr0_fixed.1);
     vmwrite(field::CR0_READ_SHADOW, cr0);
-    vmwrite(field::GUEST_CR4, (cr4 | (1 << 13) | cr4_fixed.0) & cr4_fixed.1);
+    vmwrite(
+        field::GUEST_CR4,
+        (cr4 | (1 << 13) | cr4_fixed.0) & cr4_fixed.1,
+    );
     vmwrite(field::CR4_READ_SHADOW, cr4);
     vmwrite(field::GUEST_CR3, shadow.read_u64(offset::CR3));
-    vmwrite(field::GUEST_IA32_EFER, shadow.read_u64(offset::EFER) & !mode::EFER_SVME);
+    vmwrite(
+        field::GUEST_IA32_EFER,
+        shadow.read_u64(offset::EFER) & !mode::EFER_SVME,
+    );
     vmwrite(field::GUEST_IA32_PAT, shadow.read_u64(offset::G_PAT));
     vmwrite(field::GUEST_DR7, shadow.read_u64(offset::DR7));
     vmwrite(field::GUEST_RSP, shadow.read_u64(offset::RSP));
@@ -229,7 +279,10 @@ fn load_guest(shadow: &mut Vmcb) {
     for (i, &at) in SEGMENTS.iter().enumerate() {
         let seg = shadow.segment(at);
         let i = i as u64;
-        vmwrite(field::segment(field::GUEST_ES_SELECTOR, i), seg.selector as u64);
+        vmwrite(
+            field::segment(field::GUEST_ES_SELECTOR, i),
+            seg.selector as u64,
+        );
         vmwrite(field::segment(field::GUEST_ES_LIMIT, i), seg.limit as u64);
         // VMX checks granularity against the limit (SVM does not): a limit
         // above 1 MiB needs G.
@@ -237,7 +290,10 @@ fn load_guest(shadow: &mut Vmcb) {
         if rights & (1 << 16) == 0 && seg.limit > 0xf_ffff {
             rights |= 1 << 15;
         }
-        vmwrite(field::segment(field::GUEST_ES_ACCESS_RIGHTS, i), rights as u64);
+        vmwrite(
+            field::segment(field::GUEST_ES_ACCESS_RIGHTS, i),
+            rights as u64,
+        );
         vmwrite(field::segment(field::GUEST_ES_BASE, i), seg.base);
     }
     let gdtr = shadow.segment(offset::GDTR);
@@ -246,10 +302,22 @@ fn load_guest(shadow: &mut Vmcb) {
     vmwrite(field::GUEST_GDTR_LIMIT, gdtr.limit as u64);
     vmwrite(field::GUEST_IDTR_BASE, idtr.base);
     vmwrite(field::GUEST_IDTR_LIMIT, idtr.limit as u64);
-    vmwrite(field::GUEST_SYSENTER_CS, shadow.read_u64(offset::SYSENTER_CS));
-    vmwrite(field::GUEST_SYSENTER_ESP, shadow.read_u64(offset::SYSENTER_ESP));
-    vmwrite(field::GUEST_SYSENTER_EIP, shadow.read_u64(offset::SYSENTER_EIP));
-    vmwrite(field::GUEST_INTERRUPTIBILITY, shadow.read_u64(offset::INTERRUPT_SHADOW) & 0b11);
+    vmwrite(
+        field::GUEST_SYSENTER_CS,
+        shadow.read_u64(offset::SYSENTER_CS),
+    );
+    vmwrite(
+        field::GUEST_SYSENTER_ESP,
+        shadow.read_u64(offset::SYSENTER_ESP),
+    );
+    vmwrite(
+        field::GUEST_SYSENTER_EIP,
+        shadow.read_u64(offset::SYSENTER_EIP),
+    );
+    vmwrite(
+        field::GUEST_INTERRUPTIBILITY,
+        shadow.read_u64(offset::INTERRUPT_SHADOW) & 0b11,
+    );
     vmwrite(field::GUEST_ACTIVITY_STATE, 0);
     let event = shadow.read_u64(offset::EVENT_INJECTION);
     if event & (1 << 31) != 0 {
@@ -268,7 +336,10 @@ fn save_guest(shadow: &mut Vmcb) {
     let cr4 = vmread(field::GUEST_CR4) & !(1 << 13);
     shadow.write_u64(offset::CR4, cr4);
     shadow.write_u64(offset::CR3, vmread(field::GUEST_CR3));
-    shadow.write_u64(offset::EFER, vmread(field::GUEST_IA32_EFER) | mode::EFER_SVME);
+    shadow.write_u64(
+        offset::EFER,
+        vmread(field::GUEST_IA32_EFER) | mode::EFER_SVME,
+    );
     shadow.write_u64(offset::G_PAT, vmread(field::GUEST_IA32_PAT));
     shadow.write_u64(offset::RSP, vmread(field::GUEST_RSP));
     shadow.write_u64(offset::RIP, vmread(field::GUEST_RIP));
@@ -279,7 +350,9 @@ fn save_guest(shadow: &mut Vmcb) {
             at,
             microkernel::svm::vmcb::Segment {
                 selector: vmread(field::segment(field::GUEST_ES_SELECTOR, i)) as u16,
-                attrib: vmcb_attributes(vmread(field::segment(field::GUEST_ES_ACCESS_RIGHTS, i)) as u32),
+                attrib: vmcb_attributes(
+                    vmread(field::segment(field::GUEST_ES_ACCESS_RIGHTS, i)) as u32
+                ),
                 limit: vmread(field::segment(field::GUEST_ES_LIMIT, i)) as u32,
                 base: vmread(field::segment(field::GUEST_ES_BASE, i)),
             },
@@ -291,17 +364,33 @@ fn save_guest(shadow: &mut Vmcb) {
         limit: vmread(limit) as u32,
         base: vmread(base),
     };
-    shadow.set_segment(offset::GDTR, table(field::GUEST_GDTR_BASE, field::GUEST_GDTR_LIMIT));
-    shadow.set_segment(offset::IDTR, table(field::GUEST_IDTR_BASE, field::GUEST_IDTR_LIMIT));
+    shadow.set_segment(
+        offset::GDTR,
+        table(field::GUEST_GDTR_BASE, field::GUEST_GDTR_LIMIT),
+    );
+    shadow.set_segment(
+        offset::IDTR,
+        table(field::GUEST_IDTR_BASE, field::GUEST_IDTR_LIMIT),
+    );
     shadow.write_u64(offset::SYSENTER_CS, vmread(field::GUEST_SYSENTER_CS));
     shadow.write_u64(offset::SYSENTER_ESP, vmread(field::GUEST_SYSENTER_ESP));
     shadow.write_u64(offset::SYSENTER_EIP, vmread(field::GUEST_SYSENTER_EIP));
-    shadow.write_u64(offset::INTERRUPT_SHADOW, vmread(field::GUEST_INTERRUPTIBILITY) & 0b11);
+    shadow.write_u64(
+        offset::INTERRUPT_SHADOW,
+        vmread(field::GUEST_INTERRUPTIBILITY) & 0b11,
+    );
     // An event whose delivery the exit interrupted is injected again.
     let vectoring = vmread(field::IDT_VECTORING_INFO);
     if vectoring & (1 << 31) != 0 {
-        let code = if vectoring & (1 << 11) != 0 { vmread(field::IDT_VECTORING_ERROR_CODE) } else { 0 };
-        shadow.write_u64(offset::EVENT_INJECTION, (vectoring & 0xffff_ffff) | (code << 32));
+        let code = if vectoring & (1 << 11) != 0 {
+            vmread(field::IDT_VECTORING_ERROR_CODE)
+        } else {
+            0
+        };
+        shadow.write_u64(
+            offset::EVENT_INJECTION,
+            (vectoring & 0xffff_ffff) | (code << 32),
+        );
     }
 }
 
@@ -433,7 +522,9 @@ pub fn enter(shadow: &mut Vmcb, regs: &mut GuestRegs) {
     if failed != 0 {
         cpu::enable_interrupts();
         let error = vmread(field::VM_INSTRUCTION_ERROR);
-        super::serial::write_line(format_args!("VM entry failed: VM-instruction error {error}"));
+        super::serial::write_line(format_args!(
+            "VM entry failed: VM-instruction error {error}"
+        ));
         shadow.write_u64(offset::EXIT_CODE, u64::MAX);
         shadow.write_u64(offset::EXIT_INFO1, error);
         return;
