@@ -41,7 +41,7 @@ pub fn exit(code: ExitCode) -> ! {
     // SAFETY: port 0xf4 is QEMU's isa-debug-exit when present and unused
     // otherwise; the write has no other effect.
     unsafe { port::outl(DEBUG_EXIT_PORT, code as u32) };
-    if code == ExitCode::Success
+    if (code == ExitCode::Success || ALWAYS_POWER_OFF.load(Ordering::Relaxed))
         && let Some(port) = pm1a_control_port()
     {
         let slp_typ = SLP_TYP_S5.load(Ordering::Relaxed) as u16;
