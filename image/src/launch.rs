@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -19,8 +19,8 @@ use crate::qemu::{Outcome, QemuOptions};
 pub enum Emulator {
     /// QEMU: AMD SVM + NPT under TCG (or KVM where the host nests).
     Qemu(QemuOptions),
-    /// Bochs: Intel VMX + EPT. Its launcher comes with the VMX backend.
-    Bochs,
+    /// Bochs: Intel VMX + EPT.
+    Bochs(crate::bochs::BochsOptions),
 }
 
 /// How an interactive run ended.
@@ -52,10 +52,7 @@ impl Emulator {
     pub fn ensure_supported(&self) -> Result<()> {
         match self {
             Emulator::Qemu(_) => Ok(()),
-            Emulator::Bochs => bail!(
-                "Bochs boots capvisor on the Intel VMX + EPT backend, which arrives in a later \
-                 issue; use QEMU (AMD SVM + NPT) for now"
-            ),
+            Emulator::Bochs(_) => crate::prereq::ensure_packages(crate::prereq::BOCHS_PACKAGES),
         }
     }
 }
@@ -63,14 +60,14 @@ impl Emulator {
 /// Boots `iso` with inherited stdio and waits for the emulator to end.
 pub fn boot(emulator: &Emulator, iso: &Path) -> Result<Finished> {
     emulator.ensure_supported()?;
-    let Emulator::Qemu(options) = emulator else {
-        bail!("{emulator:?} has no launcher");
-    };
     let scratch = tempfile::Builder::new()
         .prefix("capvisor-run-")
         .tempdir()
         .context("could not create a scratch directory")?;
-    let mut cmd = options.command(iso, scratch.path())?;
+    let mut cmd = match emulator {
+        Emulator::Qemu(options) => options.command(iso, scratch.path())?,
+        Emulator::Bochs(options) => options.command(iso, scratch.path())?,
+    };
     eprintln!("+ {}", process::display(&cmd));
     ctrlc::set_handler(on_interrupt).context("could not install the Ctrl-C handler")?;
     let mut child = cmd

@@ -7,6 +7,7 @@
 //! directory; every external tool is run with an explicit argument list (no shell).
 
 pub mod bench;
+pub mod bochs;
 pub mod iso;
 pub mod kernel;
 pub mod launch;

@@ -130,7 +130,10 @@ fn iso_command(args: &IsoArgs) -> Result<()> {
 
 fn run_command(args: &RunArgs) -> Result<i32> {
     let emulator = if args.bochs {
-        Emulator::Bochs
+        Emulator::Bochs(image::bochs::BochsOptions {
+            cpus: args.smp,
+            ..Default::default()
+        })
     } else {
         Emulator::Qemu(QemuOptions {
             smp: args.smp,
@@ -150,11 +153,26 @@ fn run_command(args: &RunArgs) -> Result<i32> {
     };
     emulator.ensure_supported()?;
     let out = paths::default_iso();
-    build_iso(&args.cmdline, &out)?;
+    // Bochs has no debug-exit device: the kernel powers off however the run ends.
+    let cmdline = if args.bochs {
+        format!("{} {}", args.cmdline, ipc::markers::POWEROFF_ON_EXIT)
+            .trim()
+            .to_owned()
+    } else {
+        args.cmdline.clone()
+    };
+    build_iso(&cmdline, &out)?;
     let finished = launch::boot(&emulator, &out)?;
     if finished.interrupted {
         eprintln!("interrupted (Ctrl-C): QEMU stopped");
         return Ok(130);
+    }
+    if args.bochs {
+        // Bochs always exits with 1; the kernel's last line says how the run ended.
+        eprintln!(
+            "Bochs stopped; the line `capvisor: run ended: ...` above says how the run ended"
+        );
+        return Ok(0);
     }
     eprintln!("{}", finished.outcome);
     Ok(finished.outcome.tool_status())

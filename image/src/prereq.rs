@@ -50,8 +50,18 @@ pub const IMAGE_PACKAGES: &[Requirement] = &[
     needs("ovmf", Probe::Ovmf),
 ];
 
-/// What only the test suite needs (file-system and VHD oracles).
+/// What booting on Bochs (the Intel VMX backend) needs.
+pub const BOCHS_PACKAGES: &[Requirement] = &[
+    needs("bochs", Probe::Binary("bochs")),
+    needs("bochsbios", Probe::Dir("/usr/share/bochs")),
+    needs("vgabios", Probe::Dir("/usr/share/vgabios")),
+];
+
+/// What only the test suite needs (file-system and VHD oracles, Bochs).
 pub const TEST_PACKAGES: &[Requirement] = &[
+    needs("bochs", Probe::Binary("bochs")),
+    needs("bochsbios", Probe::Dir("/usr/share/bochs")),
+    needs("vgabios", Probe::Dir("/usr/share/vgabios")),
     needs("dosfstools", Probe::Binary("mkfs.fat")),
     needs("exfatprogs", Probe::Binary("mkfs.exfat")),
     needs("libvhdi-utils", Probe::Binary("vhdiinfo")),

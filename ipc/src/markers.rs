@@ -493,3 +493,22 @@ mod vmbus_marker_tests {
         );
     }
 }
+
+/// Printed by the microkernel when the processor has VMX but no EPT or VPID.
+pub const NO_EPT: &str =
+    "refusing to start: this processor has Intel VMX but no EPT or VPID; capvisor needs SLAT";
+
+/// Kernel command-line word: power off through ACPI however the run ends
+/// (for emulators without QEMU's debug-exit device, such as Bochs).
+pub const POWEROFF_ON_EXIT: &str = "poweroff-on-exit";
+
+/// `capvisor: run ended: CODE`: the microkernel's last line, whatever the
+/// outcome (the Bochs harness decides by it; Bochs's own status is always 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunEnded(pub crate::exit::ExitCode);
+
+impl fmt::Display for RunEnded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "capvisor: run ended: {:?}", self.0)
+    }
+}

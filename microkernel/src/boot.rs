@@ -159,25 +159,29 @@ extern "C" fn kernel_main(magic: u32, info: u64) -> ! {
 
 /// Refuses to go on without hardware virtualization the kernel can use.
 fn check_virtualization() {
+    use crate::arch::virt::{self, Backend};
     let features = cpu::virt_features();
-    if !features.svm {
-        if features.vmx {
-            fail(format_args!(
-                "refusing to start: this processor has Intel VMX, and capvisor's VMX backend is not built yet (AMD SVM with NPT is required)"
-            ));
+    if features.svm {
+        if arch::svm::disabled_by_firmware() {
+            fail(format_args!("{}", markers::SVM_DISABLED));
         }
+        if !features.npt {
+            fail(format_args!("{}", markers::NO_NESTED_PAGING));
+        }
+        virt::select(Backend::Svm);
+        kprintln!(
+            "virtualization: AMD SVM with nested paging, {} ASIDs",
+            features.asids
+        );
+    } else if features.vmx {
+        if !arch::vmx::has_ept() {
+            fail(format_args!("{}", markers::NO_EPT));
+        }
+        virt::select(Backend::Vmx);
+        kprintln!("virtualization: Intel VMX with EPT and VPID");
+    } else {
         fail(format_args!("{}", markers::NO_VIRTUALIZATION));
     }
-    if arch::svm::disabled_by_firmware() {
-        fail(format_args!("{}", markers::SVM_DISABLED));
-    }
-    if !features.npt {
-        fail(format_args!("{}", markers::NO_NESTED_PAGING));
-    }
-    kprintln!(
-        "virtualization: AMD SVM with nested paging, {} ASIDs",
-        features.asids
-    );
 }
 
 /// Reads the multiboot2 information into [`BootData`] and picks the page
@@ -268,6 +272,13 @@ fn read_boot_information(info: u64) -> (BootData, u64) {
             .unwrap_or(""),
     );
     kprintln!("command line: {:?}", cmdline.as_str());
+    if cmdline
+        .as_str()
+        .split_whitespace()
+        .any(|w| w == ipc::markers::POWEROFF_ON_EXIT)
+    {
+        crate::arch::power::power_off_on_every_exit();
+    }
     (
         BootData {
             map,

@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use ipc::exit::ExitCode;
 use ipc::markers::CpuOnline;
 
-use crate::arch::{apic, cpu, memory, msr, percpu::PerCpu, pit, power, smp, svm};
+use crate::arch::{apic, cpu, memory, msr, percpu::PerCpu, pit, power, smp, virt};
 use crate::platform::{MAX_CPUS, Platform};
 
 /// Kernel stack per processor.
@@ -79,7 +79,10 @@ fn come_online(index: u32) {
     msr::enable_nx_if_supported(cpu::virt_features().nx);
     apic::enable();
     apic::start_timer(TICK_MS);
-    svm::enable(save, host);
+    if let Err(e) = virt::enable(save, host) {
+        kprintln!("cpu {index}: cannot turn virtualization on: {e:?}");
+        power::exit(ExitCode::Failure);
+    }
     cpu::enable_interrupts();
     while crate::arch::percpu::current().ticks.load(Ordering::Relaxed) == 0 {
         cpu::wait_for_interrupt();

@@ -17,6 +17,7 @@ pub mod object;
 pub mod paging;
 pub mod sched;
 pub mod svm;
+pub mod vmx;
 
 /// Size of a small page / frame.
 pub const PAGE_SIZE: u64 = 4096;

@@ -87,6 +87,8 @@ pub trait EntryFormat {
     }
     /// Access rights of a present leaf entry.
     fn access(entry: u64) -> Access;
+    /// The bit the processor sets in a leaf when the page is written.
+    const DIRTY: u64 = 1 << 6;
 }
 
 const P: u64 = 1;
@@ -95,6 +97,7 @@ const US: u64 = 1 << 2;
 const PWT: u64 = 1 << 3;
 const PCD: u64 = 1 << 4;
 const PS: u64 = 1 << 7;
+#[cfg(test)]
 const DIRTY: u64 = 1 << 6;
 #[cfg(test)]
 const ACCESSED: u64 = 1 << 5;
@@ -166,6 +169,51 @@ impl EntryFormat for NptFormat {
     fn access(entry: u64) -> Access {
         x86_access(entry)
     }
+}
+
+/// Intel extended page tables: read/write/execute bits instead of
+/// present/writable/no-execute, the memory type in bits 3–5 of a leaf, the
+/// dirty flag in bit 9 (with A/D flags enabled in the EPT pointer).
+pub struct EptFormat;
+
+const EPT_READ: u64 = 1;
+const EPT_WRITE: u64 = 1 << 1;
+const EPT_EXECUTE: u64 = 1 << 2;
+const EPT_WRITE_BACK: u64 = 6 << 3;
+
+impl EntryFormat for EptFormat {
+    fn table(table: u64) -> u64 {
+        table | EPT_READ | EPT_WRITE | EPT_EXECUTE
+    }
+    fn leaf(frame: u64, size: PageSize, access: Access, cache: CacheMode) -> u64 {
+        let mut e = frame | EPT_READ;
+        if access.write {
+            e |= EPT_WRITE;
+        }
+        if access.execute {
+            e |= EPT_EXECUTE;
+        }
+        if cache == CacheMode::WriteBack {
+            e |= EPT_WRITE_BACK;
+        }
+        if size == PageSize::Large {
+            e |= PS;
+        }
+        e
+    }
+    fn is_present(entry: u64) -> bool {
+        entry & (EPT_READ | EPT_WRITE | EPT_EXECUTE) != 0
+    }
+    fn is_leaf(entry: u64, level: u8) -> bool {
+        level == 1 || entry & PS != 0
+    }
+    fn access(entry: u64) -> Access {
+        Access {
+            write: entry & EPT_WRITE != 0,
+            execute: entry & EPT_EXECUTE != 0,
+        }
+    }
+    const DIRTY: u64 = 1 << 9;
 }
 
 /// Where page-table memory lives and how new tables are obtained.
@@ -437,8 +485,8 @@ impl<F: EntryFormat> PageTable<F> {
         match self.leaf_slot(mem, virt) {
             Some((table, i, _)) => {
                 let entry = mem.read(table, i);
-                if entry & DIRTY != 0 {
-                    mem.write(table, i, entry & !DIRTY);
+                if entry & F::DIRTY != 0 {
+                    mem.write(table, i, entry & !F::DIRTY);
                     true
                 } else {
                     false
@@ -716,6 +764,40 @@ mod tests {
         assert!(!pt.take_dirty(&mut mem, 0x20_6000));
         assert!(!pt.take_dirty(&mut mem, 0x40_0000), "unmapped");
         assert_eq!(pt.tables(&mem).len(), mem.tables.len());
+    }
+
+    #[test]
+    fn ept_entries_encode_rights_type_and_dirty_bit() {
+        let mut mem = FakeMemory::new(16);
+        let mut pt = PageTable::<EptFormat>::new(&mut mem).unwrap();
+        pt.map(
+            &mut mem,
+            0x20_0000,
+            0x20_0000,
+            0x20_0000,
+            PageSize::Large,
+            Access::RW,
+            CacheMode::WriteBack,
+        )
+        .unwrap();
+        pt.map(
+            &mut mem,
+            0x1000,
+            0x9000,
+            0x1000,
+            PageSize::Small,
+            Access::R,
+            CacheMode::Uncacheable,
+        )
+        .unwrap();
+        let (table, i, _) = pt.leaf_slot(&mem, 0x20_0000).unwrap();
+        assert_eq!(mem.read(table, i), 0x20_0000 | 0b011 | (6 << 3) | PS);
+        let (small, j, _) = pt.leaf_slot(&mem, 0x1000).unwrap();
+        assert_eq!(mem.read(small, j), 0x9000 | 0b001);
+        assert_eq!(pt.translate(&mem, 0x20_1234).unwrap().access, Access::RW);
+        mem.write(table, i, mem.read(table, i) | (1 << 9));
+        assert!(pt.take_dirty(&mut mem, 0x20_0000));
+        assert!(!pt.take_dirty(&mut mem, 0x20_0000));
     }
 
     #[test]

@@ -15,11 +15,14 @@ use microkernel::kernel::{InitialCap, Kernel};
 use microkernel::machine::Machine;
 use microkernel::memory::map::{MemoryMap, RegionKind};
 use microkernel::object::ObjectKind;
-use microkernel::paging::{Access, CacheMode, NptFormat, PageSize, PageTable, X86Format};
+use microkernel::paging::{
+    Access, CacheMode, EntryFormat, EptFormat, NptFormat, PageSize, PageTable, X86Format,
+};
 use microkernel::svm::vmcb::{LongModeStart, Vmcb};
 use microkernel::{LARGE_PAGE_SIZE, PAGE_SIZE, align_down, align_up};
 
 use crate::arch::machine::HwMachine;
+use crate::arch::virt::{self, Backend};
 use crate::arch::{self, ioapic, memory, power};
 use crate::boot::BootData;
 use crate::platform::Platform;
@@ -148,7 +151,10 @@ pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
         })
         .unwrap_or_else(|e| fail(format_args!("guest page tables: {e:?}")));
 
-    let nested_cr3 = build_npt(&boot.map, platform, top);
+    let nested_cr3 = match virt::backend() {
+        Backend::Svm => build_slat::<NptFormat>(&boot.map, platform, top),
+        Backend::Vmx => build_slat::<EptFormat>(&boot.map, platform, top),
+    };
     let ram: Vec<(u64, u64)> = boot
         .map
         .regions()
@@ -156,7 +162,11 @@ pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
         .filter(|r| matches!(r.kind, RegionKind::Usable | RegionKind::Module))
         .map(|r| (r.start, r.len() / PAGE_SIZE))
         .collect();
-    let asids = arch::cpu::virt_features().asids;
+    // VPIDs are 16 bits; QEMU's SVM offers 16 ASIDs.
+    let asids = match virt::backend() {
+        Backend::Svm => arch::cpu::virt_features().asids,
+        Backend::Vmx => 256,
+    };
     let mut kernel = Kernel::new(cpus, asids);
     kernel.child_debug_console = boot
         .cmdline
@@ -206,8 +216,8 @@ pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
     kprintln!(
         "{}",
         RootRunning {
-            backend: "svm",
-            slat: "npt"
+            backend: virt::backend().name(),
+            slat: virt::backend().slat()
         }
     );
     *crate::run::KERNEL.lock() = Some(kernel);
@@ -224,7 +234,7 @@ fn boot_info(
 ) -> BootInfo {
     let mut info = BootInfo::new();
     info.cpu_count = cpus;
-    info.backend = 1;
+    info.backend = virt::backend().boot_code();
     if let Some((revision, table)) = platform.acpi {
         info.acpi_revision = revision as u32;
         info.acpi_root_table = table;
@@ -309,10 +319,10 @@ fn cache_mode(map: &MemoryMap, addr: u64) -> CacheMode {
 
 /// Builds the root's nested page tables over `[0, top)`: 2 MiB pages where
 /// a whole chunk is uniform, 4 KiB pages where a boundary falls inside.
-fn build_npt(map: &MemoryMap, platform: &Platform, top: u64) -> u64 {
+fn build_slat<F: EntryFormat>(map: &MemoryMap, platform: &Platform, top: u64) -> u64 {
     let mut mem = memory::pool_tables();
     let mut npt =
-        PageTable::<NptFormat>::new(&mut mem).unwrap_or_else(|e| fail(format_args!("NPT: {e:?}")));
+        PageTable::<F>::new(&mut mem).unwrap_or_else(|e| fail(format_args!("SLAT: {e:?}")));
     let excluded_page = |p: u64| p == arch::apic::base() || platform.ioapics().contains(&p);
     let boundary_inside = |start: u64, end: u64| {
         map.regions()

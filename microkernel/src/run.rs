@@ -17,7 +17,7 @@ use microkernel::svm::vmcb::{GuestRegs, Vmcb, offset};
 use spin::Mutex;
 
 use crate::arch::machine::HwMachine;
-use crate::arch::{cpu, ioapic, memory, percpu, power, svm};
+use crate::arch::{cpu, ioapic, memory, percpu, power, virt};
 
 /// The kernel core, once the root partition exists.
 pub static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
@@ -141,7 +141,7 @@ fn run_vcpu(cpu_index: u32, vcpu: ObjectId) {
             NULL_TOTAL.fetch_add(path, Ordering::Relaxed);
             NULL_MIN.fetch_min(path, Ordering::Relaxed);
         }
-        svm::enter(vmcb, &mut regs, host_vmcb);
+        virt::enter(vmcb, &mut regs, host_vmcb);
         let exit_at = cpu::rdtsc();
         let exit = Exit::decode(
             vmcb.read_u64(offset::EXIT_CODE),

@@ -119,6 +119,7 @@ fn boot(firmware: Firmware, code: ExitCode, first_line: Duration) -> Result<(), 
             exit: Duration::from_secs(30),
         },
         forbidden: Vec::new(),
+        backend: crate::cases::Backend::Svm,
     };
     runner::run_with(&case, &binaries).map(|transcript| {
         eprintln!("serial log:\n{}", transcript.serial.join("\n"));

@@ -6,8 +6,9 @@ use std::sync::OnceLock;
 use image::kernel::{self, Binaries};
 use image::{iso, prereq, process};
 
-use crate::cases::Case;
+use crate::cases::{Backend, Case};
 use crate::harness::{self, Transcript};
+use image::bochs::BochsOptions;
 
 /// The kernel binaries, built once per process.
 pub fn binaries() -> Result<Binaries, String> {
@@ -37,10 +38,15 @@ pub fn run_with(case: &Case, binaries: &Binaries) -> Result<Transcript, String> 
         .map_err(|error| format!("could not create a scratch directory: {error}"))?;
     let iso_path = scratch.path().join("capvisor.iso");
     iso::make(binaries, &case.cmdline, &iso_path).map_err(|error| format!("{error:#}"))?;
-    let cmd = case
-        .machine
-        .command(&iso_path, scratch.path())
-        .map_err(|error| format!("{error:#}"))?;
+    let cmd = match case.backend {
+        Backend::Svm => case.machine.command(&iso_path, scratch.path()),
+        Backend::Vmx => BochsOptions {
+            cpus: case.machine.smp,
+            ..BochsOptions::default()
+        }
+        .command(&iso_path, scratch.path()),
+    }
+    .map_err(|error| format!("{error:#}"))?;
     let shown = process::display(&cmd);
     let transcript = harness::run(cmd, &case.markers, case.exit, case.limits)
         .map_err(|failure| format!("case {} failed\ncommand: {shown}\n{failure}", case.name))?;

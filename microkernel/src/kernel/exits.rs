@@ -218,6 +218,9 @@ impl Kernel {
         }
         let rip = vmcb.read_u64(offset::RIP);
         vmcb.write_u64(offset::RIP, rip.wrapping_add(1));
+        // The STI shadow covered the HLT; past it, interrupts may be taken
+        // (VMX reports the shadow at a HLT exit, and would keep it).
+        vmcb.write_u64(offset::INTERRUPT_SHADOW, 0);
         if v.highest_pending().is_some() {
             return Next::Resume;
         }

@@ -515,8 +515,9 @@ fn ports_wake_blocked_vcpus_and_inject_on_entry() {
     let cpu = w.k.objects.vcpu(c.vcpu).unwrap().cpu;
     assert_eq!(w.k.pick(cpu), Some(c.vcpu));
     let vmcb = w.k.objects.vcpu(c.vcpu).unwrap().vmcb;
-    // HLT with interrupts enabled blocks.
+    // HLT with interrupts enabled blocks (right after STI: in its shadow).
     w.m.vmcb(vmcb).write_u64(offset::RFLAGS, 0x202);
+    w.m.vmcb(vmcb).write_u64(offset::INTERRUPT_SHADOW, 1);
     assert_eq!(w.k.handle_exit(&mut w.m, c.vcpu, Exit::Hlt), Next::Blocked);
     assert_eq!(w.k.pick(cpu), None);
     w.root_call(Call::PortSignal { port }).unwrap();

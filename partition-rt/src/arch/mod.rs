@@ -108,23 +108,54 @@ pub fn isr_stub_bytes() -> &'static [u8; 256 * STUB_BYTES as usize] {
 /// memory no Rust reference covers while the call runs.
 pub unsafe fn vmmcall(regs: [u64; 7]) -> [u64; 4] {
     let [mut rax, mut rdi, mut rsi, mut rdx, r8, r9, r10] = regs;
-    // SAFETY: VMMCALL exits to the microkernel, which preserves every
-    // register but the four outputs; memory effects are the caller's
-    // contract above (the asm is not `nomem`, so the compiler assumes any).
+    // SAFETY: VMMCALL (AMD) or VMCALL (Intel) exits to the microkernel,
+    // which preserves every register but the four outputs; memory effects
+    // are the caller's contract above (the asm is not `nomem`, so the
+    // compiler assumes any).
     unsafe {
-        asm!(
-            "vmmcall",
-            inout("rax") rax,
-            inout("rdi") rdi,
-            inout("rsi") rsi,
-            inout("rdx") rdx,
-            in("r8") r8,
-            in("r9") r9,
-            in("r10") r10,
-            options(nostack),
-        );
+        if intel() {
+            asm!(
+                "vmcall",
+                inout("rax") rax,
+                inout("rdi") rdi,
+                inout("rsi") rsi,
+                inout("rdx") rdx,
+                in("r8") r8,
+                in("r9") r9,
+                in("r10") r10,
+                options(nostack),
+            );
+        } else {
+            asm!(
+                "vmmcall",
+                inout("rax") rax,
+                inout("rdi") rdi,
+                inout("rsi") rsi,
+                inout("rdx") rdx,
+                in("r8") r8,
+                in("r9") r9,
+                in("r10") r10,
+                options(nostack),
+            );
+        }
     }
     [rax, rdi, rsi, rdx]
+}
+
+/// Whether the processor is Intel's (hypercalls use VMCALL there, VMMCALL on AMD).
+fn intel() -> bool {
+    use core::sync::atomic::{AtomicU8, Ordering};
+    // 0: not known yet, 1: AMD, 2: Intel.
+    static VENDOR: AtomicU8 = AtomicU8::new(0);
+    match VENDOR.load(Ordering::Relaxed) {
+        0 => {
+            let leaf = core::arch::x86_64::__cpuid(0);
+            let intel = leaf.ebx == u32::from_le_bytes(*b"Genu");
+            VENDOR.store(if intel { 2 } else { 1 }, Ordering::Relaxed);
+            intel
+        }
+        v => v == 2,
+    }
 }
 
 /// The operand of `LGDT`/`LIDT`/`SIDT`.

@@ -107,3 +107,10 @@ pub fn rdtsc() -> u64 {
     };
     ((hi as u64) << 32) | lo as u64
 }
+
+/// Disables interrupts just before VM entry (a VMX exit returns with them
+/// off; the caller enables them again after the exit).
+pub fn disable_interrupts_for_entry() {
+    // SAFETY: CLI only masks interrupts.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+}

@@ -4,17 +4,69 @@
 
 use ipc::hypercall::Status;
 use microkernel::machine::Machine;
-use microkernel::paging::{Access, CacheMode, NptFormat, PageSize, PageTable};
+use microkernel::paging::{
+    Access, CacheMode, EntryFormat, EptFormat, NptFormat, PageSize, PageTable,
+};
 use microkernel::svm::permissions::{self, IOPM_BYTES, MSRPM_BYTES, PASSTHROUGH_MSRS};
 use microkernel::svm::vmcb::Vmcb;
 
+use super::virt::{self, Backend};
 use super::{apic, cpu, idt, memory, serial};
 
 /// The machine the microkernel runs on.
 pub struct HwMachine;
 
-fn slat(root: u64) -> PageTable<NptFormat> {
-    PageTable::from_root(root)
+/// Runs `$body` with `$table` bound to the SLAT at `$root` in the backend's format.
+macro_rules! with_slat {
+    ($root:expr, |$table:ident| $body:expr) => {
+        match virt::backend() {
+            Backend::Svm => {
+                // Some bodies only read the tables.
+                #[allow(unused_mut)]
+                let mut $table = PageTable::<NptFormat>::from_root($root);
+                $body
+            }
+            Backend::Vmx => {
+                // Some bodies only read the tables.
+                #[allow(unused_mut)]
+                let mut $table = PageTable::<EptFormat>::from_root($root);
+                $body
+            }
+        }
+    };
+}
+
+fn new_slat<F: EntryFormat>() -> Result<u64, Status> {
+    let mut mem = memory::pool_tables();
+    PageTable::<F>::new(&mut mem)
+        .map(|t| t.root())
+        .map_err(|_| Status::OutOfMemory)
+}
+
+fn map_pages<F: EntryFormat>(
+    table: &mut PageTable<F>,
+    gpa: u64,
+    hpa: u64,
+    pages: u64,
+    access: Access,
+) -> Result<(), Status> {
+    let mut mem = memory::pool_tables();
+    for i in 0..pages {
+        let r = table.map(
+            &mut mem,
+            gpa + i * 4096,
+            hpa + i * 4096,
+            4096,
+            PageSize::Small,
+            access,
+            CacheMode::WriteBack,
+        );
+        if r.is_err() {
+            let _ = table.unmap_range(&mut mem, gpa, i * 4096);
+            return Err(Status::OutOfMemory);
+        }
+    }
+    Ok(())
 }
 
 fn free_frames(addr: u64, count: usize) {
@@ -25,10 +77,10 @@ fn free_frames(addr: u64, count: usize) {
 
 impl Machine for HwMachine {
     fn slat_new(&mut self) -> Result<u64, Status> {
-        let mut mem = memory::pool_tables();
-        PageTable::<NptFormat>::new(&mut mem)
-            .map(|t| t.root())
-            .map_err(|_| Status::OutOfMemory)
+        match virt::backend() {
+            Backend::Svm => new_slat::<NptFormat>(),
+            Backend::Vmx => new_slat::<EptFormat>(),
+        }
     }
 
     fn slat_map(
@@ -39,46 +91,32 @@ impl Machine for HwMachine {
         pages: u64,
         access: Access,
     ) -> Result<(), Status> {
-        let mut mem = memory::pool_tables();
-        let mut table = slat(root);
-        for i in 0..pages {
-            let r = table.map(
-                &mut mem,
-                gpa + i * 4096,
-                hpa + i * 4096,
-                4096,
-                PageSize::Small,
-                access,
-                CacheMode::WriteBack,
-            );
-            if r.is_err() {
-                let _ = table.unmap_range(&mut mem, gpa, i * 4096);
-                return Err(Status::OutOfMemory);
-            }
-        }
-        Ok(())
+        with_slat!(root, |table| map_pages(&mut table, gpa, hpa, pages, access))
     }
 
     fn slat_unmap(&mut self, root: u64, gpa: u64, pages: u64) -> Result<(), Status> {
         let mut mem = memory::pool_tables();
-        slat(root)
+        with_slat!(root, |table| table
             .unmap_range(&mut mem, gpa, pages * 4096)
-            .map_err(|_| Status::OutOfMemory)
+            .map_err(|_| Status::OutOfMemory))
     }
 
     fn slat_translate(&self, root: u64, gpa: u64) -> Option<(u64, Access)> {
         let mem = memory::pool_tables();
-        slat(root).translate(&mem, gpa).map(|t| (t.phys, t.access))
+        with_slat!(root, |table| table
+            .translate(&mem, gpa)
+            .map(|t| (t.phys, t.access)))
     }
 
     fn slat_take_dirty(&mut self, root: u64, gpa: u64) -> bool {
         let mut mem = memory::pool_tables();
-        slat(root).take_dirty(&mut mem, gpa)
+        with_slat!(root, |table| table.take_dirty(&mut mem, gpa))
     }
 
     fn slat_free(&mut self, root: u64) {
         let mem = memory::pool_tables();
-        for table in slat(root).tables(&mem) {
+        let tables = with_slat!(root, |table| table.tables(&mem));
+        for table in tables {
             free_frames(table, 1);
         }
     }
@@ -96,7 +134,7 @@ impl Machine for HwMachine {
     }
 
     fn vmcb_new(&mut self) -> Result<u64, Status> {
-        memory::alloc_frames(1, 4096).ok_or(Status::OutOfMemory)
+        memory::alloc_frames(virt::context_pages(), 4096).ok_or(Status::OutOfMemory)
     }
 
     fn vmcb(&mut self, hpa: u64) -> &mut Vmcb {
@@ -104,7 +142,7 @@ impl Machine for HwMachine {
     }
 
     fn vmcb_free(&mut self, hpa: u64) {
-        free_frames(hpa, 1);
+        free_frames(hpa, virt::context_pages());
     }
 
     fn permission_maps_new(&mut self) -> Result<(u64, u64), Status> {
@@ -116,8 +154,29 @@ impl Machine for HwMachine {
         self.iopm(iopm).fill(0xff);
         let map = self.msrpm(msrpm);
         map.fill(0xff);
-        for msr in PASSTHROUGH_MSRS {
-            permissions::pass_msr(map, msr);
+        match virt::backend() {
+            Backend::Svm => {
+                for msr in PASSTHROUGH_MSRS {
+                    permissions::pass_msr(map, msr);
+                }
+            }
+            // VMX MSR bitmap (first 4 KiB): read-low, read-high, write-low,
+            // write-high, 1 KiB each. Only the MSRs the VMCS switches pass:
+            // SYSENTER_CS/ESP/EIP (0x174–0x176), FS/GS base (0xc0000100–101).
+            Backend::Vmx => {
+                for (msr, low) in [
+                    (0x174u32, true),
+                    (0x175, true),
+                    (0x176, true),
+                    (0xc000_0100, false),
+                    (0xc000_0101, false),
+                ] {
+                    let index = (msr & 0x1fff) as usize;
+                    for base in if low { [0, 0x800] } else { [0x400, 0xc00] } {
+                        map[base + index / 8] &= !(1 << (index % 8));
+                    }
+                }
+            }
         }
         Ok((iopm, msrpm))
     }

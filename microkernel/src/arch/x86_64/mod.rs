@@ -21,3 +21,5 @@ pub mod power;
 pub mod serial;
 pub mod smp;
 pub mod svm;
+pub mod virt;
+pub mod vmx;

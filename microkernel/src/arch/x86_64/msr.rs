@@ -8,6 +8,40 @@ use core::arch::asm;
 pub enum Msr {
     /// IA32_APIC_BASE.
     ApicBase = 0x1b,
+    /// IA32_FEATURE_CONTROL (lock, VMX outside SMX).
+    FeatureControl = 0x3a,
+    /// IA32_PAT.
+    Pat = 0x277,
+    /// IA32_VMX_BASIC (VMCS revision, true-controls support).
+    VmxBasic = 0x480,
+    /// IA32_VMX_PINBASED_CTLS.
+    VmxPinBased = 0x481,
+    /// IA32_VMX_PROCBASED_CTLS.
+    VmxProcBased = 0x482,
+    /// IA32_VMX_EXIT_CTLS.
+    VmxExit = 0x483,
+    /// IA32_VMX_ENTRY_CTLS.
+    VmxEntry = 0x484,
+    /// IA32_VMX_CR0_FIXED0.
+    VmxCr0Fixed0 = 0x486,
+    /// IA32_VMX_CR0_FIXED1.
+    VmxCr0Fixed1 = 0x487,
+    /// IA32_VMX_CR4_FIXED0.
+    VmxCr4Fixed0 = 0x488,
+    /// IA32_VMX_CR4_FIXED1.
+    VmxCr4Fixed1 = 0x489,
+    /// IA32_VMX_PROCBASED_CTLS2.
+    VmxProcBased2 = 0x48b,
+    /// IA32_VMX_EPT_VPID_CAP.
+    VmxEptVpidCap = 0x48c,
+    /// IA32_VMX_TRUE_PINBASED_CTLS.
+    VmxTruePinBased = 0x48d,
+    /// IA32_VMX_TRUE_PROCBASED_CTLS.
+    VmxTrueProcBased = 0x48e,
+    /// IA32_VMX_TRUE_EXIT_CTLS.
+    VmxTrueExit = 0x48f,
+    /// IA32_VMX_TRUE_ENTRY_CTLS.
+    VmxTrueEntry = 0x490,
     /// Extended feature enables (LME, NXE, SVME).
     Efer = 0xc000_0080,
     /// GS base (the current CPU's `PerCpu`).

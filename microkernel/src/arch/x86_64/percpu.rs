@@ -52,6 +52,8 @@ pub struct PerCpu {
     pub ticks: AtomicU64,
     /// Wake-up IPIs taken (another processor wants this one's attention).
     pub kicks: AtomicU64,
+    /// VMX: the VMCS current on this processor (0: none).
+    pub current_vmcs: AtomicU64,
     /// Physical address of the host state-save area (VM_HSAVE_PA).
     pub host_save_area: u64,
     /// Physical address of the VMCB holding the host's VMSAVE state.
@@ -73,6 +75,7 @@ impl PerCpu {
             apic_id,
             ticks: AtomicU64::new(0),
             kicks: AtomicU64::new(0),
+            current_vmcs: AtomicU64::new(0),
             host_save_area: 0,
             host_vmcb: 0,
             gdt: Gdt::new(),

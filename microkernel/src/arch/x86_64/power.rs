@@ -1,6 +1,6 @@
 //! Ending a run: QEMU's isa-debug-exit device, then ACPI soft-off (S5).
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use ipc::exit::{DEBUG_EXIT_PORT, ExitCode};
 
@@ -10,6 +10,14 @@ use super::{cpu, port};
 static PM1A_CONTROL: AtomicU32 = AtomicU32::new(0);
 /// SLP_TYPa for S5 from the DSDT.
 static SLP_TYP_S5: AtomicU32 = AtomicU32::new(0);
+
+/// Power off whatever the outcome (`poweroff-on-exit` on the command line).
+static ALWAYS_POWER_OFF: AtomicBool = AtomicBool::new(false);
+
+/// Makes every end of the run power off (not only a successful one).
+pub fn power_off_on_every_exit() {
+    ALWAYS_POWER_OFF.store(true, Ordering::Relaxed);
+}
 
 /// Records how to power off through ACPI.
 pub fn set_acpi_soft_off(pm1a_control_port: u16, slp_typ: u8) {
@@ -29,10 +37,11 @@ pub fn pm1a_control_port() -> Option<u16> {
 /// a machine without the debug device a successful run powers off through
 /// ACPI and a failed one halts with its message on the console.
 pub fn exit(code: ExitCode) -> ! {
+    super::serial::write_line_emergency(format_args!("{}", ipc::markers::RunEnded(code)));
     // SAFETY: port 0xf4 is QEMU's isa-debug-exit when present and unused
     // otherwise; the write has no other effect.
     unsafe { port::outl(DEBUG_EXIT_PORT, code as u32) };
-    if code == ExitCode::Success
+    if (code == ExitCode::Success || ALWAYS_POWER_OFF.load(Ordering::Relaxed))
         && let Some(port) = pm1a_control_port()
     {
         let slp_typ = SLP_TYP_S5.load(Ordering::Relaxed) as u16;

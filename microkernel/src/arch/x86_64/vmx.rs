@@ -1,0 +1,548 @@
+//! Intel VMX: turning VMX on for a processor and running a vCPU.
+//!
+//! The kernel core keeps each vCPU's guest state in a VMCB-layout block
+//! (the "shadow"); the VMCS sits in the page right after it. Before every
+//! VM entry the guest state is copied from the shadow into the VMCS, after
+//! every exit back, and the exit is described in the shadow with the SVM
+//! exit codes (`microkernel::vmx::exit::translate`). So everything above
+//! this file is the same on both backends. vCPUs never move between
+//! processors, so a VMCS is only ever current on the processor that set it up.
+
+use core::arch::{asm, global_asm};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use microkernel::svm::vmcb::{GuestRegs, Vmcb, mode, offset};
+use microkernel::vmx::exit::{VmxExit, translate};
+use microkernel::vmx::{access_rights, adjust_controls, field, vmcb_attributes};
+
+use super::msr::{self, Msr};
+use super::{cpu, percpu};
+
+/// Whether the processor has EPT accessed/dirty flags (dirty logging).
+static EPT_AD: AtomicBool = AtomicBool::new(false);
+
+/// Bytes of the shadow block used for VMX bookkeeping (reserved in the
+/// VMCB control area, never touched by the kernel core).
+const STATE: usize = 0x3f0;
+const INITIALISED: u64 = 1;
+const LAUNCHED: u64 = 2;
+
+fn vmread(field: u64) -> u64 {
+    let value: u64;
+    // SAFETY: a VMCS is current on this processor whenever this module
+    // reads one (`enter` makes it current first); VMREAD of a valid field
+    // only reads it.
+    unsafe { asm!("vmread {v}, {f}", f = in(reg) field, v = out(reg) value, options(nostack)) };
+    value
+}
+
+fn vmwrite(field: u64, value: u64) {
+    // SAFETY: as for `vmread`: the current VMCS belongs to the vCPU being
+    // prepared, and the fields written are architectural.
+    unsafe { asm!("vmwrite {f}, {v}", f = in(reg) field, v = in(reg) value, options(nostack)) };
+}
+
+/// Why VMX could not be turned on.
+#[derive(Clone, Copy, Debug)]
+pub enum VmxError {
+    /// Firmware locked IA32_FEATURE_CONTROL with VMX disabled.
+    DisabledByFirmware,
+    /// No EPT or no VPID in the secondary controls.
+    NoEpt,
+    /// VMXON failed.
+    VmxonFailed,
+}
+
+/// Whether the processor can run capvisor's VMX backend (EPT and VPID).
+pub fn has_ept() -> bool {
+    // SAFETY: the caller checked CPUID for VMX; the capability MSRs exist then.
+    let (proc, proc2) = unsafe {
+        (
+            msr::rdmsr(Msr::VmxProcBased),
+            msr::rdmsr(Msr::VmxProcBased2),
+        )
+    };
+    proc >> 63 & 1 == 1 && (proc2 >> 32) & 0b10_0010 == 0b10_0010
+}
+
+/// Turns VMX on for this processor with `vmxon_region` (a zeroed kernel page).
+pub fn enable(vmxon_region: u64) -> Result<(), VmxError> {
+    // SAFETY: the caller checked CPUID for VMX, so these MSRs exist; the
+    // VMXON region is a zeroed, page-aligned kernel page owned by this
+    // processor; setting CR4.VMXE and the fixed CR0/CR4 bits is what the
+    // SDM requires before VMXON and changes nothing else the kernel uses.
+    unsafe {
+        let control = msr::rdmsr(Msr::FeatureControl);
+        if control & 1 == 0 {
+            msr::wrmsr(Msr::FeatureControl, control | 0b101);
+        } else if control & 0b100 == 0 {
+            return Err(VmxError::DisabledByFirmware);
+        }
+        if !has_ept() {
+            return Err(VmxError::NoEpt);
+        }
+        let cr0 = (read_cr0() | msr::rdmsr(Msr::VmxCr0Fixed0)) & msr::rdmsr(Msr::VmxCr0Fixed1);
+        asm!("mov cr0, {}", in(reg) cr0, options(nostack));
+        let cr4 = (read_cr4() | (1 << 13) | msr::rdmsr(Msr::VmxCr4Fixed0))
+            & msr::rdmsr(Msr::VmxCr4Fixed1);
+        asm!("mov cr4, {}", in(reg) cr4, options(nostack));
+        let revision = msr::rdmsr(Msr::VmxBasic) as u32 & 0x7fff_ffff;
+        core::ptr::write_volatile(vmxon_region as *mut u32, revision);
+        let failed: u8;
+        asm!("vmxon [{r}]", "setna {f}", r = in(reg) &vmxon_region, f = out(reg_byte) failed, options(nostack));
+        if failed != 0 {
+            return Err(VmxError::VmxonFailed);
+        }
+        let caps = msr::rdmsr(Msr::VmxEptVpidCap);
+        EPT_AD.store(caps & (1 << 21) != 0, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+fn read_cr0() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR0 has no side effects.
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+fn read_cr4() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR4 has no side effects.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// The EPT pointer for tables rooted at `root`: write-back, four levels,
+/// accessed/dirty flags on when the processor has them.
+pub fn ept_pointer(root: u64) -> u64 {
+    root | 6
+        | (3 << 3)
+        | if EPT_AD.load(Ordering::Relaxed) {
+            1 << 6
+        } else {
+            0
+        }
+}
+
+/// The capability MSR for a control field, the "true" one when the processor has it.
+fn capability(plain: Msr, true_msr: Msr) -> u64 {
+    // SAFETY: VMX is on, so the capability MSRs exist; bit 55 of
+    // IA32_VMX_BASIC says whether the true ones do.
+    unsafe {
+        if msr::rdmsr(Msr::VmxBasic) & (1 << 55) != 0 {
+            msr::rdmsr(true_msr)
+        } else {
+            msr::rdmsr(plain)
+        }
+    }
+}
+
+/// Makes `vmcs` current and writes its controls and host state.
+fn initialise(vmcs: u64, shadow: &Vmcb) {
+    // SAFETY: `vmcs` is the kernel page after the vCPU's shadow; VMCLEAR,
+    // the revision id and VMPTRLD make it a fresh current VMCS.
+    unsafe {
+        asm!("vmclear [{}]", in(reg) &vmcs, options(nostack));
+        let revision = msr::rdmsr(Msr::VmxBasic) as u32 & 0x7fff_ffff;
+        core::ptr::write_volatile(vmcs as *mut u32, revision);
+        asm!("vmptrld [{}]", in(reg) &vmcs, options(nostack));
+    }
+    let pin = adjust_controls(
+        1 | (1 << 3),
+        capability(Msr::VmxPinBased, Msr::VmxTruePinBased),
+    );
+    let primary = adjust_controls(
+        (1 << 7) | (1 << 25) | (1 << 28) | (1 << 31),
+        capability(Msr::VmxProcBased, Msr::VmxTrueProcBased),
+    );
+    // SAFETY: the secondary-controls MSR exists (checked by `has_ept`).
+    let secondary = adjust_controls((1 << 1) | (1 << 5), unsafe {
+        msr::rdmsr(Msr::VmxProcBased2)
+    });
+    let exit = adjust_controls(
+        (1 << 9) | (1 << 18) | (1 << 19) | (1 << 20) | (1 << 21),
+        capability(Msr::VmxExit, Msr::VmxTrueExit),
+    );
+    let entry = adjust_controls(
+        (1 << 9) | (1 << 14) | (1 << 15),
+        capability(Msr::VmxEntry, Msr::VmxTrueEntry),
+    );
+    vmwrite(field::PIN_BASED_CONTROLS, pin as u64);
+    vmwrite(field::PRIMARY_CONTROLS, primary as u64);
+    vmwrite(field::SECONDARY_CONTROLS, secondary as u64);
+    vmwrite(field::EXIT_CONTROLS, exit as u64);
+    vmwrite(field::ENTRY_CONTROLS, entry as u64);
+    vmwrite(field::EXCEPTION_BITMAP, 0);
+    for f in [
+        field::EXIT_MSR_STORE_COUNT,
+        field::EXIT_MSR_LOAD_COUNT,
+        field::ENTRY_MSR_LOAD_COUNT,
+    ] {
+        vmwrite(f, 0);
+    }
+    vmwrite(field::CR0_GUEST_HOST_MASK, 0);
+    vmwrite(field::CR4_GUEST_HOST_MASK, 1 << 13);
+    vmwrite(field::VMCS_LINK_POINTER, u64::MAX);
+    vmwrite(field::VPID, shadow.read_u32(offset::GUEST_ASID) as u64);
+    vmwrite(
+        field::EPT_POINTER,
+        ept_pointer(shadow.read_u64(offset::NESTED_CR3)),
+    );
+    let iopm = shadow.read_u64(offset::IOPM_BASE_PA);
+    vmwrite(field::IO_BITMAP_A, iopm);
+    vmwrite(field::IO_BITMAP_B, iopm + 0x1000);
+    vmwrite(field::MSR_BITMAP, shadow.read_u64(offset::MSRPM_BASE_PA));
+
+    // Host state: this processor's.
+    let me = percpu::current();
+    let mut gdtr = [0u8; 10];
+    let mut idtr = [0u8; 10];
+    // SAFETY: SGDT/SIDT store 10 bytes into the buffers.
+    unsafe {
+        asm!("sgdt [{}]", in(reg) gdtr.as_mut_ptr(), options(nostack));
+        asm!("sidt [{}]", in(reg) idtr.as_mut_ptr(), options(nostack));
+    }
+    let base = |b: [u8; 10]| u64::from_le_bytes([b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9]]);
+    vmwrite(field::HOST_CR0, read_cr0());
+    vmwrite(field::HOST_CR3, cpu::read_cr3());
+    vmwrite(field::HOST_CR4, read_cr4());
+    vmwrite(field::HOST_CS_SELECTOR, super::gdt::CODE as u64);
+    for f in [
+        field::HOST_SS_SELECTOR,
+        field::HOST_DS_SELECTOR,
+        field::HOST_ES_SELECTOR,
+    ] {
+        vmwrite(f, super::gdt::DATA as u64);
+    }
+    vmwrite(field::HOST_FS_SELECTOR, 0);
+    vmwrite(field::HOST_GS_SELECTOR, 0);
+    vmwrite(field::HOST_TR_SELECTOR, super::gdt::TSS as u64);
+    vmwrite(field::HOST_FS_BASE, 0);
+    // SAFETY: GS base and the other MSRs read here exist on every x86-64 processor with VMX.
+    unsafe {
+        vmwrite(field::HOST_GS_BASE, msr::rdmsr(Msr::GsBase));
+        vmwrite(field::HOST_IA32_EFER, msr::rdmsr(Msr::Efer));
+        vmwrite(field::HOST_IA32_PAT, msr::rdmsr(Msr::Pat));
+    }
+    vmwrite(field::HOST_TR_BASE, &me.tss as *const _ as u64);
+    vmwrite(field::HOST_GDTR_BASE, base(gdtr));
+    vmwrite(field::HOST_IDTR_BASE, base(idtr));
+    vmwrite(field::HOST_SYSENTER_CS, 0);
+    vmwrite(field::HOST_SYSENTER_ESP, 0);
+    vmwrite(field::HOST_SYSENTER_EIP, 0);
+    unsafe extern "C" {
+        fn vmx_exit_stub();
+    }
+    vmwrite(field::HOST_RIP, vmx_exit_stub as *const () as u64);
+}
+
+/// Segments in VMCS order (ES, CS, SS, DS, FS, GS, LDTR, TR) and their shadow offsets.
+const SEGMENTS: [usize; 8] = [
+    offset::ES,
+    offset::CS,
+    offset::SS,
+    offset::DS,
+    offset::FS,
+    offset::GS,
+    offset::LDTR,
+    offset::TR,
+];
+
+fn load_guest(shadow: &mut Vmcb) {
+    // SAFETY: the fixed-bit MSRs exist while VMX is on.
+    let (cr0_fixed, cr4_fixed) = unsafe {
+        (
+            (msr::rdmsr(Msr::VmxCr0Fixed0), msr::rdmsr(Msr::VmxCr0Fixed1)),
+            (msr::rdmsr(Msr::VmxCr4Fixed0), msr::rdmsr(Msr::VmxCr4Fixed1)),
+        )
+    };
+    let cr0 = shadow.read_u64(offset::CR0);
+    let cr4 = shadow.read_u64(offset::CR4);
+    vmwrite(field::GUEST_CR0, (cr0 | cr0_fixed.0) & cr0_fixed.1);
+    vmwrite(field::CR0_READ_SHADOW, cr0);
+    vmwrite(
+        field::GUEST_CR4,
+        (cr4 | (1 << 13) | cr4_fixed.0) & cr4_fixed.1,
+    );
+    vmwrite(field::CR4_READ_SHADOW, cr4);
+    vmwrite(field::GUEST_CR3, shadow.read_u64(offset::CR3));
+    vmwrite(
+        field::GUEST_IA32_EFER,
+        shadow.read_u64(offset::EFER) & !mode::EFER_SVME,
+    );
+    vmwrite(field::GUEST_IA32_PAT, shadow.read_u64(offset::G_PAT));
+    vmwrite(field::GUEST_DR7, shadow.read_u64(offset::DR7));
+    vmwrite(field::GUEST_RSP, shadow.read_u64(offset::RSP));
+    vmwrite(field::GUEST_RIP, shadow.read_u64(offset::RIP));
+    vmwrite(field::GUEST_RFLAGS, shadow.read_u64(offset::RFLAGS));
+    for (i, &at) in SEGMENTS.iter().enumerate() {
+        let seg = shadow.segment(at);
+        let i = i as u64;
+        vmwrite(
+            field::segment(field::GUEST_ES_SELECTOR, i),
+            seg.selector as u64,
+        );
+        vmwrite(field::segment(field::GUEST_ES_LIMIT, i), seg.limit as u64);
+        // VMX checks granularity against the limit (SVM does not): a limit
+        // above 1 MiB needs G.
+        let mut rights = access_rights(seg.attrib);
+        if rights & (1 << 16) == 0 && seg.limit > 0xf_ffff {
+            rights |= 1 << 15;
+        }
+        vmwrite(
+            field::segment(field::GUEST_ES_ACCESS_RIGHTS, i),
+            rights as u64,
+        );
+        vmwrite(field::segment(field::GUEST_ES_BASE, i), seg.base);
+    }
+    let gdtr = shadow.segment(offset::GDTR);
+    let idtr = shadow.segment(offset::IDTR);
+    vmwrite(field::GUEST_GDTR_BASE, gdtr.base);
+    vmwrite(field::GUEST_GDTR_LIMIT, gdtr.limit as u64);
+    vmwrite(field::GUEST_IDTR_BASE, idtr.base);
+    vmwrite(field::GUEST_IDTR_LIMIT, idtr.limit as u64);
+    vmwrite(
+        field::GUEST_SYSENTER_CS,
+        shadow.read_u64(offset::SYSENTER_CS),
+    );
+    vmwrite(
+        field::GUEST_SYSENTER_ESP,
+        shadow.read_u64(offset::SYSENTER_ESP),
+    );
+    vmwrite(
+        field::GUEST_SYSENTER_EIP,
+        shadow.read_u64(offset::SYSENTER_EIP),
+    );
+    vmwrite(
+        field::GUEST_INTERRUPTIBILITY,
+        shadow.read_u64(offset::INTERRUPT_SHADOW) & 0b11,
+    );
+    vmwrite(field::GUEST_ACTIVITY_STATE, 0);
+    let event = shadow.read_u64(offset::EVENT_INJECTION);
+    if event & (1 << 31) != 0 {
+        vmwrite(field::ENTRY_INTERRUPTION_INFO, event & 0xffff_ffff);
+        vmwrite(field::ENTRY_EXCEPTION_ERROR_CODE, event >> 32);
+        vmwrite(field::ENTRY_INSTRUCTION_LENGTH, 0);
+    } else {
+        vmwrite(field::ENTRY_INTERRUPTION_INFO, 0);
+    }
+    shadow.write_u64(offset::EVENT_INJECTION, 0);
+}
+
+fn save_guest(shadow: &mut Vmcb) {
+    let cr0 = vmread(field::GUEST_CR0);
+    shadow.write_u64(offset::CR0, cr0);
+    let cr4 = vmread(field::GUEST_CR4) & !(1 << 13);
+    shadow.write_u64(offset::CR4, cr4);
+    shadow.write_u64(offset::CR3, vmread(field::GUEST_CR3));
+    shadow.write_u64(
+        offset::EFER,
+        vmread(field::GUEST_IA32_EFER) | mode::EFER_SVME,
+    );
+    shadow.write_u64(offset::G_PAT, vmread(field::GUEST_IA32_PAT));
+    shadow.write_u64(offset::RSP, vmread(field::GUEST_RSP));
+    shadow.write_u64(offset::RIP, vmread(field::GUEST_RIP));
+    shadow.write_u64(offset::RFLAGS, vmread(field::GUEST_RFLAGS));
+    for (i, &at) in SEGMENTS.iter().enumerate() {
+        let i = i as u64;
+        shadow.set_segment(
+            at,
+            microkernel::svm::vmcb::Segment {
+                selector: vmread(field::segment(field::GUEST_ES_SELECTOR, i)) as u16,
+                attrib: vmcb_attributes(
+                    vmread(field::segment(field::GUEST_ES_ACCESS_RIGHTS, i)) as u32
+                ),
+                limit: vmread(field::segment(field::GUEST_ES_LIMIT, i)) as u32,
+                base: vmread(field::segment(field::GUEST_ES_BASE, i)),
+            },
+        );
+    }
+    let table = |base, limit| microkernel::svm::vmcb::Segment {
+        selector: 0,
+        attrib: 0,
+        limit: vmread(limit) as u32,
+        base: vmread(base),
+    };
+    shadow.set_segment(
+        offset::GDTR,
+        table(field::GUEST_GDTR_BASE, field::GUEST_GDTR_LIMIT),
+    );
+    shadow.set_segment(
+        offset::IDTR,
+        table(field::GUEST_IDTR_BASE, field::GUEST_IDTR_LIMIT),
+    );
+    shadow.write_u64(offset::SYSENTER_CS, vmread(field::GUEST_SYSENTER_CS));
+    shadow.write_u64(offset::SYSENTER_ESP, vmread(field::GUEST_SYSENTER_ESP));
+    shadow.write_u64(offset::SYSENTER_EIP, vmread(field::GUEST_SYSENTER_EIP));
+    shadow.write_u64(
+        offset::INTERRUPT_SHADOW,
+        vmread(field::GUEST_INTERRUPTIBILITY) & 0b11,
+    );
+    // An event whose delivery the exit interrupted is injected again.
+    let vectoring = vmread(field::IDT_VECTORING_INFO);
+    if vectoring & (1 << 31) != 0 {
+        let code = if vectoring & (1 << 11) != 0 {
+            vmread(field::IDT_VECTORING_ERROR_CODE)
+        } else {
+            0
+        };
+        shadow.write_u64(
+            offset::EVENT_INJECTION,
+            (vectoring & 0xffff_ffff) | (code << 32),
+        );
+    }
+}
+
+global_asm!(
+    r#"
+    .section .text.vmx, "ax"
+    .global vmx_enter
+    .global vmx_exit_stub
+/* rdi = &mut GuestRegs, rsi = &mut u64 (guest RAX), rdx = 1 if launched */
+vmx_enter:
+    push %rbp
+    push %rbx
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    push %rdi
+    push %rsi
+    push %rdx
+    mov $0x6c14, %rax          /* HOST_RSP */
+    vmwrite %rsp, %rax
+    cmpq $0, (%rsp)
+    mov (%rsi), %rax
+    mov 0x00(%rdi), %rbx
+    mov 0x08(%rdi), %rcx
+    mov 0x10(%rdi), %rdx
+    mov 0x18(%rdi), %rsi
+    mov 0x28(%rdi), %rbp
+    mov 0x30(%rdi), %r8
+    mov 0x38(%rdi), %r9
+    mov 0x40(%rdi), %r10
+    mov 0x48(%rdi), %r11
+    mov 0x50(%rdi), %r12
+    mov 0x58(%rdi), %r13
+    mov 0x60(%rdi), %r14
+    mov 0x68(%rdi), %r15
+    mov 0x20(%rdi), %rdi
+    jne 1f
+    vmlaunch
+    jmp 2f
+1:
+    vmresume
+2:
+    /* VM entry failed: host registers are the guest's; the stack is ours. */
+    add $24, %rsp
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %rbx
+    pop %rbp
+    mov $1, %eax
+    ret
+
+vmx_exit_stub:
+    push %rax
+    mov 24(%rsp), %rax         /* &mut GuestRegs */
+    mov %rbx, 0x00(%rax)
+    mov %rcx, 0x08(%rax)
+    mov %rdx, 0x10(%rax)
+    mov %rsi, 0x18(%rax)
+    mov %rdi, 0x20(%rax)
+    mov %rbp, 0x28(%rax)
+    mov %r8, 0x30(%rax)
+    mov %r9, 0x38(%rax)
+    mov %r10, 0x40(%rax)
+    mov %r11, 0x48(%rax)
+    mov %r12, 0x50(%rax)
+    mov %r13, 0x58(%rax)
+    mov %r14, 0x60(%rax)
+    mov %r15, 0x68(%rax)
+    mov 16(%rsp), %rbx         /* &mut guest RAX */
+    pop %rcx
+    mov %rcx, (%rbx)
+    add $24, %rsp
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %rbx
+    pop %rbp
+    xor %eax, %eax
+    ret
+"#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    fn vmx_enter(regs: *mut GuestRegs, rax: *mut u64, launched: u64) -> u64;
+}
+
+fn flush_guest_tlb() {
+    let descriptor = [0u64; 2];
+    // SAFETY: INVEPT/INVVPID all-context (type 2) with a valid descriptor
+    // only drop cached translations.
+    unsafe {
+        asm!("invept {t}, [{d}]", t = in(reg) 2u64, d = in(reg) descriptor.as_ptr(), options(nostack));
+        asm!("invvpid {t}, [{d}]", t = in(reg) 2u64, d = in(reg) descriptor.as_ptr(), options(nostack));
+    }
+}
+
+/// Runs the vCPU whose shadow is `shadow` until the next VM exit, and
+/// describes the exit in the shadow in SVM terms.
+pub fn enter(shadow: &mut Vmcb, regs: &mut GuestRegs) {
+    let shadow_pa = shadow as *mut Vmcb as u64;
+    let vmcs = shadow_pa + 4096;
+    let mut state = shadow.read_u64(STATE);
+    let me = percpu::current();
+    if state & INITIALISED == 0 {
+        initialise(vmcs, shadow);
+        state = INITIALISED;
+        me.current_vmcs.store(vmcs, Ordering::Relaxed);
+    } else if me.current_vmcs.load(Ordering::Relaxed) != vmcs {
+        // SAFETY: the VMCS was set up on this processor (vCPUs never move).
+        unsafe { asm!("vmptrld [{}]", in(reg) &vmcs, options(nostack)) };
+        me.current_vmcs.store(vmcs, Ordering::Relaxed);
+    }
+    if shadow.read_u64(offset::TLB_CONTROL) & 0xff != 0 {
+        flush_guest_tlb();
+    }
+    load_guest(shadow);
+    let mut rax = shadow.read_u64(offset::RAX);
+    cpu::disable_interrupts_for_entry();
+    // SAFETY: the current VMCS holds this vCPU's complete, consistent state
+    // (controls and host state from `initialise`, guest state just
+    // written); `vmx_enter` preserves the callee-saved registers and
+    // returns through the exit stub or the failure path.
+    let failed = unsafe { vmx_enter(regs, &mut rax, state & LAUNCHED) };
+    if failed != 0 {
+        cpu::enable_interrupts();
+        let error = vmread(field::VM_INSTRUCTION_ERROR);
+        super::serial::write_line(format_args!(
+            "VM entry failed: VM-instruction error {error}"
+        ));
+        shadow.write_u64(offset::EXIT_CODE, u64::MAX);
+        shadow.write_u64(offset::EXIT_INFO1, error);
+        return;
+    }
+    state |= LAUNCHED;
+    shadow.write_u64(STATE, state);
+    shadow.write_u64(offset::RAX, rax);
+    save_guest(shadow);
+    let (code, info1, info2) = translate(&VmxExit {
+        reason: vmread(field::EXIT_REASON) as u32,
+        qualification: vmread(field::EXIT_QUALIFICATION),
+        guest_physical: vmread(field::GUEST_PHYSICAL_ADDRESS),
+        instruction_length: vmread(field::EXIT_INSTRUCTION_LENGTH),
+        rip: shadow.read_u64(offset::RIP),
+    });
+    shadow.write_u64(offset::EXIT_CODE, code);
+    shadow.write_u64(offset::EXIT_INFO1, info1);
+    shadow.write_u64(offset::EXIT_INFO2, info2);
+    // A pending external interrupt is taken here, by the host.
+    cpu::enable_interrupts();
+}
