@@ -228,7 +228,7 @@ fn hostile_indices_and_lengths_are_errors() {
 /// carries its sequence number and is checked byte for byte.
 #[test]
 fn two_threads_random_sizes_checksums() {
-    const MESSAGES: u64 = 50_000;
+    const MESSAGES: u64 = 20_000;
     let mem: Arc<Vec<AtomicU64>> = Arc::new(words(8192));
     initialize(&AtomicRingMemory::new(&mem)).unwrap();
     let tx_mem = Arc::clone(&mem);
