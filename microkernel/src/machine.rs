@@ -56,6 +56,10 @@ pub trait Machine {
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
     /// Makes processor `cpu` leave guest mode (or wake from idle) soon.
     fn kick(&mut self, cpu: u32);
+    /// Whether the SLAT records dirty pages (NPT always; EPT only with A/D flags).
+    fn tracks_dirty_pages(&self) -> bool {
+        true
+    }
 }
 
 /// Convenience on top of [`Machine::console`] for kernel reports.

@@ -295,6 +295,11 @@ impl Kernel {
                 if Some(cap.object) == self.root {
                     return Err(Status::InvalidArgument);
                 }
+                // Without dirty flags in the SLAT (EPT without A/D) a fetch
+                // would report nothing: refuse rather than lie.
+                if enable && !m.tracks_dirty_pages() {
+                    return Err(Status::InvalidState);
+                }
                 let pages = self.mapped_pages(cap.object);
                 let p = self
                     .objects

@@ -24,6 +24,7 @@ struct Fake {
     lines: Vec<String>,
     kicks: Vec<u32>,
     fail_slat: bool,
+    no_dirty_flags: bool,
 }
 
 impl Fake {
@@ -140,6 +141,9 @@ impl Machine for Fake {
     }
     fn cpuid(&self, _leaf: u32, _subleaf: u32) -> [u32; 4] {
         [0, 0, 0, 0]
+    }
+    fn tracks_dirty_pages(&self) -> bool {
+        !self.no_dirty_flags
     }
     fn kick(&mut self, cpu: u32) {
         self.kicks.push(cpu);
@@ -627,6 +631,15 @@ fn dirty_log_reports_exactly_the_written_pages_then_clears() {
             enable: true
         }),
         Err(Status::InvalidArgument)
+    );
+    // A SLAT without dirty flags (EPT without A/D) refuses instead of reporting nothing.
+    w.m.no_dirty_flags = true;
+    assert_eq!(
+        w.root_call(Call::DirtyLog {
+            partition: c.slot,
+            enable: true
+        }),
+        Err(Status::InvalidState)
     );
 }
 

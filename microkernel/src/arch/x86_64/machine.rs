@@ -207,6 +207,10 @@ impl Machine for HwMachine {
         [r.eax, r.ebx, r.ecx, r.edx]
     }
 
+    fn tracks_dirty_pages(&self) -> bool {
+        virt::backend() == Backend::Svm || super::vmx::ept_dirty_flags()
+    }
+
     fn kick(&mut self, cpu: u32) {
         if let Some(apic_id) = super::percpu::apic_id_of(cpu)
             && cpu != super::percpu::current().index

@@ -113,6 +113,11 @@ fn read_cr4() -> u64 {
     v
 }
 
+/// Whether EPT sets accessed/dirty flags (dirty logging needs them).
+pub fn ept_dirty_flags() -> bool {
+    EPT_AD.load(Ordering::Relaxed)
+}
+
 /// The EPT pointer for tables rooted at `root`: write-back, four levels,
 /// accessed/dirty flags on when the processor has them.
 pub fn ept_pointer(root: u64) -> u64 {
