@@ -85,6 +85,11 @@ pub fn run(options: &SuiteOptions) -> Result<i32> {
             .collect();
         let max_time = format!("-max_total_time={}", options.fuzz_seconds);
         for target in &targets {
+            // libFuzzer refuses a corpus directory that does not exist; a
+            // clean clone has only the committed seeds.
+            let corpus = fuzz_dir.join("corpus").join(target);
+            std::fs::create_dir_all(&corpus)
+                .with_context(|| format!("could not create {}", corpus.display()))?;
             announce(&format!(
                 "fuzz smoke: {target} ({} s)",
                 options.fuzz_seconds
