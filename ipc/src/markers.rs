@@ -512,3 +512,26 @@ impl fmt::Display for RunEnded {
         write!(f, "capvisor: run ended: {:?}", self.0)
     }
 }
+
+/// Kernel command-line word that makes the root partition take a real
+/// device interrupt (the RTC, GSI 8) through its interrupt capability.
+pub const SELFTEST_DEVICE_INTERRUPT: &str = "selftest=device-interrupt";
+
+/// `root: device interrupt GSI G delivered N times`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceInterrupts {
+    /// The line.
+    pub gsi: u32,
+    /// Interrupts taken (each acknowledged).
+    pub count: u32,
+}
+
+impl fmt::Display for DeviceInterrupts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: device interrupt GSI {} delivered {} times",
+            self.gsi, self.count
+        )
+    }
+}

@@ -68,6 +68,8 @@ pub enum Script {
     /// Scenario `badbus`: v1 and v2 break their rings and control
     /// protocol; the root closes each channel saying why and keeps serving `good`.
     VmbusHostile,
+    /// The root takes RTC interrupts (GSI 8) through its interrupt capability.
+    DeviceInterrupt,
 }
 
 /// Lines each child of scenario `vmbus` prints.
@@ -168,6 +170,9 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
                     detail: unmapped,
                 }),
             ]);
+        }
+        Script::DeviceInterrupt => {
+            out.push(ordered(ipc::markers::DeviceInterrupts { gsi: 8, count: 3 }));
         }
         Script::Dirty => out.extend([
             ordered(DirtyDone { pages: 4 }),
@@ -363,7 +368,8 @@ pub fn markers_with_order(script: Script) -> Vec<(String, bool)> {
         | Script::Hostile
         | Script::Dirty
         | Script::VmbusConsole
-        | Script::VmbusHostile => scenario_markers(script),
+        | Script::VmbusHostile
+        | Script::DeviceInterrupt => scenario_markers(script),
         other => markers(other).into_iter().map(ordered).collect(),
     }
 }
@@ -454,8 +460,8 @@ pub fn all() -> Vec<Case> {
     use ExpectedExit::{Kernel, Status};
     use Firmware::{Bios, Uefi};
     use Script::{
-        Children, Dirty, HandBoot, Hostile, Lifecycle, PowerOff, ReadsHypervisorFrame, Refuses,
-        Spin, VmbusConsole, VmbusHostile,
+        Children, DeviceInterrupt, Dirty, HandBoot, Hostile, Lifecycle, PowerOff,
+        ReadsHypervisorFrame, Refuses, Spin, VmbusConsole, VmbusHostile,
     };
     let selftest = SELFTEST_READ_HYPERVISOR_FRAME;
     // CPU models (PLATFORMS.md): EPYC has SVM + NPT; QEMU's qemu64 has SVM without
@@ -479,10 +485,11 @@ pub fn all() -> Vec<Case> {
         case("dirty_logging",      machine(2, "EPYC", Bios, true),         "scenario=dirty",    Dirty,      Kernel(Success)),
         case("vmbus_console_10000_lines_each", machine(2, "EPYC", Bios, true), "scenario=vmbus", VmbusConsole, Kernel(Success)),
         case("vmbus_hostile_children", machine(2, "EPYC", Bios, true),     "scenario=badbus",   VmbusHostile, Kernel(Success)),
+        case("device_interrupt_rtc", machine(2, "EPYC", Bios, true),       "scenario=idle selftest=device-interrupt", DeviceInterrupt, Kernel(Success)),
     ];
     // The backend column: the cases that also run on Intel VMX + EPT (Bochs),
     // and how the run must end there.
-    let on_both: [(&str, ExitCode); 9] = [
+    let on_both: [(&str, ExitCode); 10] = [
         ("bios_smp1", Success),
         ("bios_smp2", Success),
         ("children_smp2", Success),
@@ -492,6 +499,7 @@ pub fn all() -> Vec<Case> {
         ("dirty_logging", Success),
         ("vmbus_console_10000_lines_each", Success),
         ("vmbus_hostile_children", Success),
+        ("device_interrupt_rtc", Success),
     ];
     let mut table = table;
     table.push(case(

@@ -21,6 +21,8 @@ mod bench;
 #[cfg(target_os = "none")]
 mod children;
 #[cfg(target_os = "none")]
+mod devirq;
+#[cfg(target_os = "none")]
 mod vmbus;
 
 #[cfg(target_os = "none")]
@@ -70,6 +72,12 @@ mod entry {
         if partition_rt::init_vcpu(0).is_err() {
             println!("root partition: cannot set up its descriptor tables");
             arch::crash();
+        }
+        if info.has_flag(markers::SELFTEST_DEVICE_INTERRUPT) {
+            match crate::devirq::run(&info) {
+                Ok(result) => println!("{result}"),
+                Err(e) => println!("root partition: device interrupt test failed: {e:?}"),
+            }
         }
         if info.has_flag(SELFTEST_READ_HYPERVISOR_FRAME) {
             let target = info.hypervisor_image.start;

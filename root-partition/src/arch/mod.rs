@@ -75,3 +75,23 @@ pub fn ring_memory(addr: u64, pages: u64) -> partition_rt::SharedRingMemory {
     // unmaps them (the caller's contract above).
     unsafe { partition_rt::SharedRingMemory::new(addr, (pages * 4096) as usize) }
 }
+
+/// Writes a byte to an I/O port the root holds a USE capability for (its
+/// I/O permission map passes exactly those).
+pub fn outb(port: u16, value: u8) {
+    // SAFETY: port I/O has no memory effects; the microkernel's permission
+    // map decides whether it reaches the device or is dropped.
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Reads a byte from an I/O port (all ones if the root does not hold it).
+pub fn inb(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: as for `outb`.
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
