@@ -127,38 +127,23 @@ fn x86_access(entry: u64) -> Access {
     }
 }
 
+/// x86-64 page-table entries; `USER` sets the U bit in every entry.
+pub struct X86Entries<const USER: bool>;
+
 /// x86-64 page tables for supervisor code (the microkernel's own, and a
 /// partition's guest page tables).
-pub struct X86Format;
-
-impl EntryFormat for X86Format {
-    fn table(table: u64) -> u64 {
-        table | P | RW
-    }
-    fn leaf(frame: u64, size: PageSize, access: Access, cache: CacheMode) -> u64 {
-        x86_leaf(frame, size, access, cache, 0)
-    }
-    fn is_present(entry: u64) -> bool {
-        entry & P != 0
-    }
-    fn is_leaf(entry: u64, level: u8) -> bool {
-        level == 1 || entry & PS != 0
-    }
-    fn access(entry: u64) -> Access {
-        x86_access(entry)
-    }
-}
+pub type X86Format = X86Entries<false>;
 
 /// AMD nested page tables: the x86-64 format, walked as user accesses, so
 /// every entry carries the U bit (without it the first guest walk faults).
-pub struct NptFormat;
+pub type NptFormat = X86Entries<true>;
 
-impl EntryFormat for NptFormat {
+impl<const USER: bool> EntryFormat for X86Entries<USER> {
     fn table(table: u64) -> u64 {
-        table | P | RW | US
+        table | P | RW | if USER { US } else { 0 }
     }
     fn leaf(frame: u64, size: PageSize, access: Access, cache: CacheMode) -> u64 {
-        x86_leaf(frame, size, access, cache, US)
+        x86_leaf(frame, size, access, cache, if USER { US } else { 0 })
     }
     fn is_present(entry: u64) -> bool {
         entry & P != 0

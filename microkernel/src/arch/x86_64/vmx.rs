@@ -9,7 +9,7 @@
 //! processors, so a VMCS is only ever current on the processor that set it up.
 
 use core::arch::{asm, global_asm};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use microkernel::svm::vmcb::{GuestRegs, Vmcb, mode, offset};
 use microkernel::vmx::exit::{VmxExit, translate};
@@ -17,6 +17,14 @@ use microkernel::vmx::{access_rights, adjust_controls, field, vmcb_attributes};
 
 use super::msr::{self, Msr};
 use super::{cpu, percpu};
+
+/// The CR0/CR4 bits VMX fixes to 1 (FIXED0) and allows to be 1 (FIXED1),
+/// read once at `enable` (the same on every processor) instead of at every
+/// VM entry.
+static CR0_FIXED0: AtomicU64 = AtomicU64::new(0);
+static CR0_FIXED1: AtomicU64 = AtomicU64::new(u64::MAX);
+static CR4_FIXED0: AtomicU64 = AtomicU64::new(0);
+static CR4_FIXED1: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Whether the processor has EPT accessed/dirty flags (dirty logging).
 static EPT_AD: AtomicBool = AtomicBool::new(false);
@@ -93,6 +101,10 @@ pub fn enable(vmxon_region: u64) -> Result<(), VmxError> {
         if failed != 0 {
             return Err(VmxError::VmxonFailed);
         }
+        CR0_FIXED0.store(msr::rdmsr(Msr::VmxCr0Fixed0), Ordering::Relaxed);
+        CR0_FIXED1.store(msr::rdmsr(Msr::VmxCr0Fixed1), Ordering::Relaxed);
+        CR4_FIXED0.store(msr::rdmsr(Msr::VmxCr4Fixed0), Ordering::Relaxed);
+        CR4_FIXED1.store(msr::rdmsr(Msr::VmxCr4Fixed1), Ordering::Relaxed);
         let caps = msr::rdmsr(Msr::VmxEptVpidCap);
         EPT_AD.store(caps & (1 << 21) != 0, Ordering::Relaxed);
     }
@@ -255,13 +267,14 @@ const SEGMENTS: [usize; 8] = [
 ];
 
 fn load_guest(shadow: &mut Vmcb) {
-    // SAFETY: the fixed-bit MSRs exist while VMX is on.
-    let (cr0_fixed, cr4_fixed) = unsafe {
-        (
-            (msr::rdmsr(Msr::VmxCr0Fixed0), msr::rdmsr(Msr::VmxCr0Fixed1)),
-            (msr::rdmsr(Msr::VmxCr4Fixed0), msr::rdmsr(Msr::VmxCr4Fixed1)),
-        )
-    };
+    let cr0_fixed = (
+        CR0_FIXED0.load(Ordering::Relaxed),
+        CR0_FIXED1.load(Ordering::Relaxed),
+    );
+    let cr4_fixed = (
+        CR4_FIXED0.load(Ordering::Relaxed),
+        CR4_FIXED1.load(Ordering::Relaxed),
+    );
     let cr0 = shadow.read_u64(offset::CR0);
     let cr4 = shadow.read_u64(offset::CR4);
     vmwrite(field::GUEST_CR0, (cr0 | cr0_fixed.0) & cr0_fixed.1);
