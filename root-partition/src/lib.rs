@@ -1,10 +1,14 @@
 //! The root partition's host-testable parts: the boot configuration
-//! language and the memory layout it gives each child partition.
+//! language, the memory layout it gives each child partition, and the
+//! storage stack above the disk driver.
 //!
 //! The bare-metal binary (`main.rs`) drives the hardware and the
 //! hypercalls; this library only computes.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 pub mod config;
+pub mod disks;
 pub mod layout;
