@@ -170,6 +170,12 @@ impl<D: BlockDevice> Volume<D> {
         self.marked_dirty
     }
 
+    /// The device underneath (for its counters; writing to it behind the
+    /// volume's back corrupts the volume).
+    pub fn device(&mut self) -> &mut D {
+        &mut self.dev
+    }
+
     /// Flush and hand back the device.
     pub fn into_device(mut self) -> Result<D> {
         self.flush()?;

@@ -535,3 +535,39 @@ impl fmt::Display for DeviceInterrupts {
         )
     }
 }
+
+/// `root: data volume LABEL on virtio-blk at LOC (GSI G, N MiB), F files;
+/// R requests, I interrupts` (the requests and interrupts of mounting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataVolume<'a> {
+    /// PCI location of the disk.
+    pub location: &'a str,
+    /// Its interrupt line.
+    pub gsi: u32,
+    /// Disk size in MiB.
+    pub mib: u64,
+    /// The exFAT volume's label.
+    pub label: &'a str,
+    /// Files in the volume's root directory.
+    pub files: usize,
+    /// Disk requests so far.
+    pub requests: u64,
+    /// Device interrupts taken so far.
+    pub interrupts: u64,
+}
+
+impl fmt::Display for DataVolume<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: data volume {} on virtio-blk at {} (GSI {}, {} MiB), {} files; {} requests, {} interrupts",
+            self.label,
+            self.location,
+            self.gsi,
+            self.mib,
+            self.files,
+            self.requests,
+            self.interrupts
+        )
+    }
+}

@@ -197,22 +197,13 @@ fn discover(info: &BootInfo) -> Result<Root, Failure> {
         .max_by_key(|c| c.b)
         .copied()
         .ok_or(Failure::Missing("memory"))?;
-    let ram_range = PhysRange {
-        start: ram_cap.a,
-        end: ram_cap.a + ram_cap.b * 4096,
-    };
-    // Keep clear of everything the root itself uses: its boot area, the
-    // modules, and the boot information (all below the pool's start).
-    let busy_end = [info.boot_area.end, info.child_image.end, info.config.end]
-        .into_iter()
-        .max()
-        .unwrap_or(0);
-    let start = ((busy_end.max(ram_range.start) + (2 << 20) - 1) & !((2 << 20) - 1)) + (2 << 20);
+    let (heap, ram_range) = heap_range(info)?;
+    let start = heap.end;
     if start + (8 << 20) > ram_range.end {
         return Err(Failure::NoMemory);
     }
-    // One scratch page below the pool for hypercall buffers.
-    let scratch = start - 4096;
+    // One scratch page below the heap for hypercall buffers.
+    let scratch = heap.start - 4096;
     Ok(Root {
         authority,
         vcpu,
@@ -224,6 +215,41 @@ fn discover(info: &BootInfo) -> Result<Root, Failure> {
         },
         scratch,
     })
+}
+
+/// Bytes of the root's own heap (the storage stack's tables and buffers,
+/// virtio queues).
+pub const ROOT_HEAP_BYTES: u64 = 32 << 20;
+
+/// The root's heap and the RAM range it lies in: the largest RAM range,
+/// above the root's boot area, modules and boot information, 2 MiB
+/// aligned and a 2 MiB gap after them (the scratch page lies there).
+/// Child memory comes from above the heap.
+pub fn heap_range(info: &BootInfo) -> Result<(PhysRange, PhysRange), Failure> {
+    let ram_cap = info
+        .caps()
+        .iter()
+        .filter(|c| c.kind == cap_kind::MEMORY)
+        .max_by_key(|c| c.b)
+        .copied()
+        .ok_or(Failure::Missing("memory"))?;
+    let ram_range = PhysRange {
+        start: ram_cap.a,
+        end: ram_cap.a + ram_cap.b * 4096,
+    };
+    let busy_end = [info.boot_area.end, info.child_image.end, info.config.end]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    let start = ((busy_end.max(ram_range.start) + (2 << 20) - 1) & !((2 << 20) - 1)) + (2 << 20);
+    let heap = PhysRange {
+        start,
+        end: start + ROOT_HEAP_BYTES,
+    };
+    if heap.end > ram_range.end {
+        return Err(Failure::NoMemory);
+    }
+    Ok((heap, ram_range))
 }
 
 /// The highest free 2 MiB-aligned range of `bytes` in the pool.

@@ -16,13 +16,13 @@
 //!   touched again through this table.
 
 use alloc::format;
-use alloc::rc::Rc;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::cell::RefCell;
 
 use exfat::{File, Volume};
+use partition_rt::sync::SpinLock;
 use vhd::{BlockDevice, ChainAccess, IoError, ParentLocation, ParentResolver, Vhd};
 
 /// Bytes in a sector (the unit of the disk driver and of the storage protocol).
@@ -95,8 +95,7 @@ impl<S: Sectors> BlockDevice for SectorBytes<S> {
             let left = buf.len() - done;
             if within == 0 && left >= SECTOR {
                 let whole = (left / SECTOR).min(self.chunk) * SECTOR;
-                self.disk
-                    .read_sectors(lba, &mut buf[done..done + whole])?;
+                self.disk.read_sectors(lba, &mut buf[done..done + whole])?;
                 done += whole;
             } else {
                 self.disk.read_sectors(lba, &mut sector)?;
@@ -137,13 +136,13 @@ impl<S: Sectors> BlockDevice for SectorBytes<S> {
     }
 }
 
-/// The volume every open file shares (the root is one thread of control
-/// for storage, so a `RefCell` suffices).
-pub type SharedVolume<D> = Rc<RefCell<Volume<D>>>;
+/// The volume every open file shares; each file operation holds the lock
+/// for its duration.
+pub type SharedVolume<D> = Arc<SpinLock<Volume<D>>>;
 
 /// Mounts the exFAT volume on `device` for sharing.
 pub fn mount<D: BlockDevice>(device: D) -> Result<SharedVolume<D>, exfat::Error> {
-    Ok(Rc::new(RefCell::new(Volume::mount(device)?)))
+    Ok(Arc::new(SpinLock::new(Volume::mount(device)?)))
 }
 
 fn exfat_io(what: &str, error: exfat::Error) -> IoError {
@@ -159,7 +158,7 @@ pub struct VolumeFile<D: BlockDevice> {
 impl<D: BlockDevice> VolumeFile<D> {
     /// Opens `path` on `volume`.
     pub fn open(volume: &SharedVolume<D>, path: &str) -> Result<Self, exfat::Error> {
-        let file = volume.borrow_mut().open(path)?;
+        let file = volume.lock().open(path)?;
         Ok(VolumeFile {
             volume: volume.clone(),
             file,
@@ -175,7 +174,7 @@ impl<D: BlockDevice> BlockDevice for VolumeFile<D> {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         let n = self
             .volume
-            .borrow_mut()
+            .lock()
             .read(&self.file, offset, buf)
             .map_err(|e| exfat_io("file read", e))?;
         if n != buf.len() {
@@ -189,14 +188,14 @@ impl<D: BlockDevice> BlockDevice for VolumeFile<D> {
 
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
         self.volume
-            .borrow_mut()
+            .lock()
             .write(&mut self.file, offset, buf)
             .map_err(|e| exfat_io("file write", e))
     }
 
     fn flush(&mut self) -> Result<(), IoError> {
         self.volume
-            .borrow_mut()
+            .lock()
             .flush()
             .map_err(|e| exfat_io("volume flush", e))
     }
@@ -331,10 +330,7 @@ impl<D: BlockDevice> Luns<D> {
             .get_mut(usize::from(lun))
             .ok_or(LunError::NoSuchLun)?;
         let mut entry = slot.take().ok_or(LunError::NoSuchLun)?;
-        let flushed = entry
-            .disk
-            .flush()
-            .map_err(|e| LunError::Io(format!("{e}")));
+        let flushed = entry.disk.flush().map_err(|e| LunError::Io(format!("{e}")));
         let name = core::mem::take(&mut entry.name);
         drop(entry);
         flushed.map(|()| name)
@@ -366,12 +362,8 @@ impl<D: BlockDevice> Luns<D> {
         if len % SECTOR != 0 {
             return Err(LunError::OutOfRange);
         }
-        let offset = lba
-            .checked_mul(SECTOR as u64)
-            .ok_or(LunError::OutOfRange)?;
-        let end = offset
-            .checked_add(len as u64)
-            .ok_or(LunError::OutOfRange)?;
+        let offset = lba.checked_mul(SECTOR as u64).ok_or(LunError::OutOfRange)?;
+        let end = offset.checked_add(len as u64).ok_or(LunError::OutOfRange)?;
         if end > entry.disk.size() {
             return Err(LunError::OutOfRange);
         }

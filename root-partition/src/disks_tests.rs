@@ -1,4 +1,6 @@
 use super::*;
+use alloc::rc::Rc;
+use core::cell::RefCell;
 use exfat::FormatOptions;
 use vhd::{DEFAULT_BLOCK_SIZE, MemDevice, NewDisk};
 
@@ -26,7 +28,11 @@ impl Sectors for MemSectors {
         (self.data.len() / SECTOR) as u64
     }
     fn read_sectors(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        assert_eq!(buf.len() % SECTOR, 0, "partial sector read reached the disk");
+        assert_eq!(
+            buf.len() % SECTOR,
+            0,
+            "partial sector read reached the disk"
+        );
         self.requests += 1;
         if self.fail {
             return Err(IoError::new("injected"));
@@ -36,7 +42,11 @@ impl Sectors for MemSectors {
         Ok(())
     }
     fn write_sectors(&mut self, lba: u64, buf: &[u8]) -> Result<(), IoError> {
-        assert_eq!(buf.len() % SECTOR, 0, "partial sector write reached the disk");
+        assert_eq!(
+            buf.len() % SECTOR,
+            0,
+            "partial sector write reached the disk"
+        );
         self.requests += 1;
         if self.fail {
             return Err(IoError::new("injected"));
@@ -123,9 +133,9 @@ fn volume() -> (SharedVolume<SharedMem>, SharedMem) {
     };
     let mem = SharedMem(Rc::new(RefCell::new(MemDevice::new(Vec::new()))));
     let volume = Volume::format(mem.clone(), &options).unwrap();
-    let volume = Rc::new(RefCell::new(volume));
+    let volume = Arc::new(SpinLock::new(volume));
     for name in ["/a.vhd", "/base.vhd", "/c1.vhd", "/c2.vhd"] {
-        volume.borrow_mut().create(name).unwrap();
+        volume.lock().create(name).unwrap();
     }
     let file = |name| VolumeFile::open(&volume, name).unwrap();
     let mut a = Vhd::create_dynamic(file("/a.vhd"), &new_disk(8 * MIB, 1)).unwrap();
@@ -161,7 +171,10 @@ fn luns_read_write_flush_and_check_ranges() {
     let mut luns = Luns::new(&volume);
     assert_eq!(luns.attach(0, "/a.vhd"), Ok(8 * MIB / SECTOR as u64));
     assert_eq!(luns.attach(0, "/a.vhd"), Err(LunError::InUse));
-    assert!(matches!(luns.attach(1, "/missing.vhd"), Err(LunError::Open(_))));
+    assert!(matches!(
+        luns.attach(1, "/missing.vhd"),
+        Err(LunError::Open(_))
+    ));
     assert_eq!(luns.attach(64, "/a.vhd"), Err(LunError::NoSuchLun));
     let data: Vec<u8> = (0..4 * SECTOR).map(|i| (i % 251) as u8).collect();
     luns.write(0, 100, &data).unwrap();
@@ -203,7 +216,10 @@ fn differencing_children_share_a_parent_and_see_only_their_writes() {
     luns.read(0, 0, &mut sector).unwrap();
     assert!(sector.iter().all(|&b| b == 0xc1));
     luns.read(1, 0, &mut sector).unwrap();
-    assert!(sector.iter().all(|&b| b == 0xb0), "c1's write leaked into c2");
+    assert!(
+        sector.iter().all(|&b| b == 0xb0),
+        "c1's write leaked into c2"
+    );
     // The parent itself is unchanged.
     luns.attach(2, "/base.vhd").unwrap();
     luns.read(2, 0, &mut sector).unwrap();

@@ -15,13 +15,20 @@ fn main() {
 }
 
 #[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
 mod arch;
 #[cfg(target_os = "none")]
 mod bench;
 #[cfg(target_os = "none")]
+mod blk;
+#[cfg(target_os = "none")]
 mod children;
 #[cfg(target_os = "none")]
 mod devirq;
+#[cfg(target_os = "none")]
+mod storage;
 #[cfg(target_os = "none")]
 mod vmbus;
 
@@ -31,6 +38,9 @@ mod entry {
     use ipc::markers;
 
     use crate::arch;
+
+    #[global_allocator]
+    static HEAP: partition_rt::heap::LockedHeap = partition_rt::heap::LockedHeap::empty();
 
     /// Prints a line on the console through the microkernel, which
     /// serialises the lines of every partition (the root's are not rate-limited).
@@ -73,6 +83,14 @@ mod entry {
             println!("root partition: cannot set up its descriptor tables");
             arch::crash();
         }
+        match crate::children::heap_range(&info) {
+            Ok((heap, _)) => arch::init_heap(&HEAP, heap.start, heap.end),
+            Err(e) => {
+                println!("root partition: no room for its heap: {e:?}");
+                arch::crash();
+            }
+        }
+        crate::storage::start(&info);
         if info.has_flag(markers::SELFTEST_DEVICE_INTERRUPT) {
             match crate::devirq::run(&info) {
                 Ok(result) => println!("{result}"),

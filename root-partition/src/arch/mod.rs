@@ -3,6 +3,9 @@
 
 use core::arch::asm;
 
+pub mod dma;
+pub mod pci;
+
 /// The boot-information page the microkernel put at `addr`.
 pub fn boot_page(addr: u64) -> &'static [u8; 4096] {
     // SAFETY: the microkernel passes the guest-physical address of a page in
@@ -94,4 +97,12 @@ pub fn inb(port: u16) -> u8 {
         asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
     };
     value
+}
+
+/// Hands the root's heap range to the global allocator (once, at boot).
+pub fn init_heap(heap: &partition_rt::heap::LockedHeap, start: u64, end: u64) {
+    // SAFETY: the range is the root's own RAM, identity mapped, reserved
+    // for the heap by the root's memory plan (`children::heap_range`: clear
+    // of the boot area, the modules and every child), and this runs once.
+    unsafe { heap.init(start as usize, end as usize) };
 }

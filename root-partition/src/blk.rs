@@ -1,0 +1,251 @@
+//! The data disk: a virtio-blk PCI device driven by the root, with
+//! completions signalled by the device's interrupt line, which the root
+//! takes through its interrupt capability (bound to [`VECTOR`]).
+//!
+//! Each request is queued, the device notified, and the root sleeps in HLT
+//! until the device's interrupt says a request completed; it then reads the
+//! device's interrupt status (which lowers the line) and acknowledges the
+//! line to the microkernel (which unmasks it).
+//!
+//! # Invariants
+//! - Buffers handed to the device lie in the identity map; a caller's
+//!   buffer in the root's image is bounced through [`Disk::bounce`].
+//! - At most one request is outstanding: the root's storage work is one
+//!   thread of control.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use ipc::boot::{BootInfo, PARTITION_IMAGE_BASE, cap_kind};
+use ipc::hypercall::{Call, SlotHandle};
+use root_partition::disks::{SECTOR, Sectors};
+use vhd::IoError;
+use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
+use virtio_drivers::transport::DeviceType;
+use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, PciRoot};
+use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
+
+use crate::arch::dma::RootHal;
+use crate::arch::pci::PortCam;
+
+/// The vector the disk's interrupt arrives on.
+pub const VECTOR: u8 = 0x78;
+/// Sectors moved per device request.
+pub const CHUNK_SECTORS: usize = 128;
+
+/// Interrupts taken on [`VECTOR`].
+static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+
+fn on_interrupt(_vector: u8) {
+    INTERRUPTS.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Counters of the data disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskStats {
+    /// Requests completed.
+    pub requests: u64,
+    /// Device interrupts taken.
+    pub interrupts: u64,
+    /// Bytes read and written.
+    pub bytes: u64,
+}
+
+/// The virtio-blk data disk.
+pub struct Disk {
+    blk: VirtIOBlk<RootHal, PciTransport>,
+    line: SlotHandle,
+    /// Global system interrupt of the device's line.
+    pub gsi: u32,
+    /// PCI location.
+    pub location: DeviceFunction,
+    bounce: Box<[u8]>,
+    /// Interrupts taken so far (see [`Disk::take_interrupts`]).
+    taken: u64,
+    stats: DiskStats,
+}
+
+/// Finds the first virtio-blk device on PCI bus 0, starts it and binds its
+/// interrupt line; `Ok(None)` when the machine has none.
+pub fn probe(info: &BootInfo) -> Result<Option<Disk>, String> {
+    let mut pci = PciRoot::new(PortCam);
+    let found = pci
+        .enumerate_bus(0)
+        .find(|(_, function)| virtio_device_type(function) == Some(DeviceType::Block));
+    let Some((location, _)) = found else {
+        return Ok(None);
+    };
+    let (_, command) = pci.get_status_command(location);
+    pci.set_command(
+        location,
+        command | Command::MEMORY_SPACE | Command::IO_SPACE | Command::BUS_MASTER,
+    );
+    let gsi = {
+        use virtio_drivers::transport::pci::bus::ConfigurationAccess;
+        PortCam.read_word(location, 0x3c) & 0xff
+    };
+    let transport = PciTransport::new::<RootHal, _>(&mut pci, location)
+        .map_err(|e| format!("virtio-pci transport at {location}: {e:?}"))?;
+    let mut blk = VirtIOBlk::<RootHal, _>::new(transport)
+        .map_err(|e| format!("virtio-blk at {location}: {e:?}"))?;
+    let cap = |kind: u32, a: Option<u64>| {
+        info.caps()
+            .iter()
+            .find(|c| c.kind == kind && a.is_none_or(|a| c.a == a))
+            .and_then(|c| SlotHandle::from_raw(c.slot).ok())
+    };
+    let line = cap(cap_kind::INTERRUPT, Some(u64::from(gsi)))
+        .ok_or_else(|| format!("no interrupt capability for the disk's line {gsi}"))?;
+    let vcpu = cap(cap_kind::VCPU, None).ok_or_else(|| String::from("no vCPU capability"))?;
+    partition_rt::set_interrupt_handler(VECTOR, on_interrupt)
+        .map_err(|_| String::from("cannot install the disk's interrupt handler"))?;
+    partition_rt::hypercall(&Call::InterruptBind {
+        interrupt: line,
+        vcpu,
+        vector: VECTOR,
+    })
+    .map_err(|e| format!("binding the disk's line {gsi}: {e:?}"))?;
+    blk.enable_interrupts();
+    Ok(Some(Disk {
+        blk,
+        line,
+        gsi,
+        location,
+        bounce: alloc::vec![0u8; CHUNK_SECTORS * SECTOR].into_boxed_slice(),
+        taken: INTERRUPTS.load(Ordering::Acquire),
+        stats: DiskStats::default(),
+    }))
+}
+
+fn identity_mapped(buf: &[u8]) -> bool {
+    (buf.as_ptr() as u64) < PARTITION_IMAGE_BASE
+}
+
+fn io(what: &str, lba: u64, e: virtio_drivers::Error) -> IoError {
+    IoError::new(format!("virtio-blk {what} at sector {lba}: {e:?}"))
+}
+
+impl Disk {
+    /// The disk's counters.
+    pub fn stats(&self) -> DiskStats {
+        self.stats
+    }
+
+    /// Takes the device interrupts that arrived since the last call: reads
+    /// the device's status (which lowers the line), then acknowledges the
+    /// line to the microkernel (which unmasks it).
+    fn take_interrupts(&mut self) {
+        let now = INTERRUPTS.load(Ordering::Acquire);
+        if now != self.taken {
+            self.stats.interrupts += now.wrapping_sub(self.taken);
+            self.taken = now;
+            let _ = self.blk.ack_interrupt();
+            let _ = partition_rt::hypercall(&Call::Acknowledge { slot: self.line });
+        }
+    }
+
+    /// Sleeps until request `token` is in the used ring, taking the
+    /// device's interrupts as they come.
+    fn wait(&mut self, token: u16) {
+        loop {
+            self.take_interrupts();
+            if self.blk.peek_used() == Some(token) {
+                return;
+            }
+            let taken = self.taken;
+            let blk = &mut self.blk;
+            partition_rt::wait_until(|| {
+                INTERRUPTS.load(Ordering::Acquire) != taken || blk.peek_used() == Some(token)
+            });
+        }
+    }
+
+    fn read_direct(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        let mut req = BlkReq::default();
+        let mut resp = BlkResp::default();
+        // SAFETY: `req`, `buf` and `resp` stay borrowed here until the
+        // request completes below; none is touched meanwhile.
+        let token = unsafe {
+            self.blk
+                .read_blocks_nb(lba as usize, &mut req, buf, &mut resp)
+        }
+        .map_err(|e| io("read", lba, e))?;
+        self.wait(token);
+        // SAFETY: the same buffers as for `read_blocks_nb`.
+        unsafe { self.blk.complete_read_blocks(token, &req, buf, &mut resp) }
+            .map_err(|e| io("read", lba, e))?;
+        self.stats.requests += 1;
+        self.stats.bytes += buf.len() as u64;
+        Ok(())
+    }
+
+    fn write_direct(&mut self, lba: u64, buf: &[u8]) -> Result<(), IoError> {
+        let mut req = BlkReq::default();
+        let mut resp = BlkResp::default();
+        // SAFETY: as in `read_direct`.
+        let token = unsafe {
+            self.blk
+                .write_blocks_nb(lba as usize, &mut req, buf, &mut resp)
+        }
+        .map_err(|e| io("write", lba, e))?;
+        self.wait(token);
+        // SAFETY: the same buffers as for `write_blocks_nb`.
+        unsafe { self.blk.complete_write_blocks(token, &req, buf, &mut resp) }
+            .map_err(|e| io("write", lba, e))?;
+        self.stats.requests += 1;
+        self.stats.bytes += buf.len() as u64;
+        Ok(())
+    }
+}
+
+impl Sectors for Disk {
+    fn sector_count(&self) -> u64 {
+        self.blk.capacity()
+    }
+
+    fn read_sectors(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        for (i, chunk) in buf.chunks_mut(CHUNK_SECTORS * SECTOR).enumerate() {
+            let at = lba + (i * CHUNK_SECTORS) as u64;
+            if identity_mapped(chunk) {
+                self.read_direct(at, chunk)?;
+            } else {
+                let mut bounce = core::mem::take(&mut self.bounce);
+                let result = self.read_direct(at, &mut bounce[..chunk.len()]);
+                chunk.copy_from_slice(&bounce[..chunk.len()]);
+                self.bounce = bounce;
+                result?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_sectors(&mut self, lba: u64, buf: &[u8]) -> Result<(), IoError> {
+        for (i, chunk) in buf.chunks(CHUNK_SECTORS * SECTOR).enumerate() {
+            let at = lba + (i * CHUNK_SECTORS) as u64;
+            if identity_mapped(chunk) {
+                self.write_direct(at, chunk)?;
+            } else {
+                let mut bounce = core::mem::take(&mut self.bounce);
+                bounce[..chunk.len()].copy_from_slice(chunk);
+                let result = self.write_direct(at, &bounce[..chunk.len()]);
+                self.bounce = bounce;
+                result?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), IoError> {
+        // The driver's flush waits by polling the used ring; the device's
+        // interrupt for it is taken here (or on the next wait).
+        let result = self
+            .blk
+            .flush()
+            .map_err(|e| IoError::new(format!("virtio-blk flush: {e:?}")));
+        self.take_interrupts();
+        self.stats.requests += 1;
+        result
+    }
+}
