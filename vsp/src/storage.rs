@@ -302,10 +302,11 @@ impl<M: RingMemory> Storage<M> {
         let mut buf = [0u8; RECEIVE_MAX];
         'batch: {
             // What could not be sent last time goes first.
-            if let Some((tid, message)) = c.stalled.take()
-                && !send(c, &mut self.stats, tid, &message)?
-            {
-                break 'batch;
+            if let Some((tid, message)) = c.stalled {
+                if !send(c, &mut self.stats, tid, &message)? {
+                    break 'batch;
+                }
+                c.stalled = None;
             }
             if !send_notices(c, &mut self.stats)? {
                 break 'batch;
@@ -538,3 +539,7 @@ fn transfer<M: RingMemory, B: StorageBackend + ?Sized>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "storage_tests.rs"]
+mod tests;
