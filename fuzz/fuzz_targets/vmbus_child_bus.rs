@@ -35,6 +35,9 @@ impl<'a> Platform for Fake<'a> {
         Ok(rings.split_at(outbound as usize * PAGE))
     }
     fn unmap(&mut self, _: u64, _: u32) {}
+    fn map_buffer(&mut self, gpa: u64, pages: u32) -> Result<Self::Memory, OpenStatus> {
+        self.map(gpa, pages, pages).map(|(memory, _)| memory)
+    }
     fn ports(&mut self, _: u32) -> Result<(u64, u64), OpenStatus> {
         Ok((1, 2))
     }
@@ -47,7 +50,7 @@ fn serve<'a>(
     platform: &mut Fake<'a>,
     closed: &std::cell::Cell<bool>,
 ) {
-    bus.service(platform, |e| match e {
+    bus.service(platform, &mut vsp::storage::NoLuns, &mut [], |e| match e {
         Event::Closed(ChannelName::Control, _) => closed.set(true),
         Event::Line(_) => assert!(!closed.get(), "a line after the control channel closed"),
         _ => {}

@@ -176,6 +176,13 @@ impl Platform for RootPlatform {
         });
     }
 
+    fn map_buffer(&mut self, gpa: u64, pages: u32) -> Result<SharedRingMemory, OpenStatus> {
+        if !self.layout.grantable(gpa, u64::from(pages)) {
+            return Err(OpenStatus::BadRange);
+        }
+        self.map_pages(gpa, u64::from(pages))
+    }
+
     fn ports(&mut self, offer_id: u32) -> Result<(u64, u64), OpenStatus> {
         let (signal, event) = self.make_ports(1 + offer_id as usize)?;
         Ok((signal.raw(), event.raw()))
@@ -223,27 +230,32 @@ pub fn attach(
 
 fn service_one(entry: &mut Bus) -> usize {
     let name = entry.name;
-    entry.bus.service(&mut entry.platform, |event| match event {
-        Event::Line(line) => println!(
-            "{}",
-            markers::ChildConsoleLine {
-                child: name.as_str(),
-                line
+    // No disks are served yet: the storage offer answers every request
+    // `NoSuchLun` (no bounce buffer needed).
+    let backend = &mut vsp::storage::NoLuns;
+    entry
+        .bus
+        .service(&mut entry.platform, backend, &mut [], |event| match event {
+            Event::Line(line) => println!(
+                "{}",
+                markers::ChildConsoleLine {
+                    child: name.as_str(),
+                    line
+                }
+            ),
+            Event::Opened(ChannelName::Console) => {
+                println!("{}", markers::ConsoleOpened(name.as_str()))
             }
-        ),
-        Event::Opened(ChannelName::Console) => {
-            println!("{}", markers::ConsoleOpened(name.as_str()))
-        }
-        Event::Opened(ChannelName::Control) => {}
-        Event::Closed(channel, reason) => println!(
-            "{}",
-            markers::ChannelClosed {
-                child: name.as_str(),
-                channel: &channel,
-                reason: &reason
-            }
-        ),
-    })
+            Event::Opened(ChannelName::Control | ChannelName::Storage) => {}
+            Event::Closed(channel, reason) => println!(
+                "{}",
+                markers::ChannelClosed {
+                    child: name.as_str(),
+                    channel: &channel,
+                    reason: &reason
+                }
+            ),
+        })
 }
 
 /// Services every child's bus once; returns the packets handled.

@@ -10,3 +10,4 @@
 
 pub mod bus;
 pub mod console;
+pub mod storage;

@@ -1,6 +1,7 @@
 //! One child's VMBus, the root's side: the control channel (version,
-//! offers, open, close), and the console channel the child opens, whose
-//! lines the root prints as `[<child>] <line>`.
+//! offers, open, close), the console channel the child opens, whose
+//! lines the root prints as `[<child>] <line>`, and the storage controller
+//! ([`crate::storage`]) whose disks are the root's [`StorageBackend`].
 //!
 //! # Invariants
 //! - Only [`ChildBus::service`] reads the child's rings; each call handles
@@ -9,6 +10,9 @@
 //! - Any [`CloseReason`] closes the channel it happened on (unmapping its
 //!   pages); a broken control channel closes every channel of the child.
 //!   After a close the child's memory is never touched again.
+//! - The child pages mapped at any time (console rings, storage rings,
+//!   storage buffer region) never overlap: an open or grant naming pages
+//!   already mapped is refused, so one unmap never removes another's pages.
 //! - While the root drains a ring its interrupt mask is set; the mask is
 //!   cleared (and the ring checked once more) only when it runs empty, so
 //!   a busy child signals rarely.
@@ -17,13 +21,17 @@ pub use ipc::vmbus::close::{ChannelName, CloseReason};
 use ipc::vmbus::console::ConsoleMessage;
 use ipc::vmbus::control::{
     CONSOLE_CLASS, ControlMessage, Guid, HostAction, HostControl, MAX_OFFERS, OfferProperties,
-    OpenStatus, ProtocolError,
+    OpenStatus, ProtocolError, STORAGE_CLASS,
 };
 use ipc::vmbus::memory::RingMemory;
 use ipc::vmbus::packet;
 use ipc::vmbus::ring::{Consumer, Producer, Recv, RingError, Sent};
+use ipc::vmbus::storage::MAX_MESSAGE;
 
-/// Offer id of the console (the first and only offer today).
+pub use crate::storage::{STORAGE_OFFER, StorageBackend, StorageStats};
+use crate::storage::{Storage, overlaps};
+
+/// Offer id of the console (the first offer).
 pub const CONSOLE_OFFER: u32 = 0;
 /// Packets handled per ring per [`ChildBus::service`] call.
 pub const BATCH: usize = 64;
@@ -41,8 +49,13 @@ pub trait Platform {
         pages: u32,
         outbound_pages: u32,
     ) -> Result<(Self::Memory, Self::Memory), OpenStatus>;
-    /// Unmaps what [`Platform::map`] mapped at `gpa`.
+    /// Unmaps what [`Platform::map`] or [`Platform::map_buffer`] mapped at `gpa`.
     fn unmap(&mut self, gpa: u64, pages: u32);
+    /// Checks the child's pages `[gpa, gpa + pages * 4096)` of a storage
+    /// buffer grant (grantable memory of the child), maps them for the
+    /// root and returns their memory (`pages * 4096` bytes). The bus
+    /// already refused ranges overlapping pages it has mapped.
+    fn map_buffer(&mut self, gpa: u64, pages: u32) -> Result<Self::Memory, OpenStatus>;
     /// Makes the two ports of channel `offer_id`: the child's slots (raw)
     /// of the port it signals and of the port it receives on.
     fn ports(&mut self, offer_id: u32) -> Result<(u64, u64), OpenStatus>;
@@ -61,15 +74,15 @@ pub enum Event<'a> {
     Closed(ChannelName, CloseReason),
 }
 
-struct Link<M: RingMemory> {
-    rx: Consumer<M>,
-    tx: Producer<M>,
+pub(crate) struct Link<M: RingMemory> {
+    pub(crate) rx: Consumer<M>,
+    pub(crate) tx: Producer<M>,
     /// The root's interrupt mask on `rx` is set.
     masked: bool,
 }
 
 impl<M: RingMemory> Link<M> {
-    fn new(outbound: M, inbound: M) -> Result<Self, RingError> {
+    pub(crate) fn new(outbound: M, inbound: M) -> Result<Self, RingError> {
         Ok(Link {
             rx: Consumer::new(outbound)?,
             tx: Producer::new(inbound)?,
@@ -101,18 +114,30 @@ pub struct ChildBus<M: RingMemory> {
     host: HostControl,
     console: Option<Console<M>>,
     stats: ConsoleStats,
+    storage: Storage<M>,
 }
 
-/// The offers every child gets.
-pub fn default_offers() -> [(Guid, Guid, OfferProperties); 1] {
-    [(
-        CONSOLE_CLASS,
-        Guid(*b"console-instance"),
-        OfferProperties {
-            max_payload: 256,
-            flags: 0,
-        },
-    )]
+/// The offers every child gets: the console (offer 0) and the storage
+/// controller (offer 1).
+pub fn default_offers() -> [(Guid, Guid, OfferProperties); 2] {
+    [
+        (
+            CONSOLE_CLASS,
+            Guid(*b"console-instance"),
+            OfferProperties {
+                max_payload: 256,
+                flags: 0,
+            },
+        ),
+        (
+            STORAGE_CLASS,
+            Guid(*b"storage-ctrl-000"),
+            OfferProperties {
+                max_payload: MAX_MESSAGE as u32,
+                flags: 0,
+            },
+        ),
+    ]
 }
 
 /// Receive buffer: the largest payload the root accepts from a child.
@@ -126,7 +151,86 @@ impl<M: RingMemory> ChildBus<M> {
             host: HostControl::new(&default_offers()),
             console: None,
             stats: ConsoleStats::default(),
+            storage: Storage::new(),
         })
+    }
+
+    /// Storage counters.
+    pub fn storage_stats(&self) -> StorageStats {
+        self.storage.stats()
+    }
+
+    /// Whether the storage channel is open.
+    pub fn storage_open(&self) -> bool {
+        self.storage.is_open()
+    }
+
+    /// Counts a signal from the child on the storage channel (the root's
+    /// interrupt handler sees it; this only feeds [`StorageStats`]).
+    pub fn storage_signalled(&mut self) {
+        self.storage.stats_mut().signals_from_child += 1;
+    }
+
+    /// LUN `lun` appeared with `sectors` sectors (the root added it to its
+    /// backend first): tells the child (`LunAdded`) if the storage channel
+    /// is open; requests for it are served again.
+    pub fn lun_added<P: Platform<Memory = M>>(
+        &mut self,
+        platform: &mut P,
+        lun: u8,
+        sectors: u64,
+        on: impl FnMut(Event<'_>),
+    ) {
+        let result = self.storage.notify(platform, lun, Some(sectors));
+        self.storage_result(platform, result, on);
+    }
+
+    /// LUN `lun` is gone: from now on its requests complete `Removed`
+    /// (until it is added again), and the child is told (`LunRemoved`).
+    /// The root may drop it from its backend after this call.
+    pub fn lun_removed<P: Platform<Memory = M>>(
+        &mut self,
+        platform: &mut P,
+        lun: u8,
+        on: impl FnMut(Event<'_>),
+    ) {
+        let result = self.storage.notify(platform, lun, None);
+        self.storage_result(platform, result, on);
+    }
+
+    /// Closes the storage channel after `result` failed.
+    fn storage_result<P: Platform<Memory = M>>(
+        &mut self,
+        platform: &mut P,
+        result: Result<(), CloseReason>,
+        mut on: impl FnMut(Event<'_>),
+    ) {
+        if let Err(reason) = result {
+            self.storage.close(platform);
+            self.rescind(platform, STORAGE_OFFER);
+            on(Event::Closed(ChannelName::Storage, reason));
+        }
+    }
+
+    /// Withdraws `offer_id` after its channel broke and tells the child.
+    fn rescind<P: Platform<Memory = M>>(&mut self, platform: &mut P, offer_id: u32) {
+        let _ = self.host.rescind(offer_id);
+        if self
+            .reply(platform, &ControlMessage::Rescind { offer_id })
+            .is_err()
+        {
+            self.control = None;
+        }
+    }
+
+    /// The child pages mapped now (console rings, storage rings, region).
+    fn mapped(&self) -> [Option<(u64, u32)>; 3] {
+        let [rings, region] = self.storage.mapped();
+        [
+            self.console.as_ref().map(|c| (c.gpa, c.pages)),
+            rings,
+            region,
+        ]
     }
 
     /// Console counters.
@@ -150,15 +254,21 @@ impl<M: RingMemory> ChildBus<M> {
         if let Some(c) = self.console.take() {
             platform.unmap(c.gpa, c.pages);
         }
+        self.storage.close(platform);
         self.control = None;
     }
 
     /// Reads what the child sent (a bounded batch per ring), acts on it and
-    /// reports each line and each open or close through `on`. Returns the
-    /// packets handled.
-    pub fn service<P: Platform<Memory = M>>(
+    /// reports each line and each open or close through `on`. Storage
+    /// requests are performed on `backend`, their data moved through
+    /// `bounce` (any length; [`crate::storage::BOUNCE_BYTES`] suggested,
+    /// larger requests go in chunks; empty only with a backend without
+    /// LUNs). Returns the packets handled.
+    pub fn service<P: Platform<Memory = M>, B: StorageBackend + ?Sized>(
         &mut self,
         platform: &mut P,
+        backend: &mut B,
+        bounce: &mut [u8],
         mut on: impl FnMut(Event<'_>),
     ) -> usize {
         let mut handled = 0;
@@ -174,6 +284,12 @@ impl<M: RingMemory> ChildBus<M> {
                         CloseReason::ControlClosed,
                     ));
                 }
+                if self.storage.close(platform) {
+                    on(Event::Closed(
+                        ChannelName::Storage,
+                        CloseReason::ControlClosed,
+                    ));
+                }
                 return handled;
             }
         }
@@ -181,16 +297,15 @@ impl<M: RingMemory> ChildBus<M> {
             if let Some(c) = self.console.take() {
                 platform.unmap(c.gpa, c.pages);
             }
-            let _ = self.host.rescind(CONSOLE_OFFER);
             on(Event::Closed(ChannelName::Console, reason));
             // Tell the child, if it still listens.
-            let rescind = ControlMessage::Rescind {
-                offer_id: CONSOLE_OFFER,
-            };
-            if self.reply(platform, &rescind).is_err() {
-                self.control = None;
-            }
+            self.rescind(platform, CONSOLE_OFFER);
         }
+        let busy = [self.console.as_ref().map(|c| (c.gpa, c.pages))];
+        let result = self
+            .storage
+            .service(platform, backend, bounce, &busy, &mut handled);
+        self.storage_result(platform, result, &mut on);
         handled
     }
 
@@ -258,7 +373,11 @@ impl<M: RingMemory> ChildBus<M> {
                 } => {
                     let result = self.open(platform, offer_id, gpa, pages, outbound_pages);
                     if result.is_ok() {
-                        on(Event::Opened(ChannelName::Console));
+                        on(Event::Opened(if offer_id == STORAGE_OFFER {
+                            ChannelName::Storage
+                        } else {
+                            ChannelName::Console
+                        }));
                     }
                     let answer = self.host.opened(offer_id, result);
                     self.reply(platform, &answer)?;
@@ -268,6 +387,9 @@ impl<M: RingMemory> ChildBus<M> {
                         && let Some(c) = self.console.take()
                     {
                         platform.unmap(c.gpa, c.pages);
+                    }
+                    if offer_id == STORAGE_OFFER {
+                        self.storage.close(platform);
                     }
                 }
             }
@@ -283,8 +405,21 @@ impl<M: RingMemory> ChildBus<M> {
         pages: u32,
         outbound_pages: u32,
     ) -> Result<(u64, u64), OpenStatus> {
-        if offer_id != CONSOLE_OFFER || self.console.is_some() {
+        let free = match offer_id {
+            CONSOLE_OFFER => self.console.is_none(),
+            STORAGE_OFFER => !self.storage.is_open(),
+            _ => false,
+        };
+        if !free {
             return Err(OpenStatus::NoResources);
+        }
+        if self
+            .mapped()
+            .iter()
+            .flatten()
+            .any(|m| overlaps(*m, (gpa, pages)))
+        {
+            return Err(OpenStatus::BadRange);
         }
         let (outbound, inbound) = platform.map(gpa, pages, outbound_pages)?;
         let link = match Link::new(outbound, inbound) {
@@ -301,7 +436,11 @@ impl<M: RingMemory> ChildBus<M> {
                 return Err(e);
             }
         };
-        self.console = Some(Console { link, gpa, pages });
+        if offer_id == STORAGE_OFFER {
+            self.storage.open(link, gpa, pages);
+        } else {
+            self.console = Some(Console { link, gpa, pages });
+        }
         Ok(ports)
     }
 
@@ -349,7 +488,7 @@ impl<M: RingMemory> ChildBus<M> {
 /// The next packet of a link's inbound ring, managing the interrupt mask:
 /// masked while packets come, unmasked (and checked again) when empty.
 /// `signal_child` is called when the child waits for room to send.
-fn next<'b, M: RingMemory>(
+pub(crate) fn next<'b, M: RingMemory>(
     link: &mut Link<M>,
     buf: &'b mut [u8],
     mut signal_child: impl FnMut(),

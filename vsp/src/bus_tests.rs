@@ -51,6 +51,11 @@ impl<'a> Platform for Fake<'a> {
         self.mapped.retain(|m| *m != (gpa, pages));
     }
 
+    fn map_buffer(&mut self, gpa: u64, pages: u32) -> Result<Self::Memory, OpenStatus> {
+        let (memory, _) = self.map(gpa, pages, pages)?;
+        Ok(memory)
+    }
+
     fn ports(&mut self, offer_id: u32) -> Result<(u64, u64), OpenStatus> {
         Ok((100 + u64::from(offer_id), 200 + u64::from(offer_id)))
     }
@@ -107,7 +112,7 @@ impl<'a> World<'a> {
     fn service(&self) -> usize {
         let mut root = self.root.borrow_mut();
         let (bus, platform, log) = &mut *root;
-        bus.service(platform, |e| {
+        bus.service(platform, &mut crate::storage::NoLuns, &mut [], |e| {
             log.push(match e {
                 Event::Line(text) => std::format!("line {text}"),
                 Event::Opened(c) => std::format!("opened {c}"),

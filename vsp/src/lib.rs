@@ -1,6 +1,6 @@
 //! capvisor's virtualization service providers: the root partition's end
 //! of every child's VMBus — the control channel ([`bus`]) and the devices
-//! behind it (the console today).
+//! behind it (the console, [`storage`]).
 //!
 //! # Invariants
 //! `no_std`, no `unsafe`, no allocation; the hypervisor-facing operations
@@ -12,3 +12,4 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod storage;

@@ -49,6 +49,8 @@ pub enum ChannelName {
     Control,
     /// The console.
     Console,
+    /// The storage controller.
+    Storage,
 }
 
 impl fmt::Display for ChannelName {
@@ -56,6 +58,7 @@ impl fmt::Display for ChannelName {
         f.write_str(match self {
             ChannelName::Control => "control",
             ChannelName::Console => "console",
+            ChannelName::Storage => "storage",
         })
     }
 }

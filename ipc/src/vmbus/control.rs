@@ -42,6 +42,9 @@ pub struct Guid(pub [u8; 16]);
 /// Device class of the console (`ipc::vmbus::console`).
 pub const CONSOLE_CLASS: Guid = Guid(*b"capvisor-console");
 
+/// Device class of the storage controller (`ipc::vmbus::storage`).
+pub const STORAGE_CLASS: Guid = Guid(*b"capvisor-storage");
+
 /// Properties of an offered device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OfferProperties {

@@ -10,6 +10,7 @@
 //! - [`control`]: the control protocol (versions, offers, open, close) and
 //!   the state machines of both ends.
 //! - [`console`]: the console device's messages.
+//! - [`storage`]: the storage controller's messages and request checks.
 //! - [`close`]: why a channel is closed (what the root logs).
 //!
 //! # Invariants
@@ -23,3 +24,4 @@ pub mod control;
 pub mod memory;
 pub mod packet;
 pub mod ring;
+pub mod storage;
