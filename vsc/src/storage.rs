@@ -509,3 +509,103 @@ impl<M: RingMemory> StorageClient<M> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use core::sync::atomic::AtomicU64;
+    use ipc::vmbus::memory::AtomicRingMemory;
+    use ipc::vmbus::ring::{CONTROL_BYTES, initialize};
+    use std::vec::Vec;
+
+    fn request(lun: u8) -> Request {
+        Request {
+            lun,
+            op: Op::Capacity,
+            lba: 0,
+            sectors: 0,
+            buffer_offset: 0,
+        }
+    }
+
+    #[test]
+    fn tags_slots_and_the_roots_mistakes() {
+        let ring = CONTROL_BYTES + 16 * 4096;
+        let words: Vec<AtomicU64> = (0..(2 * ring + 8192) / 8)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let (a, rest) = AtomicRingMemory::new(&words).split_at(ring);
+        let (b, region) = rest.split_at(ring);
+        initialize(&a).unwrap();
+        initialize(&b).unwrap();
+        let mut client = StorageClient::new(
+            Producer::new(a).unwrap(),
+            Consumer::new(b).unwrap(),
+            region,
+            0x10_0000,
+            2,
+        );
+        assert_eq!(client.region_len(), 8192);
+        assert_eq!(
+            client.buffer_write(8192 - 3, &[1; 4]),
+            Err(StorageClientError::BadLength)
+        );
+        assert_eq!(
+            client.buffer_write(u64::MAX, &[1]),
+            Err(StorageClientError::BadLength)
+        );
+        assert_eq!(
+            client.read(0, 0, &mut [0; 100], || {}, || {}, 0),
+            Err(StorageClientError::BadLength)
+        );
+        let tags: Vec<u64> = (0..MAX_OUTSTANDING)
+            .map(|_| client.submit(request(0), || {}).unwrap())
+            .collect();
+        assert!(tags.iter().all(|&t| t != 0));
+        assert_eq!(
+            client.submit(request(0), || {}),
+            Err(StorageClientError::Busy)
+        );
+        // The root answers tag 5's request, then one nobody asked for.
+        let mut root = Producer::new(b).unwrap();
+        let mut scratch = [0u8; 64];
+        let done = HostMessage::Completion(Completion::error(Status::NoSuchLun));
+        root.send_message(0, tags[5], &done, &mut scratch).unwrap();
+        assert_eq!(
+            client.poll(|| {}),
+            Ok(Some(StorageEvent::Completed {
+                tag: tags[5],
+                completion: Completion::error(Status::NoSuchLun)
+            }))
+        );
+        assert_eq!(client.outstanding(), MAX_OUTSTANDING - 1);
+        // The same tag again: no longer in flight.
+        root.send_message(0, tags[5], &done, &mut scratch).unwrap();
+        assert_eq!(client.poll(|| {}), Err(StorageClientError::BadMessage));
+        root.send_message(0, 0, &HostMessage::LunRemoved { lun: 64 }, &mut scratch)
+            .unwrap();
+        assert_eq!(client.poll(|| {}), Err(StorageClientError::BadMessage));
+        // A freed slot gets a new, different tag.
+        let again = client.submit(request(1), || {}).unwrap();
+        assert_ne!(again, tags[5]);
+        assert_eq!(
+            again % MAX_OUTSTANDING as u64,
+            tags[5] % MAX_OUTSTANDING as u64
+        );
+        // Nothing from the root: a blocking call gives up after its patience.
+        let mut waits = 0;
+        let mut full = StorageClient::new(
+            Producer::new(a).unwrap(),
+            Consumer::new(b).unwrap(),
+            region,
+            0,
+            2,
+        );
+        assert_eq!(
+            full.capacity(0, || {}, || waits += 1, 7),
+            Err(StorageClientError::Timeout)
+        );
+        assert_eq!(waits, 7);
+    }
+}
