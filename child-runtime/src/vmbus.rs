@@ -32,29 +32,35 @@ const PATIENCE: u64 = 2_000_000;
 
 static BUS: SpinLock<Option<GuestBus<SharedRingMemory>>> = SpinLock::new(None);
 static CONSOLE: SpinLock<Option<ConsoleClient<SharedRingMemory>>> = SpinLock::new(None);
-/// Raw slots: control signal port, console signal port, and the event
-/// ports to acknowledge (control, console).
-static PORTS: [AtomicU64; 4] = [const { AtomicU64::new(u64::MAX) }; 4];
+/// Channels the child uses: control, console, storage.
+const CHANNELS: usize = 3;
+/// Raw slots: the signal port of each channel (control, console,
+/// storage), then the event port of each (to acknowledge).
+static PORTS: [AtomicU64; 2 * CHANNELS] = [const { AtomicU64::new(u64::MAX) }; 2 * CHANNELS];
 const CONTROL_SIGNAL: usize = 0;
 const CONSOLE_SIGNAL: usize = 1;
+/// The storage channel's signal port.
+pub const STORAGE_SIGNAL: usize = 2;
 /// Where the console rings are (for the `vmbus-hostile` workload).
 static CONSOLE_GPA: AtomicU64 = AtomicU64::new(0);
 /// Signals from the root (any VMBus vector).
 static EVENTS: AtomicU64 = AtomicU64::new(0);
 
-fn signal(which: usize) {
+/// Signals the root on the channel whose signal port is `PORTS[which]`.
+pub fn signal(which: usize) {
     if let Ok(port) = SlotHandle::from_raw(PORTS[which].load(Ordering::Acquire)) {
         let _ = partition_rt::hypercall(&Call::PortSignal { port });
     }
 }
 
-fn wait() {
+/// The wait of every VMBus loop: yield the processor.
+pub fn wait() {
     let _ = partition_rt::hypercall(&Call::Yield);
 }
 
 fn on_event(vector: u8) {
     EVENTS.fetch_add(1, Ordering::AcqRel);
-    let which = 2 + vector.wrapping_sub(CHILD_VMBUS_VECTOR) as usize;
+    let which = CHANNELS + vector.wrapping_sub(CHILD_VMBUS_VECTOR) as usize;
     if let Some(port) = PORTS.get(which)
         && let Ok(slot) = SlotHandle::from_raw(port.load(Ordering::Acquire))
     {
@@ -98,8 +104,8 @@ pub fn start(info: &ChildBootInfo) -> Result<(), StartError> {
         return Err(StartError::NoControlChannel);
     };
     PORTS[CONTROL_SIGNAL].store(signal_port.raw(), Ordering::Release);
-    PORTS[2].store(event_port.raw(), Ordering::Release);
-    for channel in 0..2 {
+    PORTS[CHANNELS].store(event_port.raw(), Ordering::Release);
+    for channel in 0..CHANNELS as u8 {
         let _ = partition_rt::set_interrupt_handler(CHILD_VMBUS_VECTOR + channel, on_event);
     }
     let memory = arch::ring_memory(info, control.start, control.len()).ok_or(StartError::Memory)?;
@@ -130,7 +136,7 @@ pub fn start(info: &ChildBootInfo) -> Result<(), StartError> {
         )
         .map_err(StartError::Bus)?;
     PORTS[CONSOLE_SIGNAL].store(opened.signal_port, Ordering::Release);
-    PORTS[3].store(opened.event_port, Ordering::Release);
+    PORTS[CHANNELS + 1].store(opened.event_port, Ordering::Release);
     CONSOLE_GPA.store(gpa, Ordering::Release);
     let client = ConsoleClient::new(
         Producer::new(out).map_err(|_| StartError::Memory)?,
@@ -144,7 +150,8 @@ pub fn start(info: &ChildBootInfo) -> Result<(), StartError> {
 
 /// The console channel's port slots (signal, event), once it is open.
 pub fn console_ports() -> [Option<SlotHandle>; 2] {
-    [CONSOLE_SIGNAL, 3].map(|i| SlotHandle::from_raw(PORTS[i].load(Ordering::Acquire)).ok())
+    [CONSOLE_SIGNAL, CHANNELS + 1]
+        .map(|i| SlotHandle::from_raw(PORTS[i].load(Ordering::Acquire)).ok())
 }
 
 /// Lines sent and signals sent on the console, if it is open.
@@ -177,6 +184,15 @@ pub fn signal_control() {
 pub fn signal_console() {
     signal(CONSOLE_SIGNAL);
 }
+
+/// Records the storage channel's ports (signal, event) once it is open.
+pub fn set_storage_ports(signal_port: u64, event_port: u64) {
+    PORTS[STORAGE_SIGNAL].store(signal_port, Ordering::Release);
+    PORTS[CHANNELS + STORAGE_SIGNAL].store(event_port, Ordering::Release);
+}
+
+/// Yield budget of every VMBus wait.
+pub const WAIT_PATIENCE: u64 = PATIENCE;
 
 /// Runs `f` on the control bus, if connected.
 pub fn with_bus<R>(f: impl FnOnce(&mut GuestBus<SharedRingMemory>) -> R) -> Option<R> {

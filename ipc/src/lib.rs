@@ -10,6 +10,7 @@
 
 pub mod boot;
 pub mod child;
+pub mod disk;
 pub mod elf;
 pub mod exit;
 pub mod hypercall;

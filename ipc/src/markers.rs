@@ -571,3 +571,88 @@ impl fmt::Display for DataVolume<'_> {
         )
     }
 }
+
+/// `root: CHILD LUN L is FILE (S sectors)[, hot-added]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LunAttached<'a> {
+    /// The child.
+    pub child: &'a str,
+    /// The LUN.
+    pub lun: u8,
+    /// The VHD file on the data volume.
+    pub file: &'a str,
+    /// Capacity in sectors.
+    pub sectors: u64,
+    /// Added while the child runs.
+    pub hot: bool,
+}
+
+impl fmt::Display for LunAttached<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: {} LUN {} is {} ({} sectors)",
+            self.child, self.lun, self.file, self.sectors
+        )?;
+        if self.hot {
+            write!(f, ", hot-added")?;
+        }
+        Ok(())
+    }
+}
+
+/// `root: CHILD LUN L (FILE) hot-removed after R requests, flushed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LunRemoved<'a> {
+    /// The child.
+    pub child: &'a str,
+    /// The LUN.
+    pub lun: u8,
+    /// Its file.
+    pub file: &'a str,
+    /// Requests the controller had served when it was removed.
+    pub served: u64,
+}
+
+impl fmt::Display for LunRemoved<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: {} LUN {} ({}) hot-removed after {} requests, flushed",
+            self.child, self.lun, self.file, self.served
+        )
+    }
+}
+
+/// `root: CHILD storage: R requests, E errors, S signals from the child`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageSummary<'a> {
+    /// The child.
+    pub child: &'a str,
+    /// Requests received.
+    pub requests: u64,
+    /// Error completions.
+    pub errors: u64,
+    /// Port signals the child sent on the storage channel.
+    pub signals: u64,
+}
+
+impl fmt::Display for StorageSummary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: {} storage: {} requests, {} errors, {} signals from the child",
+            self.child, self.requests, self.errors, self.signals
+        )
+    }
+}
+
+/// `root: vmbus: CHILD opened its storage controller`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageOpened<'a>(pub &'a str);
+
+impl fmt::Display for StorageOpened<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "root: vmbus: {} opened its storage controller", self.0)
+    }
+}

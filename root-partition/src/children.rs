@@ -141,6 +141,27 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                 let child = find(&children, name)?;
                 resume_check(&root, &child)?;
             }
+            Action::HotAdd {
+                child,
+                disk,
+                lun,
+                after,
+            } => {
+                let index = position(&children, child)?;
+                wait_served(&children, index, after)?;
+                crate::vmbus::add_disk(index, lun, disk.as_str(), true).map_err(|e| {
+                    println!("root: hot add of {} failed: {e:?}", disk.as_str());
+                    Failure::Check("hot add")
+                })?;
+            }
+            Action::HotRemove { child, lun, after } => {
+                let index = position(&children, child)?;
+                wait_served(&children, index, after)?;
+                crate::vmbus::remove_disk(index, lun).map_err(|e| {
+                    println!("root: hot remove of LUN {lun} failed: {e:?}");
+                    Failure::Check("hot remove")
+                })?;
+            }
             Action::Destroy(name) => {
                 let index = children
                     .iter()
@@ -167,6 +188,34 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
         }
     }
     watch(&mut children)
+}
+
+fn position(children: &[Option<Child>], name: Name) -> Result<usize, Failure> {
+    children
+        .iter()
+        .position(|c| c.is_some_and(|c| c.spec.name == name))
+        .ok_or(Failure::Missing("child"))
+}
+
+/// Serves every bus until child `index`'s storage controller completed
+/// `after` requests; fails if the child stops first.
+fn wait_served(children: &[Option<Child>], index: usize, after: u64) -> Result<(), Failure> {
+    let child = children[index].ok_or(Failure::Missing("child"))?;
+    let mut stopped = false;
+    wait_serving(|| {
+        if crate::vmbus::storage_served(index) >= after {
+            return true;
+        }
+        stopped = matches!(
+            hypercall(&Call::PartitionStatus { partition: child.partition }),
+            Ok(s) if s[0] == run_state::STOPPED
+        );
+        stopped
+    });
+    if stopped && crate::vmbus::storage_served(index) < after {
+        return Err(Failure::Check("child stopped before its disk requests"));
+    }
+    Ok(())
 }
 
 fn find(children: &[Option<Child>], name: Name) -> Result<Child, Failure> {
@@ -395,6 +444,18 @@ fn start(
         },
     )
     .map_err(|_| Failure::Check("vmbus control channel"))?;
+    for (lun, disk) in spec.disks.iter().enumerate() {
+        if let Some(disk) = disk {
+            crate::vmbus::add_disk(index, lun as u8, disk.as_str(), false).map_err(|e| {
+                println!(
+                    "root: {} LUN {lun} ({}): {e:?}",
+                    spec.name.as_str(),
+                    disk.as_str()
+                );
+                Failure::Check("disk")
+            })?;
+        }
+    }
     let mut boot = ChildBootInfo {
         name: spec.name,
         vcpu_count: spec.vcpus,

@@ -9,6 +9,9 @@
 //! pause alpha
 //! resume alpha
 //! destroy alpha
+//! child gamma workload=disk disk=gamma.vhd disk=extra.vhd   # LUN 0, LUN 1
+//! hotadd gamma extra2.vhd lun=2 after=100   # once its controller served 100 requests
+//! hotremove gamma lun=2 after=300
 //! ```
 //!
 //! # Invariants
@@ -25,6 +28,44 @@ pub const MAX_ACTIONS: usize = 16;
 pub const MIN_CHILD_MEMORY: u64 = 4 << 20;
 /// Largest child memory (one guest page directory in the child's initial tables).
 pub const MAX_CHILD_MEMORY: u64 = 1 << 30;
+/// Disks a child starts with (LUN 0 onwards).
+pub const MAX_BOOT_DISKS: usize = 4;
+/// Longest disk file name.
+pub const MAX_DISK_NAME: usize = 32;
+/// Highest LUN number + 1 (the storage controller's limit).
+pub const LUNS: u64 = 64;
+
+/// A VHD file on the data volume, by name (no allocation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskName {
+    bytes: [u8; MAX_DISK_NAME],
+    len: usize,
+}
+
+impl DiskName {
+    /// A disk name: 1 to [`MAX_DISK_NAME`] bytes of letters, digits, `-`,
+    /// `_` and `.`, not starting with a dot.
+    pub fn new(s: &str) -> Option<DiskName> {
+        let valid = !s.is_empty()
+            && s.len() <= MAX_DISK_NAME
+            && !s.starts_with('.')
+            && s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+        valid.then(|| {
+            let mut bytes = [0; MAX_DISK_NAME];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            DiskName {
+                bytes,
+                len: s.len(),
+            }
+        })
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
 
 /// A child to start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +84,8 @@ pub struct ChildSpec {
     pub cpu: Option<u32>,
     /// Priority (0–7).
     pub priority: u8,
+    /// Disks on its storage controller from the start: LUN `i` is `disks[i]`.
+    pub disks: [Option<DiskName>; MAX_BOOT_DISKS],
 }
 
 impl ChildSpec {
@@ -68,6 +111,28 @@ pub enum Action {
     Resume(Name),
     /// Destroy a child; its memory returns to the root.
     Destroy(Name),
+    /// Add a disk to a running child's controller, once the controller
+    /// has served `after` requests.
+    HotAdd {
+        /// The child.
+        child: Name,
+        /// The disk file.
+        disk: DiskName,
+        /// Its LUN.
+        lun: u8,
+        /// Requests served first.
+        after: u64,
+    },
+    /// Remove a disk from a running child's controller, once the
+    /// controller has served `after` requests.
+    HotRemove {
+        /// The child.
+        child: Name,
+        /// Its LUN.
+        lun: u8,
+        /// Requests served first.
+        after: u64,
+    },
 }
 
 /// A named list of actions.
@@ -134,8 +199,10 @@ fn child(words: core::str::SplitWhitespace<'_>, line: usize) -> Result<ChildSpec
         args: [0; 4],
         cpu: None,
         priority: 0,
+        disks: [None; MAX_BOOT_DISKS],
     };
     let mut workload = false;
+    let mut disks = 0;
     for word in words {
         let (key, value) = word.split_once('=').ok_or(ConfigError::Unknown(line))?;
         match key {
@@ -165,6 +232,10 @@ fn child(words: core::str::SplitWhitespace<'_>, line: usize) -> Result<ChildSpec
                 )
             }
             "priority" => spec.priority = number(value).filter(|&p| p <= 7).ok_or(bad)? as u8,
+            "disk" => {
+                *spec.disks.get_mut(disks).ok_or(bad)? = Some(DiskName::new(value).ok_or(bad)?);
+                disks += 1;
+            }
             _ => return Err(ConfigError::Unknown(line)),
         }
     }
@@ -174,6 +245,40 @@ fn child(words: core::str::SplitWhitespace<'_>, line: usize) -> Result<ChildSpec
         return Err(bad);
     }
     Ok(spec)
+}
+
+/// `hotadd CHILD FILE lun=N [after=R]` or `hotremove CHILD lun=N [after=R]`.
+fn hot(
+    keyword: &str,
+    words: core::str::SplitWhitespace<'_>,
+    line: usize,
+) -> Result<Action, ConfigError> {
+    let bad = ConfigError::BadValue(line);
+    let mut words = words;
+    let child = name(words.next().ok_or(bad)?).ok_or(bad)?;
+    let disk = if keyword == "hotadd" {
+        Some(DiskName::new(words.next().ok_or(bad)?).ok_or(bad)?)
+    } else {
+        None
+    };
+    let (mut lun, mut after) = (None, 0);
+    for word in words {
+        match word.split_once('=').ok_or(ConfigError::Unknown(line))? {
+            ("lun", v) => lun = Some(number(v).filter(|&l| l < LUNS).ok_or(bad)? as u8),
+            ("after", v) => after = number(v).ok_or(bad)?,
+            _ => return Err(ConfigError::Unknown(line)),
+        }
+    }
+    let lun = lun.ok_or(bad)?;
+    Ok(match disk {
+        Some(disk) => Action::HotAdd {
+            child,
+            disk,
+            lun,
+            after,
+        },
+        None => Action::HotRemove { child, lun, after },
+    })
 }
 
 /// Finds scenario `wanted` in `text` and parses it (other scenarios are
@@ -206,6 +311,7 @@ pub fn scenario(text: &str, wanted: &str) -> Result<Scenario, ConfigError> {
                 continue;
             }
             "child" => Action::Start(child(words, line)?),
+            "hotadd" | "hotremove" => hot(keyword, words, line)?,
             "pause" | "resume" | "destroy" => {
                 let n = name(words.next().ok_or(ConfigError::BadValue(line))?)
                     .ok_or(ConfigError::BadValue(line))?;
@@ -273,6 +379,52 @@ destroy p1
         assert_eq!(actions[1], Action::Pause(Name::new("p1")));
         assert_eq!(actions[3], Action::Destroy(Name::new("p1")));
         assert_eq!(scenario(TEXT, "nope"), Err(ConfigError::NoSuchScenario));
+    }
+
+    #[test]
+    fn parses_disks_and_hot_plugging() {
+        let text = "scenario s\nchild g workload=disk disk=g.vhd disk=extra-1.vhd\n\
+                    hotadd g x.vhd lun=2 after=100\nhotremove g lun=63\n";
+        let actions: Vec<Action> = scenario(text, "s").unwrap().actions().collect();
+        let Action::Start(g) = actions[0] else {
+            panic!("not a start")
+        };
+        assert_eq!(
+            g.disks[0].map(|d| d.as_str().to_string()),
+            Some("g.vhd".into())
+        );
+        assert_eq!(g.disks[1].unwrap().as_str(), "extra-1.vhd");
+        assert_eq!(g.disks[2], None);
+        assert_eq!(
+            actions[1],
+            Action::HotAdd {
+                child: Name::new("g"),
+                disk: DiskName::new("x.vhd").unwrap(),
+                lun: 2,
+                after: 100
+            }
+        );
+        assert_eq!(
+            actions[2],
+            Action::HotRemove {
+                child: Name::new("g"),
+                lun: 63,
+                after: 0
+            }
+        );
+        for bad in [
+            "hotadd g lun=1",
+            "hotadd g x.vhd",
+            "hotadd g x.vhd lun=64",
+            "hotremove g lun=1 after=x",
+            "hotremove g lun=1 colour=red",
+            "child g workload=disk disk=../etc",
+            "child g workload=disk disk=.hidden",
+            "child g workload=disk disk=a disk=b disk=c disk=d disk=e",
+        ] {
+            let text = format!("scenario s\n{bad}\n");
+            assert!(scenario(&text, "s").is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -408,6 +408,39 @@ impl<D: BlockDevice> Luns<D> {
     }
 }
 
+impl LunError {
+    fn backend(&self) -> vsp::storage::BackendError {
+        match self {
+            LunError::NoSuchLun => vsp::storage::BackendError::NoSuchLun,
+            _ => vsp::storage::BackendError::Io,
+        }
+    }
+}
+
+/// The storage service provider performs a child's requests on its LUNs.
+impl<D: BlockDevice> vsp::storage::StorageBackend for Luns<D> {
+    fn capacity(&mut self, lun: u8) -> Option<u64> {
+        Luns::capacity(self, lun)
+    }
+
+    fn read(
+        &mut self,
+        lun: u8,
+        lba: u64,
+        buf: &mut [u8],
+    ) -> Result<(), vsp::storage::BackendError> {
+        Luns::read(self, lun, lba, buf).map_err(|e| e.backend())
+    }
+
+    fn write(&mut self, lun: u8, lba: u64, buf: &[u8]) -> Result<(), vsp::storage::BackendError> {
+        Luns::write(self, lun, lba, buf).map_err(|e| e.backend())
+    }
+
+    fn flush(&mut self, lun: u8) -> Result<(), vsp::storage::BackendError> {
+        Luns::flush(self, lun).map_err(|e| e.backend())
+    }
+}
+
 /// A scratch buffer of `sectors` sectors (for callers that move data
 /// between a LUN and somewhere else).
 pub fn sector_buffer(sectors: usize) -> Vec<u8> {

@@ -16,6 +16,8 @@
 //! The root touches a child's ring pages only while they are mapped: a
 //! bus is dropped (and its pages unmapped) before its child is destroyed.
 
+use alloc::vec;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use ipc::child::CHILD_VMBUS_VECTOR;
@@ -26,10 +28,13 @@ use ipc::vmbus::ring;
 use partition_rt::SharedRingMemory;
 use partition_rt::hypercall;
 use partition_rt::sync::SpinLock;
+use root_partition::disks::{LunError, Luns};
 use root_partition::layout::Layout;
 use vsp::bus::{ChannelName, ChildBus, Event, Platform};
+use vsp::storage::{STORAGE_OFFER, StorageBackend};
 
 use crate::children::MAX_CHILDREN;
+use crate::storage::DataDisk;
 
 /// Vector of the first child's control channel on the root's vCPU; child
 /// `i`'s channel `c` (0 = control, 1 + offer id) uses `BASE + 4 i + c`.
@@ -201,6 +206,11 @@ pub struct Bus {
     name: Name,
     bus: ChildBus<SharedRingMemory>,
     platform: RootPlatform,
+    /// The disks of its storage controller (none without a data volume).
+    disks: Option<Luns<DataDisk>>,
+    /// Bounce buffer of its storage requests (identity mapped: the disk
+    /// driver reads and writes it directly).
+    bounce: Vec<u8>,
 }
 
 static BUSES: SpinLock<[Option<Bus>; MAX_CHILDREN]> = SpinLock::new([const { None }; MAX_CHILDREN]);
@@ -220,22 +230,31 @@ pub fn attach(
     let ports = platform.make_ports(0)?;
     let bus = ChildBus::new(outbound, inbound).map_err(|_| OpenStatus::BadRange)?;
     let index = platform.index;
+    let disks = crate::storage::volume().map(|v| Luns::new(&v));
+    let bounce = if disks.is_some() {
+        vec![0; vsp::storage::BOUNCE_BYTES]
+    } else {
+        Vec::new()
+    };
     BUSES.lock()[index] = Some(Bus {
         name,
         bus,
         platform,
+        disks,
+        bounce,
     });
     Ok(ports)
 }
 
 fn service_one(entry: &mut Bus) -> usize {
     let name = entry.name;
-    // No disks are served yet: the storage offer answers every request
-    // `NoSuchLun` (no bounce buffer needed).
-    let backend = &mut vsp::storage::NoLuns;
+    let (backend, bounce): (&mut dyn StorageBackend, &mut [u8]) = match entry.disks.as_mut() {
+        Some(disks) => (disks, &mut entry.bounce),
+        None => (&mut vsp::storage::NoLuns, &mut []),
+    };
     entry
         .bus
-        .service(&mut entry.platform, backend, &mut [], |event| match event {
+        .service(&mut entry.platform, backend, bounce, |event| match event {
             Event::Line(line) => println!(
                 "{}",
                 markers::ChildConsoleLine {
@@ -246,7 +265,10 @@ fn service_one(entry: &mut Bus) -> usize {
             Event::Opened(ChannelName::Console) => {
                 println!("{}", markers::ConsoleOpened(name.as_str()))
             }
-            Event::Opened(ChannelName::Control | ChannelName::Storage) => {}
+            Event::Opened(ChannelName::Storage) => {
+                println!("{}", markers::StorageOpened(name.as_str()))
+            }
+            Event::Opened(ChannelName::Control) => {}
             Event::Closed(channel, reason) => println!(
                 "{}",
                 markers::ChannelClosed {
@@ -294,6 +316,116 @@ pub fn drain(index: usize) {
     if stats.lines >= 100 && signals * markers::LINES_PER_SIGNAL < stats.lines {
         println!("{}", markers::SignalsSuppressed(child));
     }
+    let storage = entry.bus.storage_stats();
+    if storage.requests > 0 {
+        println!(
+            "{}",
+            markers::StorageSummary {
+                child,
+                requests: storage.requests,
+                errors: storage.errors(),
+                signals: u64::from(
+                    SIGNALS[index * CHANNELS + 1 + STORAGE_OFFER as usize].load(Ordering::Acquire)
+                ),
+            }
+        );
+    }
+    if let Some(disks) = entry.disks.as_mut()
+        && let Err(e) = disks.flush_all()
+    {
+        println!("root: {child} storage: flushing its disks failed: {e:?}");
+    }
+}
+
+/// Why a disk could not be attached or removed.
+#[derive(Debug)]
+pub enum DiskError {
+    /// No such child bus.
+    NoChild,
+    /// The root has no data volume.
+    NoVolume,
+    /// The LUN table refused.
+    Lun(LunError),
+}
+
+fn print_event(name: Name, event: Event<'_>) {
+    if let Event::Closed(channel, reason) = event {
+        println!(
+            "{}",
+            markers::ChannelClosed {
+                child: name.as_str(),
+                channel: &channel,
+                reason: &reason
+            }
+        );
+    }
+}
+
+/// Puts `file` on child `index`'s controller as `lun`; `hot` tells a
+/// running child (`LunAdded`).
+pub fn add_disk(index: usize, lun: u8, file: &str, hot: bool) -> Result<u64, DiskError> {
+    let mut buses = BUSES.lock();
+    let entry = buses
+        .get_mut(index)
+        .and_then(Option::as_mut)
+        .ok_or(DiskError::NoChild)?;
+    let disks = entry.disks.as_mut().ok_or(DiskError::NoVolume)?;
+    let sectors = disks
+        .attach(lun, &alloc::format!("/{file}"))
+        .map_err(DiskError::Lun)?;
+    let name = entry.name;
+    if hot {
+        entry
+            .bus
+            .lun_added(&mut entry.platform, lun, sectors, |e| print_event(name, e));
+    }
+    println!(
+        "{}",
+        markers::LunAttached {
+            child: name.as_str(),
+            lun,
+            file,
+            sectors,
+            hot
+        }
+    );
+    Ok(sectors)
+}
+
+/// Takes `lun` off child `index`'s running controller: the child is told,
+/// requests still queued for it complete `Removed`, and the disk is
+/// flushed and closed.
+pub fn remove_disk(index: usize, lun: u8) -> Result<(), DiskError> {
+    let mut buses = BUSES.lock();
+    let entry = buses
+        .get_mut(index)
+        .and_then(Option::as_mut)
+        .ok_or(DiskError::NoChild)?;
+    let name = entry.name;
+    entry
+        .bus
+        .lun_removed(&mut entry.platform, lun, |e| print_event(name, e));
+    let disks = entry.disks.as_mut().ok_or(DiskError::NoVolume)?;
+    let file = disks.detach(lun).map_err(DiskError::Lun)?;
+    println!(
+        "{}",
+        markers::LunRemoved {
+            child: name.as_str(),
+            lun,
+            file: file.trim_start_matches('/'),
+            served: entry.bus.storage_stats().completions,
+        }
+    );
+    Ok(())
+}
+
+/// Storage requests child `index`'s controller has completed.
+pub fn storage_served(index: usize) -> u64 {
+    BUSES
+        .lock()
+        .get(index)
+        .and_then(Option::as_ref)
+        .map_or(0, |e| e.bus.storage_stats().completions)
 }
 
 /// Forgets child `index`'s bus before the child is destroyed.
@@ -306,6 +438,9 @@ pub fn detach(index: usize) {
             if service_one(&mut entry) == 0 {
                 break;
             }
+        }
+        if let Some(disks) = entry.disks.as_mut() {
+            let _ = disks.flush_all();
         }
         entry.bus.shut_down(&mut entry.platform);
         let control = entry.platform.layout.vmbus_control();

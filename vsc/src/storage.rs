@@ -126,6 +126,11 @@ impl<M: RingMemory> StorageClient<M> {
         (self.buffer.len() as u64).min(u64::from(self.pages) * PAGE_BYTES)
     }
 
+    /// Requests submitted so far.
+    pub fn requests(&self) -> u64 {
+        self.sequence
+    }
+
     /// Signals sent to the root.
     pub fn signals(&self) -> u64 {
         self.signals

@@ -9,6 +9,7 @@ use ipc::workload;
 
 mod chatty;
 mod dirty;
+mod disk;
 mod hello;
 mod hostile;
 mod spin;
@@ -16,7 +17,7 @@ mod vmbus_hostile;
 
 /// Whether the runtime has a workload called `name`.
 pub fn exists(name: &str) -> bool {
-    workload::ALL.contains(&name)
+    workload::ALL.contains(&name) || name == ipc::disk::DISK
 }
 
 /// Runs the boot page's workload on this vCPU.
@@ -28,6 +29,7 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         workload::HOSTILE => hostile::run(info, vcpu),
         workload::CHATTY => chatty::run(info, vcpu),
         workload::VMBUS_HOSTILE => vmbus_hostile::run(info, vcpu),
+        ipc::disk::DISK => disk::run(info, vcpu),
         // `exists` was checked at boot.
         _ => partition_rt::halt_forever(),
     }

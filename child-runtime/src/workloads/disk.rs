@@ -1,0 +1,381 @@
+//! Workload `disk`: the storage controller from a child's side
+//! (`ipc::disk` documents the modes, arguments and lines).
+//!
+//! # Invariants
+//! Only vCPU 0 works (others halt); every wait is bounded, so a root that
+//! stops answering ends the workload with an error line, never a hang.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use ipc::child::ChildBootInfo;
+use ipc::disk::{
+    BASE_PATTERN_BYTES, BASE_SEED, BENCH_RANDOM_READS, BENCH_SEQUENTIAL_BYTES,
+    BENCH_SEQUENTIAL_REQUEST, BaseSeen, BenchResult, ClientCounts, DiskVerified, FOUND, HotRemoved,
+    LunSeen, STORAGE_HOSTILE_CHECKS, StorageHostileCheck, StorageHostileSummary, WROTE,
+    bench_random_offset, fill_pattern, mode, pattern_mismatch,
+};
+use ipc::vmbus::storage::{Op, Request, SECTOR_BYTES, Status};
+use partition_rt::SharedRingMemory;
+use partition_rt::println;
+use vsc::storage::{StorageClient, StorageClientError, StorageEvent};
+
+use crate::storage::{self, BUFFER_PAGES};
+use crate::vmbus::{WAIT_PATIENCE, wait};
+
+const SECTOR: u64 = SECTOR_BYTES as u64;
+/// Sectors per write or read request of the pattern modes.
+const CHUNK: u64 = 128;
+/// Requests kept in flight on a hot-added LUN.
+const IN_FLIGHT: usize = 32;
+
+type Client = StorageClient<SharedRingMemory>;
+
+/// Runs on every vCPU.
+pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
+    if vcpu != 0 {
+        partition_rt::halt_forever()
+    }
+    if let Err(e) = storage::open(info) {
+        println!("disk: no storage controller: {e:?}");
+        partition_rt::halt_forever()
+    }
+    println!("disk: storage controller open");
+    let [which, seed, lba, sectors] = info.args;
+    let result = storage::with(|c| match which {
+        mode::WRITE_VERIFY => write_verify(c, seed, lba, sectors),
+        mode::VERIFY => verify(c, 0, seed, lba, sectors, FOUND),
+        mode::HOTPLUG => hotplug(c, seed, lba, sectors),
+        mode::HOSTILE => hostile(c, seed, lba, sectors),
+        mode::BENCH => bench(c),
+        _ => {
+            println!("disk: unknown mode {which}");
+            Ok(())
+        }
+    });
+    match result {
+        Some(Ok(())) => {}
+        Some(Err(e)) => println!("disk: storage error {e:?}"),
+        None => println!("disk: storage controller gone"),
+    }
+    let counts = storage::with(|c| ClientCounts {
+        requests: c.requests(),
+        signals: c.signals(),
+    });
+    if let Some(counts) = counts {
+        println!("{counts}");
+    }
+    partition_rt::halt_forever()
+}
+
+fn write_pattern(
+    c: &mut Client,
+    lun: u8,
+    seed: u64,
+    lba: u64,
+    sectors: u64,
+) -> Result<(), StorageClientError> {
+    let mut data = vec![0u8; (CHUNK * SECTOR) as usize];
+    let mut done = 0;
+    while done < sectors {
+        let n = (sectors - done).min(CHUNK);
+        let bytes = &mut data[..(n * SECTOR) as usize];
+        fill_pattern(seed, (lba + done) * SECTOR, bytes);
+        c.write(lun, lba + done, bytes, storage::signal, wait, WAIT_PATIENCE)?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// Reads `sectors` at `lba` of `lun`; the first byte that is not the
+/// pattern of `seed`.
+fn check_pattern(
+    c: &mut Client,
+    lun: u8,
+    seed: u64,
+    lba: u64,
+    sectors: u64,
+) -> Result<Option<u64>, StorageClientError> {
+    let mut data = vec![0u8; (CHUNK * SECTOR) as usize];
+    let mut done = 0;
+    while done < sectors {
+        let n = (sectors - done).min(CHUNK);
+        let bytes = &mut data[..(n * SECTOR) as usize];
+        c.read(lun, lba + done, bytes, storage::signal, wait, WAIT_PATIENCE)?;
+        if let Some(at) = pattern_mismatch(seed, (lba + done) * SECTOR, bytes) {
+            return Ok(Some(at));
+        }
+        done += n;
+    }
+    Ok(None)
+}
+
+fn write_verify(
+    c: &mut Client,
+    seed: u64,
+    lba: u64,
+    sectors: u64,
+) -> Result<(), StorageClientError> {
+    write_pattern(c, 0, seed, lba, sectors)?;
+    c.flush(0, storage::signal, wait, WAIT_PATIENCE)?;
+    verify(c, 0, seed, lba, sectors, WROTE)?;
+    // The sectors just past the pattern: the base disk's data if this is a
+    // differencing disk over `base.vhd` and they lie in its pattern.
+    let next = lba + sectors;
+    if (next + 8) * SECTOR <= BASE_PATTERN_BYTES {
+        let base = check_pattern(c, 0, BASE_SEED, next, 8)?;
+        println!("{}", BaseSeen(base.is_none()));
+    }
+    Ok(())
+}
+
+fn verify(
+    c: &mut Client,
+    lun: u8,
+    seed: u64,
+    lba: u64,
+    sectors: u64,
+    action: &'static str,
+) -> Result<(), StorageClientError> {
+    let mismatch = check_pattern(c, lun, seed, lba, sectors)?;
+    println!(
+        "{}",
+        DiskVerified {
+            action,
+            sectors,
+            lba,
+            mismatch
+        }
+    );
+    Ok(())
+}
+
+/// Waits (bounded) for LUN `lun` to be added; its capacity.
+fn await_lun(c: &mut Client, lun: u8) -> Result<u64, StorageClientError> {
+    for _ in 0..WAIT_PATIENCE {
+        match c.poll(storage::signal)? {
+            Some(StorageEvent::LunAdded { lun: l, sectors }) if l == lun => return Ok(sectors),
+            Some(_) => {}
+            None => wait(),
+        }
+    }
+    Err(StorageClientError::Timeout)
+}
+
+fn hotplug(c: &mut Client, seed: u64, lba: u64, sectors: u64) -> Result<(), StorageClientError> {
+    // LUN 0 works first.
+    write_pattern(c, 0, seed ^ 1, 0, 16)?;
+    verify(c, 0, seed ^ 1, 0, 16, WROTE)?;
+    let capacity = await_lun(c, 1)?;
+    println!(
+        "{}",
+        LunSeen {
+            lun: 1,
+            sectors: capacity
+        }
+    );
+    // Data on the new LUN, flushed: it must survive the removal.
+    write_pattern(c, 1, seed, lba, sectors)?;
+    c.flush(1, storage::signal, wait, WAIT_PATIENCE)?;
+    verify(c, 1, seed, lba, sectors, WROTE)?;
+    // Keep the LUN busy until it goes away.
+    let stream_base = lba + sectors;
+    let span = capacity.saturating_sub(stream_base).max(8);
+    let mut report = HotRemoved {
+        lun: 1,
+        in_flight: 0,
+        completed: 0,
+        failed_cleanly: 0,
+        other: 0,
+    };
+    let mut outstanding = 0usize;
+    let mut next = 0u64;
+    let mut removed = false;
+    let mut idle = 0u64;
+    let filler = [0x5au8; 4096];
+    while !(removed && outstanding == 0) {
+        while !removed && outstanding < IN_FLIGHT {
+            let slot = (next as usize) % IN_FLIGHT;
+            c.buffer_write(slot as u64 * 4096, &filler)?;
+            let request = Request {
+                lun: 1,
+                op: Op::Write,
+                lba: stream_base + (next * 8) % span,
+                sectors: 8,
+                buffer_offset: (slot * 4096) as u32,
+            };
+            match c.submit(request, storage::signal) {
+                Ok(_) => {
+                    outstanding += 1;
+                    next += 1;
+                }
+                Err(StorageClientError::Full | StorageClientError::Busy) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        match c.poll(storage::signal)? {
+            Some(StorageEvent::Completed { completion, .. }) => {
+                outstanding -= 1;
+                idle = 0;
+                match completion.status {
+                    Status::Ok => report.completed += 1,
+                    Status::Removed | Status::NoSuchLun => report.failed_cleanly += 1,
+                    _ => report.other += 1,
+                }
+            }
+            Some(StorageEvent::LunRemoved { lun: 1 }) => {
+                removed = true;
+                report.in_flight = outstanding as u64;
+            }
+            Some(_) => {}
+            None => {
+                idle += 1;
+                if idle > WAIT_PATIENCE {
+                    report.other += outstanding as u64;
+                    break;
+                }
+                wait();
+            }
+        }
+    }
+    println!("{report}");
+    // The root adds the same disk back: the flushed data is there.
+    let again = await_lun(c, 1)?;
+    println!(
+        "{}",
+        LunSeen {
+            lun: 1,
+            sectors: again
+        }
+    );
+    verify(c, 1, seed, lba, sectors, FOUND)
+}
+
+fn status_name(result: &Result<ipc::vmbus::storage::Completion, StorageClientError>) -> Status {
+    match result {
+        Ok(completion) => completion.status,
+        Err(StorageClientError::Status(status)) => *status,
+        // Anything else (a broken channel, a timeout) is not an answer.
+        Err(_) => Status::Malformed,
+    }
+}
+
+fn hostile(c: &mut Client, seed: u64, lba: u64, sectors: u64) -> Result<(), StorageClientError> {
+    let capacity = c.capacity(0, storage::signal, wait, WAIT_PATIENCE)?;
+    let region = u64::from(BUFFER_PAGES) * 4096;
+    let read = |lun: u8, lba: u64, sectors: u32, buffer_offset: u32| Request {
+        lun,
+        op: Op::Read,
+        lba,
+        sectors,
+        buffer_offset,
+    };
+    let checks: [(&str, Request, &[Status]); STORAGE_HOSTILE_CHECKS as usize - 1] = [
+        (
+            "read of an absent LUN",
+            read(5, 0, 1, 0),
+            &[Status::NoSuchLun],
+        ),
+        ("read of LUN 200", read(200, 0, 1, 0), &[Status::NoSuchLun]),
+        (
+            "read at the LUN's end",
+            read(0, capacity, 1, 0),
+            &[Status::OutOfRange],
+        ),
+        (
+            "read at LBA 2^64-1",
+            read(0, u64::MAX, 8, 0),
+            &[Status::OutOfRange],
+        ),
+        (
+            "write across the LUN's end",
+            Request {
+                op: Op::Write,
+                ..read(0, capacity - 1, 2, 0)
+            },
+            &[Status::OutOfRange],
+        ),
+        (
+            "buffer past the region",
+            read(0, 0, 1, region as u32),
+            &[Status::BadBuffer],
+        ),
+        (
+            "buffer across the region's end",
+            read(0, 0, 2, (region - SECTOR) as u32),
+            &[Status::BadBuffer],
+        ),
+        (
+            "transfer of 1 GiB",
+            read(0, 0, 1 << 21, 0),
+            &[Status::TooLarge],
+        ),
+    ];
+    let mut passed = 0;
+    for (name, request, expected) in checks {
+        let status = status_name(&c.request(request, storage::signal, wait, WAIT_PATIENCE));
+        let pass = expected.contains(&status);
+        passed += u32::from(pass);
+        println!(
+            "{}",
+            StorageHostileCheck {
+                name,
+                answer: &alloc::format!("{status:?}"),
+                pass
+            }
+        );
+    }
+    // After all that, its own disk still works.
+    write_pattern(c, 0, seed, lba, sectors)?;
+    c.flush(0, storage::signal, wait, WAIT_PATIENCE)?;
+    let intact = check_pattern(c, 0, seed, lba, sectors)?.is_none();
+    passed += u32::from(intact);
+    println!(
+        "{}",
+        StorageHostileCheck {
+            name: "own LUN still works",
+            answer: if intact { "Ok" } else { "wrong data" },
+            pass: intact
+        }
+    );
+    println!("{}", StorageHostileSummary { passed });
+    Ok(())
+}
+
+fn bench(c: &mut Client) -> Result<(), StorageClientError> {
+    let mut buf: Vec<u8> = vec![0; BENCH_SEQUENTIAL_REQUEST as usize];
+    let start = partition_rt::rdtsc();
+    for offset in (0..BENCH_SEQUENTIAL_BYTES).step_by(BENCH_SEQUENTIAL_REQUEST as usize) {
+        c.read(
+            0,
+            offset / SECTOR,
+            &mut buf,
+            storage::signal,
+            wait,
+            WAIT_PATIENCE,
+        )?;
+    }
+    let sequential_cycles = partition_rt::rdtsc().wrapping_sub(start);
+    let start = partition_rt::rdtsc();
+    for i in 0..BENCH_RANDOM_READS {
+        let lba = bench_random_offset(i) / SECTOR;
+        c.read(
+            0,
+            lba,
+            &mut buf[..4096],
+            storage::signal,
+            wait,
+            WAIT_PATIENCE,
+        )?;
+    }
+    let random_cycles = partition_rt::rdtsc().wrapping_sub(start);
+    println!(
+        "{}",
+        BenchResult {
+            who: "child",
+            sequential_cycles,
+            random_cycles
+        }
+    );
+    Ok(())
+}
