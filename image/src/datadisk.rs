@@ -241,13 +241,8 @@ pub fn build(path: &Path) -> Result<DataDisk> {
         ])?;
     }
     run_capctl(&["vol".as_ref(), "check".as_ref(), image.as_os_str()])?;
-    fs::rename(&image, path).with_context(|| {
-        format!(
-            "could not move {} to {}",
-            image.display(),
-            path.display()
-        )
-    })?;
+    fs::rename(&image, path)
+        .with_context(|| format!("could not move {} to {}", image.display(), path.display()))?;
     Ok(DataDisk {
         path: path.to_path_buf(),
         size: SIZE,
@@ -305,10 +300,8 @@ pub fn sparse_copy(from: &Path, to: &Path) -> Result<()> {
 /// records them, so `capctl disk` can open the chain there.
 pub fn extract(image: &Path, name: &str, dir: &Path) -> Result<PathBuf> {
     let mut wanted = vec![name];
-    while let Some(VhdKind::Differencing(parent)) = wanted
-        .last()
-        .and_then(|n| file(n))
-        .map(|spec| spec.kind)
+    while let Some(VhdKind::Differencing(parent)) =
+        wanted.last().and_then(|n| file(n)).map(|spec| spec.kind)
     {
         wanted.push(parent);
     }
@@ -383,8 +376,7 @@ mod tests {
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         let file = File::create(&a).expect("create");
         file.set_len(64 << 20).expect("set_len");
-        std::os::unix::fs::FileExt::write_all_at(&file, b"hello", (32 << 20) + 3)
-            .expect("write");
+        std::os::unix::fs::FileExt::write_all_at(&file, b"hello", (32 << 20) + 3).expect("write");
         fs::write(&b, b"old, longer content to be replaced").expect("write b");
         sparse_copy(&a, &b).expect("copy");
         assert_eq!(fs::read(&a).expect("a"), fs::read(&b).expect("b"));
@@ -433,8 +425,8 @@ mod tests {
             }
         }
 
-        let listing = run_capctl(&["--json".as_ref(), "vol".as_ref(), "ls".as_ref(), p])
-            .expect("vol ls");
+        let listing =
+            run_capctl(&["--json".as_ref(), "vol".as_ref(), "ls".as_ref(), p]).expect("vol ls");
         let listing = String::from_utf8_lossy(&listing);
         for spec in &FILES {
             assert!(listing.contains(&format!("\"{}\"", spec.name)), "{listing}");
@@ -474,7 +466,10 @@ mod tests {
             let data = read_vhd(&path, name, 0, BASE_PATTERN_LEN).expect("read");
             assert!(data == pattern, "{name}: pattern differs");
             let after = read_vhd(&path, name, BASE_PATTERN_LEN, 4096).expect("read");
-            assert!(after.iter().all(|&b| b == 0), "{name}: data after the pattern");
+            assert!(
+                after.iter().all(|&b| b == 0),
+                "{name}: data after the pattern"
+            );
         }
         let odd = read_vhd(&path, BETA, 1000, 24).expect("read");
         assert_eq!(odd, (1000..1024).map(base_pattern_byte).collect::<Vec<_>>());

@@ -213,7 +213,10 @@ mod tests {
         assert_eq!(base_pattern_byte(512), 7);
         assert_eq!(base_pattern_byte(513), 8);
         assert_eq!(base_pattern_byte(1024), 14);
-        assert_eq!(base_pattern_byte(BASE_PATTERN_LEN - 1), ((2047 * 7 + 511) % 256) as u8);
+        assert_eq!(
+            base_pattern_byte(BASE_PATTERN_LEN - 1),
+            ((2047 * 7 + 511) % 256) as u8
+        );
         // Neighbouring sectors differ everywhere.
         assert!((0..512).all(|i| base_pattern_byte(i) != base_pattern_byte(512 + i)));
     }
