@@ -10,7 +10,8 @@
 //! what an administrator would make by hand. It is built in a staging
 //! directory next to its destination and renamed into place last: a reader
 //! never sees a half-made disk. Apart from the VHD unique ids, the volume
-//! serial and timestamps, the contents are the same every time.
+//! serial and timestamps, the contents are the same every time (no host
+//! path is recorded: differencing disks carry relative parent locators only).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -72,6 +73,9 @@ pub struct VhdFile {
 const MIB: u64 = 1 << 20;
 
 /// Every file on the data disk, parents before their children.
+///
+/// A differencing disk records only the relative locator `.\PARENT` (and the
+/// parent's name): the chain resolves wherever the files sit together.
 pub const FILES: [VhdFile; 7] = [
     VhdFile {
         name: ALPHA,
@@ -209,6 +213,8 @@ pub fn build(path: &Path) -> Result<DataDisk> {
                 "differencing".into(),
                 "--parent".into(),
                 staging.path().join(parent).into(),
+                // No absolute locator: the staging directory is gone once the disk is made.
+                "--relative-only".into(),
             ]),
         }
         if !matches!(spec.kind, VhdKind::Differencing(_)) {
@@ -404,6 +410,15 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["data.img"]);
+        // No host path leaked into the image (locators are UTF-16LE).
+        let bytes = fs::read(&path).expect("read image");
+        let host: Vec<u8> = dir
+            .path()
+            .to_string_lossy()
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert!(!bytes.windows(host.len()).any(|w| w == host));
 
         let p = path.as_os_str();
         run_capctl(&["vol".as_ref(), "check".as_ref(), p]).unwrap_or_else(|e| panic!("{e:#}"));
@@ -419,10 +434,10 @@ mod tests {
             .args(["-o", "value", "-s", "LABEL"])
             .arg(&path)
             .output();
-        if let Ok(out) = label {
-            if out.status.success() {
-                assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), LABEL);
-            }
+        if let Ok(out) = label
+            && out.status.success()
+        {
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), LABEL);
         }
 
         let listing =

@@ -564,6 +564,20 @@ pub fn case(
     }
 }
 
+/// Host check: the data disk's volume checks clean and `gamma.vhd` still
+/// shows `base.vhd`'s pattern.
+pub fn data_disk_intact(disk: &std::path::Path) -> Result<(), String> {
+    crate::runner::check_volume(disk)?;
+    let len = ipc::workload::BASE_PATTERN_LEN;
+    let data = crate::runner::read_vhd(disk, image::datadisk::GAMMA, 0, len)?;
+    match (0..len).find(|&i| data[i as usize] != ipc::workload::base_pattern_byte(i)) {
+        None => Ok(()),
+        Some(at) => Err(format!(
+            "gamma.vhd differs from base.vhd's pattern at byte {at}"
+        )),
+    }
+}
+
 /// Every QEMU test.
 pub fn all() -> Vec<Case> {
     use ExitCode::{Failure, RootFault, Success};
@@ -619,6 +633,20 @@ pub fn all() -> Vec<Case> {
         Children,
         Kernel(Success),
     ));
+    // The data disk attached while the root ignores it: two boots on one
+    // copy (QEMU accepts the disk, the firmware still boots the CD), then the
+    // volume and base.vhd's pattern are intact.
+    table.push(
+        case(
+            "bios_smp2_data_disk",
+            machine(2, "EPYC", Bios, true),
+            "",
+            PowerOff(2),
+            Kernel(Success),
+        )
+        .then_boot("", PowerOff(2), Kernel(Success))
+        .host_check("volume and base pattern intact", data_disk_intact),
+    );
     let vmx: Vec<Case> = on_both
         .iter()
         .filter_map(|&(name, ends)| {

@@ -138,6 +138,13 @@ pub fn run_with(case: &Case, binaries: &Binaries) -> Result<Vec<Transcript>, Str
     Ok(transcripts)
 }
 
+/// `capctl vol check` of the data disk `disk`: an error with capctl's report unless clean.
+pub fn check_volume(disk: &Path) -> Result<(), String> {
+    datadisk::run_capctl(&["vol".as_ref(), "check".as_ref(), disk.as_os_str()])
+        .map(|_| ())
+        .map_err(|error| format!("{error:#}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
