@@ -50,6 +50,11 @@ pub enum DiskCommand {
         /// Block size of dynamic and differencing disks (default 2M, as Hyper-V).
         #[arg(long)]
         block_size: Option<String>,
+        /// Record only the relative parent locator (`.\NAME`), no absolute
+        /// host path: for disks that move with their parent, e.g. onto a
+        /// volume. The parent must be in the child's directory.
+        #[arg(long, requires = "parent")]
+        relative_only: bool,
     },
     /// Show a disk's type, size, allocation, identity and parent chain.
     Info {
@@ -132,12 +137,14 @@ pub fn run(cmd: DiskCommand, out: &Output) -> Result<ExitCode> {
             size,
             parent,
             block_size,
+            relative_only,
         } => create(
             &path,
             kind,
             size.as_deref(),
             parent.as_deref(),
             block_size.as_deref(),
+            relative_only,
             out,
         ),
         DiskCommand::Info { path, format } => info(&path, format, out),
@@ -195,6 +202,7 @@ fn create(
     size: Option<&str>,
     parent: Option<&Path>,
     block: Option<&str>,
+    relative_only: bool,
     out: &Output,
 ) -> Result<ExitCode> {
     let spec = |size: u64| -> Result<NewDisk> {
@@ -246,8 +254,15 @@ fn create(
             let mut locations = Vec::new();
             if absolute.parent() == Some(child_dir.as_path()) {
                 locations.push(ParentLocation::relative(&format!(".\\{name}")));
+            } else if relative_only {
+                bail!(
+                    "--relative-only needs the parent in the child's directory ({})",
+                    child_dir.display()
+                );
             }
-            locations.push(ParentLocation::absolute(&absolute.to_string_lossy()));
+            if !relative_only {
+                locations.push(ParentLocation::absolute(&absolute.to_string_lossy()));
+            }
             let disk = spec(parent_disk.size())?;
             let file = new_file(path)?;
             Vhd::create_differencing(file, &parent_disk, &name, &locations, &disk)?.size()

@@ -155,3 +155,73 @@ fn bad_input_fails_clearly() {
     let out = capctl(&["disk", "frobnicate"]);
     assert!(!out.status.success());
 }
+
+/// Whether `haystack` holds `text` in UTF-16LE (how W2ku/W2ru locators are stored).
+fn holds_utf16(haystack: &[u8], text: &str) -> bool {
+    let needle: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn relative_only_differencing_disks_record_no_host_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("base.vhd");
+    let (with, without) = (dir.path().join("abs.vhd"), dir.path().join("rel.vhd"));
+    ok(&["disk", "create", p(&base), "--size", "8M"]);
+    let data = dir.path().join("data.bin");
+    std::fs::write(&data, b"written into the parent").expect("data");
+    ok(&["disk", "write", p(&base), "-i", p(&data)]);
+    ok(&[
+        "disk",
+        "create",
+        p(&with),
+        "--type",
+        "differencing",
+        "--parent",
+        p(&base),
+    ]);
+    let args = [
+        "--type",
+        "differencing",
+        "--parent",
+        p(&base),
+        "--relative-only",
+    ];
+    ok(&[&["disk", "create", p(&without)], &args[..]].concat());
+    let host_path = std::fs::canonicalize(&base).expect("canonical");
+    let host_path = host_path.to_str().expect("utf-8");
+    assert!(holds_utf16(&std::fs::read(&with).expect("read"), host_path));
+    let rel = std::fs::read(&without).expect("read");
+    assert!(!holds_utf16(&rel, host_path));
+    assert!(holds_utf16(&rel, ".\\base.vhd"));
+
+    // Moved together, the chain still opens and reads the parent's data.
+    let moved = tempfile::tempdir().expect("tempdir");
+    for (from, to) in [(&base, "base.vhd"), (&without, "rel.vhd")] {
+        std::fs::rename(from, moved.path().join(to)).expect("move");
+    }
+    let top = moved.path().join("rel.vhd");
+    assert!(ok(&["--json", "disk", "check", p(&top)]).contains("\"ok\":true"));
+    let expected = b"written into the parent".to_vec();
+    let len = expected.len().to_string();
+    assert_eq!(
+        ok(&["disk", "read", p(&top), "--length", &len]).into_bytes(),
+        expected
+    );
+
+    // A parent elsewhere has no relative locator to record.
+    let other = tempfile::tempdir().expect("tempdir");
+    let (x, moved_base) = (other.path().join("x.vhd"), moved.path().join("base.vhd"));
+    let out = capctl(&[
+        "disk",
+        "create",
+        p(&x),
+        "--type",
+        "differencing",
+        "--parent",
+        p(&moved_base),
+        "--relative-only",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--relative-only needs"));
+}

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod bochs;
+pub mod datadisk;
 pub mod iso;
 pub mod kernel;
 pub mod launch;

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use image::launch::{self, Emulator};
 use image::qemu::{Accel, Firmware, QemuOptions};
 use image::suite::{self, SuiteOptions};
-use image::{iso, kernel, paths, prereq};
+use image::{datadisk, iso, kernel, paths, prereq};
 
 /// capvisor's host tool.
 #[derive(Parser, Debug)]
@@ -74,8 +74,16 @@ struct RunArgs {
     #[arg(long, default_value = "")]
     cmdline: String,
     /// Boot in Bochs (Intel VMX + EPT) instead of QEMU: comes with the VMX backend.
+    /// Bochs gets no data disk.
     #[arg(long)]
     bochs: bool,
+    /// Attach this raw image as the data disk (virtio-blk PCI) instead of
+    /// target/data-disk.img, which is built when missing.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["no_data_disk", "bochs"])]
+    data_disk: Option<PathBuf>,
+    /// Attach no data disk.
+    #[arg(long)]
+    no_data_disk: bool,
 }
 
 #[derive(Args, Debug)]
@@ -148,6 +156,7 @@ fn run_command(args: &RunArgs) -> Result<i32> {
             } else {
                 Firmware::Bios
             },
+            data_disk: data_disk(args)?,
             ..QemuOptions::default()
         })
     };
@@ -176,6 +185,36 @@ fn run_command(args: &RunArgs) -> Result<i32> {
     }
     eprintln!("{}", finished.outcome);
     Ok(finished.outcome.tool_status())
+}
+
+/// The data disk `cargo image run` attaches: none, the one given, or the
+/// default one (built when missing).
+fn data_disk(args: &RunArgs) -> Result<Option<PathBuf>> {
+    if args.no_data_disk {
+        return Ok(None);
+    }
+    if let Some(path) = &args.data_disk {
+        if !path.is_file() {
+            anyhow::bail!("no data disk at {}", path.display());
+        }
+        eprintln!("data disk: {}", path.display());
+        return Ok(Some(path.clone()));
+    }
+    let path = datadisk::default_path();
+    if !path.is_file() {
+        eprintln!(
+            "no data disk yet: building a fresh one ({} MiB exFAT volume `{}` of VHDs, made with capctl)",
+            datadisk::SIZE >> 20,
+            datadisk::LABEL
+        );
+    }
+    let (disk, built) = datadisk::ensure(&path)?;
+    eprintln!(
+        "data disk{}: {} (--no-data-disk to boot without it; delete it for a fresh one)",
+        if built { " built" } else { "" },
+        disk.path.display()
+    );
+    Ok(Some(disk.path))
 }
 
 fn test_command(args: TestArgs) -> Result<i32> {

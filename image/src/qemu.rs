@@ -115,6 +115,11 @@ pub struct QemuOptions {
     pub debug_exit: bool,
     /// Pass `-nic none` (otherwise QEMU adds a user-net NIC).
     pub no_nic: bool,
+    /// The data disk (a raw image) as a virtio-blk PCI disk, see
+    /// [`crate::datadisk`]. With a disk attached, the firmware boots only the
+    /// CD-ROM (`-boot order=d`): SeaBIOS would otherwise try the disk first,
+    /// and an exFAT boot sector carries the boot signature but no boot code.
+    pub data_disk: Option<PathBuf>,
     /// Further arguments, appended last.
     pub extra_args: Vec<String>,
 }
@@ -129,6 +134,7 @@ impl Default for QemuOptions {
             firmware: Firmware::Bios,
             debug_exit: true,
             no_nic: true,
+            data_disk: None,
             extra_args: Vec::new(),
         }
     }
@@ -167,6 +173,12 @@ impl QemuOptions {
         if self.no_nic {
             push(&["-nic", "none"]);
         }
+        if let Some(disk) = &self.data_disk {
+            push(&["-boot", "order=d", "-drive"]);
+            args.push(data_drive(disk));
+            let mut push = |words: &[&str]| args.extend(words.iter().map(OsString::from));
+            push(&["-device", "virtio-blk-pci,drive=data"]);
+        }
         args.extend(self.extra_args.iter().map(OsString::from));
         args
     }
@@ -192,6 +204,14 @@ fn flash_drive(unit: u32, file: &Path, readonly: bool) -> OsString {
     // QEMU's option syntax doubles commas inside values.
     spec.push("file=");
     spec.push(file.to_string_lossy().replace(',', ",,"));
+    spec
+}
+
+/// The `-drive` value of the data disk (legacy INTx interrupts left on).
+fn data_drive(file: &Path) -> OsString {
+    let mut spec = OsString::from("file=");
+    spec.push(file.to_string_lossy().replace(',', ",,"));
+    spec.push(",format=raw,if=none,id=data,cache=writeback");
     spec
 }
 
@@ -334,6 +354,30 @@ mod tests {
              -drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/code.fd \
              -drive if=pflash,format=raw,unit=1,file=/s/v,,x.fd \
              -cdrom a.iso -serial stdio -display none -no-reboot -icount shift=0"
+        );
+    }
+
+    #[test]
+    fn the_data_disk_is_a_virtio_blk_pci_drive() {
+        let options = QemuOptions {
+            data_disk: Some("/t/a,b/data-disk.img".into()),
+            extra_args: vec!["-S".into()],
+            ..QemuOptions::default()
+        };
+        let args = words(&options.args(Path::new("c.iso"), None));
+        assert_eq!(
+            args.join(" "),
+            "-accel tcg -cpu EPYC -smp 2 -m 512M -cdrom c.iso -serial stdio \
+             -display none -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04 -nic none \
+             -boot order=d \
+             -drive file=/t/a,,b/data-disk.img,format=raw,if=none,id=data,cache=writeback \
+             -device virtio-blk-pci,drive=data -S"
+        );
+        // One argument per value: the path's comma stays inside the -drive word.
+        assert_eq!(
+            args.iter().filter(|a| a.starts_with("file=")).count(),
+            1,
+            "{args:?}"
         );
     }
 

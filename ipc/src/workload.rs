@@ -185,11 +185,41 @@ impl fmt::Display for HostileTouchUnmapped {
 pub const HOSTILE_STILL_RUNNING: &str =
     "hostile: FAILED: touching unmapped memory did not stop the partition";
 
+/// Bytes at the start of the data disk's `base.vhd` that hold the
+/// [`base_pattern_byte`] pattern (the rest of the disk reads as zeros). Its
+/// differencing children `beta.vhd` and `gamma.vhd` show the same bytes until
+/// they are written.
+pub const BASE_PATTERN_LEN: u64 = 1 << 20;
+
+/// The byte at virtual-disk `offset` of the data disk's `base.vhd` (for
+/// `offset < BASE_PATTERN_LEN`): `(offset / 512 * 7 + offset % 512) as u8`,
+/// so each 512-byte sector is a ramp that starts 7 higher than the one before
+/// (a sector read from the wrong place does not match).
+pub const fn base_pattern_byte(offset: u64) -> u8 {
+    (offset / 512 * 7 + offset % 512) as u8
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
     use super::*;
     use std::string::ToString;
+
+    #[test]
+    fn base_pattern_is_a_ramp_per_sector() {
+        assert_eq!(base_pattern_byte(0), 0);
+        assert_eq!(base_pattern_byte(1), 1);
+        assert_eq!(base_pattern_byte(511), 255);
+        assert_eq!(base_pattern_byte(512), 7);
+        assert_eq!(base_pattern_byte(513), 8);
+        assert_eq!(base_pattern_byte(1024), 14);
+        assert_eq!(
+            base_pattern_byte(BASE_PATTERN_LEN - 1),
+            ((2047 * 7 + 511) % 256) as u8
+        );
+        // Neighbouring sectors differ everywhere.
+        assert!((0..512).all(|i| base_pattern_byte(i) != base_pattern_byte(512 + i)));
+    }
 
     #[test]
     fn markers_render_as_documented() {

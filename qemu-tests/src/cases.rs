@@ -4,6 +4,7 @@
 //! # Invariants
 //! Every marker comes from `ipc::markers`; no marker text is typed here.
 
+use std::fmt;
 use std::time::Duration;
 
 use image::qemu::{Firmware, QemuOptions};
@@ -265,25 +266,120 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
     out
 }
 
-/// One QEMU test.
+/// One QEMU test: one boot (the fields `cmdline` to `exit`), or several in
+/// sequence on the same data disk (the first, then [`Case::then`]), then an
+/// optional [`HostCheck`] of that disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Case {
     /// Test name (unique).
     pub name: &'static str,
-    /// The machine.
+    /// The machine (its `data_disk` is set by the runner, see [`Case::data_disk`]).
     pub machine: QemuOptions,
+    /// Kernel command line (of the first boot).
+    pub cmdline: String,
+    /// Markers, in order (of the first boot).
+    pub markers: Vec<Expectation>,
+    /// Expected exit (of the first boot).
+    pub exit: ExpectedExit,
+    /// Time limits (of each boot).
+    pub limits: Limits,
+    /// Lines that must never appear (in any boot).
+    pub forbidden: Vec<String>,
+    /// Which virtualization backend (and so which emulator) the case runs on.
+    pub backend: Backend,
+    /// Attach a data disk: the run gets its own fresh copy of the data disk
+    /// (`image::datadisk`), shared by all its boots.
+    pub data_disk: bool,
+    /// The boots after the first, in order, each on the disk the one before left.
+    pub then: Vec<Boot>,
+    /// Run on the disk image after the last boot passed.
+    pub host_check: Option<HostCheck>,
+}
+
+/// A boot after a case's first one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Boot {
     /// Kernel command line.
     pub cmdline: String,
     /// Markers, in order.
     pub markers: Vec<Expectation>,
     /// Expected exit.
     pub exit: ExpectedExit,
-    /// Time limits.
-    pub limits: Limits,
-    /// Lines that must never appear.
-    pub forbidden: Vec<String>,
-    /// Which virtualization backend (and so which emulator) the case runs on.
-    pub backend: Backend,
+}
+
+/// A check of the data disk image on the host, after the last boot of a case
+/// (e.g. with `runner::read_vhd`): `Err` fails the case with that message.
+#[derive(Clone, Copy)]
+pub struct HostCheck {
+    /// Names the check in messages (and makes checks comparable).
+    pub name: &'static str,
+    /// The check, given the path of the case's data disk image.
+    pub check: fn(&std::path::Path) -> Result<(), String>,
+}
+
+impl fmt::Debug for HostCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HostCheck({})", self.name)
+    }
+}
+
+impl PartialEq for HostCheck {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for HostCheck {}
+
+impl Case {
+    /// Every boot of the case, the first included, in order.
+    pub fn boots(&self) -> Vec<Boot> {
+        let first = Boot {
+            cmdline: self.cmdline.clone(),
+            markers: self.markers.clone(),
+            exit: self.exit,
+        };
+        std::iter::once(first).chain(self.then.clone()).collect()
+    }
+
+    /// The case with a data disk of its own attached.
+    pub fn with_data_disk(self) -> Case {
+        Case {
+            data_disk: true,
+            ..self
+        }
+    }
+
+    /// The case followed by one more boot on the same data disk (attached
+    /// by this call): kernel command line, marker script and exit, timed as
+    /// the table's rows are.
+    pub fn then_boot(self, cmdline: &str, script: Script, exit: ExpectedExit) -> Case {
+        let markers = timed_markers(script, self.machine.firmware);
+        self.then_boot_with(Boot {
+            cmdline: cmdline.to_owned(),
+            markers,
+            exit,
+        })
+    }
+
+    /// The case followed by `boot` on the same data disk (attached by this call).
+    pub fn then_boot_with(mut self, boot: Boot) -> Case {
+        self.then.push(boot);
+        self.with_data_disk()
+    }
+
+    /// The case with `check` run on its data disk (attached by this call)
+    /// after the last boot; `name` names it in failures.
+    pub fn host_check(
+        self,
+        name: &'static str,
+        check: fn(&std::path::Path) -> Result<(), String>,
+    ) -> Case {
+        Case {
+            host_check: Some(HostCheck { name, check }),
+            ..self.with_data_disk()
+        }
+    }
 }
 
 /// The backend column of the case table.
@@ -343,12 +439,16 @@ pub fn on_vmx(case: &Case, ends: ExitCode) -> Case {
         limits: BOCHS_LIMITS,
         forbidden: case.forbidden.clone(),
         backend: Backend::Vmx,
+        // Bochs attaches no data disk: the runner refuses such a case.
+        data_disk: case.data_disk,
+        then: case.then.clone(),
+        host_check: case.host_check,
     }
 }
 
 /// The machine of a case: processors, CPU model, firmware, and whether
 /// `isa-debug-exit` (plus `-nic none`) is attached as by `cargo image run`.
-fn machine(smp: u32, cpu: &str, firmware: Firmware, managed: bool) -> QemuOptions {
+pub fn machine(smp: u32, cpu: &str, firmware: Firmware, managed: bool) -> QemuOptions {
     QemuOptions {
         smp,
         cpu: cpu.to_owned(),
@@ -417,20 +517,15 @@ pub fn markers(script: Script) -> Vec<String> {
     }
 }
 
-/// Builds a case from one table row.
-fn case(
-    name: &'static str,
-    machine: QemuOptions,
-    cmdline: &str,
-    script: Script,
-    exit: ExpectedExit,
-) -> Case {
-    let first = if machine.firmware == Firmware::Uefi {
+/// The expectations of `script` booted under `firmware`: the first marker
+/// waits for the firmware and the boot, each other one [`NEXT_LINE`].
+pub fn timed_markers(script: Script, firmware: Firmware) -> Vec<Expectation> {
+    let first = if firmware == Firmware::Uefi {
         FIRST_LINE_UEFI
     } else {
         FIRST_LINE_BIOS
     };
-    let markers = markers_with_order(script)
+    markers_with_order(script)
         .into_iter()
         .enumerate()
         .map(|(i, (marker, unordered))| {
@@ -441,7 +536,19 @@ fn case(
                 Expectation::new(marker, timeout)
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Builds a case from one table row (one boot, no data disk: chain
+/// [`Case::then_boot`], [`Case::host_check`] or [`Case::with_data_disk`] for more).
+pub fn case(
+    name: &'static str,
+    machine: QemuOptions,
+    cmdline: &str,
+    script: Script,
+    exit: ExpectedExit,
+) -> Case {
+    let markers = timed_markers(script, machine.firmware);
     Case {
         name,
         machine,
@@ -451,6 +558,23 @@ fn case(
         limits: LIMITS,
         forbidden: FORBIDDEN.iter().map(|f| f.to_string()).collect(),
         backend: Backend::Svm,
+        data_disk: false,
+        then: Vec::new(),
+        host_check: None,
+    }
+}
+
+/// Host check: the data disk's volume checks clean and `gamma.vhd` still
+/// shows `base.vhd`'s pattern.
+pub fn data_disk_intact(disk: &std::path::Path) -> Result<(), String> {
+    crate::runner::check_volume(disk)?;
+    let len = ipc::workload::BASE_PATTERN_LEN;
+    let data = crate::runner::read_vhd(disk, image::datadisk::GAMMA, 0, len)?;
+    match (0..len).find(|&i| data[i as usize] != ipc::workload::base_pattern_byte(i)) {
+        None => Ok(()),
+        Some(at) => Err(format!(
+            "gamma.vhd differs from base.vhd's pattern at byte {at}"
+        )),
     }
 }
 
@@ -509,6 +633,20 @@ pub fn all() -> Vec<Case> {
         Children,
         Kernel(Success),
     ));
+    // The data disk attached while the root ignores it: two boots on one
+    // copy (QEMU accepts the disk, the firmware still boots the CD), then the
+    // volume and base.vhd's pattern are intact.
+    table.push(
+        case(
+            "bios_smp2_data_disk",
+            machine(2, "EPYC", Bios, true),
+            "",
+            PowerOff(2),
+            Kernel(Success),
+        )
+        .then_boot("", PowerOff(2), Kernel(Success))
+        .host_check("volume and base pattern intact", data_disk_intact),
+    );
     let vmx: Vec<Case> = on_both
         .iter()
         .filter_map(|&(name, ends)| {
@@ -541,6 +679,67 @@ mod tests {
                 "{}: nextest would kill it",
                 case.name
             );
+        }
+    }
+
+    fn no_check(_: &std::path::Path) -> Result<(), String> {
+        Ok(())
+    }
+
+    #[test]
+    fn multi_boot_cases_chain_boots_on_one_data_disk() {
+        let m = machine(2, "EPYC", Firmware::Bios, true);
+        let single = case(
+            "one",
+            m.clone(),
+            "",
+            Script::PowerOff(2),
+            ExpectedExit::Status(0),
+        );
+        assert!(!single.data_disk && single.then.is_empty() && single.host_check.is_none());
+        assert_eq!(single.boots().len(), 1);
+        assert!(single.clone().with_data_disk().data_disk);
+
+        let multi = case(
+            "two",
+            m,
+            "a=1",
+            Script::PowerOff(2),
+            ExpectedExit::Status(0),
+        )
+        .then_boot(
+            "a=2",
+            Script::PowerOff(2),
+            ExpectedExit::Kernel(ExitCode::Success),
+        )
+        .host_check("nothing", no_check);
+        assert!(multi.data_disk);
+        let boots = multi.boots();
+        assert_eq!(
+            boots.iter().map(|b| b.cmdline.as_str()).collect::<Vec<_>>(),
+            ["a=1", "a=2"]
+        );
+        assert_eq!(boots[1].markers, single.markers);
+        assert_eq!(boots[1].exit, ExpectedExit::Kernel(ExitCode::Success));
+        assert_eq!(
+            format!("{:?}", multi.host_check),
+            "Some(HostCheck(nothing))"
+        );
+        // The machine's own disk is the runner's business, per run.
+        assert_eq!(multi.machine.data_disk, None);
+    }
+
+    #[test]
+    fn no_bochs_case_asks_for_a_data_disk() {
+        for case in all() {
+            if case.backend == Backend::Vmx {
+                assert!(
+                    !case.data_disk,
+                    "{}: Bochs attaches no data disk",
+                    case.name
+                );
+            }
+            assert!(case.machine.data_disk.is_none(), "{}", case.name);
         }
     }
 

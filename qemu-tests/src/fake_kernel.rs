@@ -5,13 +5,18 @@
 //! The kernel is a 32-bit ELF loaded at 1 MiB: a multiboot2 header, then code
 //! that writes a message to COM1 and an exit code to `isa-debug-exit`.
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use image::datadisk;
 use image::kernel::Binaries;
 use image::qemu::{Firmware, QemuOptions};
 use ipc::exit::{DEBUG_EXIT_PORT, ExitCode};
+use ipc::workload::base_pattern_byte;
 
-use crate::cases::Case;
+use crate::cases::{Boot, Case};
 use crate::harness::{Expectation, ExpectedExit, Limits};
 use crate::runner;
 
@@ -88,31 +93,39 @@ pub fn elf(message: &str, code: ExitCode) -> Vec<u8> {
     image
 }
 
-fn boot(firmware: Firmware, code: ExitCode, first_line: Duration) -> Result<(), String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let kernel = dir.path().join("fake-kernel");
-    let module = dir.path().join("module");
+/// The fake kernel and a module, written into `dir`.
+fn fake_binaries(dir: &Path, code: ExitCode) -> Result<Binaries, String> {
+    let kernel = dir.join("fake-kernel");
+    let module = dir.join("module");
     std::fs::write(&kernel, elf("fake kernel up\nfake kernel done\n", code))
         .and_then(|()| std::fs::write(&module, b"not an ELF, never run"))
         .map_err(|e| e.to_string())?;
-    let binaries = Binaries {
+    Ok(Binaries {
         microkernel: kernel,
         root_partition: module.clone(),
         child_runtime: module.clone(),
         boot_config: module,
-    };
-    let case = Case {
-        name: "fake_kernel",
+    })
+}
+
+fn fake_markers(first_line: Duration) -> Vec<Expectation> {
+    vec![
+        Expectation::new("fake kernel up", first_line),
+        Expectation::new("fake kernel done", Duration::from_secs(30)),
+    ]
+}
+
+/// A one-boot case of the fake kernel exiting with `code`.
+fn fake_case(name: &'static str, firmware: Firmware, code: ExitCode, first_line: Duration) -> Case {
+    Case {
+        name,
         machine: QemuOptions {
             smp: 1,
             firmware,
             ..QemuOptions::default()
         },
         cmdline: "fake=1".to_owned(),
-        markers: vec![
-            Expectation::new("fake kernel up", first_line),
-            Expectation::new("fake kernel done", Duration::from_secs(30)),
-        ],
+        markers: fake_markers(first_line),
         exit: ExpectedExit::Kernel(code),
         limits: Limits {
             overall: Duration::from_secs(200),
@@ -120,8 +133,19 @@ fn boot(firmware: Firmware, code: ExitCode, first_line: Duration) -> Result<(), 
         },
         forbidden: Vec::new(),
         backend: crate::cases::Backend::Svm,
-    };
-    runner::run_with(&case, &binaries).map(|transcript| {
+        data_disk: false,
+        then: Vec::new(),
+        host_check: None,
+    }
+}
+
+fn boot(firmware: Firmware, code: ExitCode, first_line: Duration) -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let binaries = fake_binaries(dir.path(), code)?;
+    let case = fake_case("fake_kernel", firmware, code, first_line);
+    runner::run_with(&case, &binaries).map(|transcripts| {
+        assert_eq!(transcripts.len(), 1);
+        let transcript = &transcripts[0];
         eprintln!("serial log:\n{}", transcript.serial.join("\n"));
         // GRUB stays off the serial port: the kernel's line comes first under BIOS.
         if firmware == Firmware::Bios {
@@ -131,6 +155,110 @@ fn boot(firmware: Firmware, code: ExitCode, first_line: Duration) -> Result<(), 
             );
         }
     })
+}
+
+/// The disks the multi-boot test's host check was given.
+static CHECKED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Reads `base.vhd`'s pattern back through `beta.vhd` (via capctl) and notes the disk.
+fn pattern_through_beta(disk: &Path) -> Result<(), String> {
+    CHECKED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(disk.to_path_buf());
+    let got = runner::read_vhd(disk, datadisk::BETA, 512, 1024)?;
+    let want: Vec<u8> = (512..1536).map(base_pattern_byte).collect();
+    if got == want {
+        Ok(())
+    } else {
+        Err("beta.vhd does not show base.vhd's pattern".to_owned())
+    }
+}
+
+#[test]
+fn two_boots_share_a_private_data_disk_then_the_host_check_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let binaries = fake_binaries(dir.path(), ExitCode::Success).expect("binaries");
+    let case = fake_case(
+        "fake_two_boots",
+        Firmware::Bios,
+        ExitCode::Success,
+        Duration::from_secs(60),
+    )
+    .then_boot_with(Boot {
+        cmdline: "fake=2".to_owned(),
+        markers: fake_markers(Duration::from_secs(60)),
+        exit: ExpectedExit::Kernel(ExitCode::Success),
+    })
+    .host_check("pattern through beta", pattern_through_beta);
+    assert!(case.data_disk);
+    let transcripts = runner::run_with(&case, &binaries).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(transcripts.len(), 2);
+    for transcript in &transcripts {
+        assert!(transcript.serial.iter().any(|l| l == "fake kernel done"));
+    }
+    let checked = CHECKED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    assert_eq!(checked.len(), 1, "{checked:?}");
+    // The run's own copy, in its scratch directory (gone with it), not the master.
+    let master = runner::data_disk_master().expect("master");
+    assert_ne!(checked[0], master);
+    assert!(master.is_file());
+    let scratch = checked[0].parent().and_then(Path::file_name);
+    let scratch = scratch.map(|n| n.to_string_lossy().into_owned());
+    assert!(
+        scratch.is_some_and(|n| n.starts_with("capvisor-fake_two_boots-")),
+        "{checked:?}"
+    );
+    assert!(
+        !checked[0].exists(),
+        "the scratch directory outlived the run"
+    );
+}
+
+/// Counts calls of [`never_reached`].
+static REACHED: AtomicUsize = AtomicUsize::new(0);
+
+fn never_reached(_: &Path) -> Result<(), String> {
+    REACHED.fetch_add(1, Ordering::SeqCst);
+    Err("ran after a failed boot".to_owned())
+}
+
+#[test]
+fn a_failed_boot_stops_the_case_before_later_boots_and_the_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The kernel exits with Failure; the first boot expects Success.
+    let binaries = fake_binaries(dir.path(), ExitCode::Failure).expect("binaries");
+    let case = fake_case(
+        "fake_fails_first",
+        Firmware::Bios,
+        ExitCode::Success,
+        Duration::from_secs(60),
+    )
+    .then_boot_with(Boot {
+        cmdline: String::new(),
+        markers: fake_markers(Duration::from_secs(60)),
+        exit: ExpectedExit::Kernel(ExitCode::Failure),
+    })
+    .host_check("never reached", never_reached);
+    let error = runner::run_with(&case, &binaries).expect_err("boot 1 must fail");
+    assert!(error.contains("(boot 1 of 2)"), "{error}");
+    assert!(error.contains("-drive file="), "{error}");
+    assert_eq!(REACHED.load(Ordering::SeqCst), 0);
+
+    // Both boots pass, the check fails: the case fails naming the check.
+    let case = Case {
+        exit: ExpectedExit::Kernel(ExitCode::Failure),
+        ..case
+    };
+    let error = runner::run_with(&case, &binaries).expect_err("the check fails");
+    assert!(
+        error.contains("host check never reached") && error.contains("ran after a failed boot"),
+        "{error}"
+    );
+    assert_eq!(REACHED.load(Ordering::SeqCst), 1);
 }
 
 #[test]

@@ -1,10 +1,14 @@
-//! Running one case: build (or reuse) the kernel binaries, make the case's ISO
-//! in its own temporary directory, boot it in QEMU under the harness.
+//! Running one case: build (or reuse) the kernel binaries, make each boot's
+//! ISO in the case's own temporary directory, boot them in QEMU in turn under
+//! the harness (on the case's own copy of the data disk, if it has one), then
+//! run the case's host check on that disk.
 
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use image::datadisk;
 use image::kernel::{self, Binaries};
-use image::{iso, prereq, process};
+use image::{iso, paths, prereq, process};
 
 use crate::cases::{Backend, Case};
 use crate::harness::{self, Transcript};
@@ -18,8 +22,39 @@ pub fn binaries() -> Result<Binaries, String> {
         .clone()
 }
 
+/// The master data disk, built once per process (`target/qemu-tests/data-disk.img`,
+/// replaced atomically, so parallel test processes never see half of one).
+/// Cases never boot it: each gets a copy ([`data_disk_copy`]).
+pub fn data_disk_master() -> Result<PathBuf, String> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let path = paths::target_dir().join("qemu-tests").join("data-disk.img");
+            datadisk::build(&path)
+                .map(|disk| disk.path)
+                .map_err(|error| format!("could not build the data disk: {error:#}"))
+        })
+        .clone()
+}
+
+/// A fresh copy of the master data disk in `dir` (sparse), for one case run.
+pub fn data_disk_copy(dir: &Path) -> Result<PathBuf, String> {
+    let master = data_disk_master()?;
+    let copy = dir.join("data-disk.img");
+    datadisk::sparse_copy(&master, &copy)
+        .map_err(|error| format!("could not copy the data disk: {error:#}"))?;
+    Ok(copy)
+}
+
+/// Reads `len` bytes at virtual offset `offset` of VHD file `vhd` (e.g.
+/// `image::datadisk::ALPHA`) on the data disk `disk`, through the capctl
+/// binary (`capctl vol get`, then `capctl disk read`): for host checks.
+pub fn read_vhd(disk: &Path, vhd: &str, offset: u64, len: u64) -> Result<Vec<u8>, String> {
+    datadisk::read_vhd(disk, vhd, offset, len).map_err(|error| format!("{error:#}"))
+}
+
 /// Runs `case` against freshly built kernel binaries.
-pub fn run(case: &Case) -> Result<Transcript, String> {
+pub fn run(case: &Case) -> Result<Vec<Transcript>, String> {
     let missing = prereq::missing(prereq::IMAGE_PACKAGES);
     if !missing.is_empty() {
         return Err(format!(
@@ -30,36 +65,132 @@ pub fn run(case: &Case) -> Result<Transcript, String> {
     run_with(case, &binaries()?)
 }
 
-/// Runs `case` booting `binaries`.
-pub fn run_with(case: &Case, binaries: &Binaries) -> Result<Transcript, String> {
+/// Runs `case` booting `binaries`: one transcript per boot.
+pub fn run_with(case: &Case, binaries: &Binaries) -> Result<Vec<Transcript>, String> {
     let scratch = tempfile::Builder::new()
         .prefix(&format!("capvisor-{}-", case.name))
         .tempdir()
         .map_err(|error| format!("could not create a scratch directory: {error}"))?;
-    let iso_path = scratch.path().join("capvisor.iso");
-    iso::make(binaries, &case.cmdline, &iso_path).map_err(|error| format!("{error:#}"))?;
-    let cmd = match case.backend {
-        Backend::Svm => case.machine.command(&iso_path, scratch.path()),
-        Backend::Vmx => BochsOptions {
-            cpus: case.machine.smp,
-            ..BochsOptions::default()
+    let mut machine = case.machine.clone();
+    if case.data_disk {
+        if case.backend == Backend::Vmx {
+            return Err(format!(
+                "case {}: Bochs (VMX) cannot attach the data disk yet",
+                case.name
+            ));
         }
-        .command(&iso_path, scratch.path()),
+        machine.data_disk = Some(data_disk_copy(scratch.path())?);
     }
-    .map_err(|error| format!("{error:#}"))?;
-    let shown = process::display(&cmd);
-    let transcript = harness::run(cmd, &case.markers, case.exit, case.limits)
-        .map_err(|failure| format!("case {} failed\ncommand: {shown}\n{failure}", case.name))?;
-    if let Some(line) = transcript
-        .serial
-        .iter()
-        .find(|line| case.forbidden.iter().any(|f| line.contains(f.as_str())))
-    {
-        return Err(format!(
-            "case {} failed\ncommand: {shown}\na forbidden line appeared: {line:?}\n--- serial ---\n{}",
-            case.name,
-            transcript.serial.join("\n")
-        ));
+    let boots = case.boots();
+    let mut transcripts = Vec::new();
+    for (index, boot) in boots.iter().enumerate() {
+        let which = if boots.len() > 1 {
+            format!(
+                "case {} failed (boot {} of {})",
+                case.name,
+                index + 1,
+                boots.len()
+            )
+        } else {
+            format!("case {} failed", case.name)
+        };
+        let iso_path = scratch.path().join(format!("capvisor-{}.iso", index + 1));
+        iso::make(binaries, &boot.cmdline, &iso_path)
+            .map_err(|error| format!("{which}\n{error:#}"))?;
+        let cmd = match case.backend {
+            Backend::Svm => machine.command(&iso_path, scratch.path()),
+            Backend::Vmx => BochsOptions {
+                cpus: machine.smp,
+                ..BochsOptions::default()
+            }
+            .command(&iso_path, scratch.path()),
+        }
+        .map_err(|error| format!("{error:#}"))?;
+        let shown = process::display(&cmd);
+        let transcript = harness::run(cmd, &boot.markers, boot.exit, case.limits)
+            .map_err(|failure| format!("{which}\ncommand: {shown}\n{failure}"))?;
+        if let Some(line) = transcript
+            .serial
+            .iter()
+            .find(|line| case.forbidden.iter().any(|f| line.contains(f.as_str())))
+        {
+            return Err(format!(
+                "{which}\ncommand: {shown}\na forbidden line appeared: {line:?}\n--- serial ---\n{}",
+                transcript.serial.join("\n")
+            ));
+        }
+        transcripts.push(transcript);
     }
-    Ok(transcript)
+    if let Some(check) = case.host_check {
+        let disk = machine.data_disk.as_deref().ok_or_else(|| {
+            format!(
+                "case {}: host check {} without a data disk",
+                case.name, check.name
+            )
+        })?;
+        (check.check)(disk).map_err(|error| {
+            format!(
+                "case {} failed: host check {} of the data disk after the last boot: {error}",
+                case.name, check.name
+            )
+        })?;
+    }
+    Ok(transcripts)
+}
+
+/// `capctl vol check` of the data disk `disk`: an error with capctl's report unless clean.
+pub fn check_volume(disk: &Path) -> Result<(), String> {
+    datadisk::run_capctl(&["vol".as_ref(), "check".as_ref(), disk.as_os_str()])
+        .map(|_| ())
+        .map_err(|error| format!("{error:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cases::{Script, case, machine, on_vmx};
+    use crate::harness::ExpectedExit;
+    use image::qemu::Firmware;
+    use ipc::exit::ExitCode;
+
+    #[test]
+    fn bochs_cases_cannot_have_a_data_disk() {
+        let svm = case(
+            "disk",
+            machine(1, "EPYC", Firmware::Bios, true),
+            "",
+            Script::PowerOff(1),
+            ExpectedExit::Kernel(ExitCode::Success),
+        )
+        .with_data_disk();
+        let binaries = kernel::binaries();
+        let error = run_with(&on_vmx(&svm, ExitCode::Success), &binaries)
+            .expect_err("Bochs has no virtio-blk");
+        assert!(error.contains("cannot attach the data disk"), "{error}");
+    }
+
+    #[test]
+    fn each_copy_is_fresh_and_sparse() {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (
+            tempfile::tempdir().expect("a"),
+            tempfile::tempdir().expect("b"),
+        );
+        let first = data_disk_copy(a.path()).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&first, b"scribbled").expect("scribble");
+        let second = data_disk_copy(b.path()).unwrap_or_else(|e| panic!("{e}"));
+        let meta = std::fs::metadata(&second).expect("meta");
+        assert_eq!(meta.len(), datadisk::SIZE);
+        assert!(
+            meta.blocks() * 512 < 96 << 20,
+            "{} bytes",
+            meta.blocks() * 512
+        );
+        let data = read_vhd(&second, datadisk::BASE, 0, 4096).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            data.iter()
+                .enumerate()
+                .all(|(i, &b)| b == ipc::workload::base_pattern_byte(i as u64))
+        );
+    }
 }
