@@ -17,7 +17,7 @@ pub const DISK: &str = "disk";
 pub mod mode {
     /// Write the pattern on LUN 0, flush, read it back and verify; also
     /// read the sectors just past it and report whether they hold the
-    /// base disk's pattern ([`super::BASE_SEED`]).
+    /// base disk's pattern ([`crate::workload::base_pattern_byte`]).
     pub const WRITE_VERIFY: u64 = 1;
     /// Only read and verify the pattern on LUN 0 (after a reboot).
     pub const VERIFY: u64 = 2;
@@ -29,11 +29,6 @@ pub mod mode {
     /// Sequential and random reads of LUN 0, timed.
     pub const BENCH: u64 = 5;
 }
-
-/// Seed of the pattern in the first MiB of `base.vhd` on the data disk.
-pub const BASE_SEED: u64 = 0xba5e;
-/// Bytes of `base.vhd` that hold the base pattern.
-pub const BASE_PATTERN_BYTES: u64 = 1 << 20;
 
 /// Byte `offset` of the pattern with `seed` (a 64-bit mix of both, so a
 /// shifted, stale or foreign sector never matches).
@@ -62,6 +57,8 @@ pub fn pattern_mismatch(seed: u64, offset: u64, buf: &[u8]) -> Option<u64> {
         .map(|(i, _)| offset + i as u64)
 }
 
+/// The disk the benchmark reads (a fixed VHD on the data volume).
+pub const BENCH_FILE: &str = "bench.vhd";
 /// Sequential part of the benchmark: bytes read from LBA 0.
 pub const BENCH_SEQUENTIAL_BYTES: u64 = 8 << 20;
 /// Request size of the sequential part.
@@ -267,7 +264,7 @@ mod tests {
             "a shifted sector matched"
         );
         let zeros = [0u8; 512];
-        assert!(pattern_mismatch(BASE_SEED, 0, &zeros).is_some());
+        assert!(pattern_mismatch(0, 0, &zeros).is_some());
     }
 
     #[test]

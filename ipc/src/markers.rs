@@ -264,6 +264,9 @@ impl fmt::Display for DirtyLogCleared<'_> {
 /// Kernel command-line word that makes the root partition measure the
 /// null-hypercall round trip (`cargo image bench`).
 pub const BENCH_HYPERCALL: &str = "bench=hypercall";
+/// Command-line word: after the scenario, the root reads
+/// [`crate::disk::BENCH_FILE`] directly, as the child did over VMBus.
+pub const BENCH_STORAGE: &str = "bench=storage";
 
 /// `bench: null hypercall round trip: N instructions (guest view, min of B batches of C)`:
 /// time-stamp-counter ticks per call, which under QEMU `-icount shift=0`

@@ -3,9 +3,10 @@
 //! takes through its interrupt capability (bound to [`VECTOR`]).
 //!
 //! Each request is queued, the device notified, and the root sleeps in HLT
-//! until the device's interrupt says a request completed; it then reads the
-//! device's interrupt status (which lowers the line) and acknowledges the
-//! line to the microkernel (which unmasks it).
+//! until the device's interrupt says a request completed; it then
+//! acknowledges the line to the microkernel (which unmasks it) and reads
+//! the device's interrupt status (which lowers the line), in that order
+//! (see [`Disk::take_interrupts`]).
 //!
 //! # Invariants
 //! - Buffers handed to the device lie in the identity map; a caller's
@@ -133,16 +134,24 @@ impl Disk {
         self.stats
     }
 
-    /// Takes the device interrupts that arrived since the last call: reads
-    /// the device's status (which lowers the line), then acknowledges the
-    /// line to the microkernel (which unmasks it).
+    /// Takes the device interrupts that arrived since the last call:
+    /// acknowledges the line to the microkernel (which unmasks it), then
+    /// reads the device's status (which lowers the line).
+    ///
+    /// The order matters: the microkernel programs ISA lines edge-triggered,
+    /// and an I/O APIC ignores an edge on a masked line. Were the status
+    /// read first, a completion between the read and the unmask would
+    /// raise the line unseen and leave it high, and no later completion
+    /// could make another edge. Read after the unmask, the line is low
+    /// again and every later completion makes an edge the root receives;
+    /// completions before the read are found in the used ring by the caller.
     fn take_interrupts(&mut self) {
         let now = INTERRUPTS.load(Ordering::Acquire);
         if now != self.taken {
             self.stats.interrupts += now.wrapping_sub(self.taken);
             self.taken = now;
-            let _ = self.blk.ack_interrupt();
             let _ = partition_rt::hypercall(&Call::Acknowledge { slot: self.line });
+            let _ = self.blk.ack_interrupt();
         }
     }
 

@@ -201,21 +201,23 @@ fn position(children: &[Option<Child>], name: Name) -> Result<usize, Failure> {
 /// `after` requests; fails if the child stops first.
 fn wait_served(children: &[Option<Child>], index: usize, after: u64) -> Result<(), Failure> {
     let child = children[index].ok_or(Failure::Missing("child"))?;
-    let mut stopped = false;
-    wait_serving(|| {
+    // Not `wait_serving`: its final drain would not end while a busy
+    // child keeps its controller full.
+    loop {
         if crate::vmbus::storage_served(index) >= after {
-            return true;
+            return Ok(());
         }
-        stopped = matches!(
+        let stopped = matches!(
             hypercall(&Call::PartitionStatus { partition: child.partition }),
             Ok(s) if s[0] == run_state::STOPPED
         );
-        stopped
-    });
-    if stopped && crate::vmbus::storage_served(index) < after {
-        return Err(Failure::Check("child stopped before its disk requests"));
+        if stopped {
+            return Err(Failure::Check("child stopped before its disk requests"));
+        }
+        if crate::vmbus::service_all() == 0 {
+            let _ = hypercall(&Call::Yield);
+        }
     }
-    Ok(())
 }
 
 fn find(children: &[Option<Child>], name: Name) -> Result<Child, Failure> {

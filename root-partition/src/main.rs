@@ -127,6 +127,12 @@ mod entry {
                 "root partition: no scenario {scenario_name:?} in the boot configuration: {e:?}"
             ),
         }
+        if info.has_flag(markers::BENCH_STORAGE) {
+            match crate::storage::bench_direct(ipc::disk::BENCH_FILE) {
+                Ok(result) => println!("{result}"),
+                Err(e) => println!("root partition: storage benchmark: {e}"),
+            }
+        }
         println!("{}", markers::ROOT_POWER_OFF);
         arch::power_off()
     }

@@ -338,6 +338,8 @@ pub fn drain(index: usize) {
 }
 
 /// Why a disk could not be attached or removed.
+// The fields are read through `Debug` when the failure is printed.
+#[allow(dead_code)]
 #[derive(Debug)]
 pub enum DiskError {
     /// No such child bus.

@@ -10,12 +10,13 @@ use alloc::vec::Vec;
 
 use ipc::child::ChildBootInfo;
 use ipc::disk::{
-    BASE_PATTERN_BYTES, BASE_SEED, BENCH_RANDOM_READS, BENCH_SEQUENTIAL_BYTES,
-    BENCH_SEQUENTIAL_REQUEST, BaseSeen, BenchResult, ClientCounts, DiskVerified, FOUND, HotRemoved,
-    LunSeen, STORAGE_HOSTILE_CHECKS, StorageHostileCheck, StorageHostileSummary, WROTE,
-    bench_random_offset, fill_pattern, mode, pattern_mismatch,
+    BENCH_RANDOM_READS, BENCH_SEQUENTIAL_BYTES, BENCH_SEQUENTIAL_REQUEST, BaseSeen, BenchResult,
+    ClientCounts, DiskVerified, FOUND, HotRemoved, LunSeen, STORAGE_HOSTILE_CHECKS,
+    StorageHostileCheck, StorageHostileSummary, WROTE, bench_random_offset, fill_pattern, mode,
+    pattern_mismatch,
 };
 use ipc::vmbus::storage::{Op, Request, SECTOR_BYTES, Status};
+use ipc::workload::{BASE_PATTERN_LEN, base_pattern_byte};
 use partition_rt::SharedRingMemory;
 use partition_rt::println;
 use vsc::storage::{StorageClient, StorageClientError, StorageEvent};
@@ -40,7 +41,6 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         println!("disk: no storage controller: {e:?}");
         partition_rt::halt_forever()
     }
-    println!("disk: storage controller open");
     let [which, seed, lba, sectors] = info.args;
     let result = storage::with(|c| match which {
         mode::WRITE_VERIFY => write_verify(c, seed, lba, sectors),
@@ -122,9 +122,14 @@ fn write_verify(
     // The sectors just past the pattern: the base disk's data if this is a
     // differencing disk over `base.vhd` and they lie in its pattern.
     let next = lba + sectors;
-    if (next + 8) * SECTOR <= BASE_PATTERN_BYTES {
-        let base = check_pattern(c, 0, BASE_SEED, next, 8)?;
-        println!("{}", BaseSeen(base.is_none()));
+    if (next + 8) * SECTOR <= BASE_PATTERN_LEN {
+        let mut data = [0u8; 8 * SECTOR as usize];
+        c.read(0, next, &mut data, storage::signal, wait, WAIT_PATIENCE)?;
+        let base = data
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == base_pattern_byte(next * SECTOR + i as u64));
+        println!("{}", BaseSeen(base));
     }
     Ok(())
 }
@@ -239,16 +244,16 @@ fn hotplug(c: &mut Client, seed: u64, lba: u64, sectors: u64) -> Result<(), Stor
         }
     }
     println!("{report}");
-    // The root adds the same disk back: the flushed data is there.
-    let again = await_lun(c, 1)?;
+    // The root adds the same disk back as LUN 2: the flushed data is there.
+    let again = await_lun(c, 2)?;
     println!(
         "{}",
         LunSeen {
-            lun: 1,
+            lun: 2,
             sectors: again
         }
     );
-    verify(c, 1, seed, lba, sectors, FOUND)
+    verify(c, 2, seed, lba, sectors, FOUND)
 }
 
 fn status_name(result: &Result<ipc::vmbus::storage::Completion, StorageClientError>) -> Status {
