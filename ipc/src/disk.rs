@@ -189,6 +189,21 @@ impl fmt::Display for HotRemoved {
     }
 }
 
+/// `disk: hot remove: every in-flight request ended cleanly: yes|no`
+/// (some were in flight, each completed or failed `Removed`/`NoSuchLun`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HotRemoveClean(pub bool);
+
+impl fmt::Display for HotRemoveClean {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let answer = if self.0 { "yes" } else { "no" };
+        write!(
+            f,
+            "disk: hot remove: every in-flight request ended cleanly: {answer}"
+        )
+    }
+}
+
 /// One check of the hostile mode: `disk hostile: NAME: answered STATUS (PASS|FAIL)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StorageHostileCheck<'a> {

@@ -71,7 +71,50 @@ pub enum Script {
     VmbusHostile,
     /// The root takes RTC interrupts (GSI 8) through its interrupt capability.
     DeviceInterrupt,
+    /// Scenario `disks`: d1 (dynamic VHD), beta and gamma (differencing
+    /// disks over one parent) write, flush and read back their patterns.
+    Disks,
+    /// Scenario `hotplug`: a LUN hot-added, used, hot-removed under load,
+    /// and its flushed data found when the file comes back as LUN 2.
+    Hotplug,
+    /// Scenario `baddisk`: every malformed request of evil is refused; good works.
+    BadDisk,
+    /// Scenario `persist`: p writes and flushes its pattern, the node powers off.
+    Persist,
+    /// Scenario `verify` (the next boot): p finds the pattern.
+    Persisted,
 }
+
+/// A child's console line as the root prints it.
+fn child_line(child: &str, line: impl ToString) -> (String, bool) {
+    any_order(ChildConsoleLine {
+        child,
+        line: &line.to_string(),
+    })
+}
+
+fn lun(child: &str, lun: u8, file: &str, sectors: u64, hot: bool) -> (String, bool) {
+    any_order(ipc::markers::LunAttached {
+        child,
+        lun,
+        file,
+        sectors,
+        hot,
+    })
+}
+
+fn verified(action: &'static str, sectors: u64, lba: u64) -> ipc::disk::DiskVerified {
+    ipc::disk::DiskVerified {
+        action,
+        sectors,
+        lba,
+        mismatch: None,
+    }
+}
+
+/// Sectors of a 32 MiB and a 16 MiB disk.
+const SECTORS_32M: u64 = 65536;
+const SECTORS_16M: u64 = 32768;
 
 /// Lines each child of scenario `vmbus` prints.
 const VMBUS_LINES: u64 = 10_000;
@@ -172,6 +215,72 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
                 }),
             ]);
         }
+        Script::Disks => {
+            use ipc::disk::{BaseSeen, WROTE};
+            out.extend([
+                lun("d1", 0, "alpha.vhd", SECTORS_32M, false),
+                lun("beta", 0, "beta.vhd", SECTORS_32M, false),
+                lun("gamma", 0, "gamma.vhd", SECTORS_32M, false),
+                child_line("d1", verified(WROTE, 1024, 4096)),
+                child_line("beta", verified(WROTE, 256, 1024)),
+                child_line("beta", BaseSeen(true)),
+                child_line("gamma", verified(WROTE, 256, 1024)),
+                child_line("gamma", BaseSeen(true)),
+                any_order(ended("d1")),
+                any_order(ended("beta")),
+                any_order(ended("gamma")),
+            ]);
+        }
+        Script::Hotplug => {
+            use ipc::disk::{FOUND, HotRemoveClean, LunSeen, WROTE};
+            out.extend([
+                lun("h", 0, "alpha.vhd", SECTORS_32M, false),
+                child_line("h", verified(WROTE, 16, 0)),
+                lun("h", 1, "extra.vhd", SECTORS_16M, true),
+                child_line(
+                    "h",
+                    LunSeen {
+                        lun: 1,
+                        sectors: SECTORS_16M,
+                    },
+                ),
+                child_line("h", verified(WROTE, 256, 64)),
+                any_order("root: h LUN 1 (extra.vhd) hot-removed after"),
+                child_line("h", HotRemoveClean(true)),
+                lun("h", 2, "extra.vhd", SECTORS_16M, true),
+                child_line(
+                    "h",
+                    LunSeen {
+                        lun: 2,
+                        sectors: SECTORS_16M,
+                    },
+                ),
+                child_line("h", verified(FOUND, 256, 64)),
+                any_order(ended("h")),
+            ]);
+        }
+        Script::BadDisk => {
+            use ipc::disk::{STORAGE_HOSTILE_CHECKS, StorageHostileSummary, WROTE};
+            out.extend([
+                child_line(
+                    "evil",
+                    StorageHostileSummary {
+                        passed: STORAGE_HOSTILE_CHECKS,
+                    },
+                ),
+                child_line("good", verified(WROTE, 512, 2048)),
+                any_order(ended("evil")),
+                any_order(ended("good")),
+            ]);
+        }
+        Script::Persist => out.extend([
+            child_line("p", verified(ipc::disk::WROTE, 2048, 8192)),
+            any_order(ended("p")),
+        ]),
+        Script::Persisted => out.extend([
+            child_line("p", verified(ipc::disk::FOUND, 2048, 8192)),
+            any_order(ended("p")),
+        ]),
         Script::DeviceInterrupt => {
             out.push(ordered(ipc::markers::DeviceInterrupts { gsi: 8, count: 3 }));
         }
@@ -469,7 +578,12 @@ pub fn markers_with_order(script: Script) -> Vec<(String, bool)> {
         | Script::Dirty
         | Script::VmbusConsole
         | Script::VmbusHostile
-        | Script::DeviceInterrupt => scenario_markers(script),
+        | Script::DeviceInterrupt
+        | Script::Disks
+        | Script::Hotplug
+        | Script::BadDisk
+        | Script::Persist
+        | Script::Persisted => scenario_markers(script),
         other => markers(other).into_iter().map(ordered).collect(),
     }
 }
@@ -564,18 +678,65 @@ pub fn case(
     }
 }
 
-/// Host check: the data disk's volume checks clean and `gamma.vhd` still
-/// shows `base.vhd`'s pattern.
-pub fn data_disk_intact(disk: &std::path::Path) -> Result<(), String> {
-    crate::runner::check_volume(disk)?;
-    let len = ipc::workload::BASE_PATTERN_LEN;
-    let data = crate::runner::read_vhd(disk, image::datadisk::GAMMA, 0, len)?;
-    match (0..len).find(|&i| data[i as usize] != ipc::workload::base_pattern_byte(i)) {
+/// Checks that `len` bytes of `vhd` from byte `offset` hold the pattern of `seed`.
+fn pattern_in(
+    disk: &std::path::Path,
+    vhd: &str,
+    seed: u64,
+    offset: u64,
+    len: u64,
+) -> Result<(), String> {
+    let data = crate::runner::read_vhd(disk, vhd, offset, len)?;
+    match ipc::disk::pattern_mismatch(seed, offset, &data) {
         None => Ok(()),
         Some(at) => Err(format!(
-            "gamma.vhd differs from base.vhd's pattern at byte {at}"
+            "{vhd}: byte {at} is not the workload's pattern {seed:#x}"
         )),
     }
+}
+
+/// The base disk's pattern is unchanged (children wrote only to their own files).
+fn base_intact(disk: &std::path::Path) -> Result<(), String> {
+    let len = ipc::workload::BASE_PATTERN_LEN;
+    let data = crate::runner::read_vhd(disk, image::datadisk::BASE, 0, len)?;
+    match (0..len).find(|&i| data[i as usize] != ipc::workload::base_pattern_byte(i)) {
+        None => Ok(()),
+        Some(at) => Err(format!("base.vhd changed at byte {at}")),
+    }
+}
+
+/// After scenario `disks`: each child's data is in its own VHD, byte for
+/// byte; the differencing disks show the parent elsewhere; the parent is unchanged.
+fn disks_on_host(disk: &std::path::Path) -> Result<(), String> {
+    crate::runner::check_volume(disk)?;
+    pattern_in(disk, "alpha.vhd", 0xd1, 4096 * 512, 1024 * 512)?;
+    pattern_in(disk, "beta.vhd", 0xbe, 1024 * 512, 256 * 512)?;
+    pattern_in(disk, "gamma.vhd", 0x6a, 1024 * 512, 256 * 512)?;
+    let rest = crate::runner::read_vhd(disk, "gamma.vhd", 1280 * 512, 768 * 512)?;
+    if let Some(at) = (0..rest.len())
+        .find(|&i| rest[i] != ipc::workload::base_pattern_byte(1280 * 512 + i as u64))
+    {
+        return Err(format!(
+            "gamma.vhd byte {} is not its parent's",
+            1280 * 512 + at
+        ));
+    }
+    base_intact(disk)
+}
+
+/// After scenario `baddisk`: good's data and evil's own data are in place, base unchanged.
+fn baddisk_on_host(disk: &std::path::Path) -> Result<(), String> {
+    crate::runner::check_volume(disk)?;
+    pattern_in(disk, "alpha.vhd", 0x600d, 2048 * 512, 512 * 512)?;
+    pattern_in(disk, "evil.vhd", 0xe1, 0, 64 * 512)?;
+    base_intact(disk)
+}
+
+/// After the power-off and the second boot: the flushed data, read out of
+/// the data-disk image by capctl, matches byte for byte.
+fn persisted_on_host(disk: &std::path::Path) -> Result<(), String> {
+    crate::runner::check_volume(disk)?;
+    pattern_in(disk, "alpha.vhd", 0x9e5, 8192 * 512, 2048 * 512)
 }
 
 /// Every QEMU test.
@@ -633,19 +794,55 @@ pub fn all() -> Vec<Case> {
         Children,
         Kernel(Success),
     ));
-    // The data disk attached while the root ignores it: two boots on one
-    // copy (QEMU accepts the disk, the firmware still boots the CD), then the
-    // volume and base.vhd's pattern are intact.
+    // Synthetic storage over the data disk.
     table.push(
         case(
-            "bios_smp2_data_disk",
+            "storage_dynamic_and_differencing",
             machine(2, "EPYC", Bios, true),
-            "",
-            PowerOff(2),
+            "scenario=disks",
+            Script::Disks,
             Kernel(Success),
         )
-        .then_boot("", PowerOff(2), Kernel(Success))
-        .host_check("volume and base pattern intact", data_disk_intact),
+        .host_check(
+            "each child's data in its own VHD, parent unchanged",
+            disks_on_host,
+        ),
+    );
+    table.push(
+        case(
+            "storage_hot_add_remove",
+            machine(2, "EPYC", Bios, true),
+            "scenario=hotplug",
+            Script::Hotplug,
+            Kernel(Success),
+        )
+        .with_data_disk(),
+    );
+    table.push(
+        case(
+            "storage_hostile_child",
+            machine(2, "EPYC", Bios, true),
+            "scenario=baddisk",
+            Script::BadDisk,
+            Kernel(Success),
+        )
+        .host_check(
+            "good's and evil's data in place, parent unchanged",
+            baddisk_on_host,
+        ),
+    );
+    // Durability: power off after a flush, boot again on the same disk,
+    // then read the VHD out of the image on the host.
+    table.push(
+        case(
+            "storage_durable_across_power_off",
+            machine(2, "EPYC", Bios, true),
+            "scenario=persist",
+            Script::Persist,
+            Kernel(Success),
+        )
+        .then_boot("scenario=verify", Script::Persisted, Kernel(Success))
+        .host_check("capctl reads the flushed pattern", persisted_on_host),
     );
     let vmx: Vec<Case> = on_both
         .iter()

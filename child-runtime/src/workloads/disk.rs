@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use ipc::child::ChildBootInfo;
 use ipc::disk::{
     BENCH_RANDOM_READS, BENCH_SEQUENTIAL_BYTES, BENCH_SEQUENTIAL_REQUEST, BaseSeen, BenchResult,
-    ClientCounts, DiskVerified, FOUND, HotRemoved, LunSeen, STORAGE_HOSTILE_CHECKS,
+    ClientCounts, DiskVerified, FOUND, HotRemoveClean, HotRemoved, LunSeen, STORAGE_HOSTILE_CHECKS,
     StorageHostileCheck, StorageHostileSummary, WROTE, bench_random_offset, fill_pattern, mode,
     pattern_mismatch,
 };
@@ -196,6 +196,7 @@ fn hotplug(c: &mut Client, seed: u64, lba: u64, sectors: u64) -> Result<(), Stor
     let mut outstanding = 0usize;
     let mut next = 0u64;
     let mut removed = false;
+    let mut back = None;
     let mut idle = 0u64;
     let filler = [0x5au8; 4096];
     while !(removed && outstanding == 0) {
@@ -232,6 +233,8 @@ fn hotplug(c: &mut Client, seed: u64, lba: u64, sectors: u64) -> Result<(), Stor
                 removed = true;
                 report.in_flight = outstanding as u64;
             }
+            // The file may come back before the last completions.
+            Some(StorageEvent::LunAdded { lun: 2, sectors }) => back = Some(sectors),
             Some(_) => {}
             None => {
                 idle += 1;
@@ -244,8 +247,15 @@ fn hotplug(c: &mut Client, seed: u64, lba: u64, sectors: u64) -> Result<(), Stor
         }
     }
     println!("{report}");
+    println!(
+        "{}",
+        HotRemoveClean(report.in_flight > 0 && report.other == 0)
+    );
     // The root adds the same disk back as LUN 2: the flushed data is there.
-    let again = await_lun(c, 2)?;
+    let again = match back {
+        Some(sectors) => sectors,
+        None => await_lun(c, 2)?,
+    };
     println!(
         "{}",
         LunSeen {
