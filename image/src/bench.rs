@@ -48,7 +48,7 @@ fn run_one(backend: &str, binaries: &Binaries, bochs: bool) -> Result<Vec<String
         CMDLINE.to_owned()
     };
     iso::make(binaries, &cmdline, &iso_path)?;
-    let mut cmd = if bochs {
+    let cmd = if bochs {
         BochsOptions {
             cpus: 1,
             ..Default::default()
@@ -62,6 +62,35 @@ fn run_one(backend: &str, binaries: &Binaries, bochs: bool) -> Result<Vec<String
         };
         options.command(&iso_path, scratch.path())?
     };
+    let (status, lines) = serial_lines(cmd)?;
+    let bench: Vec<String> = lines
+        .iter()
+        .filter(|l| l.contains("bench: "))
+        .map(|l| {
+            format!(
+                "{backend}: {}",
+                l[l.find("bench: ").unwrap_or(0)..].trim_end_matches('\r')
+            )
+        })
+        .collect();
+    let success = ipc::markers::RunEnded(ipc::exit::ExitCode::Success).to_string();
+    let ended = lines.iter().any(|l| l.contains(&success));
+    // Bochs exits with 1 whatever happened; QEMU with the kernel's code.
+    let status_ok = bochs || status.code() == Some(ipc::exit::ExitCode::Success.qemu_status());
+    if !ended || !status_ok || bench.len() < 2 {
+        bail!(
+            "the {backend} measurement failed ({status}); serial:\n{}",
+            lines.join("\n")
+        );
+    }
+    for line in &bench {
+        println!("{line}");
+    }
+    Ok(bench)
+}
+
+/// Runs `cmd` to its end (at most [`LIMIT`]); its status and serial lines.
+fn serial_lines(mut cmd: std::process::Command) -> Result<(std::process::ExitStatus, Vec<String>)> {
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::null())
         .stdin(Stdio::null());
@@ -104,28 +133,83 @@ fn run_one(backend: &str, binaries: &Binaries, bochs: bool) -> Result<Vec<String
     while let Ok(line) = rx.try_recv() {
         lines.push(line);
     }
-    let bench: Vec<String> = lines
+    Ok((status, lines))
+}
+
+/// The kernel command line of the storage measurement.
+pub const STORAGE_CMDLINE: &str = "scenario=dbench bench=storage";
+
+/// Numbers after `label` in `line` (`"in 123 cycles"` → 123).
+fn number_after(line: &str, label: &str) -> Option<u64> {
+    let rest = &line[line.find(label)? + label.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .find(|w| !w.is_empty())?
+        .parse()
+        .ok()
+}
+
+/// `cargo image bench`, storage: a child reads `bench.vhd` through VMBus
+/// (sequential 64 KiB requests, then random 4 KiB ones), then the root reads
+/// the same VHD directly through the same VHD, exFAT and virtio-blk code;
+/// prints the child's throughput relative to the root's (time-stamp
+/// cycles in the same run) and the child's requests per port signal.
+pub fn storage() -> Result<Vec<String>> {
+    prereq::ensure_image_prerequisites()?;
+    let binaries = kernel::build()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("capvisor-bench-storage-")
+        .tempdir()?;
+    let iso_path = scratch.path().join("capvisor.iso");
+    iso::make(&binaries, STORAGE_CMDLINE, &iso_path)?;
+    let (master, _) = crate::datadisk::ensure(&crate::datadisk::default_path())?;
+    let disk = scratch.path().join("data-disk.img");
+    crate::datadisk::sparse_copy(&master.path, &disk)?;
+    let options = QemuOptions {
+        data_disk: Some(disk),
+        ..QemuOptions::default()
+    };
+    let (status, lines) = serial_lines(options.command(&iso_path, scratch.path())?)?;
+    let find = |who: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(&format!("disk bench ({who})")))
+            .and_then(|l| Some((number_after(l, "bytes in")?, number_after(l, "KiB in")?)))
+    };
+    let signals = lines
         .iter()
-        .filter(|l| l.contains("bench: "))
-        .map(|l| {
-            format!(
-                "{backend}: {}",
-                l[l.find("bench: ").unwrap_or(0)..].trim_end_matches('\r')
-            )
-        })
-        .collect();
-    let success = ipc::markers::RunEnded(ipc::exit::ExitCode::Success).to_string();
-    let ended = lines.iter().any(|l| l.contains(&success));
-    // Bochs exits with 1 whatever happened; QEMU with the kernel's code.
-    let status_ok = bochs || status.code() == Some(ipc::exit::ExitCode::Success.qemu_status());
-    if !ended || !status_ok || bench.len() < 2 {
+        .find(|l| l.contains("root: b storage:"))
+        .and_then(|l| Some((number_after(l, "storage:")?, number_after(l, "errors,")?)));
+    let (Some(child), Some(root), Some((requests, signals))) =
+        (find("child"), find("root"), signals)
+    else {
         bail!(
-            "the {backend} measurement failed ({status}); serial:\n{}",
+            "the storage measurement failed ({status}); serial:\n{}",
             lines.join("\n")
         );
-    }
-    for line in &bench {
+    };
+    let ratio = |root: u64, child: u64| root as f64 / child.max(1) as f64;
+    let out = vec![
+        format!(
+            "storage bench: sequential {} MiB in 64 KiB reads: child {} cycles, root directly {} cycles: child/root throughput {:.2} (goal >= 0.8)",
+            ipc::disk::BENCH_SEQUENTIAL_BYTES >> 20,
+            child.0,
+            root.0,
+            ratio(root.0, child.0)
+        ),
+        format!(
+            "storage bench: {} random 4 KiB reads: child {} cycles, root directly {} cycles: child/root throughput {:.2} (goal >= 0.8)",
+            ipc::disk::BENCH_RANDOM_READS,
+            child.1,
+            root.1,
+            ratio(root.1, child.1)
+        ),
+        format!(
+            "storage bench: {requests} requests, {signals} port signals from the child: {:.2} requests per signal",
+            requests as f64 / signals.max(1) as f64
+        ),
+    ];
+    for line in &out {
         println!("{line}");
     }
-    Ok(bench)
+    Ok(out)
 }

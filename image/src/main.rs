@@ -111,7 +111,9 @@ fn main() -> ExitCode {
         Command::Iso(args) => iso_command(&args).map(|()| 0),
         Command::Run(args) => run_command(&args),
         Command::Test(args) => test_command(args),
-        Command::Bench => image::bench::hypercall().map(|_| 0),
+        Command::Bench => image::bench::hypercall()
+            .and_then(|_| image::bench::storage())
+            .map(|_| 0),
     };
     match result {
         Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(1)),

@@ -134,6 +134,7 @@ pub fn run(options: &SuiteOptions) -> Result<i32> {
     if !options.skip_bench {
         announce("benchmark: null-hypercall round trip under QEMU -icount (cargo image bench)");
         crate::bench::hypercall()?;
+        crate::bench::storage()?;
     }
 
     announce("tests: cargo nextest run --workspace");

@@ -101,6 +101,9 @@ impl ChildSpec {
 }
 
 /// One step of a scenario.
+// Scenarios are fixed arrays of actions, copied by value (no allocation):
+// the size of the largest variant is the point, not an accident.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Create and start a child.

@@ -359,7 +359,7 @@ impl<D: BlockDevice> Luns<D> {
 
     fn range(&mut self, lun: u8, lba: u64, len: usize) -> Result<(&mut Lun<D>, u64), LunError> {
         let entry = self.lun(lun)?;
-        if len % SECTOR != 0 {
+        if !len.is_multiple_of(SECTOR) {
             return Err(LunError::OutOfRange);
         }
         let offset = lba.checked_mul(SECTOR as u64).ok_or(LunError::OutOfRange)?;

@@ -133,6 +133,9 @@ fn volume() -> (SharedVolume<SharedMem>, SharedMem) {
     };
     let mem = SharedMem(Rc::new(RefCell::new(MemDevice::new(Vec::new()))));
     let volume = Volume::format(mem.clone(), &options).unwrap();
+    // The test device shares its bytes through an `Rc` (not `Send`); the
+    // volume stays on this thread.
+    #[allow(clippy::arc_with_non_send_sync)]
     let volume = Arc::new(SpinLock::new(volume));
     for name in ["/a.vhd", "/base.vhd", "/c1.vhd", "/c2.vhd"] {
         volume.lock().create(name).unwrap();
