@@ -26,6 +26,9 @@ const IN_PAGES: u32 = 9;
 pub const BUFFER_PAGES: u32 = 64;
 
 static CLIENT: SpinLock<Option<StorageClient<SharedRingMemory>>> = SpinLock::new(None);
+/// A second view of the root-to-child ring, to look for packets before
+/// sleeping (see [`wait`]).
+static INBOUND: SpinLock<Option<SharedRingMemory>> = SpinLock::new(None);
 
 /// Why the controller could not be opened.
 // The fields are read through `Debug` when the failure is printed.
@@ -79,6 +82,13 @@ pub fn open(info: &ChildBootInfo) -> Result<(), OpenError> {
     client
         .grant(signal, vmbus::wait, WAIT_PATIENCE)
         .map_err(OpenError::Grant)?;
+    let view = arch::ring_memory(
+        info,
+        gpa + u64::from(OUT_PAGES) * 4096,
+        u64::from(IN_PAGES) * 4096,
+    )
+    .ok_or(OpenError::Memory)?;
+    *INBOUND.lock() = Some(view);
     *CLIENT.lock() = Some(client);
     Ok(())
 }
@@ -86,6 +96,29 @@ pub fn open(info: &ChildBootInfo) -> Result<(), OpenError> {
 /// Signals the root on the storage channel.
 pub fn signal() {
     vmbus::signal(STORAGE_SIGNAL);
+}
+
+/// Whether the root-to-child ring holds a packet.
+fn inbound_waiting() -> bool {
+    use ipc::vmbus::memory::RingMemory;
+    INBOUND.lock().as_ref().is_some_and(|m| {
+        m.load_u32_acquire(ring::WRITE_INDEX) != m.load_u32_acquire(ring::READ_INDEX)
+    })
+}
+
+/// The wait of the storage client: sleeps (HLT) until the root signals,
+/// unless a packet is already there. The signal count is read before the
+/// ring, so a signal that lands in between ends the sleep at once; the root
+/// signals whenever it writes into the empty ring (the child leaves its
+/// interrupts unmasked). Sleeping, rather than yielding in a loop, leaves
+/// the processor — and under emulation the host's — to the root and the
+/// disk.
+pub fn wait() {
+    let seen = vmbus::events();
+    if inbound_waiting() {
+        return;
+    }
+    partition_rt::wait_until(|| vmbus::events() != seen || inbound_waiting());
 }
 
 /// Runs `f` with the client, if the controller is open.

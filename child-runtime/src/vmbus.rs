@@ -185,6 +185,11 @@ pub fn signal_console() {
     signal(CONSOLE_SIGNAL);
 }
 
+/// Signals received from the root on any channel so far.
+pub fn events() -> u64 {
+    EVENTS.load(Ordering::Acquire)
+}
+
 /// Records the storage channel's ports (signal, event) once it is open.
 pub fn set_storage_ports(signal_port: u64, event_port: u64) {
     PORTS[STORAGE_SIGNAL].store(signal_port, Ordering::Release);

@@ -121,6 +121,14 @@ impl fmt::Display for BaseSeen {
     }
 }
 
+/// [`BenchResult::who`] of the child's run with one request in flight.
+pub const CHILD_ONE_AT_A_TIME: &str = "child, 1 in flight";
+/// [`BenchResult::who`] of the child's run with 4 (sequential) and 32
+/// (random) requests in flight.
+pub const CHILD_QUEUED: &str = "child, queued";
+/// [`BenchResult::who`] of the root's direct run.
+pub const ROOT_DIRECT: &str = "root";
+
 /// `disk bench: sequential B bytes in C cycles, random N x 4 KiB in R cycles`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BenchResult<'a> {

@@ -107,7 +107,7 @@ pub fn bench_direct(file: &str) -> Result<BenchResult<'static>, String> {
     let random_cycles = partition_rt::rdtsc().wrapping_sub(start);
     let _ = luns.detach(0);
     Ok(BenchResult {
-        who: "root",
+        who: ipc::disk::ROOT_DIRECT,
         sequential_cycles,
         random_cycles,
     })

@@ -228,7 +228,11 @@ pub fn attach(
     ring::initialize(&outbound).map_err(|_| OpenStatus::BadRange)?;
     ring::initialize(&inbound).map_err(|_| OpenStatus::BadRange)?;
     let ports = platform.make_ports(0)?;
-    let bus = ChildBus::new(outbound, inbound).map_err(|_| OpenStatus::BadRange)?;
+    let mut bus = ChildBus::new(outbound, inbound).map_err(|_| OpenStatus::BadRange)?;
+    // The root services every bus in a loop while children run (and sleeps
+    // only inside disk requests, during a service pass): storage requests
+    // need no signal.
+    bus.set_storage_polling(true);
     let index = platform.index;
     let disks = crate::storage::volume().map(|v| Luns::new(&v));
     let bounce = if disks.is_some() {

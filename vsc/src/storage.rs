@@ -126,6 +126,22 @@ impl<M: RingMemory> StorageClient<M> {
         (self.buffer.len() as u64).min(u64::from(self.pages) * PAGE_BYTES)
     }
 
+    /// Turns the root's signals for this channel off (`true`) or on: a
+    /// child that polls for its completions needs no interrupt for them,
+    /// and each one costs both sides a trip through the microkernel. With
+    /// signals off, only polling ([`StorageClient::poll`] and the blocking
+    /// helpers) sees what the root sent.
+    pub fn set_polling(&mut self, polling: bool) -> Result<(), StorageClientError> {
+        if polling {
+            self.rx.mask_interrupts();
+        } else {
+            self.rx
+                .unmask_interrupts()
+                .map_err(StorageClientError::Ring)?;
+        }
+        Ok(())
+    }
+
     /// Requests submitted so far.
     pub fn requests(&self) -> u64 {
         self.sequence

@@ -79,6 +79,9 @@ pub(crate) struct Link<M: RingMemory> {
     pub(crate) tx: Producer<M>,
     /// The root's interrupt mask on `rx` is set.
     masked: bool,
+    /// The root polls this ring: its mask stays set even when it runs
+    /// empty, so the child never signals.
+    pub(crate) polling: bool,
 }
 
 impl<M: RingMemory> Link<M> {
@@ -87,7 +90,18 @@ impl<M: RingMemory> Link<M> {
             rx: Consumer::new(outbound)?,
             tx: Producer::new(inbound)?,
             masked: false,
+            polling: false,
         })
+    }
+
+    /// Polls the ring from now on (mask set at once, and kept) or goes
+    /// back to signals (the mask is cleared when the ring next runs empty).
+    pub(crate) fn set_polling(&mut self, polling: bool) {
+        self.polling = polling;
+        if polling && !self.masked {
+            self.rx.mask_interrupts();
+            self.masked = true;
+        }
     }
 }
 
@@ -163,6 +177,16 @@ impl<M: RingMemory> ChildBus<M> {
     /// Whether the storage channel is open.
     pub fn storage_open(&self) -> bool {
         self.storage.is_open()
+    }
+
+    /// Whether the root polls the storage ring (`true`: the child is
+    /// asked not to signal, its ring's interrupt mask stays set) or wants a
+    /// signal when a request lands in the empty ring (`false`, the
+    /// default). A root that services the bus in a loop anyway saves the
+    /// child a hypercall and itself an interrupt per request; a root about
+    /// to sleep must turn polling off first.
+    pub fn set_storage_polling(&mut self, polling: bool) {
+        self.storage.set_polling(polling);
     }
 
     /// Counts a signal from the child on the storage channel (the root's
@@ -500,6 +524,9 @@ pub(crate) fn next<'b, M: RingMemory>(
     if let Some(signal_producer) = link.rx.poll_empty().map_err(CloseReason::Ring)? {
         if signal_producer {
             signal_child();
+        }
+        if link.polling {
+            return Ok(None);
         }
         link.masked = false;
         if link.rx.unmask_interrupts().map_err(CloseReason::Ring)? {

@@ -165,6 +165,8 @@ pub(crate) struct Storage<M: RingMemory> {
     channel: Option<Channel<M>>,
     /// LUNs hot-removed and not added again (bit n = LUN n).
     removed: u64,
+    /// The root polls the channel's ring (see `ChildBus::set_storage_polling`).
+    polling: bool,
     stats: StorageStats,
 }
 
@@ -179,6 +181,7 @@ impl<M: RingMemory> Storage<M> {
         Storage {
             channel: None,
             removed: 0,
+            polling: false,
             stats: StorageStats {
                 requests: 0,
                 completions: 0,
@@ -215,8 +218,17 @@ impl<M: RingMemory> Storage<M> {
         }
     }
 
+    /// Polls the ring (mask kept set) or asks for signals.
+    pub(crate) fn set_polling(&mut self, polling: bool) {
+        self.polling = polling;
+        if let Some(c) = self.channel.as_mut() {
+            c.link.set_polling(polling);
+        }
+    }
+
     /// Takes over an opened link on pages `[gpa, gpa + pages)`.
-    pub(crate) fn open(&mut self, link: Link<M>, gpa: u64, pages: u32) {
+    pub(crate) fn open(&mut self, mut link: Link<M>, gpa: u64, pages: u32) {
+        link.set_polling(self.polling);
         self.channel = Some(Channel {
             link,
             gpa,

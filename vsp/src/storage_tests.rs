@@ -927,3 +927,46 @@ fn closing_the_storage_channel_unmaps_rings_and_region() {
     assert!(!root.bus.storage_open());
     assert!(root.platform.mapped.is_empty());
 }
+
+#[test]
+fn a_polling_root_is_never_signalled_and_still_serves_everything() {
+    let w = words();
+    let world = World::new(AtomicRingMemory::new(&w), RamDisks::new(&[(0, 256)]));
+    let mut client = world.granted_client();
+    world.root.borrow_mut().bus.set_storage_polling(true);
+    let mut child_signals = 0;
+    for round in 0..5u32 {
+        // A burst into the empty ring: a root that is not polling would be
+        // signalled once per burst.
+        for i in 0..4u32 {
+            client
+                .submit(
+                    request(0, Op::Read, u64::from(round * 4 + i), 1, i * 512),
+                    || child_signals += 1,
+                )
+                .unwrap();
+        }
+        assert_eq!(world.service(), 4);
+        let mut completed = 0;
+        while let Some(e) = client.poll(|| {}).unwrap() {
+            assert!(
+                matches!(e, StorageEvent::Completed { completion, .. } if completion.status == Status::Ok)
+            );
+            completed += 1;
+        }
+        assert_eq!(completed, 4);
+    }
+    assert_eq!(child_signals, 0, "the child signalled a polling root");
+    // Back to signals: the next burst into the empty ring signals once.
+    world.root.borrow_mut().bus.set_storage_polling(false);
+    assert_eq!(world.service(), 0);
+    for i in 0..4u32 {
+        client
+            .submit(request(0, Op::Read, u64::from(i), 1, i * 512), || {
+                child_signals += 1
+            })
+            .unwrap();
+    }
+    assert_eq!(child_signals, 1);
+    assert_eq!(world.service(), 4);
+}
