@@ -241,13 +241,7 @@ fn discover(info: &BootInfo) -> Result<Root, Failure> {
     };
     let authority = handle(cap(cap_kind::PARTITION)?.slot)?;
     let vcpu = handle(cap(cap_kind::VCPU)?.slot)?;
-    let ram_cap = info
-        .caps()
-        .iter()
-        .filter(|c| c.kind == cap_kind::MEMORY)
-        .max_by_key(|c| c.b)
-        .copied()
-        .ok_or(Failure::Missing("memory"))?;
+    let ram_cap = largest_ram(info)?;
     let (heap, ram_range) = heap_range(info)?;
     let start = heap.end;
     if start + (8 << 20) > ram_range.end {
@@ -268,6 +262,16 @@ fn discover(info: &BootInfo) -> Result<Root, Failure> {
     })
 }
 
+/// The root's capability on its largest RAM range.
+fn largest_ram(info: &BootInfo) -> Result<ipc::boot::BootCap, Failure> {
+    info.caps()
+        .iter()
+        .filter(|c| c.kind == cap_kind::MEMORY)
+        .max_by_key(|c| c.b)
+        .copied()
+        .ok_or(Failure::Missing("memory"))
+}
+
 /// Bytes of the root's own heap (the storage stack's tables and buffers,
 /// virtio queues).
 pub const ROOT_HEAP_BYTES: u64 = 32 << 20;
@@ -277,13 +281,7 @@ pub const ROOT_HEAP_BYTES: u64 = 32 << 20;
 /// aligned and a 2 MiB gap after them (the scratch page lies there).
 /// Child memory comes from above the heap.
 pub fn heap_range(info: &BootInfo) -> Result<(PhysRange, PhysRange), Failure> {
-    let ram_cap = info
-        .caps()
-        .iter()
-        .filter(|c| c.kind == cap_kind::MEMORY)
-        .max_by_key(|c| c.b)
-        .copied()
-        .ok_or(Failure::Missing("memory"))?;
+    let ram_cap = largest_ram(info)?;
     let ram_range = PhysRange {
         start: ram_cap.a,
         end: ram_cap.a + ram_cap.b * 4096,

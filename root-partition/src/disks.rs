@@ -86,22 +86,14 @@ impl<S: Sectors> BlockDevice for SectorBytes<S> {
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         self.check(offset, buf.len())?;
-        let mut done = 0;
         let mut sector = [0u8; SECTOR];
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let lba = pos / SECTOR as u64;
-            let within = (pos % SECTOR as u64) as usize;
-            let left = buf.len() - done;
-            if within == 0 && left >= SECTOR {
-                let whole = (left / SECTOR).min(self.chunk) * SECTOR;
-                self.disk.read_sectors(lba, &mut buf[done..done + whole])?;
-                done += whole;
+        for piece in pieces(offset, buf.len(), self.chunk) {
+            let part = &mut buf[piece.at..piece.at + piece.len];
+            if piece.whole {
+                self.disk.read_sectors(piece.lba, part)?;
             } else {
-                self.disk.read_sectors(lba, &mut sector)?;
-                let k = (SECTOR - within).min(left);
-                buf[done..done + k].copy_from_slice(&sector[within..within + k]);
-                done += k;
+                self.disk.read_sectors(piece.lba, &mut sector)?;
+                part.copy_from_slice(&sector[piece.within..piece.within + piece.len]);
             }
         }
         Ok(())
@@ -109,23 +101,16 @@ impl<S: Sectors> BlockDevice for SectorBytes<S> {
 
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
         self.check(offset, buf.len())?;
-        let mut done = 0;
         let mut sector = [0u8; SECTOR];
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let lba = pos / SECTOR as u64;
-            let within = (pos % SECTOR as u64) as usize;
-            let left = buf.len() - done;
-            if within == 0 && left >= SECTOR {
-                let whole = (left / SECTOR).min(self.chunk) * SECTOR;
-                self.disk.write_sectors(lba, &buf[done..done + whole])?;
-                done += whole;
+        for piece in pieces(offset, buf.len(), self.chunk) {
+            let part = &buf[piece.at..piece.at + piece.len];
+            if piece.whole {
+                self.disk.write_sectors(piece.lba, part)?;
             } else {
-                self.disk.read_sectors(lba, &mut sector)?;
-                let k = (SECTOR - within).min(left);
-                sector[within..within + k].copy_from_slice(&buf[done..done + k]);
-                self.disk.write_sectors(lba, &sector)?;
-                done += k;
+                // Read, change and write back a partial sector.
+                self.disk.read_sectors(piece.lba, &mut sector)?;
+                sector[piece.within..piece.within + piece.len].copy_from_slice(part);
+                self.disk.write_sectors(piece.lba, &sector)?;
             }
         }
         Ok(())
@@ -134,6 +119,50 @@ impl<S: Sectors> BlockDevice for SectorBytes<S> {
     fn flush(&mut self) -> Result<(), IoError> {
         self.disk.flush()
     }
+}
+
+/// One disk access of a byte range: whole sectors, or part of one sector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Piece {
+    /// First sector.
+    lba: u64,
+    /// Where the piece starts in the caller's buffer.
+    at: usize,
+    /// Its length in bytes.
+    len: usize,
+    /// Whole sectors (`len` a multiple of [`SECTOR`]) or part of one.
+    whole: bool,
+    /// For part of a sector: where in the sector it starts.
+    within: usize,
+}
+
+/// Splits `[offset, offset + len)` into runs of at most `chunk` whole
+/// sectors and partial sectors at the edges.
+fn pieces(offset: u64, len: usize, chunk: usize) -> impl Iterator<Item = Piece> {
+    let mut done = 0usize;
+    core::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let pos = offset + done as u64;
+        let within = (pos % SECTOR as u64) as usize;
+        let left = len - done;
+        let whole = within == 0 && left >= SECTOR;
+        let n = if whole {
+            (left / SECTOR).min(chunk) * SECTOR
+        } else {
+            (SECTOR - within).min(left)
+        };
+        let piece = Piece {
+            lba: pos / SECTOR as u64,
+            at: done,
+            len: n,
+            whole,
+            within,
+        };
+        done += n;
+        Some(piece)
+    })
 }
 
 /// The volume every open file shares; each file operation holds the lock

@@ -193,59 +193,37 @@ fn hotplug(c: &mut Client, seed: u64, lba: u64, sectors: u64) -> Result<(), Stor
         failed_cleanly: 0,
         other: 0,
     };
-    let mut outstanding = 0usize;
-    let mut next = 0u64;
-    let mut removed = false;
+    let removed = core::cell::Cell::new(false);
     let mut back = None;
-    let mut idle = 0u64;
     let filler = [0x5au8; 4096];
-    while !(removed && outstanding == 0) {
-        while !removed && outstanding < IN_FLIGHT {
-            let slot = (next as usize) % IN_FLIGHT;
-            c.buffer_write(slot as u64 * 4096, &filler)?;
-            let request = Request {
-                lun: 1,
-                op: Op::Write,
-                lba: stream_base + (next * 8) % span,
-                sectors: 8,
-                buffer_offset: (slot * 4096) as u32,
-            };
-            match c.submit(request, storage::signal) {
-                Ok(_) => {
-                    outstanding += 1;
-                    next += 1;
-                }
-                Err(StorageClientError::Full | StorageClientError::Busy) => break,
-                Err(e) => return Err(e),
-            }
+    let next = |c: &mut Client, i: usize| {
+        if removed.get() {
+            return Ok(None);
         }
-        match c.poll(storage::signal)? {
-            Some(StorageEvent::Completed { completion, .. }) => {
-                outstanding -= 1;
-                idle = 0;
-                match completion.status {
-                    Status::Ok => report.completed += 1,
-                    Status::Removed | Status::NoSuchLun => report.failed_cleanly += 1,
-                    _ => report.other += 1,
-                }
-            }
-            Some(StorageEvent::LunRemoved { lun: 1 }) => {
-                removed = true;
-                report.in_flight = outstanding as u64;
-            }
-            // The file may come back before the last completions.
-            Some(StorageEvent::LunAdded { lun: 2, sectors }) => back = Some(sectors),
-            Some(_) => {}
-            None => {
-                idle += 1;
-                if idle > WAIT_PATIENCE {
-                    report.other += outstanding as u64;
-                    break;
-                }
-                wait();
-            }
+        let slot = i % IN_FLIGHT;
+        c.buffer_write(slot as u64 * 4096, &filler)?;
+        Ok(Some(Request {
+            lun: 1,
+            op: Op::Write,
+            lba: stream_base + (i as u64 * 8) % span,
+            sectors: 8,
+            buffer_offset: (slot * 4096) as u32,
+        }))
+    };
+    keep_in_flight(c, IN_FLIGHT, next, |event, outstanding| match event {
+        StorageEvent::Completed { completion, .. } => match completion.status {
+            Status::Ok => report.completed += 1,
+            Status::Removed | Status::NoSuchLun => report.failed_cleanly += 1,
+            _ => report.other += 1,
+        },
+        StorageEvent::LunRemoved { lun: 1 } => {
+            removed.set(true);
+            report.in_flight = outstanding as u64;
         }
-    }
+        // The file may come back before the last completions.
+        StorageEvent::LunAdded { lun: 2, sectors } => back = Some(sectors),
+        _ => {}
+    })?;
     println!("{report}");
     println!(
         "{}",
@@ -357,48 +335,49 @@ fn hostile(c: &mut Client, seed: u64, lba: u64, sectors: u64) -> Result<(), Stor
     Ok(())
 }
 
-/// Reads the requests `(lba, sectors)` of `requests` on LUN 0 with up to
-/// `depth` in flight, request `i` into region slot `i % depth` of
-/// `slot_bytes`; the data is used where it lands (zero copy).
-fn read_queued(
+/// Keeps up to `depth` requests in flight: `next(client, i)` makes request
+/// `i` (`None`: no more), `on(event, in_flight)` sees every completion and
+/// notice. Returns when no request is left and none is in flight.
+fn keep_in_flight(
     c: &mut Client,
-    requests: impl Iterator<Item = (u64, u32)>,
     depth: usize,
-    slot_bytes: u64,
+    mut next: impl FnMut(&mut Client, usize) -> Result<Option<Request>, StorageClientError>,
+    mut on: impl FnMut(StorageEvent, usize),
 ) -> Result<(), StorageClientError> {
-    let mut requests = requests.enumerate().peekable();
-    let mut outstanding = 0usize;
-    let mut idle = 0u64;
-    while requests.peek().is_some() || outstanding > 0 {
+    let mut pending: Option<Request> = None;
+    let mut more = true;
+    let (mut submitted, mut outstanding, mut idle) = (0usize, 0usize, 0u64);
+    while more || pending.is_some() || outstanding > 0 {
         while outstanding < depth {
-            let Some(&(i, (lba, sectors))) = requests.peek() else {
+            if pending.is_none() && more {
+                pending = next(c, submitted)?;
+                more = pending.is_some();
+            }
+            let Some(request) = pending else {
                 break;
-            };
-            let request = Request {
-                lun: 0,
-                op: Op::Read,
-                lba,
-                sectors,
-                buffer_offset: ((i % depth) as u64 * slot_bytes) as u32,
             };
             match c.submit(request, storage::signal) {
                 Ok(_) => {
-                    requests.next();
+                    pending = None;
+                    submitted += 1;
                     outstanding += 1;
                 }
                 Err(StorageClientError::Full | StorageClientError::Busy) => break,
                 Err(e) => return Err(e),
             }
         }
+        if !more && pending.is_none() && outstanding == 0 {
+            // Nothing left to send or to wait for (do not sleep).
+            break;
+        }
         match c.poll(storage::signal)? {
-            Some(StorageEvent::Completed { completion, .. }) => {
-                outstanding -= 1;
-                idle = 0;
-                if completion.status != Status::Ok {
-                    return Err(StorageClientError::Status(completion.status));
+            Some(event) => {
+                if matches!(event, StorageEvent::Completed { .. }) {
+                    outstanding -= 1;
+                    idle = 0;
                 }
+                on(event, outstanding);
             }
-            Some(_) => {}
             None => {
                 idle += 1;
                 if idle > WAIT_PATIENCE {
@@ -409,6 +388,39 @@ fn read_queued(
         }
     }
     Ok(())
+}
+
+/// Reads the requests `(lba, sectors)` of `requests` on LUN 0 with up to
+/// `depth` in flight, request `i` into region slot `i % depth` of
+/// `slot_bytes`; the data is used where it lands (zero copy).
+fn read_queued(
+    c: &mut Client,
+    requests: impl Iterator<Item = (u64, u32)>,
+    depth: usize,
+    slot_bytes: u64,
+) -> Result<(), StorageClientError> {
+    let mut requests = requests;
+    let mut failed = None;
+    let next = |_: &mut Client, i: usize| {
+        Ok(requests.next().map(|(lba, sectors)| Request {
+            lun: 0,
+            op: Op::Read,
+            lba,
+            sectors,
+            buffer_offset: ((i % depth) as u64 * slot_bytes) as u32,
+        }))
+    };
+    keep_in_flight(c, depth, next, |event, _| {
+        if let StorageEvent::Completed { completion, .. } = event
+            && completion.status != Status::Ok
+        {
+            failed = Some(completion.status);
+        }
+    })?;
+    match failed {
+        Some(status) => Err(StorageClientError::Status(status)),
+        None => Ok(()),
+    }
 }
 
 /// The benchmark: the data lands in the buffer region and is used there,
