@@ -659,3 +659,32 @@ impl fmt::Display for StorageOpened<'_> {
         write!(f, "root: vmbus: {} opened its storage controller", self.0)
     }
 }
+
+/// Command-line word: the root brings its network interface up and pings
+/// the management network's gateway.
+pub const SELFTEST_NETWORK: &str = "selftest=network";
+
+/// `root: network up at A (MAC M, virtio-net GSI G): gateway W answered a ping; I interrupts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetworkUp<'a> {
+    /// The root's address.
+    pub address: &'a str,
+    /// The gateway pinged.
+    pub gateway: &'a str,
+    /// The NIC's MAC address.
+    pub mac: &'a str,
+    /// Its interrupt line.
+    pub gsi: u32,
+    /// Interrupts taken.
+    pub interrupts: u64,
+}
+
+impl fmt::Display for NetworkUp<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: network up at {} (MAC {}, virtio-net GSI {}): gateway {} answered a ping; {} interrupts",
+            self.address, self.mac, self.gsi, self.gateway, self.interrupts
+        )
+    }
+}

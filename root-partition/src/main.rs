@@ -28,6 +28,8 @@ mod children;
 #[cfg(target_os = "none")]
 mod devirq;
 #[cfg(target_os = "none")]
+mod net;
+#[cfg(target_os = "none")]
 mod storage;
 #[cfg(target_os = "none")]
 mod vmbus;
@@ -95,6 +97,12 @@ mod entry {
             match crate::devirq::run(&info) {
                 Ok(result) => println!("{result}"),
                 Err(e) => println!("root partition: device interrupt test failed: {e:?}"),
+            }
+        }
+        if info.has_flag(markers::SELFTEST_NETWORK) {
+            match crate::net::ping_gateway(&info) {
+                Ok(line) => println!("{line}"),
+                Err(e) => println!("root partition: network test failed: {e}"),
             }
         }
         if info.has_flag(SELFTEST_READ_HYPERVISOR_FRAME) {

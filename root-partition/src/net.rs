@@ -1,0 +1,271 @@
+//! The root's network interface: a virtio-net PCI device with its receive
+//! interrupt taken through the root's interrupt capability, under
+//! `smoltcp` with a static address on the management network (QEMU user
+//! networking: 10.0.2.15/24, gateway 10.0.2.2).
+//!
+//! Today the root uses it for one self-test (`selftest=network`): it
+//! resolves the gateway and pings it, which proves transmit, receive and
+//! the interrupt path end to end. The virtual switch and the children's
+//! network adapters come with the rest of the network work.
+//!
+//! # Invariants
+//! Every wait is bounded by a count of time-stamp cycles; a network that
+//! never answers ends the test with an error line, never a hang.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use ipc::boot::{BootInfo, cap_kind};
+use ipc::hypercall::{Call, SlotHandle};
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::icmp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
+};
+use virtio_drivers::device::net::{RxBuffer, VirtIONet};
+use virtio_drivers::transport::DeviceType;
+use virtio_drivers::transport::pci::bus::{Command, ConfigurationAccess, PciRoot};
+use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
+
+use crate::arch::dma::RootHal;
+use crate::arch::pci::PortCam;
+
+/// The vector the NIC's interrupt arrives on.
+pub const VECTOR: u8 = 0x79;
+/// The root's address on the management network.
+pub const ADDRESS: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
+/// The management network's gateway (QEMU's user networking host side).
+pub const GATEWAY: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+/// Receive buffer length: a 1500-byte frame and the virtio header.
+const BUFFER: usize = 2048;
+/// Descriptors per queue.
+const QUEUE: usize = 16;
+/// How long the self-test waits, in time-stamp cycles (a few seconds on
+/// any machine QEMU runs on).
+const PATIENCE: u64 = 20_000_000_000;
+
+type Nic = VirtIONet<RootHal, PciTransport, QUEUE>;
+
+static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+
+fn on_interrupt(_vector: u8) {
+    INTERRUPTS.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The NIC and its interrupt line.
+pub struct Network {
+    nic: Nic,
+    line: SlotHandle,
+    /// Its global system interrupt.
+    pub gsi: u32,
+    /// Interrupts taken so far.
+    taken: u64,
+}
+
+impl Network {
+    /// Takes the interrupts that arrived: unmask the line first, then read
+    /// the device's status (see `crate::blk` for why in that order).
+    fn take_interrupts(&mut self) -> u64 {
+        let now = INTERRUPTS.load(Ordering::Acquire);
+        if now != self.taken {
+            self.taken = now;
+            let _ = partition_rt::hypercall(&Call::Acknowledge { slot: self.line });
+            let _ = self.nic.ack_interrupt();
+        }
+        now
+    }
+}
+
+/// Finds the first virtio-net device on PCI bus 0, starts it and binds its
+/// line; `Ok(None)` when the machine has none.
+pub fn probe(info: &BootInfo) -> Result<Option<Network>, String> {
+    let mut pci = PciRoot::new(PortCam);
+    let found = pci
+        .enumerate_bus(0)
+        .find(|(_, function)| virtio_device_type(function) == Some(DeviceType::Network));
+    let Some((location, _)) = found else {
+        return Ok(None);
+    };
+    let (_, command) = pci.get_status_command(location);
+    pci.set_command(
+        location,
+        command | Command::MEMORY_SPACE | Command::IO_SPACE | Command::BUS_MASTER,
+    );
+    let gsi = PortCam.read_word(location, 0x3c) & 0xff;
+    let transport = PciTransport::new::<RootHal, _>(&mut pci, location)
+        .map_err(|e| format!("virtio-pci transport at {location}: {e:?}"))?;
+    let mut nic =
+        Nic::new(transport, BUFFER).map_err(|e| format!("virtio-net at {location}: {e:?}"))?;
+    let cap = |kind: u32, a: Option<u64>| {
+        info.caps()
+            .iter()
+            .find(|c| c.kind == kind && a.is_none_or(|a| c.a == a))
+            .and_then(|c| SlotHandle::from_raw(c.slot).ok())
+    };
+    let line = cap(cap_kind::INTERRUPT, Some(u64::from(gsi)))
+        .ok_or_else(|| format!("no interrupt capability for the NIC's line {gsi}"))?;
+    let vcpu = cap(cap_kind::VCPU, None).ok_or_else(|| String::from("no vCPU capability"))?;
+    partition_rt::set_interrupt_handler(VECTOR, on_interrupt)
+        .map_err(|_| String::from("cannot install the NIC's interrupt handler"))?;
+    partition_rt::hypercall(&Call::InterruptBind {
+        interrupt: line,
+        vcpu,
+        vector: VECTOR,
+    })
+    .map_err(|e| format!("binding the NIC's line {gsi}: {e:?}"))?;
+    nic.enable_interrupts();
+    Ok(Some(Network {
+        nic,
+        line,
+        gsi,
+        taken: INTERRUPTS.load(Ordering::Acquire),
+    }))
+}
+
+/// A received frame (copied out of the device's buffer, which goes back
+/// to the device at once).
+pub struct Rx {
+    frame: alloc::vec::Vec<u8>,
+}
+
+impl phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.frame)
+    }
+}
+
+/// Room to send one frame.
+pub struct Tx<'a>(&'a mut Nic);
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buffer = self.0.new_tx_buffer(len);
+        let result = f(buffer.packet_mut());
+        // A frame the device refuses is lost, as on a wire.
+        let _ = self.0.send(buffer);
+        result
+    }
+}
+
+impl Device for Network {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(Rx, Tx<'_>)> {
+        if !self.nic.can_recv() {
+            return None;
+        }
+        let buffer: RxBuffer = self.nic.receive().ok()?;
+        let frame = buffer.packet().to_vec();
+        let _ = self.nic.recycle_rx_buffer(buffer);
+        Some((Rx { frame }, Tx(&mut self.nic)))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<Tx<'_>> {
+        self.nic.can_send().then_some(Tx(&mut self.nic))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.max_transmission_unit = 1514;
+        caps.max_burst_size = Some(1);
+        caps.medium = Medium::Ethernet;
+        caps
+    }
+}
+
+fn now() -> Instant {
+    // About a microsecond per thousand cycles: smoltcp only needs time to
+    // move forward for its ARP and retransmission timers.
+    Instant::from_micros((partition_rt::rdtsc() / 1000) as i64)
+}
+
+/// `selftest=network`: brings the interface up at [`ADDRESS`], resolves
+/// the gateway and pings it; the result line, or why it failed.
+pub fn ping_gateway(info: &BootInfo) -> Result<String, String> {
+    let mut net = probe(info)?.ok_or_else(|| String::from("no virtio-net device"))?;
+    partition_rt::enable_interrupts();
+    let mac = EthernetAddress(net.nic.mac_address());
+    let config = Config::new(HardwareAddress::Ethernet(mac));
+    let mut iface = Interface::new(config, &mut net, now());
+    iface.update_ip_addrs(|addrs| {
+        let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(ADDRESS), 24));
+    });
+    iface
+        .routes_mut()
+        .add_default_ipv4_route(GATEWAY)
+        .map_err(|e| format!("default route: {e:?}"))?;
+    let socket = icmp::Socket::new(
+        icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 1024]),
+        icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 1024]),
+    );
+    let mut sockets = SocketSet::new(vec![]);
+    let handle = sockets.add(socket);
+    const IDENT: u16 = 0xc0de;
+    sockets
+        .get_mut::<icmp::Socket<'_>>(handle)
+        .bind(icmp::Endpoint::Ident(IDENT))
+        .map_err(|e| format!("icmp bind: {e:?}"))?;
+    let payload = b"capvisor root ping";
+    let mut sent = false;
+    let start = partition_rt::rdtsc();
+    loop {
+        iface.poll(now(), &mut net, &mut sockets);
+        let socket = sockets.get_mut::<icmp::Socket<'_>>(handle);
+        if !sent && socket.can_send() {
+            let repr = Icmpv4Repr::EchoRequest {
+                ident: IDENT,
+                seq_no: 1,
+                data: payload,
+            };
+            let buffer = socket
+                .send(repr.buffer_len(), IpAddress::Ipv4(GATEWAY))
+                .map_err(|e| format!("icmp send: {e:?}"))?;
+            repr.emit(
+                &mut Icmpv4Packet::new_unchecked(buffer),
+                &DeviceCapabilities::default().checksum,
+            );
+            sent = true;
+        }
+        if socket.can_recv() {
+            let (bytes, from) = socket.recv().map_err(|e| format!("icmp recv: {e:?}"))?;
+            let packet = Icmpv4Packet::new_checked(bytes).map_err(|e| format!("reply: {e:?}"))?;
+            let repr = Icmpv4Repr::parse(&packet, &DeviceCapabilities::default().checksum)
+                .map_err(|e| format!("reply: {e:?}"))?;
+            if let Icmpv4Repr::EchoReply { ident, data, .. } = repr
+                && ident == IDENT
+                && data == payload
+                && from == IpAddress::Ipv4(GATEWAY)
+            {
+                let taken = net.take_interrupts();
+                let line = ipc::markers::NetworkUp {
+                    address: &format!("{ADDRESS}"),
+                    gateway: &format!("{GATEWAY}"),
+                    mac: &format!("{mac}"),
+                    gsi: net.gsi,
+                    interrupts: taken,
+                };
+                return Ok(format!("{line}"));
+            }
+        }
+        if partition_rt::rdtsc().wrapping_sub(start) > PATIENCE {
+            return Err(format!(
+                "no echo reply from {GATEWAY} (sent: {sent}, {} interrupts)",
+                net.take_interrupts()
+            ));
+        }
+        // Sleep until the NIC interrupts, but not past the deadline: the
+        // device's interrupt is the event; the spin bounds a lost one.
+        let seen = net.take_interrupts();
+        for _ in 0..100_000 {
+            if INTERRUPTS.load(Ordering::Acquire) != seen || net.nic.can_recv() {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
