@@ -284,9 +284,7 @@ impl<M: RingMemory> NetworkClient<M> {
         loop {
             match self.send_message(tid, message, signal) {
                 Err(NetworkClientError::Full) => {
-                    *patience = patience
-                        .checked_sub(1)
-                        .ok_or(NetworkClientError::Timeout)?;
+                    *patience = patience.checked_sub(1).ok_or(NetworkClientError::Timeout)?;
                     wait();
                 }
                 other => return other,
@@ -433,7 +431,10 @@ impl<M: RingMemory> NetworkClient<M> {
         mut wait: impl FnMut(),
         mut patience: u64,
     ) -> Result<(u16, Mac), NetworkClientError> {
-        let message = GuestMessage::Init { mtu, mac: Mac::ZERO };
+        let message = GuestMessage::Init {
+            mtu,
+            mac: Mac::ZERO,
+        };
         self.send_waiting(0, &message, &mut signal, &mut wait, &mut patience)?;
         self.init_done = None;
         let (status, mtu, mac) = loop {
@@ -530,7 +531,11 @@ impl<M: RingMemory> NetworkClient<M> {
 
     /// Posts the receive slot at `offset` again (after reading it, or
     /// after it was `Returned`).
-    pub fn repost(&mut self, offset: u32, mut signal: impl FnMut()) -> Result<(), NetworkClientError> {
+    pub fn repost(
+        &mut self,
+        offset: u32,
+        mut signal: impl FnMut(),
+    ) -> Result<(), NetworkClientError> {
         let index = self.receive_index(offset)?;
         if self.receive_slots[index] == Receive::Posted {
             return Err(NetworkClientError::BadLength);

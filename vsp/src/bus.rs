@@ -310,7 +310,11 @@ impl<M: RingMemory> ChildBus<M> {
     ) -> usize {
         let mut handled = 0;
         let [rings, region] = self.storage.mapped();
-        let busy = [self.console.as_ref().map(|c| (c.gpa, c.pages)), rings, region];
+        let busy = [
+            self.console.as_ref().map(|c| (c.gpa, c.pages)),
+            rings,
+            region,
+        ];
         let result = self
             .network
             .service(platform, sink, scratch, &busy, &mut handled);

@@ -451,8 +451,7 @@ impl<M: RingMemory> Network<M> {
                     }
                     Ok(GuestMessage::Send { offset, len, flags }) => {
                         self.stats.sends += 1;
-                        let status =
-                            transmit(c, self.config, offset, len, flags, sink, scratch);
+                        let status = transmit(c, self.config, offset, len, flags, sink, scratch);
                         if status == Status::Ok {
                             self.stats.send_bytes += u64::from(len);
                         }
@@ -636,8 +635,13 @@ fn transmit<M: RingMemory, S: FrameSink + ?Sized>(
     let (Some(mtu), Some(config)) = (c.mtu, config) else {
         return Status::NotInitialized;
     };
-    if let Err(status) = check_frame(offset, len, flags, mtu, c.region.as_ref().map(|r| r.areas.send))
-    {
+    if let Err(status) = check_frame(
+        offset,
+        len,
+        flags,
+        mtu,
+        c.region.as_ref().map(|r| r.areas.send),
+    ) {
         return status;
     }
     let Some(region) = c.region.as_ref() else {

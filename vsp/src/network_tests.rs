@@ -317,7 +317,10 @@ impl<'a> World<'a> {
         // Up to 64 posts fill one batch; the next pass sees the ring empty.
         self.service();
         self.service();
-        assert_eq!(client.poll(|| {}), Ok(Some(NetworkEvent::Link { up: true })));
+        assert_eq!(
+            client.poll(|| {}),
+            Ok(Some(NetworkEvent::Link { up: true }))
+        );
         client
     }
 
@@ -502,7 +505,9 @@ fn frames_of_64_1500_and_9000_bytes_round_trip_byte_for_byte() {
     for (len, seed) in [(64, 1u8), (1514, 2), (9014, 3), (14, 4)] {
         // Child to root.
         let out = frame(HOST, MAC_A, len, seed);
-        let tag = client.send(&out, FLAG_CHECKSUM_NOT_COMPUTED, || {}).unwrap();
+        let tag = client
+            .send(&out, FLAG_CHECKSUM_NOT_COMPUTED, || {})
+            .unwrap();
         world.service();
         assert_eq!(world.sent(), [(out.clone(), FLAG_CHECKSUM_NOT_COMPUTED)]);
         assert_eq!(
@@ -677,12 +682,7 @@ fn hostile_sends_get_errors_and_nothing_reaches_the_wire() {
     assert_eq!(got[cases.len() + 2], (0xf00d, malformed));
     assert_eq!(
         got[cases.len() + 3],
-        (
-            7,
-            HostMessage::SendComplete {
-                status: Status::Ok
-            }
-        )
+        (7, HostMessage::SendComplete { status: Status::Ok })
     );
     assert_eq!(
         world.sent(),
@@ -692,7 +692,10 @@ fn hostile_sends_get_errors_and_nothing_reaches_the_wire() {
     let stats = world.stats();
     assert_eq!(stats.completed(Status::SpoofedSource), 2);
     assert_eq!(stats.completed(Status::BadBuffer), 4);
-    assert!(world.root.borrow().bus.network_open(), "errors keep the channel");
+    assert!(
+        world.root.borrow().bus.network_open(),
+        "errors keep the channel"
+    );
 }
 
 #[test]
@@ -895,7 +898,12 @@ fn grants_outside_the_grantable_range_are_refused() {
     for (gpa, pages, send_pages, expected) in [
         (0, 4, 1, GrantStatus::BadRange),
         (RINGS.gpa + PAGE as u64, 2, 1, GrantStatus::BadRange),
-        ((PAGES as u64 - 2) * PAGE as u64, 4, 1, GrantStatus::BadRange),
+        (
+            (PAGES as u64 - 2) * PAGE as u64,
+            4,
+            1,
+            GrantStatus::BadRange,
+        ),
         (u64::MAX - 4095, 2, 1, GrantStatus::BadRange),
         (REGION_GPA + 8, 2, 1, GrantStatus::BadRange),
         (REGION_GPA, 0, 0, GrantStatus::BadSize),
@@ -935,9 +943,7 @@ fn a_corrupted_network_ring_closes_only_network_and_unmaps_it() {
     let w = words();
     let world = World::new(AtomicRingMemory::new(&w), config(MAC_A, 1500));
     let mut client = world.started(1500);
-    client
-        .send(&frame(HOST, MAC_A, 64, 0), 0, || {})
-        .unwrap();
+    client.send(&frame(HOST, MAC_A, 64, 0), 0, || {}).unwrap();
     world.service();
     assert_eq!(
         world.root.borrow().platform.mapped,
@@ -1021,7 +1027,7 @@ fn children_exchange_frames_through_the_switch() {
         .zip(children)
         .map(|(m, (mac, mtu))| World::new(AtomicRingMemory::new(m), config(mac, mtu)))
         .collect();
-    let mut switch: Box<Switch<4, 16>> = Box::new(Switch::new());
+    let mut switch: Box<Switch<4, 16>> = Box::default();
     switch.set_port_up(0, true).unwrap();
     for (i, (mac, mtu)) in children.into_iter().enumerate() {
         let port = i + 1;
@@ -1082,7 +1088,7 @@ fn children_exchange_frames_through_the_switch() {
         let (n, _) = client.receive_frame(&mut buf, || {}).unwrap().unwrap();
         assert!(buf[..n] == hello[..]);
     }
-    assert_eq!(*external.borrow(), [hello.clone()]);
+    assert_eq!(*external.borrow(), [hello]);
     // C forging A's MAC: refused at the provider, nothing reaches the switch.
     let rx_before = switch.counters(3).rx_frames;
     let tag = clients[2]
@@ -1108,7 +1114,13 @@ fn children_exchange_frames_through_the_switch() {
     let posted = worlds[1].root.borrow().bus.network_posted();
     for i in 0..posted + 3 {
         clients[0]
-            .send_waiting_for_slot(&frame(MAC_B, MAC_A, 64, i as u8), 0, || {}, || round(&mut switch), PATIENCE)
+            .send_waiting_for_slot(
+                &frame(MAC_B, MAC_A, 64, i as u8),
+                0,
+                || {},
+                || round(&mut switch),
+                PATIENCE,
+            )
             .unwrap();
     }
     round(&mut switch);

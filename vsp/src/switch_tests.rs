@@ -189,7 +189,11 @@ fn jumbo_frames_pass_between_jumbo_ports_and_are_dropped_at_1500_ports() {
     // jumbo broadcast only at the other jumbo port.
     assert_eq!(
         got,
-        [(2, jumbo.clone()), (3, ordinary.clone()), (2, jumbo_broadcast)]
+        [
+            (2, jumbo.clone()),
+            (3, ordinary.clone()),
+            (2, jumbo_broadcast)
+        ]
     );
     assert_eq!(got[0].1.len(), 9014);
     // Dropped for C's MTU: the unicast jumbo and the jumbo broadcast; the
@@ -348,7 +352,10 @@ fn the_learning_table_evicts_the_least_recently_seen() {
     assert_eq!(s.learned(host(1)), None);
     assert_eq!(s.learned(host(LEARNED)), Some(0));
     // Unknown again: flooded.
-    assert_eq!(s.forward(1, &frame(host(1), A, 64, 0)), Decision::Flood(0b1101));
+    assert_eq!(
+        s.forward(1, &frame(host(1), A, 64, 0)),
+        Decision::Flood(0b1101)
+    );
 }
 
 #[test]
@@ -358,7 +365,10 @@ fn a_port_going_down_empties_its_queue() {
     assert_eq!(s.queued(1), 1);
     s.set_port_up(1, false).unwrap();
     assert_eq!(s.queued(1), 0);
-    assert_eq!(s.enqueue(1, &frame(B, A, 64, 0), 0), Err(DropReason::PortDown));
+    assert_eq!(
+        s.enqueue(1, &frame(B, A, 64, 0), 0),
+        Err(DropReason::PortDown)
+    );
     assert!(drain_all(&mut *s).is_empty());
     for (i, r) in DropReason::ALL.iter().enumerate() {
         assert_eq!(*r as usize, i);

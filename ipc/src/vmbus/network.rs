@@ -371,7 +371,11 @@ pub fn check_source(frame: &[u8], assigned: Mac) -> Result<(), Status> {
 
 /// Checks a `PostReceive`: the buffer lies inside the receive area (`None`:
 /// no region granted) and holds at least a header.
-pub fn check_receive_buffer(offset: u32, len: u32, receive_area: Option<u64>) -> Result<(), Status> {
+pub fn check_receive_buffer(
+    offset: u32,
+    len: u32,
+    receive_area: Option<u64>,
+) -> Result<(), Status> {
     let area = receive_area.ok_or(Status::BadBuffer)?;
     if len < MIN_FRAME || !inside(offset, len, area) {
         return Err(Status::BadBuffer);
