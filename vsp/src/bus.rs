@@ -242,8 +242,9 @@ impl<M: RingMemory> ChildBus<M> {
 
     /// Gives the child a NIC (`Some`: the MAC the root assigned it and its
     /// switch port's MTU) or none (`None`, the default: `Init` is answered
-    /// `Unavailable`). Set it before the child opens the channel; a change
-    /// applies to the next `Init`.
+    /// `Unavailable`). Set it before the child opens the channel: a later
+    /// change moves the MAC the child's sends must carry at once, the MTU
+    /// only at the next `Init` (of a new channel).
     pub fn set_network(&mut self, config: Option<NetworkConfig>) {
         self.network.set_config(config);
     }

@@ -154,12 +154,10 @@ pub enum Status {
     Dropped = 11,
     /// [`MAX_POSTED`] receive buffers are already posted (the buffer comes back).
     TooManyPosted = 12,
-    /// The receive buffer comes back unused (the channel is being reset).
-    Returned = 13,
 }
 
 /// Number of [`Status`] values (for counters indexed by status).
-pub const STATUS_COUNT: usize = 14;
+pub const STATUS_COUNT: usize = 13;
 
 impl Status {
     /// Every status, in discriminant order.
@@ -177,7 +175,6 @@ impl Status {
         Status::Unavailable,
         Status::Dropped,
         Status::TooManyPosted,
-        Status::Returned,
     ];
 }
 
@@ -555,7 +552,7 @@ mod tests {
                 status: GrantStatus::AlreadyGranted,
             },
             HostMessage::InitDone {
-                status: Status::Returned,
+                status: Status::TooManyPosted,
                 mtu: u16::MAX,
                 mac: big,
             },
