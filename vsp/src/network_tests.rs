@@ -1132,3 +1132,58 @@ fn children_exchange_frames_through_the_switch() {
     }
     assert_eq!(got, posted);
 }
+
+#[test]
+fn the_client_refuses_answers_it_did_not_ask_for() {
+    let w = words();
+    let world = World::new(AtomicRingMemory::new(&w), config(MAC_A, 1500));
+    let mut client = world.started(1500);
+    // The root is idle now: play a hostile root on the inbound ring.
+    let (_, inb) = world.network_rings();
+    let mut root = Producer::new(inb).unwrap();
+    let mut scratch = [0u8; 64];
+    let mut hostile = |tid: u64, message: HostMessage| {
+        let bytes = packet::encode(&message, &mut scratch).unwrap();
+        root.send(KIND_MESSAGE, 0, tid, bytes).unwrap();
+    };
+    // A completion for a send never made.
+    hostile(12345, HostMessage::SendComplete { status: Status::Ok });
+    assert_eq!(client.poll(|| {}), Err(NetworkClientError::BadMessage));
+    // A frame in buffer 0 at another offset, longer than the slot, and
+    // for a buffer tag that does not exist.
+    let receive = |offset, len| HostMessage::Receive {
+        status: Status::Ok,
+        offset,
+        len,
+        flags: 0,
+    };
+    hostile((1 << 32) + 0, receive(64, 64));
+    assert_eq!(client.poll(|| {}), Err(NetworkClientError::BadMessage));
+    hostile(1 << 32, receive(0, 1537));
+    assert_eq!(client.poll(|| {}), Err(NetworkClientError::BadMessage));
+    hostile((1 << 32) + 9999, receive(0, 64));
+    assert_eq!(client.poll(|| {}), Err(NetworkClientError::BadMessage));
+    // A good one is still accepted; the same buffer twice is not.
+    hostile(1 << 32, receive(0, 64));
+    assert_eq!(
+        client.poll(|| {}),
+        Ok(Some(NetworkEvent::Received {
+            offset: 0,
+            len: 64,
+            flags: 0
+        }))
+    );
+    hostile(1 << 32, receive(0, 64));
+    assert_eq!(client.poll(|| {}), Err(NetworkClientError::BadMessage));
+    // Reading a slot that was not filled is refused.
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        client.read_frame(1536, &mut buf),
+        Err(NetworkClientError::BadLength)
+    );
+    assert_eq!(client.read_frame(0, &mut buf), Ok(()));
+    assert_eq!(
+        client.read_frame(7, &mut buf),
+        Err(NetworkClientError::BadLength)
+    );
+}
