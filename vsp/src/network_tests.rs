@@ -1157,7 +1157,7 @@ fn the_client_refuses_answers_it_did_not_ask_for() {
         len,
         flags: 0,
     };
-    hostile((1 << 32) + 0, receive(64, 64));
+    hostile(1 << 32, receive(64, 64));
     assert_eq!(client.poll(|| {}), Err(NetworkClientError::BadMessage));
     hostile(1 << 32, receive(0, 1537));
     assert_eq!(client.poll(|| {}), Err(NetworkClientError::BadMessage));
