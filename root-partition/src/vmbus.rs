@@ -30,7 +30,7 @@ use partition_rt::hypercall;
 use partition_rt::sync::SpinLock;
 use root_partition::disks::{LunError, Luns};
 use root_partition::layout::Layout;
-use vsp::bus::{ChannelName, ChildBus, Event, Platform};
+use vsp::bus::{ChannelName, ChildBus, DropFrames, Event, Platform};
 use vsp::storage::{STORAGE_OFFER, StorageBackend};
 
 use crate::children::MAX_CHILDREN;
@@ -256,32 +256,39 @@ fn service_one(entry: &mut Bus) -> usize {
         Some(disks) => (disks, &mut entry.bounce),
         None => (&mut vsp::storage::NoLuns, &mut []),
     };
-    entry
+    let mut on = |event: Event<'_>| match event {
+        Event::Line(line) => println!(
+            "{}",
+            markers::ChildConsoleLine {
+                child: name.as_str(),
+                line
+            }
+        ),
+        Event::Opened(ChannelName::Console) => {
+            println!("{}", markers::ConsoleOpened(name.as_str()))
+        }
+        Event::Opened(ChannelName::Storage) => {
+            println!("{}", markers::StorageOpened(name.as_str()))
+        }
+        Event::Opened(ChannelName::Control | ChannelName::Network) => {}
+        Event::Closed(channel, reason) => println!(
+            "{}",
+            markers::ChannelClosed {
+                child: name.as_str(),
+                channel: &channel,
+                reason: &reason
+            }
+        ),
+    };
+    let handled = entry
         .bus
-        .service(&mut entry.platform, backend, bounce, |event| match event {
-            Event::Line(line) => println!(
-                "{}",
-                markers::ChildConsoleLine {
-                    child: name.as_str(),
-                    line
-                }
-            ),
-            Event::Opened(ChannelName::Console) => {
-                println!("{}", markers::ConsoleOpened(name.as_str()))
-            }
-            Event::Opened(ChannelName::Storage) => {
-                println!("{}", markers::StorageOpened(name.as_str()))
-            }
-            Event::Opened(ChannelName::Control) => {}
-            Event::Closed(channel, reason) => println!(
-                "{}",
-                markers::ChannelClosed {
-                    child: name.as_str(),
-                    channel: &channel,
-                    reason: &reason
-                }
-            ),
-        })
+        .service(&mut entry.platform, backend, bounce, &mut on);
+    // No switch yet: the network channel answers (its NIC is not
+    // configured, so `Init` is `Unavailable`) and drops every frame.
+    handled
+        + entry
+            .bus
+            .service_network(&mut entry.platform, &mut DropFrames, &mut [], &mut on)
 }
 
 /// Services every child's bus once; returns the packets handled.

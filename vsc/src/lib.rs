@@ -10,4 +10,5 @@
 
 pub mod bus;
 pub mod console;
+pub mod network;
 pub mod storage;

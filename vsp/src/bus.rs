@@ -1,7 +1,10 @@
 //! One child's VMBus, the root's side: the control channel (version,
 //! offers, open, close), the console channel the child opens, whose
-//! lines the root prints as `[<child>] <line>`, and the storage controller
-//! ([`crate::storage`]) whose disks are the root's [`StorageBackend`].
+//! lines the root prints as `[<child>] <line>`, the storage controller
+//! ([`crate::storage`]) whose disks are the root's [`StorageBackend`], and
+//! the network device ([`crate::network`]), whose frames go to a
+//! [`FrameSink`] (the root's switch) in [`ChildBus::service_network`] and
+//! come back through [`ChildBus::network_deliver`].
 //!
 //! # Invariants
 //! - Only [`ChildBus::service`] reads the child's rings; each call handles
@@ -11,7 +14,7 @@
 //!   pages); a broken control channel closes every channel of the child.
 //!   After a close the child's memory is never touched again.
 //! - The child pages mapped at any time (console rings, storage rings,
-//!   storage buffer region) never overlap: an open or grant naming pages
+//!   storage buffer region, network rings, network buffer region) never overlap: an open or grant naming pages
 //!   already mapped is refused, so one unmap never removes another's pages.
 //! - While the root drains a ring its interrupt mask is set; the mask is
 //!   cleared (and the ring checked once more) only when it runs empty, so
@@ -20,13 +23,18 @@
 pub use ipc::vmbus::close::{ChannelName, CloseReason};
 use ipc::vmbus::console::ConsoleMessage;
 use ipc::vmbus::control::{
-    CONSOLE_CLASS, ControlMessage, Guid, HostAction, HostControl, MAX_OFFERS, OfferProperties,
-    OpenStatus, ProtocolError, STORAGE_CLASS,
+    CONSOLE_CLASS, ControlMessage, Guid, HostAction, HostControl, MAX_OFFERS, NETWORK_CLASS,
+    OfferProperties, OpenStatus, ProtocolError, STORAGE_CLASS,
 };
 use ipc::vmbus::memory::RingMemory;
 use ipc::vmbus::packet;
 use ipc::vmbus::ring::{Consumer, Producer, Recv, RingError, Sent};
 use ipc::vmbus::storage::MAX_MESSAGE;
+
+use crate::network::Network;
+pub use crate::network::{
+    DeliverError, DropFrames, FrameSink, NETWORK_OFFER, NetworkConfig, NetworkStats,
+};
 
 pub use crate::storage::{STORAGE_OFFER, StorageBackend, StorageStats};
 use crate::storage::{Storage, overlaps};
@@ -52,7 +60,7 @@ pub trait Platform {
     /// Unmaps what [`Platform::map`] or [`Platform::map_buffer`] mapped at `gpa`.
     fn unmap(&mut self, gpa: u64, pages: u32);
     /// Checks the child's pages `[gpa, gpa + pages * 4096)` of a storage
-    /// buffer grant (grantable memory of the child), maps them for the
+    /// or network buffer grant (grantable memory of the child), maps them for the
     /// root and returns their memory (`pages * 4096` bytes). The bus
     /// already refused ranges overlapping pages it has mapped.
     fn map_buffer(&mut self, gpa: u64, pages: u32) -> Result<Self::Memory, OpenStatus>;
@@ -129,11 +137,12 @@ pub struct ChildBus<M: RingMemory> {
     console: Option<Console<M>>,
     stats: ConsoleStats,
     storage: Storage<M>,
+    network: Network<M>,
 }
 
-/// The offers every child gets: the console (offer 0) and the storage
-/// controller (offer 1).
-pub fn default_offers() -> [(Guid, Guid, OfferProperties); 2] {
+/// The offers every child gets: the console (offer 0), the storage
+/// controller (offer 1) and the network device (offer 2).
+pub fn default_offers() -> [(Guid, Guid, OfferProperties); 3] {
     [
         (
             CONSOLE_CLASS,
@@ -148,6 +157,14 @@ pub fn default_offers() -> [(Guid, Guid, OfferProperties); 2] {
             Guid(*b"storage-ctrl-000"),
             OfferProperties {
                 max_payload: MAX_MESSAGE as u32,
+                flags: 0,
+            },
+        ),
+        (
+            NETWORK_CLASS,
+            Guid(*b"network-nic-0000"),
+            OfferProperties {
+                max_payload: ipc::vmbus::network::MAX_MESSAGE as u32,
                 flags: 0,
             },
         ),
@@ -166,6 +183,7 @@ impl<M: RingMemory> ChildBus<M> {
             console: None,
             stats: ConsoleStats::default(),
             storage: Storage::new(),
+            network: Network::new(),
         })
     }
 
@@ -222,6 +240,123 @@ impl<M: RingMemory> ChildBus<M> {
         self.storage_result(platform, result, on);
     }
 
+    /// Gives the child a NIC (`Some`: the MAC the root assigned it and its
+    /// switch port's MTU) or none (`None`, the default: `Init` is answered
+    /// `Unavailable`). Set it before the child opens the channel: a later
+    /// change moves the MAC the child's sends must carry at once, the MTU
+    /// only at the next `Init` (of a new channel).
+    pub fn set_network(&mut self, config: Option<NetworkConfig>) {
+        self.network.set_config(config);
+    }
+
+    /// The NIC setting.
+    pub fn network_config(&self) -> Option<NetworkConfig> {
+        self.network.config()
+    }
+
+    /// Whether the network channel is open.
+    pub fn network_open(&self) -> bool {
+        self.network.is_open()
+    }
+
+    /// The MTU the child negotiated (`None` before `Init`).
+    pub fn network_mtu(&self) -> Option<u16> {
+        self.network.mtu()
+    }
+
+    /// Receive buffers the child has posted that the root holds now.
+    pub fn network_posted(&self) -> usize {
+        self.network.posted()
+    }
+
+    /// Network counters.
+    pub fn network_stats(&self) -> NetworkStats {
+        self.network.stats()
+    }
+
+    /// Polls the network ring (`true`) or asks for signals, like
+    /// [`ChildBus::set_storage_polling`].
+    pub fn set_network_polling(&mut self, polling: bool) {
+        self.network.set_polling(polling);
+    }
+
+    /// Counts a signal from the child on the network channel.
+    pub fn network_signalled(&mut self) {
+        self.network.stats_mut().signals_from_child += 1;
+    }
+
+    /// Sets the link state (up by default); an initialised child is told
+    /// (`LinkState`).
+    pub fn network_link<P: Platform<Memory = M>>(
+        &mut self,
+        platform: &mut P,
+        up: bool,
+        on: impl FnMut(Event<'_>),
+    ) {
+        let result = self.network.set_link(platform, up);
+        self.network_result(platform, result, on);
+    }
+
+    /// Reads what the child sent on the network channel (a bounded batch),
+    /// hands each good frame to `sink` (read through `scratch`, which
+    /// should hold [`ipc::vmbus::network::MAX_FRAME`] bytes) and answers;
+    /// reports a close through `on`. Returns the packets handled. Opening
+    /// and closing the channel happen in [`ChildBus::service`].
+    pub fn service_network<P: Platform<Memory = M>, S: FrameSink + ?Sized>(
+        &mut self,
+        platform: &mut P,
+        sink: &mut S,
+        scratch: &mut [u8],
+        on: impl FnMut(Event<'_>),
+    ) -> usize {
+        let mut handled = 0;
+        let [rings, region] = self.storage.mapped();
+        let busy = [
+            self.console.as_ref().map(|c| (c.gpa, c.pages)),
+            rings,
+            region,
+        ];
+        let result = self
+            .network
+            .service(platform, sink, scratch, &busy, &mut handled);
+        self.network_result(platform, result, on);
+        handled
+    }
+
+    /// Places `frame` (from the switch) into the child's oldest posted
+    /// receive buffer and tells it (`Receive`, tagged with the buffer's
+    /// `PostReceive`). An error means the frame was dropped (counted in
+    /// [`NetworkStats`]); a broken ring also closes the channel.
+    pub fn network_deliver<P: Platform<Memory = M>>(
+        &mut self,
+        platform: &mut P,
+        frame: &[u8],
+        flags: u8,
+        on: impl FnMut(Event<'_>),
+    ) -> Result<(), DeliverError> {
+        match self.network.deliver(platform, frame, flags) {
+            Ok(result) => result,
+            Err(reason) => {
+                self.network_result(platform, Err(reason), on);
+                Err(DeliverError::Closed)
+            }
+        }
+    }
+
+    /// Closes the network channel after `result` failed.
+    fn network_result<P: Platform<Memory = M>>(
+        &mut self,
+        platform: &mut P,
+        result: Result<(), CloseReason>,
+        mut on: impl FnMut(Event<'_>),
+    ) {
+        if let Err(reason) = result {
+            self.network.close(platform);
+            self.rescind(platform, NETWORK_OFFER);
+            on(Event::Closed(ChannelName::Network, reason));
+        }
+    }
+
     /// Closes the storage channel after `result` failed.
     fn storage_result<P: Platform<Memory = M>>(
         &mut self,
@@ -247,13 +382,17 @@ impl<M: RingMemory> ChildBus<M> {
         }
     }
 
-    /// The child pages mapped now (console rings, storage rings, region).
-    fn mapped(&self) -> [Option<(u64, u32)>; 3] {
+    /// The child pages mapped now (console rings, storage rings and
+    /// region, network rings and region).
+    fn mapped(&self) -> [Option<(u64, u32)>; 5] {
         let [rings, region] = self.storage.mapped();
+        let [net_rings, net_region] = self.network.mapped();
         [
             self.console.as_ref().map(|c| (c.gpa, c.pages)),
             rings,
             region,
+            net_rings,
+            net_region,
         ]
     }
 
@@ -279,6 +418,7 @@ impl<M: RingMemory> ChildBus<M> {
             platform.unmap(c.gpa, c.pages);
         }
         self.storage.close(platform);
+        self.network.close(platform);
         self.control = None;
     }
 
@@ -314,6 +454,12 @@ impl<M: RingMemory> ChildBus<M> {
                         CloseReason::ControlClosed,
                     ));
                 }
+                if self.network.close(platform) {
+                    on(Event::Closed(
+                        ChannelName::Network,
+                        CloseReason::ControlClosed,
+                    ));
+                }
                 return handled;
             }
         }
@@ -325,7 +471,12 @@ impl<M: RingMemory> ChildBus<M> {
             // Tell the child, if it still listens.
             self.rescind(platform, CONSOLE_OFFER);
         }
-        let busy = [self.console.as_ref().map(|c| (c.gpa, c.pages))];
+        let [net_rings, net_region] = self.network.mapped();
+        let busy = [
+            self.console.as_ref().map(|c| (c.gpa, c.pages)),
+            net_rings,
+            net_region,
+        ];
         let result = self
             .storage
             .service(platform, backend, bounce, &busy, &mut handled);
@@ -397,10 +548,10 @@ impl<M: RingMemory> ChildBus<M> {
                 } => {
                     let result = self.open(platform, offer_id, gpa, pages, outbound_pages);
                     if result.is_ok() {
-                        on(Event::Opened(if offer_id == STORAGE_OFFER {
-                            ChannelName::Storage
-                        } else {
-                            ChannelName::Console
+                        on(Event::Opened(match offer_id {
+                            STORAGE_OFFER => ChannelName::Storage,
+                            NETWORK_OFFER => ChannelName::Network,
+                            _ => ChannelName::Console,
                         }));
                     }
                     let answer = self.host.opened(offer_id, result);
@@ -414,6 +565,9 @@ impl<M: RingMemory> ChildBus<M> {
                     }
                     if offer_id == STORAGE_OFFER {
                         self.storage.close(platform);
+                    }
+                    if offer_id == NETWORK_OFFER {
+                        self.network.close(platform);
                     }
                 }
             }
@@ -432,6 +586,7 @@ impl<M: RingMemory> ChildBus<M> {
         let free = match offer_id {
             CONSOLE_OFFER => self.console.is_none(),
             STORAGE_OFFER => !self.storage.is_open(),
+            NETWORK_OFFER => !self.network.is_open(),
             _ => false,
         };
         if !free {
@@ -462,6 +617,8 @@ impl<M: RingMemory> ChildBus<M> {
         };
         if offer_id == STORAGE_OFFER {
             self.storage.open(link, gpa, pages);
+        } else if offer_id == NETWORK_OFFER {
+            self.network.open(link, gpa, pages);
         } else {
             self.console = Some(Console { link, gpa, pages });
         }

@@ -1,6 +1,7 @@
 //! capvisor's virtualization service providers: the root partition's end
 //! of every child's VMBus — the control channel ([`bus`]) and the devices
-//! behind it (the console, [`storage`]).
+//! behind it (the console, [`storage`], [`network`]), and the virtual
+//! switch ([`switch`]) the root plugs the children's NICs into.
 //!
 //! # Invariants
 //! `no_std`, no `unsafe`, no allocation; the hypervisor-facing operations
@@ -12,4 +13,6 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod network;
 pub mod storage;
+pub mod switch;

@@ -51,6 +51,8 @@ pub enum ChannelName {
     Console,
     /// The storage controller.
     Storage,
+    /// The network device.
+    Network,
 }
 
 impl fmt::Display for ChannelName {
@@ -59,6 +61,7 @@ impl fmt::Display for ChannelName {
             ChannelName::Control => "control",
             ChannelName::Console => "console",
             ChannelName::Storage => "storage",
+            ChannelName::Network => "network",
         })
     }
 }

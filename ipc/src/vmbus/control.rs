@@ -45,6 +45,9 @@ pub const CONSOLE_CLASS: Guid = Guid(*b"capvisor-console");
 /// Device class of the storage controller (`ipc::vmbus::storage`).
 pub const STORAGE_CLASS: Guid = Guid(*b"capvisor-storage");
 
+/// Device class of the network device (`ipc::vmbus::network`).
+pub const NETWORK_CLASS: Guid = Guid(*b"capvisor-network");
+
 /// Properties of an offered device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OfferProperties {

@@ -11,6 +11,7 @@
 //!   the state machines of both ends.
 //! - [`console`]: the console device's messages.
 //! - [`storage`]: the storage controller's messages and request checks.
+//! - [`network`]: the network device's messages and frame checks.
 //! - [`close`]: why a channel is closed (what the root logs).
 //!
 //! # Invariants
@@ -22,6 +23,7 @@ pub mod close;
 pub mod console;
 pub mod control;
 pub mod memory;
+pub mod network;
 pub mod packet;
 pub mod ring;
 pub mod storage;
