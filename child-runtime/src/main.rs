@@ -31,6 +31,8 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod arch;
 #[cfg(target_os = "none")]
+mod network;
+#[cfg(target_os = "none")]
 mod storage;
 #[cfg(target_os = "none")]
 mod vmbus;

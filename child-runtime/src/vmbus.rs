@@ -32,8 +32,8 @@ const PATIENCE: u64 = 2_000_000;
 
 static BUS: SpinLock<Option<GuestBus<SharedRingMemory>>> = SpinLock::new(None);
 static CONSOLE: SpinLock<Option<ConsoleClient<SharedRingMemory>>> = SpinLock::new(None);
-/// Channels the child uses: control, console, storage.
-const CHANNELS: usize = 3;
+/// Channels the child uses: control, console, storage, network.
+const CHANNELS: usize = 4;
 /// Raw slots: the signal port of each channel (control, console,
 /// storage), then the event port of each (to acknowledge).
 static PORTS: [AtomicU64; 2 * CHANNELS] = [const { AtomicU64::new(u64::MAX) }; 2 * CHANNELS];
@@ -41,6 +41,8 @@ const CONTROL_SIGNAL: usize = 0;
 const CONSOLE_SIGNAL: usize = 1;
 /// The storage channel's signal port.
 pub const STORAGE_SIGNAL: usize = 2;
+/// The network channel's signal port.
+pub const NETWORK_SIGNAL: usize = 3;
 /// Where the console rings are (for the `vmbus-hostile` workload).
 static CONSOLE_GPA: AtomicU64 = AtomicU64::new(0);
 /// Signals from the root (any VMBus vector).
@@ -192,8 +194,13 @@ pub fn events() -> u64 {
 
 /// Records the storage channel's ports (signal, event) once it is open.
 pub fn set_storage_ports(signal_port: u64, event_port: u64) {
-    PORTS[STORAGE_SIGNAL].store(signal_port, Ordering::Release);
-    PORTS[CHANNELS + STORAGE_SIGNAL].store(event_port, Ordering::Release);
+    set_ports(STORAGE_SIGNAL, signal_port, event_port);
+}
+
+/// Records channel `which`'s ports (signal, event) once it is open.
+pub fn set_ports(which: usize, signal_port: u64, event_port: u64) {
+    PORTS[which].store(signal_port, Ordering::Release);
+    PORTS[CHANNELS + which].store(event_port, Ordering::Release);
 }
 
 /// Yield budget of every VMBus wait.

@@ -14,6 +14,7 @@ pub mod disk;
 pub mod elf;
 pub mod exit;
 pub mod hypercall;
+pub mod kv;
 pub mod markers;
 pub mod vcpu_state;
 pub mod vmbus;

@@ -99,8 +99,13 @@ mod entry {
                 Err(e) => println!("root partition: device interrupt test failed: {e:?}"),
             }
         }
+        match crate::net::start(&info) {
+            Ok(true) => crate::vmbus::start_switch(),
+            Ok(false) => {}
+            Err(e) => println!("root partition: network interface unusable: {e}"),
+        }
         if info.has_flag(markers::SELFTEST_NETWORK) {
-            match crate::net::ping_gateway(&info) {
+            match crate::net::ping_gateway() {
                 Ok(line) => println!("{line}"),
                 Err(e) => println!("root partition: network test failed: {e}"),
             }

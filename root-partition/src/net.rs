@@ -50,6 +50,53 @@ const PATIENCE: u64 = 20_000_000_000;
 
 type Nic = VirtIONet<RootHal, PciTransport, QUEUE>;
 
+/// The NIC once found (the switch's port 0 while children run).
+static NIC: partition_rt::sync::SpinLock<Option<Network>> = partition_rt::sync::SpinLock::new(None);
+
+/// Finds the NIC and keeps it; says what it found.
+pub fn start(info: &BootInfo) -> Result<bool, String> {
+    match probe(info)? {
+        Some(net) => {
+            *NIC.lock() = Some(net);
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Frames waiting in the NIC: each given to `take` (at most `max`).
+pub fn receive(max: usize, mut take: impl FnMut(&[u8])) -> usize {
+    let mut nic = NIC.lock();
+    let Some(net) = nic.as_mut() else {
+        return 0;
+    };
+    net.take_interrupts();
+    let mut n = 0;
+    while n < max && net.nic.can_recv() {
+        let Ok(buffer) = net.nic.receive() else {
+            break;
+        };
+        take(buffer.packet());
+        let _ = net.nic.recycle_rx_buffer(buffer);
+        n += 1;
+    }
+    n
+}
+
+/// Sends one frame out of the NIC; whether it went.
+pub fn send(frame: &[u8]) -> bool {
+    let mut nic = NIC.lock();
+    let Some(net) = nic.as_mut() else {
+        return false;
+    };
+    if frame.len() > BUFFER - 16 {
+        return false;
+    }
+    let mut buffer = net.nic.new_tx_buffer(frame.len());
+    buffer.packet_mut().copy_from_slice(frame);
+    net.nic.send(buffer).is_ok()
+}
+
 static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 
 fn on_interrupt(_vector: u8) {
@@ -186,12 +233,22 @@ fn now() -> Instant {
 
 /// `selftest=network`: brings the interface up at [`ADDRESS`], resolves
 /// the gateway and pings it; the result line, or why it failed.
-pub fn ping_gateway(info: &BootInfo) -> Result<String, String> {
-    let mut net = probe(info)?.ok_or_else(|| String::from("no virtio-net device"))?;
+pub fn ping_gateway() -> Result<String, String> {
+    let mut net = NIC
+        .lock()
+        .take()
+        .ok_or_else(|| String::from("no virtio-net device"))?;
     partition_rt::enable_interrupts();
+    let result = ping(&mut net);
+    *NIC.lock() = Some(net);
+    result
+}
+
+fn ping(net: &mut Network) -> Result<String, String> {
+    let net = &mut *net;
     let mac = EthernetAddress(net.nic.mac_address());
     let config = Config::new(HardwareAddress::Ethernet(mac));
-    let mut iface = Interface::new(config, &mut net, now());
+    let mut iface = Interface::new(config, net, now());
     iface.update_ip_addrs(|addrs| {
         let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(ADDRESS), 24));
     });
@@ -214,7 +271,7 @@ pub fn ping_gateway(info: &BootInfo) -> Result<String, String> {
     let mut sent = false;
     let start = partition_rt::rdtsc();
     loop {
-        iface.poll(now(), &mut net, &mut sockets);
+        iface.poll(now(), net, &mut sockets);
         let socket = sockets.get_mut::<icmp::Socket<'_>>(handle);
         if !sent && socket.can_send() {
             let repr = Icmpv4Repr::EchoRequest {

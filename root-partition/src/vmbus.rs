@@ -24,6 +24,7 @@ use ipc::child::CHILD_VMBUS_VECTOR;
 use ipc::hypercall::{Call, Name, Rights, SlotHandle};
 use ipc::markers;
 use ipc::vmbus::control::{CONTROL_RING_PAGES, OpenStatus};
+use ipc::vmbus::network::{MAX_FRAME, Mac};
 use ipc::vmbus::ring;
 use partition_rt::SharedRingMemory;
 use partition_rt::hypercall;
@@ -31,7 +32,9 @@ use partition_rt::sync::SpinLock;
 use root_partition::disks::{LunError, Luns};
 use root_partition::layout::Layout;
 use vsp::bus::{ChannelName, ChildBus, DropFrames, Event, Platform};
+use vsp::network::NetworkConfig;
 use vsp::storage::{STORAGE_OFFER, StorageBackend};
+use vsp::switch::Switch;
 
 use crate::children::MAX_CHILDREN;
 use crate::storage::DataDisk;
@@ -229,6 +232,8 @@ pub fn attach(
     ring::initialize(&inbound).map_err(|_| OpenStatus::BadRange)?;
     let ports = platform.make_ports(0)?;
     let mut bus = ChildBus::new(outbound, inbound).map_err(|_| OpenStatus::BadRange)?;
+    // A NIC on the switch's port for this child, with a MAC of the root's choosing.
+    bus.set_network(child_port(platform.index));
     // The root services every bus in a loop while children run (and sleeps
     // only inside disk requests, during a service pass): storage requests
     // need no signal.
@@ -283,18 +288,109 @@ fn service_one(entry: &mut Bus) -> usize {
     let handled = entry
         .bus
         .service(&mut entry.platform, backend, bounce, &mut on);
-    // No switch yet: the network channel answers (its NIC is not
-    // configured, so `Init` is `Unavailable`) and drops every frame.
+    // The child's frames go into its switch port's queue (without a
+    // switch, its NIC is not configured, so `Init` is `Unavailable`).
+    let port = 1 + entry.platform.index;
+    let mut state = SWITCH.lock();
+    let SwitchState { switch, scratch } = &mut *state;
     handled
-        + entry
-            .bus
-            .service_network(&mut entry.platform, &mut DropFrames, &mut [], &mut on)
+        + match scratch.as_mut() {
+            Some(scratch) => entry.bus.service_network(
+                &mut entry.platform,
+                &mut switch.ingress(port),
+                scratch,
+                &mut on,
+            ),
+            None => {
+                entry
+                    .bus
+                    .service_network(&mut entry.platform, &mut DropFrames, &mut [], &mut on)
+            }
+        }
 }
 
-/// Services every child's bus once; returns the packets handled.
+/// The virtual switch: port 0 is the root's NIC, port `1 + i` child `i`;
+/// 8 frames queued per port.
+pub type RootSwitch = Switch<{ 1 + MAX_CHILDREN }, 8>;
+/// Frames a child may send and receive (no jumbo frames on the management
+/// network's uplink; children's ports may be larger).
+pub const CHILD_MTU: u16 = 1500;
+
+/// The switch (a static: at ~650 KiB it would not fit the root's stack on
+/// its way to the heap) and its scratch frame, which exists once the root
+/// has a NIC and the switch is in use.
+struct SwitchState {
+    switch: RootSwitch,
+    scratch: Option<Vec<u8>>,
+}
+
+static SWITCH: SpinLock<SwitchState> = SpinLock::new(SwitchState {
+    switch: RootSwitch::new(),
+    scratch: None,
+});
+
+/// Starts the switch with the NIC on port 0 (no MAC of its own: the
+/// outside world's addresses arrive there).
+pub fn start_switch() {
+    let mut state = SWITCH.lock();
+    let _ = state.switch.set_port_up(0, true);
+    state.scratch = Some(vec![0u8; MAX_FRAME as usize]);
+}
+
+/// Brings up child `index`'s switch port with its MAC and MTU; the NIC
+/// setting for its bus, or `None` without a switch.
+fn child_port(index: usize) -> Option<NetworkConfig> {
+    let mut state = SWITCH.lock();
+    state.scratch.as_ref()?;
+    let port = 1 + index;
+    let mac = Mac::for_child(index as u16);
+    let switch = &mut state.switch;
+    let configured = switch.set_port_mac(port, Some(mac)).is_ok()
+        && switch.set_port_mtu(port, CHILD_MTU).is_ok()
+        && switch.set_port_up(port, true).is_ok();
+    configured.then_some(NetworkConfig {
+        mac,
+        mtu: CHILD_MTU,
+    })
+}
+
+/// Moves frames between the NIC and the children's ports: what the NIC
+/// received goes into port 0's queue, then one fair pass delivers every
+/// queue (port 0 out of the NIC, the others into each child's posted
+/// receive buffers). Called with the buses locked.
+fn switch_frames(buses: &mut [Option<Bus>; MAX_CHILDREN]) -> usize {
+    let mut state = SWITCH.lock();
+    if state.scratch.is_none() {
+        return 0;
+    }
+    let switch = &mut state.switch;
+    let received = crate::net::receive(32, |frame| {
+        let _ = switch.enqueue(0, frame, 0);
+    });
+    let drained = switch.drain(|port, frame, flags| {
+        if port == 0 {
+            return crate::net::send(frame);
+        }
+        match buses.get_mut(port - 1).and_then(Option::as_mut) {
+            Some(entry) => {
+                let name = entry.name;
+                entry
+                    .bus
+                    .network_deliver(&mut entry.platform, frame, flags, |e| print_event(name, e))
+                    .is_ok()
+            }
+            None => false,
+        }
+    });
+    received + drained
+}
+
+/// Services every child's bus once and passes frames through the switch;
+/// returns the packets and frames handled.
 pub fn service_all() -> usize {
     let mut buses = BUSES.lock();
-    buses.iter_mut().flatten().map(service_one).sum()
+    let handled: usize = buses.iter_mut().flatten().map(service_one).sum();
+    handled + switch_frames(&mut buses)
 }
 
 /// Drains child `index`'s bus (it stopped), prints its console summary if
@@ -454,6 +550,12 @@ pub fn detach(index: usize) {
         }
         if let Some(disks) = entry.disks.as_mut() {
             let _ = disks.flush_all();
+        }
+        {
+            let mut state = SWITCH.lock();
+            let port = 1 + index;
+            let _ = state.switch.set_port_up(port, false);
+            let _ = state.switch.set_port_mac(port, None);
         }
         entry.bus.shut_down(&mut entry.platform);
         let control = entry.platform.layout.vmbus_control();

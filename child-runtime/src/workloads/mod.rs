@@ -12,12 +12,13 @@ mod dirty;
 mod disk;
 mod hello;
 mod hostile;
+mod kv;
 mod spin;
 mod vmbus_hostile;
 
 /// Whether the runtime has a workload called `name`.
 pub fn exists(name: &str) -> bool {
-    workload::ALL.contains(&name) || name == ipc::disk::DISK
+    workload::ALL.contains(&name) || name == ipc::disk::DISK || name == ipc::kv::KV
 }
 
 /// Runs the boot page's workload on this vCPU.
@@ -30,6 +31,7 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         workload::CHATTY => chatty::run(info, vcpu),
         workload::VMBUS_HOSTILE => vmbus_hostile::run(info, vcpu),
         ipc::disk::DISK => disk::run(info, vcpu),
+        ipc::kv::KV => kv::run(info, vcpu),
         // `exists` was checked at boot.
         _ => partition_rt::halt_forever(),
     }

@@ -1,0 +1,176 @@
+//! The key-value service's line protocol (workload `kv`), as the child
+//! serves it and a host client speaks it: one command per line, one answer
+//! line each.
+//!
+//! ```text
+//! SET key value   -> OK
+//! GET key         -> VALUE value | NOT_FOUND
+//! DEL key         -> OK | NOT_FOUND
+//! QUIT            -> BYE (the service ends)
+//! anything else   -> ERR reason
+//! ```
+//!
+//! # Invariants
+//! Keys are 1..=[`MAX_KEY`] bytes without spaces, values 0..=[`MAX_VALUE`]
+//! bytes (the rest of the line); lines end with `\n` (a `\r` before it is
+//! dropped). [`parse`] never panics on any input.
+
+use core::fmt;
+
+/// Workload `kv`: `args[0]` is the child's IPv4 address (big-endian
+/// number), `args[1]` the TCP port, `args[2]` the MTU (0: 1500).
+pub const KV: &str = "kv";
+/// Longest key.
+pub const MAX_KEY: usize = 64;
+/// Longest value.
+pub const MAX_VALUE: usize = 1024;
+/// Longest line the service reads.
+pub const MAX_LINE: usize = 4 + MAX_KEY + 1 + MAX_VALUE + 2;
+
+/// One command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// Store `value` under `key`.
+    Set(&'a [u8], &'a [u8]),
+    /// Look `key` up.
+    Get(&'a [u8]),
+    /// Forget `key`.
+    Del(&'a [u8]),
+    /// End the session and the service.
+    Quit,
+}
+
+/// Why a line is not a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvError {
+    /// Not SET, GET, DEL or QUIT.
+    UnknownCommand,
+    /// A key is missing, too long or holds a space.
+    BadKey,
+    /// The value is too long.
+    BadValue,
+    /// Words after a command that takes none.
+    Trailing,
+}
+
+impl fmt::Display for KvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KvError::UnknownCommand => "unknown command",
+            KvError::BadKey => "bad key",
+            KvError::BadValue => "value too long",
+            KvError::Trailing => "unexpected words",
+        })
+    }
+}
+
+fn key(k: &[u8]) -> Result<&[u8], KvError> {
+    if k.is_empty() || k.len() > MAX_KEY || k.contains(&b' ') {
+        return Err(KvError::BadKey);
+    }
+    Ok(k)
+}
+
+/// Parses one line (without its `\n`; a trailing `\r` is ignored).
+pub fn parse(line: &[u8]) -> Result<Command<'_>, KvError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let (word, rest) = match line.iter().position(|&b| b == b' ') {
+        Some(i) => (&line[..i], Some(&line[i + 1..])),
+        None => (line, None),
+    };
+    match (word, rest) {
+        (b"SET", Some(rest)) => {
+            let (k, v) = match rest.iter().position(|&b| b == b' ') {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            if v.len() > MAX_VALUE {
+                return Err(KvError::BadValue);
+            }
+            Ok(Command::Set(key(k)?, v))
+        }
+        (b"GET", Some(k)) => Ok(Command::Get(key(k)?)),
+        (b"DEL", Some(k)) => Ok(Command::Del(key(k)?)),
+        (b"SET" | b"GET" | b"DEL", None) => Err(KvError::BadKey),
+        (b"QUIT", None) => Ok(Command::Quit),
+        (b"QUIT", Some(_)) => Err(KvError::Trailing),
+        _ => Err(KvError::UnknownCommand),
+    }
+}
+
+/// `kv: serving on A:P (MAC M, MTU U)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvServing<'a> {
+    /// Address and port.
+    pub endpoint: &'a str,
+    /// The child's MAC.
+    pub mac: &'a str,
+    /// Negotiated MTU.
+    pub mtu: u16,
+}
+
+impl fmt::Display for KvServing<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "kv: serving on {} (MAC {}, MTU {})",
+            self.endpoint, self.mac, self.mtu
+        )
+    }
+}
+
+/// `kv: done after N commands (S sets, G gets, D dels, E errors)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvDone {
+    /// Commands answered.
+    pub commands: u64,
+    /// SETs.
+    pub sets: u64,
+    /// GETs.
+    pub gets: u64,
+    /// DELs.
+    pub dels: u64,
+    /// Lines answered `ERR`.
+    pub errors: u64,
+}
+
+impl fmt::Display for KvDone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "kv: done after {} commands ({} sets, {} gets, {} dels, {} errors)",
+            self.commands, self.sets, self.gets, self.dels, self.errors
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(parse(b"SET a 1 2 3"), Ok(Command::Set(b"a", b"1 2 3")));
+        assert_eq!(parse(b"SET a"), Ok(Command::Set(b"a", b"")));
+        assert_eq!(parse(b"GET a\r"), Ok(Command::Get(b"a")));
+        assert_eq!(parse(b"DEL key-1"), Ok(Command::Del(b"key-1")));
+        assert_eq!(parse(b"QUIT"), Ok(Command::Quit));
+    }
+
+    #[test]
+    fn refuses_bad_lines() {
+        assert_eq!(parse(b""), Err(KvError::UnknownCommand));
+        assert_eq!(parse(b"get a"), Err(KvError::UnknownCommand));
+        assert_eq!(parse(b"GET"), Err(KvError::BadKey));
+        assert_eq!(parse(b"GET "), Err(KvError::BadKey));
+        assert_eq!(parse(b"GET a b"), Err(KvError::BadKey));
+        assert_eq!(parse(b"QUIT now"), Err(KvError::Trailing));
+        let long = [b'k'; MAX_KEY + 1];
+        let mut line = b"GET ".to_vec();
+        line.extend_from_slice(&long);
+        assert_eq!(parse(&line), Err(KvError::BadKey));
+        let mut set = b"SET k ".to_vec();
+        set.extend(core::iter::repeat_n(b'v', MAX_VALUE + 1));
+        assert_eq!(parse(&set), Err(KvError::BadValue));
+    }
+}
