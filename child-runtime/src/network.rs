@@ -142,7 +142,8 @@ impl WaitState {
     fn wait(&mut self, inbound: &SharedRingMemory) {
         self.seen = vmbus::events();
         let waiting = || {
-            inbound.load_u32_acquire(ring::WRITE_INDEX) != inbound.load_u32_acquire(ring::READ_INDEX)
+            inbound.load_u32_acquire(ring::WRITE_INDEX)
+                != inbound.load_u32_acquire(ring::READ_INDEX)
         };
         if waiting() {
             return;

@@ -85,6 +85,67 @@ pub enum Script {
     Persisted,
     /// `selftest=network`: the root brings virtio-net up and pings the gateway.
     NetworkUp,
+    /// Scenario `kv`: child kv1 serves the key-value protocol to a host
+    /// client until it says QUIT.
+    KeyValue,
+}
+
+/// SET/GET pairs the key-value client makes (1,000 round trips).
+const KV_PAIRS: u64 = 500;
+
+/// Connects to the forwarded port until the service answers a probe.
+fn kv_connect(port: u16) -> Result<std::io::BufReader<std::net::TcpStream>, String> {
+    use std::io::{BufRead, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(150);
+    let mut last = String::from("never tried");
+    while std::time::Instant::now() < deadline {
+        let attempt = (|| -> std::io::Result<Option<std::io::BufReader<std::net::TcpStream>>> {
+            let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            stream.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+            let mut reader = std::io::BufReader::new(stream);
+            reader.get_mut().write_all(b"GET probe\n")?;
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            Ok((line == "NOT_FOUND\n").then_some(reader))
+        })();
+        match attempt {
+            Ok(Some(reader)) => return Ok(reader),
+            Ok(None) => last = String::from("connection closed before an answer"),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    Err(format!("the service never answered on port {port}: {last}"))
+}
+
+/// 500 SETs and 500 GETs with distinct keys and values, each answer
+/// checked, then QUIT.
+fn kv_client(port: u16) -> Result<String, String> {
+    use std::io::{BufRead, Write};
+    let mut reader = kv_connect(port)?;
+    let mut ask = |request: &str, expected: &str| -> Result<(), String> {
+        reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .map_err(|e| format!("sending {request:?}: {e}"))?;
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| format!("answer to {request:?}: {e}"))?;
+        if line != expected {
+            return Err(format!(
+                "{request:?} answered {line:?}, expected {expected:?}"
+            ));
+        }
+        Ok(())
+    };
+    for i in 0..KV_PAIRS {
+        let value = format!("value-{i}-{}", i * 7919 % 1000);
+        ask(&format!("SET key{i} {value}\n"), "OK\n")?;
+        ask(&format!("GET key{i}\n"), &format!("VALUE {value}\n"))?;
+    }
+    ask("QUIT\n", "BYE\n")?;
+    Ok(format!("{} round trips answered", 2 * KV_PAIRS))
 }
 
 /// A child's console line as the root prints it.
@@ -292,6 +353,28 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
             let known = line.split("; ").next().unwrap_or(&line).to_owned();
             out.push(ordered(known));
         }
+        Script::KeyValue => out.extend([
+            child_line(
+                "kv1",
+                ipc::kv::KvServing {
+                    endpoint: "10.0.2.20:7000",
+                    mac: "02:63:76:00:00:00",
+                    mtu: 1500,
+                },
+            ),
+            // The probe GET, the pairs and the QUIT.
+            child_line(
+                "kv1",
+                ipc::kv::KvDone {
+                    commands: 2 * KV_PAIRS + 2,
+                    sets: KV_PAIRS,
+                    gets: KV_PAIRS + 1,
+                    dels: 0,
+                    errors: 0,
+                },
+            ),
+            any_order(ended("kv1")),
+        ]),
         Script::Persisted => out.extend([
             child_line("p", verified(ipc::disk::FOUND, 2048, 8192)),
             any_order(ended("p")),
@@ -418,6 +501,8 @@ pub struct Case {
     pub then: Vec<Boot>,
     /// Run on the disk image after the last boot passed.
     pub host_check: Option<HostCheck>,
+    /// A client run on the host during the first boot, over a forwarded port.
+    pub host_client: Option<HostClient>,
 }
 
 /// A boot after a case's first one.
@@ -440,6 +525,35 @@ pub struct HostCheck {
     /// The check, given the path of the case's data disk image.
     pub check: fn(&std::path::Path) -> Result<(), String>,
 }
+
+/// A client the test runs on the host while the (first) boot runs: the
+/// machine gets QEMU user networking on a virtio-net NIC with host port
+/// `127.0.0.1:P` forwarded to `guest` (TCP); `run(P)` talks to it and
+/// returns what it saw or why it failed (which fails the case). It should
+/// retry connecting until the service listens.
+#[derive(Clone, Copy)]
+pub struct HostClient {
+    /// Names the client in messages (and makes clients comparable).
+    pub name: &'static str,
+    /// Guest address and port the forwarded port reaches, e.g. `10.0.2.20:7000`.
+    pub guest: &'static str,
+    /// The client, given the forwarded host port.
+    pub run: fn(u16) -> Result<String, String>,
+}
+
+impl fmt::Debug for HostClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HostClient({})", self.name)
+    }
+}
+
+impl PartialEq for HostClient {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for HostClient {}
 
 impl fmt::Debug for HostCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -490,6 +604,19 @@ impl Case {
     pub fn then_boot_with(mut self, boot: Boot) -> Case {
         self.then.push(boot);
         self.with_data_disk()
+    }
+
+    /// The case with a host-side client of a forwarded port (see [`HostClient`]).
+    pub fn host_client(
+        self,
+        name: &'static str,
+        guest: &'static str,
+        run: fn(u16) -> Result<String, String>,
+    ) -> Case {
+        Case {
+            host_client: Some(HostClient { name, guest, run }),
+            ..self
+        }
     }
 
     /// The case with `check` run on its data disk (attached by this call)
@@ -567,6 +694,7 @@ pub fn on_vmx(case: &Case, ends: ExitCode) -> Case {
         data_disk: case.data_disk,
         then: case.then.clone(),
         host_check: case.host_check,
+        host_client: case.host_client,
     }
 }
 
@@ -599,7 +727,8 @@ pub fn markers_with_order(script: Script) -> Vec<(String, bool)> {
         | Script::BadDisk
         | Script::Persist
         | Script::Persisted
-        | Script::NetworkUp => scenario_markers(script),
+        | Script::NetworkUp
+        | Script::KeyValue => scenario_markers(script),
         other => markers(other).into_iter().map(ordered).collect(),
     }
 }
@@ -691,6 +820,7 @@ pub fn case(
         data_disk: false,
         then: Vec::new(),
         host_check: None,
+        host_client: None,
     }
 }
 
@@ -868,6 +998,18 @@ pub fn all() -> Vec<Case> {
     );
     network.forbidden.push("; 0 interrupts".to_owned());
     table.push(network);
+    // A host client's 1,000 SET/GET round trips through the forwarded port,
+    // the root's NIC and switch, to the child's key-value service.
+    table.push(
+        case(
+            "network_kv_1000_round_trips",
+            machine(2, "EPYC", Bios, true),
+            "scenario=kv",
+            Script::KeyValue,
+            Kernel(Success),
+        )
+        .host_client("1,000 SET/GET round trips", "10.0.2.20:7000", kv_client),
+    );
     // Durability: power off after a flush, boot again on the same disk,
     // then read the VHD out of the image on the host.
     table.push(

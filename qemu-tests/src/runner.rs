@@ -81,6 +81,22 @@ pub fn run_with(case: &Case, binaries: &Binaries) -> Result<Vec<Transcript>, Str
         }
         machine.data_disk = Some(data_disk_copy(scratch.path())?);
     }
+    // A host client: a free port forwarded to the guest service, and the
+    // client started now (it retries until the service listens).
+    let mut client = None;
+    if let Some(host) = case.host_client {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|error| format!("no free host port: {error}"))?
+            .port();
+        machine.extra_args.extend([
+            "-netdev".to_owned(),
+            format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-{}", host.guest),
+            "-device".to_owned(),
+            "virtio-net-pci,netdev=n0,romfile=".to_owned(),
+        ]);
+        client = Some((host.name, std::thread::spawn(move || (host.run)(port))));
+    }
     let boots = case.boots();
     let mut transcripts = Vec::new();
     for (index, boot) in boots.iter().enumerate() {
@@ -120,6 +136,18 @@ pub fn run_with(case: &Case, binaries: &Binaries) -> Result<Vec<Transcript>, Str
             ));
         }
         transcripts.push(transcript);
+    }
+    if let Some((name, thread)) = client {
+        match thread.join() {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                return Err(format!(
+                    "case {} failed: host client {name}: {error}",
+                    case.name
+                ));
+            }
+            Err(_) => return Err(format!("case {}: host client {name} panicked", case.name)),
+        }
     }
     if let Some(check) = case.host_check {
         let disk = machine.data_disk.as_deref().ok_or_else(|| {
