@@ -127,6 +127,29 @@ impl Adapter {
         self.mtu
     }
 
+    /// Sends one raw frame, waiting (bounded) for a send slot; the tag.
+    pub fn send_frame(&mut self, frame: &[u8]) -> Result<u64, NetworkClientError> {
+        let mut last = NetworkClientError::Timeout;
+        for _ in 0..WAIT_PATIENCE {
+            match self.client.send(frame, 0, signal) {
+                Err(e @ (NetworkClientError::Busy | NetworkClientError::Full)) => {
+                    last = e;
+                    // Completions free slots; frames for us are taken and dropped.
+                    while self
+                        .client
+                        .receive_frame(&mut self.frame, signal)?
+                        .is_some()
+                    {}
+                    if self.client.in_flight() > 0 {
+                        self.wait();
+                    }
+                }
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
     /// Sleeps until the root signals, unless a packet already waits.
     pub fn wait(&self) {
         WaitState { seen: 0 }.wait(&self.inbound);

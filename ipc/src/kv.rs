@@ -174,3 +174,28 @@ mod tests {
         assert_eq!(parse(&set), Err(KvError::BadValue));
     }
 }
+
+/// Workload `netflood`: `args[0]` the index of the child whose MAC it
+/// forges, `args[1]` frames of each kind (forged source, own source).
+pub const NETFLOOD: &str = "netflood";
+
+/// `netflood: sent F frames with a forged source and O with its own (X failed)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetFloodDone {
+    /// Frames sent with the forged source (the root answers each).
+    pub forged: u64,
+    /// Frames sent with its own source.
+    pub own: u64,
+    /// Sends that could not be made.
+    pub failed: u64,
+}
+
+impl fmt::Display for NetFloodDone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "netflood: sent {} frames with a forged source and {} with its own ({} failed)",
+            self.forged, self.own, self.failed
+        )
+    }
+}

@@ -688,3 +688,35 @@ impl fmt::Display for NetworkUp<'_> {
         )
     }
 }
+
+/// `root: CHILD network: S frames sent (R refused: spoofed source), D delivered to it; switch port: X spoofed, Q queue-full drops`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetworkSummary<'a> {
+    /// The child.
+    pub child: &'a str,
+    /// Frames the child asked to send.
+    pub sent: u64,
+    /// Sends refused because the source MAC was not the child's.
+    pub refused_spoofed: u64,
+    /// Frames delivered into the child's receive buffers.
+    pub delivered: u64,
+    /// Frames the switch dropped at the child's port as spoofed.
+    pub switch_spoofed: u64,
+    /// Frames the switch dropped at the child's port because its queue was full.
+    pub queue_full: u64,
+}
+
+impl fmt::Display for NetworkSummary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: {} network: {} frames sent ({} refused: spoofed source), {} delivered to it; switch port: {} spoofed, {} queue-full drops",
+            self.child,
+            self.sent,
+            self.refused_spoofed,
+            self.delivered,
+            self.switch_spoofed,
+            self.queue_full
+        )
+    }
+}

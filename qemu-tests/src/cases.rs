@@ -88,6 +88,38 @@ pub enum Script {
     /// Scenario `kv`: child kv1 serves the key-value protocol to a host
     /// client until it says QUIT.
     KeyValue,
+    /// Scenario `kvflood`: as [`Script::KeyValue`] while evil sends
+    /// 100,000 frames with kv1's MAC (all refused) and 100,000 with its own.
+    KeyValueFlooded,
+}
+
+/// Frames of each kind the flooding child of scenario `kvflood` sends.
+const FLOOD_FRAMES: u64 = 100_000;
+
+/// What kv1 says while a host client talks to it: it serves, then the
+/// probe GET, the pairs and the QUIT are counted, and it ends.
+fn kv_markers() -> [(String, bool); 3] {
+    [
+        child_line(
+            "kv1",
+            ipc::kv::KvServing {
+                endpoint: "10.0.2.20:7000",
+                mac: "02:63:76:00:00:00",
+                mtu: 1500,
+            },
+        ),
+        child_line(
+            "kv1",
+            ipc::kv::KvDone {
+                commands: 2 * KV_PAIRS + 2,
+                sets: KV_PAIRS,
+                gets: KV_PAIRS + 1,
+                dels: 0,
+                errors: 0,
+            },
+        ),
+        any_order(ended("kv1")),
+    ]
 }
 
 /// SET/GET pairs the key-value client makes (1,000 round trips).
@@ -353,28 +385,34 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
             let known = line.split("; ").next().unwrap_or(&line).to_owned();
             out.push(ordered(known));
         }
-        Script::KeyValue => out.extend([
-            child_line(
-                "kv1",
-                ipc::kv::KvServing {
-                    endpoint: "10.0.2.20:7000",
-                    mac: "02:63:76:00:00:00",
-                    mtu: 1500,
-                },
-            ),
-            // The probe GET, the pairs and the QUIT.
-            child_line(
-                "kv1",
-                ipc::kv::KvDone {
-                    commands: 2 * KV_PAIRS + 2,
-                    sets: KV_PAIRS,
-                    gets: KV_PAIRS + 1,
-                    dels: 0,
-                    errors: 0,
-                },
-            ),
-            any_order(ended("kv1")),
-        ]),
+        Script::KeyValueFlooded => {
+            out.extend(kv_markers());
+            let evil = ipc::markers::NetworkSummary {
+                child: "evil",
+                sent: 2 * FLOOD_FRAMES,
+                refused_spoofed: FLOOD_FRAMES,
+                delivered: 0,
+                switch_spoofed: 0,
+                queue_full: 0,
+            }
+            .to_string();
+            // Every forged frame refused; what it got and lost to its own
+            // full queue vary.
+            let known = evil.split(", ").next().unwrap_or(&evil).to_owned();
+            out.extend([
+                child_line(
+                    "evil",
+                    ipc::kv::NetFloodDone {
+                        forged: FLOOD_FRAMES,
+                        own: FLOOD_FRAMES,
+                        failed: 0,
+                    },
+                ),
+                any_order(known),
+                any_order(ended("evil")),
+            ]);
+        }
+        Script::KeyValue => out.extend(kv_markers()),
         Script::Persisted => out.extend([
             child_line("p", verified(ipc::disk::FOUND, 2048, 8192)),
             any_order(ended("p")),
@@ -728,7 +766,8 @@ pub fn markers_with_order(script: Script) -> Vec<(String, bool)> {
         | Script::Persist
         | Script::Persisted
         | Script::NetworkUp
-        | Script::KeyValue => scenario_markers(script),
+        | Script::KeyValue
+        | Script::KeyValueFlooded => scenario_markers(script),
         other => markers(other).into_iter().map(ordered).collect(),
     }
 }
@@ -1006,6 +1045,17 @@ pub fn all() -> Vec<Case> {
             machine(2, "EPYC", Bios, true),
             "scenario=kv",
             Script::KeyValue,
+            Kernel(Success),
+        )
+        .host_client("1,000 SET/GET round trips", "10.0.2.20:7000", kv_client),
+    );
+    // The same while another child forges kv1's MAC, then floods.
+    table.push(
+        case(
+            "network_kv_while_spoofed_and_flooded",
+            machine(2, "EPYC", Bios, true),
+            "scenario=kvflood",
+            Script::KeyValueFlooded,
             Kernel(Success),
         )
         .host_client("1,000 SET/GET round trips", "10.0.2.20:7000", kv_client),

@@ -437,6 +437,21 @@ pub fn drain(index: usize) {
             }
         );
     }
+    let network = entry.bus.network_stats();
+    if network.sends > 0 || network.received > 0 {
+        let port = SWITCH.lock().switch.counters(1 + index);
+        println!(
+            "{}",
+            markers::NetworkSummary {
+                child,
+                sent: network.sends,
+                refused_spoofed: network.completed(ipc::vmbus::network::Status::SpoofedSource),
+                delivered: network.received,
+                switch_spoofed: port.dropped(vsp::switch::DropReason::Spoofed),
+                queue_full: port.dropped(vsp::switch::DropReason::QueueFull),
+            }
+        );
+    }
     if let Some(disks) = entry.disks.as_mut()
         && let Err(e) = disks.flush_all()
     {

@@ -13,12 +13,16 @@ mod disk;
 mod hello;
 mod hostile;
 mod kv;
+mod netflood;
 mod spin;
 mod vmbus_hostile;
 
 /// Whether the runtime has a workload called `name`.
 pub fn exists(name: &str) -> bool {
-    workload::ALL.contains(&name) || name == ipc::disk::DISK || name == ipc::kv::KV
+    workload::ALL.contains(&name)
+        || name == ipc::disk::DISK
+        || name == ipc::kv::KV
+        || name == ipc::kv::NETFLOOD
 }
 
 /// Runs the boot page's workload on this vCPU.
@@ -32,6 +36,7 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         workload::VMBUS_HOSTILE => vmbus_hostile::run(info, vcpu),
         ipc::disk::DISK => disk::run(info, vcpu),
         ipc::kv::KV => kv::run(info, vcpu),
+        ipc::kv::NETFLOOD => netflood::run(info, vcpu),
         // `exists` was checked at boot.
         _ => partition_rt::halt_forever(),
     }
