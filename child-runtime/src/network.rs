@@ -150,6 +150,11 @@ impl Adapter {
         Err(last)
     }
 
+    /// The next frame for this child, copied into `out`: its length.
+    pub fn receive(&mut self, out: &mut [u8]) -> Result<Option<usize>, NetworkClientError> {
+        Ok(self.client.receive_frame(out, signal)?.map(|(len, _)| len))
+    }
+
     /// Sleeps until the root signals, unless a packet already waits.
     pub fn wait(&self) {
         WaitState { seen: 0 }.wait(&self.inbound);

@@ -199,3 +199,60 @@ impl fmt::Display for NetFloodDone {
         )
     }
 }
+
+/// Workload `frames`: raw Ethernet frames between children. `args[0]` is
+/// the mode ([`FRAMES_PING`] or [`FRAMES_ECHO`]), `args[1]` the peer's
+/// child index (ping), `args[2]` the frames (ping: sent; echo: to echo
+/// before ending), `args[3]` the frame size in bytes, header included
+/// (its MTU is that less 14, at least 1500).
+pub const FRAMES: &str = "frames";
+/// Send frames to the peer one at a time; check each echo byte for byte.
+pub const FRAMES_PING: u64 = 1;
+/// Send every frame back to its source.
+pub const FRAMES_ECHO: u64 = 2;
+/// EtherType of the workload's frames (IEEE local experimental 2).
+pub const FRAMES_ETHERTYPE: [u8; 2] = [0x88, 0xb6];
+
+/// `frames: N of N frames of S bytes echoed intact (MTU U)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FramesEchoed {
+    /// Echoes that matched.
+    pub intact: u64,
+    /// Frames sent.
+    pub sent: u64,
+    /// Frame size.
+    pub size: u64,
+    /// The child's MTU.
+    pub mtu: u16,
+}
+
+impl fmt::Display for FramesEchoed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "frames: {} of {} frames of {} bytes echoed intact (MTU {})",
+            self.intact, self.sent, self.size, self.mtu
+        )
+    }
+}
+
+/// `frames: echoed N frames, the largest S bytes (MTU U)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FramesServed {
+    /// Frames echoed.
+    pub echoed: u64,
+    /// The largest frame.
+    pub largest: u64,
+    /// The child's MTU.
+    pub mtu: u16,
+}
+
+impl fmt::Display for FramesServed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "frames: echoed {} frames, the largest {} bytes (MTU {})",
+            self.echoed, self.largest, self.mtu
+        )
+    }
+}

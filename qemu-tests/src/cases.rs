@@ -91,6 +91,9 @@ pub enum Script {
     /// Scenario `kvflood`: as [`Script::KeyValue`] while evil sends
     /// 100,000 frames with kv1's MAC (all refused) and 100,000 with its own.
     KeyValueFlooded,
+    /// Scenario `jumbo`: j1 (MTU 9000) and n1 (MTU 1500) ping j2 with
+    /// 9014- and 1514-byte frames; every echo intact.
+    Jumbo,
 }
 
 /// Frames of each kind the flooding child of scenario `kvflood` sends.
@@ -413,6 +416,40 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
             ]);
         }
         Script::KeyValue => out.extend(kv_markers()),
+        Script::Jumbo => {
+            use ipc::kv::{FramesEchoed, FramesServed};
+            out.extend([
+                child_line(
+                    "j1",
+                    FramesEchoed {
+                        intact: 100,
+                        sent: 100,
+                        size: 9014,
+                        mtu: 9000,
+                    },
+                ),
+                child_line(
+                    "n1",
+                    FramesEchoed {
+                        intact: 100,
+                        sent: 100,
+                        size: 1514,
+                        mtu: 1500,
+                    },
+                ),
+                child_line(
+                    "j2",
+                    FramesServed {
+                        echoed: 200,
+                        largest: 9014,
+                        mtu: 9000,
+                    },
+                ),
+                any_order(ended("j1")),
+                any_order(ended("j2")),
+                any_order(ended("n1")),
+            ]);
+        }
         Script::Persisted => out.extend([
             child_line("p", verified(ipc::disk::FOUND, 2048, 8192)),
             any_order(ended("p")),
@@ -767,7 +804,8 @@ pub fn markers_with_order(script: Script) -> Vec<(String, bool)> {
         | Script::Persisted
         | Script::NetworkUp
         | Script::KeyValue
-        | Script::KeyValueFlooded => scenario_markers(script),
+        | Script::KeyValueFlooded
+        | Script::Jumbo => scenario_markers(script),
         other => markers(other).into_iter().map(ordered).collect(),
     }
 }
@@ -1049,6 +1087,24 @@ pub fn all() -> Vec<Case> {
         )
         .host_client("1,000 SET/GET round trips", "10.0.2.20:7000", kv_client),
     );
+    // Jumbo frames between children, ordinary ones from a 1500-MTU child.
+    let mut jumbo = case(
+        "network_jumbo_frames",
+        machine(2, "EPYC", Bios, true),
+        "scenario=jumbo",
+        Script::Jumbo,
+        Kernel(Success),
+    );
+    jumbo.machine.extra_args.extend(
+        [
+            "-netdev",
+            "user,id=n0",
+            "-device",
+            "virtio-net-pci,netdev=n0,romfile=",
+        ]
+        .map(String::from),
+    );
+    table.push(jumbo);
     // The same while another child forges kv1's MAC, then floods.
     table.push(
         case(

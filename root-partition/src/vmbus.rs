@@ -295,12 +295,21 @@ fn service_one(entry: &mut Bus) -> usize {
     let SwitchState { switch, scratch } = &mut *state;
     handled
         + match scratch.as_mut() {
-            Some(scratch) => entry.bus.service_network(
-                &mut entry.platform,
-                &mut switch.ingress(port),
-                scratch,
-                &mut on,
-            ),
+            Some(scratch) => {
+                let handled = entry.bus.service_network(
+                    &mut entry.platform,
+                    &mut switch.ingress(port),
+                    scratch,
+                    &mut on,
+                );
+                // The port carries what the child negotiated.
+                if let Some(mtu) = entry.bus.network_mtu()
+                    && switch.port_mtu(port) != Some(mtu)
+                {
+                    let _ = switch.set_port_mtu(port, mtu);
+                }
+                handled
+            }
             None => {
                 entry
                     .bus
@@ -312,9 +321,10 @@ fn service_one(entry: &mut Bus) -> usize {
 /// The virtual switch: port 0 is the root's NIC, port `1 + i` child `i`;
 /// 8 frames queued per port.
 pub type RootSwitch = Switch<{ 1 + MAX_CHILDREN }, 8>;
-/// Frames a child may send and receive (no jumbo frames on the management
-/// network's uplink; children's ports may be larger).
-pub const CHILD_MTU: u16 = 1500;
+/// The largest MTU a child may negotiate: jumbo frames between children;
+/// its switch port takes the MTU it negotiated (a frame larger than a
+/// port's MTU is dropped there and counted). The uplink stays at 1500.
+pub const CHILD_MTU: u16 = ipc::vmbus::network::MAX_MTU;
 
 /// The switch (a static: at ~650 KiB it would not fit the root's stack on
 /// its way to the heap) and its scratch frame, which exists once the root

@@ -10,6 +10,7 @@ use ipc::workload;
 mod chatty;
 mod dirty;
 mod disk;
+mod frames;
 mod hello;
 mod hostile;
 mod kv;
@@ -23,6 +24,7 @@ pub fn exists(name: &str) -> bool {
         || name == ipc::disk::DISK
         || name == ipc::kv::KV
         || name == ipc::kv::NETFLOOD
+        || name == ipc::kv::FRAMES
 }
 
 /// Runs the boot page's workload on this vCPU.
@@ -37,6 +39,7 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         ipc::disk::DISK => disk::run(info, vcpu),
         ipc::kv::KV => kv::run(info, vcpu),
         ipc::kv::NETFLOOD => netflood::run(info, vcpu),
+        ipc::kv::FRAMES => frames::run(info, vcpu),
         // `exists` was checked at boot.
         _ => partition_rt::halt_forever(),
     }
