@@ -84,6 +84,13 @@ struct RunArgs {
     /// Attach no data disk.
     #[arg(long)]
     no_data_disk: bool,
+    /// Host port on 127.0.0.1 forwarded to the key-value service of
+    /// scenario `kv` (10.0.2.20:7000 behind the root's virtual switch).
+    #[arg(long, default_value_t = 7000, conflicts_with = "no_network")]
+    kv_port: u16,
+    /// Attach no network adapter.
+    #[arg(long)]
+    no_network: bool,
 }
 
 #[derive(Args, Debug)]
@@ -159,9 +166,18 @@ fn run_command(args: &RunArgs) -> Result<i32> {
                 Firmware::Bios
             },
             data_disk: data_disk(args)?,
+            extra_args: network_args(args),
             ..QemuOptions::default()
         })
     };
+    if !args.bochs && !args.no_network {
+        eprintln!(
+            "network: virtio-net on QEMU user networking; the root is 10.0.2.15, the key-value \
+             service of `--cmdline scenario=kv` (child kv1, 10.0.2.20:7000) is at 127.0.0.1:{port}: \
+             printf 'SET greeting hello\\nGET greeting\\nQUIT\\n' | nc 127.0.0.1 {port}",
+            port = args.kv_port
+        );
+    }
     emulator.ensure_supported()?;
     let out = paths::default_iso();
     // Bochs has no debug-exit device: the kernel powers off however the run ends.
@@ -191,6 +207,22 @@ fn run_command(args: &RunArgs) -> Result<i32> {
 
 /// The data disk `cargo image run` attaches: none, the one given, or the
 /// default one (built when missing).
+/// The NIC: virtio-net on QEMU user networking, the key-value port forwarded.
+fn network_args(args: &RunArgs) -> Vec<String> {
+    if args.bochs || args.no_network {
+        return Vec::new();
+    }
+    vec![
+        "-netdev".to_owned(),
+        format!(
+            "user,id=n0,hostfwd=tcp:127.0.0.1:{}-10.0.2.20:7000",
+            args.kv_port
+        ),
+        "-device".to_owned(),
+        "virtio-net-pci,netdev=n0,romfile=".to_owned(),
+    ]
+}
+
 fn data_disk(args: &RunArgs) -> Result<Option<PathBuf>> {
     if args.no_data_disk {
         return Ok(None);
