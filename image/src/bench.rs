@@ -222,3 +222,76 @@ pub fn storage() -> Result<Vec<String>> {
     }
     Ok(out)
 }
+
+/// The kernel command line of the network measurement.
+pub const NETWORK_CMDLINE: &str = "scenario=nbench bench=network";
+
+/// `cargo image bench`, network: child s1 streams 20,000 frames of 1514
+/// bytes to child s2 through the root's virtual switch (each over its
+/// VMBus network channel); then the root pushes the same frames through the
+/// same switch itself, between the same two ports, each delivered by a
+/// copy (the wire without VMBus). Prints the children's throughput (frames
+/// received over the receiver's cycles) relative to the root's, and the
+/// sender's frames per port signal.
+pub fn network() -> Result<Vec<String>> {
+    prereq::ensure_image_prerequisites()?;
+    let binaries = kernel::build()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("capvisor-bench-network-")
+        .tempdir()?;
+    let iso_path = scratch.path().join("capvisor.iso");
+    iso::make(&binaries, NETWORK_CMDLINE, &iso_path)?;
+    let options = QemuOptions {
+        extra_args: [
+            "-netdev",
+            "user,id=n0",
+            "-device",
+            "virtio-net-pci,netdev=n0,romfile=",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..QemuOptions::default()
+    };
+    let (status, lines) = serial_lines(options.command(&iso_path, scratch.path())?)?;
+    let find = |who: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(&format!("frames bench ({who})")))
+            .and_then(|l| Some((number_after(l, ":")?, number_after(l, "bytes in")?)))
+    };
+    let signals = lines
+        .iter()
+        .find(|l| l.contains("root: s1 network:"))
+        .and_then(|l| number_after(l, "drops;"));
+    let (Some(sent), Some(received), Some(root), Some(signals)) =
+        (find("sender"), find("receiver"), find("root"), signals)
+    else {
+        bail!(
+            "the network measurement failed ({status}); serial:\n{}",
+            lines.join("\n")
+        );
+    };
+    let child_rate = received.0 as f64 / received.1.max(1) as f64;
+    let root_rate = root.0 as f64 / root.1.max(1) as f64;
+    let out = vec![
+        format!(
+            "network bench: child to child through the switch over VMBus: {} of {} frames of {} bytes received in {} cycles; the root through the same switch without VMBus: {} frames in {} cycles: children's throughput {:.2}x the root's",
+            received.0,
+            sent.0,
+            ipc::kv::BENCH_FRAME_SIZE,
+            received.1,
+            root.0,
+            root.1,
+            child_rate / root_rate.max(f64::MIN_POSITIVE)
+        ),
+        format!(
+            "network bench: the sender sent {} frames with {signals} port signals: {:.1} frames per signal",
+            sent.0,
+            sent.0 as f64 / signals.max(1) as f64
+        ),
+    ];
+    for line in &out {
+        println!("{line}");
+    }
+    Ok(out)
+}

@@ -120,6 +120,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test_command(args),
         Command::Bench => image::bench::hypercall()
             .and_then(|_| image::bench::storage())
+            .and_then(|_| image::bench::network())
             .map(|_| 0),
     };
     match result {

@@ -135,6 +135,7 @@ pub fn run(options: &SuiteOptions) -> Result<i32> {
         announce("benchmark: null-hypercall round trip under QEMU -icount (cargo image bench)");
         crate::bench::hypercall()?;
         crate::bench::storage()?;
+        crate::bench::network()?;
     }
 
     announce("tests: cargo nextest run --workspace");

@@ -213,6 +213,41 @@ pub const FRAMES_ECHO: u64 = 2;
 /// EtherType of the workload's frames (IEEE local experimental 2).
 pub const FRAMES_ETHERTYPE: [u8; 2] = [0x88, 0xb6];
 
+/// Send `args[2]` frames of `args[3]` bytes to the peer back to back.
+pub const FRAMES_STREAM: u64 = 3;
+/// Count the frames that arrive until `args[2]` came or none comes for a while.
+pub const FRAMES_SINK: u64 = 4;
+
+/// `frames bench (WHO): N frames of S bytes in C cycles`: a stream's
+/// sender, its receiver (frames received, first to last) or the root's
+/// run of the same frames through its switch without VMBus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FramesBench<'a> {
+    /// "sender", "receiver" or "root".
+    pub who: &'a str,
+    /// Frames.
+    pub frames: u64,
+    /// Frame size.
+    pub size: u64,
+    /// Time-stamp cycles.
+    pub cycles: u64,
+}
+
+impl fmt::Display for FramesBench<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "frames bench ({}): {} frames of {} bytes in {} cycles",
+            self.who, self.frames, self.size, self.cycles
+        )
+    }
+}
+
+/// Frames of the network benchmark (scenario `nbench`).
+pub const BENCH_FRAMES: u64 = 20_000;
+/// Their size (a full 1500-byte MTU frame).
+pub const BENCH_FRAME_SIZE: u64 = 1514;
+
 /// `frames: N of N frames of S bytes echoed intact (MTU U)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FramesEchoed {

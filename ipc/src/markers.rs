@@ -689,7 +689,7 @@ impl fmt::Display for NetworkUp<'_> {
     }
 }
 
-/// `root: CHILD network: S frames sent (R refused: spoofed source), D delivered to it; switch port: X spoofed, Q queue-full drops`.
+/// `root: CHILD network: S frames sent (R refused: spoofed source), D delivered to it; switch port: X spoofed, Q queue-full drops; K signals from the child`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NetworkSummary<'a> {
     /// The child.
@@ -704,19 +704,26 @@ pub struct NetworkSummary<'a> {
     pub switch_spoofed: u64,
     /// Frames the switch dropped at the child's port because its queue was full.
     pub queue_full: u64,
+    /// Port signals the child sent on its network channel.
+    pub signals: u64,
 }
 
 impl fmt::Display for NetworkSummary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "root: {} network: {} frames sent ({} refused: spoofed source), {} delivered to it; switch port: {} spoofed, {} queue-full drops",
+            "root: {} network: {} frames sent ({} refused: spoofed source), {} delivered to it; switch port: {} spoofed, {} queue-full drops; {} signals from the child",
             self.child,
             self.sent,
             self.refused_spoofed,
             self.delivered,
             self.switch_spoofed,
-            self.queue_full
+            self.queue_full,
+            self.signals
         )
     }
 }
+
+/// Command-line word: after the scenario, the root pushes the network
+/// benchmark's frames through its switch itself (`cargo image bench`).
+pub const BENCH_NETWORK: &str = "bench=network";

@@ -146,6 +146,21 @@ mod entry {
                 Err(e) => println!("root partition: storage benchmark: {e}"),
             }
         }
+        if info.has_flag(markers::BENCH_NETWORK) {
+            use ipc::kv::{BENCH_FRAME_SIZE, BENCH_FRAMES, FramesBench};
+            match crate::vmbus::bench_switch(BENCH_FRAMES, BENCH_FRAME_SIZE as usize) {
+                Some(cycles) => println!(
+                    "{}",
+                    FramesBench {
+                        who: "root",
+                        frames: BENCH_FRAMES,
+                        size: BENCH_FRAME_SIZE,
+                        cycles
+                    }
+                ),
+                None => println!("root partition: network benchmark: no switch, or frames lost"),
+            }
+        }
         println!("{}", markers::ROOT_POWER_OFF);
         arch::power_off()
     }

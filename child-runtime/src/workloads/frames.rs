@@ -11,7 +11,10 @@ use alloc::vec;
 
 use ipc::child::ChildBootInfo;
 use ipc::disk::{fill_pattern, pattern_mismatch};
-use ipc::kv::{FRAMES_ECHO, FRAMES_ETHERTYPE, FRAMES_PING, FramesEchoed, FramesServed};
+use ipc::kv::{
+    FRAMES_ECHO, FRAMES_ETHERTYPE, FRAMES_PING, FRAMES_SINK, FRAMES_STREAM, FramesBench,
+    FramesEchoed, FramesServed,
+};
 use ipc::vmbus::network::{MAX_FRAME, Mac};
 use partition_rt::println;
 
@@ -124,6 +127,65 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
                     echoed,
                     largest,
                     mtu: adapter.mtu()
+                }
+            );
+        }
+        FRAMES_STREAM => {
+            let to = Mac::for_child(peer as u16);
+            frame[..6].copy_from_slice(&to.0);
+            frame[6..12].copy_from_slice(&own.0);
+            frame[12..14].copy_from_slice(&FRAMES_ETHERTYPE);
+            // Let the receiver open its adapter first.
+            for _ in 0..RETRY_YIELDS {
+                crate::vmbus::wait();
+            }
+            let start = partition_rt::rdtsc();
+            let mut sent = 0;
+            for i in 0..count {
+                frame[HEADER..HEADER + 8].copy_from_slice(&i.to_le_bytes());
+                if adapter.send_frame(&frame[..size]).is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            let cycles = partition_rt::rdtsc().wrapping_sub(start);
+            println!(
+                "{}",
+                FramesBench {
+                    who: "sender",
+                    frames: sent,
+                    size: size as u64,
+                    cycles
+                }
+            );
+        }
+        FRAMES_SINK => {
+            let (mut received, mut first, mut last, mut idle) = (0u64, 0u64, 0u64, 0u32);
+            while received < count && idle < 10 * RETRY_YIELDS {
+                match adapter.receive(&mut frame) {
+                    Ok(Some(len)) if len == size && frame[12..14] == FRAMES_ETHERTYPE => {
+                        last = partition_rt::rdtsc();
+                        if received == 0 {
+                            first = last;
+                        }
+                        received += 1;
+                        idle = 0;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        idle += 1;
+                        crate::vmbus::wait();
+                    }
+                    Err(_) => break,
+                }
+            }
+            println!(
+                "{}",
+                FramesBench {
+                    who: "receiver",
+                    frames: received,
+                    size: size as u64,
+                    cycles: last.wrapping_sub(first)
                 }
             );
         }
