@@ -383,9 +383,14 @@ fn switch_frames(buses: &mut [Option<Bus>; MAX_CHILDREN]) -> usize {
     });
     // Fair passes until the queues are empty (bounded: each pass takes at
     // least one frame, and nothing is added meanwhile).
+    // Room: the NIC takes what comes; a child, what it has posted buffers for.
+    let mut room = [usize::MAX; 1 + MAX_CHILDREN];
+    for (i, bus) in buses.iter().enumerate() {
+        room[1 + i] = bus.as_ref().map_or(0, |b| b.bus.network_posted());
+    }
     let mut drained = 0;
     for _ in 0..PASSES {
-        let taken = switch.drain(|port, frame, flags| {
+        let taken = switch.drain_within(&mut room, |port, frame, flags| {
             if port == 0 {
                 return crate::net::send(frame);
             }

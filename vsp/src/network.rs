@@ -46,6 +46,14 @@ pub trait FrameSink {
     /// the child's own) with its `flags`; `false` if it was dropped (the
     /// child's `SendComplete` says [`Status::Dropped`]).
     fn frame(&mut self, frame: &[u8], flags: u8) -> bool;
+
+    /// Whether the sink can take another frame now. While it cannot, the
+    /// provider leaves the child's further packets in its ring (the child's
+    /// send slots stay busy until room is made): back-pressure instead of
+    /// drops. A sink that never fills keeps the default.
+    fn has_room(&self) -> bool {
+        true
+    }
 }
 
 /// A sink that drops every frame (a root without a switch yet).
@@ -412,6 +420,10 @@ impl<M: RingMemory> Network<M> {
                 break 'batch;
             }
             for _ in 0..BATCH {
+                if !sink.has_room() {
+                    // Read on at the next pass, once the switch drained.
+                    break;
+                }
                 let Some(packet) = next(&mut c.link, &mut buf, || to_child += 1)? else {
                     break;
                 };

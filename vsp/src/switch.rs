@@ -239,6 +239,16 @@ impl<const PORTS: usize> Table<PORTS> {
         len <= usize::from(self.ports[port].mtu) + HEADER_BYTES as usize
     }
 
+    /// The port a unicast frame is for, if its destination is known (no
+    /// other check, no counting: a look before [`Table::forward`]).
+    fn unicast_port(&self, frame: &[u8]) -> Option<usize> {
+        let dst = destination(frame)?;
+        if dst.is_multicast() {
+            return None;
+        }
+        self.lookup(dst)
+    }
+
     fn forward(&mut self, src_port: usize, frame: &[u8]) -> Decision {
         let Some(port) = self.ports.get(src_port).copied() else {
             return Decision::Drop(DropReason::PortDown);
@@ -497,18 +507,42 @@ impl<const PORTS: usize, const DEPTH: usize> Switch<PORTS, DEPTH> {
     /// destination; `deliver` returns whether the port took the frame
     /// (`false`: counted as [`DropReason::NoBuffer`] on it). Returns the
     /// frames taken from the queues.
-    pub fn drain(&mut self, mut deliver: impl FnMut(usize, &[u8], u8) -> bool) -> usize {
+    pub fn drain(&mut self, deliver: impl FnMut(usize, &[u8], u8) -> bool) -> usize {
+        self.drain_within(&mut [usize::MAX; PORTS], deliver)
+    }
+
+    /// As [`Switch::drain`], with back-pressure: `room[p]` is how many
+    /// frames port `p` can take now (a child's posted receive buffers). A
+    /// unicast frame for a port without room stays at the head of its
+    /// queue (that queue waits for the next pass) instead of being dropped;
+    /// each frame delivered to a port uses one of its room. Flooded frames
+    /// go where there is room and are dropped elsewhere, as in `drain`.
+    pub fn drain_within(
+        &mut self,
+        room: &mut [usize; PORTS],
+        mut deliver: impl FnMut(usize, &[u8], u8) -> bool,
+    ) -> usize {
         let start = self.next;
         self.next = (self.next + 1) % PORTS;
         let mut taken = 0;
         for i in 0..PORTS {
             let src = (start + i) % PORTS;
             for _ in 0..QUANTUM {
-                let queue = &mut self.queues[src];
+                let queue = &self.queues[src];
                 if queue.count == 0 {
                     break;
                 }
                 let index = queue.head;
+                let slot = &self.queues[src].slots[index];
+                let frame = &slot.data[..usize::from(slot.len)];
+                // A unicast frame for a full port waits at the head.
+                if let Some(to) = self.table.unicast_port(frame)
+                    && to != src
+                    && room[to] == 0
+                {
+                    break;
+                }
+                let queue = &mut self.queues[src];
                 queue.head = (queue.head + 1) % DEPTH;
                 queue.count -= 1;
                 taken += 1;
@@ -520,11 +554,16 @@ impl<const PORTS: usize, const DEPTH: usize> Switch<PORTS, DEPTH> {
                     Decision::Flood(mask) => mask,
                     Decision::Drop(_) => 0,
                 };
-                for to in 0..PORTS {
+                for (to, left) in room.iter_mut().enumerate() {
                     if mask & (1 << to) == 0 {
                         continue;
                     }
                     let c = &mut table.counters[to];
+                    if *left == 0 {
+                        c.drops[DropReason::NoBuffer as usize] += 1;
+                        continue;
+                    }
+                    *left -= 1;
                     if deliver(to, frame, slot.flags) {
                         c.tx_frames += 1;
                         c.tx_bytes += frame.len() as u64;
@@ -562,6 +601,10 @@ pub struct Ingress<'s, const PORTS: usize, const DEPTH: usize> {
 impl<const PORTS: usize, const DEPTH: usize> FrameSink for Ingress<'_, PORTS, DEPTH> {
     fn frame(&mut self, frame: &[u8], flags: u8) -> bool {
         self.switch.enqueue(self.port, frame, flags).is_ok()
+    }
+
+    fn has_room(&self) -> bool {
+        self.switch.queued(self.port) < DEPTH
     }
 }
 

@@ -7,6 +7,7 @@ use std::boxed::Box;
 use std::vec::Vec;
 
 use super::*;
+use crate::network::FrameSink;
 
 const A: Mac = Mac([2, 0, 0, 0, 0, 0xa]);
 const B: Mac = Mac([2, 0, 0, 0, 0, 0xb]);
@@ -373,4 +374,40 @@ fn a_port_going_down_empties_its_queue() {
     for (i, r) in DropReason::ALL.iter().enumerate() {
         assert_eq!(*r as usize, i);
     }
+}
+
+#[test]
+fn a_unicast_frame_waits_at_the_head_while_its_destination_has_no_room() {
+    let mut s = switch();
+    // A sends three frames to B; B has room for one now.
+    for seed in 0..3 {
+        s.enqueue(1, &frame(B, A, 64, seed), 0).unwrap();
+    }
+    let ingress = s.ingress(1);
+    assert!(ingress.has_room(), "3 of 8 queued");
+    let mut room = [usize::MAX, usize::MAX, 1, usize::MAX];
+    let mut got = Vec::new();
+    let taken = s.drain_within(&mut room, |port, f, _| {
+        got.push((port, f[20]));
+        true
+    });
+    assert_eq!(taken, 1);
+    assert_eq!(got, [(2, frame(B, A, 64, 0)[20])]);
+    assert_eq!(s.queued(1), 2, "the rest waits, in order");
+    assert_eq!(s.counters(2).dropped(DropReason::NoBuffer), 0);
+    // Room again: the next two arrive in order, nothing was lost.
+    let mut room = [usize::MAX; 4];
+    let taken = s.drain_within(&mut room, |port, f, _| {
+        got.push((port, f[20]));
+        true
+    });
+    assert_eq!(taken, 2);
+    let expected: Vec<(usize, u8)> = (0..3).map(|seed| (2, frame(B, A, 64, seed)[20])).collect();
+    assert_eq!(got, expected);
+    assert_eq!(s.queued(1), 0);
+    // A full queue says so to the provider.
+    for seed in 0..8 {
+        s.enqueue(1, &frame(B, A, 64, seed), 0).unwrap();
+    }
+    assert!(!s.ingress(1).has_room());
 }
