@@ -19,17 +19,17 @@ use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use ipc::boot::{BootInfo, PARTITION_IMAGE_BASE, cap_kind};
+use ipc::boot::{BootInfo, PARTITION_IMAGE_BASE};
 use ipc::hypercall::{Call, SlotHandle};
 use root_partition::disks::{SECTOR, Sectors};
 use vhd::IoError;
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
 use virtio_drivers::transport::DeviceType;
-use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, PciRoot};
-use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
+use virtio_drivers::transport::pci::PciTransport;
+use virtio_drivers::transport::pci::bus::DeviceFunction;
 
 use crate::arch::dma::RootHal;
-use crate::arch::pci::PortCam;
+use crate::virtio;
 
 /// The vector the disk's interrupt arrives on.
 pub const VECTOR: u8 = 0x78;
@@ -71,43 +71,17 @@ pub struct Disk {
 /// Finds the first virtio-blk device on PCI bus 0, starts it and binds its
 /// interrupt line; `Ok(None)` when the machine has none.
 pub fn probe(info: &BootInfo) -> Result<Option<Disk>, String> {
-    let mut pci = PciRoot::new(PortCam);
-    let found = pci
-        .enumerate_bus(0)
-        .find(|(_, function)| virtio_device_type(function) == Some(DeviceType::Block));
-    let Some((location, _)) = found else {
+    let Some(virtio::Found {
+        transport,
+        location,
+        gsi,
+    }) = virtio::find(DeviceType::Block)?
+    else {
         return Ok(None);
     };
-    let (_, command) = pci.get_status_command(location);
-    pci.set_command(
-        location,
-        command | Command::MEMORY_SPACE | Command::IO_SPACE | Command::BUS_MASTER,
-    );
-    let gsi = {
-        use virtio_drivers::transport::pci::bus::ConfigurationAccess;
-        PortCam.read_word(location, 0x3c) & 0xff
-    };
-    let transport = PciTransport::new::<RootHal, _>(&mut pci, location)
-        .map_err(|e| format!("virtio-pci transport at {location}: {e:?}"))?;
     let mut blk = VirtIOBlk::<RootHal, _>::new(transport)
         .map_err(|e| format!("virtio-blk at {location}: {e:?}"))?;
-    let cap = |kind: u32, a: Option<u64>| {
-        info.caps()
-            .iter()
-            .find(|c| c.kind == kind && a.is_none_or(|a| c.a == a))
-            .and_then(|c| SlotHandle::from_raw(c.slot).ok())
-    };
-    let line = cap(cap_kind::INTERRUPT, Some(u64::from(gsi)))
-        .ok_or_else(|| format!("no interrupt capability for the disk's line {gsi}"))?;
-    let vcpu = cap(cap_kind::VCPU, None).ok_or_else(|| String::from("no vCPU capability"))?;
-    partition_rt::set_interrupt_handler(VECTOR, on_interrupt)
-        .map_err(|_| String::from("cannot install the disk's interrupt handler"))?;
-    partition_rt::hypercall(&Call::InterruptBind {
-        interrupt: line,
-        vcpu,
-        vector: VECTOR,
-    })
-    .map_err(|e| format!("binding the disk's line {gsi}: {e:?}"))?;
+    let line = virtio::bind_line(info, gsi, VECTOR, on_interrupt, "disk")?;
     blk.enable_interrupts();
     Ok(Some(Disk {
         blk,

@@ -32,6 +32,8 @@ mod net;
 #[cfg(target_os = "none")]
 mod storage;
 #[cfg(target_os = "none")]
+mod virtio;
+#[cfg(target_os = "none")]
 mod vmbus;
 
 #[cfg(target_os = "none")]

@@ -17,7 +17,7 @@ use alloc::string::String;
 use alloc::vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use ipc::boot::{BootInfo, cap_kind};
+use ipc::boot::BootInfo;
 use ipc::hypercall::{Call, SlotHandle};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
@@ -28,11 +28,10 @@ use smoltcp::wire::{
 };
 use virtio_drivers::device::net::{RxBuffer, VirtIONet};
 use virtio_drivers::transport::DeviceType;
-use virtio_drivers::transport::pci::bus::{Command, ConfigurationAccess, PciRoot};
-use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
+use virtio_drivers::transport::pci::PciTransport;
 
 use crate::arch::dma::RootHal;
-use crate::arch::pci::PortCam;
+use crate::virtio;
 
 /// The vector the NIC's interrupt arrives on.
 pub const VECTOR: u8 = 0x79;
@@ -130,40 +129,17 @@ impl Network {
 /// Finds the first virtio-net device on PCI bus 0, starts it and binds its
 /// line; `Ok(None)` when the machine has none.
 pub fn probe(info: &BootInfo) -> Result<Option<Network>, String> {
-    let mut pci = PciRoot::new(PortCam);
-    let found = pci
-        .enumerate_bus(0)
-        .find(|(_, function)| virtio_device_type(function) == Some(DeviceType::Network));
-    let Some((location, _)) = found else {
+    let Some(virtio::Found {
+        transport,
+        location,
+        gsi,
+    }) = virtio::find(DeviceType::Network)?
+    else {
         return Ok(None);
     };
-    let (_, command) = pci.get_status_command(location);
-    pci.set_command(
-        location,
-        command | Command::MEMORY_SPACE | Command::IO_SPACE | Command::BUS_MASTER,
-    );
-    let gsi = PortCam.read_word(location, 0x3c) & 0xff;
-    let transport = PciTransport::new::<RootHal, _>(&mut pci, location)
-        .map_err(|e| format!("virtio-pci transport at {location}: {e:?}"))?;
     let mut nic =
         Nic::new(transport, BUFFER).map_err(|e| format!("virtio-net at {location}: {e:?}"))?;
-    let cap = |kind: u32, a: Option<u64>| {
-        info.caps()
-            .iter()
-            .find(|c| c.kind == kind && a.is_none_or(|a| c.a == a))
-            .and_then(|c| SlotHandle::from_raw(c.slot).ok())
-    };
-    let line = cap(cap_kind::INTERRUPT, Some(u64::from(gsi)))
-        .ok_or_else(|| format!("no interrupt capability for the NIC's line {gsi}"))?;
-    let vcpu = cap(cap_kind::VCPU, None).ok_or_else(|| String::from("no vCPU capability"))?;
-    partition_rt::set_interrupt_handler(VECTOR, on_interrupt)
-        .map_err(|_| String::from("cannot install the NIC's interrupt handler"))?;
-    partition_rt::hypercall(&Call::InterruptBind {
-        interrupt: line,
-        vcpu,
-        vector: VECTOR,
-    })
-    .map_err(|e| format!("binding the NIC's line {gsi}: {e:?}"))?;
+    let line = virtio::bind_line(info, gsi, VECTOR, on_interrupt, "NIC")?;
     nic.enable_interrupts();
     Ok(Some(Network {
         nic,
