@@ -99,8 +99,9 @@ pub struct BootInfo {
     pub backend: u32,
     /// ACPI revision from the RSDP (0 = ACPI 1.0 with an RSDT, 2+ = XSDT).
     pub acpi_revision: u32,
-    /// Reserved, zero.
-    pub reserved0: u32,
+    /// Time-stamp counter ticks per millisecond, measured against the PIT
+    /// at boot (0: not measured).
+    pub tsc_khz: u32,
     /// Physical address of the ACPI RSDT (revision 0) or XSDT (revision 2+), 0 if none.
     pub acpi_root_table: u64,
     /// Where the microkernel image lies (never mapped into any partition).
@@ -121,6 +122,10 @@ pub struct BootInfo {
     pub cap_count: u32,
     /// The root's initial capabilities.
     pub caps: [BootCap; MAX_BOOT_CAPS],
+    /// Guest-physical space the root's page tables map but its SLAT does
+    /// not: where it may map other partitions' memory (`MemoryMap`), or
+    /// empty.
+    pub shared_window: PhysRange,
 }
 
 const _: () = assert!(core::mem::size_of::<BootInfo>() <= 4096);
@@ -137,7 +142,7 @@ impl BootInfo {
             cmdline_len: 0,
             backend: 0,
             acpi_revision: 0,
-            reserved0: 0,
+            tsc_khz: 0,
             acpi_root_table: 0,
             hypervisor_image: PhysRange { start: 0, end: 0 },
             child_image: PhysRange { start: 0, end: 0 },
@@ -153,6 +158,7 @@ impl BootInfo {
                 a: 0,
                 b: 0,
             }; MAX_BOOT_CAPS],
+            shared_window: PhysRange { start: 0, end: 0 },
         }
     }
 
@@ -302,7 +308,7 @@ impl BootInfo {
             self.cmdline_len,
             self.backend,
             self.acpi_revision,
-            self.reserved0,
+            self.tsc_khz,
         ] {
             w.u32(v);
         }
@@ -328,6 +334,7 @@ impl BootInfo {
             w.u64(c.a);
             w.u64(c.b);
         }
+        w.range(self.shared_window);
         page
     }
 
@@ -350,7 +357,7 @@ impl BootInfo {
         info.cmdline_len = r.u32();
         info.backend = r.u32();
         info.acpi_revision = r.u32();
-        info.reserved0 = r.u32();
+        info.tsc_khz = r.u32();
         info.acpi_root_table = r.u64();
         info.hypervisor_image = r.range();
         info.child_image = r.range();
@@ -372,6 +379,7 @@ impl BootInfo {
             c.a = r.u64();
             c.b = r.u64();
         }
+        info.shared_window = r.range();
         Ok(info)
     }
 }

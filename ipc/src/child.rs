@@ -64,6 +64,9 @@ pub struct ChildBootInfo {
     /// The control channel's event port, bound to [`CHILD_VMBUS_VECTOR`]
     /// on vCPU 0 (BIND, to acknowledge), or `None`.
     pub vmbus_event: Option<SlotHandle>,
+    /// Time-stamp counter ticks per millisecond as the microkernel measured
+    /// them (0: unknown); children have no timer of their own.
+    pub tsc_khz: u64,
 }
 
 /// Why a child boot page was refused.
@@ -113,7 +116,6 @@ impl ChildBootInfo {
     /// Encodes the page (little-endian u64 words, in field order).
     pub fn to_page(&self) -> [u8; 4096] {
         let mut words = [0u64; 24];
-        // Words 23.. stay zero (reserved).
         words[0] = CHILD_BOOT_MAGIC;
         words[1] = CHILD_BOOT_VERSION as u64 | ((self.vcpu_count as u64) << 32);
         words[2] = self.name.raw();
@@ -135,6 +137,7 @@ impl ChildBootInfo {
         words[20] = self.vmbus_control.end;
         words[21] = opt_slot(self.vmbus_signal);
         words[22] = opt_slot(self.vmbus_event);
+        words[23] = self.tsc_khz;
         let mut page = [0u8; 4096];
         for (i, w) in words.iter().enumerate() {
             page[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
@@ -185,6 +188,7 @@ impl ChildBootInfo {
             },
             vmbus_signal: read_opt_slot(word(21))?,
             vmbus_event: read_opt_slot(word(22))?,
+            tsc_khz: word(23),
         };
         let vmbus = info.vmbus_control;
         let vmbus_ok = vmbus.is_empty()
@@ -247,6 +251,7 @@ mod tests {
                 generation: 2,
             }),
             vmbus_event: None,
+            tsc_khz: 2_000_000,
         };
         info.set_workload("hello");
         info

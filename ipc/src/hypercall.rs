@@ -226,8 +226,9 @@ pub mod number {
     pub const DIRTY_FETCH: u64 = 23;
     pub const MEMORY_READ: u64 = 24;
     pub const MEMORY_WRITE: u64 = 25;
+    pub const CAP_CLONE: u64 = 26;
     /// One past the highest call number.
-    pub const COUNT: u64 = 26;
+    pub const COUNT: u64 = 27;
 }
 
 /// Most bytes one `DebugWrite` carries.
@@ -481,6 +482,21 @@ pub enum Call {
         /// Guest-physical address of a page of the caller's.
         buffer: u64,
     },
+    /// Gives partition `target` a copy of partition `source`'s capability
+    /// space, slot for slot (same index, same generation): what migration
+    /// needs so the handles in the moved memory name the same things.
+    /// Capabilities naming the source itself, its vCPUs (by creation
+    /// order) or its memory name the target's instead; every other one
+    /// names the same object, derived from the same parent. `target`'s
+    /// space must hold nothing but capabilities to itself and its memory
+    /// (what `PartitionCreate` put there), each in the slot the source
+    /// has its counterpart in.
+    CapClone {
+        /// The partition copied from (CONTROL).
+        source: SlotHandle,
+        /// The partition copied to (CONTROL); no vCPU of it started yet.
+        target: SlotHandle,
+    },
 }
 
 /// The registers of a hypercall: `RAX` and the six argument registers.
@@ -670,6 +686,10 @@ impl Call {
                 gpa: page_aligned(b)?,
                 buffer: page_aligned(c)?,
             },
+            number::CAP_CLONE => Call::CapClone {
+                source: slot(a)?,
+                target: slot(b)?,
+            },
             _ => return Err(Status::UnknownCall),
         })
     }
@@ -796,6 +816,9 @@ impl Call {
                 gpa,
                 buffer,
             } => [MEMORY_WRITE, partition.raw(), gpa, buffer, 0, 0, 0],
+            Call::CapClone { source, target } => {
+                [CAP_CLONE, source.raw(), target.raw(), 0, 0, 0, 0]
+            }
         }
     }
 }
@@ -901,6 +924,10 @@ mod tests {
                 partition: h(4, 1),
                 gpa: 0x1000,
                 buffer: 0x3000,
+            },
+            Call::CapClone {
+                source: h(4, 1),
+                target: h(9, 0),
             },
         ];
         for call in calls {

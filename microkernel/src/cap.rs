@@ -140,6 +140,31 @@ impl CapSpace {
         })
     }
 
+    /// The generation and capability of slot `index` (None past the end).
+    pub fn slot(&self, index: usize) -> Option<(u16, Option<Capability>)> {
+        self.slots.get(index).map(|s| (s.generation, s.cap))
+    }
+
+    /// Puts `cap` (or nothing) into slot `index` and gives the slot
+    /// `generation`: how a copied space gets the same handles as its
+    /// original. The slot must be empty, or already hold a capability with
+    /// the same object and rights (which stays, under the new generation).
+    pub fn place(
+        &mut self,
+        index: usize,
+        generation: u16,
+        cap: Option<Capability>,
+    ) -> Result<(), Status> {
+        let slot = self.slots.get_mut(index).ok_or(Status::InvalidSlot)?;
+        match (slot.cap, cap) {
+            (None, _) => slot.cap = cap,
+            (Some(held), Some(new)) if held.object == new.object && held.rights == new.rights => {}
+            _ => return Err(Status::InvalidState),
+        }
+        slot.generation = generation;
+        Ok(())
+    }
+
     /// Removes every capability whose object is `object`; returns how many.
     pub fn remove_object(&mut self, object: ObjectId) -> usize {
         let ids: Vec<CapId> = self

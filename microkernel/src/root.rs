@@ -29,6 +29,8 @@ use crate::platform::Platform;
 
 /// Pages reserved in the boot area for the root's initial page tables.
 const TABLE_PAGES: u64 = 64;
+/// Bytes of the root's shared window (`BootInfo::shared_window`).
+const SHARED_WINDOW_BYTES: u64 = 1 << 30;
 /// Pages of initial stack.
 const STACK_PAGES: u64 = 16;
 
@@ -123,8 +125,13 @@ pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
         );
     }
 
-    // Initial guest page tables: identity map of everything, plus the image high.
+    // Initial guest page tables: identity map of everything, plus the image
+    // high, plus the shared window above `top` (not in the SLAT).
     let top = align_up(boot.map.usable_end().max(1 << 32), 1 << 30).unwrap_or(1 << 32);
+    let window = PhysRange {
+        start: top,
+        end: top + SHARED_WINDOW_BYTES,
+    };
     let mut next_table = area_start;
     let mut tables = memory::Tables::new(area_start, boot_page, || {
         let t = next_table;
@@ -138,7 +145,7 @@ pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
             &mut tables,
             0,
             0,
-            top,
+            window.end,
             PageSize::Large,
             Access::RWX,
             CacheMode::WriteBack,
@@ -207,7 +214,8 @@ pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
     if let Some(v) = kernel.objects.vcpu_mut(vcpu) {
         v.regs.rdi = boot_page;
     }
-    let info = boot_info(boot, platform, cpus, (area_start, area.1), &caps);
+    let mut info = boot_info(boot, platform, cpus, (area_start, area.1), &caps);
+    info.shared_window = window;
     memory::write_window(area, boot_page, &info.to_page());
     kprintln!(
         "root partition: image {:#x}..{:#x} at {:#x}, entry {:#x}, boot page {:#x}, {} capabilities",
@@ -240,6 +248,7 @@ fn boot_info(
     let mut info = BootInfo::new();
     info.cpu_count = cpus;
     info.backend = virt::backend().boot_code();
+    info.tsc_khz = arch::apic::tsc_khz();
     if let Some((revision, table)) = platform.acpi {
         info.acpi_revision = revision as u32;
         info.acpi_root_table = table;

@@ -2,6 +2,7 @@
 //! hypercalls, pausing, resuming and destroying them, the dirty-logging
 //! check, and watching every child until it ends.
 
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use ipc::boot::{BootInfo, PhysRange, cap_kind};
@@ -94,11 +95,14 @@ struct Root {
     /// Child memory is taken top-down from here.
     pool: PhysRange,
     scratch: u64,
+    /// Time-stamp counter ticks per millisecond (from the boot page).
+    tsc_khz: u32,
 }
 
 /// Runs a scenario to its end.
 pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
     let root = discover(info)?;
+    crate::vmbus::choose_windows(info.shared_window);
     let image_bytes = arch::ram(info.child_image.start, info.child_image.len());
     let image = Image::parse(image_bytes, ipc::boot::PARTITION_IMAGE_BASE, u64::MAX)
         .map_err(Failure::Image)?;
@@ -259,6 +263,7 @@ fn discover(info: &BootInfo) -> Result<Root, Failure> {
             end: ram_range.end,
         },
         scratch,
+        tsc_khz: info.tsc_khz,
     })
 }
 
@@ -441,6 +446,7 @@ fn start(
             layout,
             index,
             to_child: [None; 4],
+            shared: Vec::new(),
         },
     )
     .map_err(|_| Failure::Check("vmbus control channel"))?;
@@ -471,6 +477,7 @@ fn start(
         vmbus_control: layout.vmbus_control(),
         vmbus_signal: Some(vmbus_signal),
         vmbus_event: Some(vmbus_event),
+        tsc_khz: u64::from(root.tsc_khz),
     };
     boot.workload = spec.workload;
     arch::ram(root.scratch, 4096).copy_from_slice(&boot.to_page());

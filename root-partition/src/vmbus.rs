@@ -8,9 +8,16 @@
 //! WRITE). A child "grants" ring pages by naming them in an `Open`; the
 //! root checks the range lies in the child's heap
 //! ([`Layout::grantable`]) and maps exactly those pages into itself with
-//! `MemoryMap` at guest-physical = host-physical (`child base + child
-//! GPA`), which its initial page tables identity-map, and reads and writes
-//! the rings there. Closing unmaps them; destroying the child removes them.
+//! `MemoryMap` in the child's *window*: `shared_window.start + index ×
+//! 128 MiB + child GPA` (the boot page's shared window: guest-physical
+//! space the root's page tables identity-map and its SLAT leaves empty),
+//! and reads and writes the rings there. Closing unmaps
+//! them; destroying the child removes them. Because the window does not
+//! depend on where the child's memory lies, a migrated child's shared
+//! pages are mapped again at the same addresses ([`move_child`]) and the
+//! bus, its rings and regions go on unchanged. (If the root's RAM reaches
+//! the windows, pages are mapped at their host-physical address instead
+//! and migration is refused.)
 //!
 //! # Invariants
 //! The root touches a child's ring pages only while they are mapped: a
@@ -95,6 +102,29 @@ pub struct RootPlatform {
     pub index: usize,
     /// The root's end of each channel's root-to-child port.
     pub to_child: [Option<SlotHandle>; CHANNELS],
+    /// The child's pages mapped into the root now: (GPA, pages).
+    pub shared: Vec<(u64, u64)>,
+}
+
+/// Bytes of one child's window: its shared pages must lie below this GPA.
+const WINDOW_BYTES: u64 = 128 << 20;
+/// Where the windows start (`BootInfo::shared_window`; 0: no windows).
+static WINDOW_BASE: AtomicU64 = AtomicU64::new(0);
+
+/// Takes the windows from the boot page's shared window, if it holds one
+/// per child.
+pub fn choose_windows(shared: ipc::boot::PhysRange) {
+    let fits = shared.start != 0 && shared.len() >= MAX_CHILDREN as u64 * WINDOW_BYTES;
+    WINDOW_BASE.store(if fits { shared.start } else { 0 }, Ordering::Release);
+}
+
+/// Where child `index` (memory at host-physical `base`) has its shared
+/// pages in the root, and the GPA limit of what can be shared.
+pub fn window_of(index: usize, base: u64) -> (u64, u64) {
+    match WINDOW_BASE.load(Ordering::Acquire) {
+        0 => (base, u64::MAX),
+        start => (start + index as u64 * WINDOW_BYTES, WINDOW_BYTES),
+    }
 }
 
 fn call(c: Call) -> Result<[u64; 3], OpenStatus> {
@@ -106,18 +136,24 @@ fn slot(raw: u64) -> Result<SlotHandle, OpenStatus> {
 }
 
 impl RootPlatform {
-    /// Maps child pages `[gpa, gpa + pages)` at `base + gpa` in the root.
-    fn map_pages(&self, gpa: u64, pages: u64) -> Result<SharedRingMemory, OpenStatus> {
+    /// Maps child pages `[gpa, gpa + pages)` into the child's window in the root.
+    fn map_pages(&mut self, gpa: u64, pages: u64) -> Result<SharedRingMemory, OpenStatus> {
+        let (window, limit) = window_of(self.index, self.base);
+        let end = gpa.checked_add(pages * 4096).ok_or(OpenStatus::BadRange)?;
+        if end > limit {
+            return Err(OpenStatus::BadRange);
+        }
         call(Call::MemoryMap {
             partition: self.root,
             memory: self.memory,
             first_page: gpa / 4096,
-            gpa: self.base + gpa,
+            gpa: window + gpa,
             pages,
             access: Rights::READ | Rights::WRITE,
         })
         .map_err(|_| OpenStatus::BadRange)?;
-        Ok(crate::arch::ring_memory(self.base + gpa, pages))
+        self.shared.push((gpa, pages));
+        Ok(crate::arch::ring_memory(window + gpa, pages))
     }
 
     /// Makes a port pair for channel `channel` (0 = control): returns the
@@ -177,11 +213,13 @@ impl Platform for RootPlatform {
     }
 
     fn unmap(&mut self, gpa: u64, pages: u32) {
+        let (window, _) = window_of(self.index, self.base);
         let _ = hypercall(&Call::MemoryUnmap {
             partition: self.root,
-            gpa: self.base + gpa,
+            gpa: window + gpa,
             pages: u64::from(pages),
         });
+        self.shared.retain(|&(g, _)| g != gpa);
     }
 
     fn map_buffer(&mut self, gpa: u64, pages: u32) -> Result<SharedRingMemory, OpenStatus> {

@@ -14,6 +14,7 @@ mod frames;
 mod hello;
 mod hostile;
 mod kv;
+mod memdirty;
 mod netflood;
 mod spin;
 mod vmbus_hostile;
@@ -25,6 +26,7 @@ pub fn exists(name: &str) -> bool {
         || name == ipc::kv::KV
         || name == ipc::kv::NETFLOOD
         || name == ipc::kv::FRAMES
+        || name == ipc::memdirty::MEMDIRTY
 }
 
 /// Runs the boot page's workload on this vCPU.
@@ -40,6 +42,7 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         ipc::kv::KV => kv::run(info, vcpu),
         ipc::kv::NETFLOOD => netflood::run(info, vcpu),
         ipc::kv::FRAMES => frames::run(info, vcpu),
+        ipc::memdirty::MEMDIRTY => memdirty::run(info, vcpu),
         // `exists` was checked at boot.
         _ => partition_rt::halt_forever(),
     }

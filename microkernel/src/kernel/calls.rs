@@ -20,9 +20,9 @@ use crate::paging::Access;
 use crate::svm::state;
 use crate::svm::vmcb::LongModeStart;
 
-type CallResult = Result<Outcome, Status>;
+pub(super) type CallResult = Result<Outcome, Status>;
 
-fn done(results: [u64; 3]) -> CallResult {
+pub(super) fn done(results: [u64; 3]) -> CallResult {
     Ok(Outcome::Done(results))
 }
 
@@ -263,6 +263,7 @@ impl Kernel {
                 target,
                 rights,
             } => self.cap_delegate(m, caller, slot, target, rights),
+            Call::CapClone { source, target } => self.cap_clone(m, caller, source, target),
             Call::CapRevoke { slot } => {
                 let cap = self
                     .objects

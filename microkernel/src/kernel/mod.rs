@@ -14,6 +14,7 @@
 mod calls;
 mod exits;
 mod lifecycle;
+mod migrate;
 #[cfg(test)]
 mod tests;
 

@@ -864,3 +864,115 @@ fn new_vcpus_go_to_the_least_loaded_processor() {
     let d = w.child("beta", 16, 16);
     assert_eq!(w.k.objects.vcpu(d.vcpu).unwrap().cpu, 0);
 }
+
+#[test]
+fn cap_clone_copies_slot_for_slot_and_outlives_the_source() {
+    let mut w = World::new();
+    let a = w.child("alpha", 0, 16);
+    let port = h(w.root_call(Call::PortCreate).unwrap()[0]);
+    let delegate = |w: &mut World, target| {
+        h(w.root_call(Call::CapDelegate {
+            slot: port,
+            target,
+            rights: Rights::SIGNAL,
+        })
+        .unwrap()[0])
+    };
+    // A hole with a newer generation: delegate, delete, delegate again.
+    let first = delegate(&mut w, a.slot);
+    w.call_as(a.id, a.vcpu, Call::CapDelete { slot: first })
+        .unwrap();
+    let in_a = delegate(&mut w, a.slot);
+    assert_eq!(in_a.index, first.index);
+    assert_ne!(in_a.generation, first.generation);
+    let b = w.child("beta", 16, 16);
+    let copied = w
+        .root_call(Call::CapClone {
+            source: a.slot,
+            target: b.slot,
+        })
+        .unwrap()[0];
+    assert_eq!(copied, 2, "its self capability and the port");
+    // The same handles work in the copy: the port, and "self" naming beta.
+    assert!(
+        w.call_as(b.id, b.vcpu, Call::PortSignal { port: in_a })
+            .is_ok()
+    );
+    assert_eq!(
+        w.call_as(b.id, b.vcpu, Call::PortSignal { port: first }),
+        Err(Status::StaleSlot)
+    );
+    let own =
+        w.k.objects
+            .partition(b.id)
+            .unwrap()
+            .cspace
+            .lookup(a.self_slot)
+            .unwrap();
+    assert_eq!(own.object, b.id);
+    // A second clone into a non-empty space is refused.
+    assert_eq!(
+        w.root_call(Call::CapClone {
+            source: a.slot,
+            target: b.slot
+        }),
+        Err(Status::InvalidState)
+    );
+    // The source's end leaves the copy; the root's revocation removes it.
+    w.root_call(Call::PartitionDestroy { partition: a.slot })
+        .unwrap();
+    assert!(
+        w.call_as(b.id, b.vcpu, Call::PortSignal { port: in_a })
+            .is_ok()
+    );
+    w.root_call(Call::CapRevoke { slot: port }).unwrap();
+    assert_eq!(
+        w.call_as(b.id, b.vcpu, Call::PortSignal { port: in_a }),
+        Err(Status::StaleSlot)
+    );
+}
+
+#[test]
+fn cap_clone_refuses_what_it_cannot_copy_and_changes_nothing() {
+    let mut w = World::new();
+    let a = w.child("alpha", 0, 16);
+    let b = w.child("beta", 16, 16);
+    // A port alpha made itself would die with alpha.
+    w.call_as(a.id, a.vcpu, Call::PortCreate).unwrap();
+    let before = w.k.objects.partition(b.id).unwrap().cspace.caps().count();
+    assert_eq!(
+        w.root_call(Call::CapClone {
+            source: a.slot,
+            target: b.slot
+        }),
+        Err(Status::InvalidState)
+    );
+    assert_eq!(
+        w.k.objects.partition(b.id).unwrap().cspace.caps().count(),
+        before
+    );
+    // Not into itself, not into the root, not into a running partition.
+    let c = w.child("gamma", 32, 16);
+    assert_eq!(
+        w.root_call(Call::CapClone {
+            source: c.slot,
+            target: c.slot
+        }),
+        Err(Status::InvalidArgument)
+    );
+    assert_eq!(
+        w.root_call(Call::CapClone {
+            source: c.slot,
+            target: w.root_self
+        }),
+        Err(Status::InvalidArgument)
+    );
+    w.root_call(Call::VcpuStart { vcpu: b.vcpu_slot }).unwrap();
+    assert_eq!(
+        w.root_call(Call::CapClone {
+            source: c.slot,
+            target: b.slot
+        }),
+        Err(Status::InvalidState)
+    );
+}

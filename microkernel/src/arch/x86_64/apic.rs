@@ -74,10 +74,21 @@ pub fn calibrate() {
     write(TIMER_DIVIDE, 0x3);
     write(LVT_TIMER, 1 << 16); // masked, one-shot
     write(TIMER_INITIAL, u32::MAX);
+    let tsc = super::cpu::rdtsc();
     pit::sleep_us(10_000);
     let elapsed = u32::MAX - read(TIMER_CURRENT);
+    let ticks = super::cpu::rdtsc().wrapping_sub(tsc);
+    TSC_KHZ.store((ticks / 10).min(u32::MAX as u64) as u32, Ordering::Relaxed);
     write(TIMER_INITIAL, 0);
     COUNTS_PER_10MS.store(elapsed.max(1000), Ordering::Relaxed);
+}
+
+/// Time-stamp counter ticks per millisecond, from [`calibrate`].
+static TSC_KHZ: AtomicU32 = AtomicU32::new(0);
+
+/// Time-stamp counter ticks per millisecond (0 before [`calibrate`]).
+pub fn tsc_khz() -> u32 {
+    TSC_KHZ.load(Ordering::Relaxed)
 }
 
 /// Timer counts per 10 ms.
