@@ -94,6 +94,13 @@ pub enum Script {
     /// Scenario `jumbo`: j1 (MTU 9000) and n1 (MTU 1500) ping j2 with
     /// 9014- and 1514-byte frames; every echo intact.
     Jumbo,
+    /// Scenario `migrate`: m1 (memdirty + key-value service) migrated live
+    /// while a host client talks to it; its memory checks out afterwards.
+    Migrate,
+    /// Scenario `migabort`: two failed migrations (destination destroyed
+    /// mid-copy, abort in the blackout) leave m1 running and intact; a
+    /// third succeeds.
+    MigrateAbort,
 }
 
 /// Frames of each kind the flooding child of scenario `kvflood` sends.
@@ -181,6 +188,96 @@ fn kv_client(port: u16) -> Result<String, String> {
     }
     ask("QUIT\n", "BYE\n")?;
     Ok(format!("{} round trips answered", 2 * KV_PAIRS))
+}
+
+/// How long the migration client keeps its round trips going: long
+/// enough to span the migration the root starts once it has talked.
+const MIGRATION_CLIENT_SECS: u64 = 20;
+
+/// SET/GET round trips (distinct keys, every answer checked) for
+/// [`MIGRATION_CLIENT_SECS`] while the root migrates the service, then
+/// QUIT; reports the round trips and the slowest.
+fn migration_kv_client(port: u16) -> Result<String, String> {
+    use std::io::{BufRead, Write};
+    use std::time::{Duration, Instant};
+    let mut reader = kv_connect(port)?;
+    let end = Instant::now() + Duration::from_secs(MIGRATION_CLIENT_SECS);
+    let mut slowest = Duration::ZERO;
+    let mut trips = 0u64;
+    let mut ask = |request: &str, expected: &str| -> Result<(), String> {
+        let start = Instant::now();
+        reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .map_err(|e| format!("sending {request:?} after {trips} round trips: {e}"))?;
+        let mut line = String::new();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| format!("answer to {request:?} after {trips} round trips: {e}"))?;
+        if line != expected {
+            return Err(format!(
+                "{request:?} answered {line:?}, expected {expected:?}"
+            ));
+        }
+        slowest = slowest.max(start.elapsed());
+        trips += 1;
+        Ok(())
+    };
+    let mut i = 0u64;
+    while Instant::now() < end {
+        let value = format!("moving-{i}-{}", i * 7919 % 1000);
+        ask(&format!("SET m{i} {value}\n"), "OK\n")?;
+        ask(&format!("GET m{i}\n"), &format!("VALUE {value}\n"))?;
+        i += 1;
+    }
+    // The first keys survived the move.
+    ask("GET m0\n", "VALUE moving-0-0\n")?;
+    ask("QUIT\n", "BYE\n")?;
+    Ok(format!("{trips} round trips answered, slowest {slowest:?}"))
+}
+
+/// The figures of the live migration in scenario `migrate` (its JSON line):
+/// completed, at most 10 passes, blackout pages ≤ 1% of the child's RAM,
+/// bytes sent ≤ 1.3 × its RAM.
+fn migration_figures(serial: &[String]) -> Result<(), String> {
+    let json = serial
+        .iter()
+        .find_map(|l| l.split_once("root: m1: migration json ").map(|(_, j)| j))
+        .ok_or("no migration statistics line")?;
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("statistics {json:?}: {e}"))?;
+    let num = |key: &str| {
+        v.get(key)
+            .and_then(serde_json::Value::as_u64)
+            .ok_or(format!("statistics lack {key}: {json}"))
+    };
+    let ram = num("memory_bytes")?;
+    let passes = v
+        .get("passes")
+        .and_then(serde_json::Value::as_array)
+        .ok_or("no passes")?
+        .len() as u64;
+    let (blackout, total) = (num("blackout_pages")?, num("total_bytes")?);
+    if v.get("outcome").and_then(serde_json::Value::as_str) != Some("completed") {
+        return Err(format!("not completed: {json}"));
+    }
+    if ram != 64 << 20 || passes == 0 || passes > 10 {
+        return Err(format!("{passes} passes of {ram} bytes: {json}"));
+    }
+    if blackout * 4096 * 100 > ram {
+        return Err(format!("{blackout} blackout pages: more than 1% of RAM"));
+    }
+    if total * 10 > ram * 13 {
+        return Err(format!("{total} bytes sent: more than 1.3 x RAM"));
+    }
+    let kv = serial
+        .iter()
+        .find(|l| l.contains("[m1] kv: done after"))
+        .ok_or("no key-value summary")?;
+    if !kv.contains(" 0 errors)") {
+        return Err(format!("key-value errors: {kv}"));
+    }
+    Ok(())
 }
 
 /// A child's console line as the root prints it.
@@ -451,6 +548,28 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
                 any_order(ended("n1")),
             ]);
         }
+        Script::Migrate => out.extend([
+            child_line("m1", "memdirty: 2048 pages, 256 pages/s for 25 s (1024 KiB/s)"),
+            any_order("root: m1 migrated: running from"),
+            any_order("[m1] memdirty: verified 2048 pages after signal 1: 0 bad"),
+            any_order("[m1] kv: done after"),
+            any_order("[m1] memdirty: verified 2048 pages after signal 0: 0 bad"),
+            any_order("[m1] memdirty: done: "),
+            any_order(ended("m1")),
+        ]),
+        Script::MigrateAbort => out.extend([
+            child_line("m1", "memdirty: 2048 pages, 256 pages/s for 20 s (1024 KiB/s)"),
+            ordered("root: migration test: destroying the destination during pass 2"),
+            ordered("root: migration of m1 aborted: the source runs on"),
+            ordered("[m1] memdirty: verified 2048 pages after signal 1: 0 bad"),
+            ordered("root: migration of m1 aborted: the source runs on"),
+            ordered("[m1] memdirty: verified 2048 pages after signal 2: 0 bad"),
+            ordered("root: m1 migrated: running from"),
+            ordered("[m1] memdirty: verified 2048 pages after signal 3: 0 bad"),
+            ordered("[m1] memdirty: verified 2048 pages after signal 0: 0 bad"),
+            ordered(", 0 bad pages, 3 signals"),
+            ordered(ended("m1")),
+        ]),
         Script::Persisted => out.extend([
             child_line("p", verified(ipc::disk::FOUND, 2048, 8192)),
             any_order(ended("p")),
@@ -579,7 +698,33 @@ pub struct Case {
     pub host_check: Option<HostCheck>,
     /// A client run on the host during the first boot, over a forwarded port.
     pub host_client: Option<HostClient>,
+    /// Run on the first boot's serial lines after its markers passed.
+    pub transcript_check: Option<TranscriptCheck>,
 }
+
+/// A check of the first boot's serial output beyond its markers (figures a
+/// marker cannot pin): `Err` fails the case with that message.
+#[derive(Clone, Copy)]
+pub struct TranscriptCheck {
+    /// Names the check in messages (and makes checks comparable).
+    pub name: &'static str,
+    /// The check, given the serial lines.
+    pub check: fn(&[String]) -> Result<(), String>,
+}
+
+impl fmt::Debug for TranscriptCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TranscriptCheck({})", self.name)
+    }
+}
+
+impl PartialEq for TranscriptCheck {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for TranscriptCheck {}
 
 /// A boot after a case's first one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -695,6 +840,18 @@ impl Case {
         }
     }
 
+    /// The case with `check` run on its first boot's serial lines.
+    pub fn transcript_check(
+        self,
+        name: &'static str,
+        check: fn(&[String]) -> Result<(), String>,
+    ) -> Case {
+        Case {
+            transcript_check: Some(TranscriptCheck { name, check }),
+            ..self
+        }
+    }
+
     /// The case with `check` run on its data disk (attached by this call)
     /// after the last boot; `name` names it in failures.
     pub fn host_check(
@@ -771,6 +928,7 @@ pub fn on_vmx(case: &Case, ends: ExitCode) -> Case {
         then: case.then.clone(),
         host_check: case.host_check,
         host_client: case.host_client,
+        transcript_check: case.transcript_check,
     }
 }
 
@@ -806,7 +964,9 @@ pub fn markers_with_order(script: Script) -> Vec<(String, bool)> {
         | Script::NetworkUp
         | Script::KeyValue
         | Script::KeyValueFlooded
-        | Script::Jumbo => scenario_markers(script),
+        | Script::Jumbo
+        | Script::Migrate
+        | Script::MigrateAbort => scenario_markers(script),
         other => markers(other).into_iter().map(ordered).collect(),
     }
 }
@@ -899,6 +1059,7 @@ pub fn case(
         then: Vec::new(),
         host_check: None,
         host_client: None,
+        transcript_check: None,
     }
 }
 
@@ -1117,6 +1278,29 @@ pub fn all() -> Vec<Case> {
         )
         .host_client("1,000 SET/GET round trips", "10.0.2.20:7000", kv_client),
     );
+    // Live migration on one node while a host client uses the service.
+    table.push(
+        case(
+            "migration_live_memdirty_and_kv",
+            machine(2, "EPYC", Bios, true),
+            "scenario=migrate",
+            Script::Migrate,
+            Kernel(Success),
+        )
+        .host_client(
+            "continuous SET/GET during the migration",
+            "10.0.2.20:7000",
+            migration_kv_client,
+        )
+        .transcript_check("migration figures", migration_figures),
+    );
+    table.push(case(
+        "migration_aborts_leave_the_source_running",
+        machine(2, "EPYC", Bios, true),
+        "scenario=migabort",
+        Script::MigrateAbort,
+        Kernel(Success),
+    ));
     // Durability: power off after a flush, boot again on the same disk,
     // then read the VHD out of the image on the host.
     table.push(

@@ -137,6 +137,7 @@ fn fake_case(name: &'static str, firmware: Firmware, code: ExitCode, first_line:
         then: Vec::new(),
         host_check: None,
         host_client: None,
+        transcript_check: None,
     }
 }
 

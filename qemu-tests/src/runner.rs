@@ -149,6 +149,16 @@ pub fn run_with(case: &Case, binaries: &Binaries) -> Result<Vec<Transcript>, Str
             Err(_) => return Err(format!("case {}: host client {name} panicked", case.name)),
         }
     }
+    if let (Some(check), Some(first)) = (case.transcript_check, transcripts.first()) {
+        (check.check)(&first.serial).map_err(|error| {
+            format!(
+                "case {} failed: check {} of the serial output: {error}\n--- serial ---\n{}",
+                case.name,
+                check.name,
+                first.serial.join("\n")
+            )
+        })?;
+    }
     if let Some(check) = case.host_check {
         let disk = machine.data_disk.as_deref().ok_or_else(|| {
             format!(

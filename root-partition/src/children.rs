@@ -75,28 +75,32 @@ fn handle(raw: u64) -> Result<SlotHandle, Failure> {
     SlotHandle::from_raw(raw).map_err(|s| Failure::Call("slot", s))
 }
 
+/// A running child, as the root holds it.
 #[derive(Clone, Copy)]
-struct Child {
-    spec: ChildSpec,
-    partition: SlotHandle,
-    vcpus: [Option<SlotHandle>; 4],
-    base: u64,
-    pages: u64,
-    ended: bool,
-    from_root: Option<SlotHandle>,
+pub struct Child {
+    pub spec: ChildSpec,
+    pub partition: SlotHandle,
+    /// The root's capability on its memory object.
+    pub memory: SlotHandle,
+    pub vcpus: [Option<SlotHandle>; 4],
+    pub base: u64,
+    pub pages: u64,
+    pub ended: bool,
+    pub from_root: Option<SlotHandle>,
 }
 
 /// The root's view of itself, from the boot page.
-struct Root {
-    authority: SlotHandle,
-    vcpu: SlotHandle,
-    ram: SlotHandle,
-    ram_range: PhysRange,
+pub struct Root {
+    pub authority: SlotHandle,
+    pub vcpu: SlotHandle,
+    pub ram: SlotHandle,
+    pub ram_range: PhysRange,
     /// Child memory is taken top-down from here.
-    pool: PhysRange,
-    scratch: u64,
+    pub pool: PhysRange,
+    /// A page of the root's for hypercall buffers.
+    pub scratch: u64,
     /// Time-stamp counter ticks per millisecond (from the boot page).
-    tsc_khz: u32,
+    pub tsc_khz: u32,
 }
 
 /// Runs a scenario to its end.
@@ -165,6 +169,41 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                     println!("root: hot remove of LUN {lun} failed: {e:?}");
                     Failure::Check("hot remove")
                 })?;
+            }
+            Action::Migrate {
+                child,
+                after_frames,
+                after_ms,
+                abort,
+            } => {
+                let index = position(&children, child)?;
+                wait_serving(|| crate::vmbus::frames_received(index) >= after_frames);
+                let_time_pass(after_ms * u64::from(root.tsc_khz));
+                let mut moved = children[index].ok_or(Failure::Missing("child"))?;
+                let base = place(&root, &children, moved.spec.memory).ok_or(Failure::NoMemory)?;
+                let name = moved.spec.name.as_str();
+                println!("root: migrating {name} (live, {} MiB) to memory at {base:#x}", moved.spec.memory >> 20);
+                match crate::migration::live(&root, &mut moved, index, base, abort) {
+                    Ok(stats) => {
+                        crate::migration::report(name, &stats);
+                        println!("root: {name} migrated: running from {base:#x}, source destroyed");
+                        children[index] = Some(moved);
+                    }
+                    Err(crate::migration::MigrateError::Aborted(stats)) => {
+                        crate::migration::report(name, &stats);
+                        println!("root: migration of {name} aborted: the source runs on");
+                    }
+                    Err(e) => {
+                        println!("root: migration of {name} failed: {e:?}; the source runs on");
+                        if abort.is_none() {
+                            return Err(Failure::Check("migration"));
+                        }
+                    }
+                }
+                // The child checks its memory on this signal.
+                if let Some(port) = moved.from_root {
+                    let _ = hypercall(&Call::PortSignal { port });
+                }
             }
             Action::Destroy(name) => {
                 let index = children
@@ -513,6 +552,7 @@ fn start(
     Ok(Child {
         spec: *spec,
         partition,
+        memory: child_memory,
         vcpus,
         base,
         pages,

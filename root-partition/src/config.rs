@@ -136,6 +136,29 @@ pub enum Action {
         /// Requests served first.
         after: u64,
     },
+    /// Live-migrate a running child to a new partition on this node,
+    /// `after_ms` milliseconds after the previous action (serving
+    /// meanwhile); `abort` makes it fail on purpose at that point.
+    Migrate {
+        /// The child.
+        child: Name,
+        /// Frames its network adapter must have received first (0: none).
+        after_frames: u64,
+        /// Milliseconds to wait then.
+        after_ms: u64,
+        /// Where to abort, if at all.
+        abort: Option<AbortAt>,
+    },
+}
+
+/// Where a `migrate ... abort=` makes a migration fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AbortAt {
+    /// `abort=destination`: the destination partition is destroyed during
+    /// the second copy pass.
+    Destination,
+    /// `abort=blackout`: an abort is requested while the child is paused.
+    Blackout,
 }
 
 /// A named list of actions.
@@ -284,6 +307,30 @@ fn hot(
     })
 }
 
+/// `migrate CHILD [frames=N] [after=MS] [abort=destination|blackout]`.
+fn migrate(words: core::str::SplitWhitespace<'_>, line: usize) -> Result<Action, ConfigError> {
+    let bad = ConfigError::BadValue(line);
+    let mut words = words;
+    let child = name(words.next().ok_or(bad)?).ok_or(bad)?;
+    let (mut after_frames, mut after_ms, mut abort) = (0, 0, None);
+    for word in words {
+        match word.split_once('=').ok_or(ConfigError::Unknown(line))? {
+            ("frames", v) => after_frames = number(v).ok_or(bad)?,
+            ("after", v) => after_ms = number(v).ok_or(bad)?,
+            ("abort", "destination") => abort = Some(AbortAt::Destination),
+            ("abort", "blackout") => abort = Some(AbortAt::Blackout),
+            ("abort", _) => return Err(bad),
+            _ => return Err(ConfigError::Unknown(line)),
+        }
+    }
+    Ok(Action::Migrate {
+        child,
+        after_frames,
+        after_ms,
+        abort,
+    })
+}
+
 /// Finds scenario `wanted` in `text` and parses it (other scenarios are
 /// checked for syntax too, so a broken file is noticed whatever is chosen).
 pub fn scenario(text: &str, wanted: &str) -> Result<Scenario, ConfigError> {
@@ -315,6 +362,7 @@ pub fn scenario(text: &str, wanted: &str) -> Result<Scenario, ConfigError> {
             }
             "child" => Action::Start(child(words, line)?),
             "hotadd" | "hotremove" => hot(keyword, words, line)?,
+            "migrate" => migrate(words, line)?,
             "pause" | "resume" | "destroy" => {
                 let n = name(words.next().ok_or(ConfigError::BadValue(line))?)
                     .ok_or(ConfigError::BadValue(line))?;
@@ -382,6 +430,36 @@ destroy p1
         assert_eq!(actions[1], Action::Pause(Name::new("p1")));
         assert_eq!(actions[3], Action::Destroy(Name::new("p1")));
         assert_eq!(scenario(TEXT, "nope"), Err(ConfigError::NoSuchScenario));
+    }
+
+    #[test]
+    fn parses_migrations() {
+        let text = "scenario m\nchild a workload=memdirty vcpus=2 memory=64M\nmigrate a\n\
+                    migrate a frames=20 after=1500 abort=destination\nmigrate a abort=blackout\n";
+        let actions: Vec<Action> = scenario(text, "m").unwrap().actions().collect();
+        let a = Name::new("a");
+        assert_eq!(
+            actions[1..],
+            [
+                Action::Migrate { child: a, after_frames: 0, after_ms: 0, abort: None },
+                Action::Migrate {
+                    child: a,
+                    after_frames: 20,
+                    after_ms: 1500,
+                    abort: Some(AbortAt::Destination)
+                },
+                Action::Migrate {
+                    child: a,
+                    after_frames: 0,
+                    after_ms: 0,
+                    abort: Some(AbortAt::Blackout)
+                },
+            ]
+        );
+        for bad in ["migrate", "migrate a abort=later", "migrate a after=x", "migrate a when=1"] {
+            let text = format!("scenario m\n{bad}\n");
+            assert!(scenario(&text, "m").is_err(), "{bad}");
+        }
     }
 
     #[test]

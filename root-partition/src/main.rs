@@ -28,6 +28,8 @@ mod children;
 #[cfg(target_os = "none")]
 mod devirq;
 #[cfg(target_os = "none")]
+mod migration;
+#[cfg(target_os = "none")]
 mod net;
 #[cfg(target_os = "none")]
 mod storage;

@@ -623,6 +623,101 @@ pub fn storage_served(index: usize) -> u64 {
         .map_or(0, |e| e.bus.storage_stats().completions)
 }
 
+/// The pages of child `index` mapped into the root now: (GPA, pages). The
+/// root writes them (rings, buffers) without the child's dirty log seeing
+/// it, so a migration sends them again while the child is paused.
+pub fn shared_pages(index: usize) -> Vec<(u64, u64)> {
+    BUSES
+        .lock()
+        .get(index)
+        .and_then(Option::as_ref)
+        .map_or_else(Vec::new, |e| e.platform.shared.clone())
+}
+
+/// The partition a child's bus now serves (after a migration's handover).
+#[derive(Clone, Copy, Debug)]
+pub struct MovedChild {
+    /// The new partition (CONTROL).
+    pub partition: SlotHandle,
+    /// Its memory object (MAP, READ, WRITE).
+    pub memory: SlotHandle,
+    /// Its vCPU 0.
+    pub vcpu0: SlotHandle,
+    /// Host-physical base of its memory.
+    pub base: u64,
+}
+
+/// Hands child `index`'s bus over to the partition it migrated to: its
+/// shared pages are mapped again at the same window addresses from the
+/// new memory (so rings, regions and the bus state go on unchanged), and
+/// every channel's root-to-child port delivers to the new vCPU 0. Needs
+/// windows. On failure the old mappings are back and nothing changed.
+pub fn move_child(index: usize, to: MovedChild) -> Result<(), OpenStatus> {
+    let mut buses = BUSES.lock();
+    let entry = buses
+        .get_mut(index)
+        .and_then(Option::as_mut)
+        .ok_or(OpenStatus::NoResources)?;
+    let platform = &mut entry.platform;
+    if WINDOW_BASE.load(Ordering::Acquire) == 0 {
+        return Err(OpenStatus::NoResources);
+    }
+    let (window, _) = window_of(platform.index, platform.base);
+    let remap = |memory: SlotHandle, ranges: &[(u64, u64)]| -> Result<(), OpenStatus> {
+        for &(gpa, pages) in ranges {
+            let _ = hypercall(&Call::MemoryUnmap {
+                partition: platform.root,
+                gpa: window + gpa,
+                pages,
+            });
+            call(Call::MemoryMap {
+                partition: platform.root,
+                memory,
+                first_page: gpa / 4096,
+                gpa: window + gpa,
+                pages,
+                access: Rights::READ | Rights::WRITE,
+            })?;
+        }
+        Ok(())
+    };
+    let shared = platform.shared.clone();
+    if let Err(e) = remap(to.memory, &shared) {
+        // Back to the old memory: every range, whatever failed.
+        let _ = remap(platform.memory, &shared);
+        return Err(e);
+    }
+    for (channel, port) in platform.to_child.iter().enumerate() {
+        if let Some(port) = port {
+            call(Call::PortBind {
+                port: *port,
+                vcpu: to.vcpu0,
+                vector: CHILD_VMBUS_VECTOR + channel as u8,
+            })?;
+        }
+    }
+    platform.partition = to.partition;
+    platform.memory = to.memory;
+    platform.vcpu0 = to.vcpu0;
+    platform.base = to.base;
+    Ok(())
+}
+
+/// Announces child `index`'s MAC from its switch port (after a migration:
+/// peers and the uplink learn where it is now).
+pub fn announce(index: usize) {
+    let _ = SWITCH.lock().switch.announce(1 + index);
+}
+
+/// Frames delivered to child `index`'s network adapter so far.
+pub fn frames_received(index: usize) -> u64 {
+    BUSES
+        .lock()
+        .get(index)
+        .and_then(Option::as_ref)
+        .map_or(0, |e| e.bus.network_stats().received)
+}
+
 /// Forgets child `index`'s bus before the child is destroyed.
 pub fn detach(index: usize) {
     let mut buses = BUSES.lock();

@@ -1,0 +1,498 @@
+//! Live migration on one node: the root moves a running child to a new
+//! partition with the pre-copy engine (`root_partition::migrate`), through
+//! an in-node transport that applies the stream to the destination as it
+//! is produced.
+//!
+//! Steps: place and create the destination (same memory size and vCPUs,
+//! not started) and give it a slot-for-slot copy of the child's
+//! capabilities (`CapClone`); run the engine — dirty log on, pass after
+//! pass while the child runs and the root keeps serving every bus; then
+//! the blackout: the child paused, its last dirty pages plus every page
+//! the root shares with it (rings and buffers the root writes without
+//! the dirty log seeing it), its vCPU states; hand over — the child's bus
+//! is mapped again from the new memory at the same root addresses, its
+//! ports deliver to the new vCPUs, its switch port announces its MAC —
+//! start the destination and destroy the source. Any failure before the
+//! handover leaves the source running (the engine resumes it) and
+//! destroys the destination.
+//!
+//! # Invariants
+//! - During the blackout the root serves no bus: nothing it does may
+//!   write the child's memory between the final copy and the handover.
+//! - The source is destroyed only after the destination has every page,
+//!   every vCPU state and the bus.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use ipc::child::CHILD_EVENT_VECTOR;
+use ipc::hypercall::{Call, Rights, SlotHandle, Status};
+use partition_rt::hypercall;
+use root_partition::config::AbortAt;
+use root_partition::migrate::{
+    self, Aborted, Clock, Control, Destination, Loopback, PAGE, Phase, Policy, Source, Stats,
+};
+
+use crate::arch;
+use crate::children::{Child, Root};
+
+macro_rules! println {
+    ($($arg:tt)*) => {
+        partition_rt::console::print_line(format_args!($($arg)*))
+    };
+}
+
+/// Why a migration failed (the source keeps running).
+#[derive(Debug)]
+pub enum MigrateError {
+    /// Building the destination failed.
+    Setup(&'static str, Status),
+    /// No memory for the destination.
+    NoMemory,
+    /// The root has no shared window: the bus could not follow the child.
+    NoWindow,
+    /// The engine aborted (reason in the statistics).
+    Aborted(Stats),
+    /// The handover failed.
+    Handover(&'static str),
+}
+
+fn call(what: &'static str, c: Call) -> Result<[u64; 3], MigrateError> {
+    let result = if partition_rt::hypercall::writes_caller_memory(&c) {
+        arch::buffer_hypercall(&c)
+    } else {
+        hypercall(&c)
+    };
+    result.map_err(|s| MigrateError::Setup(what, s))
+}
+
+fn handle(raw: u64) -> Result<SlotHandle, MigrateError> {
+    SlotHandle::from_raw(raw).map_err(|s| MigrateError::Setup("slot", s))
+}
+
+/// The child being migrated, through hypercalls.
+struct ChildSource {
+    partition: SlotHandle,
+    vcpus: Vec<SlotHandle>,
+    pages: u64,
+    scratch: u64,
+    /// Pages the root shares with the child (sent again in the blackout).
+    shared: Vec<(u64, u64)>,
+    index: usize,
+    paused: bool,
+}
+
+impl Source for ChildSource {
+    type Error = Status;
+
+    fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    fn vcpus(&self) -> u16 {
+        self.vcpus.len() as u16
+    }
+
+    fn log_dirty(&mut self, on: bool) -> Result<(), Status> {
+        hypercall(&Call::DirtyLog {
+            partition: self.partition,
+            enable: on,
+        })
+        .map(|_| ())
+    }
+
+    fn fetch_dirty(&mut self, first: u64, bits: &mut [u64]) -> Result<(), Status> {
+        // One call covers a page of bitmap: 32,768 pages.
+        for (chunk, words) in bits.chunks_mut(512).enumerate() {
+            let first_page = first + chunk as u64 * 32_768;
+            let pages = (words.len() as u64 * 64).min(self.pages.saturating_sub(first_page));
+            if pages == 0 {
+                words.fill(0);
+                continue;
+            }
+            arch::buffer_hypercall(&Call::DirtyFetch {
+                partition: self.partition,
+                first_gpa: first_page * 4096,
+                pages,
+                buffer: self.scratch,
+            })?;
+            let bitmap = arch::ram(self.scratch, 4096);
+            for (i, w) in words.iter_mut().enumerate() {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&bitmap[i * 8..i * 8 + 8]);
+                *w = u64::from_le_bytes(b);
+            }
+        }
+        if self.paused {
+            // What the root wrote is not in the child's log.
+            for &(gpa, count) in &self.shared {
+                for page in gpa / 4096..gpa / 4096 + count {
+                    if let Some(rel) = page.checked_sub(first)
+                        && let Some(w) = bits.get_mut((rel / 64) as usize)
+                    {
+                        *w |= 1 << (rel % 64);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read_page(&mut self, page: u64, buf: &mut [u8; PAGE]) -> Result<(), Status> {
+        if page == 0 {
+            // Never mapped in a child.
+            buf.fill(0);
+            return Ok(());
+        }
+        arch::buffer_hypercall(&Call::MemoryRead {
+            partition: self.partition,
+            gpa: page * 4096,
+            buffer: self.scratch,
+        })?;
+        buf.copy_from_slice(arch::ram(self.scratch, 4096));
+        Ok(())
+    }
+
+    fn pause(&mut self) -> Result<(), Status> {
+        for (i, v) in self.vcpus.iter().enumerate() {
+            if let Err(e) = hypercall(&Call::VcpuPause { vcpu: *v }) {
+                for v in &self.vcpus[..i] {
+                    let _ = hypercall(&Call::VcpuResume { vcpu: *v });
+                }
+                return Err(e);
+            }
+        }
+        self.paused = true;
+        // Shared pages may have changed since the root mapped them.
+        self.shared = crate::vmbus::shared_pages(self.index);
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), Status> {
+        self.paused = false;
+        let mut result = Ok(());
+        for v in &self.vcpus {
+            if let Err(e) = hypercall(&Call::VcpuResume { vcpu: *v }) {
+                result = Err(e);
+            }
+        }
+        result.map(|_| ())
+    }
+
+    fn vcpu_state(&mut self, index: u16, buf: &mut [u8]) -> Result<usize, Status> {
+        let vcpu = *self
+            .vcpus
+            .get(index as usize)
+            .ok_or(Status::InvalidArgument)?;
+        arch::buffer_hypercall(&Call::VcpuGetState {
+            vcpu,
+            buffer: self.scratch,
+        })?;
+        let len = ipc::vcpu_state::WORDS * 8;
+        let out = buf.get_mut(..len).ok_or(Status::InvalidArgument)?;
+        out.copy_from_slice(&arch::ram(self.scratch, len as u64)[..len]);
+        Ok(len)
+    }
+
+    fn device_states(
+        &mut self,
+        _out: &mut dyn FnMut(u8, u8, &[u8]) -> Result<(), Status>,
+    ) -> Result<(), Status> {
+        // On one node the child's bus stays in the root and follows it at
+        // the handover; its rings and buffers are in the copied memory.
+        Ok(())
+    }
+}
+
+/// The destination partition, written through hypercalls.
+struct ChildDestination {
+    partition: SlotHandle,
+    vcpus: Vec<SlotHandle>,
+    scratch: u64,
+}
+
+impl Destination for ChildDestination {
+    type Error = Status;
+
+    fn write_page(&mut self, page: u64, data: &[u8; PAGE]) -> Result<(), Status> {
+        if page == 0 {
+            return Ok(());
+        }
+        arch::ram(self.scratch, 4096).copy_from_slice(data);
+        arch::buffer_hypercall(&Call::MemoryWrite {
+            partition: self.partition,
+            gpa: page * 4096,
+            buffer: self.scratch,
+        })
+        .map(|_| ())
+    }
+
+    fn set_vcpu_state(&mut self, index: u16, bytes: &[u8]) -> Result<(), Status> {
+        let vcpu = *self
+            .vcpus
+            .get(index as usize)
+            .ok_or(Status::InvalidArgument)?;
+        let page = arch::ram(self.scratch, 4096);
+        page.fill(0);
+        page.get_mut(..bytes.len())
+            .ok_or(Status::InvalidArgument)?
+            .copy_from_slice(bytes);
+        arch::buffer_hypercall(&Call::VcpuSetState {
+            vcpu,
+            buffer: self.scratch,
+        })
+        .map(|_| ())
+    }
+
+    fn device_state(&mut self, _kind: u8, _instance: u8, _bytes: &[u8]) -> Result<(), Status> {
+        Ok(())
+    }
+}
+
+/// Nanoseconds and ticks from the time-stamp counter.
+struct Tsc {
+    khz: u64,
+}
+
+impl Clock for Tsc {
+    fn now_ns(&mut self) -> u64 {
+        (u128::from(partition_rt::rdtsc()) * 1_000_000 / u128::from(self.khz.max(1))) as u64
+    }
+    fn ticks(&mut self) -> u64 {
+        partition_rt::rdtsc()
+    }
+}
+
+/// Serves every bus while the child runs, none in the blackout; carries
+/// out a scenario's abort.
+struct Steering {
+    abort: Option<AbortAt>,
+    destination: SlotHandle,
+    destroyed: bool,
+}
+
+impl Control for Steering {
+    fn proceed(&mut self, phase: Phase) -> bool {
+        match phase {
+            Phase::Blackout => self.abort != Some(AbortAt::Blackout),
+            Phase::Precopy { pass } => {
+                if self.abort == Some(AbortAt::Destination) && pass >= 2 && !self.destroyed {
+                    println!("root: migration test: destroying the destination during pass {pass}");
+                    let _ = hypercall(&Call::PartitionDestroy {
+                        partition: self.destination,
+                    });
+                    self.destroyed = true;
+                }
+                crate::vmbus::service_all();
+                true
+            }
+            _ => true,
+        }
+    }
+}
+
+/// The destination before the handover.
+struct Target {
+    partition: SlotHandle,
+    memory: SlotHandle,
+    vcpus: Vec<SlotHandle>,
+    base: u64,
+}
+
+fn create_target(root: &Root, child: &Child, base: u64) -> Result<Target, MigrateError> {
+    let pages = child.pages;
+    let first_page = (base - root.ram_range.start) / 4096;
+    let r = call(
+        "create",
+        Call::PartitionCreate {
+            authority: root.authority,
+            memory: root.ram,
+            first_page,
+            pages,
+            name: child.spec.name,
+        },
+    )?;
+    let (partition, memory) = (handle(r[0])?, handle(r[1])?);
+    let built = (|| {
+        call(
+            "map",
+            Call::MemoryMap {
+                partition,
+                memory,
+                first_page: 1,
+                gpa: 0x1000,
+                pages: pages - 1,
+                access: Rights::READ | Rights::WRITE | Rights::EXECUTE,
+            },
+        )?;
+        let mut vcpus = Vec::new();
+        for (i, _) in child.vcpus.iter().flatten().enumerate() {
+            let affinity = child.spec.cpu.map_or(0, |c| c as u64 + i as u64 + 1);
+            let r = call(
+                "vcpu",
+                Call::VcpuCreate {
+                    partition,
+                    rip: 0,
+                    rsp: 0,
+                    cr3: 0,
+                    arg: 0,
+                    flags: child.spec.priority as u64 | (affinity << 8),
+                },
+            )?;
+            vcpus.push(handle(r[0])?);
+        }
+        call(
+            "clone",
+            Call::CapClone {
+                source: child.partition,
+                target: partition,
+            },
+        )?;
+        Ok(vcpus)
+    })();
+    match built {
+        Ok(vcpus) => Ok(Target {
+            partition,
+            memory,
+            vcpus,
+            base,
+        }),
+        Err(e) => {
+            let _ = hypercall(&Call::PartitionDestroy { partition });
+            Err(e)
+        }
+    }
+}
+
+/// Live-migrates `child` (bus `index`) to a new partition at `base` (free
+/// memory of the root's). On success `child` describes the destination.
+pub fn live(
+    root: &Root,
+    child: &mut Child,
+    index: usize,
+    base: u64,
+    abort: Option<AbortAt>,
+) -> Result<Stats, MigrateError> {
+    if crate::vmbus::window_of(index, 0).1 == u64::MAX {
+        return Err(MigrateError::NoWindow);
+    }
+    let target = create_target(root, child, base)?;
+    let vcpus: Vec<SlotHandle> = child.vcpus.iter().flatten().copied().collect();
+    let mut source = ChildSource {
+        partition: child.partition,
+        vcpus: vcpus.clone(),
+        pages: child.pages,
+        scratch: root.scratch,
+        shared: Vec::new(),
+        index,
+        paused: false,
+    };
+    let mut transport = Loopback::new(ChildDestination {
+        partition: target.partition,
+        vcpus: target.vcpus.clone(),
+        scratch: root.scratch,
+    });
+    let mut steering = Steering {
+        abort,
+        destination: target.partition,
+        destroyed: false,
+    };
+    let policy = Policy::default();
+    let mut clock = Tsc {
+        khz: u64::from(root.tsc_khz),
+    };
+    let name = child.spec.name;
+    let result = migrate::migrate(
+        &mut source,
+        &mut transport,
+        &mut clock,
+        &mut steering,
+        &policy,
+        name.as_str(),
+    );
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(Aborted { stats, .. }) => {
+            if !steering.destroyed {
+                let _ = hypercall(&Call::PartitionDestroy {
+                    partition: target.partition,
+                });
+            }
+            return Err(MigrateError::Aborted(stats));
+        }
+    };
+    // The source is paused with everything sent: hand over.
+    let vcpu0 = *target.vcpus.first().ok_or(MigrateError::Handover("vcpu"))?;
+    let handover = (|| {
+        crate::vmbus::move_child(
+            index,
+            crate::vmbus::MovedChild {
+                partition: target.partition,
+                memory: target.memory,
+                vcpu0,
+                base: target.base,
+            },
+        )
+        .map_err(|_| MigrateError::Handover("bus"))?;
+        if let Some(port) = child.from_root {
+            call(
+                "bind",
+                Call::PortBind {
+                    port,
+                    vcpu: vcpu0,
+                    vector: CHILD_EVENT_VECTOR,
+                },
+            )
+            .map_err(|_| MigrateError::Handover("port"))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = handover {
+        // Back to the source, which never stopped being whole.
+        let _ = crate::vmbus::move_child(
+            index,
+            crate::vmbus::MovedChild {
+                partition: child.partition,
+                memory: child.memory,
+                vcpu0: vcpus[0],
+                base: child.base,
+            },
+        );
+        if let Some(port) = child.from_root {
+            let _ = hypercall(&Call::PortBind {
+                port,
+                vcpu: vcpus[0],
+                vector: CHILD_EVENT_VECTOR,
+            });
+        }
+        let _ = source.resume();
+        let _ = hypercall(&Call::PartitionDestroy {
+            partition: target.partition,
+        });
+        return Err(e);
+    }
+    for v in &target.vcpus {
+        call("start", Call::VcpuStart { vcpu: *v }).map_err(|_| MigrateError::Handover("start"))?;
+    }
+    let _ = hypercall(&Call::PartitionDestroy {
+        partition: child.partition,
+    });
+    crate::vmbus::announce(index);
+    child.partition = target.partition;
+    child.memory = target.memory;
+    child.base = target.base;
+    for (slot, v) in child.vcpus.iter_mut().flatten().zip(&target.vcpus) {
+        *slot = *v;
+    }
+    Ok(stats)
+}
+
+/// The statistics as the console shows them, and as one JSON line.
+pub fn report(name: &str, stats: &Stats) {
+    for line in alloc::format!("{stats}").lines() {
+        println!("root: {name}: {line}");
+    }
+    let mut json = String::new();
+    let _ = stats.write_json(&mut json);
+    println!("root: {name}: migration json {json}");
+}
