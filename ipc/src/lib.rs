@@ -16,6 +16,7 @@ pub mod exit;
 pub mod hypercall;
 pub mod kv;
 pub mod markers;
+pub mod migration;
 pub mod vcpu_state;
 pub mod vmbus;
 pub mod workload;
