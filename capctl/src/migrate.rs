@@ -105,7 +105,7 @@ fn parse_link(text: &str) -> Result<u64> {
         .parse()
         .map_err(|_| anyhow!("invalid link speed '{text}' (use e.g. 1G, 10G)"))?;
     let bytes = n * scale / 8.0;
-    if !(bytes >= 1.0 && bytes < 1e15) {
+    if !(1.0..1e15).contains(&bytes) {
         bail!("link speed '{text}' is out of range");
     }
     Ok(bytes as u64)
