@@ -1,7 +1,8 @@
 //! `capctl`: the capvisor administrator's command line. Today it prepares
 //! and inspects the storage of child partitions from any Linux host: VHD
 //! virtual hard disks (fixed, dynamic, differencing) and raw images, and
-//! exFAT volume images that hold them.
+//! exFAT volume images that hold them. It also simulates live migration
+//! with the root partition's own engine.
 //!
 //! Invariants: every command exits 0 only if it did all it was asked; bad
 //! files and arguments print one clear `error:` line and exit 1; with
@@ -9,6 +10,7 @@
 
 mod disk;
 mod image;
+mod migrate;
 mod vol;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +42,9 @@ enum Command {
     /// exFAT volume images: format, list, copy files in and out, remove, check.
     #[command(subcommand)]
     Vol(vol::VolCommand),
+    /// Live migration: simulate the pre-copy engine against a model of a child and a link.
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
 }
 
 /// Where command results go: text for people or one JSON object.
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Disk(cmd) => disk::run(cmd, &out),
         Command::Vol(cmd) => vol::run(cmd, &out),
+        Command::Migrate(cmd) => migrate::run(cmd, &out),
     };
     match result {
         Ok(code) => code,

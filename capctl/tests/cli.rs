@@ -225,3 +225,86 @@ fn relative_only_differencing_disks_record_no_host_path() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--relative-only needs"));
 }
+
+#[test]
+fn migrate_simulate_and_table() {
+    // 64 GiB on 10 GbE under a light load: converges well within 10 passes.
+    let text = ok(&[
+        "migrate",
+        "simulate",
+        "--memory",
+        "64G",
+        "--dirty-rate",
+        "256",
+        "--link",
+        "10G",
+        "--budget-ms",
+        "50",
+    ]);
+    assert!(
+        text.starts_with("migration: pass 1 pages=16777216 "),
+        "{text}"
+    );
+    assert!(text.contains("outcome=completed"), "{text}");
+    let json = ok(&[
+        "--json",
+        "migrate",
+        "simulate",
+        "--memory",
+        "64G",
+        "--dirty-rate",
+        "256",
+        "--link",
+        "10G",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("one JSON object");
+    let passes = v["passes"].as_array().expect("passes").len();
+    assert!((1..=10).contains(&passes), "{json}");
+    assert!(
+        matches!(v["stop"].as_str(), Some("all_sent" | "fits_budget")),
+        "{json}"
+    );
+    let (total, memory) = (
+        v["total_bytes"].as_u64().expect("total"),
+        v["memory_bytes"].as_u64().expect("memory"),
+    );
+    assert_eq!(memory, 64 << 30);
+    assert!(total >= memory && total < memory + memory / 10, "{json}");
+    assert!(
+        v["blackout_ns"].as_u64().expect("blackout") <= 50_000_000,
+        "{json}"
+    );
+    // A hot working set on a slow link never fits: the pass limit stops it.
+    let heavy = ok(&[
+        "--json",
+        "migrate",
+        "simulate",
+        "--memory",
+        "4G",
+        "--dirty-rate",
+        "400000",
+        "--working-set",
+        "1G",
+        "--link",
+        "1G",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&heavy).expect("json");
+    assert_eq!(v["stop"], "pass_limit");
+    assert_eq!(v["passes"].as_array().map(Vec::len), Some(10));
+    // The table: a header, a separator and eight rows.
+    let table = ok(&["migrate", "table"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 10, "{table}");
+    assert!(lines[0].starts_with("| memory | link | load | passes | stop reason |"));
+    assert!(
+        lines
+            .iter()
+            .skip(2)
+            .all(|l| l.starts_with("| ") && l.matches('|').count() == 11)
+    );
+    assert!(table.contains("| 64 GiB | 10 GbE | light"));
+    // Bad arguments: one clear error.
+    let bad = capctl(&["migrate", "simulate", "--link", "fast"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid link speed"));
+}

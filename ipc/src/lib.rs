@@ -17,6 +17,7 @@ pub mod hypercall;
 pub mod kv;
 pub mod markers;
 pub mod memdirty;
+pub mod migration;
 pub mod vcpu_state;
 pub mod vmbus;
 pub mod workload;

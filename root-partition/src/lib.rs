@@ -1,6 +1,7 @@
 //! The root partition's host-testable parts: the boot configuration
-//! language, the memory layout it gives each child partition, and the
-//! storage stack above the disk driver.
+//! language, the memory layout it gives each child partition, the storage
+//! stack above the disk driver, and live migration's engine, policy and
+//! simulator.
 //!
 //! The bare-metal binary (`main.rs`) drives the hardware and the
 //! hypercalls; this library only computes.
@@ -12,3 +13,4 @@ extern crate alloc;
 pub mod config;
 pub mod disks;
 pub mod layout;
+pub mod migrate;
