@@ -181,8 +181,11 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                 let_time_pass(after_ms * u64::from(root.tsc_khz));
                 let mut moved = children[index].ok_or(Failure::Missing("child"))?;
                 let base = place(&root, &children, moved.spec.memory).ok_or(Failure::NoMemory)?;
-                let name = moved.spec.name.as_str();
-                println!("root: migrating {name} (live, {} MiB) to memory at {base:#x}", moved.spec.memory >> 20);
+                let name = child.as_str();
+                println!(
+                    "root: migrating {name} (live, {} MiB) to memory at {base:#x}",
+                    moved.spec.memory >> 20
+                );
                 match crate::migration::live(&root, &mut moved, index, base, abort) {
                     Ok(stats) => {
                         crate::migration::report(name, &stats);

@@ -154,8 +154,8 @@ pub enum Action {
 /// Where a `migrate ... abort=` makes a migration fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AbortAt {
-    /// `abort=destination`: the destination partition is destroyed during
-    /// the second copy pass.
+    /// `abort=destination`: the destination partition is destroyed a few
+    /// thousand pages into the first copy pass.
     Destination,
     /// `abort=blackout`: an abort is requested while the child is paused.
     Blackout,
@@ -441,7 +441,12 @@ destroy p1
         assert_eq!(
             actions[1..],
             [
-                Action::Migrate { child: a, after_frames: 0, after_ms: 0, abort: None },
+                Action::Migrate {
+                    child: a,
+                    after_frames: 0,
+                    after_ms: 0,
+                    abort: None
+                },
                 Action::Migrate {
                     child: a,
                     after_frames: 20,
@@ -456,7 +461,12 @@ destroy p1
                 },
             ]
         );
-        for bad in ["migrate", "migrate a abort=later", "migrate a after=x", "migrate a when=1"] {
+        for bad in [
+            "migrate",
+            "migrate a abort=later",
+            "migrate a after=x",
+            "migrate a when=1",
+        ] {
             let text = format!("scenario m\n{bad}\n");
             assert!(scenario(&text, "m").is_err(), "{bad}");
         }

@@ -27,8 +27,10 @@ use alloc::vec::Vec;
 
 use ipc::child::CHILD_EVENT_VECTOR;
 use ipc::hypercall::{Call, Rights, SlotHandle, Status};
+use ipc::migration::{DeviceKind, Header};
 use partition_rt::hypercall;
 use root_partition::config::AbortAt;
+use root_partition::migrate::engine::DeviceOut;
 use root_partition::migrate::{
     self, Aborted, Clock, Control, Destination, Loopback, PAGE, Phase, Policy, Source, Stats,
 };
@@ -43,12 +45,12 @@ macro_rules! println {
 }
 
 /// Why a migration failed (the source keeps running).
+// The fields are read through `Debug` when the failure is printed.
+#[allow(dead_code)]
 #[derive(Debug)]
 pub enum MigrateError {
     /// Building the destination failed.
     Setup(&'static str, Status),
-    /// No memory for the destination.
-    NoMemory,
     /// The root has no shared window: the bus could not follow the child.
     NoWindow,
     /// The engine aborted (reason in the statistics).
@@ -194,10 +196,7 @@ impl Source for ChildSource {
         Ok(len)
     }
 
-    fn device_states(
-        &mut self,
-        _out: &mut dyn FnMut(u8, u8, &[u8]) -> Result<(), Status>,
-    ) -> Result<(), Status> {
+    fn device_states(&mut self, _out: &mut DeviceOut<'_>) -> Result<(), Status> {
         // On one node the child's bus stays in the root and follows it at
         // the handover; its rings and buffers are in the copied memory.
         Ok(())
@@ -244,7 +243,27 @@ impl Destination for ChildDestination {
         .map(|_| ())
     }
 
-    fn device_state(&mut self, _kind: u8, _instance: u8, _bytes: &[u8]) -> Result<(), Status> {
+    fn device_state(
+        &mut self,
+        _kind: DeviceKind,
+        _instance: u8,
+        _bytes: &[u8],
+    ) -> Result<(), Status> {
+        Ok(())
+    }
+
+    fn begin(&mut self, header: &Header) -> Result<(), Status> {
+        if header.vcpus as usize != self.vcpus.len() {
+            return Err(Status::InvalidArgument);
+        }
+        Ok(())
+    }
+
+    fn zero_pages(&mut self, first: u64, count: u64) -> Result<(), Status> {
+        let zero = [0u8; PAGE];
+        for page in first..first.saturating_add(count) {
+            self.write_page(page, &zero)?;
+        }
         Ok(())
     }
 }
@@ -269,6 +288,8 @@ struct Steering {
     abort: Option<AbortAt>,
     destination: SlotHandle,
     destroyed: bool,
+    /// Pre-copy control points passed (one per 1,024 pages and per pass).
+    copy_points: u32,
 }
 
 impl Control for Steering {
@@ -276,8 +297,12 @@ impl Control for Steering {
         match phase {
             Phase::Blackout => self.abort != Some(AbortAt::Blackout),
             Phase::Precopy { pass } => {
-                if self.abort == Some(AbortAt::Destination) && pass >= 2 && !self.destroyed {
-                    println!("root: migration test: destroying the destination during pass {pass}");
+                self.copy_points += 1;
+                // A few thousand pages into the first pass.
+                if self.abort == Some(AbortAt::Destination) && self.copy_points == 4 {
+                    println!(
+                        "root: migration test: destroying the destination mid-copy (pass {pass})"
+                    );
                     let _ = hypercall(&Call::PartitionDestroy {
                         partition: self.destination,
                     });
@@ -396,6 +421,7 @@ pub fn live(
         abort,
         destination: target.partition,
         destroyed: false,
+        copy_points: 0,
     };
     let policy = Policy::default();
     let mut clock = Tsc {
@@ -418,7 +444,7 @@ pub fn live(
                     partition: target.partition,
                 });
             }
-            return Err(MigrateError::Aborted(stats));
+            return Err(MigrateError::Aborted(*stats));
         }
     };
     // The source is paused with everything sent: hand over.
@@ -494,5 +520,21 @@ pub fn report(name: &str, stats: &Stats) {
     }
     let mut json = String::new();
     let _ = stats.write_json(&mut json);
-    println!("root: {name}: migration json {json}");
+    // Console lines are short: the JSON goes out in numbered pieces
+    // (`json K/N <piece>`) that a reader joins in order.
+    let pieces: Vec<&str> = json
+        .as_bytes()
+        .chunks(JSON_PIECE)
+        .filter_map(|c| core::str::from_utf8(c).ok())
+        .collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        println!(
+            "root: {name}: migration json {}/{} {piece}",
+            i + 1,
+            pieces.len()
+        );
+    }
 }
+
+/// Bytes of JSON per console line (the JSON is ASCII).
+const JSON_PIECE: usize = 100;

@@ -159,7 +159,8 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
                 next = now;
             }
         } else {
-            partition_rt::pause();
+            // Nothing due: let the other vCPU (the service) have the processor.
+            let _ = hypercall(&Call::Yield);
         }
     }
     let bad = set.verify();

@@ -13,8 +13,8 @@ use crate::migrate::stats::PassStats;
 pub struct Policy {
     /// Most pre-copy passes (pass 1 is the full copy). Default 10.
     pub max_passes: u32,
-    /// The blackout the operator accepts: stop as soon as the predicted
-    /// blackout fits. Default 50 ms.
+    /// The blackout the operator accepts: stop once the predicted
+    /// blackout fits and another pass would not halve it. Default 50 ms.
     pub downtime_budget_ns: u64,
     /// Stop early (`NotConverging`) when a pass leaves more than
     /// `100 - min_progress_percent` % of the previous pass's dirty pages
@@ -95,6 +95,12 @@ impl Policy {
     /// Decides after the last entry of `passes` (each entry carries the
     /// dirty pages found at its end). Checks in order: all sent, fits the
     /// budget, pass limit, not converging.
+    ///
+    /// While a pass leaves less than half of what it sent dirty, the next
+    /// one will likely
+    /// halve the remainder again at a cost below the blackout time it
+    /// saves, so pre-copy goes on even inside the budget; the child's
+    /// blackout then shrinks to what it dirties during one short pass.
     pub fn decide(&self, passes: &[PassStats]) -> Decision {
         let Some(last) = passes.last() else {
             return Decision {
@@ -106,7 +112,9 @@ impl Policy {
         let predicted_blackout_ns = self.predict_blackout_ns(passes, dirty);
         let stop = if dirty == 0 {
             Some(StopReason::AllSent)
-        } else if predicted_blackout_ns <= self.downtime_budget_ns {
+        } else if predicted_blackout_ns <= self.downtime_budget_ns
+            && u128::from(dirty) * 2 >= u128::from(last.pages)
+        {
             Some(StopReason::FitsBudget)
         } else if last.pass >= self.max_passes {
             Some(StopReason::PassLimit)
@@ -149,10 +157,21 @@ mod tests {
         // 1000 pages in 100 ms: 100 us a page.
         let mut h = Vec::from([pass(1, 1000, 100, 0)]);
         assert_eq!(p.decide(&h).stop, Some(StopReason::AllSent));
-        h[0].dirty_pages = 400; // 40 ms + 1 ms overhead fits 50 ms
+        h[0].dirty_pages = 400; // 40 ms + 1 ms overhead fits 50 ms...
         let d = p.decide(&h);
-        assert_eq!(d.stop, Some(StopReason::FitsBudget));
+        // ... but the pass left fewer than half of its 1000 pages dirty:
+        // another pass shrinks the blackout further.
+        assert_eq!(d.stop, None);
         assert_eq!(d.predicted_blackout_ns, 41_000_000);
+        h.push(pass(2, 400, 40, 250));
+        let d = p.decide(&h);
+        assert_eq!(
+            d.stop,
+            Some(StopReason::FitsBudget),
+            "250 of 400: not halving"
+        );
+        assert_eq!(d.predicted_blackout_ns, 26_000_000);
+        h.pop();
         h[0].dirty_pages = 600;
         assert_eq!(p.decide(&h).stop, None);
         h.push(pass(2, 600, 60, 590));
