@@ -706,20 +706,23 @@ pub struct NetworkSummary<'a> {
     pub queue_full: u64,
     /// Port signals the child sent on its network channel.
     pub signals: u64,
+    /// Port signals the root sent the child on it.
+    pub signals_to: u64,
 }
 
 impl fmt::Display for NetworkSummary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "root: {} network: {} frames sent ({} refused: spoofed source), {} delivered to it; switch port: {} spoofed, {} queue-full drops; {} signals from the child",
+            "root: {} network: {} frames sent ({} refused: spoofed source), {} delivered to it; switch port: {} spoofed, {} queue-full drops; {} signals from the child, {} to it",
             self.child,
             self.sent,
             self.refused_spoofed,
             self.delivered,
             self.switch_spoofed,
             self.queue_full,
-            self.signals
+            self.signals,
+            self.signals_to
         )
     }
 }

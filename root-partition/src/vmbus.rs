@@ -525,6 +525,7 @@ pub fn drain(index: usize) {
                 signals: u64::from(
                     SIGNALS[index * CHANNELS + 1 + NETWORK_OFFER as usize].load(Ordering::Acquire),
                 ),
+                signals_to: network.signals_to_child,
             }
         );
     }
