@@ -274,7 +274,7 @@ pub fn network() -> Result<Vec<String>> {
         lines
             .iter()
             .find(|l| l.contains(&format!("root: {child} network:")))
-            .and_then(|l| Some((number_after(l, "drops;")?, number_after(l, "the child,")?)))
+            .and_then(|l| Some((number_after(l, "signals:")?, number_after(l, " in,")?)))
     };
     let (Some(sent), Some(received), Some(root), Some(sender), Some(receiver)) = (
         find("sender"),
