@@ -6,7 +6,9 @@
 //! # Invariants
 //! Waits are bounded by [`WAIT_PATIENCE`]; the wait sleeps in HLT after
 //! checking the inbound ring, so a signal between the check and the sleep
-//! ends the sleep at once.
+//! ends the sleep at once. Once started, the adapter masks the root's
+//! signals (it polls) and asks for one only in [`Adapter::wait`], before
+//! the check.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -107,6 +109,9 @@ impl Adapter {
         let (mtu, mac) = client
             .start(mtu, signal, || adapter_wait.wait(&inbound), WAIT_PATIENCE)
             .map_err(OpenError::Client)?;
+        // Poll while busy: the root signals only once the adapter asked
+        // for it, just before it sleeps (`Adapter::wait`).
+        client.set_polling(true).map_err(OpenError::Client)?;
         let frame = vec![0; client.max_frame()];
         Ok(Adapter {
             client,
@@ -150,14 +155,20 @@ impl Adapter {
         Err(last)
     }
 
-    /// The next frame for this child, copied into `out`: its length.
+    /// The next frame for this child, copied into `out` (at most its first
+    /// `out.len()` bytes), its buffer posted again: the frame's length.
     pub fn receive(&mut self, out: &mut [u8]) -> Result<Option<usize>, NetworkClientError> {
         Ok(self.client.receive_frame(out, signal)?.map(|(len, _)| len))
     }
 
-    /// Sleeps until the root signals, unless a packet already waits.
-    pub fn wait(&self) {
-        WaitState { seen: 0 }.wait(&self.inbound);
+    /// Sleeps until the root signals, unless a packet already waits: asks
+    /// for the root's signal first, and stops asking once awake (while it
+    /// works, the adapter polls and the root need not signal).
+    pub fn wait(&mut self) {
+        if self.client.arm_signal() == Ok(true) {
+            WaitState { seen: 0 }.wait(&self.inbound);
+        }
+        let _ = self.client.set_polling(true);
     }
 }
 

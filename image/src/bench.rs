@@ -223,6 +223,15 @@ pub fn storage() -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// "`frames / signals` frames per signal", or that there was none.
+fn per_signal(frames: u64, signals: u64) -> String {
+    if signals == 0 {
+        format!("{frames} frames without a signal")
+    } else {
+        format!("{:.1} frames per signal", frames as f64 / signals as f64)
+    }
+}
+
 /// The kernel command line of the network measurement.
 pub const NETWORK_CMDLINE: &str = "scenario=nbench bench=network";
 
@@ -232,7 +241,8 @@ pub const NETWORK_CMDLINE: &str = "scenario=nbench bench=network";
 /// same switch itself, between the same two ports, each delivered by a
 /// copy (the wire without VMBus). Prints the children's throughput (frames
 /// received over the receiver's cycles) relative to the root's, and the
-/// sender's frames per port signal.
+/// port signals on both children's network channels, each way, with the
+/// frames per signal (all of them counted).
 pub fn network() -> Result<Vec<String>> {
     prereq::ensure_image_prerequisites()?;
     let binaries = kernel::build()?;
@@ -259,13 +269,20 @@ pub fn network() -> Result<Vec<String>> {
             .find(|l| l.contains(&format!("frames bench ({who})")))
             .and_then(|l| Some((number_after(l, ":")?, number_after(l, "bytes in")?)))
     };
-    let signals = lines
-        .iter()
-        .find(|l| l.contains("root: s1 network:"))
-        .and_then(|l| number_after(l, "drops;"));
-    let (Some(sent), Some(received), Some(root), Some(signals)) =
-        (find("sender"), find("receiver"), find("root"), signals)
-    else {
+    // Port signals on each child's network channel: (from it, to it).
+    let signals = |child: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(&format!("root: {child} network:")))
+            .and_then(|l| Some((number_after(l, "signals:")?, number_after(l, " in,")?)))
+    };
+    let (Some(sent), Some(received), Some(root), Some(sender), Some(receiver)) = (
+        find("sender"),
+        find("receiver"),
+        find("root"),
+        signals("s1"),
+        signals("s2"),
+    ) else {
         bail!(
             "the network measurement failed ({status}); serial:\n{}",
             lines.join("\n")
@@ -285,9 +302,12 @@ pub fn network() -> Result<Vec<String>> {
             child_rate / root_rate.max(f64::MIN_POSITIVE)
         ),
         format!(
-            "network bench: the sender sent {} frames with {signals} port signals: {:.1} frames per signal",
-            sent.0,
-            sent.0 as f64 / signals.max(1) as f64
+            "network bench: port signals: sender to root {}, root to sender {} (completions), root to receiver {} (frames), receiver to root {}: {}",
+            sender.0,
+            sender.1,
+            receiver.1,
+            receiver.0,
+            per_signal(received.0, sender.0 + sender.1 + receiver.0 + receiver.1),
         ),
     ];
     for line in &out {

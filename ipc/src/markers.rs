@@ -689,7 +689,10 @@ impl fmt::Display for NetworkUp<'_> {
     }
 }
 
-/// `root: CHILD network: S frames sent (R refused: spoofed source), D delivered to it; switch port: X spoofed, Q queue-full drops; K signals from the child`.
+/// `root: CHILD network: S sent (R refused: spoofed), D delivered; port: X spoofed, Q queue full; signals: K in, L out`
+/// Signals: from the child to the root ("in") and back ("out"). Fits a
+/// 160-byte console line for names of up to 8 bytes and counts of up to 7
+/// digits (a longer line would be cut).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NetworkSummary<'a> {
     /// The child.
@@ -706,20 +709,23 @@ pub struct NetworkSummary<'a> {
     pub queue_full: u64,
     /// Port signals the child sent on its network channel.
     pub signals: u64,
+    /// Port signals the root sent the child on it.
+    pub signals_to: u64,
 }
 
 impl fmt::Display for NetworkSummary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "root: {} network: {} frames sent ({} refused: spoofed source), {} delivered to it; switch port: {} spoofed, {} queue-full drops; {} signals from the child",
+            "root: {} network: {} sent ({} refused: spoofed), {} delivered; port: {} spoofed, {} queue full; signals: {} in, {} out",
             self.child,
             self.sent,
             self.refused_spoofed,
             self.delivered,
             self.switch_spoofed,
             self.queue_full,
-            self.signals
+            self.signals,
+            self.signals_to
         )
     }
 }
@@ -727,3 +733,28 @@ impl fmt::Display for NetworkSummary<'_> {
 /// Command-line word: after the scenario, the root pushes the network
 /// benchmark's frames through its switch itself (`cargo image bench`).
 pub const BENCH_NETWORK: &str = "bench=network";
+
+#[cfg(test)]
+mod network_summary_tests {
+    extern crate std;
+    use super::NetworkSummary;
+    use std::string::ToString;
+
+    #[test]
+    fn the_network_summary_fits_a_console_line() {
+        let big = 9_999_999;
+        let line = NetworkSummary {
+            child: "abcdefgh",
+            sent: big,
+            refused_spoofed: big,
+            delivered: big,
+            switch_spoofed: big,
+            queue_full: big,
+            signals: big,
+            signals_to: big,
+        }
+        .to_string();
+        assert!(line.len() <= crate::vmbus::console::MAX_LINE, "{line}");
+        assert!(line.ends_with("signals: 9999999 in, 9999999 out"));
+    }
+}

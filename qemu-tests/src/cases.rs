@@ -528,6 +528,7 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
                 switch_spoofed: 0,
                 queue_full: 0,
                 signals: 0,
+                signals_to: 0,
             }
             .to_string();
             // Every forged frame refused; what it got and lost to its own

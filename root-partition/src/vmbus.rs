@@ -274,8 +274,11 @@ pub fn attach(
     bus.set_network(child_port(platform.index));
     // The root services every bus in a loop while children run (and sleeps
     // only inside disk requests, during a service pass): storage requests
-    // need no signal.
+    // and network packets need no signal.
     bus.set_storage_polling(true);
+    bus.set_network_polling(true);
+    // One network signal decision per service pass (`service_all`).
+    bus.set_network_deferred_signals(true);
     let index = platform.index;
     let disks = crate::storage::volume().map(|v| Luns::new(&v));
     let bounce = if disks.is_some() {
@@ -293,13 +296,9 @@ pub fn attach(
     Ok(ports)
 }
 
-fn service_one(entry: &mut Bus) -> usize {
-    let name = entry.name;
-    let (backend, bounce): (&mut dyn StorageBackend, &mut [u8]) = match entry.disks.as_mut() {
-        Some(disks) => (disks, &mut entry.bounce),
-        None => (&mut vsp::storage::NoLuns, &mut []),
-    };
-    let mut on = |event: Event<'_>| match event {
+/// What a bus reports: console lines, channels opened and closed.
+fn on_event(name: Name) -> impl FnMut(Event<'_>) {
+    move |event: Event<'_>| match event {
         Event::Line(line) => println!(
             "{}",
             markers::ChildConsoleLine {
@@ -322,38 +321,63 @@ fn service_one(entry: &mut Bus) -> usize {
                 reason: &reason
             }
         ),
+    }
+}
+
+/// Services a child's control channel, console and storage once.
+fn service_bus(entry: &mut Bus) -> usize {
+    let (backend, bounce): (&mut dyn StorageBackend, &mut [u8]) = match entry.disks.as_mut() {
+        Some(disks) => (disks, &mut entry.bounce),
+        None => (&mut vsp::storage::NoLuns, &mut []),
     };
-    let handled = entry
+    entry
         .bus
-        .service(&mut entry.platform, backend, bounce, &mut on);
-    // The child's frames go into its switch port's queue (without a
-    // switch, its NIC is not configured, so `Init` is `Unavailable`).
+        .service(&mut entry.platform, backend, bounce, on_event(entry.name))
+}
+
+/// Reads a batch of the child's network packets: its frames go into its
+/// switch port's queue (without a switch, its NIC is not configured, so
+/// `Init` is `Unavailable`). Signals wait for [`flush_network`].
+fn service_net(entry: &mut Bus) -> usize {
+    let mut on = on_event(entry.name);
     let port = 1 + entry.platform.index;
     let mut state = SWITCH.lock();
     let SwitchState { switch, scratch } = &mut *state;
-    handled
-        + match scratch.as_mut() {
-            Some(scratch) => {
-                let handled = entry.bus.service_network(
-                    &mut entry.platform,
-                    &mut switch.ingress(port),
-                    scratch,
-                    &mut on,
-                );
-                // The port carries what the child negotiated.
-                if let Some(mtu) = entry.bus.network_mtu()
-                    && switch.port_mtu(port) != Some(mtu)
-                {
-                    let _ = switch.set_port_mtu(port, mtu);
-                }
-                handled
+    match scratch.as_mut() {
+        Some(scratch) => {
+            let handled = entry.bus.service_network(
+                &mut entry.platform,
+                &mut switch.ingress(port),
+                scratch,
+                &mut on,
+            );
+            // The port carries what the child negotiated.
+            if let Some(mtu) = entry.bus.network_mtu()
+                && switch.port_mtu(port) != Some(mtu)
+            {
+                let _ = switch.set_port_mtu(port, mtu);
             }
-            None => {
-                entry
-                    .bus
-                    .service_network(&mut entry.platform, &mut DropFrames, &mut [], &mut on)
-            }
+            handled
         }
+        None => entry
+            .bus
+            .service_network(&mut entry.platform, &mut DropFrames, &mut [], &mut on),
+    }
+}
+
+/// The signal decision of the child's network channel for the pass.
+fn flush_network(entry: &mut Bus) {
+    let name = entry.name;
+    entry
+        .bus
+        .network_flush(&mut entry.platform, |e| print_event(name, e));
+}
+
+/// One whole service of a child's bus (its own, signals included).
+fn service_one(entry: &mut Bus) -> usize {
+    let handled = service_bus(entry) + service_net(entry);
+    flush_network(entry);
+    handled
 }
 
 /// The virtual switch: port 0 is the root's NIC, port `1 + i` child `i`;
@@ -453,12 +477,31 @@ fn switch_frames(buses: &mut [Option<Bus>; MAX_CHILDREN]) -> usize {
     received + drained
 }
 
-/// Services every child's bus once and passes frames through the switch;
-/// returns the packets and frames handled.
+/// Network rounds per service pass at most: each reads a batch of every
+/// child's sends (up to its switch port's queue of 8) and switches them;
+/// rounds go on while frames move, so one pass carries a whole window of
+/// sends (64) and completes them with one signal.
+const ROUNDS: usize = 16;
+
+/// Services every child's bus once, then moves frames — children's
+/// sends into the switch, the switch out to the NIC and the children's
+/// receive buffers — round after round while they come (at most
+/// [`ROUNDS`]), then makes each network channel's signal decision once:
+/// a child that waits is woken once per pass, however many of its sends
+/// completed and frames arrived. Returns the packets and frames handled.
 pub fn service_all() -> usize {
     let mut buses = BUSES.lock();
-    let handled: usize = buses.iter_mut().flatten().map(service_one).sum();
-    handled + switch_frames(&mut buses)
+    let mut handled: usize = buses.iter_mut().flatten().map(service_bus).sum();
+    for _ in 0..ROUNDS {
+        let round =
+            buses.iter_mut().flatten().map(service_net).sum::<usize>() + switch_frames(&mut buses);
+        handled += round;
+        if round == 0 {
+            break;
+        }
+    }
+    buses.iter_mut().flatten().for_each(flush_network);
+    handled
 }
 
 /// Drains child `index`'s bus (it stopped), prints its console summary if
@@ -520,6 +563,7 @@ pub fn drain(index: usize) {
                 signals: u64::from(
                     SIGNALS[index * CHANNELS + 1 + NETWORK_OFFER as usize].load(Ordering::Acquire),
                 ),
+                signals_to: network.signals_to_child,
             }
         );
     }

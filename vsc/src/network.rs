@@ -239,6 +239,18 @@ impl<M: RingMemory> NetworkClient<M> {
         Ok(())
     }
 
+    /// Asks for the root's signal on its next packet (clears the mask
+    /// [`NetworkClient::set_polling`] set) and looks once more: `Ok(true)`
+    /// if nothing waits (safe to sleep until signalled), `Ok(false)` if a
+    /// packet arrived meanwhile (poll again instead). A child that polls
+    /// while busy and arms the signal only before it sleeps costs the root
+    /// no signal while frames flow.
+    pub fn arm_signal(&mut self) -> Result<bool, NetworkClientError> {
+        self.rx
+            .unmask_interrupts()
+            .map_err(NetworkClientError::Ring)
+    }
+
     fn send_area(&self) -> u64 {
         u64::from(self.send_pages) * PAGE_BYTES
     }

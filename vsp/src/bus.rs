@@ -280,6 +280,28 @@ impl<M: RingMemory> ChildBus<M> {
         self.network.set_polling(polling);
     }
 
+    /// Defers the network channel's signal decisions (`true`): neither
+    /// [`ChildBus::service_network`] nor [`ChildBus::network_deliver`]
+    /// signals the child any more; the caller calls
+    /// [`ChildBus::network_flush`] at the end of each of its passes, so a
+    /// pass that completes many sends and delivers many frames costs the
+    /// child at most one signal (and the root one `PortSignal`).
+    pub fn set_network_deferred_signals(&mut self, deferred: bool) {
+        self.network.set_deferred(deferred);
+    }
+
+    /// The network channel's signal decision for everything published
+    /// since the last one (see [`ChildBus::set_network_deferred_signals`]);
+    /// a broken ring closes the channel, reported through `on`.
+    pub fn network_flush<P: Platform<Memory = M>>(
+        &mut self,
+        platform: &mut P,
+        on: impl FnMut(Event<'_>),
+    ) {
+        let result = self.network.flush(platform);
+        self.network_result(platform, result, on);
+    }
+
     /// Counts a signal from the child on the network channel.
     pub fn network_signalled(&mut self) {
         self.network.stats_mut().signals_from_child += 1;

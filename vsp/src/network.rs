@@ -20,8 +20,12 @@
 //!   bytes, so every frame the root delivers fits the next one.
 //! - Per service call at most [`BATCH`] packets are read; replies are
 //!   published as they are made and the child is signalled at most once
-//!   per batch. A reply that does not fit waits in one slot, and no
-//!   further packet is read until it is sent.
+//!   per batch (deferred: at most once per [`Network::flush`], which the
+//!   owner calls at the end of each of its passes). A reply that does not
+//!   fit waits in one slot, and no further packet is read until it is sent.
+//! - A frame the sink takes in place ([`FrameSink::place`]) is checked in
+//!   the sink's memory after the copy, so what the switch forwards is what
+//!   was checked, whatever the child writes meanwhile.
 //! - No allocation; the frame scratch buffer is the caller's.
 
 use ipc::vmbus::close::CloseReason;
@@ -53,6 +57,27 @@ pub trait FrameSink {
     /// drops. A sink that never fills keeps the default.
     fn has_room(&self) -> bool {
         true
+    }
+
+    /// Room for the next frame of `len` bytes, if the sink can take it in
+    /// place (its own memory, e.g. the switch port's queue slot): the
+    /// provider reads the frame from the child's send area straight into
+    /// it, checks it there and then calls [`FrameSink::commit`] — one copy
+    /// instead of two. `None` (the default): the provider reads the frame
+    /// into its scratch buffer and calls [`FrameSink::frame`], which also
+    /// counts whatever drop made the sink refuse the place.
+    fn place(&mut self, len: usize) -> Option<&mut [u8]> {
+        let _ = len;
+        None
+    }
+
+    /// Takes the frame of `len` bytes just written into the room
+    /// [`FrameSink::place`] gave, with its `flags`; `false` if it was
+    /// dropped. Not called for a frame that failed a check: its room is
+    /// simply given again.
+    fn commit(&mut self, len: usize, flags: u8) -> bool {
+        let _ = (len, flags);
+        false
     }
 }
 
@@ -183,6 +208,9 @@ pub(crate) struct Network<M: RingMemory> {
     config: Option<NetworkConfig>,
     link_up: bool,
     polling: bool,
+    /// The owner flushes (signal decision) once per pass of its own
+    /// ([`Network::flush`]) instead of every `service` and `deliver`.
+    deferred: bool,
     stats: NetworkStats,
 }
 
@@ -205,6 +233,7 @@ impl<M: RingMemory> Network<M> {
             config: None,
             link_up: true,
             polling: false,
+            deferred: false,
             stats: NetworkStats {
                 sends: 0,
                 send_bytes: 0,
@@ -329,7 +358,19 @@ impl<M: RingMemory> Network<M> {
         self.flush(platform)
     }
 
-    fn flush<P: Platform<Memory = M>>(&mut self, platform: &mut P) -> Result<(), CloseReason> {
+    /// Defers the signal decision of `service` and `deliver` to
+    /// [`Network::flush`] (`true`), or makes it at the end of each (`false`).
+    pub(crate) fn set_deferred(&mut self, deferred: bool) {
+        self.deferred = deferred;
+    }
+
+    /// The signal decision for every reply and frame published since the
+    /// last one: the child is signalled if its inbound ring went from empty
+    /// to non-empty while it asked for signals.
+    pub(crate) fn flush<P: Platform<Memory = M>>(
+        &mut self,
+        platform: &mut P,
+    ) -> Result<(), CloseReason> {
         if let Some(c) = self.channel.as_mut()
             && c.link.tx.flush().map_err(CloseReason::Ring)?
         {
@@ -387,7 +428,9 @@ impl<M: RingMemory> Network<M> {
         c.pop_posted();
         self.stats.received += 1;
         self.stats.receive_bytes += frame.len() as u64;
-        self.flush(platform)?;
+        if !self.deferred {
+            self.flush(platform)?;
+        }
         Ok(Ok(()))
     }
 
@@ -502,6 +545,9 @@ impl<M: RingMemory> Network<M> {
         for _ in 0..to_child {
             self.stats.signals_to_child += 1;
             platform.signal(Some(NETWORK_OFFER));
+        }
+        if self.deferred {
+            return Ok(());
         }
         self.flush(platform)
     }
@@ -659,6 +705,22 @@ fn transmit<M: RingMemory, S: FrameSink + ?Sized>(
     let Some(region) = c.region.as_ref() else {
         return Status::BadBuffer;
     };
+    // Straight into the sink's own memory when it offers it (checked
+    // there: the child cannot change what was checked), else via scratch.
+    if let Some(place) = sink.place(len as usize) {
+        let Some(frame) = place.get_mut(..len as usize) else {
+            return Status::Dropped;
+        };
+        region.memory.read(offset as usize, frame);
+        if let Err(status) = check_source(frame, config.mac) {
+            return status;
+        }
+        return if sink.commit(len as usize, flags) {
+            Status::Ok
+        } else {
+            Status::Dropped
+        };
+    }
     let Some(frame) = scratch.get_mut(..len as usize) else {
         // The caller's scratch is smaller than this (checked) frame.
         return Status::Dropped;

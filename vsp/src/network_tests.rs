@@ -1187,3 +1187,170 @@ fn the_client_refuses_answers_it_did_not_ask_for() {
         Err(NetworkClientError::BadLength)
     );
 }
+
+#[test]
+fn deferred_signals_wake_the_child_once_per_pass() {
+    let w = words();
+    let world = World::new(AtomicRingMemory::new(&w), config(MAC_A, 1500));
+    let mut client = world.started(1500);
+    world
+        .root
+        .borrow_mut()
+        .bus
+        .set_network_deferred_signals(true);
+    let signals = || world.root.borrow().platform.signals;
+    let flush = || {
+        let mut root = world.root.borrow_mut();
+        let Root {
+            bus, platform, log, ..
+        } = &mut *root;
+        bus.network_flush(platform, |e| log_event(log, e));
+    };
+    // The child sleeps (asks for signals) with nothing to read.
+    assert_eq!(client.arm_signal(), Ok(true));
+    let before = signals();
+    let tags: Vec<u64> = (0..10)
+        .map(|i| {
+            client
+                .send(&frame(Mac::BROADCAST, MAC_A, 100, i), 0, || {})
+                .unwrap()
+        })
+        .collect();
+    // Completions published, frames delivered: no signal until the flush.
+    assert_eq!(world.service(), 10);
+    for i in 0..10 {
+        world.deliver(&frame(MAC_A, HOST, 200, i), 0).unwrap();
+    }
+    assert_eq!(signals(), before, "nothing signalled before the flush");
+    flush();
+    assert_eq!(signals(), before + 1, "one signal for the whole pass");
+    flush();
+    assert_eq!(signals(), before + 1, "nothing new: no signal");
+    let got = events(&mut client);
+    let completed = got
+        .iter()
+        .filter(|e| matches!(e, NetworkEvent::SendComplete { tag, status: Status::Ok } if tags.contains(tag)))
+        .count();
+    let received = got
+        .iter()
+        .filter(|e| matches!(e, NetworkEvent::Received { len: 200, .. }))
+        .count();
+    assert_eq!((completed, received), (10, 10));
+    // A child that polls (signals masked) is never signalled.
+    client.set_polling(true).unwrap();
+    world.deliver(&frame(MAC_A, HOST, 60, 1), 0).unwrap();
+    flush();
+    assert_eq!(signals(), before + 1);
+    // Without deferral, a delivery into an empty ring of a sleeping child signals at once.
+    world
+        .root
+        .borrow_mut()
+        .bus
+        .set_network_deferred_signals(false);
+    let _ = events(&mut client);
+    assert_eq!(client.arm_signal(), Ok(true));
+    world.deliver(&frame(MAC_A, HOST, 60, 2), 0).unwrap();
+    assert_eq!(signals(), before + 2);
+}
+
+#[test]
+fn arming_the_signal_reports_a_packet_that_already_waits() {
+    let w = words();
+    let world = World::new(AtomicRingMemory::new(&w), config(MAC_A, 1500));
+    let mut client = world.started(1500);
+    client.set_polling(true).unwrap();
+    let before = world.root.borrow().platform.signals;
+    world.deliver(&frame(MAC_A, HOST, 64, 9), 0).unwrap();
+    assert_eq!(world.root.borrow().platform.signals, before, "masked");
+    assert_eq!(
+        client.arm_signal(),
+        Ok(false),
+        "a frame waits: do not sleep"
+    );
+    assert!(
+        client
+            .receive_frame(&mut [0u8; 64], || {})
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(client.arm_signal(), Ok(true));
+}
+
+/// A sink that offers its own memory for each frame (as the switch's
+/// ingress does) and records what it was given.
+struct InPlace {
+    room: Vec<u8>,
+    committed: Vec<(Vec<u8>, u8)>,
+    full: bool,
+    refused: Vec<Vec<u8>>,
+}
+
+impl FrameSink for InPlace {
+    fn frame(&mut self, frame: &[u8], _: u8) -> bool {
+        self.refused.push(frame.to_vec());
+        false
+    }
+
+    fn place(&mut self, len: usize) -> Option<&mut [u8]> {
+        if self.full {
+            return None;
+        }
+        self.room.get_mut(..len)
+    }
+
+    fn commit(&mut self, len: usize, flags: u8) -> bool {
+        self.committed.push((self.room[..len].to_vec(), flags));
+        true
+    }
+}
+
+#[test]
+fn frames_go_straight_into_the_sinks_memory_and_are_checked_there() {
+    let w = words();
+    let world = World::new(AtomicRingMemory::new(&w), config(MAC_A, 1500));
+    let mut client = world.started(1500);
+    let mut sink = InPlace {
+        room: std::vec![0; 9014],
+        committed: Vec::new(),
+        full: false,
+        refused: Vec::new(),
+    };
+    let pass = |sink: &mut InPlace| {
+        let mut root = world.root.borrow_mut();
+        let Root {
+            bus,
+            platform,
+            scratch,
+            log,
+            ..
+        } = &mut *root;
+        bus.service_network(platform, sink, scratch, |e| log_event(log, e))
+    };
+    let good = frame(MAC_B, MAC_A, 1514, 5);
+    let forged = frame(MAC_B, MAC_C, 1514, 6);
+    let good_tag = client
+        .send(&good, FLAG_CHECKSUM_NOT_COMPUTED, || {})
+        .unwrap();
+    let forged_tag = client.send(&forged, 0, || {}).unwrap();
+    assert_eq!(pass(&mut sink), 2);
+    assert_eq!(sink.committed, [(good.clone(), FLAG_CHECKSUM_NOT_COMPUTED)]);
+    assert!(sink.refused.is_empty());
+    let done = events(&mut client);
+    assert!(done.contains(&NetworkEvent::SendComplete {
+        tag: good_tag,
+        status: Status::Ok
+    }));
+    assert!(done.contains(&NetworkEvent::SendComplete {
+        tag: forged_tag,
+        status: Status::SpoofedSource
+    }));
+    // A sink without room in place gets the frame the ordinary way.
+    sink.full = true;
+    let tag = client.send(&good, 0, || {}).unwrap();
+    assert_eq!(pass(&mut sink), 1);
+    assert_eq!(sink.refused, [good]);
+    assert!(events(&mut client).contains(&NetworkEvent::SendComplete {
+        tag,
+        status: Status::Dropped
+    }));
+}

@@ -491,6 +491,34 @@ impl<const PORTS: usize, const DEPTH: usize> Switch<PORTS, DEPTH> {
         Ok(())
     }
 
+    /// Room for the next frame of `len` bytes in `src_port`'s ingress
+    /// queue, to write it in place and then [`Switch::commit`] it: `None`
+    /// if [`Switch::enqueue`] would refuse it (port down, too long, queue
+    /// full), which the caller then calls to have the drop counted.
+    pub fn reserve(&mut self, src_port: usize, len: usize) -> Option<&mut [u8]> {
+        let queue = self.queues.get_mut(src_port)?;
+        if !self.table.ports[src_port].up || len > MAX_FRAME as usize || queue.count == DEPTH {
+            return None;
+        }
+        let slot = &mut queue.slots[(queue.head + queue.count) % DEPTH];
+        Some(&mut slot.data[..len])
+    }
+
+    /// Queues the frame of `len` bytes written into the room
+    /// [`Switch::reserve`] gave (as [`Switch::enqueue`] would have); `false`
+    /// if there is no such room (nothing is queued).
+    pub fn commit(&mut self, src_port: usize, len: usize, flags: u8) -> bool {
+        if self.reserve(src_port, len).is_none() {
+            return false;
+        }
+        let queue = &mut self.queues[src_port];
+        let slot = &mut queue.slots[(queue.head + queue.count) % DEPTH];
+        slot.len = len as u16;
+        slot.flags = flags;
+        queue.count += 1;
+        true
+    }
+
     /// Frames waiting in `port`'s ingress queue.
     pub fn queued(&self, port: usize) -> usize {
         self.queues.get(port).map_or(0, |q| q.count)
@@ -605,6 +633,14 @@ impl<const PORTS: usize, const DEPTH: usize> FrameSink for Ingress<'_, PORTS, DE
 
     fn has_room(&self) -> bool {
         self.switch.queued(self.port) < DEPTH
+    }
+
+    fn place(&mut self, len: usize) -> Option<&mut [u8]> {
+        self.switch.reserve(self.port, len)
+    }
+
+    fn commit(&mut self, len: usize, flags: u8) -> bool {
+        self.switch.commit(self.port, len, flags)
     }
 }
 

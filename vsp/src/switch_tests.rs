@@ -411,3 +411,36 @@ fn a_unicast_frame_waits_at_the_head_while_its_destination_has_no_room() {
     }
     assert!(!s.ingress(1).has_room());
 }
+
+#[test]
+fn frames_written_in_place_are_queued_like_enqueued_ones() {
+    let mut sw: Box<Switch<3, 2>> = Box::default();
+    for port in 0..3 {
+        sw.set_port_up(port, true).unwrap();
+    }
+    sw.set_port_mac(1, Some(A)).unwrap();
+    sw.set_port_mac(2, Some(B)).unwrap();
+    let f = frame(B, A, 100, 1);
+    // Reserved but not committed: nothing is queued.
+    sw.reserve(1, f.len()).unwrap().copy_from_slice(&f);
+    assert_eq!(sw.queued(1), 0);
+    assert!(sw.commit(1, f.len(), 1));
+    let g = frame(B, A, 200, 2);
+    sw.reserve(1, g.len()).unwrap().copy_from_slice(&g);
+    assert!(sw.commit(1, g.len(), 0));
+    // Full queue, too long, unknown port, port down: no room, nothing queued.
+    assert!(sw.reserve(1, 60).is_none());
+    assert!(!sw.commit(1, 60, 0));
+    assert!(sw.reserve(2, MAX_FRAME as usize + 1).is_none());
+    assert!(sw.reserve(7, 60).is_none());
+    sw.set_port_up(2, false).unwrap();
+    assert!(sw.reserve(2, 60).is_none());
+    sw.set_port_up(2, true).unwrap();
+    let mut got = Vec::new();
+    sw.drain(|port, frame, flags| {
+        got.push((port, frame.to_vec(), flags));
+        true
+    });
+    assert_eq!(got, [(2, f, 1), (2, g, 0)]);
+    assert_eq!(sw.counters(2).tx_frames, 2);
+}
