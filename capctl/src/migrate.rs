@@ -60,6 +60,10 @@ pub struct PolicyArgs {
     /// (0: never).
     #[arg(long, default_value_t = 0)]
     min_progress: u32,
+    /// Auto-converge: the first throttle (percent of time the child is held
+    /// paused) once a pass does not halve the dirty set (0: never throttle).
+    #[arg(long, default_value_t = 20)]
+    throttle: u8,
 }
 
 /// `table` options.
@@ -81,6 +85,7 @@ impl PolicyArgs {
             max_passes: self.max_passes,
             downtime_budget_ns: self.budget_ms.saturating_mul(1_000_000),
             min_progress_percent: self.min_progress.min(100),
+            throttle_initial_percent: self.throttle.min(99),
             ..Policy::default()
         })
     }
@@ -172,8 +177,8 @@ pub fn run(cmd: MigrateCommand, out: &Output) -> Result<ExitCode> {
             let policy = a.policy.policy()?;
             let mut rows = Vec::new();
             let mut text = String::from(
-                "| memory | link | load | passes | stop reason | total bytes / RAM | blackout pages | predicted blackout ms | simulated blackout ms | total s |\n\
-                 |---|---|---|---|---|---|---|---|---|---|\n",
+                "| memory | link | load | passes | stop reason | throttle | total bytes / RAM | blackout pages | predicted blackout ms | simulated blackout ms | total s |\n\
+                 |---|---|---|---|---|---|---|---|---|---|---|\n",
             );
             for (mem_name, memory) in [("4 GiB", 4u64 << 30), ("64 GiB", 64 << 30)] {
                 for (link_name, link) in [("1 GbE", 125_000_000u64), ("10 GbE", 1_250_000_000)] {
@@ -194,8 +199,9 @@ pub fn run(cmd: MigrateCommand, out: &Output) -> Result<ExitCode> {
                         let stop = s.stop.map_or("none", |r| r.name());
                         let r = s.ratio_milli();
                         text.push_str(&format!(
-                            "| {mem_name} | {link_name} | {load} | {} | {stop} | {}.{:03} | {} | {:.1} | {:.1} | {:.1} |\n",
+                            "| {mem_name} | {link_name} | {load} | {} | {stop} | {}% | {}.{:03} | {} | {:.1} | {:.1} | {:.1} |\n",
                             s.passes.len(),
+                            s.throttle_percent,
                             r / 1000,
                             r % 1000,
                             s.blackout_pages,

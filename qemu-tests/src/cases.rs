@@ -97,6 +97,9 @@ pub enum Script {
     /// Scenario `migrate`: m1 (memdirty + key-value service) migrated live
     /// while a host client talks to it; its memory checks out afterwards.
     Migrate,
+    /// Scenario `migheavy`: h1 dirties memory faster than the root copies;
+    /// auto-converge throttles it and the migration completes intact.
+    MigrateHeavy,
     /// Scenario `migabort`: two failed migrations (destination destroyed
     /// mid-copy, abort in the blackout) leave m1 running and intact; a
     /// third succeeds.
@@ -262,6 +265,21 @@ pub fn migration_json(serial: &[String], child: &str) -> Result<String, String> 
         expected += 1;
     }
     Err(format!("no complete migration statistics for {child}"))
+}
+
+/// Scenario `migheavy`: the throttle rose, the passes converged within the
+/// pass limit and the budget.
+fn auto_converge_figures(serial: &[String]) -> Result<(), String> {
+    let json = migration_json(serial, "h1")?;
+    let v: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| format!("statistics {json:?}: {e}"))?;
+    let throttle = v["throttle_percent"].as_u64().unwrap_or(0);
+    let passes = v["passes"].as_array().map_or(0, Vec::len);
+    if v["outcome"] != "completed" || throttle < 20 || passes > 10 {
+        return Err(format!("throttle {throttle}%, {passes} passes: {json}"));
+    }
+    eprintln!("auto-converge figures: {json}");
+    Ok(())
 }
 
 /// The figures of the live migration in scenario `migrate` (its JSON line):
@@ -593,6 +611,17 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
             any_order("[m1] memdirty: verified 2048 pages after signal 0: 0 bad"),
             any_order("[m1] memdirty: done: "),
             any_order(ended("m1")),
+        ]),
+        Script::MigrateHeavy => out.extend([
+            child_line(
+                "h1",
+                "memdirty: 4096 pages, 20000 pages/s for 15 s (80000 KiB/s)",
+            ),
+            ordered("root: h1 migrated: running from"),
+            ordered("[h1] memdirty: verified 4096 pages after signal 1: 0 bad"),
+            ordered("[h1] memdirty: verified 4096 pages after signal 0: 0 bad"),
+            ordered(", 0 bad pages, 1 signals"),
+            ordered(ended("h1")),
         ]),
         Script::MigrateAbort => out.extend([
             child_line(
@@ -1006,6 +1035,7 @@ pub fn markers_with_order(script: Script) -> Vec<(String, bool)> {
         | Script::KeyValueFlooded
         | Script::Jumbo
         | Script::Migrate
+        | Script::MigrateHeavy
         | Script::MigrateAbort => scenario_markers(script),
         other => markers(other).into_iter().map(ordered).collect(),
     }
@@ -1333,6 +1363,16 @@ pub fn all() -> Vec<Case> {
             migration_kv_client,
         )
         .transcript_check("migration figures", migration_figures),
+    );
+    table.push(
+        case(
+            "migration_auto_converge_throttles_a_fast_writer",
+            machine(2, "EPYC", Bios, true),
+            "scenario=migheavy",
+            Script::MigrateHeavy,
+            Kernel(Success),
+        )
+        .transcript_check("auto-converge", auto_converge_figures),
     );
     table.push(case(
         "migration_aborts_leave_the_source_running",

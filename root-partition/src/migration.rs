@@ -82,6 +82,48 @@ struct ChildSource {
     shared: Vec<(u64, u64)>,
     index: usize,
     paused: bool,
+    /// Auto-converge: percent of each [`THROTTLE_PERIOD_MS`] the vCPUs are
+    /// held paused, whether they are now, and when that flips.
+    throttle: u8,
+    held: bool,
+    flip_at: u64,
+    tsc_khz: u64,
+}
+
+/// The duty cycle of the auto-converge throttle.
+const THROTTLE_PERIOD_MS: u64 = 10;
+
+impl ChildSource {
+    fn set_vcpus(&self, run: bool) -> Result<(), Status> {
+        for v in &self.vcpus {
+            let c = if run {
+                Call::VcpuResume { vcpu: *v }
+            } else {
+                Call::VcpuPause { vcpu: *v }
+            };
+            hypercall(&c)?;
+        }
+        Ok(())
+    }
+
+    /// Holds or releases the vCPUs as the throttle's duty cycle says
+    /// (called for every page read: the copy loop is the clock).
+    fn duty_cycle(&mut self) -> Result<(), Status> {
+        if self.throttle == 0 || self.paused {
+            return Ok(());
+        }
+        let now = partition_rt::rdtsc();
+        if now < self.flip_at {
+            return Ok(());
+        }
+        let period = self.tsc_khz * THROTTLE_PERIOD_MS;
+        let held = u64::from(self.throttle);
+        self.held = !self.held;
+        self.set_vcpus(!self.held)?;
+        let share = if self.held { held } else { 100 - held };
+        self.flip_at = now + period * share / 100;
+        Ok(())
+    }
 }
 
 impl Source for ChildSource {
@@ -141,6 +183,7 @@ impl Source for ChildSource {
     }
 
     fn read_page(&mut self, page: u64, buf: &mut [u8; PAGE]) -> Result<(), Status> {
+        self.duty_cycle()?;
         if page == 0 {
             // Never mapped in a child.
             buf.fill(0);
@@ -152,6 +195,16 @@ impl Source for ChildSource {
             buffer: self.scratch,
         })?;
         buf.copy_from_slice(arch::ram(self.scratch, 4096));
+        Ok(())
+    }
+
+    fn throttle(&mut self, percent: u8) -> Result<(), Status> {
+        self.throttle = percent.min(99);
+        if percent == 0 && self.held {
+            self.held = false;
+            self.set_vcpus(true)?;
+        }
+        self.flip_at = 0;
         Ok(())
     }
 
@@ -411,6 +464,10 @@ pub fn live(
         shared: Vec::new(),
         index,
         paused: false,
+        throttle: 0,
+        held: false,
+        flip_at: 0,
+        tsc_khz: u64::from(root.tsc_khz),
     };
     let mut transport = Loopback::new(ChildDestination {
         partition: target.partition,

@@ -71,6 +71,13 @@ pub trait Source {
     /// Hands every device's state (while paused) to `out` as (kind,
     /// instance, bytes). If `out` returns [`Halt`], stop and return.
     fn device_states(&mut self, out: &mut DeviceOut<'_>) -> Result<(), Self::Error>;
+    /// Holds the vCPUs paused for `percent` % of the time from now on
+    /// (auto-converge; 0: run freely). The engine sets 0 again before it
+    /// pauses the child and when it aborts. Default: not supported, no-op.
+    fn throttle(&mut self, percent: u8) -> Result<(), Self::Error> {
+        let _ = percent;
+        Ok(())
+    }
 }
 
 /// Where the encoded stream goes.
@@ -208,6 +215,7 @@ pub fn migrate_with_flags<S: Source, T: Transport, C: Clock, K: Control>(
             ..Stats::default()
         },
         sent_pages: 0,
+        throttle: 0,
         since_control: 0,
         batch_first: 0,
         batch_n: 0,
@@ -224,6 +232,11 @@ pub fn migrate_with_flags<S: Source, T: Transport, C: Clock, K: Control>(
         }
         Err(reason) => {
             let mut cleanup_error = None;
+            if run.throttle != 0
+                && let Err(e) = run.src.throttle(0)
+            {
+                cleanup_error = Some(format!("throttle off: {e:?}"));
+            }
             if run.logging
                 && let Err(e) = run.src.log_dirty(false)
             {
@@ -265,6 +278,8 @@ struct Run<'a, S, T, C, K> {
     logging: bool,
     stats: Stats,
     sent_pages: u64,
+    /// The auto-converge throttle in force (percent).
+    throttle: u8,
     since_control: u64,
     /// Pages of the `Pages` record being built.
     batch_first: u64,
@@ -347,7 +362,17 @@ impl<S: Source, T: Transport, C: Clock, K: Control> Run<'_, S, T, C, K> {
                 self.stats.predicted_blackout_ns = d.predicted_blackout_ns;
                 break;
             }
+            let throttle = self.policy.throttle(&self.stats.passes, self.throttle);
+            if throttle != self.throttle {
+                self.src.throttle(throttle).map_err(src_err)?;
+                self.throttle = throttle;
+                self.stats.throttle_percent = self.stats.throttle_percent.max(throttle);
+            }
             pass += 1;
+        }
+        if self.throttle != 0 {
+            self.src.throttle(0).map_err(src_err)?;
+            self.throttle = 0;
         }
 
         self.phase = Phase::Blackout;

@@ -29,6 +29,9 @@ struct Fake {
     fail_read_at: Option<u64>,
     fail_vcpu: bool,
     resumes: u32,
+    /// Auto-converge throttle in force, and every change asked for.
+    throttle: u8,
+    throttles: Vec<u8>,
 }
 
 impl Fake {
@@ -63,10 +66,14 @@ impl Fake {
             fail_read_at: None,
             fail_vcpu: false,
             resumes: 0,
+            throttle: 0,
+            throttles: Vec::new(),
         }
     }
 
     fn write(&mut self, n: u32) {
+        // A throttled guest runs (and writes) that much less.
+        let n = n * u32::from(100 - self.throttle) / 100;
         for _ in 0..n {
             if self.paused || self.hot.is_empty() {
                 return;
@@ -143,6 +150,11 @@ impl Source for Fake {
                 return Ok(());
             }
         }
+        Ok(())
+    }
+    fn throttle(&mut self, percent: u8) -> Result<(), FakeError> {
+        self.throttle = percent;
+        self.throttles.push(percent);
         Ok(())
     }
 }
@@ -493,4 +505,70 @@ fn stats_text_and_json() {
             .to_string()
             .contains("migration: aborted phase=precopy")
     );
+}
+
+#[test]
+fn auto_converge_throttles_a_guest_that_outpaces_the_copy_then_lifts_it() {
+    // Two writes per page read over a small hot set: passes stop halving.
+    let mut src = Fake::new(2000, (0..200).collect(), 2, 0);
+    let policy = Policy {
+        downtime_budget_ns: 0,
+        blackout_overhead_ns: 0,
+        ..Policy::default()
+    };
+    let (r, t) = run(&mut src, &policy);
+    let s = r.expect("completes");
+    assert!(s.throttle_percent >= 20, "{s}");
+    assert_eq!(src.throttles.first(), Some(&20));
+    assert!(src.throttles.windows(2).all(|w| w[1] > w[0] || w[1] == 0));
+    assert_eq!(src.throttles.last(), Some(&0), "lifted before the blackout");
+    let (dst, _) = t.receiver.finish().expect("complete");
+    assert_same(&src, &dst);
+    // The same guest unthrottled dirties more: the blackout is larger.
+    let mut free = Fake::new(2000, (0..200).collect(), 2, 0);
+    let off = Policy {
+        throttle_initial_percent: 0,
+        ..policy
+    };
+    let s_free = run(&mut free, &off).0.expect("completes");
+    assert!(free.throttles.is_empty());
+    assert!(s_free.blackout_pages >= s.blackout_pages, "{s_free} vs {s}");
+    // An abort after the throttle rose lifts it too.
+    let mut src = Fake::new(2000, (0..200).collect(), 2, 0);
+    let mut stop = StopAt {
+        calls: 0,
+        stop_at: 0,
+        phases: Vec::new(),
+    };
+    let _ = migrate(
+        &mut src,
+        &mut Loopback::new(Mem::default()),
+        &mut Ticks(0),
+        &mut stop,
+        &policy,
+        "fake",
+    );
+    let blackout = stop
+        .phases
+        .iter()
+        .position(|p| *p == Phase::Blackout)
+        .expect("reaches the blackout");
+    let mut src = Fake::new(2000, (0..200).collect(), 2, 0);
+    let mut stop = StopAt {
+        calls: 0,
+        // The last control point of the last pass, throttled by then.
+        stop_at: blackout as u32,
+        phases: Vec::new(),
+    };
+    let r = migrate(
+        &mut src,
+        &mut Loopback::new(Mem::default()),
+        &mut Ticks(0),
+        &mut stop,
+        &policy,
+        "fake",
+    );
+    assert!(r.is_err());
+    assert!(!src.throttles.is_empty());
+    assert_eq!(src.throttle, 0);
 }

@@ -24,6 +24,15 @@ pub struct Policy {
     /// Fixed blackout cost added to every prediction (pause, vCPU and
     /// device state, the destination's resume). Default 1 ms.
     pub blackout_overhead_ns: u64,
+    /// Auto-converge: the share of time the child is held paused once a
+    /// pass (after the first) left at least half of what it sent dirty —
+    /// the child dirties memory about as fast as the link carries it —
+    /// in percent. 0 turns throttling off. Default 20.
+    pub throttle_initial_percent: u8,
+    /// Added after every further pass that does not halve. Default 10.
+    pub throttle_step_percent: u8,
+    /// The most. Default 90.
+    pub throttle_max_percent: u8,
 }
 
 impl Default for Policy {
@@ -33,6 +42,9 @@ impl Default for Policy {
             downtime_budget_ns: 50_000_000,
             min_progress_percent: 0,
             blackout_overhead_ns: 1_000_000,
+            throttle_initial_percent: 20,
+            throttle_step_percent: 10,
+            throttle_max_percent: 90,
         }
     }
 }
@@ -69,6 +81,29 @@ pub struct Decision {
     pub stop: Option<StopReason>,
     /// The blackout predicted if the engine stopped now.
     pub predicted_blackout_ns: u64,
+}
+
+impl Policy {
+    /// The throttle for the next pass, given the passes so far and the
+    /// throttle now (auto-converge): unchanged while passes halve the
+    /// dirty set (pass 1, which sends everything, never counts).
+    pub fn throttle(&self, passes: &[PassStats], now: u8) -> u8 {
+        let Some(last) = passes.last() else {
+            return now;
+        };
+        if self.throttle_initial_percent == 0
+            || last.pass < 2
+            || u128::from(last.dirty_pages) * 2 < u128::from(last.pages)
+        {
+            return now;
+        }
+        let next = if now == 0 {
+            self.throttle_initial_percent
+        } else {
+            now.saturating_add(self.throttle_step_percent)
+        };
+        next.min(self.throttle_max_percent).min(99)
+    }
 }
 
 impl Policy {
@@ -185,5 +220,27 @@ mod tests {
         assert_eq!(strict.decide(&h).stop, None);
         let two = Policy { max_passes: 2, ..p };
         assert_eq!(two.decide(&h).stop, Some(StopReason::PassLimit));
+    }
+
+    #[test]
+    fn throttle_rises_only_while_passes_do_not_halve() {
+        let p = Policy::default();
+        // Pass 1 never throttles, however much it left dirty.
+        let mut h = Vec::from([pass(1, 1000, 100, 900)]);
+        assert_eq!(p.throttle(&h, 0), 0);
+        // Pass 2 halved: none.
+        h.push(pass(2, 900, 90, 400));
+        assert_eq!(p.throttle(&h, 0), 0);
+        // Pass 3 did not: 20 %, then +10 % a pass up to 90 %.
+        h.push(pass(3, 400, 40, 390));
+        assert_eq!(p.throttle(&h, 0), 20);
+        assert_eq!(p.throttle(&h, 20), 30);
+        assert_eq!(p.throttle(&h, 85), 90);
+        assert_eq!(p.throttle(&h, 90), 90);
+        let off = Policy {
+            throttle_initial_percent: 0,
+            ..p
+        };
+        assert_eq!(off.throttle(&h, 0), 0);
     }
 }

@@ -65,6 +65,9 @@ struct State {
     link_ns: u64,
     paused: bool,
     logging: bool,
+    /// Auto-converge: percent of the time the vCPUs are held paused (the
+    /// model's guest dirties that much less).
+    throttle: u8,
     dirty: Vec<u64>,
     dirty_count: u64,
     /// Time up to which writes were applied.
@@ -84,7 +87,10 @@ impl State {
         if self.paused || !self.logging || self.working_set == 0 {
             return;
         }
-        self.carry += u128::from(self.model.dirty_rate_pages_per_s) * u128::from(elapsed);
+        self.carry += u128::from(self.model.dirty_rate_pages_per_s)
+            * u128::from(elapsed)
+            * u128::from(100 - self.throttle.min(100))
+            / 100;
         let writes = (self.carry / 1_000_000_000) as u64;
         self.carry %= 1_000_000_000;
         if writes == 0 {
@@ -159,6 +165,7 @@ impl Sim {
                 link_bytes: 0,
                 link_ns: 0,
                 paused: false,
+                throttle: 0,
                 logging: false,
                 dirty: vec![0; pages.div_ceil(64) as usize],
                 dirty_count: 0,
@@ -226,6 +233,12 @@ impl Source for &Sim {
     fn device_states(&mut self, out: &mut DeviceOut<'_>) -> Result<(), Never> {
         // A console's few bytes of state.
         let _ = out(DeviceKind::Console, 0, &[0; 64]);
+        Ok(())
+    }
+    fn throttle(&mut self, percent: u8) -> Result<(), Never> {
+        let mut s = self.state.borrow_mut();
+        s.catch_up();
+        s.throttle = percent;
         Ok(())
     }
 }

@@ -108,6 +108,8 @@ pub struct Stats {
     pub total_ns: u64,
     /// How it ended.
     pub outcome: Outcome,
+    /// The highest auto-converge throttle used (percent of time paused).
+    pub throttle_percent: u8,
 }
 
 fn ms(ns: u64) -> u64 {
@@ -153,7 +155,8 @@ impl Stats {
         }
         write!(
             out,
-            ",\"predicted_blackout_ns\":{},\"blackout_pages\":{},\"blackout_bytes\":{},\"blackout_ns\":{},\"blackout_ticks\":{},\"total_bytes\":{},\"total_ns\":{},\"outcome\":",
+            ",\"throttle_percent\":{},\"predicted_blackout_ns\":{},\"blackout_pages\":{},\"blackout_bytes\":{},\"blackout_ns\":{},\"blackout_ticks\":{},\"total_bytes\":{},\"total_ns\":{},\"outcome\":",
+            self.throttle_percent,
             self.predicted_blackout_ns,
             self.blackout_pages,
             self.blackout_bytes,
@@ -207,9 +210,10 @@ impl fmt::Display for Stats {
         if let Some(s) = self.stop {
             writeln!(
                 f,
-                "migration: stop reason={} predicted_blackout_us={}",
+                "migration: stop reason={} predicted_blackout_us={} throttle={}%",
                 s.name(),
-                us(self.predicted_blackout_ns)
+                us(self.predicted_blackout_ns),
+                self.throttle_percent
             )?;
         }
         if self.outcome == Outcome::Completed {
