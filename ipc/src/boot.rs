@@ -40,6 +40,8 @@ pub mod cap_kind {
     pub const IO_PORTS: u32 = 4;
     /// The root's own first vCPU: `a` = its index (CONTROL, INSPECT).
     pub const VCPU: u32 = 5;
+    /// A port (never in the boot page; `CapInspect` reports it).
+    pub const PORT: u32 = 6;
 }
 
 /// One initial capability of the root partition.

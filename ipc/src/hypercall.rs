@@ -227,8 +227,10 @@ pub mod number {
     pub const MEMORY_READ: u64 = 24;
     pub const MEMORY_WRITE: u64 = 25;
     pub const CAP_CLONE: u64 = 26;
+    pub const CAP_DELEGATE_AT: u64 = 27;
+    pub const CAP_INSPECT: u64 = 28;
     /// One past the highest call number.
-    pub const COUNT: u64 = 27;
+    pub const COUNT: u64 = 29;
 }
 
 /// Most bytes one `DebugWrite` carries.
@@ -497,6 +499,28 @@ pub enum Call {
         /// The partition copied to (CONTROL); no vCPU of it started yet.
         target: SlotHandle,
     },
+    /// As `CapDelegate`, into one chosen empty slot of the target, which
+    /// takes the handle's generation: how a restored partition gets back
+    /// the handles its saved memory holds. Result: `at`.
+    CapDelegateAt {
+        /// The capability (GRANT).
+        slot: SlotHandle,
+        /// The receiving partition (CONTROL), not the caller.
+        target: SlotHandle,
+        /// Rights of the copy.
+        rights: Rights,
+        /// The slot (index and generation) the copy goes to.
+        at: SlotHandle,
+    },
+    /// Describes slot `index` of a partition's capability space: results
+    /// `[generation | kind << 16 (0: empty, else ipc::boot::cap_kind),
+    /// rights, the caller's own slot naming the same object or u64::MAX]`.
+    CapInspect {
+        /// The partition (INSPECT).
+        partition: SlotHandle,
+        /// The slot index (below 256).
+        index: u16,
+    },
 }
 
 /// The registers of a hypercall: `RAX` and the six argument registers.
@@ -690,6 +714,16 @@ impl Call {
                 source: slot(a)?,
                 target: slot(b)?,
             },
+            number::CAP_DELEGATE_AT => Call::CapDelegateAt {
+                slot: slot(a)?,
+                target: slot(b)?,
+                rights: rights(c)?,
+                at: slot(d)?,
+            },
+            number::CAP_INSPECT => Call::CapInspect {
+                partition: slot(a)?,
+                index: u16::try_from(b).map_err(|_| Status::InvalidArgument)?,
+            },
             _ => return Err(Status::UnknownCall),
         })
     }
@@ -819,6 +853,23 @@ impl Call {
             Call::CapClone { source, target } => {
                 [CAP_CLONE, source.raw(), target.raw(), 0, 0, 0, 0]
             }
+            Call::CapDelegateAt {
+                slot,
+                target,
+                rights,
+                at,
+            } => [
+                CAP_DELEGATE_AT,
+                slot.raw(),
+                target.raw(),
+                rights.bits() as u64,
+                at.raw(),
+                0,
+                0,
+            ],
+            Call::CapInspect { partition, index } => {
+                [CAP_INSPECT, partition.raw(), u64::from(index), 0, 0, 0, 0]
+            }
         }
     }
 }
@@ -928,6 +979,16 @@ mod tests {
             Call::CapClone {
                 source: h(4, 1),
                 target: h(9, 0),
+            },
+            Call::CapDelegateAt {
+                slot: h(7, 2),
+                target: h(4, 1),
+                rights: Rights::SIGNAL,
+                at: h(12, 3),
+            },
+            Call::CapInspect {
+                partition: h(4, 1),
+                index: 255,
             },
         ];
         for call in calls {

@@ -264,6 +264,13 @@ impl Kernel {
                 rights,
             } => self.cap_delegate(m, caller, slot, target, rights),
             Call::CapClone { source, target } => self.cap_clone(m, caller, source, target),
+            Call::CapDelegateAt {
+                slot,
+                target,
+                rights,
+                at,
+            } => self.cap_delegate_at(m, caller, slot, target, rights, at),
+            Call::CapInspect { partition, index } => self.cap_inspect(caller, partition, index),
             Call::CapRevoke { slot } => {
                 let cap = self
                     .objects

@@ -1,5 +1,8 @@
 //! What migration needs of the kernel beyond memory and vCPU state: a copy
-//! of a partition's capability space in another partition, slot for slot.
+//! of a partition's capability space in another partition, slot for slot
+//! (`CapClone`, live migration on one node), and for a saved partition
+//! restored later, a description of each slot (`CapInspect`) and a
+//! delegation into a chosen slot (`CapDelegateAt`).
 //!
 //! The moved memory holds slot handles (index + generation); the copy
 //! gives the destination the same handles, naming the same ports and
@@ -9,6 +12,7 @@
 //! the root's original removes them as it removed the source's.
 
 use alloc::vec::Vec;
+use ipc::boot::cap_kind;
 use ipc::hypercall::{Rights, SlotHandle, Status};
 
 use super::Kernel;
@@ -46,6 +50,96 @@ impl Kernel {
         let copied = plan.iter().filter(|(_, _, c)| c.is_some()).count();
         self.refresh_io_permissions(m, t_cap.object);
         done([copied as u64, 0, 0])
+    }
+
+    /// `CapDelegateAt`: `CapDelegate` into slot `at` (empty) of `target`,
+    /// which takes `at`'s generation.
+    pub(super) fn cap_delegate_at(
+        &mut self,
+        m: &mut impl Machine,
+        caller: ObjectId,
+        slot: SlotHandle,
+        target: SlotHandle,
+        rights: Rights,
+        at: SlotHandle,
+    ) -> CallResult {
+        let source = self
+            .objects
+            .partition(caller)
+            .ok_or(Status::InvalidSlot)?
+            .cspace
+            .lookup(slot)?;
+        if !source.rights.contains(Rights::GRANT) || !source.rights.contains(rights) {
+            return Err(Status::InsufficientRights);
+        }
+        let t_cap = self.cap(caller, target, ObjectKind::Partition, Rights::CONTROL)?;
+        if t_cap.object == caller {
+            return Err(Status::InvalidArgument);
+        }
+        let t = self
+            .objects
+            .partition(t_cap.object)
+            .ok_or(Status::StaleSlot)?;
+        if t.state == RunState::Dying {
+            return Err(Status::InvalidState);
+        }
+        match t.cspace.slot(at.index as usize) {
+            None => return Err(Status::InvalidSlot),
+            Some((_, Some(_))) => return Err(Status::InvalidState),
+            Some((_, None)) => {}
+        }
+        let copy = self.new_cap(source.object, source.kind, rights, Some(source.id));
+        self.objects
+            .partition_mut(t_cap.object)
+            .ok_or(Status::StaleSlot)?
+            .cspace
+            .place(at.index as usize, at.generation, Some(copy))?;
+        if source.kind == ObjectKind::IoPorts {
+            self.refresh_io_permissions(m, t_cap.object);
+        }
+        done([at.raw(), 0, 0])
+    }
+
+    /// `CapInspect`: slot `index` of a partition's space as (generation,
+    /// kind), rights, and the caller's own slot naming the same object.
+    pub(super) fn cap_inspect(
+        &mut self,
+        caller: ObjectId,
+        partition: SlotHandle,
+        index: u16,
+    ) -> CallResult {
+        let p_cap = self.cap(caller, partition, ObjectKind::Partition, Rights::INSPECT)?;
+        let p = self
+            .objects
+            .partition(p_cap.object)
+            .ok_or(Status::StaleSlot)?;
+        let (generation, held) = p.cspace.slot(index as usize).ok_or(Status::InvalidSlot)?;
+        let Some(cap) = held else {
+            return done([u64::from(generation), 0, u64::MAX]);
+        };
+        let kind = match cap.kind {
+            ObjectKind::Partition => cap_kind::PARTITION,
+            ObjectKind::Memory => cap_kind::MEMORY,
+            ObjectKind::Interrupt => cap_kind::INTERRUPT,
+            ObjectKind::IoPorts => cap_kind::IO_PORTS,
+            ObjectKind::Vcpu => cap_kind::VCPU,
+            ObjectKind::Port => cap_kind::PORT,
+        };
+        let mine = &self
+            .objects
+            .partition(caller)
+            .ok_or(Status::InvalidSlot)?
+            .cspace;
+        let own = mine
+            .caps()
+            .find(|c| c.object == cap.object)
+            .and_then(|c| mine.handle_of(c.id))
+            .map_or(u64::MAX, SlotHandle::raw);
+        done([
+            u64::from(generation) | (u64::from(kind) << 16),
+            u64::from(cap.rights.bits()),
+            own,
+        ])
     }
 
     /// What every slot of `target` becomes: (index, generation, capability).

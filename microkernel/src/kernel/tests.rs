@@ -976,3 +976,102 @@ fn cap_clone_refuses_what_it_cannot_copy_and_changes_nothing() {
         Err(Status::InvalidState)
     );
 }
+
+#[test]
+fn cap_inspect_and_delegate_at_rebuild_a_space_elsewhere() {
+    let mut w = World::new();
+    let a = w.child("alpha", 0, 16);
+    let port = h(w.root_call(Call::PortCreate).unwrap()[0]);
+    let delegate = |w: &mut World, target| {
+        h(w.root_call(Call::CapDelegate {
+            slot: port,
+            target,
+            rights: Rights::SIGNAL,
+        })
+        .unwrap()[0])
+    };
+    let first = delegate(&mut w, a.slot);
+    w.call_as(a.id, a.vcpu, Call::CapDelete { slot: first })
+        .unwrap();
+    let in_a = delegate(&mut w, a.slot);
+    // What the root learns of alpha's slots.
+    let inspect = |w: &mut World, index| {
+        w.root_call(Call::CapInspect {
+            partition: a.slot,
+            index,
+        })
+        .unwrap()
+    };
+    let r = inspect(&mut w, in_a.index);
+    assert_eq!(r[0], u64::from(in_a.generation) | (6 << 16), "a port");
+    assert_eq!(r[1], u64::from(Rights::SIGNAL.bits()));
+    assert_eq!(r[2], port.raw(), "the root's own handle on it");
+    let r = inspect(&mut w, a.self_slot.index);
+    assert_eq!(r[0] >> 16, 1, "a partition");
+    assert_eq!(r[2], a.slot.raw(), "itself, as the root names it");
+    assert_eq!(inspect(&mut w, 200), [0, 0, u64::MAX], "empty");
+    assert_eq!(
+        w.root_call(Call::CapInspect {
+            partition: a.slot,
+            index: 256
+        }),
+        Err(Status::InvalidSlot)
+    );
+    // Rebuilt in beta at the same slot and generation.
+    let b = w.child("beta", 16, 16);
+    let at = w
+        .root_call(Call::CapDelegateAt {
+            slot: port,
+            target: b.slot,
+            rights: Rights::SIGNAL,
+            at: in_a,
+        })
+        .unwrap()[0];
+    assert_eq!(at, in_a.raw());
+    assert!(
+        w.call_as(b.id, b.vcpu, Call::PortSignal { port: in_a })
+            .is_ok()
+    );
+    // Not into a busy slot, not with more rights, not into the caller.
+    assert_eq!(
+        w.root_call(Call::CapDelegateAt {
+            slot: port,
+            target: b.slot,
+            rights: Rights::SIGNAL,
+            at: in_a,
+        }),
+        Err(Status::InvalidState)
+    );
+    let other = SlotHandle {
+        index: 100,
+        generation: 7,
+    };
+    assert_eq!(
+        w.call_as(
+            b.id,
+            b.vcpu,
+            Call::CapDelegateAt {
+                slot: in_a,
+                target: b.self_slot,
+                rights: Rights::SIGNAL,
+                at: other,
+            }
+        ),
+        Err(Status::InsufficientRights)
+    );
+    assert_eq!(
+        w.root_call(Call::CapDelegateAt {
+            slot: port,
+            target: w.root_self,
+            rights: Rights::SIGNAL,
+            at: other,
+        }),
+        Err(Status::InvalidArgument)
+    );
+    // Revoking the root's port removes the placed copy too.
+    w.root_call(Call::CapRevoke { slot: port }).unwrap();
+    assert_eq!(
+        w.call_as(b.id, b.vcpu, Call::PortSignal { port: in_a }),
+        Err(Status::StaleSlot)
+    );
+}
