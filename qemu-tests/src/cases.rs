@@ -100,6 +100,9 @@ pub enum Script {
     /// Scenario `migheavy`: h1 dirties memory faster than the root copies;
     /// auto-converge throttles it and the migration completes intact.
     MigrateHeavy,
+    /// Scenario `quick`: q1 (memdirty + key-value service) saved to a file
+    /// and restored while a host client talks to it.
+    QuickMigrate,
     /// Scenario `migabort`: two failed migrations (destination destroyed
     /// mid-copy, abort in the blackout) leave m1 running and intact; a
     /// third succeeds.
@@ -623,6 +626,16 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
             ordered(", 0 bad pages, 1 signals"),
             ordered(ended("h1")),
         ]),
+        Script::QuickMigrate => out.extend([
+            child_line("q1", "memdirty: 2048 pages, 256 pages/s for 25 s (1024 KiB/s)"),
+            ordered("root: q1 saved to q1.sav ("),
+            ordered("root: q1 restored from q1.sav into memory at"),
+            any_order("[q1] memdirty: verified 2048 pages after signal 1: 0 bad"),
+            any_order("[q1] kv: done after"),
+            any_order("[q1] memdirty: verified 2048 pages after signal 0: 0 bad"),
+            any_order(", 0 bad pages, 1 signals"),
+            any_order(ended("q1")),
+        ]),
         Script::MigrateAbort => out.extend([
             child_line(
                 "m1",
@@ -1036,6 +1049,7 @@ pub fn markers_with_order(script: Script) -> Vec<(String, bool)> {
         | Script::Jumbo
         | Script::Migrate
         | Script::MigrateHeavy
+        | Script::QuickMigrate
         | Script::MigrateAbort => scenario_markers(script),
         other => markers(other).into_iter().map(ordered).collect(),
     }
@@ -1373,6 +1387,21 @@ pub fn all() -> Vec<Case> {
             Kernel(Success),
         )
         .transcript_check("auto-converge", auto_converge_figures),
+    );
+    table.push(
+        case(
+            "quick_migration_save_and_restore",
+            machine(2, "EPYC", Bios, true),
+            "scenario=quick",
+            Script::QuickMigrate,
+            Kernel(Success),
+        )
+        .with_data_disk()
+        .host_client(
+            "continuous SET/GET across the save and restore",
+            "10.0.2.20:7000",
+            migration_kv_client,
+        ),
     );
     table.push(case(
         "migration_aborts_leave_the_source_running",

@@ -208,6 +208,89 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                     let _ = hypercall(&Call::PortSignal { port });
                 }
             }
+            Action::Save {
+                child,
+                file,
+                after_ms,
+            } => {
+                let index = position(&children, child)?;
+                let_time_pass(after_ms * u64::from(root.tsc_khz));
+                let saved = children[index].ok_or(Failure::Missing("child"))?;
+                let (name, path) = (child.as_str(), alloc::format!("/{}", file.as_str()));
+                match crate::quick::save(&root, &saved, index, &path) {
+                    Ok((stats, bytes)) => {
+                        crate::migration::report(name, &stats);
+                        // Its bus state is in the file: never served again here.
+                        crate::vmbus::forget(index);
+                        call(
+                            "destroy",
+                            Call::PartitionDestroy {
+                                partition: saved.partition,
+                            },
+                        )?;
+                        children[index] = None;
+                        println!(
+                            "root: {name} saved to {} ({bytes} bytes, {} ms paused) and stopped",
+                            file.as_str(),
+                            stats.blackout_ns / 1_000_000
+                        );
+                    }
+                    Err(e) => {
+                        println!("root: saving {name} failed: {e:?}; it runs on");
+                        return Err(Failure::Check("save"));
+                    }
+                }
+            }
+            Action::Restore {
+                child,
+                file,
+                after_ms,
+            } => {
+                let_time_pass(after_ms * u64::from(root.tsc_khz));
+                let index = children
+                    .iter()
+                    .position(Option::is_none)
+                    .ok_or(Failure::NoMemory)?;
+                let path = alloc::format!("/{}", file.as_str());
+                let memory = crate::quick::saved_memory(&path).map_err(|e| {
+                    println!("root: {} cannot be restored: {e:?}", file.as_str());
+                    Failure::Check("restore")
+                })?;
+                let base = place(&root, &children, memory).ok_or(Failure::NoMemory)?;
+                let at = crate::quick::Placement {
+                    base,
+                    index,
+                    image_span: image.span(),
+                };
+                match crate::quick::restore(&root, &path, at) {
+                    Ok(restored) if restored.spec.name == child => {
+                        println!(
+                            "root: {} restored from {} into memory at {base:#x}",
+                            child.as_str(),
+                            file.as_str()
+                        );
+                        // The child checks its memory on this signal.
+                        if let Some(port) = restored.from_root {
+                            let _ = hypercall(&Call::PortSignal { port });
+                        }
+                        children[index] = Some(restored);
+                    }
+                    Ok(other) => {
+                        println!(
+                            "root: {} holds {}, not {}",
+                            file.as_str(),
+                            other.spec.name.as_str(),
+                            child.as_str()
+                        );
+                        children[index] = Some(other);
+                        return Err(Failure::Check("restore"));
+                    }
+                    Err(e) => {
+                        println!("root: restoring {} failed: {e:?}", file.as_str());
+                        return Err(Failure::Check("restore"));
+                    }
+                }
+            }
             Action::Destroy(name) => {
                 let index = children
                     .iter()
@@ -436,27 +519,7 @@ fn start(
     }
     let vcpu0 = vcpus[0].ok_or(Failure::Missing("vcpu"))?;
     // Ports: child -> root (bound to the root's vCPU), root -> child (bound to the child's vCPU 0).
-    let to_root = handle(call("port", Call::PortCreate)?[0])?;
-    SIGNALS[index].store(0, Ordering::Release);
-    TO_ROOT_PORTS[index].store(to_root.raw(), Ordering::Release);
-    call(
-        "bind",
-        Call::PortBind {
-            port: to_root,
-            vcpu: root.vcpu,
-            vector: TO_ROOT_VECTOR + index as u8,
-        },
-    )?;
-    let child_to_root = handle(
-        call(
-            "grant",
-            Call::CapDelegate {
-                slot: to_root,
-                target: partition,
-                rights: Rights::SIGNAL,
-            },
-        )?[0],
-    )?;
+    let child_to_root = make_to_root(root, index, partition, None)?;
     let from_root = handle(call("port", Call::PortCreate)?[0])?;
     call(
         "bind",
@@ -562,6 +625,49 @@ fn start(
         ended: false,
         from_root: Some(from_root),
     })
+}
+
+/// Child slot `index`'s `to_root` port (the root's raw handle).
+pub fn to_root_port(index: usize) -> u64 {
+    TO_ROOT_PORTS
+        .get(index)
+        .map_or(u64::MAX, |p| p.load(Ordering::Acquire))
+}
+
+/// Makes child slot `index`'s `to_root` port (bound to the root's vCPU)
+/// and gives `partition` a SIGNAL copy, in slot `at` if given; returns
+/// the child's handle.
+pub fn make_to_root(
+    root: &Root,
+    index: usize,
+    partition: SlotHandle,
+    at: Option<SlotHandle>,
+) -> Result<SlotHandle, Failure> {
+    let to_root = handle(call("port", Call::PortCreate)?[0])?;
+    SIGNALS[index].store(0, Ordering::Release);
+    TO_ROOT_PORTS[index].store(to_root.raw(), Ordering::Release);
+    call(
+        "bind",
+        Call::PortBind {
+            port: to_root,
+            vcpu: root.vcpu,
+            vector: TO_ROOT_VECTOR + index as u8,
+        },
+    )?;
+    let grant = match at {
+        Some(at) => Call::CapDelegateAt {
+            slot: to_root,
+            target: partition,
+            rights: Rights::SIGNAL,
+            at,
+        },
+        None => Call::CapDelegate {
+            slot: to_root,
+            target: partition,
+            rights: Rights::SIGNAL,
+        },
+    };
+    handle(call("grant", grant)?[0])
 }
 
 /// Where a vCPU is: its instruction pointer and general registers (the

@@ -149,6 +149,26 @@ pub enum Action {
         /// Where to abort, if at all.
         abort: Option<AbortAt>,
     },
+    /// Save a running child to a file on the data volume (it is destroyed
+    /// then), `after_ms` milliseconds after the previous action.
+    Save {
+        /// The child.
+        child: Name,
+        /// The file.
+        file: DiskName,
+        /// Milliseconds to wait first.
+        after_ms: u64,
+    },
+    /// Restore the child saved in a file into a new partition and start
+    /// it, `after_ms` milliseconds after the previous action.
+    Restore {
+        /// The child (as saved).
+        child: Name,
+        /// The file.
+        file: DiskName,
+        /// Milliseconds to wait first.
+        after_ms: u64,
+    },
 }
 
 /// Where a `migrate ... abort=` makes a migration fail.
@@ -307,6 +327,38 @@ fn hot(
     })
 }
 
+/// `save CHILD FILE [after=MS]` or `restore CHILD FILE [after=MS]`.
+fn save_restore(
+    keyword: &str,
+    words: core::str::SplitWhitespace<'_>,
+    line: usize,
+) -> Result<Action, ConfigError> {
+    let bad = ConfigError::BadValue(line);
+    let mut words = words;
+    let child = name(words.next().ok_or(bad)?).ok_or(bad)?;
+    let file = DiskName::new(words.next().ok_or(bad)?).ok_or(bad)?;
+    let mut after_ms = 0;
+    for word in words {
+        match word.split_once('=').ok_or(ConfigError::Unknown(line))? {
+            ("after", v) => after_ms = number(v).ok_or(bad)?,
+            _ => return Err(ConfigError::Unknown(line)),
+        }
+    }
+    Ok(if keyword == "save" {
+        Action::Save {
+            child,
+            file,
+            after_ms,
+        }
+    } else {
+        Action::Restore {
+            child,
+            file,
+            after_ms,
+        }
+    })
+}
+
 /// `migrate CHILD [frames=N] [after=MS] [abort=destination|blackout]`.
 fn migrate(words: core::str::SplitWhitespace<'_>, line: usize) -> Result<Action, ConfigError> {
     let bad = ConfigError::BadValue(line);
@@ -363,6 +415,7 @@ pub fn scenario(text: &str, wanted: &str) -> Result<Scenario, ConfigError> {
             "child" => Action::Start(child(words, line)?),
             "hotadd" | "hotremove" => hot(keyword, words, line)?,
             "migrate" => migrate(words, line)?,
+            "save" | "restore" => save_restore(keyword, words, line)?,
             "pause" | "resume" | "destroy" => {
                 let n = name(words.next().ok_or(ConfigError::BadValue(line))?)
                     .ok_or(ConfigError::BadValue(line))?;
@@ -461,11 +514,32 @@ destroy p1
                 },
             ]
         );
+        let text = "scenario q\nsave a a.sav after=500\nrestore a a.sav\n";
+        let actions: Vec<Action> = scenario(text, "q").unwrap().actions().collect();
+        let file = DiskName::new("a.sav").unwrap();
+        assert_eq!(
+            actions,
+            [
+                Action::Save {
+                    child: a,
+                    file,
+                    after_ms: 500
+                },
+                Action::Restore {
+                    child: a,
+                    file,
+                    after_ms: 0
+                },
+            ]
+        );
         for bad in [
             "migrate",
             "migrate a abort=later",
             "migrate a after=x",
             "migrate a when=1",
+            "save a",
+            "save a ../x",
+            "restore a x.sav at=1",
         ] {
             let text = format!("scenario m\n{bad}\n");
             assert!(scenario(&text, "m").is_err(), "{bad}");

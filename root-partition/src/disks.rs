@@ -365,6 +365,14 @@ impl<D: BlockDevice> Luns<D> {
         flushed.map(|()| name)
     }
 
+    /// The path of the file behind `lun`, if present.
+    pub fn path(&self, lun: u8) -> Option<&str> {
+        self.slots
+            .get(usize::from(lun))?
+            .as_ref()
+            .map(|l| l.name.as_str())
+    }
+
     /// Numbers of the LUNs present.
     pub fn present(&self) -> impl Iterator<Item = u8> + '_ {
         self.slots

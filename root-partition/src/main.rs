@@ -32,6 +32,8 @@ mod migration;
 #[cfg(target_os = "none")]
 mod net;
 #[cfg(target_os = "none")]
+mod quick;
+#[cfg(target_os = "none")]
 mod storage;
 #[cfg(target_os = "none")]
 mod virtio;

@@ -72,8 +72,8 @@ fn handle(raw: u64) -> Result<SlotHandle, MigrateError> {
     SlotHandle::from_raw(raw).map_err(|s| MigrateError::Setup("slot", s))
 }
 
-/// The child being migrated, through hypercalls.
-struct ChildSource {
+/// The child being migrated or saved, through hypercalls.
+pub struct ChildSource {
     partition: SlotHandle,
     vcpus: Vec<SlotHandle>,
     pages: u64,
@@ -88,12 +88,37 @@ struct ChildSource {
     held: bool,
     flip_at: u64,
     tsc_khz: u64,
+    /// A save's extra device records (`crate::quick`).
+    pub extras: Option<crate::quick::SaveExtras>,
 }
 
 /// The duty cycle of the auto-converge throttle.
 const THROTTLE_PERIOD_MS: u64 = 10;
 
 impl ChildSource {
+    /// The source for `child` (bus `index`).
+    pub fn new(root: &Root, child: &Child, index: usize) -> Self {
+        ChildSource {
+            partition: child.partition,
+            vcpus: child.vcpus.iter().flatten().copied().collect(),
+            pages: child.pages,
+            scratch: root.scratch,
+            shared: Vec::new(),
+            index,
+            paused: false,
+            throttle: 0,
+            held: false,
+            flip_at: 0,
+            tsc_khz: u64::from(root.tsc_khz),
+            extras: None,
+        }
+    }
+
+    /// Runs the child again after a save that could not be completed.
+    pub fn resume_after_save(&mut self) -> Result<(), Status> {
+        Source::resume(self)
+    }
+
     fn set_vcpus(&self, run: bool) -> Result<(), Status> {
         for v in &self.vcpus {
             let c = if run {
@@ -249,10 +274,18 @@ impl Source for ChildSource {
         Ok(len)
     }
 
-    fn device_states(&mut self, _out: &mut DeviceOut<'_>) -> Result<(), Status> {
-        // On one node the child's bus stays in the root and follows it at
-        // the handover; its rings and buffers are in the copied memory.
-        Ok(())
+    fn device_states(&mut self, out: &mut DeviceOut<'_>) -> Result<(), Status> {
+        // Live on one node the child's bus stays in the root and follows it
+        // at the handover (its rings and buffers are in the copied memory);
+        // a save records it.
+        match &self.extras {
+            Some(extras) => {
+                // A refused record stops the engine, which reports it.
+                let _ = extras.emit(out);
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -280,20 +313,7 @@ impl Destination for ChildDestination {
     }
 
     fn set_vcpu_state(&mut self, index: u16, bytes: &[u8]) -> Result<(), Status> {
-        let vcpu = *self
-            .vcpus
-            .get(index as usize)
-            .ok_or(Status::InvalidArgument)?;
-        let page = arch::ram(self.scratch, 4096);
-        page.fill(0);
-        page.get_mut(..bytes.len())
-            .ok_or(Status::InvalidArgument)?
-            .copy_from_slice(bytes);
-        arch::buffer_hypercall(&Call::VcpuSetState {
-            vcpu,
-            buffer: self.scratch,
-        })
-        .map(|_| ())
+        set_vcpu_state(&self.vcpus, self.scratch, index, bytes)
     }
 
     fn device_state(
@@ -321,9 +341,38 @@ impl Destination for ChildDestination {
     }
 }
 
+/// Sets vCPU `index` of `vcpus` to a saved state (through the scratch page).
+pub fn set_vcpu_state(
+    vcpus: &[SlotHandle],
+    scratch: u64,
+    index: u16,
+    bytes: &[u8],
+) -> Result<(), Status> {
+    let vcpu = *vcpus.get(index as usize).ok_or(Status::InvalidArgument)?;
+    let page = arch::ram(scratch, 4096);
+    page.fill(0);
+    page.get_mut(..bytes.len())
+        .ok_or(Status::InvalidArgument)?
+        .copy_from_slice(bytes);
+    arch::buffer_hypercall(&Call::VcpuSetState {
+        vcpu,
+        buffer: scratch,
+    })
+    .map(|_| ())
+}
+
 /// Nanoseconds and ticks from the time-stamp counter.
-struct Tsc {
+pub struct Tsc {
     khz: u64,
+}
+
+impl Tsc {
+    /// A clock at `khz` ticks per millisecond.
+    pub fn new(khz: u32) -> Self {
+        Tsc {
+            khz: u64::from(khz),
+        }
+    }
 }
 
 impl Clock for Tsc {
@@ -456,19 +505,7 @@ pub fn live(
     }
     let target = create_target(root, child, base)?;
     let vcpus: Vec<SlotHandle> = child.vcpus.iter().flatten().copied().collect();
-    let mut source = ChildSource {
-        partition: child.partition,
-        vcpus: vcpus.clone(),
-        pages: child.pages,
-        scratch: root.scratch,
-        shared: Vec::new(),
-        index,
-        paused: false,
-        throttle: 0,
-        held: false,
-        flip_at: 0,
-        tsc_khz: u64::from(root.tsc_khz),
-    };
+    let mut source = ChildSource::new(root, child, index);
     let mut transport = Loopback::new(ChildDestination {
         partition: target.partition,
         vcpus: target.vcpus.clone(),
@@ -481,9 +518,7 @@ pub fn live(
         copy_points: 0,
     };
     let policy = Policy::default();
-    let mut clock = Tsc {
-        khz: u64::from(root.tsc_khz),
-    };
+    let mut clock = Tsc::new(root.tsc_khz);
     let name = child.spec.name;
     let result = migrate::migrate(
         &mut source,

@@ -23,6 +23,7 @@
 //! The root touches a child's ring pages only while they are mapped: a
 //! bus is dropped (and its pages unmapped) before its child is destroyed.
 
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -159,6 +160,33 @@ impl RootPlatform {
     /// Makes a port pair for channel `channel` (0 = control): returns the
     /// child's slots (signal, event).
     pub fn make_ports(&mut self, channel: usize) -> Result<(SlotHandle, SlotHandle), OpenStatus> {
+        self.make_ports_at(channel, None)
+    }
+
+    /// As [`RootPlatform::make_ports`], the child's copies going into the
+    /// slots `at` (signal, event) when given (a restored child's saved
+    /// handles), else into the lowest free slots.
+    pub fn make_ports_at(
+        &mut self,
+        channel: usize,
+        at: Option<(SlotHandle, SlotHandle)>,
+    ) -> Result<(SlotHandle, SlotHandle), OpenStatus> {
+        let give = |port: SlotHandle, rights: Rights, at: Option<SlotHandle>, target: SlotHandle| {
+            let c = match at {
+                Some(at) => Call::CapDelegateAt {
+                    slot: port,
+                    target,
+                    rights,
+                    at,
+                },
+                None => Call::CapDelegate {
+                    slot: port,
+                    target,
+                    rights,
+                },
+            };
+            slot(call(c)?[0])
+        };
         let vector = self.index * CHANNELS + channel;
         if channel >= CHANNELS || vector >= PORTS.len() {
             return Err(OpenStatus::NoResources);
@@ -171,26 +199,14 @@ impl RootPlatform {
             vcpu: self.root_vcpu,
             vector: VMBUS_VECTOR_BASE + vector as u8,
         })?;
-        let signal = slot(
-            call(Call::CapDelegate {
-                slot: from_child,
-                target: self.partition,
-                rights: Rights::SIGNAL,
-            })?[0],
-        )?;
+        let signal = give(from_child, Rights::SIGNAL, at.map(|a| a.0), self.partition)?;
         let to_child = slot(call(Call::PortCreate)?[0])?;
         call(Call::PortBind {
             port: to_child,
             vcpu: self.vcpu0,
             vector: CHILD_VMBUS_VECTOR + channel as u8,
         })?;
-        let event = slot(
-            call(Call::CapDelegate {
-                slot: to_child,
-                target: self.partition,
-                rights: Rights::BIND,
-            })?[0],
-        )?;
+        let event = give(to_child, Rights::BIND, at.map(|a| a.1), self.partition)?;
         self.to_child[channel] = Some(to_child);
         Ok((signal, event))
     }
@@ -744,6 +760,131 @@ pub fn move_child(index: usize, to: MovedChild) -> Result<(), OpenStatus> {
     platform.memory = to.memory;
     platform.vcpu0 = to.vcpu0;
     platform.base = to.base;
+    Ok(())
+}
+
+/// The root's ports of child `index`'s channels: (channel, the port the
+/// child signals, the port the root signals), raw handles.
+pub fn channel_ports(index: usize) -> Vec<(usize, u64, u64)> {
+    let buses = BUSES.lock();
+    let Some(entry) = buses.get(index).and_then(Option::as_ref) else {
+        return Vec::new();
+    };
+    entry
+        .platform
+        .to_child
+        .iter()
+        .enumerate()
+        .filter_map(|(channel, to)| {
+            let from = PORTS
+                .get(index * CHANNELS + channel)?
+                .load(Ordering::Acquire);
+            to.map(|to| (channel, from, to.raw()))
+        })
+        .collect()
+}
+
+/// The root's side of child `index`'s bus as saved-state bytes
+/// (`vsp::bus_state`), and its disks (LUN, file path).
+pub fn save_bus(index: usize, out: &mut [u8]) -> Option<(usize, Vec<(u8, String)>)> {
+    let buses = BUSES.lock();
+    let entry = buses.get(index).and_then(Option::as_ref)?;
+    let len = entry.bus.save().encode(out).ok()?;
+    let luns = entry.disks.as_ref().map_or_else(Vec::new, |d| {
+        d.present()
+            .filter_map(|lun| Some((lun, String::from(d.path(lun)?))))
+            .collect()
+    });
+    Some((len, luns))
+}
+
+/// Forgets child `index`'s bus without serving it again (its state was
+/// saved with what its rings hold): disks flushed and closed, switch port
+/// down, pages unmapped.
+pub fn forget(index: usize) {
+    let mut buses = BUSES.lock();
+    if let Some(slot) = buses.get_mut(index)
+        && let Some(mut entry) = slot.take()
+    {
+        if let Some(disks) = entry.disks.as_mut() {
+            let _ = disks.flush_all();
+        }
+        {
+            let mut state = SWITCH.lock();
+            let port = 1 + index;
+            let _ = state.switch.set_port_up(port, false);
+            let _ = state.switch.set_port_mac(port, None);
+        }
+        for (gpa, pages) in entry.platform.shared.clone() {
+            entry.platform.unmap(gpa, pages as u32);
+        }
+    }
+}
+
+/// Why a saved bus could not be restored.
+#[derive(Debug)]
+pub enum RestoreBusError {
+    /// The saved bytes do not decode.
+    Decode(vsp::bus_state::DecodeError),
+    /// The control channel's pages could not be mapped.
+    Map(OpenStatus),
+    /// The state does not fit the child's memory.
+    Restore(vsp::bus_state::RestoreError),
+    /// A saved disk could not be opened again.
+    Disk(u8, LunError),
+}
+
+/// Rebuilds child `index`'s bus from saved bytes over its (restored)
+/// memory: the control rings are attached as they are, every open channel
+/// mapped again, the NIC keeps its saved MAC on the child's switch port,
+/// and the saved disks are opened again at their LUNs.
+pub fn restore_bus(
+    name: Name,
+    mut platform: RootPlatform,
+    saved: &[u8],
+    luns: &[(u8, String)],
+) -> Result<(), RestoreBusError> {
+    let state = vsp::bus_state::BusState::decode(saved).map_err(RestoreBusError::Decode)?;
+    let control = platform.layout.vmbus_control();
+    let memory = platform
+        .map_pages(control.start, control.len() / 4096)
+        .map_err(RestoreBusError::Map)?;
+    let (outbound, inbound) = memory.split_at(CONTROL_RING_PAGES as usize * 4096);
+    let bus = match ChildBus::restore(&state, outbound, inbound, &mut platform) {
+        Ok(bus) => bus,
+        Err(e) => {
+            platform.unmap(control.start, (control.len() / 4096) as u32);
+            return Err(RestoreBusError::Restore(e));
+        }
+    };
+    let index = platform.index;
+    if let Some(config) = bus.network_config() {
+        let mut state = SWITCH.lock();
+        let port = 1 + index;
+        let _ = state.switch.set_port_mac(port, Some(config.mac));
+        let _ = state.switch.set_port_mtu(port, bus.network_mtu().unwrap_or(config.mtu));
+        let _ = state.switch.set_port_up(port, true);
+    }
+    let mut disks = crate::storage::volume().map(|v| Luns::new(&v));
+    for (lun, path) in luns {
+        let d = disks
+            .as_mut()
+            .ok_or(RestoreBusError::Disk(*lun, LunError::NoSuchLun))?;
+        d.attach(*lun, path)
+            .map_err(|e| RestoreBusError::Disk(*lun, e))?;
+    }
+    let bounce = if disks.is_some() {
+        vec![0; vsp::storage::BOUNCE_BYTES]
+    } else {
+        Vec::new()
+    };
+    BUSES.lock()[index] = Some(Bus {
+        name,
+        bus,
+        platform,
+        disks,
+        bounce,
+    });
     Ok(())
 }
 

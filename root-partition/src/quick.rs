@@ -1,0 +1,661 @@
+//! Quick migration: the root saves a running child to a file on the data
+//! volume and restores it later into a new partition, where it continues.
+//!
+//! The file is a migration stream (`ipc::migration`, flag
+//! `FLAG_SAVED_STATE`) written by the same pre-copy engine as a live
+//! migration — one pass while the child runs, then the child paused and
+//! the pages it dirtied, its vCPU states and these device records:
+//!
+//! | kind | instance | content |
+//! |---|---|---|
+//! | other `0x80` | 0 | capability layout: per occupied slot of the child's space, 10 bytes: index u16, generation u16, role u8 (0 itself, 1 `to_root`, 2 `from_root`, 3 a channel's signal port, 4 its event port), channel u8, rights u32 |
+//! | other `0x81` | 0 | the root's side of its VMBus (`vsp::bus_state`) |
+//! | other `0x82` | 0 | its specification: workload (32 bytes), args (4 × u64), priority u8, processor u8 (0xff: any) |
+//! | storage | 0 | its disks: per LUN, lun u8, path length u8, path |
+//!
+//! After the save the child is destroyed. A restore reads the file back
+//! into a new partition (its memory anywhere), gives it new ports in the
+//! saved slots (`CapDelegateAt`), rebuilds its bus over the restored
+//! rings, opens its disks again, sets its vCPU states and starts it.
+//!
+//! # Invariants
+//! - Between the save of the bus state and the child's destruction the
+//!   root never serves its bus: what the rings hold is served once, after
+//!   the restore.
+//! - A save that fails leaves the child running; a restore that fails
+//!   destroys what it created.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use exfat::File;
+use ipc::boot::cap_kind;
+use ipc::child::CHILD_EVENT_VECTOR;
+use ipc::hypercall::{Call, Name, Rights, SlotHandle, Status};
+use ipc::migration::{DeviceKind, FLAG_SAVED_STATE, HEADER_LEN, Header};
+use partition_rt::hypercall;
+use root_partition::config::{ChildSpec, MAX_WORKLOAD};
+use root_partition::layout::Layout;
+use root_partition::migrate::engine::{DeviceOut, Halt};
+use root_partition::migrate::{self, Control, Destination, PAGE, Phase, Policy, Receiver, Stats};
+
+use crate::arch;
+use crate::children::{Child, Root};
+use crate::migration::{ChildSource, Tsc};
+use crate::storage::DataVolume;
+
+/// Device record: the capability layout.
+const CAPS_DEVICE: u8 = 0x80;
+/// Device record: the root's side of the VMBus.
+const BUS_DEVICE: u8 = 0x81;
+/// Device record: the child's specification.
+const SPEC_DEVICE: u8 = 0x82;
+/// Bytes of one capability entry.
+const CAP_ENTRY: usize = 10;
+/// File bytes written per volume write.
+const FILE_CHUNK: usize = 256 << 10;
+
+/// A slot's role, as saved.
+mod role {
+    pub const SELF: u8 = 0;
+    pub const TO_ROOT: u8 = 1;
+    pub const FROM_ROOT: u8 = 2;
+    pub const SIGNAL: u8 = 3;
+    pub const EVENT: u8 = 4;
+}
+
+/// Why a save or a restore failed.
+// The fields are read through `Debug` when the failure is printed.
+#[allow(dead_code)]
+#[derive(Debug)]
+pub enum QuickError {
+    /// No data volume to save to.
+    NoVolume,
+    /// The file could not be created, written or read.
+    File(exfat::Error),
+    /// A hypercall failed.
+    Call(&'static str, Status),
+    /// A capability of the child has no role a restore could give again.
+    Capability(u16),
+    /// The engine stopped (the child keeps running).
+    Aborted(Box<Stats>),
+    /// The file is not a saved state this root can restore.
+    Format(String),
+    /// No memory for the restored child.
+    NoMemory,
+}
+
+impl From<crate::children::Failure> for QuickError {
+    fn from(f: crate::children::Failure) -> Self {
+        match f {
+            crate::children::Failure::Call(what, status) => QuickError::Call(what, status),
+            other => QuickError::Format(alloc::format!("{other:?}")),
+        }
+    }
+}
+
+/// Bytes of memory of the child saved in `path` (from its header).
+pub fn saved_memory(path: &str) -> Result<u64, QuickError> {
+    let volume = crate::storage::volume().ok_or(QuickError::NoVolume)?;
+    let file = volume.lock().open(path).map_err(QuickError::File)?;
+    Ok(read_header(&volume, &file)?.pages * 4096)
+}
+
+fn call(what: &'static str, c: Call) -> Result<[u64; 3], QuickError> {
+    let result = if partition_rt::hypercall::writes_caller_memory(&c) {
+        arch::buffer_hypercall(&c)
+    } else {
+        hypercall(&c)
+    };
+    result.map_err(|s| QuickError::Call(what, s))
+}
+
+fn handle(raw: u64) -> Result<SlotHandle, QuickError> {
+    SlotHandle::from_raw(raw).map_err(|s| QuickError::Call("slot", s))
+}
+
+/// One saved slot.
+#[derive(Clone, Copy, Debug)]
+struct SlotEntry {
+    at: SlotHandle,
+    role: u8,
+    channel: u8,
+    rights: u32,
+}
+
+/// The roles of the child's capabilities, from `CapInspect` and the
+/// root's own handles on the same objects.
+fn inspect_caps(child: &Child, index: usize) -> Result<Vec<SlotEntry>, QuickError> {
+    let to_root = crate::children::to_root_port(index);
+    let from_root = child.from_root.map_or(u64::MAX, SlotHandle::raw);
+    let channels = crate::vmbus::channel_ports(index);
+    let mut entries = Vec::new();
+    for i in 0..256u16 {
+        let r = call(
+            "inspect",
+            Call::CapInspect {
+                partition: child.partition,
+                index: i,
+            },
+        )?;
+        let kind = ((r[0] >> 16) & 0xff) as u32;
+        if kind == 0 {
+            continue;
+        }
+        let at = SlotHandle {
+            index: i,
+            generation: r[0] as u16,
+        };
+        let own = r[2];
+        let (role, channel) = if kind == cap_kind::PARTITION && own == child.partition.raw() {
+            (role::SELF, 0)
+        } else if kind == cap_kind::PORT && own == to_root {
+            (role::TO_ROOT, 0)
+        } else if kind == cap_kind::PORT && own == from_root {
+            (role::FROM_ROOT, 0)
+        } else if let Some((ch, _, _)) = channels.iter().find(|c| kind == cap_kind::PORT && c.1 == own) {
+            (role::SIGNAL, *ch as u8)
+        } else if let Some((ch, _, _)) = channels.iter().find(|c| kind == cap_kind::PORT && c.2 == own) {
+            (role::EVENT, *ch as u8)
+        } else {
+            return Err(QuickError::Capability(i));
+        };
+        entries.push(SlotEntry {
+            at,
+            role,
+            channel,
+            rights: r[1] as u32,
+        });
+    }
+    Ok(entries)
+}
+
+fn encode_caps(entries: &[SlotEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * CAP_ENTRY);
+    for e in entries {
+        out.extend_from_slice(&e.at.index.to_le_bytes());
+        out.extend_from_slice(&e.at.generation.to_le_bytes());
+        out.push(e.role);
+        out.push(e.channel);
+        out.extend_from_slice(&e.rights.to_le_bytes());
+    }
+    out
+}
+
+fn decode_caps(bytes: &[u8]) -> Result<Vec<SlotEntry>, QuickError> {
+    if !bytes.len().is_multiple_of(CAP_ENTRY) {
+        return Err(QuickError::Format(String::from("capability record length")));
+    }
+    bytes
+        .chunks(CAP_ENTRY)
+        .map(|c| {
+            let e = SlotEntry {
+                at: SlotHandle {
+                    index: u16::from_le_bytes([c[0], c[1]]),
+                    generation: u16::from_le_bytes([c[2], c[3]]),
+                },
+                role: c[4],
+                channel: c[5],
+                rights: u32::from_le_bytes([c[6], c[7], c[8], c[9]]),
+            };
+            if e.at.index >= 256 || e.role > role::EVENT || usize::from(e.channel) >= 4 {
+                return Err(QuickError::Format(alloc::format!("capability entry {e:?}")));
+            }
+            Ok(e)
+        })
+        .collect()
+}
+
+fn encode_spec(spec: &ChildSpec) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&spec.workload);
+    for a in spec.args {
+        out.extend_from_slice(&a.to_le_bytes());
+    }
+    out.push(spec.priority);
+    out.push(spec.cpu.map_or(0xff, |c| c as u8));
+    out
+}
+
+fn decode_spec(bytes: &[u8], name: Name, memory: u64, vcpus: u32) -> Result<ChildSpec, QuickError> {
+    let bad = || QuickError::Format(String::from("specification record"));
+    if bytes.len() != MAX_WORKLOAD + 32 + 2 {
+        return Err(bad());
+    }
+    let mut workload = [0u8; MAX_WORKLOAD];
+    workload.copy_from_slice(&bytes[..MAX_WORKLOAD]);
+    let mut args = [0u64; 4];
+    for (i, a) in args.iter_mut().enumerate() {
+        let at = MAX_WORKLOAD + i * 8;
+        *a = u64::from_le_bytes(bytes[at..at + 8].try_into().map_err(|_| bad())?);
+    }
+    let (priority, cpu) = (bytes[MAX_WORKLOAD + 32], bytes[MAX_WORKLOAD + 33]);
+    if priority > ipc::hypercall::MAX_PRIORITY {
+        return Err(bad());
+    }
+    Ok(ChildSpec {
+        name,
+        memory,
+        vcpus,
+        workload,
+        args,
+        cpu: (cpu != 0xff).then_some(u32::from(cpu)),
+        priority,
+        disks: [None; root_partition::config::MAX_BOOT_DISKS],
+    })
+}
+
+fn encode_luns(luns: &[(u8, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (lun, path) in luns {
+        let bytes = path.as_bytes();
+        let len = bytes.len().min(255);
+        out.push(*lun);
+        out.push(len as u8);
+        out.extend_from_slice(&bytes[..len]);
+    }
+    out
+}
+
+fn decode_luns(mut bytes: &[u8]) -> Result<Vec<(u8, String)>, QuickError> {
+    let mut out = Vec::new();
+    while let [lun, len, rest @ ..] = bytes {
+        let len = usize::from(*len);
+        let path = rest
+            .get(..len)
+            .and_then(|p| core::str::from_utf8(p).ok())
+            .ok_or(QuickError::Format(String::from("disk record")))?;
+        if usize::from(*lun) >= vsp::storage::MAX_LUNS {
+            return Err(QuickError::Format(String::from("disk record LUN")));
+        }
+        out.push((*lun, String::from(path)));
+        bytes = &rest[len..];
+    }
+    if !bytes.is_empty() {
+        return Err(QuickError::Format(String::from("disk record")));
+    }
+    Ok(out)
+}
+
+/// The stream into a file on the volume, in large writes.
+struct FileTransport {
+    volume: DataVolume,
+    file: File,
+    offset: u64,
+    staged: Vec<u8>,
+}
+
+impl FileTransport {
+    fn write_staged(&mut self) -> Result<(), exfat::Error> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        self.volume
+            .lock()
+            .write(&mut self.file, self.offset, &self.staged)?;
+        self.offset += self.staged.len() as u64;
+        self.staged.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<u64, exfat::Error> {
+        self.write_staged()?;
+        self.volume.lock().flush()?;
+        Ok(self.offset)
+    }
+}
+
+impl migrate::Transport for FileTransport {
+    type Error = exfat::Error;
+
+    fn send(&mut self, bytes: &[u8]) -> Result<(), exfat::Error> {
+        self.staged.extend_from_slice(bytes);
+        if self.staged.len() >= FILE_CHUNK {
+            self.write_staged()?;
+        }
+        Ok(())
+    }
+}
+
+/// Serves every bus while the child runs, none once it is paused.
+struct Serving;
+
+impl Control for Serving {
+    fn proceed(&mut self, phase: Phase) -> bool {
+        if let Phase::Precopy { .. } = phase {
+            crate::vmbus::service_all();
+        }
+        true
+    }
+}
+
+/// What a save adds to the child's device records.
+pub struct SaveExtras {
+    caps: Vec<u8>,
+    spec: Vec<u8>,
+    index: usize,
+}
+
+impl SaveExtras {
+    /// Emits the device records (while the child is paused).
+    pub fn emit(&self, out: &mut DeviceOut<'_>) -> Result<(), Halt> {
+        out(DeviceKind::Other(CAPS_DEVICE), 0, &self.caps)?;
+        out(DeviceKind::Other(SPEC_DEVICE), 0, &self.spec)?;
+        let mut bus = vec![0u8; ipc::migration::MAX_DEVICE_STATE];
+        let (len, luns) = crate::vmbus::save_bus(self.index, &mut bus).ok_or(Halt)?;
+        out(DeviceKind::Other(BUS_DEVICE), 0, &bus[..len])?;
+        out(DeviceKind::Storage, 0, &encode_luns(&luns))
+    }
+}
+
+/// Saves `child` (bus `index`) to `path` on the data volume; the child is
+/// paused at the end (the caller destroys it). On failure it runs on.
+pub fn save(root: &Root, child: &Child, index: usize, path: &str) -> Result<(Stats, u64), QuickError> {
+    let volume = crate::storage::volume().ok_or(QuickError::NoVolume)?;
+    let caps = encode_caps(&inspect_caps(child, index)?);
+    let file = {
+        let mut v = volume.lock();
+        let _ = v.remove(path);
+        v.create(path).map_err(QuickError::File)?
+    };
+    let mut transport = FileTransport {
+        volume,
+        file,
+        offset: 0,
+        staged: Vec::with_capacity(FILE_CHUNK + ipc::migration::MAX_RECORD),
+    };
+    let mut source = ChildSource::new(root, child, index);
+    source.extras = Some(SaveExtras {
+        caps,
+        spec: encode_spec(&child.spec),
+        index,
+    });
+    // One pass while it runs, then the rest paused: a short outage.
+    let policy = Policy {
+        max_passes: 1,
+        ..Policy::default()
+    };
+    let mut clock = Tsc::new(root.tsc_khz);
+    let stats = migrate::engine::migrate_with_flags(
+        &mut source,
+        &mut transport,
+        &mut clock,
+        &mut Serving,
+        &policy,
+        child.spec.name.as_str(),
+        FLAG_SAVED_STATE,
+    )
+    .map_err(|a| QuickError::Aborted(a.stats))?;
+    match transport.finish() {
+        Ok(bytes) => Ok((stats, bytes)),
+        Err(e) => {
+            let _ = source.resume_after_save();
+            Err(QuickError::File(e))
+        }
+    }
+}
+
+/// The restored partition, written through hypercalls as the file is read.
+struct Restoring {
+    partition: SlotHandle,
+    vcpus: Vec<SlotHandle>,
+    scratch: u64,
+    pages: u64,
+    devices: Vec<(DeviceKind, Vec<u8>)>,
+}
+
+impl Destination for Restoring {
+    type Error = Status;
+
+    fn begin(&mut self, header: &Header) -> Result<(), Status> {
+        if header.pages != self.pages || usize::from(header.vcpus) != self.vcpus.len() {
+            return Err(Status::InvalidArgument);
+        }
+        Ok(())
+    }
+
+    fn write_page(&mut self, page: u64, data: &[u8; PAGE]) -> Result<(), Status> {
+        if page == 0 {
+            return Ok(());
+        }
+        arch::ram(self.scratch, 4096).copy_from_slice(data);
+        arch::buffer_hypercall(&Call::MemoryWrite {
+            partition: self.partition,
+            gpa: page * 4096,
+            buffer: self.scratch,
+        })
+        .map(|_| ())
+    }
+
+    fn zero_pages(&mut self, first: u64, count: u64) -> Result<(), Status> {
+        let zero = [0u8; PAGE];
+        for page in first..first.saturating_add(count) {
+            self.write_page(page, &zero)?;
+        }
+        Ok(())
+    }
+
+    fn set_vcpu_state(&mut self, index: u16, bytes: &[u8]) -> Result<(), Status> {
+        crate::migration::set_vcpu_state(&self.vcpus, self.scratch, index, bytes)
+    }
+
+    fn device_state(&mut self, kind: DeviceKind, instance: u8, bytes: &[u8]) -> Result<(), Status> {
+        if instance != 0 || self.devices.iter().any(|(k, _)| *k == kind) {
+            return Err(Status::InvalidArgument);
+        }
+        self.devices.push((kind, bytes.to_vec()));
+        Ok(())
+    }
+}
+
+/// Reads the stream header at the start of `file`.
+fn read_header(volume: &DataVolume, file: &File) -> Result<Header, QuickError> {
+    struct Grab(Option<Header>);
+    impl ipc::migration::RecordSink for Grab {
+        type Error = ();
+        fn header(&mut self, h: &Header) -> Result<(), ()> {
+            self.0 = Some(*h);
+            Err(())
+        }
+        fn record(&mut self, _: &ipc::migration::Record<'_>) -> Result<(), ()> {
+            Err(())
+        }
+    }
+    let mut bytes = [0u8; HEADER_LEN];
+    let n = volume.lock().read(file, 0, &mut bytes).map_err(QuickError::File)?;
+    let mut grab = Grab(None);
+    let mut decoder = Box::new(ipc::migration::Decoder::new());
+    let _ = decoder.feed(&bytes[..n], &mut grab);
+    let header = grab
+        .0
+        .ok_or(QuickError::Format(String::from("not a capvisor saved state")))?;
+    if header.flags & FLAG_SAVED_STATE == 0 {
+        return Err(QuickError::Format(String::from("a migration stream, not a saved state")));
+    }
+    Ok(header)
+}
+
+/// What [`restore`] needs of the root's scenario runner.
+pub struct Placement {
+    /// Host-physical base of free memory for the child.
+    pub base: u64,
+    /// Its bus (and vector) index.
+    pub index: usize,
+    /// The child runtime image's span, for the child's layout.
+    pub image_span: (u64, u64),
+}
+
+/// Restores the child saved in `path` into a new partition at `at` and
+/// starts it.
+pub fn restore(root: &Root, path: &str, at: Placement) -> Result<Child, QuickError> {
+    let volume = crate::storage::volume().ok_or(QuickError::NoVolume)?;
+    let file = volume.lock().open(path).map_err(QuickError::File)?;
+    let header = read_header(&volume, &file)?;
+    let memory = header.pages * 4096;
+    let name = Name::new(header.name());
+    let layout = Layout::new(memory, at.image_span.0, at.image_span.1)
+        .map_err(|e| QuickError::Format(alloc::format!("layout: {e:?}")))?;
+    let first_page = (at.base - root.ram_range.start) / 4096;
+    let r = call(
+        "create",
+        Call::PartitionCreate {
+            authority: root.authority,
+            memory: root.ram,
+            first_page,
+            pages: header.pages,
+            name,
+        },
+    )?;
+    let (partition, child_memory, child_self) = (handle(r[0])?, handle(r[1])?, handle(r[2])?);
+    let built = (|| {
+        call(
+            "map",
+            Call::MemoryMap {
+                partition,
+                memory: child_memory,
+                first_page: 1,
+                gpa: 0x1000,
+                pages: header.pages - 1,
+                access: Rights::READ | Rights::WRITE | Rights::EXECUTE,
+            },
+        )?;
+        let mut vcpus = Vec::new();
+        for _ in 0..header.vcpus {
+            let r = call(
+                "vcpu",
+                Call::VcpuCreate {
+                    partition,
+                    rip: 0,
+                    rsp: 0,
+                    cr3: 0,
+                    arg: 0,
+                    flags: 0,
+                },
+            )?;
+            vcpus.push(handle(r[0])?);
+        }
+        let mut receiver = Receiver::new(Restoring {
+            partition,
+            vcpus: vcpus.clone(),
+            scratch: root.scratch,
+            pages: header.pages,
+            devices: Vec::new(),
+        });
+        let mut chunk = vec![0u8; FILE_CHUNK];
+        let mut offset = 0;
+        while offset < file.len() {
+            let n = volume
+                .lock()
+                .read(&file, offset, &mut chunk)
+                .map_err(QuickError::File)?;
+            if n == 0 {
+                break;
+            }
+            receiver
+                .feed(&chunk[..n])
+                .map_err(|e| QuickError::Format(alloc::format!("{e:?}")))?;
+            offset += n as u64;
+        }
+        let (restored, _) = receiver
+            .finish()
+            .map_err(|e| QuickError::Format(alloc::format!("{e:?}")))?;
+        let device = |kind: DeviceKind| {
+            restored
+                .devices
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, b)| b.as_slice())
+                .ok_or(QuickError::Format(alloc::format!("no {kind:?} record")))
+        };
+        let caps = decode_caps(device(DeviceKind::Other(CAPS_DEVICE))?)?;
+        let spec = decode_spec(
+            device(DeviceKind::Other(SPEC_DEVICE))?,
+            name,
+            memory,
+            u32::from(header.vcpus),
+        )?;
+        let luns = decode_luns(device(DeviceKind::Storage)?)?;
+        let bus = device(DeviceKind::Other(BUS_DEVICE))?.to_vec();
+        let vcpu0 = *vcpus.first().ok_or(QuickError::Format(String::from("no vCPU")))?;
+        // Its capabilities, slot for slot.
+        let mut from_root = None;
+        let mut channel_slots: [(Option<SlotHandle>, Option<SlotHandle>); 4] = [(None, None); 4];
+        for e in &caps {
+            match e.role {
+                role::SELF if e.at == child_self => {}
+                role::SELF => return Err(QuickError::Format(alloc::format!("self capability at {:?}", e.at))),
+                role::TO_ROOT => {
+                    crate::children::make_to_root(root, at.index, partition, Some(e.at))?;
+                }
+                role::FROM_ROOT => {
+                    let port = handle(call("port", Call::PortCreate)?[0])?;
+                    call(
+                        "bind",
+                        Call::PortBind {
+                            port,
+                            vcpu: vcpu0,
+                            vector: CHILD_EVENT_VECTOR,
+                        },
+                    )?;
+                    call(
+                        "grant",
+                        Call::CapDelegateAt {
+                            slot: port,
+                            target: partition,
+                            rights: Rights::from_bits(e.rights).unwrap_or(Rights::BIND),
+                            at: e.at,
+                        },
+                    )?;
+                    from_root = Some(port);
+                }
+                role::SIGNAL => channel_slots[usize::from(e.channel)].0 = Some(e.at),
+                _ => channel_slots[usize::from(e.channel)].1 = Some(e.at),
+            }
+        }
+        let mut platform = crate::vmbus::RootPlatform {
+            root: root.authority,
+            root_vcpu: root.vcpu,
+            partition,
+            memory: child_memory,
+            vcpu0,
+            base: at.base,
+            layout,
+            index: at.index,
+            to_child: [None; 4],
+            shared: Vec::new(),
+        };
+        for (channel, slots) in channel_slots.iter().enumerate() {
+            if let (Some(signal), Some(event)) = slots {
+                platform
+                    .make_ports_at(channel, Some((*signal, *event)))
+                    .map_err(|_| QuickError::Format(alloc::format!("ports of channel {channel}")))?;
+            }
+        }
+        crate::vmbus::restore_bus(name, platform, &bus, &luns)
+            .map_err(|e| QuickError::Format(alloc::format!("bus: {e:?}")))?;
+        for v in &vcpus {
+            call("start", Call::VcpuStart { vcpu: *v })?;
+        }
+        let mut slots = [None; 4];
+        for (slot, v) in slots.iter_mut().zip(&vcpus) {
+            *slot = Some(*v);
+        }
+        Ok(Child {
+            spec,
+            partition,
+            memory: child_memory,
+            vcpus: slots,
+            base: at.base,
+            pages: header.pages,
+            ended: false,
+            from_root,
+        })
+    })();
+    if built.is_err() {
+        crate::vmbus::forget(at.index);
+        let _ = hypercall(&Call::PartitionDestroy { partition });
+    }
+    built
+}
