@@ -25,8 +25,8 @@ use ipc::vmbus::close::ChannelName;
 use ipc::vmbus::control::{ChannelState, HostState, MAX_RING_PAGES, OpenStatus};
 use ipc::vmbus::network::{self, HEADER_BYTES, MAX_MTU, MAX_POSTED, MIN_MTU};
 use ipc::vmbus::ring::RingError;
+use ipc::vmbus::storage::PAGE_BYTES;
 use ipc::vmbus::storage::{self, MAX_LUNS};
-use ipc::vmbus::{packet, storage::PAGE_BYTES};
 use serde::de::{self, SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -380,8 +380,6 @@ pub enum RestoreError {
     /// A hot-plug notice for a LUN beyond `MAX_LUNS`, or out of order or
     /// twice.
     Notice(u8),
-    /// The stalled reply does not encode into one packet.
-    Stalled(ChannelName),
     /// A negotiated MTU outside `MIN_MTU..=MAX_MTU`.
     Mtu(u16),
     /// Posted receive buffer number `n` (oldest first) is outside the
@@ -409,7 +407,6 @@ impl fmt::Display for RestoreError {
             RestoreError::Overlap(c) => write!(f, "{c}: pages overlap another range"),
             RestoreError::LinkFlags(c) => write!(f, "{c}: inconsistent link flags"),
             RestoreError::Notice(lun) => write!(f, "storage: bad notice for LUN {lun}"),
-            RestoreError::Stalled(c) => write!(f, "{c}: stalled reply does not encode"),
             RestoreError::Mtu(mtu) => write!(f, "network: MTU {mtu} out of range"),
             RestoreError::PostedBuffer(n) => write!(f, "network: bad posted buffer {n}"),
             RestoreError::LinkPending => write!(f, "network: link state pending before Init"),
@@ -582,10 +579,6 @@ fn check_storage(c: &StorageChannelState, polling: bool) -> Result<(), RestoreEr
         }
         next = lun + 1;
     }
-    if let Some(stalled) = &c.stalled {
-        let mut scratch = [0u8; 2 * storage::MAX_MESSAGE];
-        packet::encode(&stalled.message, &mut scratch).map_err(|_| RestoreError::Stalled(name))?;
-    }
     Ok(())
 }
 
@@ -625,9 +618,9 @@ fn check_network(c: &NetworkChannelState, polling: bool) -> Result<(), RestoreEr
     if c.link_pending && c.mtu.is_none() {
         return Err(RestoreError::LinkPending);
     }
-    if let Some(stalled) = &c.stalled {
-        let mut scratch = [0u8; 2 * network::MAX_MESSAGE];
-        packet::encode(&stalled.message, &mut scratch).map_err(|_| RestoreError::Stalled(name))?;
-    }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "bus_state_tests.rs"]
+mod tests;
