@@ -1150,3 +1150,60 @@ fn random_and_mutated_bytes_never_panic() {
         "{mutated} decoded, {restored} restored"
     );
 }
+
+#[test]
+fn a_stalled_reply_and_pending_notices_go_out_after_a_restore() {
+    use ipc::vmbus::ring::Recv;
+    use ipc::vmbus::storage::{Completion, HostMessage};
+    let w = words();
+    let memory = AtomicRingMemory::new(&w);
+    let mut state = saved(memory);
+    let stalled = HostMessage::Completion(Completion::error(Status::IoError));
+    {
+        let c = state.storage.channel.as_mut().unwrap();
+        c.stalled = Some(StorageStalled {
+            tid: 77,
+            message: stalled,
+        });
+        c.notices
+            .push(LunNotice {
+                lun: 5,
+                added: Some(40),
+            })
+            .unwrap();
+    }
+    let mut platform = Fake::new(memory);
+    let (out, inb) = control_rings(memory);
+    let bus = ChildBus::restore(&state, out, inb, &mut platform).unwrap();
+    assert_eq!(bus.save(), state);
+    let before = bus.storage_stats();
+    let world = World::with(memory, bus, platform);
+    world.service();
+    let (_, storage_in) = rings_of(memory, STORAGE);
+    let mut rx = Consumer::new(storage_in).unwrap();
+    let mut buf = [0u8; 256];
+    let mut got = Vec::new();
+    while let Ok(Recv::Packet(p)) = rx.try_recv(&mut buf) {
+        let message = ipc::vmbus::packet::decode::<HostMessage>(&p).unwrap();
+        got.push((p.header.transaction_id.get(), message));
+    }
+    assert_eq!(
+        got,
+        [
+            (77, stalled),
+            (
+                0,
+                HostMessage::LunAdded {
+                    lun: 5,
+                    sectors: 40
+                }
+            )
+        ]
+    );
+    let after = world.root.borrow().bus.storage_stats();
+    assert_eq!(after.completions, before.completions + 1);
+    assert_eq!(after.notices, before.notices + 1);
+    let saved_again = world.root.borrow().bus.save();
+    let c = saved_again.storage.channel.unwrap();
+    assert!(c.stalled.is_none() && c.notices.is_empty());
+}

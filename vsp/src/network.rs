@@ -394,15 +394,17 @@ impl<M: RingMemory> Network<M> {
                     len: p.len,
                 };
             }
-            let region = c.region.zip(region).and_then(|(r, memory)| {
-                let areas = check_grant(r.pages, r.send_pages).ok()?;
-                Some(Region {
-                    memory,
-                    gpa: r.gpa,
-                    pages: r.pages,
-                    send_pages: r.send_pages,
-                    areas,
-                })
+            // The split was checked (`check_grant`); computed here so that
+            // a mapped region is never dropped untracked.
+            let region = c.region.zip(region).map(|(r, memory)| Region {
+                memory,
+                gpa: r.gpa,
+                pages: r.pages,
+                send_pages: r.send_pages,
+                areas: Areas {
+                    send: u64::from(r.send_pages) * PAGE_BYTES,
+                    receive: u64::from(r.pages.saturating_sub(r.send_pages)) * PAGE_BYTES,
+                },
             });
             Channel {
                 link,
