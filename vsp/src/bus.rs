@@ -31,6 +31,8 @@ use ipc::vmbus::packet;
 use ipc::vmbus::ring::{Consumer, Producer, Recv, RingError, Sent};
 use ipc::vmbus::storage::MAX_MESSAGE;
 
+pub use crate::bus_state::{BusState, DecodeError, EncodeError, RestoreError};
+use crate::bus_state::{ConsoleState, ControlState, LinkFlags, OFFERS, RingsState};
 use crate::network::Network;
 pub use crate::network::{
     DeliverError, DropFrames, FrameSink, NETWORK_OFFER, NetworkConfig, NetworkStats,
@@ -102,6 +104,23 @@ impl<M: RingMemory> Link<M> {
         })
     }
 
+    /// Attaches to a saved channel's rings (indices as they are in memory,
+    /// nothing initialised) with the root's saved flags.
+    pub(crate) fn attach(outbound: M, inbound: M, flags: LinkFlags) -> Result<Self, RingError> {
+        let mut link = Link::new(outbound, inbound)?;
+        link.masked = flags.masked;
+        link.polling = flags.polling;
+        Ok(link)
+    }
+
+    /// The root's flags, for saving.
+    pub(crate) fn flags(&self) -> LinkFlags {
+        LinkFlags {
+            masked: self.masked,
+            polling: self.polling,
+        }
+    }
+
     /// Polls the ring from now on (mask set at once, and kept) or goes
     /// back to signals (the mask is cleared when the ring next runs empty).
     pub(crate) fn set_polling(&mut self, polling: bool) {
@@ -117,10 +136,12 @@ struct Console<M: RingMemory> {
     link: Link<M>,
     gpa: u64,
     pages: u32,
+    /// Pages of the child-to-root ring (the first of `pages`).
+    outbound_pages: u32,
 }
 
 /// Counters of a child's console channel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConsoleStats {
     /// Lines received.
     pub lines: u64,
@@ -185,6 +206,142 @@ impl<M: RingMemory> ChildBus<M> {
             storage: Storage::new(),
             network: Network::new(),
         })
+    }
+
+    /// The bus as plain data, for quick migration ([`BusState::encode`]
+    /// writes it to the saved file). Call it with the child stopped, after
+    /// the last service pass and [`ChildBus::network_flush`] (a signal
+    /// decision not yet made is not saved). Ports are not in it: the root
+    /// keeps the child's slots and re-binds them itself.
+    pub fn save(&self) -> BusState {
+        let mut channels = [ipc::vmbus::control::ChannelState::Offered; OFFERS];
+        for (id, slot) in channels.iter_mut().enumerate() {
+            if let Some(state) = self.host.channel(id as u32) {
+                *slot = state;
+            }
+        }
+        BusState {
+            control: ControlState {
+                link: self.control.as_ref().map(Link::flags),
+                host: self.host.state(),
+                channels,
+            },
+            console: ConsoleState {
+                channel: self.console.as_ref().map(|c| RingsState {
+                    gpa: c.gpa,
+                    pages: c.pages,
+                    outbound_pages: c.outbound_pages,
+                    link: c.link.flags(),
+                }),
+                stats: self.stats,
+            },
+            storage: self.storage.save(),
+            network: self.network.save(),
+        }
+    }
+
+    /// The bus `state` describes, in the child's new partition (same
+    /// guest-physical layout, the child's memory restored): over the
+    /// control rings the caller mapped at the child's control pages (as
+    /// for [`ChildBus::new`], but not initialised: the rings are attached
+    /// as they are), with every other open channel's rings and buffer
+    /// regions mapped again through `platform` at their saved pages.
+    /// Makes no ports (the root re-binds the child's existing ones) and
+    /// sends no signal. `state` is foreign input: everything
+    /// [`BusState::check`] checks is refused first; on any error nothing
+    /// `restore` mapped stays mapped.
+    pub fn restore<P: Platform<Memory = M>>(
+        state: &BusState,
+        control_outbound: M,
+        control_inbound: M,
+        platform: &mut P,
+    ) -> Result<Self, RestoreError> {
+        state.check()?;
+        let host = HostControl::resume(
+            &default_offers(),
+            state.control.host,
+            &state.control.channels,
+        )
+        .ok_or(RestoreError::ControlState)?;
+        let control = match state.control.link {
+            Some(flags) => Some(
+                Link::attach(control_outbound, control_inbound, flags)
+                    .map_err(RestoreError::ControlRing)?,
+            ),
+            None => None,
+        };
+        let mut mapped = [None; 5];
+        match Self::restore_channels(state, platform, &mut mapped) {
+            Ok((console, storage, network)) => Ok(ChildBus {
+                control,
+                host,
+                console,
+                stats: state.console.stats,
+                storage,
+                network,
+            }),
+            Err(e) => {
+                for (gpa, pages) in mapped.into_iter().flatten() {
+                    platform.unmap(gpa, pages);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Maps and attaches the saved channels of a checked `state`, noting
+    /// each range mapped in `mapped` (the caller unmaps them on error).
+    fn restore_channels<P: Platform<Memory = M>>(
+        state: &BusState,
+        platform: &mut P,
+        mapped: &mut [Option<(u64, u32)>; 5],
+    ) -> Result<Devices<M>, RestoreError> {
+        let console = match &state.console.channel {
+            Some(r) => Some(Console {
+                link: map_rings(platform, ChannelName::Console, r, mapped)?,
+                gpa: r.gpa,
+                pages: r.pages,
+                outbound_pages: r.outbound_pages,
+            }),
+            None => None,
+        };
+        let (storage_link, storage_region) = match &state.storage.channel {
+            Some(c) => (
+                Some(map_rings(platform, ChannelName::Storage, &c.rings, mapped)?),
+                match c.region {
+                    Some(r) => Some(map_region(
+                        platform,
+                        ChannelName::Storage,
+                        r.gpa,
+                        r.pages,
+                        mapped,
+                    )?),
+                    None => None,
+                },
+            ),
+            None => (None, None),
+        };
+        let (network_link, network_region) = match &state.network.channel {
+            Some(c) => (
+                Some(map_rings(platform, ChannelName::Network, &c.rings, mapped)?),
+                match c.region {
+                    Some(r) => Some(map_region(
+                        platform,
+                        ChannelName::Network,
+                        r.gpa,
+                        r.pages,
+                        mapped,
+                    )?),
+                    None => None,
+                },
+            ),
+            None => (None, None),
+        };
+        Ok((
+            console,
+            Storage::restored(&state.storage, storage_link, storage_region),
+            Network::restored(&state.network, network_link, network_region),
+        ))
     }
 
     /// Storage counters.
@@ -638,11 +795,16 @@ impl<M: RingMemory> ChildBus<M> {
             }
         };
         if offer_id == STORAGE_OFFER {
-            self.storage.open(link, gpa, pages);
+            self.storage.open(link, gpa, pages, outbound_pages);
         } else if offer_id == NETWORK_OFFER {
-            self.network.open(link, gpa, pages);
+            self.network.open(link, gpa, pages, outbound_pages);
         } else {
-            self.console = Some(Console { link, gpa, pages });
+            self.console = Some(Console {
+                link,
+                gpa,
+                pages,
+                outbound_pages,
+            });
         }
         Ok(ports)
     }
@@ -686,6 +848,48 @@ impl<M: RingMemory> ChildBus<M> {
         }
         Ok(())
     }
+}
+
+/// The device channels [`ChildBus::restore`] rebuilds.
+type Devices<M> = (Option<Console<M>>, Storage<M>, Network<M>);
+
+/// Notes a range `restore` mapped (in the first free slot).
+fn note(mapped: &mut [Option<(u64, u32)>; 5], gpa: u64, pages: u32) {
+    if let Some(slot) = mapped.iter_mut().find(|m| m.is_none()) {
+        *slot = Some((gpa, pages));
+    }
+}
+
+/// Maps a saved channel's rings again and attaches to them as they are.
+fn map_rings<M: RingMemory, P: Platform<Memory = M>>(
+    platform: &mut P,
+    name: ChannelName,
+    rings: &RingsState,
+    mapped: &mut [Option<(u64, u32)>; 5],
+) -> Result<Link<M>, RestoreError> {
+    let (outbound, inbound) = platform
+        .map(rings.gpa, rings.pages, rings.outbound_pages)
+        .map_err(|status| RestoreError::Map(name, status))?;
+    note(mapped, rings.gpa, rings.pages);
+    Link::attach(outbound, inbound, rings.link).map_err(|e| RestoreError::Ring(name, e))
+}
+
+/// Maps a saved buffer region again (at least `pages` long).
+fn map_region<M: RingMemory, P: Platform<Memory = M>>(
+    platform: &mut P,
+    name: ChannelName,
+    gpa: u64,
+    pages: u32,
+    mapped: &mut [Option<(u64, u32)>; 5],
+) -> Result<M, RestoreError> {
+    let memory = platform
+        .map_buffer(gpa, pages)
+        .map_err(|status| RestoreError::Map(name, status))?;
+    note(mapped, gpa, pages);
+    if (memory.len() as u64) < u64::from(pages) * ipc::vmbus::storage::PAGE_BYTES {
+        return Err(RestoreError::Map(name, OpenStatus::BadRange));
+    }
+    Ok(memory)
 }
 
 /// The next packet of a link's inbound ring, managing the interrupt mask:

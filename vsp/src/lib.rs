@@ -1,7 +1,8 @@
 //! capvisor's virtualization service providers: the root partition's end
 //! of every child's VMBus — the control channel ([`bus`]) and the devices
 //! behind it (the console, [`storage`], [`network`]), and the virtual
-//! switch ([`switch`]) the root plugs the children's NICs into.
+//! switch ([`switch`]) the root plugs the children's NICs into, and the
+//! bus's saved state for quick migration ([`bus_state`]).
 //!
 //! # Invariants
 //! `no_std`, no `unsafe`, no allocation; the hypervisor-facing operations
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod bus_state;
 pub mod network;
 pub mod storage;
 pub mod switch;

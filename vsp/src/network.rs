@@ -39,6 +39,10 @@ use ipc::vmbus::packet::{self, KIND_MESSAGE};
 use ipc::vmbus::ring::Sent;
 
 use crate::bus::{BATCH, Link, Platform, next};
+use crate::bus_state::{
+    List, NetworkChannelState, NetworkRegionState, NetworkStalled, NetworkState, PostedBuffer,
+    RingsState,
+};
 use crate::storage::overlaps;
 
 /// Offer id of the network device (the third offer).
@@ -92,7 +96,7 @@ impl FrameSink for DropFrames {
 }
 
 /// The root's setting for a child's NIC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetworkConfig {
     /// The MAC the root assigned (the child's switch port owns it).
     pub mac: Mac,
@@ -118,7 +122,7 @@ pub enum DeliverError {
 }
 
 /// Counters of a child's NIC.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetworkStats {
     /// `Send`s received (including undecodable payloads).
     pub sends: u64,
@@ -173,6 +177,8 @@ struct Region<M: RingMemory> {
     memory: M,
     gpa: u64,
     pages: u32,
+    /// Pages of the send area (the first of `pages`).
+    send_pages: u32,
     areas: Areas,
 }
 
@@ -189,6 +195,8 @@ struct Channel<M: RingMemory> {
     link: Link<M>,
     gpa: u64,
     pages: u32,
+    /// Pages of the child-to-root ring (the first of `pages`).
+    outbound_pages: u32,
     region: Option<Region<M>>,
     /// The negotiated MTU, once `Init` succeeded.
     mtu: Option<u16>,
@@ -304,12 +312,13 @@ impl<M: RingMemory> Network<M> {
         }
     }
 
-    pub(crate) fn open(&mut self, mut link: Link<M>, gpa: u64, pages: u32) {
+    pub(crate) fn open(&mut self, mut link: Link<M>, gpa: u64, pages: u32, outbound_pages: u32) {
         link.set_polling(self.polling);
         self.channel = Some(Channel {
             link,
             gpa,
             pages,
+            outbound_pages,
             region: None,
             mtu: None,
             posted: [Posted {
@@ -322,6 +331,103 @@ impl<M: RingMemory> Network<M> {
             stalled: None,
             link_pending: false,
         });
+    }
+
+    /// The device as plain data (quick migration); posted buffers oldest
+    /// first.
+    pub(crate) fn save(&self) -> NetworkState {
+        NetworkState {
+            channel: self.channel.as_ref().map(|c| {
+                let mut posted = List::new();
+                for i in 0..c.count {
+                    let p = c.posted[(c.head + i) % MAX_POSTED];
+                    // At most MAX_POSTED are held: the list holds them all.
+                    let _ = posted.push(PostedBuffer {
+                        tid: p.tid,
+                        offset: p.offset,
+                        len: p.len,
+                    });
+                }
+                NetworkChannelState {
+                    rings: RingsState {
+                        gpa: c.gpa,
+                        pages: c.pages,
+                        outbound_pages: c.outbound_pages,
+                        link: c.link.flags(),
+                    },
+                    region: c.region.as_ref().map(|r| NetworkRegionState {
+                        gpa: r.gpa,
+                        pages: r.pages,
+                        send_pages: r.send_pages,
+                    }),
+                    mtu: c.mtu,
+                    posted,
+                    stalled: c
+                        .stalled
+                        .map(|(tid, message)| NetworkStalled { tid, message }),
+                    link_pending: c.link_pending,
+                }
+            }),
+            config: self.config,
+            link_up: self.link_up,
+            polling: self.polling,
+            deferred: self.deferred,
+            stats: self.stats,
+        }
+    }
+
+    /// The device `state` describes (checked by
+    /// [`crate::bus_state::BusState::check`]) over the open channel's
+    /// `link` and `region` memory the caller attached and mapped at the
+    /// saved pages (`region` at least its pages long).
+    pub(crate) fn restored(state: &NetworkState, link: Option<Link<M>>, region: Option<M>) -> Self {
+        let channel = state.channel.as_ref().zip(link).map(|(c, link)| {
+            let mut posted = [Posted {
+                tid: 0,
+                offset: 0,
+                len: 0,
+            }; MAX_POSTED];
+            for (slot, p) in posted.iter_mut().zip(c.posted.as_slice()) {
+                *slot = Posted {
+                    tid: p.tid,
+                    offset: p.offset,
+                    len: p.len,
+                };
+            }
+            // The split was checked (`check_grant`); computed here so that
+            // a mapped region is never dropped untracked.
+            let region = c.region.zip(region).map(|(r, memory)| Region {
+                memory,
+                gpa: r.gpa,
+                pages: r.pages,
+                send_pages: r.send_pages,
+                areas: Areas {
+                    send: u64::from(r.send_pages) * PAGE_BYTES,
+                    receive: u64::from(r.pages.saturating_sub(r.send_pages)) * PAGE_BYTES,
+                },
+            });
+            Channel {
+                link,
+                gpa: c.rings.gpa,
+                pages: c.rings.pages,
+                outbound_pages: c.rings.outbound_pages,
+                region,
+                mtu: c.mtu,
+                posted,
+                head: 0,
+                count: c.posted.len().min(MAX_POSTED),
+                stalled: c.stalled.map(|s| (s.tid, s.message)),
+                link_pending: c.link_pending,
+            }
+        });
+        Network {
+            channel,
+            config: state.config,
+            link_up: state.link_up,
+            polling: state.polling,
+            deferred: state.deferred,
+            stats: state.stats,
+        }
     }
 
     /// Closes the channel (if open), unmapping its rings and region.
@@ -634,6 +740,7 @@ fn grant<M: RingMemory, P: Platform<Memory = M>>(
                 memory,
                 gpa,
                 pages,
+                send_pages,
                 areas,
             });
             GrantStatus::Granted

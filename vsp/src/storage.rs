@@ -30,6 +30,9 @@ use ipc::vmbus::storage::{
 };
 
 use crate::bus::{BATCH, Link, Platform, next};
+use crate::bus_state::{
+    LunNotice, RegionState, RingsState, StorageChannelState, StorageStalled, StorageState,
+};
 
 /// Offer id of the storage controller (the second offer).
 pub const STORAGE_OFFER: u32 = 1;
@@ -96,7 +99,7 @@ impl StorageBackend for NoLuns {
 }
 
 /// Counters of a child's storage controller.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StorageStats {
     /// Requests received (including undecodable payloads).
     pub requests: u64,
@@ -154,6 +157,8 @@ struct Channel<M: RingMemory> {
     link: Link<M>,
     gpa: u64,
     pages: u32,
+    /// Pages of the child-to-root ring (the first of `pages`).
+    outbound_pages: u32,
     region: Option<Region<M>>,
     notices: [Option<Notice>; MAX_LUNS],
     /// A message that did not fit the ring to the child: (transaction id, message).
@@ -226,17 +231,98 @@ impl<M: RingMemory> Storage<M> {
         }
     }
 
-    /// Takes over an opened link on pages `[gpa, gpa + pages)`.
-    pub(crate) fn open(&mut self, mut link: Link<M>, gpa: u64, pages: u32) {
+    /// Takes over an opened link on pages `[gpa, gpa + pages)`, the first
+    /// `outbound_pages` the child-to-root ring.
+    pub(crate) fn open(&mut self, mut link: Link<M>, gpa: u64, pages: u32, outbound_pages: u32) {
         link.set_polling(self.polling);
         self.channel = Some(Channel {
             link,
             gpa,
             pages,
+            outbound_pages,
             region: None,
             notices: [None; MAX_LUNS],
             stalled: None,
         });
+    }
+
+    /// The controller as plain data (quick migration).
+    pub(crate) fn save(&self) -> StorageState {
+        StorageState {
+            channel: self.channel.as_ref().map(|c| {
+                let mut notices = crate::bus_state::List::new();
+                for (lun, notice) in c.notices.iter().enumerate() {
+                    let Some(notice) = notice else {
+                        continue;
+                    };
+                    let added = match *notice {
+                        Notice::Added(sectors) => Some(sectors),
+                        Notice::Removed => None,
+                    };
+                    // At most MAX_LUNS notices: the list holds them all.
+                    let _ = notices.push(LunNotice {
+                        lun: lun as u8,
+                        added,
+                    });
+                }
+                StorageChannelState {
+                    rings: RingsState {
+                        gpa: c.gpa,
+                        pages: c.pages,
+                        outbound_pages: c.outbound_pages,
+                        link: c.link.flags(),
+                    },
+                    region: c.region.as_ref().map(|r| RegionState {
+                        gpa: r.gpa,
+                        pages: r.pages,
+                    }),
+                    notices,
+                    stalled: c
+                        .stalled
+                        .map(|(tid, message)| StorageStalled { tid, message }),
+                }
+            }),
+            removed: self.removed,
+            polling: self.polling,
+            stats: self.stats,
+        }
+    }
+
+    /// The controller `state` describes (checked by
+    /// [`crate::bus_state::BusState::check`]) over the open channel's
+    /// `link` and `region` memory the caller attached and mapped at the
+    /// saved pages.
+    pub(crate) fn restored(state: &StorageState, link: Option<Link<M>>, region: Option<M>) -> Self {
+        let channel = state.channel.as_ref().zip(link).map(|(c, link)| {
+            let mut notices = [None; MAX_LUNS];
+            for n in c.notices.as_slice() {
+                if let Some(slot) = notices.get_mut(usize::from(n.lun)) {
+                    *slot = Some(match n.added {
+                        Some(sectors) => Notice::Added(sectors),
+                        None => Notice::Removed,
+                    });
+                }
+            }
+            Channel {
+                link,
+                gpa: c.rings.gpa,
+                pages: c.rings.pages,
+                outbound_pages: c.rings.outbound_pages,
+                region: c.region.zip(region).map(|(r, memory)| Region {
+                    memory,
+                    gpa: r.gpa,
+                    pages: r.pages,
+                }),
+                notices,
+                stalled: c.stalled.map(|s| (s.tid, s.message)),
+            }
+        });
+        Storage {
+            channel,
+            removed: state.removed,
+            polling: state.polling,
+            stats: state.stats,
+        }
     }
 
     /// Closes the channel (if open), unmapping its rings and region.

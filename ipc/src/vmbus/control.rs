@@ -178,7 +178,7 @@ impl core::fmt::Display for ProtocolError {
 }
 
 /// Where the root's side of a control channel stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostState {
     /// Waiting for `Version`.
     AwaitVersion,
@@ -189,7 +189,7 @@ pub enum HostState {
 }
 
 /// State of one offered channel on the root's side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChannelState {
     /// Offered, not open.
     Offered,
@@ -248,6 +248,34 @@ impl HostControl {
             state: HostState::AwaitVersion,
             offers: table,
         }
+    }
+
+    /// The root's side as it stood when [`HostControl::state`] said
+    /// `state` and [`HostControl::channel`] said `channels[i]` for offer
+    /// `i` (quick migration: a saved child's control channel, rebuilt in
+    /// its new partition). `offers` as for [`HostControl::new`]. `None`
+    /// if the parts cannot have been saved from a control channel:
+    /// `channels` does not name exactly one state per offer, or a channel
+    /// is open before the offers were sent.
+    pub fn resume(
+        offers: &[(Guid, Guid, OfferProperties)],
+        state: HostState,
+        channels: &[ChannelState],
+    ) -> Option<Self> {
+        let mut control = HostControl::new(offers);
+        let count = control.offers.iter().flatten().count();
+        if channels.len() != count {
+            return None;
+        }
+        let open = channels.contains(&ChannelState::Open);
+        if open && state != HostState::Ready {
+            return None;
+        }
+        for ((_, slot), saved) in control.offers.iter_mut().flatten().zip(channels) {
+            *slot = *saved;
+        }
+        control.state = state;
+        Some(control)
     }
 
     /// Where it stands.
@@ -561,6 +589,42 @@ mod tests {
             Ok(HostAction::Close { offer_id: 0 })
         );
         assert_eq!(host.channel(0), Some(ChannelState::Offered));
+    }
+
+    #[test]
+    fn resume_rebuilds_a_saved_control_channel() {
+        let offers = [console_offer(), console_offer()];
+        let mut host = HostControl::new(&offers);
+        host.handle(&ControlMessage::Version { major: 1, minor: 0 }, |_| {})
+            .unwrap();
+        host.handle(&ControlMessage::RequestOffers, |_| {}).unwrap();
+        let open = ControlMessage::Open {
+            offer_id: 1,
+            gpa: 0x20_0000,
+            pages: 4,
+            outbound_pages: 2,
+        };
+        host.handle(&open, |_| {}).unwrap();
+        host.opened(1, Ok((1, 2)));
+        let channels = [host.channel(0).unwrap(), host.channel(1).unwrap()];
+        let resumed = HostControl::resume(&offers, host.state(), &channels).unwrap();
+        assert_eq!(resumed, host);
+        // It goes on from there: offer 1 is open, offer 0 may be opened.
+        let mut again = resumed.clone();
+        assert_eq!(
+            again.handle(&open, |_| {}),
+            Err(ProtocolError::AlreadyOpen(1))
+        );
+        assert_eq!(
+            again.handle(&ControlMessage::Close { offer_id: 1 }, |_| {}),
+            Ok(HostAction::Close { offer_id: 1 })
+        );
+        // Inconsistent parts are refused.
+        use ChannelState::{Offered, Open};
+        assert!(HostControl::resume(&offers, HostState::Ready, &[Open]).is_none());
+        assert!(HostControl::resume(&offers, HostState::Ready, &[Open, Open, Open]).is_none());
+        assert!(HostControl::resume(&offers, HostState::AwaitRequest, &[Offered, Open]).is_none());
+        assert!(HostControl::resume(&offers, HostState::AwaitVersion, &[Offered; 2]).is_some());
     }
 
     #[test]
