@@ -270,6 +270,27 @@ pub fn migration_json(serial: &[String], child: &str) -> Result<String, String> 
     Err(format!("no complete migration statistics for {child}"))
 }
 
+/// Scenario `quick`: the service answered everything across the outage;
+/// the figures of the save.
+fn quick_figures(serial: &[String]) -> Result<(), String> {
+    let find = |what: &str| {
+        serial
+            .iter()
+            .find(|l| l.contains(what))
+            .ok_or(format!("no line with {what:?}"))
+    };
+    let kv = find("[q1] kv: done after")?;
+    if !kv.contains(" 0 errors)") {
+        return Err(format!("key-value errors: {kv}"));
+    }
+    eprintln!(
+        "quick migration figures: {}\n{}\n{kv}",
+        find("root: q1 saved to")?,
+        find("root: q1: migration: blackout")?
+    );
+    Ok(())
+}
+
 /// Scenario `migheavy`: the throttle rose, the passes converged within the
 /// pass limit and the budget.
 fn auto_converge_figures(serial: &[String]) -> Result<(), String> {
@@ -627,7 +648,10 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
             ordered(ended("h1")),
         ]),
         Script::QuickMigrate => out.extend([
-            child_line("q1", "memdirty: 2048 pages, 256 pages/s for 25 s (1024 KiB/s)"),
+            child_line(
+                "q1",
+                "memdirty: 2048 pages, 256 pages/s for 25 s (1024 KiB/s)",
+            ),
             ordered("root: q1 saved to q1.sav ("),
             ordered("root: q1 restored from q1.sav into memory at"),
             any_order("[q1] memdirty: verified 2048 pages after signal 1: 0 bad"),
@@ -1401,7 +1425,8 @@ pub fn all() -> Vec<Case> {
             "continuous SET/GET across the save and restore",
             "10.0.2.20:7000",
             migration_kv_client,
-        ),
+        )
+        .transcript_check("quick migration", quick_figures),
     );
     table.push(case(
         "migration_aborts_leave_the_source_running",

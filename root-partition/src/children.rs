@@ -282,7 +282,6 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                             other.spec.name.as_str(),
                             child.as_str()
                         );
-                        children[index] = Some(other);
                         return Err(Failure::Check("restore"));
                     }
                     Err(e) => {

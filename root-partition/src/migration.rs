@@ -90,6 +90,8 @@ pub struct ChildSource {
     tsc_khz: u64,
     /// A save's extra device records (`crate::quick`).
     pub extras: Option<crate::quick::SaveExtras>,
+    /// vCPUs found halted for good at the pause (not resumed on abort).
+    stopped: Vec<usize>,
 }
 
 /// The duty cycle of the auto-converge throttle.
@@ -111,6 +113,7 @@ impl ChildSource {
             flip_at: 0,
             tsc_khz: u64::from(root.tsc_khz),
             extras: None,
+            stopped: Vec::new(),
         }
     }
 
@@ -126,7 +129,11 @@ impl ChildSource {
             } else {
                 Call::VcpuPause { vcpu: *v }
             };
-            hypercall(&c)?;
+            match hypercall(&c) {
+                // A vCPU halted for good stays so.
+                Ok(_) | Err(Status::InvalidState) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -234,12 +241,20 @@ impl Source for ChildSource {
     }
 
     fn pause(&mut self) -> Result<(), Status> {
+        self.stopped.clear();
         for (i, v) in self.vcpus.iter().enumerate() {
-            if let Err(e) = hypercall(&Call::VcpuPause { vcpu: *v }) {
-                for v in &self.vcpus[..i] {
-                    let _ = hypercall(&Call::VcpuResume { vcpu: *v });
+            match hypercall(&Call::VcpuPause { vcpu: *v }) {
+                Ok(_) => {}
+                // Halted for good (its workload ended): nothing to pause.
+                Err(Status::InvalidState) => self.stopped.push(i),
+                Err(e) => {
+                    for (j, v) in self.vcpus[..i].iter().enumerate() {
+                        if !self.stopped.contains(&j) {
+                            let _ = hypercall(&Call::VcpuResume { vcpu: *v });
+                        }
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
         }
         self.paused = true;
@@ -251,7 +266,10 @@ impl Source for ChildSource {
     fn resume(&mut self) -> Result<(), Status> {
         self.paused = false;
         let mut result = Ok(());
-        for v in &self.vcpus {
+        for (i, v) in self.vcpus.iter().enumerate() {
+            if self.stopped.contains(&i) {
+                continue;
+            }
             if let Err(e) = hypercall(&Call::VcpuResume { vcpu: *v }) {
                 result = Err(e);
             }

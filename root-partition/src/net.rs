@@ -105,7 +105,8 @@ fn on_interrupt(_vector: u8) {
 /// The NIC and its interrupt line.
 pub struct Network {
     nic: Nic,
-    line: SlotHandle,
+    /// Its line's capability; `None` when polled (a shared line).
+    line: Option<SlotHandle>,
     /// Its global system interrupt.
     pub gsi: u32,
     /// Interrupts taken so far.
@@ -117,9 +118,11 @@ impl Network {
     /// the device's status (see `crate::blk` for why in that order).
     fn take_interrupts(&mut self) -> u64 {
         let now = INTERRUPTS.load(Ordering::Acquire);
-        if now != self.taken {
+        if now != self.taken
+            && let Some(line) = self.line
+        {
             self.taken = now;
-            let _ = partition_rt::hypercall(&Call::Acknowledge { slot: self.line });
+            let _ = partition_rt::hypercall(&Call::Acknowledge { slot: line });
             let _ = self.nic.ack_interrupt();
         }
         now
@@ -139,8 +142,22 @@ pub fn probe(info: &BootInfo) -> Result<Option<Network>, String> {
     };
     let mut nic =
         Nic::new(transport, BUFFER).map_err(|e| format!("virtio-net at {location}: {e:?}"))?;
-    let line = virtio::bind_line(info, gsi, VECTOR, on_interrupt, "NIC")?;
-    nic.enable_interrupts();
+    // On a line another device holds, the NIC runs polled (the root polls
+    // it every service pass anyway) and never raises the line.
+    let line = match virtio::line_taken(gsi) {
+        Some(other) => {
+            nic.disable_interrupts();
+            partition_rt::console::print_line(format_args!(
+                "root partition: virtio-net at {location} shares GSI {gsi} with the {other}: polled, without interrupts"
+            ));
+            None
+        }
+        None => {
+            let line = virtio::bind_line(info, gsi, VECTOR, on_interrupt, "NIC")?;
+            nic.enable_interrupts();
+            Some(line)
+        }
+    };
     Ok(Some(Network {
         nic,
         line,

@@ -33,10 +33,11 @@ use alloc::vec::Vec;
 use exfat::File;
 use ipc::boot::cap_kind;
 use ipc::child::CHILD_EVENT_VECTOR;
+use ipc::child::MAX_WORKLOAD;
 use ipc::hypercall::{Call, Name, Rights, SlotHandle, Status};
 use ipc::migration::{DeviceKind, FLAG_SAVED_STATE, HEADER_LEN, Header};
 use partition_rt::hypercall;
-use root_partition::config::{ChildSpec, MAX_WORKLOAD};
+use root_partition::config::ChildSpec;
 use root_partition::layout::Layout;
 use root_partition::migrate::engine::{DeviceOut, Halt};
 use root_partition::migrate::{self, Control, Destination, PAGE, Phase, Policy, Receiver, Stats};
@@ -79,8 +80,8 @@ pub enum QuickError {
     Call(&'static str, Status),
     /// A capability of the child has no role a restore could give again.
     Capability(u16),
-    /// The engine stopped (the child keeps running).
-    Aborted(Box<Stats>),
+    /// The engine stopped (the child keeps running): why, where.
+    Aborted(String),
     /// The file is not a saved state this root can restore.
     Format(String),
     /// No memory for the restored child.
@@ -155,9 +156,15 @@ fn inspect_caps(child: &Child, index: usize) -> Result<Vec<SlotEntry>, QuickErro
             (role::TO_ROOT, 0)
         } else if kind == cap_kind::PORT && own == from_root {
             (role::FROM_ROOT, 0)
-        } else if let Some((ch, _, _)) = channels.iter().find(|c| kind == cap_kind::PORT && c.1 == own) {
+        } else if let Some((ch, _, _)) = channels
+            .iter()
+            .find(|c| kind == cap_kind::PORT && c.1 == own)
+        {
             (role::SIGNAL, *ch as u8)
-        } else if let Some((ch, _, _)) = channels.iter().find(|c| kind == cap_kind::PORT && c.2 == own) {
+        } else if let Some((ch, _, _)) = channels
+            .iter()
+            .find(|c| kind == cap_kind::PORT && c.2 == own)
+        {
             (role::EVENT, *ch as u8)
         } else {
             return Err(QuickError::Capability(i));
@@ -267,7 +274,7 @@ fn decode_luns(mut bytes: &[u8]) -> Result<Vec<(u8, String)>, QuickError> {
             .get(..len)
             .and_then(|p| core::str::from_utf8(p).ok())
             .ok_or(QuickError::Format(String::from("disk record")))?;
-        if usize::from(*lun) >= vsp::storage::MAX_LUNS {
+        if usize::from(*lun) >= ipc::vmbus::storage::MAX_LUNS {
             return Err(QuickError::Format(String::from("disk record LUN")));
         }
         out.push((*lun, String::from(path)));
@@ -352,7 +359,12 @@ impl SaveExtras {
 
 /// Saves `child` (bus `index`) to `path` on the data volume; the child is
 /// paused at the end (the caller destroys it). On failure it runs on.
-pub fn save(root: &Root, child: &Child, index: usize, path: &str) -> Result<(Stats, u64), QuickError> {
+pub fn save(
+    root: &Root,
+    child: &Child,
+    index: usize,
+    path: &str,
+) -> Result<(Stats, u64), QuickError> {
     let volume = crate::storage::volume().ok_or(QuickError::NoVolume)?;
     let caps = encode_caps(&inspect_caps(child, index)?);
     let file = {
@@ -387,7 +399,7 @@ pub fn save(root: &Root, child: &Child, index: usize, path: &str) -> Result<(Sta
         child.spec.name.as_str(),
         FLAG_SAVED_STATE,
     )
-    .map_err(|a| QuickError::Aborted(a.stats))?;
+    .map_err(|a| QuickError::Aborted(alloc::format!("{:?} in {}", a.reason, a.phase.name())))?;
     match transport.finish() {
         Ok(bytes) => Ok((stats, bytes)),
         Err(e) => {
@@ -464,15 +476,20 @@ fn read_header(volume: &DataVolume, file: &File) -> Result<Header, QuickError> {
         }
     }
     let mut bytes = [0u8; HEADER_LEN];
-    let n = volume.lock().read(file, 0, &mut bytes).map_err(QuickError::File)?;
+    let n = volume
+        .lock()
+        .read(file, 0, &mut bytes)
+        .map_err(QuickError::File)?;
     let mut grab = Grab(None);
     let mut decoder = Box::new(ipc::migration::Decoder::new());
     let _ = decoder.feed(&bytes[..n], &mut grab);
-    let header = grab
-        .0
-        .ok_or(QuickError::Format(String::from("not a capvisor saved state")))?;
+    let header = grab.0.ok_or(QuickError::Format(String::from(
+        "not a capvisor saved state",
+    )))?;
     if header.flags & FLAG_SAVED_STATE == 0 {
-        return Err(QuickError::Format(String::from("a migration stream, not a saved state")));
+        return Err(QuickError::Format(String::from(
+            "a migration stream, not a saved state",
+        )));
     }
     Ok(header)
 }
@@ -578,14 +595,21 @@ pub fn restore(root: &Root, path: &str, at: Placement) -> Result<Child, QuickErr
         )?;
         let luns = decode_luns(device(DeviceKind::Storage)?)?;
         let bus = device(DeviceKind::Other(BUS_DEVICE))?.to_vec();
-        let vcpu0 = *vcpus.first().ok_or(QuickError::Format(String::from("no vCPU")))?;
+        let vcpu0 = *vcpus
+            .first()
+            .ok_or(QuickError::Format(String::from("no vCPU")))?;
         // Its capabilities, slot for slot.
         let mut from_root = None;
         let mut channel_slots: [(Option<SlotHandle>, Option<SlotHandle>); 4] = [(None, None); 4];
         for e in &caps {
             match e.role {
                 role::SELF if e.at == child_self => {}
-                role::SELF => return Err(QuickError::Format(alloc::format!("self capability at {:?}", e.at))),
+                role::SELF => {
+                    return Err(QuickError::Format(alloc::format!(
+                        "self capability at {:?}",
+                        e.at
+                    )));
+                }
                 role::TO_ROOT => {
                     crate::children::make_to_root(root, at.index, partition, Some(e.at))?;
                 }
@@ -604,7 +628,7 @@ pub fn restore(root: &Root, path: &str, at: Placement) -> Result<Child, QuickErr
                         Call::CapDelegateAt {
                             slot: port,
                             target: partition,
-                            rights: Rights::from_bits(e.rights).unwrap_or(Rights::BIND),
+                            rights: Rights::from_bits(u64::from(e.rights)).unwrap_or(Rights::BIND),
                             at: e.at,
                         },
                     )?;
@@ -630,7 +654,9 @@ pub fn restore(root: &Root, path: &str, at: Placement) -> Result<Child, QuickErr
             if let (Some(signal), Some(event)) = slots {
                 platform
                     .make_ports_at(channel, Some((*signal, *event)))
-                    .map_err(|_| QuickError::Format(alloc::format!("ports of channel {channel}")))?;
+                    .map_err(|_| {
+                        QuickError::Format(alloc::format!("ports of channel {channel}"))
+                    })?;
             }
         }
         crate::vmbus::restore_bus(name, platform, &bus, &luns)

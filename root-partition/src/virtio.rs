@@ -11,6 +11,8 @@ use virtio_drivers::transport::DeviceType;
 use virtio_drivers::transport::pci::bus::{Command, ConfigurationAccess, DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
 
+use partition_rt::sync::SpinLock;
+
 use crate::arch::dma::RootHal;
 use crate::arch::pci::PortCam;
 
@@ -49,6 +51,22 @@ pub fn find(kind: DeviceType) -> Result<Option<Found>, String> {
     }))
 }
 
+/// Lines bound so far (GSIs), and by what.
+static BOUND: SpinLock<[Option<(u32, &'static str)>; 8]> = SpinLock::new([None; 8]);
+
+/// The device already bound to line `gsi`, if any. The microkernel
+/// programs device lines edge-triggered, so two devices cannot share one:
+/// a second device on a bound line runs polled, without interrupts (QEMU's
+/// `pc` machine under SeaBIOS puts PCI slots 3 and 4 on the same line).
+pub fn line_taken(gsi: u32) -> Option<&'static str> {
+    BOUND
+        .lock()
+        .iter()
+        .flatten()
+        .find(|(g, _)| *g == gsi)
+        .map(|(_, what)| *what)
+}
+
 /// Binds line `gsi` to `vector` on the root's vCPU with `handler`; the
 /// line's capability (to acknowledge it). `what` names the device in errors.
 pub fn bind_line(
@@ -56,7 +74,7 @@ pub fn bind_line(
     gsi: u32,
     vector: u8,
     handler: fn(u8),
-    what: &str,
+    what: &'static str,
 ) -> Result<SlotHandle, String> {
     let cap = |kind: u32, a: Option<u64>| {
         info.caps()
@@ -75,5 +93,8 @@ pub fn bind_line(
         vector,
     })
     .map_err(|e| format!("binding the {what}'s line {gsi}: {e:?}"))?;
+    if let Some(free) = BOUND.lock().iter_mut().find(|b| b.is_none()) {
+        *free = Some((gsi, what));
+    }
     Ok(line)
 }

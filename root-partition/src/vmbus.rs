@@ -171,22 +171,23 @@ impl RootPlatform {
         channel: usize,
         at: Option<(SlotHandle, SlotHandle)>,
     ) -> Result<(SlotHandle, SlotHandle), OpenStatus> {
-        let give = |port: SlotHandle, rights: Rights, at: Option<SlotHandle>, target: SlotHandle| {
-            let c = match at {
-                Some(at) => Call::CapDelegateAt {
-                    slot: port,
-                    target,
-                    rights,
-                    at,
-                },
-                None => Call::CapDelegate {
-                    slot: port,
-                    target,
-                    rights,
-                },
+        let give =
+            |port: SlotHandle, rights: Rights, at: Option<SlotHandle>, target: SlotHandle| {
+                let c = match at {
+                    Some(at) => Call::CapDelegateAt {
+                        slot: port,
+                        target,
+                        rights,
+                        at,
+                    },
+                    None => Call::CapDelegate {
+                        slot: port,
+                        target,
+                        rights,
+                    },
+                };
+                slot(call(c)?[0])
             };
-            slot(call(c)?[0])
-        };
         let vector = self.index * CHANNELS + channel;
         if channel >= CHANNELS || vector >= PORTS.len() {
             return Err(OpenStatus::NoResources);
@@ -822,6 +823,8 @@ pub fn forget(index: usize) {
 }
 
 /// Why a saved bus could not be restored.
+// The fields are read through `Debug` when the failure is printed.
+#[allow(dead_code)]
 #[derive(Debug)]
 pub enum RestoreBusError {
     /// The saved bytes do not decode.
@@ -862,7 +865,9 @@ pub fn restore_bus(
         let mut state = SWITCH.lock();
         let port = 1 + index;
         let _ = state.switch.set_port_mac(port, Some(config.mac));
-        let _ = state.switch.set_port_mtu(port, bus.network_mtu().unwrap_or(config.mtu));
+        let _ = state
+            .switch
+            .set_port_mtu(port, bus.network_mtu().unwrap_or(config.mtu));
         let _ = state.switch.set_port_up(port, true);
     }
     let mut disks = crate::storage::volume().map(|v| Luns::new(&v));
