@@ -22,6 +22,7 @@
 //! - The source is destroyed only after the destination has every page,
 //!   every vCPU state and the bus.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -54,7 +55,7 @@ pub enum MigrateError {
     /// The root has no shared window: the bus could not follow the child.
     NoWindow,
     /// The engine aborted (reason in the statistics).
-    Aborted(Stats),
+    Aborted(Box<Stats>),
     /// The handover failed.
     Handover(&'static str),
 }
@@ -554,7 +555,7 @@ pub fn live(
                     partition: target.partition,
                 });
             }
-            return Err(MigrateError::Aborted(*stats));
+            return Err(MigrateError::Aborted(stats));
         }
     };
     // The source is paused with everything sent: hand over.

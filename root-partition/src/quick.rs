@@ -33,13 +33,15 @@ use alloc::vec::Vec;
 use exfat::File;
 use ipc::boot::cap_kind;
 use ipc::child::CHILD_EVENT_VECTOR;
-use ipc::child::MAX_WORKLOAD;
 use ipc::hypercall::{Call, Name, Rights, SlotHandle, Status};
 use ipc::migration::{DeviceKind, FLAG_SAVED_STATE, HEADER_LEN, Header};
 use partition_rt::hypercall;
-use root_partition::config::ChildSpec;
 use root_partition::layout::Layout;
 use root_partition::migrate::engine::{DeviceOut, Halt};
+use root_partition::migrate::saved::{
+    BUS_DEVICE, CAPS_DEVICE, SPEC_DEVICE, SlotEntry, decode_caps, decode_luns, decode_spec,
+    encode_caps, encode_luns, encode_spec, role,
+};
 use root_partition::migrate::{self, Control, Destination, PAGE, Phase, Policy, Receiver, Stats};
 
 use crate::arch;
@@ -47,25 +49,8 @@ use crate::children::{Child, Root};
 use crate::migration::{ChildSource, Tsc};
 use crate::storage::DataVolume;
 
-/// Device record: the capability layout.
-const CAPS_DEVICE: u8 = 0x80;
-/// Device record: the root's side of the VMBus.
-const BUS_DEVICE: u8 = 0x81;
-/// Device record: the child's specification.
-const SPEC_DEVICE: u8 = 0x82;
-/// Bytes of one capability entry.
-const CAP_ENTRY: usize = 10;
 /// File bytes written per volume write.
 const FILE_CHUNK: usize = 256 << 10;
-
-/// A slot's role, as saved.
-mod role {
-    pub const SELF: u8 = 0;
-    pub const TO_ROOT: u8 = 1;
-    pub const FROM_ROOT: u8 = 2;
-    pub const SIGNAL: u8 = 3;
-    pub const EVENT: u8 = 4;
-}
 
 /// Why a save or a restore failed.
 // The fields are read through `Debug` when the failure is printed.
@@ -84,6 +69,8 @@ pub enum QuickError {
     Aborted(String),
     /// The file is not a saved state this root can restore.
     Format(String),
+    /// A device record of the file is malformed.
+    Record(root_partition::migrate::saved::SavedError),
     /// No memory for the restored child.
     NoMemory,
 }
@@ -115,15 +102,6 @@ fn call(what: &'static str, c: Call) -> Result<[u64; 3], QuickError> {
 
 fn handle(raw: u64) -> Result<SlotHandle, QuickError> {
     SlotHandle::from_raw(raw).map_err(|s| QuickError::Call("slot", s))
-}
-
-/// One saved slot.
-#[derive(Clone, Copy, Debug)]
-struct SlotEntry {
-    at: SlotHandle,
-    role: u8,
-    channel: u8,
-    rights: u32,
 }
 
 /// The roles of the child's capabilities, from `CapInspect` and the
@@ -177,113 +155,6 @@ fn inspect_caps(child: &Child, index: usize) -> Result<Vec<SlotEntry>, QuickErro
         });
     }
     Ok(entries)
-}
-
-fn encode_caps(entries: &[SlotEntry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.len() * CAP_ENTRY);
-    for e in entries {
-        out.extend_from_slice(&e.at.index.to_le_bytes());
-        out.extend_from_slice(&e.at.generation.to_le_bytes());
-        out.push(e.role);
-        out.push(e.channel);
-        out.extend_from_slice(&e.rights.to_le_bytes());
-    }
-    out
-}
-
-fn decode_caps(bytes: &[u8]) -> Result<Vec<SlotEntry>, QuickError> {
-    if !bytes.len().is_multiple_of(CAP_ENTRY) {
-        return Err(QuickError::Format(String::from("capability record length")));
-    }
-    bytes
-        .chunks(CAP_ENTRY)
-        .map(|c| {
-            let e = SlotEntry {
-                at: SlotHandle {
-                    index: u16::from_le_bytes([c[0], c[1]]),
-                    generation: u16::from_le_bytes([c[2], c[3]]),
-                },
-                role: c[4],
-                channel: c[5],
-                rights: u32::from_le_bytes([c[6], c[7], c[8], c[9]]),
-            };
-            if e.at.index >= 256 || e.role > role::EVENT || usize::from(e.channel) >= 4 {
-                return Err(QuickError::Format(alloc::format!("capability entry {e:?}")));
-            }
-            Ok(e)
-        })
-        .collect()
-}
-
-fn encode_spec(spec: &ChildSpec) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&spec.workload);
-    for a in spec.args {
-        out.extend_from_slice(&a.to_le_bytes());
-    }
-    out.push(spec.priority);
-    out.push(spec.cpu.map_or(0xff, |c| c as u8));
-    out
-}
-
-fn decode_spec(bytes: &[u8], name: Name, memory: u64, vcpus: u32) -> Result<ChildSpec, QuickError> {
-    let bad = || QuickError::Format(String::from("specification record"));
-    if bytes.len() != MAX_WORKLOAD + 32 + 2 {
-        return Err(bad());
-    }
-    let mut workload = [0u8; MAX_WORKLOAD];
-    workload.copy_from_slice(&bytes[..MAX_WORKLOAD]);
-    let mut args = [0u64; 4];
-    for (i, a) in args.iter_mut().enumerate() {
-        let at = MAX_WORKLOAD + i * 8;
-        *a = u64::from_le_bytes(bytes[at..at + 8].try_into().map_err(|_| bad())?);
-    }
-    let (priority, cpu) = (bytes[MAX_WORKLOAD + 32], bytes[MAX_WORKLOAD + 33]);
-    if priority > ipc::hypercall::MAX_PRIORITY {
-        return Err(bad());
-    }
-    Ok(ChildSpec {
-        name,
-        memory,
-        vcpus,
-        workload,
-        args,
-        cpu: (cpu != 0xff).then_some(u32::from(cpu)),
-        priority,
-        disks: [None; root_partition::config::MAX_BOOT_DISKS],
-    })
-}
-
-fn encode_luns(luns: &[(u8, String)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (lun, path) in luns {
-        let bytes = path.as_bytes();
-        let len = bytes.len().min(255);
-        out.push(*lun);
-        out.push(len as u8);
-        out.extend_from_slice(&bytes[..len]);
-    }
-    out
-}
-
-fn decode_luns(mut bytes: &[u8]) -> Result<Vec<(u8, String)>, QuickError> {
-    let mut out = Vec::new();
-    while let [lun, len, rest @ ..] = bytes {
-        let len = usize::from(*len);
-        let path = rest
-            .get(..len)
-            .and_then(|p| core::str::from_utf8(p).ok())
-            .ok_or(QuickError::Format(String::from("disk record")))?;
-        if usize::from(*lun) >= ipc::vmbus::storage::MAX_LUNS {
-            return Err(QuickError::Format(String::from("disk record LUN")));
-        }
-        out.push((*lun, String::from(path)));
-        bytes = &rest[len..];
-    }
-    if !bytes.is_empty() {
-        return Err(QuickError::Format(String::from("disk record")));
-    }
-    Ok(out)
 }
 
 /// The stream into a file on the volume, in large writes.
@@ -586,14 +457,16 @@ pub fn restore(root: &Root, path: &str, at: Placement) -> Result<Child, QuickErr
                 .map(|(_, b)| b.as_slice())
                 .ok_or(QuickError::Format(alloc::format!("no {kind:?} record")))
         };
-        let caps = decode_caps(device(DeviceKind::Other(CAPS_DEVICE))?)?;
+        let caps =
+            decode_caps(device(DeviceKind::Other(CAPS_DEVICE))?).map_err(QuickError::Record)?;
         let spec = decode_spec(
             device(DeviceKind::Other(SPEC_DEVICE))?,
             name,
             memory,
             u32::from(header.vcpus),
-        )?;
-        let luns = decode_luns(device(DeviceKind::Storage)?)?;
+        )
+        .map_err(QuickError::Record)?;
+        let luns = decode_luns(device(DeviceKind::Storage)?).map_err(QuickError::Record)?;
         let bus = device(DeviceKind::Other(BUS_DEVICE))?.to_vec();
         let vcpu0 = *vcpus
             .first()

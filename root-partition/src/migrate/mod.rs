@@ -17,6 +17,7 @@
 pub mod engine;
 pub mod policy;
 pub mod receive;
+pub mod saved;
 pub mod sim;
 pub mod stats;
 
