@@ -273,11 +273,13 @@ fn destination_equals_source_after_dirty_passes() {
 
 #[test]
 fn pass_limit_is_honoured() {
-    // The guest dirties 40 pages at every fetch: never converges.
+    // The guest dirties 40 pages at every fetch: never converges (and
+    // is not throttled here).
     let mut src = Fake::new(256, hot(256), 0, 40);
     let policy = Policy {
         downtime_budget_ns: 0,
         blackout_overhead_ns: 0,
+        throttle_initial_percent: 0,
         ..Policy::default()
     };
     let (r, t) = run(&mut src, &policy);
