@@ -103,6 +103,9 @@ pub enum Script {
     /// Scenario `quick`: q1 (memdirty + key-value service) saved to a file
     /// and restored while a host client talks to it.
     QuickMigrate,
+    /// Scenario `migdisk`: d2 saved and restored, d1 migrated live, both
+    /// in the middle of their disk I/O; both patterns intact.
+    MigrateDisks,
     /// Scenario `migabort`: two failed migrations (destination destroyed
     /// mid-copy, abort in the blackout) leave m1 running and intact; a
     /// third succeeds.
@@ -660,6 +663,26 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
             any_order(", 0 bad pages, 1 signals"),
             any_order(ended("q1")),
         ]),
+        Script::MigrateDisks => {
+            use ipc::disk::WROTE;
+            out.extend([
+                lun("d1", 0, "alpha.vhd", SECTORS_32M, false),
+                lun("d2", 0, "beta.vhd", SECTORS_32M, false),
+                ordered("root: d2 saved to d2.sav ("),
+                ordered("root: d2 restored from d2.sav into memory at"),
+                ordered("root: d1 migrated: running from"),
+                any_order(ChildConsoleLine {
+                    child: "d2",
+                    line: &verified(WROTE, 16384, 1024).to_string(),
+                }),
+                any_order(ChildConsoleLine {
+                    child: "d1",
+                    line: &verified(WROTE, 16384, 4096).to_string(),
+                }),
+                any_order(ended("d1")),
+                any_order(ended("d2")),
+            ]);
+        }
         Script::MigrateAbort => out.extend([
             child_line(
                 "m1",
@@ -1074,6 +1097,7 @@ pub fn markers_with_order(script: Script) -> Vec<(String, bool)> {
         | Script::Migrate
         | Script::MigrateHeavy
         | Script::QuickMigrate
+        | Script::MigrateDisks
         | Script::MigrateAbort => scenario_markers(script),
         other => markers(other).into_iter().map(ordered).collect(),
     }
@@ -1214,6 +1238,15 @@ fn disks_on_host(disk: &std::path::Path) -> Result<(), String> {
             1280 * 512 + at
         ));
     }
+    base_intact(disk)
+}
+
+/// After scenario `migdisk`: what d1 and d2 wrote across the live
+/// migration and the save/restore is in their VHDs, byte for byte.
+fn migdisk_on_host(disk: &std::path::Path) -> Result<(), String> {
+    crate::runner::check_volume(disk)?;
+    pattern_in(disk, "alpha.vhd", 0xd1d1, 4096 * 512, 16384 * 512)?;
+    pattern_in(disk, "beta.vhd", 0xd2d2, 1024 * 512, 16384 * 512)?;
     base_intact(disk)
 }
 
@@ -1427,6 +1460,16 @@ pub fn all() -> Vec<Case> {
             migration_kv_client,
         )
         .transcript_check("quick migration", quick_figures),
+    );
+    table.push(
+        case(
+            "migration_in_the_middle_of_disk_io",
+            machine(2, "EPYC", Bios, true),
+            "scenario=migdisk",
+            Script::MigrateDisks,
+            Kernel(Success),
+        )
+        .host_check("both patterns in their VHDs", migdisk_on_host),
     );
     table.push(case(
         "migration_aborts_leave_the_source_running",

@@ -173,11 +173,13 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
             Action::Migrate {
                 child,
                 after_frames,
+                after_requests,
                 after_ms,
                 abort,
             } => {
                 let index = position(&children, child)?;
                 wait_serving(|| crate::vmbus::frames_received(index) >= after_frames);
+                wait_served(&children, index, after_requests)?;
                 let_time_pass(after_ms * u64::from(root.tsc_khz));
                 let mut moved = children[index].ok_or(Failure::Missing("child"))?;
                 let base = place(&root, &children, moved.spec.memory).ok_or(Failure::NoMemory)?;
@@ -211,9 +213,11 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
             Action::Save {
                 child,
                 file,
+                after_requests,
                 after_ms,
             } => {
                 let index = position(&children, child)?;
+                wait_served(&children, index, after_requests)?;
                 let_time_pass(after_ms * u64::from(root.tsc_khz));
                 let saved = children[index].ok_or(Failure::Missing("child"))?;
                 let (name, path) = (child.as_str(), alloc::format!("/{}", file.as_str()));

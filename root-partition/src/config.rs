@@ -144,18 +144,23 @@ pub enum Action {
         child: Name,
         /// Frames its network adapter must have received first (0: none).
         after_frames: u64,
+        /// Requests its storage controller must have served first (0: none).
+        after_requests: u64,
         /// Milliseconds to wait then.
         after_ms: u64,
         /// Where to abort, if at all.
         abort: Option<AbortAt>,
     },
     /// Save a running child to a file on the data volume (it is destroyed
-    /// then), `after_ms` milliseconds after the previous action.
+    /// then), once its storage controller served `after_requests` requests
+    /// and `after_ms` milliseconds passed.
     Save {
         /// The child.
         child: Name,
         /// The file.
         file: DiskName,
+        /// Requests its storage controller must have served first.
+        after_requests: u64,
         /// Milliseconds to wait first.
         after_ms: u64,
     },
@@ -327,7 +332,7 @@ fn hot(
     })
 }
 
-/// `save CHILD FILE [after=MS]` or `restore CHILD FILE [after=MS]`.
+/// `save CHILD FILE [requests=N] [after=MS]` or `restore CHILD FILE [after=MS]`.
 fn save_restore(
     keyword: &str,
     words: core::str::SplitWhitespace<'_>,
@@ -337,10 +342,11 @@ fn save_restore(
     let mut words = words;
     let child = name(words.next().ok_or(bad)?).ok_or(bad)?;
     let file = DiskName::new(words.next().ok_or(bad)?).ok_or(bad)?;
-    let mut after_ms = 0;
+    let (mut after_ms, mut after_requests) = (0, 0);
     for word in words {
         match word.split_once('=').ok_or(ConfigError::Unknown(line))? {
             ("after", v) => after_ms = number(v).ok_or(bad)?,
+            ("requests", v) if keyword == "save" => after_requests = number(v).ok_or(bad)?,
             _ => return Err(ConfigError::Unknown(line)),
         }
     }
@@ -348,6 +354,7 @@ fn save_restore(
         Action::Save {
             child,
             file,
+            after_requests,
             after_ms,
         }
     } else {
@@ -359,15 +366,16 @@ fn save_restore(
     })
 }
 
-/// `migrate CHILD [frames=N] [after=MS] [abort=destination|blackout]`.
+/// `migrate CHILD [frames=N] [requests=N] [after=MS] [abort=destination|blackout]`.
 fn migrate(words: core::str::SplitWhitespace<'_>, line: usize) -> Result<Action, ConfigError> {
     let bad = ConfigError::BadValue(line);
     let mut words = words;
     let child = name(words.next().ok_or(bad)?).ok_or(bad)?;
-    let (mut after_frames, mut after_ms, mut abort) = (0, 0, None);
+    let (mut after_frames, mut after_requests, mut after_ms, mut abort) = (0, 0, 0, None);
     for word in words {
         match word.split_once('=').ok_or(ConfigError::Unknown(line))? {
             ("frames", v) => after_frames = number(v).ok_or(bad)?,
+            ("requests", v) => after_requests = number(v).ok_or(bad)?,
             ("after", v) => after_ms = number(v).ok_or(bad)?,
             ("abort", "destination") => abort = Some(AbortAt::Destination),
             ("abort", "blackout") => abort = Some(AbortAt::Blackout),
@@ -378,6 +386,7 @@ fn migrate(words: core::str::SplitWhitespace<'_>, line: usize) -> Result<Action,
     Ok(Action::Migrate {
         child,
         after_frames,
+        after_requests,
         after_ms,
         abort,
     })
@@ -488,7 +497,7 @@ destroy p1
     #[test]
     fn parses_migrations() {
         let text = "scenario m\nchild a workload=memdirty vcpus=2 memory=64M\nmigrate a\n\
-                    migrate a frames=20 after=1500 abort=destination\nmigrate a abort=blackout\n";
+                    migrate a frames=20 after=1500 abort=destination\nmigrate a requests=7 abort=blackout\n";
         let actions: Vec<Action> = scenario(text, "m").unwrap().actions().collect();
         let a = Name::new("a");
         assert_eq!(
@@ -497,24 +506,27 @@ destroy p1
                 Action::Migrate {
                     child: a,
                     after_frames: 0,
+                    after_requests: 0,
                     after_ms: 0,
                     abort: None
                 },
                 Action::Migrate {
                     child: a,
                     after_frames: 20,
+                    after_requests: 0,
                     after_ms: 1500,
                     abort: Some(AbortAt::Destination)
                 },
                 Action::Migrate {
                     child: a,
                     after_frames: 0,
+                    after_requests: 7,
                     after_ms: 0,
                     abort: Some(AbortAt::Blackout)
                 },
             ]
         );
-        let text = "scenario q\nsave a a.sav after=500\nrestore a a.sav\n";
+        let text = "scenario q\nsave a a.sav after=500 requests=3\nrestore a a.sav\n";
         let actions: Vec<Action> = scenario(text, "q").unwrap().actions().collect();
         let file = DiskName::new("a.sav").unwrap();
         assert_eq!(
@@ -523,6 +535,7 @@ destroy p1
                 Action::Save {
                     child: a,
                     file,
+                    after_requests: 3,
                     after_ms: 500
                 },
                 Action::Restore {
@@ -540,6 +553,7 @@ destroy p1
             "save a",
             "save a ../x",
             "restore a x.sav at=1",
+            "restore a x.sav requests=1",
         ] {
             let text = format!("scenario m\n{bad}\n");
             assert!(scenario(&text, "m").is_err(), "{bad}");
