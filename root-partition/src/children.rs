@@ -62,7 +62,9 @@ pub enum Failure {
     Check(&'static str),
 }
 
-fn call(what: &'static str, c: Call) -> Result<[u64; 3], Failure> {
+/// Makes a hypercall (through the scratch page when the microkernel writes
+/// into the caller's memory); a failure names the call.
+pub fn call(what: &'static str, c: Call) -> Result<[u64; 3], Failure> {
     let result = if partition_rt::hypercall::writes_caller_memory(&c) {
         arch::buffer_hypercall(&c)
     } else {
@@ -71,7 +73,8 @@ fn call(what: &'static str, c: Call) -> Result<[u64; 3], Failure> {
     result.map_err(|s| Failure::Call(what, s))
 }
 
-fn handle(raw: u64) -> Result<SlotHandle, Failure> {
+/// A slot handle from a result register.
+pub fn handle(raw: u64) -> Result<SlotHandle, Failure> {
     SlotHandle::from_raw(raw).map_err(|s| Failure::Call("slot", s))
 }
 

@@ -37,7 +37,7 @@ use root_partition::migrate::{
 };
 
 use crate::arch;
-use crate::children::{Child, Root};
+use crate::children::{Child, Root, call, handle};
 
 macro_rules! println {
     ($($arg:tt)*) => {
@@ -60,17 +60,13 @@ pub enum MigrateError {
     Handover(&'static str),
 }
 
-fn call(what: &'static str, c: Call) -> Result<[u64; 3], MigrateError> {
-    let result = if partition_rt::hypercall::writes_caller_memory(&c) {
-        arch::buffer_hypercall(&c)
-    } else {
-        hypercall(&c)
-    };
-    result.map_err(|s| MigrateError::Setup(what, s))
-}
-
-fn handle(raw: u64) -> Result<SlotHandle, MigrateError> {
-    SlotHandle::from_raw(raw).map_err(|s| MigrateError::Setup("slot", s))
+impl From<crate::children::Failure> for MigrateError {
+    fn from(f: crate::children::Failure) -> Self {
+        match f {
+            crate::children::Failure::Call(what, status) => MigrateError::Setup(what, status),
+            _ => MigrateError::Handover("setup"),
+        }
+    }
 }
 
 /// The child being migrated or saved, through hypercalls.

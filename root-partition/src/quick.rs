@@ -45,7 +45,7 @@ use root_partition::migrate::saved::{
 use root_partition::migrate::{self, Control, Destination, PAGE, Phase, Policy, Receiver, Stats};
 
 use crate::arch;
-use crate::children::{Child, Root};
+use crate::children::{Child, Root, call, handle};
 use crate::migration::{ChildSource, Tsc};
 use crate::storage::DataVolume;
 
@@ -89,19 +89,6 @@ pub fn saved_memory(path: &str) -> Result<u64, QuickError> {
     let volume = crate::storage::volume().ok_or(QuickError::NoVolume)?;
     let file = volume.lock().open(path).map_err(QuickError::File)?;
     Ok(read_header(&volume, &file)?.pages * 4096)
-}
-
-fn call(what: &'static str, c: Call) -> Result<[u64; 3], QuickError> {
-    let result = if partition_rt::hypercall::writes_caller_memory(&c) {
-        arch::buffer_hypercall(&c)
-    } else {
-        hypercall(&c)
-    };
-    result.map_err(|s| QuickError::Call(what, s))
-}
-
-fn handle(raw: u64) -> Result<SlotHandle, QuickError> {
-    SlotHandle::from_raw(raw).map_err(|s| QuickError::Call("slot", s))
 }
 
 /// The roles of the child's capabilities, from `CapInspect` and the

@@ -296,8 +296,20 @@ pub fn attach(
     bus.set_network_polling(true);
     // One network signal decision per service pass (`service_all`).
     bus.set_network_deferred_signals(true);
-    let index = platform.index;
     let disks = crate::storage::volume().map(|v| Luns::new(&v));
+    install(name, bus, platform, disks);
+    Ok(ports)
+}
+
+/// Makes `bus` child `platform.index`'s, with its disks (and a bounce
+/// buffer for them).
+fn install(
+    name: Name,
+    bus: ChildBus<SharedRingMemory>,
+    platform: RootPlatform,
+    disks: Option<Luns<DataDisk>>,
+) {
+    let index = platform.index;
     let bounce = if disks.is_some() {
         vec![0; vsp::storage::BOUNCE_BYTES]
     } else {
@@ -310,7 +322,6 @@ pub fn attach(
         disks,
         bounce,
     });
-    Ok(ports)
 }
 
 /// What a bus reports: console lines, channels opened and closed.
@@ -878,18 +889,7 @@ pub fn restore_bus(
         d.attach(*lun, path)
             .map_err(|e| RestoreBusError::Disk(*lun, e))?;
     }
-    let bounce = if disks.is_some() {
-        vec![0; vsp::storage::BOUNCE_BYTES]
-    } else {
-        Vec::new()
-    };
-    BUSES.lock()[index] = Some(Bus {
-        name,
-        bus,
-        platform,
-        disks,
-        bounce,
-    });
+    install(name, bus, platform, disks);
     Ok(())
 }
 

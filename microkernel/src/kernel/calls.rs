@@ -262,14 +262,14 @@ impl Kernel {
                 slot,
                 target,
                 rights,
-            } => self.cap_delegate(m, caller, slot, target, rights),
+            } => self.cap_delegate(m, caller, slot, target, rights, None),
             Call::CapClone { source, target } => self.cap_clone(m, caller, source, target),
             Call::CapDelegateAt {
                 slot,
                 target,
                 rights,
                 at,
-            } => self.cap_delegate_at(m, caller, slot, target, rights, at),
+            } => self.cap_delegate(m, caller, slot, target, rights, Some(at)),
             Call::CapInspect { partition, index } => self.cap_inspect(caller, partition, index),
             Call::CapRevoke { slot } => {
                 let cap = self
@@ -798,13 +798,18 @@ impl Kernel {
         }
     }
 
-    fn cap_delegate(
+    /// `CapDelegate` (into the lowest free slot) and `CapDelegateAt`
+    /// (`at`: into that empty slot of a partition other than the caller,
+    /// which takes its generation).
+    #[allow(clippy::too_many_arguments)] // One per register of the call.
+    pub(super) fn cap_delegate(
         &mut self,
         m: &mut impl Machine,
         caller: ObjectId,
         slot: SlotHandle,
         target: SlotHandle,
         rights: Rights,
+        at: Option<SlotHandle>,
     ) -> CallResult {
         let source = self
             .objects
@@ -823,9 +828,27 @@ impl Kernel {
         if t.state == RunState::Dying {
             return Err(Status::InvalidState);
         }
-        self.free_slots(t_cap.object, 1)?;
+        match at {
+            None => self.free_slots(t_cap.object, 1)?,
+            Some(_) if t_cap.object == caller => return Err(Status::InvalidArgument),
+            Some(at) => match t.cspace.slot(at.index as usize) {
+                None => return Err(Status::InvalidSlot),
+                Some((_, Some(_))) => return Err(Status::InvalidState),
+                Some((_, None)) => {}
+            },
+        }
         let copy = self.new_cap(source.object, source.kind, rights, Some(source.id));
-        let handle = self.insert_cap(t_cap.object, copy)?;
+        let handle = match at {
+            None => self.insert_cap(t_cap.object, copy)?,
+            Some(at) => {
+                self.objects
+                    .partition_mut(t_cap.object)
+                    .ok_or(Status::StaleSlot)?
+                    .cspace
+                    .place(at.index as usize, at.generation, Some(copy))?;
+                at
+            }
+        };
         if source.kind == ObjectKind::IoPorts {
             self.refresh_io_permissions(m, t_cap.object);
         }

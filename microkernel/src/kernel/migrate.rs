@@ -52,54 +52,6 @@ impl Kernel {
         done([copied as u64, 0, 0])
     }
 
-    /// `CapDelegateAt`: `CapDelegate` into slot `at` (empty) of `target`,
-    /// which takes `at`'s generation.
-    pub(super) fn cap_delegate_at(
-        &mut self,
-        m: &mut impl Machine,
-        caller: ObjectId,
-        slot: SlotHandle,
-        target: SlotHandle,
-        rights: Rights,
-        at: SlotHandle,
-    ) -> CallResult {
-        let source = self
-            .objects
-            .partition(caller)
-            .ok_or(Status::InvalidSlot)?
-            .cspace
-            .lookup(slot)?;
-        if !source.rights.contains(Rights::GRANT) || !source.rights.contains(rights) {
-            return Err(Status::InsufficientRights);
-        }
-        let t_cap = self.cap(caller, target, ObjectKind::Partition, Rights::CONTROL)?;
-        if t_cap.object == caller {
-            return Err(Status::InvalidArgument);
-        }
-        let t = self
-            .objects
-            .partition(t_cap.object)
-            .ok_or(Status::StaleSlot)?;
-        if t.state == RunState::Dying {
-            return Err(Status::InvalidState);
-        }
-        match t.cspace.slot(at.index as usize) {
-            None => return Err(Status::InvalidSlot),
-            Some((_, Some(_))) => return Err(Status::InvalidState),
-            Some((_, None)) => {}
-        }
-        let copy = self.new_cap(source.object, source.kind, rights, Some(source.id));
-        self.objects
-            .partition_mut(t_cap.object)
-            .ok_or(Status::StaleSlot)?
-            .cspace
-            .place(at.index as usize, at.generation, Some(copy))?;
-        if source.kind == ObjectKind::IoPorts {
-            self.refresh_io_permissions(m, t_cap.object);
-        }
-        done([at.raw(), 0, 0])
-    }
-
     /// `CapInspect`: slot `index` of a partition's space as (generation,
     /// kind), rights, and the caller's own slot naming the same object.
     pub(super) fn cap_inspect(
