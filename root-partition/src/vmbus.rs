@@ -536,15 +536,25 @@ pub fn service_all() -> usize {
 /// it opened one, and keeps the bus (its pages stay mapped until destroy).
 pub fn drain(index: usize) {
     let mut buses = BUSES.lock();
+    // Bounded: a stopped child adds nothing, so this ends when its rings
+    // are empty. The switch forwards meanwhile: while the child's port
+    // queue is full its provider reads no more sends (back-pressure), so
+    // without forwarding its last frames would stay unread.
+    for _ in 0..100_000 {
+        let Some(Some(entry)) = buses.get_mut(index) else {
+            return;
+        };
+        let own = service_one(entry);
+        let queued = SWITCH.lock().switch.queued(1 + index);
+        if own == 0 && queued == 0 {
+            break;
+        }
+        switch_frames(&mut buses);
+        buses.iter_mut().flatten().for_each(flush_network);
+    }
     let Some(Some(entry)) = buses.get_mut(index) else {
         return;
     };
-    // Bounded: a stopped child adds nothing, so this ends when its rings are empty.
-    for _ in 0..100_000 {
-        if service_one(entry) == 0 {
-            break;
-        }
-    }
     let stats = entry.bus.console_stats();
     let signals = u64::from(SIGNALS[index * CHANNELS + 1].load(Ordering::Acquire));
     let child = entry.name.as_str();
