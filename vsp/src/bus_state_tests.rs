@@ -891,8 +891,11 @@ fn the_codec_refuses_what_it_did_not_write() {
     assert_eq!(BusState::decode(&bytes[..n]).as_ref(), Ok(&state));
     assert_eq!(BusState::decode(&[]), Err(DecodeError::Empty));
     let mut other = bytes;
-    other[0] = 2;
-    assert_eq!(BusState::decode(&other[..n]), Err(DecodeError::Version(2)));
+    // Version 1 (before batches) is another layout.
+    other[0] = 1;
+    assert_eq!(BusState::decode(&other[..n]), Err(DecodeError::Version(1)));
+    other[0] = 3;
+    assert_eq!(BusState::decode(&other[..n]), Err(DecodeError::Version(3)));
     assert_eq!(
         BusState::decode(&bytes[..n + 1]),
         Err(DecodeError::TrailingBytes)
@@ -994,6 +997,16 @@ fn the_largest_state_fits_max_encoded() {
         stats: storage_stats,
     };
     let max = u64::MAX;
+    let big_entry = ipc::vmbus::network::FrameEntry {
+        offset: u32::MAX,
+        len: u32::MAX,
+        flags: u8::MAX,
+    };
+    fn full_batch<T: Copy + Default>(item: T) -> ipc::vmbus::network::Batch<T> {
+        let mut b = ipc::vmbus::network::Batch::new();
+        while b.push(item).is_ok() {}
+        b
+    }
     state.network = NetworkState {
         channel: Some(NetworkChannelState {
             rings,
@@ -1004,14 +1017,18 @@ fn the_largest_state_fits_max_encoded() {
             }),
             mtu: Some(u16::MAX),
             posted,
+            // The largest reply: a full `ReceiveBatch`.
             stalled: Some(NetworkStalled {
                 tid: max,
-                message: ipc::vmbus::network::HostMessage::Receive {
-                    status: NetStatus::TooManyPosted,
-                    offset: u32::MAX,
-                    len: u32::MAX,
-                    flags: u8::MAX,
+                message: ipc::vmbus::network::HostMessage::ReceiveBatch {
+                    entries: full_batch(big_entry),
                 },
+            }),
+            version: u16::MAX,
+            pending_send: Some(crate::bus_state::NetworkPendingSend {
+                tid: max,
+                entries: full_batch(big_entry),
+                statuses: full_batch(NetStatus::TooManyPosted),
             }),
             link_pending: true,
         }),

@@ -148,6 +148,13 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
                 }
                 sent += 1;
             }
+            // The last batch.
+            for _ in 0..RETRY_YIELDS {
+                if adapter.flush().is_ok() {
+                    break;
+                }
+                adapter.wait();
+            }
             let cycles = partition_rt::rdtsc().wrapping_sub(start);
             println!(
                 "{}",
