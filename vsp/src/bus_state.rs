@@ -22,11 +22,11 @@ use core::fmt;
 
 use ipc::vmbus::close::ChannelName;
 use ipc::vmbus::control::{ChannelState, HostState, MAX_RING_PAGES, OpenStatus};
+pub use ipc::vmbus::list::List;
 use ipc::vmbus::network::{self, HEADER_BYTES, MAX_MTU, MAX_POSTED, MIN_MTU};
 use ipc::vmbus::ring::RingError;
 use ipc::vmbus::storage::PAGE_BYTES;
 use ipc::vmbus::storage::{self, MAX_LUNS};
-pub use ipc::vmbus::list::List;
 use serde::{Deserialize, Serialize};
 
 use crate::bus::ConsoleStats;

@@ -33,8 +33,8 @@ use ipc::vmbus::memory::RingMemory;
 use ipc::vmbus::network::{
     Areas, Batch, BufferEntry, FrameEntry, GrantStatus, GuestMessage, HEADER_BYTES, HostMessage,
     MAX_BATCH_MESSAGE, MAX_POSTED, Mac, PAGE_BYTES, PROTOCOL_VERSION, STATUS_COUNT, Status,
-    VERSION_BATCH, VERSION_SINGLE, check_frame, check_frame_len, check_grant,
-    check_receive_buffer, check_source, negotiate_mtu,
+    VERSION_BATCH, VERSION_SINGLE, check_frame, check_frame_len, check_grant, check_receive_buffer,
+    check_source, negotiate_mtu,
 };
 use ipc::vmbus::packet::{self, KIND_MESSAGE};
 use ipc::vmbus::ring::Sent;
@@ -705,8 +705,14 @@ impl<M: RingMemory> Network<M> {
                                 entries,
                                 statuses: Batch::new(),
                             };
-                            if run_batch(c, self.config, &mut pending, sink, scratch, &mut self.stats)
-                            {
+                            if run_batch(
+                                c,
+                                self.config,
+                                &mut pending,
+                                sink,
+                                scratch,
+                                &mut self.stats,
+                            ) {
                                 Some(HostMessage::SendCompleteBatch {
                                     statuses: pending.statuses,
                                 })
@@ -863,7 +869,15 @@ fn run_batch<M: RingMemory, S: FrameSink + ?Sized>(
             return false;
         }
         stats.sends += 1;
-        let status = transmit(c, config, entry.offset, entry.len, entry.flags, sink, scratch);
+        let status = transmit(
+            c,
+            config,
+            entry.offset,
+            entry.len,
+            entry.flags,
+            sink,
+            scratch,
+        );
         if status == Status::Ok {
             stats.send_bytes += u64::from(entry.len);
         }

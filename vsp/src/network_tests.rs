@@ -1354,3 +1354,233 @@ fn frames_go_straight_into_the_sinks_memory_and_are_checked_there() {
         status: Status::Dropped
     }));
 }
+
+impl<'a> World<'a> {
+    /// A client that negotiated the batch messages.
+    fn started_batched(&self, mtu: u16) -> NetworkClient<AtomicRingMemory<'a>> {
+        self.open();
+        let mut client = self.client();
+        client.grant(|| {}, || self.pump(), PATIENCE).unwrap();
+        assert_eq!(
+            client.negotiate(|| {}, || self.pump(), PATIENCE),
+            Ok(ipc::vmbus::network::VERSION_BATCH)
+        );
+        client.init(mtu, || {}, || self.pump(), PATIENCE).unwrap();
+        client.post_all(|| {}).unwrap();
+        self.service();
+        assert_eq!(
+            client.poll(|| {}),
+            Ok(Some(NetworkEvent::Link { up: true }))
+        );
+        client
+    }
+}
+
+#[test]
+fn batches_carry_sixteen_frames_per_message_each_way() {
+    let w = words();
+    let world = World::new(AtomicRingMemory::new(&w), config(MAC_A, 1500));
+    let mut client = world.started_batched(1500);
+    let (send_slots, receive_slots) = client.slots();
+    assert_eq!(world.root.borrow().bus.network_posted(), receive_slots);
+    // Posting every receive slot took ceil(n / 16) messages (plus grant,
+    // negotiate, init).
+    let packets_before = world.stats().batches;
+    let frames: Vec<Vec<u8>> = (0..send_slots)
+        .map(|i| frame(Mac::BROADCAST, MAC_A, 60 + i * 35, i as u8))
+        .collect();
+    let mut tags = Vec::new();
+    for f in &frames {
+        tags.push(client.send(f, 0, || {}).unwrap());
+    }
+    client.flush_sends(|| {}).unwrap();
+    assert_eq!(
+        world.service(),
+        send_slots.div_ceil(16),
+        "one packet per 16 sends"
+    );
+    let sent: Vec<Vec<u8>> = world.sent().into_iter().map(|(f, _)| f).collect();
+    assert_eq!(sent, frames, "in order, byte for byte");
+    let mut done: Vec<u64> = events(&mut client)
+        .into_iter()
+        .map(|e| match e {
+            NetworkEvent::SendComplete {
+                tag,
+                status: Status::Ok,
+            } => tag,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    done.sort_unstable();
+    tags.sort_unstable();
+    assert_eq!(done, tags);
+    assert_eq!(client.in_flight(), 0);
+    assert_eq!(world.stats().sends, send_slots as u64);
+    assert_eq!(world.stats().completions, send_slots as u64);
+    assert!(world.stats().batches > packets_before);
+    // Root to child: 20 frames announced in two `ReceiveBatch`es (16, then
+    // 4 at the flush), read, then their buffers posted again in batches.
+    for i in 0..20 {
+        world
+            .deliver(&frame(MAC_A, HOST, 100 + i, i as u8), 0)
+            .unwrap();
+    }
+    {
+        let mut root = world.root.borrow_mut();
+        let Root { bus, platform, .. } = &mut *root;
+        bus.network_flush(platform, |_| {});
+    }
+    let mut buf = [0u8; 1514];
+    for i in 0..20 {
+        let (n, _) = client.receive_frame(&mut buf, || {}).unwrap().unwrap();
+        assert_eq!(buf[..n], frame(MAC_A, HOST, 100 + i, i as u8)[..]);
+    }
+    assert_eq!(client.receive_frame(&mut buf, || {}), Ok(None));
+    assert_eq!(client.posted(), receive_slots, "all posted again");
+    world.service();
+    assert_eq!(world.root.borrow().bus.network_posted(), receive_slots);
+    assert_eq!(world.stats().received, 20);
+    assert_eq!(world.stats().errors(), 0);
+}
+
+#[test]
+fn hostile_batches_are_checked_entry_by_entry() {
+    use ipc::vmbus::network::{Batch, BufferEntry, FrameEntry};
+    let w = words();
+    let world = World::new(AtomicRingMemory::new(&w), config(MAC_A, 1500));
+    let client = world.started_batched(1500);
+    drop(client);
+    let (mut tx, mut rx) = world.raw();
+    let _ = drain(&mut rx);
+    // A good frame, a spoofed one, one outside the send area, a runt, bad flags.
+    let good = frame(Mac::BROADCAST, MAC_A, 100, 1);
+    let spoofed = frame(Mac::BROADCAST, MAC_B, 100, 2);
+    let region = world.region();
+    region.write(0, &good);
+    region.write(2048, &spoofed);
+    let mut entries = Batch::new();
+    for e in [
+        FrameEntry {
+            offset: 0,
+            len: 100,
+            flags: 0,
+        },
+        FrameEntry {
+            offset: 2048,
+            len: 100,
+            flags: 0,
+        },
+        FrameEntry {
+            offset: u32::MAX - 10,
+            len: 100,
+            flags: 0,
+        },
+        FrameEntry {
+            offset: 0,
+            len: 13,
+            flags: 0,
+        },
+        FrameEntry {
+            offset: 0,
+            len: 100,
+            flags: 0x80,
+        },
+    ] {
+        entries.push(e).unwrap();
+    }
+    raw_send(&mut tx, 77, &GuestMessage::SendBatch { entries });
+    // An empty batch is malformed.
+    raw_send(
+        &mut tx,
+        78,
+        &GuestMessage::SendBatch {
+            entries: Batch::new(),
+        },
+    );
+    // A receive batch with one bad buffer posts nothing.
+    let mut buffers = Batch::new();
+    buffers
+        .push(BufferEntry {
+            offset: 0,
+            len: 1536,
+        })
+        .unwrap();
+    buffers
+        .push(BufferEntry {
+            offset: u32::MAX,
+            len: 1536,
+        })
+        .unwrap();
+    raw_send(
+        &mut tx,
+        79,
+        &GuestMessage::PostReceiveBatch { entries: buffers },
+    );
+    let posted = world.root.borrow().bus.network_posted();
+    world.service();
+    assert_eq!(world.root.borrow().bus.network_posted(), posted);
+    let sent: Vec<Vec<u8>> = world.sent().into_iter().map(|(f, _)| f).collect();
+    assert_eq!(sent, [good], "only the good frame reaches the wire");
+    let mut statuses = Batch::new();
+    for s in [
+        Status::Ok,
+        Status::SpoofedSource,
+        Status::BadBuffer,
+        Status::Runt,
+        Status::BadFlags,
+    ] {
+        statuses.push(s).unwrap();
+    }
+    assert_eq!(
+        drain(&mut rx),
+        [
+            (77, HostMessage::SendCompleteBatch { statuses }),
+            (
+                78,
+                HostMessage::SendComplete {
+                    status: Status::Malformed
+                }
+            ),
+            (
+                79,
+                HostMessage::Receive {
+                    status: Status::BadBuffer,
+                    offset: 0,
+                    len: 0,
+                    flags: 0
+                }
+            ),
+        ]
+    );
+}
+
+#[test]
+fn batches_before_negotiation_are_malformed() {
+    use ipc::vmbus::network::{Batch, FrameEntry};
+    let w = words();
+    let world = World::new(AtomicRingMemory::new(&w), config(MAC_A, 1500));
+    let client = world.started(1500);
+    drop(client);
+    let (mut tx, mut rx) = world.raw();
+    let _ = drain(&mut rx);
+    let mut entries = Batch::new();
+    entries
+        .push(FrameEntry {
+            offset: 0,
+            len: 100,
+            flags: 0,
+        })
+        .unwrap();
+    raw_send(&mut tx, 5, &GuestMessage::SendBatch { entries });
+    world.service();
+    assert!(world.sent().is_empty());
+    assert_eq!(
+        drain(&mut rx),
+        [(
+            5,
+            HostMessage::SendComplete {
+                status: Status::Malformed
+            }
+        )]
+    );
+}

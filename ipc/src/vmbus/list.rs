@@ -115,4 +115,3 @@ impl<'de, T: Copy + Default + Deserialize<'de>, const N: usize> Deserialize<'de>
         deserializer.deserialize_seq(ListVisitor::<T, N>(PhantomData))
     }
 }
-
