@@ -121,6 +121,8 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
                     Err(_) => break,
                 }
             }
+            // The last echoes (sends go out in batches).
+            let _ = adapter.flush();
             println!(
                 "{}",
                 FramesServed {
