@@ -838,6 +838,50 @@ fn every_inconsistency_is_a_restore_error_and_nothing_stays_mapped() {
         }),
         Err(RestoreError::LinkPending)
     );
+    // Network protocol version and a pending `SendBatch`.
+    let entry = ipc::vmbus::network::FrameEntry {
+        offset: 0,
+        len: 100,
+        flags: 0,
+    };
+    let pending = |entries: usize, done: usize| {
+        let mut p = crate::bus_state::NetworkPendingSend {
+            tid: 9,
+            entries: ipc::vmbus::network::Batch::new(),
+            statuses: ipc::vmbus::network::Batch::new(),
+        };
+        for _ in 0..entries {
+            p.entries.push(entry).unwrap();
+        }
+        for _ in 0..done {
+            p.statuses.push(NetStatus::Ok).unwrap();
+        }
+        Some(p)
+    };
+    for version in [0, 3, u16::MAX] {
+        assert_eq!(
+            case(&|s| network(s).version = version),
+            Err(RestoreError::Batch)
+        );
+    }
+    assert_eq!(case(&|s| network(s).version = 2), Ok(()));
+    for (version, entries, done) in [(2, 0, 0), (2, 3, 3), (1, 3, 1)] {
+        assert_eq!(
+            case(&|s| {
+                network(s).version = version;
+                network(s).pending_send = pending(entries, done);
+            }),
+            Err(RestoreError::Batch),
+            "{version} {entries} {done}"
+        );
+    }
+    assert_eq!(
+        case(&|s| {
+            network(s).version = 2;
+            network(s).pending_send = pending(3, 1);
+        }),
+        Ok(())
+    );
 
     // The platform refuses, or gives too little: what was mapped before
     // is unmapped (checked by `restore_with`).

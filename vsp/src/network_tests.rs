@@ -1584,3 +1584,63 @@ fn batches_before_negotiation_are_malformed() {
         )]
     );
 }
+
+#[test]
+fn a_batch_larger_than_the_port_queue_waits_and_loses_nothing() {
+    let w = words();
+    let world = World::new(AtomicRingMemory::new(&w), config(MAC_A, 1500));
+    let mut switch: Box<Switch<2, 4>> = Box::default();
+    for port in 0..2 {
+        switch.set_port_up(port, true).unwrap();
+    }
+    switch.set_port_mac(1, Some(MAC_A)).unwrap();
+    let mut client = world.started_batched(1500);
+    let frames: Vec<Vec<u8>> = (0..16)
+        .map(|i| frame(HOST, MAC_A, 100 + i, i as u8))
+        .collect();
+    let tags: Vec<u64> = frames
+        .iter()
+        .map(|f| client.send(f, 0, || {}).unwrap())
+        .collect();
+    // A full batch goes out at once; a single send behind it.
+    assert_eq!(client.queued_sends(), 0);
+    let last = frame(HOST, MAC_A, 300, 99);
+    client.send(&last, 0, || {}).unwrap();
+    client.flush_sends(|| {}).unwrap();
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut passes = 0;
+    let mut done = Vec::new();
+    while done.len() < 17 {
+        passes += 1;
+        assert!(passes < 20, "stuck");
+        world.service_into(&mut switch, 1);
+        let state = world.root.borrow().bus.save();
+        let pending = state.network.channel.unwrap().pending_send;
+        if let Some(p) = pending {
+            // Four per pass (the queue), the rest kept, nothing read behind it.
+            assert_eq!(p.entries.len(), 16);
+            assert_eq!(p.statuses.len() % 4, 0);
+            assert_eq!(world.stats().sends as usize, p.statuses.len());
+        }
+        while switch.drain(|_, f, _| {
+            out.push(f.to_vec());
+            true
+        }) > 0
+        {}
+        while let Some(e) = client.poll(|| {}).unwrap() {
+            match e {
+                NetworkEvent::SendComplete {
+                    tag,
+                    status: Status::Ok,
+                } => done.push(tag),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(passes, 5, "16 frames four at a time, then the single send");
+    let mut expected = frames.clone();
+    expected.push(last);
+    assert_eq!(out, expected, "in order, none dropped");
+    assert_eq!(done[..16], tags[..]);
+    assert_eq!(switch.counters(1).rx_frames, 17);
+}
