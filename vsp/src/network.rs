@@ -9,7 +9,10 @@
 //! - A send is read from the region only after `check_frame` accepted
 //!   it, and handed on only after its source MAC proved to be the one the
 //!   root assigned; every `Send` (and every payload that does not decode)
-//!   gets exactly one `SendComplete` with its transaction id.
+//!   gets exactly one `SendComplete` with its transaction id, every
+//!   `SendBatch` (each entry checked like a `Send`) exactly one
+//!   `SendCompleteBatch`. A batch the sink cannot take whole waits
+//!   (`pending_send`) and no further packet is read until it is done.
 //! - The region is read and written only through its [`RingMemory`]
 //!   (bounds-safe) and only inside ranges `check_frame` /
 //!   `check_receive_buffer` accepted; it is mapped at most once per

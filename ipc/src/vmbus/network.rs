@@ -18,6 +18,14 @@
 //!                                      <-   SendComplete{status} (tid = s)
 //!                                      <-   Receive{status, offset, len, flags} (tid = t)
 //!                                      <-   LinkState{up} (tid 0)
+//!
+//! version 2 (batches, up to MAX_BATCH entries per message):
+//! Negotiate{version: 2}                ->
+//!                                      <-   Negotiated{version}
+//! PostReceiveBatch{[offset, len]}      ->   (all queued, or one Receive error)
+//! SendBatch{[offset, len, flags]} (s)  ->
+//!                                      <-   SendCompleteBatch{[status]} (tid = s)
+//!                                      <-   ReceiveBatch{[offset, len, flags]} (tid 0)
 //! ```
 //!
 //! # Invariants
@@ -30,7 +38,11 @@
 //!   ([`check_receive_buffer`]); the root writes only inside it.
 //! - Every `Send` gets exactly one `SendComplete` and every `PostReceive`
 //!   exactly one `Receive` (a frame, or the buffer back with an error
-//!   status), each carrying the request's transaction id.
+//!   status), each carrying the request's transaction id. At version 2
+//!   every `SendBatch` gets exactly one `SendCompleteBatch` (one status
+//!   per entry, each entry checked like a `Send`), a `PostReceiveBatch` is
+//!   queued whole or refused whole, and filled buffers come back in
+//!   `ReceiveBatch`es named by offset.
 
 use serde::{Deserialize, Serialize};
 
