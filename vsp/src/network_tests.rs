@@ -1448,8 +1448,7 @@ fn hostile_batches_are_checked_entry_by_entry() {
     use ipc::vmbus::network::{Batch, BufferEntry, FrameEntry};
     let w = words();
     let world = World::new(AtomicRingMemory::new(&w), config(MAC_A, 1500));
-    let client = world.started_batched(1500);
-    drop(client);
+    let _client = world.started_batched(1500);
     let (mut tx, mut rx) = world.raw();
     let _ = drain(&mut rx);
     // A good frame, a spoofed one, one outside the send area, a runt, bad flags.
@@ -1559,8 +1558,7 @@ fn batches_before_negotiation_are_malformed() {
     use ipc::vmbus::network::{Batch, FrameEntry};
     let w = words();
     let world = World::new(AtomicRingMemory::new(&w), config(MAC_A, 1500));
-    let client = world.started(1500);
-    drop(client);
+    let _client = world.started(1500);
     let (mut tx, mut rx) = world.raw();
     let _ = drain(&mut rx);
     let mut entries = Batch::new();
