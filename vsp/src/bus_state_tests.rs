@@ -1101,6 +1101,8 @@ fn the_largest_state_fits_max_encoded() {
             signals_from_child: max,
             signals_to_child: max,
             batches: max,
+            packets_from_child: max,
+            packets_to_child: max,
         },
     };
     state.console.channel = Some(rings);

@@ -162,6 +162,10 @@ pub struct NetworkStats {
     pub signals_to_child: u64,
     /// Service passes that read at least one packet.
     pub batches: u64,
+    /// Packets read from the child (messages, whatever they carry).
+    pub packets_from_child: u64,
+    /// Messages published to the child.
+    pub packets_to_child: u64,
 }
 
 impl NetworkStats {
@@ -273,6 +277,8 @@ impl<M: RingMemory> Network<M> {
                 signals_from_child: 0,
                 signals_to_child: 0,
                 batches: 0,
+                packets_from_child: 0,
+                packets_to_child: 0,
             },
         }
     }
@@ -642,6 +648,7 @@ impl<M: RingMemory> Network<M> {
                 };
                 *handled += 1;
                 read_any = true;
+                self.stats.packets_from_child += 1;
                 let tid = packet.header.transaction_id.get();
                 let reply = match packet::decode::<GuestMessage>(&packet) {
                     Err(_) => {
@@ -810,6 +817,7 @@ fn send<M: RingMemory>(
         .map_err(CloseReason::Ring)?
     {
         Sent::Written { .. } => {
+            stats.packets_to_child += 1;
             match message {
                 HostMessage::SendComplete { status } => {
                     stats.completions += 1;
