@@ -106,9 +106,18 @@ impl Adapter {
             REGION_PAGES / 2,
         );
         let mut adapter_wait = WaitState { seen: 0 };
-        let (mtu, mac) = client
-            .start(mtu, signal, || adapter_wait.wait(&inbound), WAIT_PATIENCE)
+        // Grant, batch messages (`Negotiate`), MTU, then every receive
+        // slot posted (in batches).
+        client
+            .grant(signal, || adapter_wait.wait(&inbound), WAIT_PATIENCE)
             .map_err(OpenError::Client)?;
+        client
+            .negotiate(signal, || adapter_wait.wait(&inbound), WAIT_PATIENCE)
+            .map_err(OpenError::Client)?;
+        let (mtu, mac) = client
+            .init(mtu, signal, || adapter_wait.wait(&inbound), WAIT_PATIENCE)
+            .map_err(OpenError::Client)?;
+        client.post_all(signal).map_err(OpenError::Client)?;
         // Poll while busy: the root signals only once the adapter asked
         // for it, just before it sleeps (`Adapter::wait`).
         client.set_polling(true).map_err(OpenError::Client)?;
@@ -155,6 +164,12 @@ impl Adapter {
         Err(last)
     }
 
+    /// Gives the root the frames [`Adapter::send_frame`] queued (sends
+    /// go out in batches; a poll, a wait or a full batch sends them too).
+    pub fn flush(&mut self) -> Result<(), NetworkClientError> {
+        self.client.flush_sends(signal)
+    }
+
     /// The next frame for this child, copied into `out` (at most its first
     /// `out.len()` bytes), its buffer posted again: the frame's length.
     pub fn receive(&mut self, out: &mut [u8]) -> Result<Option<usize>, NetworkClientError> {
@@ -165,6 +180,8 @@ impl Adapter {
     /// for the root's signal first, and stops asking once awake (while it
     /// works, the adapter polls and the root need not signal).
     pub fn wait(&mut self) {
+        // Whatever is queued goes to the root before the sleep.
+        let _ = self.client.flush_sends(signal);
         if self.client.arm_signal() == Ok(true) {
             WaitState { seen: 0 }.wait(&self.inbound);
         }
@@ -219,6 +236,8 @@ impl phy::TxToken for Tx<'_> {
                 _ => break,
             }
         }
+        // One frame at a time from smoltcp: out at once.
+        let _ = self.0.flush_sends(signal);
         result
     }
 }

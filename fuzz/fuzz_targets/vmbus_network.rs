@@ -1,7 +1,9 @@
 //! Fuzz target: the root's network device (`vsp::network` behind
 //! `vsp::bus`) after a real handshake opened the network channel, fed
 //! arbitrary child packets (any kind, flags, transaction id, payload) and
-//! structured ones with arbitrary offsets, lengths and flags, frames the
+//! structured ones with arbitrary offsets, lengths and flags (single
+//! messages, `Negotiate`, `SendBatch` and `PostReceiveBatch` of up to
+//! `MAX_BATCH` entries), frames the
 //! child writes into its send area, frames the root delivers, link
 //! changes and service passes, with the child's sends going through the
 //! virtual switch (`vsp::switch`) and back to the child.
@@ -17,7 +19,9 @@ use std::sync::atomic::AtomicU64;
 
 use ipc::vmbus::control::{NETWORK_CLASS, OpenStatus};
 use ipc::vmbus::memory::{AtomicRingMemory, RingMemory};
-use ipc::vmbus::network::{GuestMessage, MAX_FRAME, Mac, source};
+use ipc::vmbus::network::{
+    Batch, BufferEntry, FrameEntry, GuestMessage, MAX_BATCH, MAX_FRAME, Mac, source,
+};
 use ipc::vmbus::packet;
 use ipc::vmbus::ring::{self, Consumer, Producer, Recv};
 use libfuzzer_sys::fuzz_target;
@@ -148,11 +152,12 @@ fuzz_target!(|input: &[u8]| {
     while op_count < input.len() {
         op_count += 1;
         let op = next();
-        let mut scratch = [0u8; 64];
+        let mut scratch = [0u8; 512];
         match op % 10 {
             0..=1 => {
                 let tid = u64::from(next());
-                let len = usize::from(next() % 48);
+                // Up to 255 bytes: single messages and batches.
+                let len = usize::from(next());
                 let payload: Vec<u8> = (0..len).map(|_| next()).collect();
                 let (kind, flags) = if op % 10 == 1 {
                     (u16::from(next()), u16::from(next()))
@@ -173,14 +178,37 @@ fuzz_target!(|input: &[u8]| {
                         offset: word(next(), next()) * 4,
                         len: word(next(), next()) >> (next() % 4),
                     },
-                    _ => match next() % 3 {
+                    _ => match next() % 6 {
                         0 => GuestMessage::GrantBuffers { gpa: 16 * PAGE as u64, pages: 16, send_pages: 4 },
                         1 => GuestMessage::GrantBuffers {
                             gpa: u64::from(next()) * PAGE as u64,
                             pages: u32::from(next()),
                             send_pages: u32::from(next()),
                         },
-                        _ => GuestMessage::Init { mtu: u16::from(next()) << 6, mac: Mac([next(); 6]) },
+                        2 => GuestMessage::Init { mtu: u16::from(next()) << 6, mac: Mac([next(); 6]) },
+                        3 => GuestMessage::Negotiate { version: u16::from(next() % 4) },
+                        4 => {
+                            // Up to MAX_BATCH frames, each like a `Send`.
+                            let mut entries = Batch::new();
+                            for _ in 0..next() % (MAX_BATCH as u8 + 1) {
+                                let _ = entries.push(FrameEntry {
+                                    offset: word(next(), next()) * (u32::from(next() % 4) + 1),
+                                    len: word(next(), next()) >> (next() % 8),
+                                    flags: next() % 4,
+                                });
+                            }
+                            GuestMessage::SendBatch { entries }
+                        }
+                        _ => {
+                            let mut entries = Batch::new();
+                            for _ in 0..next() % (MAX_BATCH as u8 + 1) {
+                                let _ = entries.push(BufferEntry {
+                                    offset: word(next(), next()) * 4,
+                                    len: word(next(), next()) >> (next() % 4),
+                                });
+                            }
+                            GuestMessage::PostReceiveBatch { entries }
+                        }
                     },
                 };
                 let encoded = packet::encode(&message, &mut scratch).unwrap();

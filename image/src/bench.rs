@@ -276,6 +276,30 @@ pub fn network() -> Result<Vec<String>> {
             .find(|l| l.contains(&format!("root: {child} network:")))
             .and_then(|l| Some((number_after(l, "signals:")?, number_after(l, " in,")?)))
     };
+    // Messages on each child's network channel: (from it, to it, frames).
+    let messages = |child: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(&format!("root: {child} network messages:")))
+            .and_then(|l| {
+                Some((
+                    number_after(l, "messages:")?,
+                    number_after(l, " in,")?,
+                    number_after(l, "out (")?,
+                ))
+            })
+    };
+    let per_frame = |m: Option<(u64, u64, u64)>| {
+        m.map_or_else(
+            || "?".to_string(),
+            |(i, o, f)| {
+                format!(
+                    "{i} in, {o} out for {f} frames: {:.2} per frame",
+                    (i + o) as f64 / f.max(1) as f64
+                )
+            },
+        )
+    };
     let (Some(sent), Some(received), Some(root), Some(sender), Some(receiver)) = (
         find("sender"),
         find("receiver"),
@@ -308,6 +332,11 @@ pub fn network() -> Result<Vec<String>> {
             receiver.1,
             receiver.0,
             per_signal(received.0, sender.0 + sender.1 + receiver.0 + receiver.1),
+        ),
+        format!(
+            "network bench: messages: sender {}; receiver {}",
+            per_frame(messages("s1")),
+            per_frame(messages("s2")),
         ),
     ];
     for line in &out {

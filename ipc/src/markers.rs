@@ -730,6 +730,31 @@ impl fmt::Display for NetworkSummary<'_> {
     }
 }
 
+/// `root: CHILD network messages: M in, N out (F frames)`: packets the
+/// child sent on its network channel and messages the root sent it, and
+/// the frames it sent and received (`cargo image bench` divides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetworkMessages<'a> {
+    /// The child.
+    pub child: &'a str,
+    /// Packets read from the child.
+    pub from_child: u64,
+    /// Messages sent to the child.
+    pub to_child: u64,
+    /// Frames the child sent plus frames delivered to it.
+    pub frames: u64,
+}
+
+impl fmt::Display for NetworkMessages<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: {} network messages: {} in, {} out ({} frames)",
+            self.child, self.from_child, self.to_child, self.frames
+        )
+    }
+}
+
 /// Command-line word: after the scenario, the root pushes the network
 /// benchmark's frames through its switch itself (`cargo image bench`).
 pub const BENCH_NETWORK: &str = "bench=network";

@@ -604,6 +604,15 @@ pub fn drain(index: usize) {
                 signals_to: network.signals_to_child,
             }
         );
+        println!(
+            "{}",
+            markers::NetworkMessages {
+                child,
+                from_child: network.packets_from_child,
+                to_child: network.packets_to_child,
+                frames: network.sends + network.received,
+            }
+        );
     }
     if let Some(disks) = entry.disks.as_mut()
         && let Err(e) = disks.flush_all()

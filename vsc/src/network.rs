@@ -24,8 +24,9 @@
 
 use ipc::vmbus::memory::RingMemory;
 use ipc::vmbus::network::{
-    GrantStatus, GuestMessage, HEADER_BYTES, HostMessage, MAX_MESSAGE, MAX_POSTED, Mac, PAGE_BYTES,
-    SEND_FLAGS, Status, check_frame_len,
+    Batch, BufferEntry, FrameEntry, GrantStatus, GuestMessage, HEADER_BYTES, HostMessage,
+    MAX_BATCH, MAX_BATCH_MESSAGE, MAX_POSTED, Mac, PAGE_BYTES, PROTOCOL_VERSION, SEND_FLAGS,
+    Status, VERSION_BATCH, VERSION_SINGLE, check_frame_len,
 };
 use ipc::vmbus::packet::{self, KIND_MESSAGE};
 use ipc::vmbus::ring::{Consumer, Producer, Recv, RingError, Sent};
@@ -145,6 +146,22 @@ pub struct NetworkClient<M: RingMemory> {
     receive_count: usize,
     sequence: u64,
     stats: NetworkClientStats,
+    /// The protocol version the root answered (`VERSION_SINGLE` until
+    /// [`NetworkClient::negotiate`]).
+    version: u16,
+    negotiated: Option<u16>,
+    /// Per send slot: the transaction id of the message that sent it (its
+    /// batch's, or its own tag), and its index in that batch.
+    send_batch: [(u64, u8); MAX_SEND_SLOTS],
+    /// Sends queued but not yet in a message ([`NetworkClient::flush_sends`]).
+    tx_batch: Batch<FrameEntry>,
+    tx_batch_tid: u64,
+    /// Per receive slot: the transaction id of the message that posted it.
+    post_tid: [u64; MAX_RECEIVE_SLOTS],
+    /// Events of a batch message not yet handed out.
+    queued: [Option<NetworkEvent>; MAX_BATCH],
+    queued_head: usize,
+    queued_len: usize,
 }
 
 impl<M: RingMemory> NetworkClient<M> {
@@ -180,6 +197,15 @@ impl<M: RingMemory> NetworkClient<M> {
             receive_count: 0,
             sequence: 0,
             stats: NetworkClientStats::default(),
+            version: VERSION_SINGLE,
+            negotiated: None,
+            send_batch: [(0, 0); MAX_SEND_SLOTS],
+            tx_batch: Batch::new(),
+            tx_batch_tid: 0,
+            post_tid: [0; MAX_RECEIVE_SLOTS],
+            queued: [None; MAX_BATCH],
+            queued_head: 0,
+            queued_len: 0,
         }
     }
 
@@ -265,7 +291,7 @@ impl<M: RingMemory> NetworkClient<M> {
         message: &GuestMessage,
         signal: &mut impl FnMut(),
     ) -> Result<(), NetworkClientError> {
-        let mut scratch = [0u8; 2 * MAX_MESSAGE];
+        let mut scratch = [0u8; MAX_BATCH_MESSAGE + 64];
         let bytes =
             packet::encode(message, &mut scratch).map_err(|_| NetworkClientError::BadLength)?;
         match self
@@ -310,7 +336,7 @@ impl<M: RingMemory> NetworkClient<M> {
         &mut self,
         signal: &mut impl FnMut(),
     ) -> Result<Option<Option<NetworkEvent>>, NetworkClientError> {
-        let mut buf = [0u8; 2 * MAX_MESSAGE];
+        let mut buf = [0u8; MAX_BATCH_MESSAGE + 64];
         let (tid, message) = match self
             .rx
             .try_recv(&mut buf)
@@ -342,17 +368,91 @@ impl<M: RingMemory> NetworkClient<M> {
                 self.link_event = Some(up);
                 None
             }
+            HostMessage::Negotiated { version } => {
+                self.negotiated = Some(version);
+                None
+            }
             HostMessage::SendComplete { status } => {
-                let slot = self
-                    .send_slots
-                    .get_mut((tid % MAX_SEND_SLOTS as u64) as usize)
-                    .filter(|s| **s == Some(tid))
-                    .ok_or(NetworkClientError::BadMessage)?;
-                *slot = None;
-                if status != Status::Ok {
-                    self.stats.send_errors += 1;
+                // One send, or every send of a batch refused as a whole.
+                let mut first = None;
+                for slot in 0..MAX_SEND_SLOTS {
+                    let Some(tag) = self.send_slots[slot] else {
+                        continue;
+                    };
+                    if self.send_batch[slot].0 != tid || self.queued_slot(slot) {
+                        continue;
+                    }
+                    self.send_slots[slot] = None;
+                    if status != Status::Ok {
+                        self.stats.send_errors += 1;
+                    }
+                    let event = NetworkEvent::SendComplete { tag, status };
+                    if first.is_none() {
+                        first = Some(event);
+                    } else {
+                        self.queue(event);
+                    }
                 }
-                Some(NetworkEvent::SendComplete { tag: tid, status })
+                Some(first.ok_or(NetworkClientError::BadMessage)?)
+            }
+            HostMessage::SendCompleteBatch { statuses } => {
+                let n = statuses.len();
+                let mut seen = 0u64;
+                for slot in 0..MAX_SEND_SLOTS {
+                    if self.send_slots[slot].is_some()
+                        && self.send_batch[slot].0 == tid
+                        && !self.queued_slot(slot)
+                    {
+                        let index = usize::from(self.send_batch[slot].1);
+                        if index >= n || seen & (1 << index) != 0 {
+                            return Err(NetworkClientError::BadMessage);
+                        }
+                        seen |= 1 << index;
+                    }
+                }
+                if n == 0 || seen.count_ones() as usize != n {
+                    return Err(NetworkClientError::BadMessage);
+                }
+                let mut events = [None; MAX_BATCH];
+                for slot in 0..MAX_SEND_SLOTS {
+                    if let Some(tag) = self.send_slots[slot]
+                        && self.send_batch[slot].0 == tid
+                        && !self.queued_slot(slot)
+                    {
+                        let index = usize::from(self.send_batch[slot].1);
+                        let status = statuses.as_slice()[index];
+                        if status != Status::Ok {
+                            self.stats.send_errors += 1;
+                        }
+                        self.send_slots[slot] = None;
+                        events[index] = Some(NetworkEvent::SendComplete { tag, status });
+                    }
+                }
+                for event in events.into_iter().flatten() {
+                    self.queue(event);
+                }
+                self.dequeue()
+            }
+            HostMessage::ReceiveBatch { entries } => {
+                if entries.is_empty() {
+                    return Err(NetworkClientError::BadMessage);
+                }
+                for e in entries.as_slice() {
+                    let index = self.receive_index(e.offset).ok();
+                    let slot = index
+                        .and_then(|i| self.receive_slots.get_mut(i))
+                        .filter(|s| **s == Receive::Posted)
+                        .filter(|_| e.len <= self.slot_bytes)
+                        .ok_or(NetworkClientError::BadMessage)?;
+                    *slot = Receive::Filled;
+                    self.stats.received += 1;
+                    self.queue(NetworkEvent::Received {
+                        offset: e.offset,
+                        len: e.len,
+                        flags: e.flags,
+                    });
+                }
+                self.dequeue()
             }
             HostMessage::Receive {
                 status,
@@ -379,7 +479,13 @@ impl<M: RingMemory> NetworkClient<M> {
                     self.stats.received += 1;
                     Some(NetworkEvent::Received { offset, len, flags })
                 } else {
-                    *slot = Receive::Idle;
+                    // Every buffer of the message that posted it (a
+                    // `PostReceiveBatch` is refused as a whole).
+                    for i in 0..self.receive_count {
+                        if self.receive_slots[i] == Receive::Posted && self.post_tid[i] == tid {
+                            self.receive_slots[i] = Receive::Idle;
+                        }
+                    }
                     Some(NetworkEvent::Returned { offset, status })
                 }
             }
@@ -393,9 +499,16 @@ impl<M: RingMemory> NetworkClient<M> {
         &mut self,
         mut signal: impl FnMut(),
     ) -> Result<Option<NetworkEvent>, NetworkClientError> {
+        match self.flush_sends(&mut signal) {
+            Ok(()) | Err(NetworkClientError::Full) => {}
+            Err(e) => return Err(e),
+        }
         loop {
             if let Some(up) = self.link_event.take() {
                 return Ok(Some(NetworkEvent::Link { up }));
+            }
+            if let Some(event) = self.dequeue() {
+                return Ok(Some(event));
             }
             match self.receive(&mut signal)? {
                 None => return Ok(None),
@@ -494,6 +607,9 @@ impl<M: RingMemory> NetworkClient<M> {
     /// returns how many were posted (stops early, without error, when the
     /// ring is full).
     pub fn post_all(&mut self, mut signal: impl FnMut()) -> Result<usize, NetworkClientError> {
+        if self.version >= VERSION_BATCH {
+            return self.post_batches(&mut signal);
+        }
         let mut posted = 0;
         for index in 0..self.receive_count {
             if self.receive_slots[index] != Receive::Idle {
@@ -515,7 +631,136 @@ impl<M: RingMemory> NetworkClient<M> {
         };
         self.send_message(RECEIVE_TAG + index as u64, &message, signal)?;
         self.receive_slots[index] = Receive::Posted;
+        self.post_tid[index] = RECEIVE_TAG + index as u64;
         Ok(())
+    }
+
+    /// Posts the idle receive slots in `PostReceiveBatch`es of up to
+    /// [`MAX_BATCH`]; how many (stops early, without error, when the ring
+    /// is full).
+    fn post_batches(&mut self, signal: &mut impl FnMut()) -> Result<usize, NetworkClientError> {
+        let mut posted = 0;
+        let mut index = 0;
+        while index < self.receive_count {
+            let mut entries = Batch::new();
+            let mut slots = [0usize; MAX_BATCH];
+            while index < self.receive_count && entries.len() < MAX_BATCH {
+                if self.receive_slots[index] == Receive::Idle {
+                    slots[entries.len()] = index;
+                    let _ = entries.push(BufferEntry {
+                        offset: index as u32 * self.slot_bytes,
+                        len: self.slot_bytes,
+                    });
+                }
+                index += 1;
+            }
+            if entries.is_empty() {
+                break;
+            }
+            let tid = RECEIVE_TAG + slots[0] as u64;
+            let n = entries.len();
+            match self.send_message(tid, &GuestMessage::PostReceiveBatch { entries }, signal) {
+                Ok(()) => {}
+                Err(NetworkClientError::Full) => break,
+                Err(e) => return Err(e),
+            }
+            for &slot in &slots[..n] {
+                self.receive_slots[slot] = Receive::Posted;
+                self.post_tid[slot] = tid;
+            }
+            posted += n;
+        }
+        Ok(posted)
+    }
+
+    /// Asks the root for the batch messages ([`VERSION_BATCH`]) and waits
+    /// for its answer (before any send, like [`NetworkClient::grant`]):
+    /// from then on sends are queued and go out [`MAX_BATCH`] to a
+    /// `SendBatch` ([`NetworkClient::flush_sends`]), receive slots are
+    /// posted in `PostReceiveBatch`es and frames may arrive in
+    /// `ReceiveBatch`es. Returns the version both speak.
+    pub fn negotiate(
+        &mut self,
+        mut signal: impl FnMut(),
+        mut wait: impl FnMut(),
+        mut patience: u64,
+    ) -> Result<u16, NetworkClientError> {
+        let message = GuestMessage::Negotiate {
+            version: PROTOCOL_VERSION,
+        };
+        self.send_waiting(0, &message, &mut signal, &mut wait, &mut patience)?;
+        self.negotiated = None;
+        let version = loop {
+            if let Some(version) = self.negotiated.take() {
+                break version;
+            }
+            if self.receive(&mut signal)?.is_none() {
+                patience = patience.checked_sub(1).ok_or(NetworkClientError::Timeout)?;
+                wait();
+            }
+        };
+        if !(VERSION_SINGLE..=PROTOCOL_VERSION).contains(&version) {
+            return Err(NetworkClientError::BadMessage);
+        }
+        self.version = version;
+        Ok(version)
+    }
+
+    /// The protocol version in use.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// Sends queued but not yet given to the root.
+    pub fn queued_sends(&self) -> usize {
+        self.tx_batch.len()
+    }
+
+    /// Gives the root every queued send: one `SendBatch` (a single `Send`
+    /// for one). `Full` if the ring has no room (they stay queued).
+    pub fn flush_sends(&mut self, mut signal: impl FnMut()) -> Result<(), NetworkClientError> {
+        match self.tx_batch.as_slice() {
+            [] => return Ok(()),
+            [one] => {
+                let message = GuestMessage::Send {
+                    offset: one.offset,
+                    len: one.len,
+                    flags: one.flags,
+                };
+                self.send_message(self.tx_batch_tid, &message, &mut signal)?;
+            }
+            _ => {
+                let message = GuestMessage::SendBatch {
+                    entries: self.tx_batch,
+                };
+                self.send_message(self.tx_batch_tid, &message, &mut signal)?;
+            }
+        }
+        self.stats.sent += self.tx_batch.len() as u64;
+        self.tx_batch = Batch::new();
+        Ok(())
+    }
+
+    /// Whether send slot `slot` is queued, not yet sent.
+    fn queued_slot(&self, slot: usize) -> bool {
+        !self.tx_batch.is_empty() && self.send_batch[slot].0 == self.tx_batch_tid
+    }
+
+    fn queue(&mut self, event: NetworkEvent) {
+        if self.queued_len < MAX_BATCH {
+            self.queued[(self.queued_head + self.queued_len) % MAX_BATCH] = Some(event);
+            self.queued_len += 1;
+        }
+    }
+
+    fn dequeue(&mut self) -> Option<NetworkEvent> {
+        if self.queued_len == 0 {
+            return None;
+        }
+        let event = self.queued[self.queued_head].take();
+        self.queued_head = (self.queued_head + 1) % MAX_BATCH;
+        self.queued_len -= 1;
+        event
     }
 
     fn receive_index(&self, offset: u32) -> Result<usize, NetworkClientError> {
@@ -572,19 +817,48 @@ impl<M: RingMemory> NetworkClient<M> {
         if check_frame_len(len, self.mtu).is_err() || flags & !SEND_FLAGS != 0 {
             return Err(NetworkClientError::BadLength);
         }
-        let slot = self.send_slots[..self.send_count]
+        if self.tx_batch.len() == MAX_BATCH {
+            self.flush_sends(&mut signal)?;
+        }
+        let Some(slot) = self.send_slots[..self.send_count]
             .iter()
             .position(Option::is_none)
-            .ok_or(NetworkClientError::Busy)?;
+        else {
+            // Let the root see what is queued before the caller waits.
+            match self.flush_sends(&mut signal) {
+                Ok(()) | Err(NetworkClientError::Full) => {}
+                Err(e) => return Err(e),
+            }
+            return Err(NetworkClientError::Busy);
+        };
         let offset = slot as u32 * self.slot_bytes;
         self.region.write(offset as usize, frame);
         // Tags carry their slot in the low bits, never 0.
         let tag = (self.sequence + 1) * MAX_SEND_SLOTS as u64 + slot as u64;
+        if self.version >= VERSION_BATCH {
+            // Queued: the message goes out when the batch is full, at
+            // `flush_sends` or at the next poll.
+            if self.tx_batch.is_empty() {
+                self.tx_batch_tid = tag;
+            }
+            self.send_batch[slot] = (self.tx_batch_tid, self.tx_batch.len() as u8);
+            let _ = self.tx_batch.push(FrameEntry { offset, len, flags });
+            self.sequence += 1;
+            self.send_slots[slot] = Some(tag);
+            if self.tx_batch.len() == MAX_BATCH {
+                match self.flush_sends(&mut signal) {
+                    Ok(()) | Err(NetworkClientError::Full) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(tag);
+        }
         let message = GuestMessage::Send { offset, len, flags };
         self.send_message(tag, &message, &mut signal)?;
         self.sequence += 1;
         self.stats.sent += 1;
         self.send_slots[slot] = Some(tag);
+        self.send_batch[slot] = (tag, 0);
         Ok(tag)
     }
 
@@ -627,11 +901,30 @@ impl<M: RingMemory> NetworkClient<M> {
     ) -> Result<Option<(usize, u8)>, NetworkClientError> {
         loop {
             match self.poll(&mut signal)? {
-                None => return Ok(None),
+                None => {
+                    if self.version >= VERSION_BATCH {
+                        self.post_all(&mut signal)?;
+                    }
+                    return Ok(None);
+                }
                 Some(NetworkEvent::Received { offset, len, flags }) => {
                     let n = (len as usize).min(out.len());
                     self.read_frame(offset, &mut out[..n])?;
-                    self.repost(offset, &mut signal)?;
+                    if self.version >= VERSION_BATCH {
+                        // Posted again with others, once a batch is idle
+                        // or nothing more waits.
+                        let index = self.receive_index(offset)?;
+                        self.receive_slots[index] = Receive::Idle;
+                        let idle = self.receive_slots[..self.receive_count]
+                            .iter()
+                            .filter(|s| **s == Receive::Idle)
+                            .count();
+                        if idle >= MAX_BATCH {
+                            self.post_all(&mut signal)?;
+                        }
+                    } else {
+                        self.repost(offset, &mut signal)?;
+                    }
                     return Ok(Some((len as usize, flags)));
                 }
                 Some(NetworkEvent::Returned { offset, .. }) => {

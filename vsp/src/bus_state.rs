@@ -19,24 +19,22 @@
 //!   bound do not decode.
 
 use core::fmt;
-use core::marker::PhantomData;
 
 use ipc::vmbus::close::ChannelName;
 use ipc::vmbus::control::{ChannelState, HostState, MAX_RING_PAGES, OpenStatus};
+pub use ipc::vmbus::list::List;
 use ipc::vmbus::network::{self, HEADER_BYTES, MAX_MTU, MAX_POSTED, MIN_MTU};
 use ipc::vmbus::ring::RingError;
 use ipc::vmbus::storage::PAGE_BYTES;
 use ipc::vmbus::storage::{self, MAX_LUNS};
-use serde::de::{self, SeqAccess, Visitor};
-use serde::ser::SerializeSeq;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::bus::ConsoleStats;
 use crate::network::{NetworkConfig, NetworkStats};
 use crate::storage::{StorageStats, overlaps};
 
 /// The format version byte in front of the postcard body.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 /// Bytes enough for any encoded [`BusState`] (version byte included).
 pub const MAX_ENCODED: usize = 4096;
 /// Offers of every child's bus (console, storage, network).
@@ -200,6 +198,24 @@ pub struct NetworkChannelState {
     pub stalled: Option<NetworkStalled>,
     /// A `LinkState` waits to be sent.
     pub link_pending: bool,
+    /// The negotiated protocol version (`VERSION_SINGLE` unless the child
+    /// sent `Negotiate`).
+    pub version: u16,
+    /// A `SendBatch` read but not finished (its sender's switch port was full).
+    pub pending_send: Option<NetworkPendingSend>,
+}
+
+/// A `SendBatch` partly performed: `statuses` holds the outcomes of its
+/// first entries (fewer than `entries`); the rest are sent at the next
+/// service pass, then one `SendCompleteBatch` answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkPendingSend {
+    /// The batch's transaction id.
+    pub tid: u64,
+    /// Its frames.
+    pub entries: network::Batch<network::FrameEntry>,
+    /// Outcomes of the entries done.
+    pub statuses: network::Batch<network::Status>,
 }
 
 /// The network device.
@@ -217,107 +233,6 @@ pub struct NetworkState {
     pub deferred: bool,
     /// Counters.
     pub stats: NetworkStats,
-}
-
-/// Up to `N` items, no allocation; encoded as a postcard sequence (length,
-/// then the items). More than `N` items do not decode.
-#[derive(Clone, Copy)]
-pub struct List<T: Copy + Default, const N: usize> {
-    items: [T; N],
-    len: usize,
-}
-
-impl<T: Copy + Default, const N: usize> List<T, N> {
-    /// An empty list.
-    pub fn new() -> Self {
-        List {
-            items: [T::default(); N],
-            len: 0,
-        }
-    }
-
-    /// Appends `item`; gives it back if the list is full.
-    pub fn push(&mut self, item: T) -> Result<(), T> {
-        match self.items.get_mut(self.len) {
-            Some(slot) => {
-                *slot = item;
-                self.len += 1;
-                Ok(())
-            }
-            None => Err(item),
-        }
-    }
-
-    /// The items.
-    pub fn as_slice(&self) -> &[T] {
-        self.items.get(..self.len).unwrap_or(&[])
-    }
-
-    /// Number of items.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-impl<T: Copy + Default, const N: usize> Default for List<T, N> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<T: Copy + Default + fmt::Debug, const N: usize> fmt::Debug for List<T, N> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.as_slice()).finish()
-    }
-}
-
-impl<T: Copy + Default + PartialEq, const N: usize> PartialEq for List<T, N> {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-
-impl<T: Copy + Default + Eq, const N: usize> Eq for List<T, N> {}
-
-impl<T: Copy + Default + Serialize, const N: usize> Serialize for List<T, N> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(Some(self.len))?;
-        for item in self.as_slice() {
-            seq.serialize_element(item)?;
-        }
-        seq.end()
-    }
-}
-
-impl<'de, T: Copy + Default + Deserialize<'de>, const N: usize> Deserialize<'de> for List<T, N> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ListVisitor<T, const N: usize>(PhantomData<T>);
-
-        impl<'de, T: Copy + Default + Deserialize<'de>, const N: usize> Visitor<'de> for ListVisitor<T, N> {
-            type Value = List<T, N>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "at most {N} items")
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut list = List::new();
-                while let Some(item) = seq.next_element()? {
-                    if list.push(item).is_err() {
-                        return Err(de::Error::invalid_length(N + 1, &self));
-                    }
-                }
-                Ok(list)
-            }
-        }
-
-        deserializer.deserialize_seq(ListVisitor::<T, N>(PhantomData))
-    }
 }
 
 /// Why [`BusState::encode`] failed.
@@ -388,6 +303,9 @@ pub enum RestoreError {
     PostedBuffer(usize),
     /// A `LinkState` pending before `Init`.
     LinkPending,
+    /// network: a protocol version the root does not speak, or a pending
+    /// `SendBatch` that is empty, already done, or impossible in its state
+    Batch,
     /// The platform refused to map a saved range (or gave less memory
     /// than its pages).
     Map(ChannelName, OpenStatus),
@@ -410,6 +328,7 @@ impl fmt::Display for RestoreError {
             RestoreError::Mtu(mtu) => write!(f, "network: MTU {mtu} out of range"),
             RestoreError::PostedBuffer(n) => write!(f, "network: bad posted buffer {n}"),
             RestoreError::LinkPending => write!(f, "network: link state pending before Init"),
+            RestoreError::Batch => write!(f, "network: bad version or pending batch"),
             RestoreError::Map(c, status) => write!(f, "{c}: map refused ({status:?})"),
             RestoreError::Ring(c, e) => write!(f, "{c}: ring: {e}"),
         }
@@ -617,6 +536,18 @@ fn check_network(c: &NetworkChannelState, polling: bool) -> Result<(), RestoreEr
     }
     if c.link_pending && c.mtu.is_none() {
         return Err(RestoreError::LinkPending);
+    }
+    if !(network::VERSION_SINGLE..=network::PROTOCOL_VERSION).contains(&c.version) {
+        return Err(RestoreError::Batch);
+    }
+    if let Some(p) = &c.pending_send
+        && (p.entries.is_empty()
+            || p.statuses.len() >= p.entries.len()
+            || c.mtu.is_none()
+            || c.region.is_none()
+            || c.version < network::VERSION_BATCH)
+    {
+        return Err(RestoreError::Batch);
     }
     Ok(())
 }

@@ -838,6 +838,50 @@ fn every_inconsistency_is_a_restore_error_and_nothing_stays_mapped() {
         }),
         Err(RestoreError::LinkPending)
     );
+    // Network protocol version and a pending `SendBatch`.
+    let entry = ipc::vmbus::network::FrameEntry {
+        offset: 0,
+        len: 100,
+        flags: 0,
+    };
+    let pending = |entries: usize, done: usize| {
+        let mut p = crate::bus_state::NetworkPendingSend {
+            tid: 9,
+            entries: ipc::vmbus::network::Batch::new(),
+            statuses: ipc::vmbus::network::Batch::new(),
+        };
+        for _ in 0..entries {
+            p.entries.push(entry).unwrap();
+        }
+        for _ in 0..done {
+            p.statuses.push(NetStatus::Ok).unwrap();
+        }
+        Some(p)
+    };
+    for version in [0, 3, u16::MAX] {
+        assert_eq!(
+            case(&|s| network(s).version = version),
+            Err(RestoreError::Batch)
+        );
+    }
+    assert_eq!(case(&|s| network(s).version = 2), Ok(()));
+    for (version, entries, done) in [(2, 0, 0), (2, 3, 3), (1, 3, 1)] {
+        assert_eq!(
+            case(&|s| {
+                network(s).version = version;
+                network(s).pending_send = pending(entries, done);
+            }),
+            Err(RestoreError::Batch),
+            "{version} {entries} {done}"
+        );
+    }
+    assert_eq!(
+        case(&|s| {
+            network(s).version = 2;
+            network(s).pending_send = pending(3, 1);
+        }),
+        Ok(())
+    );
 
     // The platform refuses, or gives too little: what was mapped before
     // is unmapped (checked by `restore_with`).
@@ -891,8 +935,11 @@ fn the_codec_refuses_what_it_did_not_write() {
     assert_eq!(BusState::decode(&bytes[..n]).as_ref(), Ok(&state));
     assert_eq!(BusState::decode(&[]), Err(DecodeError::Empty));
     let mut other = bytes;
-    other[0] = 2;
-    assert_eq!(BusState::decode(&other[..n]), Err(DecodeError::Version(2)));
+    // Version 1 (before batches) is another layout.
+    other[0] = 1;
+    assert_eq!(BusState::decode(&other[..n]), Err(DecodeError::Version(1)));
+    other[0] = 3;
+    assert_eq!(BusState::decode(&other[..n]), Err(DecodeError::Version(3)));
     assert_eq!(
         BusState::decode(&bytes[..n + 1]),
         Err(DecodeError::TrailingBytes)
@@ -994,6 +1041,16 @@ fn the_largest_state_fits_max_encoded() {
         stats: storage_stats,
     };
     let max = u64::MAX;
+    let big_entry = ipc::vmbus::network::FrameEntry {
+        offset: u32::MAX,
+        len: u32::MAX,
+        flags: u8::MAX,
+    };
+    fn full_batch<T: Copy + Default>(item: T) -> ipc::vmbus::network::Batch<T> {
+        let mut b = ipc::vmbus::network::Batch::new();
+        while b.push(item).is_ok() {}
+        b
+    }
     state.network = NetworkState {
         channel: Some(NetworkChannelState {
             rings,
@@ -1004,14 +1061,18 @@ fn the_largest_state_fits_max_encoded() {
             }),
             mtu: Some(u16::MAX),
             posted,
+            // The largest reply: a full `ReceiveBatch`.
             stalled: Some(NetworkStalled {
                 tid: max,
-                message: ipc::vmbus::network::HostMessage::Receive {
-                    status: NetStatus::TooManyPosted,
-                    offset: u32::MAX,
-                    len: u32::MAX,
-                    flags: u8::MAX,
+                message: ipc::vmbus::network::HostMessage::ReceiveBatch {
+                    entries: full_batch(big_entry),
                 },
+            }),
+            version: u16::MAX,
+            pending_send: Some(crate::bus_state::NetworkPendingSend {
+                tid: max,
+                entries: full_batch(big_entry),
+                statuses: full_batch(NetStatus::TooManyPosted),
             }),
             link_pending: true,
         }),
@@ -1040,6 +1101,8 @@ fn the_largest_state_fits_max_encoded() {
             signals_from_child: max,
             signals_to_child: max,
             batches: max,
+            packets_from_child: max,
+            packets_to_child: max,
         },
     };
     state.console.channel = Some(rings);

@@ -9,7 +9,10 @@
 //! - A send is read from the region only after `check_frame` accepted
 //!   it, and handed on only after its source MAC proved to be the one the
 //!   root assigned; every `Send` (and every payload that does not decode)
-//!   gets exactly one `SendComplete` with its transaction id.
+//!   gets exactly one `SendComplete` with its transaction id, every
+//!   `SendBatch` (each entry checked like a `Send`) exactly one
+//!   `SendCompleteBatch`. A batch the sink cannot take whole waits
+//!   (`pending_send`) and no further packet is read until it is done.
 //! - The region is read and written only through its [`RingMemory`]
 //!   (bounds-safe) and only inside ranges `check_frame` /
 //!   `check_receive_buffer` accepted; it is mapped at most once per
@@ -31,17 +34,18 @@
 use ipc::vmbus::close::CloseReason;
 use ipc::vmbus::memory::RingMemory;
 use ipc::vmbus::network::{
-    Areas, GrantStatus, GuestMessage, HEADER_BYTES, HostMessage, MAX_MESSAGE, MAX_POSTED, Mac,
-    PAGE_BYTES, STATUS_COUNT, Status, check_frame, check_frame_len, check_grant,
-    check_receive_buffer, check_source, negotiate_mtu,
+    Areas, Batch, BufferEntry, FrameEntry, GrantStatus, GuestMessage, HEADER_BYTES, HostMessage,
+    MAX_BATCH_MESSAGE, MAX_POSTED, Mac, PAGE_BYTES, PROTOCOL_VERSION, STATUS_COUNT, Status,
+    VERSION_BATCH, VERSION_SINGLE, check_frame, check_frame_len, check_grant, check_receive_buffer,
+    check_source, negotiate_mtu,
 };
 use ipc::vmbus::packet::{self, KIND_MESSAGE};
 use ipc::vmbus::ring::Sent;
 
 use crate::bus::{BATCH, Link, Platform, next};
 use crate::bus_state::{
-    List, NetworkChannelState, NetworkRegionState, NetworkStalled, NetworkState, PostedBuffer,
-    RingsState,
+    List, NetworkChannelState, NetworkPendingSend, NetworkRegionState, NetworkStalled,
+    NetworkState, PostedBuffer, RingsState,
 };
 use crate::storage::overlaps;
 
@@ -158,6 +162,10 @@ pub struct NetworkStats {
     pub signals_to_child: u64,
     /// Service passes that read at least one packet.
     pub batches: u64,
+    /// Packets read from the child (messages, whatever they carry).
+    pub packets_from_child: u64,
+    /// Messages published to the child.
+    pub packets_to_child: u64,
 }
 
 impl NetworkStats {
@@ -208,6 +216,15 @@ struct Channel<M: RingMemory> {
     stalled: Option<(u64, HostMessage)>,
     /// A `LinkState` waits to be sent.
     link_pending: bool,
+    /// The negotiated protocol version.
+    version: u16,
+    /// A `SendBatch` not finished (the sink filled); no packet is read
+    /// until it is.
+    pending_send: Option<NetworkPendingSend>,
+    /// Frames delivered but not yet announced: one `ReceiveBatch` at the
+    /// next flush or when full (only at [`VERSION_BATCH`]). Never
+    /// non-empty while `stalled` is set.
+    rx_batch: Batch<FrameEntry>,
 }
 
 /// The network device's state in a child's bus.
@@ -260,6 +277,8 @@ impl<M: RingMemory> Network<M> {
                 signals_from_child: 0,
                 signals_to_child: 0,
                 batches: 0,
+                packets_from_child: 0,
+                packets_to_child: 0,
             },
         }
     }
@@ -330,6 +349,9 @@ impl<M: RingMemory> Network<M> {
             count: 0,
             stalled: None,
             link_pending: false,
+            version: VERSION_SINGLE,
+            pending_send: None,
+            rx_batch: Batch::new(),
         });
     }
 
@@ -362,10 +384,22 @@ impl<M: RingMemory> Network<M> {
                     }),
                     mtu: c.mtu,
                     posted,
+                    // Frames delivered but not announced yet are a reply
+                    // waiting, like one that did not fit (never both).
                     stalled: c
                         .stalled
+                        .or_else(|| {
+                            (!c.rx_batch.is_empty()).then_some((
+                                0,
+                                HostMessage::ReceiveBatch {
+                                    entries: c.rx_batch,
+                                },
+                            ))
+                        })
                         .map(|(tid, message)| NetworkStalled { tid, message }),
                     link_pending: c.link_pending,
+                    version: c.version,
+                    pending_send: c.pending_send,
                 }
             }),
             config: self.config,
@@ -418,6 +452,9 @@ impl<M: RingMemory> Network<M> {
                 count: c.posted.len().min(MAX_POSTED),
                 stalled: c.stalled.map(|s| (s.tid, s.message)),
                 link_pending: c.link_pending,
+                version: c.version,
+                pending_send: c.pending_send,
+                rx_batch: Batch::new(),
             }
         });
         Network {
@@ -477,6 +514,9 @@ impl<M: RingMemory> Network<M> {
         &mut self,
         platform: &mut P,
     ) -> Result<(), CloseReason> {
+        if let Some(c) = self.channel.as_mut() {
+            publish_received(c, &mut self.stats)?;
+        }
         if let Some(c) = self.channel.as_mut()
             && c.link.tx.flush().map_err(CloseReason::Ring)?
         {
@@ -522,16 +562,30 @@ impl<M: RingMemory> Network<M> {
             (region.areas.receive_start() + u64::from(buffer.offset)) as usize,
             frame,
         );
-        let message = HostMessage::Receive {
-            status: Status::Ok,
-            offset: buffer.offset,
-            len,
-            flags,
-        };
-        if !send(c, &mut self.stats, buffer.tid, &message)? {
-            return dropped(&mut self.stats.ring_full, DeliverError::RingFull);
+        if c.version >= VERSION_BATCH {
+            // Announced with others in one `ReceiveBatch` (at the flush, or
+            // now if the batch is full).
+            c.pop_posted();
+            let _ = c.rx_batch.push(FrameEntry {
+                offset: buffer.offset,
+                len,
+                flags,
+            });
+            if c.rx_batch.len() == c.rx_batch.capacity() {
+                publish_received(c, &mut self.stats)?;
+            }
+        } else {
+            let message = HostMessage::Receive {
+                status: Status::Ok,
+                offset: buffer.offset,
+                len,
+                flags,
+            };
+            if !send(c, &mut self.stats, buffer.tid, &message)? {
+                return dropped(&mut self.stats.ring_full, DeliverError::RingFull);
+            }
+            c.pop_posted();
         }
-        c.pop_posted();
         self.stats.received += 1;
         self.stats.receive_bytes += frame.len() as u64;
         if !self.deferred {
@@ -565,8 +619,24 @@ impl<M: RingMemory> Network<M> {
                 }
                 c.stalled = None;
             }
+            if !publish_received(c, &mut self.stats)? {
+                break 'batch;
+            }
             if c.link_pending && !send_link(c, &mut self.stats, self.link_up)? {
                 break 'batch;
+            }
+            if let Some(mut pending) = c.pending_send.take() {
+                if !run_batch(c, self.config, &mut pending, sink, scratch, &mut self.stats) {
+                    c.pending_send = Some(pending);
+                    break 'batch;
+                }
+                let reply = HostMessage::SendCompleteBatch {
+                    statuses: pending.statuses,
+                };
+                if !send(c, &mut self.stats, pending.tid, &reply)? {
+                    c.stalled = Some((pending.tid, reply));
+                    break 'batch;
+                }
             }
             for _ in 0..BATCH {
                 if !sink.has_room() {
@@ -578,6 +648,7 @@ impl<M: RingMemory> Network<M> {
                 };
                 *handled += 1;
                 read_any = true;
+                self.stats.packets_from_child += 1;
                 let tid = packet.header.transaction_id.get();
                 let reply = match packet::decode::<GuestMessage>(&packet) {
                     Err(_) => {
@@ -617,6 +688,71 @@ impl<M: RingMemory> Network<M> {
                             self.stats.send_bytes += u64::from(len);
                         }
                         Some(HostMessage::SendComplete { status })
+                    }
+                    Ok(GuestMessage::Negotiate { version }) => {
+                        c.version = version.clamp(VERSION_SINGLE, PROTOCOL_VERSION);
+                        Some(HostMessage::Negotiated { version: c.version })
+                    }
+                    Ok(
+                        GuestMessage::SendBatch { entries: _ }
+                        | GuestMessage::PostReceiveBatch { entries: _ },
+                    ) if c.version < VERSION_BATCH => {
+                        // Batches need the version that has them.
+                        self.stats.sends += 1;
+                        Some(HostMessage::SendComplete {
+                            status: Status::Malformed,
+                        })
+                    }
+                    Ok(GuestMessage::SendBatch { entries }) => {
+                        if entries.is_empty() {
+                            self.stats.sends += 1;
+                            Some(HostMessage::SendComplete {
+                                status: Status::Malformed,
+                            })
+                        } else {
+                            let mut pending = NetworkPendingSend {
+                                tid,
+                                entries,
+                                statuses: Batch::new(),
+                            };
+                            if run_batch(
+                                c,
+                                self.config,
+                                &mut pending,
+                                sink,
+                                scratch,
+                                &mut self.stats,
+                            ) {
+                                Some(HostMessage::SendCompleteBatch {
+                                    statuses: pending.statuses,
+                                })
+                            } else {
+                                // The rest at the next pass; read nothing more.
+                                c.pending_send = Some(pending);
+                                break;
+                            }
+                        }
+                    }
+                    Ok(GuestMessage::PostReceiveBatch { entries }) => {
+                        if entries.is_empty() {
+                            self.stats.sends += 1;
+                            Some(HostMessage::SendComplete {
+                                status: Status::Malformed,
+                            })
+                        } else {
+                            match post_batch(c, tid, entries.as_slice()) {
+                                Ok(()) => {
+                                    self.stats.posted += entries.len() as u64;
+                                    None
+                                }
+                                Err((status, offset)) => Some(HostMessage::Receive {
+                                    status,
+                                    offset,
+                                    len: 0,
+                                    flags: 0,
+                                }),
+                            }
+                        }
                     }
                     Ok(GuestMessage::PostReceive { offset, len }) => {
                         match post(c, tid, offset, len) {
@@ -659,8 +795,9 @@ impl<M: RingMemory> Network<M> {
     }
 }
 
-/// Receive buffer: a network payload is at most [`MAX_MESSAGE`] bytes; a
-/// larger one (up to this) is answered `Malformed`, beyond it the ring is broken.
+/// Receive buffer: a network payload is at most [`MAX_BATCH_MESSAGE`]
+/// bytes; a larger one (up to this) is answered `Malformed`, beyond it the
+/// ring is broken.
 const RECEIVE_MAX: usize = 512;
 
 /// Publishes one message (signal decision deferred); `false` if the ring
@@ -671,7 +808,7 @@ fn send<M: RingMemory>(
     tid: u64,
     message: &HostMessage,
 ) -> Result<bool, CloseReason> {
-    let mut scratch = [0u8; 2 * MAX_MESSAGE];
+    let mut scratch = [0u8; MAX_BATCH_MESSAGE + 64];
     let bytes = packet::encode(message, &mut scratch).map_err(CloseReason::Codec)?;
     match c
         .link
@@ -680,10 +817,17 @@ fn send<M: RingMemory>(
         .map_err(CloseReason::Ring)?
     {
         Sent::Written { .. } => {
+            stats.packets_to_child += 1;
             match message {
                 HostMessage::SendComplete { status } => {
                     stats.completions += 1;
                     stats.by_status[*status as usize] += 1;
+                }
+                HostMessage::SendCompleteBatch { statuses } => {
+                    for status in statuses.as_slice() {
+                        stats.completions += 1;
+                        stats.by_status[*status as usize] += 1;
+                    }
                 }
                 HostMessage::Receive { status, .. } if *status != Status::Ok => {
                     stats.by_status[*status as usize] += 1;
@@ -695,6 +839,62 @@ fn send<M: RingMemory>(
         }
         Sent::Full => Ok(false),
     }
+}
+
+/// Announces the frames delivered since the last announcement in one
+/// `ReceiveBatch`; `false` if the ring is full (the batch then waits as the
+/// stalled reply, sent first at the next service pass).
+fn publish_received<M: RingMemory>(
+    c: &mut Channel<M>,
+    stats: &mut NetworkStats,
+) -> Result<bool, CloseReason> {
+    if c.rx_batch.is_empty() {
+        return Ok(true);
+    }
+    let message = HostMessage::ReceiveBatch {
+        entries: c.rx_batch,
+    };
+    if send(c, stats, 0, &message)? {
+        c.rx_batch = Batch::new();
+        return Ok(true);
+    }
+    if c.stalled.is_none() {
+        c.stalled = Some((0, message));
+        c.rx_batch = Batch::new();
+    }
+    Ok(false)
+}
+
+/// Performs the entries of `pending` not yet done, each like a `Send`,
+/// while the sink has room; `true` once every entry has its status.
+fn run_batch<M: RingMemory, S: FrameSink + ?Sized>(
+    c: &Channel<M>,
+    config: Option<NetworkConfig>,
+    pending: &mut NetworkPendingSend,
+    sink: &mut S,
+    scratch: &mut [u8],
+    stats: &mut NetworkStats,
+) -> bool {
+    while let Some(entry) = pending.entries.as_slice().get(pending.statuses.len()) {
+        if !sink.has_room() {
+            return false;
+        }
+        stats.sends += 1;
+        let status = transmit(
+            c,
+            config,
+            entry.offset,
+            entry.len,
+            entry.flags,
+            sink,
+            scratch,
+        );
+        if status == Status::Ok {
+            stats.send_bytes += u64::from(entry.len);
+        }
+        let _ = pending.statuses.push(status);
+    }
+    true
 }
 
 /// Sends the pending `LinkState`; `false` if the ring is full.
@@ -856,6 +1056,37 @@ fn post<M: RingMemory>(c: &mut Channel<M>, tid: u64, offset: u32, len: u32) -> R
     }
     c.posted[(c.head + c.count) % MAX_POSTED] = Posted { tid, offset, len };
     c.count += 1;
+    Ok(())
+}
+
+/// Handles a `PostReceiveBatch`: every entry checked like a `PostReceive`
+/// and room for all of them in the FIFO, or none is posted (the first
+/// failing entry's error and the batch's first offset).
+fn post_batch<M: RingMemory>(
+    c: &mut Channel<M>,
+    tid: u64,
+    entries: &[BufferEntry],
+) -> Result<(), (Status, u32)> {
+    let first = entries.first().map_or(0, |e| e.offset);
+    let mtu = c.mtu.ok_or((Status::NotInitialized, first))?;
+    let area = c.region.as_ref().map(|r| r.areas.receive);
+    for e in entries {
+        check_receive_buffer(e.offset, e.len, area).map_err(|s| (s, first))?;
+        if e.len < u32::from(mtu) + HEADER_BYTES {
+            return Err((Status::BadBuffer, first));
+        }
+    }
+    if c.count + entries.len() > MAX_POSTED {
+        return Err((Status::TooManyPosted, first));
+    }
+    for e in entries {
+        c.posted[(c.head + c.count) % MAX_POSTED] = Posted {
+            tid,
+            offset: e.offset,
+            len: e.len,
+        };
+        c.count += 1;
+    }
     Ok(())
 }
 

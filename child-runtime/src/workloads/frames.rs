@@ -121,6 +121,8 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
                     Err(_) => break,
                 }
             }
+            // The last echoes (sends go out in batches).
+            let _ = adapter.flush();
             println!(
                 "{}",
                 FramesServed {
@@ -147,6 +149,13 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
                     break;
                 }
                 sent += 1;
+            }
+            // The last batch.
+            for _ in 0..RETRY_YIELDS {
+                if adapter.flush().is_ok() {
+                    break;
+                }
+                adapter.wait();
             }
             let cycles = partition_rt::rdtsc().wrapping_sub(start);
             println!(

@@ -44,6 +44,8 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
                 Err(_) => done.failed += 1,
             }
         }
+        // The last batch.
+        let _ = adapter.flush();
     }
     println!("{done}");
     partition_rt::halt_forever()

@@ -22,6 +22,7 @@
 pub mod close;
 pub mod console;
 pub mod control;
+pub mod list;
 pub mod memory;
 pub mod network;
 pub mod packet;

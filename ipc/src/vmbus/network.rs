@@ -18,6 +18,14 @@
 //!                                      <-   SendComplete{status} (tid = s)
 //!                                      <-   Receive{status, offset, len, flags} (tid = t)
 //!                                      <-   LinkState{up} (tid 0)
+//!
+//! version 2 (batches, up to MAX_BATCH entries per message):
+//! Negotiate{version: 2}                ->
+//!                                      <-   Negotiated{version}
+//! PostReceiveBatch{[offset, len]}      ->   (all queued, or one Receive error)
+//! SendBatch{[offset, len, flags]} (s)  ->
+//!                                      <-   SendCompleteBatch{[status]} (tid = s)
+//!                                      <-   ReceiveBatch{[offset, len, flags]} (tid 0)
 //! ```
 //!
 //! # Invariants
@@ -30,7 +38,11 @@
 //!   ([`check_receive_buffer`]); the root writes only inside it.
 //! - Every `Send` gets exactly one `SendComplete` and every `PostReceive`
 //!   exactly one `Receive` (a frame, or the buffer back with an error
-//!   status), each carrying the request's transaction id.
+//!   status), each carrying the request's transaction id. At version 2
+//!   every `SendBatch` gets exactly one `SendCompleteBatch` (one status
+//!   per entry, each entry checked like a `Send`), a `PostReceiveBatch` is
+//!   queued whole or refused whole, and filled buffers come back in
+//!   `ReceiveBatch`es named by offset.
 
 use serde::{Deserialize, Serialize};
 
@@ -53,8 +65,46 @@ pub const PAGE_BYTES: u64 = 4096;
 pub const MAX_BUFFER_PAGES: u32 = 1024;
 /// Most receive buffers the root holds for one child at a time.
 pub const MAX_POSTED: usize = 64;
-/// Largest encoded network message (either direction), with room to spare.
+/// Largest encoded single-frame network message (either direction, every
+/// message but the batches), with room to spare.
 pub const MAX_MESSAGE: usize = 48;
+/// Most entries in one batch message (`SendBatch`, `SendCompleteBatch`,
+/// `PostReceiveBatch`, `ReceiveBatch`); a longer list does not decode.
+pub const MAX_BATCH: usize = 16;
+/// Largest encoded network message of any kind, batches included (a full
+/// `SendBatch` of extreme values is 180 bytes).
+pub const MAX_BATCH_MESSAGE: usize = 256;
+/// The first protocol version (`Init`, `Send`, `PostReceive`, one
+/// message per frame each way): what a child speaks unless it negotiates.
+pub const VERSION_SINGLE: u16 = 1;
+/// The version with batch messages (`Negotiate` asks for it).
+pub const VERSION_BATCH: u16 = 2;
+/// The newest version the root speaks.
+pub const PROTOCOL_VERSION: u16 = VERSION_BATCH;
+
+/// One frame of a `SendBatch` (relative to the send area) or of a
+/// `ReceiveBatch` (relative to the receive area; the buffer's offset).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrameEntry {
+    /// Byte offset of the frame.
+    pub offset: u32,
+    /// Frame bytes (Ethernet header included, no FCS).
+    pub len: u32,
+    /// Flag bits: [`SEND_FLAGS`] in a `SendBatch`, [`KNOWN_FLAGS`] in a `ReceiveBatch`.
+    pub flags: u8,
+}
+
+/// One receive buffer of a `PostReceiveBatch` (relative to the receive area).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BufferEntry {
+    /// Byte offset of the buffer.
+    pub offset: u32,
+    /// Bytes of the buffer.
+    pub len: u32,
+}
+
+/// The entries of a batch message.
+pub type Batch<T> = super::list::List<T, MAX_BATCH>;
 
 /// `Send`/`Receive` flag: the frame's TCP/UDP checksum was not computed
 /// (the field holds the pseudo-header sum only; whoever leaves the host
@@ -124,10 +174,11 @@ pub fn source(frame: &[u8]) -> Option<Mac> {
 }
 
 /// Outcome of a message (`SendComplete`, `InitDone`, `Receive`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum Status {
     /// Done.
+    #[default]
     Ok = 0,
     /// A frame shorter than [`MIN_FRAME`] bytes.
     Runt = 1,
@@ -234,6 +285,28 @@ pub enum GuestMessage {
         /// Bytes of the buffer.
         len: u32,
     },
+    /// Asks for protocol `version` (answered `Negotiated` with the
+    /// transaction id echoed: the smaller of it and [`PROTOCOL_VERSION`],
+    /// at least [`VERSION_SINGLE`]). Without it a channel speaks
+    /// [`VERSION_SINGLE`]; batches need [`VERSION_BATCH`].
+    Negotiate {
+        /// The newest version the child speaks.
+        version: u16,
+    },
+    /// Sends 1..=[`MAX_BATCH`] frames, each checked like a `Send`; the
+    /// packet's transaction id tags the one `SendCompleteBatch`.
+    SendBatch {
+        /// The frames, in order.
+        entries: Batch<FrameEntry>,
+    },
+    /// Posts 1..=[`MAX_BATCH`] receive buffers, each checked like a
+    /// `PostReceive`; filled ones come back in `ReceiveBatch`es, named by
+    /// offset, refused ones at once as `Receive` with an error status and
+    /// this packet's transaction id.
+    PostReceiveBatch {
+        /// The buffers, in order.
+        entries: Batch<BufferEntry>,
+    },
 }
 
 /// Root to child.
@@ -275,6 +348,25 @@ pub enum HostMessage {
     LinkState {
         /// Carrier.
         up: bool,
+    },
+    /// The answer to `Negotiate` (transaction id echoed).
+    Negotiated {
+        /// The version both speak from now on.
+        version: u16,
+    },
+    /// A `SendBatch` is done (its transaction id): one status per entry,
+    /// in order; every slot of the batch is free.
+    SendCompleteBatch {
+        /// Outcomes, as many as the batch had entries.
+        statuses: Batch<Status>,
+    },
+    /// Frames in posted buffers (transaction id 0): each entry a buffer's
+    /// offset (the frame starts there), the frame's length and flags, in
+    /// the order the buffers were posted. Only after [`VERSION_BATCH`]
+    /// was negotiated.
+    ReceiveBatch {
+        /// The frames.
+        entries: Batch<FrameEntry>,
     },
 }
 
@@ -575,5 +667,67 @@ mod tests {
         for (i, s) in Status::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i);
         }
+    }
+
+    fn full<T: Copy + Default>(item: T) -> Batch<T> {
+        let mut b = Batch::new();
+        while b.push(item).is_ok() {}
+        b
+    }
+
+    #[test]
+    fn batches_round_trip_fit_and_refuse_oversize() {
+        let mut buf = [0u8; 512];
+        let entry = FrameEntry {
+            offset: u32::MAX,
+            len: u32::MAX,
+            flags: u8::MAX,
+        };
+        let guest = [
+            GuestMessage::Negotiate { version: u16::MAX },
+            GuestMessage::SendBatch {
+                entries: full(entry),
+            },
+            GuestMessage::PostReceiveBatch {
+                entries: full(BufferEntry {
+                    offset: u32::MAX,
+                    len: u32::MAX,
+                }),
+            },
+        ];
+        for m in guest {
+            let bytes = postcard::to_slice(&m, &mut buf).unwrap();
+            assert!(bytes.len() <= MAX_BATCH_MESSAGE, "{m:?}");
+            assert_eq!(postcard::from_bytes::<GuestMessage>(bytes).unwrap(), m);
+        }
+        let host = [
+            HostMessage::Negotiated { version: u16::MAX },
+            HostMessage::SendCompleteBatch {
+                statuses: full(Status::TooManyPosted),
+            },
+            HostMessage::ReceiveBatch {
+                entries: full(entry),
+            },
+        ];
+        for m in host {
+            let bytes = postcard::to_slice(&m, &mut buf).unwrap();
+            assert!(bytes.len() <= MAX_BATCH_MESSAGE, "{m:?}");
+            assert_eq!(postcard::from_bytes::<HostMessage>(bytes).unwrap(), m);
+        }
+        // One entry more than MAX_BATCH does not decode.
+        let bytes = postcard::to_slice(
+            &GuestMessage::SendBatch {
+                entries: full(FrameEntry::default()),
+            },
+            &mut buf,
+        )
+        .unwrap();
+        let n = bytes.len();
+        let mut longer = [0u8; 512];
+        longer[..n].copy_from_slice(bytes);
+        assert_eq!(longer[1] as usize, MAX_BATCH);
+        assert!(postcard::from_bytes::<GuestMessage>(&longer[..n]).is_ok());
+        longer[1] += 1;
+        assert!(postcard::from_bytes::<GuestMessage>(&longer[..n + 3]).is_err());
     }
 }
