@@ -304,11 +304,20 @@ impl Source for ChildSource {
     }
 }
 
-/// The destination partition, written through hypercalls.
-struct ChildDestination {
-    partition: SlotHandle,
-    vcpus: Vec<SlotHandle>,
-    scratch: u64,
+/// The destination partition, written through hypercalls (a live
+/// migration's, or a restored child's).
+pub struct ChildDestination {
+    /// The partition.
+    pub partition: SlotHandle,
+    /// Its vCPUs, not started.
+    pub vcpus: Vec<SlotHandle>,
+    /// The root's scratch page.
+    pub scratch: u64,
+    /// The page count the stream must have, if known.
+    pub pages: Option<u64>,
+    /// Device records kept (a restore's), or `None` to ignore them (on one
+    /// node the bus stays in the root).
+    pub devices: Option<Vec<(DeviceKind, Vec<u8>)>>,
 }
 
 impl Destination for ChildDestination {
@@ -331,17 +340,21 @@ impl Destination for ChildDestination {
         set_vcpu_state(&self.vcpus, self.scratch, index, bytes)
     }
 
-    fn device_state(
-        &mut self,
-        _kind: DeviceKind,
-        _instance: u8,
-        _bytes: &[u8],
-    ) -> Result<(), Status> {
+    fn device_state(&mut self, kind: DeviceKind, instance: u8, bytes: &[u8]) -> Result<(), Status> {
+        let Some(devices) = self.devices.as_mut() else {
+            return Ok(());
+        };
+        if instance != 0 || devices.iter().any(|(k, _)| *k == kind) {
+            return Err(Status::InvalidArgument);
+        }
+        devices.push((kind, bytes.to_vec()));
         Ok(())
     }
 
     fn begin(&mut self, header: &Header) -> Result<(), Status> {
-        if header.vcpus as usize != self.vcpus.len() {
+        if usize::from(header.vcpus) != self.vcpus.len()
+            || self.pages.is_some_and(|p| p != header.pages)
+        {
             return Err(Status::InvalidArgument);
         }
         Ok(())
@@ -525,6 +538,8 @@ pub fn live(
         partition: target.partition,
         vcpus: target.vcpus.clone(),
         scratch: root.scratch,
+        pages: Some(child.pages),
+        devices: None,
     });
     let mut steering = Steering {
         abort,

@@ -42,11 +42,10 @@ use root_partition::migrate::saved::{
     BUS_DEVICE, CAPS_DEVICE, SPEC_DEVICE, SlotEntry, decode_caps, decode_luns, decode_spec,
     encode_caps, encode_luns, encode_spec, role,
 };
-use root_partition::migrate::{self, Control, Destination, PAGE, Phase, Policy, Receiver, Stats};
+use root_partition::migrate::{self, Control, Phase, Policy, Receiver, Stats};
 
-use crate::arch;
 use crate::children::{Child, Root, call, handle};
-use crate::migration::{ChildSource, Tsc};
+use crate::migration::{ChildDestination, ChildSource, Tsc};
 use crate::storage::DataVolume;
 
 /// File bytes written per volume write.
@@ -267,59 +266,6 @@ pub fn save(
     }
 }
 
-/// The restored partition, written through hypercalls as the file is read.
-struct Restoring {
-    partition: SlotHandle,
-    vcpus: Vec<SlotHandle>,
-    scratch: u64,
-    pages: u64,
-    devices: Vec<(DeviceKind, Vec<u8>)>,
-}
-
-impl Destination for Restoring {
-    type Error = Status;
-
-    fn begin(&mut self, header: &Header) -> Result<(), Status> {
-        if header.pages != self.pages || usize::from(header.vcpus) != self.vcpus.len() {
-            return Err(Status::InvalidArgument);
-        }
-        Ok(())
-    }
-
-    fn write_page(&mut self, page: u64, data: &[u8; PAGE]) -> Result<(), Status> {
-        if page == 0 {
-            return Ok(());
-        }
-        arch::ram(self.scratch, 4096).copy_from_slice(data);
-        arch::buffer_hypercall(&Call::MemoryWrite {
-            partition: self.partition,
-            gpa: page * 4096,
-            buffer: self.scratch,
-        })
-        .map(|_| ())
-    }
-
-    fn zero_pages(&mut self, first: u64, count: u64) -> Result<(), Status> {
-        let zero = [0u8; PAGE];
-        for page in first..first.saturating_add(count) {
-            self.write_page(page, &zero)?;
-        }
-        Ok(())
-    }
-
-    fn set_vcpu_state(&mut self, index: u16, bytes: &[u8]) -> Result<(), Status> {
-        crate::migration::set_vcpu_state(&self.vcpus, self.scratch, index, bytes)
-    }
-
-    fn device_state(&mut self, kind: DeviceKind, instance: u8, bytes: &[u8]) -> Result<(), Status> {
-        if instance != 0 || self.devices.iter().any(|(k, _)| *k == kind) {
-            return Err(Status::InvalidArgument);
-        }
-        self.devices.push((kind, bytes.to_vec()));
-        Ok(())
-    }
-}
-
 /// Reads the stream header at the start of `file`.
 fn read_header(volume: &DataVolume, file: &File) -> Result<Header, QuickError> {
     struct Grab(Option<Header>);
@@ -411,12 +357,12 @@ pub fn restore(root: &Root, path: &str, at: Placement) -> Result<Child, QuickErr
             )?;
             vcpus.push(handle(r[0])?);
         }
-        let mut receiver = Receiver::new(Restoring {
+        let mut receiver = Receiver::new(ChildDestination {
             partition,
             vcpus: vcpus.clone(),
             scratch: root.scratch,
-            pages: header.pages,
-            devices: Vec::new(),
+            pages: Some(header.pages),
+            devices: Some(Vec::new()),
         });
         let mut chunk = vec![0u8; FILE_CHUNK];
         let mut offset = 0;
@@ -436,9 +382,9 @@ pub fn restore(root: &Root, path: &str, at: Placement) -> Result<Child, QuickErr
         let (restored, _) = receiver
             .finish()
             .map_err(|e| QuickError::Format(alloc::format!("{e:?}")))?;
+        let devices = restored.devices.unwrap_or_default();
         let device = |kind: DeviceKind| {
-            restored
-                .devices
+            devices
                 .iter()
                 .find(|(k, _)| *k == kind)
                 .map(|(_, b)| b.as_slice())
