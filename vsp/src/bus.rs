@@ -306,35 +306,23 @@ impl<M: RingMemory> ChildBus<M> {
             None => None,
         };
         let (storage_link, storage_region) = match &state.storage.channel {
-            Some(c) => (
-                Some(map_rings(platform, ChannelName::Storage, &c.rings, mapped)?),
-                match c.region {
-                    Some(r) => Some(map_region(
-                        platform,
-                        ChannelName::Storage,
-                        r.gpa,
-                        r.pages,
-                        mapped,
-                    )?),
-                    None => None,
-                },
-            ),
+            Some(c) => map_channel(
+                platform,
+                ChannelName::Storage,
+                &c.rings,
+                c.region.map(|r| (r.gpa, r.pages)),
+                mapped,
+            )?,
             None => (None, None),
         };
         let (network_link, network_region) = match &state.network.channel {
-            Some(c) => (
-                Some(map_rings(platform, ChannelName::Network, &c.rings, mapped)?),
-                match c.region {
-                    Some(r) => Some(map_region(
-                        platform,
-                        ChannelName::Network,
-                        r.gpa,
-                        r.pages,
-                        mapped,
-                    )?),
-                    None => None,
-                },
-            ),
+            Some(c) => map_channel(
+                platform,
+                ChannelName::Network,
+                &c.rings,
+                c.region.map(|r| (r.gpa, r.pages)),
+                mapped,
+            )?,
             None => (None, None),
         };
         Ok((
@@ -872,6 +860,24 @@ fn map_rings<M: RingMemory, P: Platform<Memory = M>>(
         .map_err(|status| RestoreError::Map(name, status))?;
     note(mapped, rings.gpa, rings.pages);
     Link::attach(outbound, inbound, rings.link).map_err(|e| RestoreError::Ring(name, e))
+}
+
+/// Maps a saved device channel again: its rings and, if it had one, its
+/// buffer region `(gpa, pages)`.
+#[allow(clippy::type_complexity)] // The two halves of a channel, as `restored` takes them.
+fn map_channel<M: RingMemory, P: Platform<Memory = M>>(
+    platform: &mut P,
+    name: ChannelName,
+    rings: &RingsState,
+    region: Option<(u64, u32)>,
+    mapped: &mut [Option<(u64, u32)>; 5],
+) -> Result<(Option<Link<M>>, Option<M>), RestoreError> {
+    let link = map_rings(platform, name, rings, mapped)?;
+    let region = match region {
+        Some((gpa, pages)) => Some(map_region(platform, name, gpa, pages, mapped)?),
+        None => None,
+    };
+    Ok((Some(link), region))
 }
 
 /// Maps a saved buffer region again (at least `pages` long).
