@@ -434,7 +434,8 @@ pub fn restore(root: &Root, path: &str, at: Placement) -> Result<Child, QuickErr
                         Call::CapDelegateAt {
                             slot: port,
                             target: partition,
-                            rights: Rights::from_bits(u64::from(e.rights)).unwrap_or(Rights::BIND),
+                            // What the root gives, whatever the file says.
+                            rights: Rights::BIND,
                             at: e.at,
                         },
                     )?;

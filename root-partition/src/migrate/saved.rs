@@ -93,7 +93,7 @@ pub fn encode_caps(entries: &[SlotEntry]) -> Vec<u8> {
 }
 
 /// Decodes [`encode_caps`]'s bytes; refuses slots past 255, unknown roles,
-/// channels past the last and the same slot twice.
+/// channels past the last, the same slot twice and the same role twice.
 pub fn decode_caps(bytes: &[u8]) -> Result<Vec<SlotEntry>, SavedError> {
     if !bytes.len().is_multiple_of(CAP_ENTRY) {
         return Err(SavedError::Length("capability"));
@@ -109,10 +109,16 @@ pub fn decode_caps(bytes: &[u8]) -> Result<Vec<SlotEntry>, SavedError> {
             channel: c[5],
             rights: u32::from_le_bytes([c[6], c[7], c[8], c[9]]),
         };
+        // One slot per role (per channel for the channel ports): a restore
+        // makes one port per role.
+        let channel = if e.role >= role::SIGNAL { e.channel } else { 0 };
         if e.at.index >= 256
             || e.role > role::EVENT
             || e.channel >= CHANNELS
-            || out.iter().any(|o| o.at.index == e.at.index)
+            || out.iter().any(|o| {
+                o.at.index == e.at.index
+                    || (o.role == e.role && (o.role < role::SIGNAL || o.channel == channel))
+            })
         {
             return Err(SavedError::Capability(e));
         }
@@ -262,6 +268,16 @@ mod tests {
         }
         let twice = encode_caps(&[entry(1, 0, role::SELF, 0), entry(1, 1, role::TO_ROOT, 0)]);
         assert!(decode_caps(&twice).is_err());
+        let role_twice = encode_caps(&[
+            entry(1, 0, role::FROM_ROOT, 0),
+            entry(2, 0, role::FROM_ROOT, 0),
+        ]);
+        assert!(decode_caps(&role_twice).is_err());
+        let two_channels = [entry(1, 0, role::SIGNAL, 0), entry(2, 0, role::SIGNAL, 1)];
+        assert_eq!(
+            decode_caps(&encode_caps(&two_channels)),
+            Ok(two_channels.to_vec())
+        );
         let name = Name::new("x");
         assert_eq!(
             decode_spec(&[0; 10], name, 0, 1),
