@@ -60,6 +60,13 @@ impl BochsOptions {
         let _ = writeln!(rc, "display_library: rfb, options=\"timeout=0\"");
         let _ = writeln!(rc, "com1: enabled=1, mode=file, dev=/dev/stdout");
         let _ = writeln!(rc, "speaker: enabled=0");
+        // Keep Bochs away from the host's sound system: with ALSA and no
+        // sound card its mixer thread aborts the emulator at start
+        // (`*** buffer overflow detected ***`), as seen on a fresh machine.
+        let _ = writeln!(
+            rc,
+            "sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy"
+        );
         let _ = writeln!(rc, "log: {}", log.display());
         let _ = writeln!(rc, "panic: action=fatal");
         let _ = writeln!(rc, "error: action=report");
@@ -97,5 +104,9 @@ mod tests {
         assert!(rc.contains("com1: enabled=1, mode=file, dev=/dev/stdout"));
         assert!(rc.contains("display_library: rfb"));
         assert!(rc.contains("reset_on_triple_fault=0"));
+        assert!(
+            rc.contains("sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy"),
+            "Bochs must not touch the host's sound system"
+        );
     }
 }
