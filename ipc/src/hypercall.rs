@@ -314,6 +314,10 @@ pub enum Call {
         pages: u64,
         /// The new partition's name.
         name: Name,
+        /// The highest priority its vCPUs may have (0–7, at most the
+        /// caller's own ceiling): no vCPU of the new partition, whoever
+        /// creates it, runs above this.
+        ceiling: u8,
     },
     /// Destroys a partition: its vCPUs stop, its memory returns to the donor,
     /// every capability to it or held by it is removed.
@@ -585,7 +589,7 @@ impl Call {
                 }
             }
             number::PARTITION_CREATE => {
-                if b == a {
+                if f > MAX_PRIORITY as u64 {
                     return Err(Status::InvalidArgument);
                 }
                 let pages = page_count(d)?;
@@ -598,6 +602,7 @@ impl Call {
                     first_page: c,
                     pages,
                     name: Name::from_raw(e).ok_or(Status::InvalidArgument)?,
+                    ceiling: f as u8,
                 }
             }
             number::PARTITION_DESTROY => Call::PartitionDestroy {
@@ -747,6 +752,7 @@ impl Call {
                 first_page,
                 pages,
                 name,
+                ceiling,
             } => [
                 PARTITION_CREATE,
                 authority.raw(),
@@ -754,7 +760,7 @@ impl Call {
                 first_page,
                 pages,
                 name.raw(),
-                0,
+                u64::from(ceiling),
             ],
             Call::PartitionDestroy { partition } => {
                 [PARTITION_DESTROY, partition.raw(), 0, 0, 0, 0, 0]
@@ -939,6 +945,7 @@ mod tests {
                 first_page: 10,
                 pages: 4096,
                 name: Name::new("alpha"),
+                ceiling: 3,
             },
             Call::MemoryMap {
                 partition: h(4, 1),
@@ -1057,6 +1064,16 @@ mod tests {
             Call::decode(&[PARTITION_CREATE, 0, 1, 0, 1, 0, 0]),
             Err(Status::InvalidArgument),
             "empty name"
+        );
+        let name = Name::new("n").raw();
+        assert_eq!(
+            Call::decode(&[PARTITION_CREATE, 0, 1, 0, 1, name, 8]),
+            Err(Status::InvalidArgument),
+            "priority ceiling above 7"
+        );
+        assert!(
+            Call::decode(&[PARTITION_CREATE, 1, 1, 0, 1, name, 0]).is_ok(),
+            "one slot for authority and memory decodes: the kernel answers WrongType"
         );
         assert_eq!(
             Call::decode(&[DIRTY_LOG, 1, 2, 0, 0, 0, 0]),

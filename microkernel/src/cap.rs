@@ -2,14 +2,17 @@
 //! capability (an object reference plus rights).
 //!
 //! # Invariants
-//! - A slot's generation increases every time it is emptied, so a handle
-//!   issued before that fails with `StaleSlot` instead of naming whatever
-//!   the slot holds next.
+//! - A slot's generation only moves forward: it increases every time the
+//!   slot is emptied, and a placement (`CapDelegateAt`, `CapClone`) may
+//!   only raise it. A handle issued before fails with `StaleSlot` instead
+//!   of naming whatever the slot holds next. A slot whose generation
+//!   reaches [`RETIRED`] is never filled again (generations never wrap).
 //! - Every capability has a unique [`CapId`] and remembers the capability it
 //!   was derived from; revocation follows these links (see
 //!   `Kernel::revoke_derived`).
-//! - [`CapSpace::check`] is the one place a slot handle is turned into a
-//!   capability: it validates index, generation, object type and rights.
+//! - [`CapSpace::check_kinds`] is the one place a slot handle is turned
+//!   into a capability: it validates index, generation, object type and
+//!   rights ([`CapSpace::check`] is its one-type form).
 
 use alloc::vec::Vec;
 use ipc::hypercall::{Rights, SlotHandle, Status};
@@ -18,6 +21,21 @@ use crate::object::{ObjectId, ObjectKind};
 
 /// Slots per capability space.
 pub const SLOTS: usize = 256;
+
+/// The generation of a slot that is used up: emptied 65,535 times, it is
+/// never filled again, so no handle ever names two objects.
+pub const RETIRED: u16 = u16::MAX;
+
+/// Every object type: for checks that accept a capability of any type
+/// (revoke, delete, delegate).
+pub const ANY_KIND: &[ObjectKind] = &[
+    ObjectKind::Partition,
+    ObjectKind::Vcpu,
+    ObjectKind::Memory,
+    ObjectKind::Port,
+    ObjectKind::Interrupt,
+    ObjectKind::IoPorts,
+];
 
 /// A capability's identity, unique for the kernel's lifetime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -44,6 +62,13 @@ struct Slot {
     cap: Option<Capability>,
 }
 
+impl Slot {
+    /// Empty and not retired.
+    fn is_free(&self) -> bool {
+        self.cap.is_none() && self.generation != RETIRED
+    }
+}
+
 /// One partition's capability space.
 #[derive(Clone, Debug)]
 pub struct CapSpace {
@@ -64,6 +89,25 @@ impl CapSpace {
         }
     }
 
+    /// An empty space, or `OutOfMemory` when the kernel heap cannot hold it.
+    pub fn try_new() -> Result<Self, Status> {
+        let mut slots = Vec::new();
+        slots
+            .try_reserve_exact(SLOTS)
+            .map_err(|_| Status::OutOfMemory)?;
+        slots.resize(
+            SLOTS,
+            Slot {
+                generation: 0,
+                cap: None,
+            },
+        );
+        Ok(CapSpace { slots })
+    }
+
+    /// Bytes of kernel heap one space takes.
+    pub const HEAP_BYTES: usize = SLOTS * core::mem::size_of::<Slot>();
+
     /// Looks up `handle` and checks that it names a live capability of
     /// `kind` with at least `rights`. Nothing changes.
     pub fn check(
@@ -72,8 +116,30 @@ impl CapSpace {
         kind: ObjectKind,
         rights: Rights,
     ) -> Result<Capability, Status> {
-        let cap = self.lookup(handle)?;
-        if cap.kind != kind {
+        self.check_kinds(handle, &[kind], rights)
+    }
+
+    /// The one check: `handle` names a live capability of one of `kinds`
+    /// with at least `rights`. In this order: InvalidSlot (index out of
+    /// range, or a generation this slot never had: an empty slot's
+    /// current one, or a later one), StaleSlot (an earlier generation:
+    /// the slot was emptied since), WrongType, InsufficientRights.
+    pub fn check_kinds(
+        &self,
+        handle: SlotHandle,
+        kinds: &[ObjectKind],
+        rights: Rights,
+    ) -> Result<Capability, Status> {
+        let slot = self
+            .slots
+            .get(handle.index as usize)
+            .ok_or(Status::InvalidSlot)?;
+        let cap = match slot.cap {
+            Some(cap) if slot.generation == handle.generation => cap,
+            _ if handle.generation < slot.generation => return Err(Status::StaleSlot),
+            _ => return Err(Status::InvalidSlot),
+        };
+        if !kinds.contains(&cap.kind) {
             return Err(Status::WrongType);
         }
         if !cap.rights.contains(rights) {
@@ -82,21 +148,14 @@ impl CapSpace {
         Ok(cap)
     }
 
-    /// Looks up `handle` without type or rights checks.
-    pub fn lookup(&self, handle: SlotHandle) -> Result<Capability, Status> {
-        let slot = self
-            .slots
-            .get(handle.index as usize)
-            .ok_or(Status::InvalidSlot)?;
-        if slot.generation != handle.generation {
-            return Err(Status::StaleSlot);
-        }
-        slot.cap.ok_or(Status::InvalidSlot)
+    /// Free slots (empty and not retired).
+    pub fn free_slots(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_free()).count()
     }
 
     /// Whether a free slot exists.
     pub fn has_free_slot(&self) -> bool {
-        self.slots.iter().any(|s| s.cap.is_none())
+        self.slots.iter().any(Slot::is_free)
     }
 
     /// Puts `cap` into the lowest free slot; returns its handle.
@@ -105,7 +164,7 @@ impl CapSpace {
             .slots
             .iter_mut()
             .enumerate()
-            .find(|(_, s)| s.cap.is_none())
+            .find(|(_, s)| s.is_free())
             .ok_or(Status::OutOfSlots)?;
         slot.cap = Some(cap);
         Ok(SlotHandle {
@@ -121,7 +180,8 @@ impl CapSpace {
             .iter_mut()
             .find(|s| s.cap.is_some_and(|c| c.id == id))?;
         let cap = slot.cap.take();
-        slot.generation = slot.generation.wrapping_add(1);
+        // Forward only; at RETIRED the slot stays empty for good.
+        slot.generation = slot.generation.saturating_add(1);
         cap
     }
 
@@ -149,20 +209,44 @@ impl CapSpace {
     /// `generation`: how a copied space gets the same handles as its
     /// original. The slot must be empty, or already hold a capability with
     /// the same object and rights (which stays, under the new generation).
+    /// Generations only move forward: an older one than the slot's is
+    /// StaleSlot, and a retired slot (or [`RETIRED`] itself) InvalidSlot.
     pub fn place(
         &mut self,
         index: usize,
         generation: u16,
         cap: Option<Capability>,
     ) -> Result<(), Status> {
+        self.can_place(index, generation, cap)?;
         let slot = self.slots.get_mut(index).ok_or(Status::InvalidSlot)?;
-        match (slot.cap, cap) {
-            (None, _) => slot.cap = cap,
-            (Some(held), Some(new)) if held.object == new.object && held.rights == new.rights => {}
-            _ => return Err(Status::InvalidState),
+        if slot.cap.is_none() {
+            slot.cap = cap;
         }
         slot.generation = generation;
         Ok(())
+    }
+
+    /// Whether [`CapSpace::place`] would succeed; nothing changes.
+    pub fn can_place(
+        &self,
+        index: usize,
+        generation: u16,
+        cap: Option<Capability>,
+    ) -> Result<(), Status> {
+        let slot = self.slots.get(index).ok_or(Status::InvalidSlot)?;
+        if generation == RETIRED || slot.generation == RETIRED {
+            return Err(Status::InvalidSlot);
+        }
+        if generation < slot.generation {
+            return Err(Status::StaleSlot);
+        }
+        match (slot.cap, cap) {
+            (None, _) => Ok(()),
+            (Some(held), Some(new)) if held.object == new.object && held.rights == new.rights => {
+                Ok(())
+            }
+            _ => Err(Status::InvalidState),
+        }
     }
 
     /// Removes every capability whose object is `object`; returns how many.
@@ -242,7 +326,10 @@ mod tests {
         let h2 = space.insert(cap(2, ObjectKind::Port, Rights::ALL)).unwrap();
         assert_eq!(h2.index, h.index);
         assert_ne!(h2.generation, h.generation);
-        assert_eq!(space.lookup(h), Err(Status::StaleSlot));
+        assert_eq!(
+            space.check_kinds(h, ANY_KIND, Rights::NONE),
+            Err(Status::StaleSlot)
+        );
     }
 
     #[test]
@@ -264,5 +351,108 @@ mod tests {
             1
         );
         assert!(space.has_free_slot());
+    }
+
+    #[test]
+    fn a_generation_never_issued_is_invalid_and_an_older_one_stale() {
+        let mut space = CapSpace::new();
+        let never = SlotHandle {
+            index: 3,
+            generation: 5,
+        };
+        assert_eq!(
+            space.check_kinds(never, ANY_KIND, Rights::NONE),
+            Err(Status::InvalidSlot),
+            "an empty, never-used slot with a nonzero generation"
+        );
+        let h = space.insert(cap(1, ObjectKind::Port, Rights::ALL)).unwrap();
+        let ahead = SlotHandle {
+            generation: h.generation + 1,
+            ..h
+        };
+        assert_eq!(
+            space.check_kinds(ahead, ANY_KIND, Rights::NONE),
+            Err(Status::InvalidSlot),
+            "a generation the slot never had"
+        );
+        space.remove_id(CapId(1)).unwrap();
+        assert_eq!(
+            space.check_kinds(h, ANY_KIND, Rights::NONE),
+            Err(Status::StaleSlot)
+        );
+        let current = SlotHandle {
+            generation: h.generation + 1,
+            ..h
+        };
+        assert_eq!(
+            space.check_kinds(current, ANY_KIND, Rights::NONE),
+            Err(Status::InvalidSlot),
+            "an empty slot's current generation names nothing"
+        );
+    }
+
+    #[test]
+    fn check_kinds_accepts_only_the_named_kinds() {
+        let mut space = CapSpace::new();
+        let port = space.insert(cap(1, ObjectKind::Port, Rights::BIND)).unwrap();
+        let part = space
+            .insert(cap(2, ObjectKind::Partition, Rights::ALL))
+            .unwrap();
+        let kinds = &[ObjectKind::Port, ObjectKind::Interrupt];
+        assert!(space.check_kinds(port, kinds, Rights::BIND).is_ok());
+        assert_eq!(
+            space.check_kinds(part, kinds, Rights::BIND),
+            Err(Status::WrongType),
+            "type before rights"
+        );
+        assert_eq!(
+            space.check_kinds(port, kinds, Rights::SIGNAL),
+            Err(Status::InsufficientRights)
+        );
+    }
+
+    #[test]
+    fn generations_only_move_forward() {
+        let mut space = CapSpace::new();
+        let h = space.insert(cap(1, ObjectKind::Port, Rights::ALL)).unwrap();
+        space.remove_id(CapId(1)).unwrap();
+        space.remove_id(CapId(1));
+        let (generation, _) = space.slot(h.index as usize).unwrap();
+        assert_eq!(generation, 1);
+        assert_eq!(
+            space.place(h.index as usize, 0, Some(cap(2, ObjectKind::Port, Rights::ALL))),
+            Err(Status::StaleSlot),
+            "a placement may not take a slot's generation back"
+        );
+        assert_eq!(space.slot(h.index as usize).unwrap(), (1, None));
+        space
+            .place(h.index as usize, 9, Some(cap(2, ObjectKind::Port, Rights::ALL)))
+            .unwrap();
+        assert_eq!(space.slot(h.index as usize).unwrap().0, 9);
+        assert_eq!(
+            space.place(h.index as usize, RETIRED, None),
+            Err(Status::InvalidSlot)
+        );
+    }
+
+    #[test]
+    fn a_slot_emptied_65535_times_is_retired_not_wrapped() {
+        let mut space = CapSpace::new();
+        let first = space.insert(cap(0, ObjectKind::Port, Rights::ALL)).unwrap();
+        space.remove_id(CapId(0)).unwrap();
+        space.place(first.index as usize, RETIRED - 1, None).unwrap();
+        let last = space.insert(cap(1, ObjectKind::Port, Rights::ALL)).unwrap();
+        assert_eq!(last.index, first.index);
+        assert_eq!(last.generation, RETIRED - 1);
+        space.remove_id(CapId(1)).unwrap();
+        let next = space.insert(cap(2, ObjectKind::Port, Rights::ALL)).unwrap();
+        assert_ne!(next.index, first.index, "the retired slot is never reused");
+        assert_eq!(space.free_slots(), SLOTS - 2);
+        for stale in [first, last] {
+            assert_eq!(
+                space.check_kinds(stale, ANY_KIND, Rights::NONE),
+                Err(Status::StaleSlot)
+            );
+        }
     }
 }

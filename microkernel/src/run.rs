@@ -174,7 +174,7 @@ fn run_vcpu(cpu_index: u32, vcpu: ObjectId) {
                 v.regs = regs;
             }
             match k.handle_exit(m, vcpu, exit) {
-                Next::Resume if slice_over && k.run_queues.has_ready(cpu_index, priority) => {
+                Next::Resume if slice_over && k.should_preempt(cpu_index, priority) => {
                     k.requeue(vcpu);
                     Step::Leave
                 }

@@ -490,6 +490,7 @@ fn start(
             first_page,
             pages,
             name: spec.name,
+            ceiling: spec.priority,
         },
     )?;
     let (partition, child_memory, child_self) = (handle(r[0])?, handle(r[1])?, handle(r[2])?);

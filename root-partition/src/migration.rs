@@ -465,6 +465,7 @@ fn create_target(root: &Root, child: &Child, base: u64) -> Result<Target, Migrat
             first_page,
             pages,
             name: child.spec.name,
+            ceiling: child.spec.priority,
         },
     )?;
     let (partition, memory) = (handle(r[0])?, handle(r[1])?);

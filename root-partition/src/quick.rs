@@ -327,6 +327,8 @@ pub fn restore(root: &Root, path: &str, at: Placement) -> Result<Child, QuickErr
             first_page,
             pages: header.pages,
             name,
+            // Restored vCPUs run at priority 0 (flags 0 below).
+            ceiling: 0,
         },
     )?;
     let (partition, child_memory, child_self) = (handle(r[0])?, handle(r[1])?, handle(r[2])?);

@@ -237,6 +237,7 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
                 first_page: 0,
                 pages: 1,
                 name: Name::new("evil"),
+                ceiling: 0,
             }),
             &[Status::InsufficientRights, Status::WrongType],
         );

@@ -9,7 +9,7 @@ use ipc::hypercall::{Call, Registers, Rights, SlotHandle, Status, run_state};
 use ipc::vcpu_state::VcpuState;
 
 use super::{Kernel, MAX_VCPUS, Outcome};
-use crate::cap::Capability;
+use crate::cap::{ANY_KIND, Capability};
 use crate::machine::Machine;
 use crate::object::memory::Mapping;
 use crate::object::partition::{CONSOLE_LINE, RunState};
@@ -42,8 +42,21 @@ impl Kernel {
         kind: ObjectKind,
         rights: Rights,
     ) -> Result<Capability, Status> {
+        self.cap_kinds(caller, handle, &[kind], rights)
+    }
+
+    /// Looks up `handle` in `caller`'s space and checks that it names one
+    /// of `kinds` with `rights`: every call's capability check goes here
+    /// (and through `CapSpace::check_kinds`).
+    pub(super) fn cap_kinds(
+        &self,
+        caller: ObjectId,
+        handle: SlotHandle,
+        kinds: &[ObjectKind],
+        rights: Rights,
+    ) -> Result<Capability, Status> {
         let p = self.objects.partition(caller).ok_or(Status::InvalidSlot)?;
-        let cap = p.cspace.check(handle, kind, rights)?;
+        let cap = p.cspace.check_kinds(handle, kinds, rights)?;
         // The object behind a capability is alive while the capability is
         // (objects are destroyed only after their capabilities are removed).
         self.objects.get(cap.object).ok_or(Status::StaleSlot)?;
@@ -71,8 +84,7 @@ impl Kernel {
             .objects
             .partition(partition)
             .ok_or(Status::InvalidSlot)?;
-        let free = (0..needed).all(|_| p.cspace.has_free_slot());
-        if !free || p.cspace.caps().count() + needed > crate::cap::SLOTS {
+        if p.cspace.free_slots() < needed {
             return Err(Status::OutOfSlots);
         }
         Ok(())
@@ -95,7 +107,16 @@ impl Kernel {
                 first_page,
                 pages,
                 name,
-            } => self.partition_create(m, caller, authority, memory, first_page, pages, name),
+                ceiling,
+            } => self.partition_create(
+                m,
+                caller,
+                (authority, memory),
+                first_page,
+                pages,
+                name,
+                ceiling,
+            ),
             Call::PartitionDestroy { partition } => self.partition_destroy(m, caller, partition),
             Call::PartitionStatus { partition } => {
                 let cap = self.cap(caller, partition, ObjectKind::Partition, Rights::INSPECT)?;
@@ -174,7 +195,8 @@ impl Kernel {
             Call::VcpuPause { vcpu: target } => self.vcpu_pause(m, caller, vcpu, target),
             Call::PortCreate => {
                 self.free_slots(caller, 1)?;
-                let id = self.objects.insert(Object::Port(Port::new(caller)));
+                // Paid from the caller's quota: OutOfMemory when it is spent.
+                let id = self.insert_paid(caller, Object::Port(Port::new(caller)))?;
                 let cap = self.new_cap(
                     id,
                     ObjectKind::Port,
@@ -227,15 +249,12 @@ impl Kernel {
                 done([0; 3])
             }
             Call::Acknowledge { slot } => {
-                let cap = self
-                    .objects
-                    .partition(caller)
-                    .ok_or(Status::InvalidSlot)?
-                    .cspace
-                    .lookup(slot)?;
-                if !cap.rights.contains(Rights::BIND) {
-                    return Err(Status::InsufficientRights);
-                }
+                let cap = self.cap_kinds(
+                    caller,
+                    slot,
+                    &[ObjectKind::Port, ObjectKind::Interrupt],
+                    Rights::BIND,
+                )?;
                 match cap.kind {
                     ObjectKind::Port => {
                         let delivery = self
@@ -272,22 +291,12 @@ impl Kernel {
             } => self.cap_delegate(m, caller, slot, target, rights, Some(at)),
             Call::CapInspect { partition, index } => self.cap_inspect(caller, partition, index),
             Call::CapRevoke { slot } => {
-                let cap = self
-                    .objects
-                    .partition(caller)
-                    .ok_or(Status::InvalidSlot)?
-                    .cspace
-                    .lookup(slot)?;
+                let cap = self.cap_kinds(caller, slot, ANY_KIND, Rights::NONE)?;
                 let removed = self.revoke_derived(m, cap.id);
                 done([removed as u64, 0, 0])
             }
             Call::CapDelete { slot } => {
-                let cap = self
-                    .objects
-                    .partition(caller)
-                    .ok_or(Status::InvalidSlot)?
-                    .cspace
-                    .lookup(slot)?;
+                let cap = self.cap_kinds(caller, slot, ANY_KIND, Rights::NONE)?;
                 let removed = self.revoke_derived(m, cap.id);
                 if let Some(p) = self.objects.partition_mut(caller) {
                     p.cspace.remove_id(cap.id);
@@ -295,6 +304,9 @@ impl Kernel {
                 if cap.kind == ObjectKind::IoPorts {
                     self.refresh_io_permissions(m, caller);
                 }
+                // The last capability on a port frees it; on a partition,
+                // the last one held outside it destroys it.
+                self.release_unreferenced(m, &[cap.object]);
                 done([removed as u64 + 1, 0, 0])
             }
             Call::Yield => Ok(Outcome::Yield),
@@ -451,19 +463,31 @@ impl Kernel {
         done([bytes.len() as u64, 0, 0])
     }
 
+    /// `PartitionCreate`: `caps` are the authority (CREATE) and the memory
+    /// to donate (DONATE).
     #[allow(clippy::too_many_arguments)] // One per register of the call.
     fn partition_create(
         &mut self,
         m: &mut impl Machine,
         caller: ObjectId,
-        authority: SlotHandle,
-        memory: SlotHandle,
+        caps: (SlotHandle, SlotHandle),
         first_page: u64,
         pages: u64,
         name: ipc::hypercall::Name,
+        ceiling: u8,
     ) -> CallResult {
+        let (authority, memory) = caps;
         self.cap(caller, authority, ObjectKind::Partition, Rights::CREATE)?;
         let mem_cap = self.cap(caller, memory, ObjectKind::Memory, Rights::DONATE)?;
+        let creator = self.objects.partition(caller).ok_or(Status::InvalidSlot)?;
+        // No partition runs its vCPUs above its creator's ceiling.
+        if ceiling > creator.ceiling {
+            return Err(Status::InvalidArgument);
+        }
+        let cost = super::quota_cost(ObjectKind::Partition) + super::quota_cost(ObjectKind::Memory);
+        if creator.quota < cost {
+            return Err(Status::OutOfMemory);
+        }
         let parent = self
             .objects
             .memory(mem_cap.object)
@@ -472,6 +496,10 @@ impl Kernel {
             return Err(Status::NotOwned);
         }
         let base = parent.base + first_page * 4096;
+        // Donating from the middle of a mapped range splits its record.
+        for pid in parent.splits(first_page, pages) {
+            self.mapping_room(pid, 1)?;
+        }
         self.free_slots(caller, 2)?;
         // Reserve every resource before changing anything.
         let asid = self.alloc_asid().ok_or(Status::OutOfMemory)?;
@@ -490,12 +518,50 @@ impl Kernel {
                 return Err(e);
             }
         };
+        let undo = |k: &mut Self, m: &mut dyn FnMut(u64, (u64, u64)), e: Status| {
+            m(slat, maps);
+            k.free_asid(asid);
+            Err(e)
+        };
+        let mut free_hw = |slat, maps| {
+            m.slat_free(slat);
+            m.permission_maps_free(maps);
+        };
+        let mut partition = match Partition::new(name, slat, asid, maps, Some(caller)) {
+            Ok(p) => p,
+            Err(e) => return undo(self, &mut free_hw, e),
+        };
+        partition.ceiling = ceiling;
+        partition.quota = crate::object::partition::CHILD_QUOTA;
+        let child = match self.insert_paid(caller, Object::Partition(partition)) {
+            Ok(id) => id,
+            Err(e) => return undo(self, &mut free_hw, e),
+        };
+        let child_mem = match self.insert_paid(
+            caller,
+            Object::Memory(Memory {
+                base,
+                pages,
+                owner: child,
+                donor: Some(mem_cap.object),
+                donated: Vec::new(),
+                mappings: Vec::new(),
+                restore: Vec::new(),
+            }),
+        ) {
+            Ok(id) => id,
+            Err(e) => {
+                self.remove_paid(child);
+                return undo(self, &mut free_hw, e);
+            }
+        };
         // Perform: take the pages out of every mapping of the donor.
         let parent = self
             .objects
             .memory_mut(mem_cap.object)
             .ok_or(Status::StaleSlot)?;
         let removed = parent.unrecord(first_page, pages, None);
+        parent.donated.push((first_page, pages, child_mem));
         let mut touched = Vec::new();
         for map in &removed {
             if let Some(p) = self.objects.partition(map.partition) {
@@ -506,24 +572,8 @@ impl Kernel {
         for pid in touched {
             self.flush_partition_tlb(m, pid);
         }
-        let child = self.objects.insert(Object::Partition(Partition::new(
-            name,
-            slat,
-            asid,
-            maps,
-            Some(caller),
-        )));
-        let child_mem = self.objects.insert(Object::Memory(Memory {
-            base,
-            pages,
-            owner: child,
-            donor: Some(mem_cap.object),
-            donated: Vec::new(),
-            mappings: Vec::new(),
-            restore: removed,
-        }));
-        if let Some(parent) = self.objects.memory_mut(mem_cap.object) {
-            parent.donated.push((first_page, pages, child_mem));
+        if let Some(mem) = self.objects.memory_mut(child_mem) {
+            mem.restore = removed;
         }
         if let Some(p) = self.objects.partition_mut(child) {
             p.memory.push(child_mem);
@@ -621,6 +671,13 @@ impl Kernel {
             return Err(Status::AlreadyMapped);
         }
         let hpa = mem.base + first_page * 4096;
+        self.mapping_room(p_cap.object, 1)?;
+        self.objects
+            .memory_mut(mem_cap.object)
+            .ok_or(Status::StaleSlot)?
+            .mappings
+            .try_reserve(1)
+            .map_err(|_| Status::OutOfMemory)?;
         m.slat_map(slat, gpa, hpa, pages, access_of(access))?;
         if let Some(mem) = self.objects.memory_mut(mem_cap.object) {
             mem.mappings.push(Mapping {
@@ -643,35 +700,43 @@ impl Kernel {
     ) -> CallResult {
         let p_cap = self.cap(caller, partition, ObjectKind::Partition, Rights::CONTROL)?;
         let target = p_cap.object;
-        // Every page must be covered by a mapping record of some memory object.
-        let mut pieces: Vec<(ObjectId, u64, u64)> = Vec::new();
+        // Every page must be covered by a mapping record of the target at
+        // these guest-physical addresses (records are per mapping: an
+        // alias of the same frames elsewhere is another record).
+        let end = gpa + pages * 4096;
+        let mut covered = 0;
+        let mut splits = 0;
+        let mut objects = Vec::new();
         for id in self.objects.ids_of(ObjectKind::Memory) {
             let Some(mem) = self.objects.memory(id) else {
                 continue;
             };
+            let mut touches = false;
             for map in mem.mappings.iter().filter(|x| x.partition == target) {
                 let start = gpa.max(map.gpa);
-                let end = (gpa + pages * 4096).min(map.gpa + map.pages * 4096);
-                if start < end {
-                    pieces.push((
-                        id,
-                        map.first_page + (start - map.gpa) / 4096,
-                        (end - start) / 4096,
-                    ));
+                let stop = end.min(map.gpa + map.pages * 4096);
+                if start < stop {
+                    covered += (stop - start) / 4096;
+                    touches = true;
                 }
             }
+            if touches {
+                splits += mem.splits_gpa(target, gpa, pages);
+                objects.push(id);
+            }
         }
-        if pieces.iter().map(|p| p.2).sum::<u64>() != pages {
+        if covered != pages {
             return Err(Status::NotMapped);
         }
+        self.mapping_room(target, splits)?;
         let slat = self
             .objects
             .partition(target)
             .ok_or(Status::StaleSlot)?
             .slat_root;
-        for (id, first, n) in pieces {
+        for id in objects {
             if let Some(mem) = self.objects.memory_mut(id) {
-                for map in mem.unrecord(first, n, Some(target)) {
+                for map in mem.unrecord_gpa(target, gpa, pages) {
                     let _ = m.slat_unmap(slat, map.gpa, map.pages);
                 }
             }
@@ -704,6 +769,14 @@ impl Kernel {
             return Err(Status::InvalidState);
         }
         let priority = (flags & 0xff) as u8;
+        // Nobody, the partition itself included, raises a vCPU above the
+        // ceiling its creator set.
+        if priority > p.ceiling {
+            return Err(Status::InvalidArgument);
+        }
+        if p.quota < super::quota_cost(ObjectKind::Vcpu) {
+            return Err(Status::OutOfMemory);
+        }
         let cpu = match (flags >> 8) & 0xff {
             0 => self.least_loaded_cpu(),
             n if (n as u32) <= self.run_queues.cpus() => n as u32 - 1,
@@ -725,7 +798,14 @@ impl Kernel {
         let mut vcpu = Vcpu::new(p_cap.object, index, priority, cpu, vmcb_pa);
         vcpu.regs.rdi = arg;
         vcpu.regs.rsi = index as u64;
-        let id = self.objects.insert(Object::Vcpu(vcpu));
+        // A vCPU is paid for by its own partition.
+        let id = match self.insert_paid(p_cap.object, Object::Vcpu(vcpu)) {
+            Ok(id) => id,
+            Err(e) => {
+                m.vmcb_free(vmcb_pa);
+                return Err(e);
+            }
+        };
         if let Some(p) = self.objects.partition_mut(p_cap.object) {
             p.vcpus.push(id);
         }
@@ -811,15 +891,7 @@ impl Kernel {
         rights: Rights,
         at: Option<SlotHandle>,
     ) -> CallResult {
-        let source = self
-            .objects
-            .partition(caller)
-            .ok_or(Status::InvalidSlot)?
-            .cspace
-            .lookup(slot)?;
-        if !source.rights.contains(Rights::GRANT) || !source.rights.contains(rights) {
-            return Err(Status::InsufficientRights);
-        }
+        let source = self.cap_kinds(caller, slot, ANY_KIND, Rights::GRANT.union(rights))?;
         let t_cap = self.cap(caller, target, ObjectKind::Partition, Rights::CONTROL)?;
         let t = self
             .objects
@@ -831,11 +903,9 @@ impl Kernel {
         match at {
             None => self.free_slots(t_cap.object, 1)?,
             Some(_) if t_cap.object == caller => return Err(Status::InvalidArgument),
-            Some(at) => match t.cspace.slot(at.index as usize) {
-                None => return Err(Status::InvalidSlot),
-                Some((_, Some(_))) => return Err(Status::InvalidState),
-                Some((_, None)) => {}
-            },
+            // Empty, and a generation no older than the slot's: a stale
+            // handle never names the new capability.
+            Some(at) => t.cspace.can_place(at.index as usize, at.generation, None)?,
         }
         let copy = self.new_cap(source.object, source.kind, rights, Some(source.id));
         let handle = match at {

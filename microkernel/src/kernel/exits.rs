@@ -44,6 +44,9 @@ impl Kernel {
     /// not run (its partition stopped or it was paused meanwhile); it is
     /// then taken off the processor.
     pub fn prepare_entry(&mut self, m: &mut impl Machine, vcpu: ObjectId) -> bool {
+        if !self.reaping.is_empty() {
+            self.reap(m);
+        }
         let Some(partition) = self.partition_of(vcpu) else {
             return false;
         };

@@ -25,6 +25,13 @@ impl Kernel {
         };
         debug_assert_eq!(p.state, RunState::Dying);
         let held: Vec<CapId> = p.cspace.caps().map(|c| c.id).collect();
+        // What it held a capability on may be left without one.
+        let mut named: Vec<ObjectId> = Vec::new();
+        for c in p.cspace.caps() {
+            if !named.contains(&c.object) {
+                named.push(c.object);
+            }
+        }
         let vcpus = p.vcpus.clone();
         let memory = p.memory.clone();
         let (slat, maps, asid) = (p.slat_root, p.permission_maps, p.asid);
@@ -93,10 +100,10 @@ impl Kernel {
             if let Some(v) = self.objects.vcpu(id) {
                 m.vmcb_free(v.vmcb);
             }
-            self.objects.remove(id);
+            self.remove_paid(id);
         }
         for id in ports {
-            self.objects.remove(id);
+            self.remove_paid(id);
         }
         m.slat_free(slat);
         m.permission_maps_free(maps);
@@ -104,13 +111,16 @@ impl Kernel {
         for mem_id in memory {
             self.return_memory(m, mem_id);
         }
-        self.objects.remove(partition);
+        self.remove_paid(partition);
+        self.reaping.retain(|&p| p != partition);
+        named.retain(|&o| o != partition);
+        self.release_unreferenced(m, &named);
     }
 
     /// Gives a donated memory object back to its donor and restores the
     /// donor's mappings its pages were taken from.
     fn return_memory(&mut self, m: &mut impl Machine, mem_id: ObjectId) {
-        let Some(crate::object::Object::Memory(mem)) = self.objects.remove(mem_id) else {
+        let Some(crate::object::Object::Memory(mem)) = self.remove_paid(mem_id) else {
             return;
         };
         let Some(donor_id) = mem.donor else { return };

@@ -34,6 +34,27 @@ pub use exits::Next;
 /// Most vCPUs per partition.
 pub const MAX_VCPUS: usize = 4;
 
+/// Entries of the object table, reserved at start: every kernel object
+/// there will ever be at once. The root's quota is what its boot objects
+/// leave; every other partition's quota comes out of its creator's.
+pub const MAX_OBJECTS: usize = 1024;
+/// Entries kept for the root's boot objects (RAM ranges, interrupt lines,
+/// port ranges, itself and its first vCPU).
+pub const BOOT_OBJECTS: usize = 128;
+/// Timer ticks a ready root vCPU waits at most before it runs, whatever
+/// the priorities of the vCPUs beside it: the root's progress never
+/// depends on a child's cooperation.
+pub const ROOT_MAX_WAIT_TICKS: u64 = 10;
+
+/// Quota units an object of `kind` costs the partition that pays for it:
+/// a partition also carries the quota its creator hands it.
+pub fn quota_cost(kind: ObjectKind) -> u32 {
+    match kind {
+        ObjectKind::Partition => 1 + crate::object::partition::CHILD_QUOTA,
+        _ => 1,
+    }
+}
+
 /// What a hypercall asks of the processor loop beyond its result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -77,13 +98,18 @@ pub struct Kernel {
     pub pending_routes: Vec<(u32, bool)>,
     /// Children may use `DebugWrite` (kernel command line `debug-console`).
     pub child_debug_console: bool,
+    /// Partitions left without a capability outside themselves (orphans),
+    /// stopped and waiting to be torn down once off the processors.
+    pub reaping: Vec<ObjectId>,
 }
 
 impl Kernel {
     /// A kernel for `cpus` processors and address-space ids `1..asids`.
     pub fn new(cpus: u32, asids: u32) -> Self {
         Kernel {
-            objects: Objects::default(),
+            // Without room for the table the root cannot be created and
+            // the boot stops with OutOfMemory: no panic here.
+            objects: Objects::with_capacity(MAX_OBJECTS).unwrap_or_default(),
             run_queues: RunQueues::new(cpus.max(1)),
             next_cap: 1,
             root: None,
@@ -91,7 +117,66 @@ impl Kernel {
             asids_in_use: alloc::vec![false; asids.max(2) as usize],
             pending_routes: Vec::new(),
             child_debug_console: false,
+            reaping: Vec::new(),
         }
+    }
+
+    /// Inserts `object`, paid for from `payer`'s quota: `OutOfMemory` when
+    /// the quota or the table is exhausted (nothing changes then).
+    pub(crate) fn insert_paid(&mut self, payer: ObjectId, object: Object) -> Result<ObjectId, Status> {
+        let cost = quota_cost(object.kind());
+        let p = self
+            .objects
+            .partition_mut(payer)
+            .ok_or(Status::InvalidSlot)?;
+        p.quota = p.quota.checked_sub(cost).ok_or(Status::OutOfMemory)?;
+        match self.objects.insert_paid(object, Some(payer)) {
+            Ok(id) => Ok(id),
+            Err(e) => {
+                if let Some(p) = self.objects.partition_mut(payer) {
+                    p.quota += cost;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes an object and gives its cost back to the partition that paid.
+    pub(crate) fn remove_paid(&mut self, id: ObjectId) -> Option<Object> {
+        let (object, payer) = self.objects.remove_paid(id)?;
+        if let Some(p) = payer.and_then(|p| self.objects.partition_mut(p)) {
+            p.quota += quota_cost(object.kind());
+        }
+        Some(object)
+    }
+
+    /// Mapping records of `partition`'s guest-physical space.
+    pub fn mapping_count(&self, partition: ObjectId) -> usize {
+        self.objects
+            .ids_of(ObjectKind::Memory)
+            .into_iter()
+            .filter_map(|id| self.objects.memory(id))
+            .map(|mem| {
+                mem.mappings
+                    .iter()
+                    .filter(|x| x.partition == partition)
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Refuses (`OutOfMemory`) when `partition` would hold more than its
+    /// limit of mapping records after `more` new ones.
+    pub(crate) fn mapping_room(&self, partition: ObjectId, more: usize) -> Result<(), Status> {
+        let limit = self
+            .objects
+            .partition(partition)
+            .ok_or(Status::StaleSlot)?
+            .mapping_limit;
+        if self.mapping_count(partition) + more > limit {
+            return Err(Status::OutOfMemory);
+        }
+        Ok(())
     }
 
     fn new_cap(
@@ -148,15 +233,16 @@ impl Kernel {
         gsis: &[u32],
         ports: &[(u16, u32)],
     ) -> Result<(ObjectId, Vec<InitialCap>), Status> {
+        if ram.len() + gsis.len() + ports.len() + 2 > BOOT_OBJECTS {
+            return Err(Status::OutOfMemory);
+        }
         let asid = self.alloc_asid().ok_or(Status::OutOfMemory)?;
         let maps = m.permission_maps_new()?;
-        let root = self.objects.insert(Object::Partition(Partition::new(
-            Name::new("root"),
-            slat_root,
-            asid,
-            maps,
-            None,
-        )));
+        let mut partition = Partition::new(Name::new("root"), slat_root, asid, maps, None)?;
+        partition.ceiling = ipc::hypercall::MAX_PRIORITY;
+        partition.quota = (MAX_OBJECTS - BOOT_OBJECTS) as u32;
+        partition.mapping_limit = crate::object::partition::ROOT_MAPPINGS;
+        let root = self.objects.insert(Object::Partition(partition))?;
         self.root = Some(root);
         let mut caps = Vec::new();
         let rights = Rights::CREATE | Rights::CONTROL | Rights::INSPECT | Rights::GRANT;
@@ -183,7 +269,7 @@ impl Kernel {
                 }],
                 restore: Vec::new(),
             };
-            let id = self.objects.insert(Object::Memory(memory));
+            let id = self.objects.insert(Object::Memory(memory))?;
             let rights = Rights::READ
                 | Rights::WRITE
                 | Rights::EXECUTE
@@ -206,7 +292,7 @@ impl Kernel {
                     gsi,
                     binding: None,
                     armed: true,
-                }));
+                }))?;
             let cap = self.new_cap(
                 id,
                 ObjectKind::Interrupt,
@@ -224,7 +310,7 @@ impl Kernel {
         for &(first, count) in ports {
             let id = self
                 .objects
-                .insert(Object::IoPorts(IoPorts { first, count }));
+                .insert(Object::IoPorts(IoPorts { first, count }))?;
             let cap = self.new_cap(id, ObjectKind::IoPorts, Rights::USE | Rights::GRANT, None);
             let slot = self.insert_cap(root, cap)?;
             caps.push(InitialCap {
@@ -287,23 +373,89 @@ impl Kernel {
         found
     }
 
-    /// Removes every capability derived from `id`; returns how many.
+    /// Removes every capability derived from `id`; returns how many. Objects
+    /// left without a capability are released (`release_unreferenced`).
     pub fn revoke_derived(&mut self, m: &mut impl Machine, id: CapId) -> usize {
         let victims = self.descendants(id);
         let mut touched_io: Vec<ObjectId> = Vec::new();
+        let mut objects: Vec<ObjectId> = Vec::new();
         for (pid, cap_id) in &victims {
             if let Some(p) = self.objects.partition_mut(*pid)
                 && let Some(cap) = p.cspace.remove_id(*cap_id)
-                && cap.kind == ObjectKind::IoPorts
-                && !touched_io.contains(pid)
             {
-                touched_io.push(*pid);
+                if !objects.contains(&cap.object) {
+                    objects.push(cap.object);
+                }
+                if cap.kind == ObjectKind::IoPorts && !touched_io.contains(pid) {
+                    touched_io.push(*pid);
+                }
             }
         }
         for pid in touched_io {
             self.refresh_io_permissions(m, pid);
         }
+        self.release_unreferenced(m, &objects);
         victims.len()
+    }
+
+    /// Whether any capability names `object`, in any space but `except`'s.
+    fn named_outside(&self, object: ObjectId, except: Option<ObjectId>) -> bool {
+        self.objects
+            .ids_of(ObjectKind::Partition)
+            .into_iter()
+            .filter(|&pid| Some(pid) != except)
+            .filter_map(|pid| self.objects.partition(pid))
+            .any(|p| p.cspace.caps().any(|c| c.object == object))
+    }
+
+    /// Releases what lost its last capability among `objects`: a port no
+    /// capability names is freed (its quota goes back to its owner); a
+    /// partition other than the root that no capability outside its own
+    /// space names is an orphan — nobody could ever stop or destroy it — and
+    /// is stopped and destroyed (`reap`), its memory going back to the donor.
+    pub fn release_unreferenced(&mut self, m: &mut impl Machine, objects: &[ObjectId]) {
+        for &object in objects {
+            match self.objects.get(object).map(Object::kind) {
+                Some(ObjectKind::Port) if !self.named_outside(object, None) => {
+                    self.free_port(object);
+                }
+                Some(ObjectKind::Partition)
+                    if Some(object) != self.root && !self.named_outside(object, Some(object)) =>
+                {
+                    let dying = self
+                        .objects
+                        .partition(object)
+                        .is_some_and(|p| p.state == RunState::Dying);
+                    if !dying && !self.reaping.contains(&object) {
+                        self.stop_partition(m, object, StopReason::Halted, 0);
+                        if let Some(p) = self.objects.partition_mut(object) {
+                            p.state = RunState::Dying;
+                        }
+                        // Bounded by the partitions there are.
+                        self.reaping.push(object);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.reap(m);
+    }
+
+    /// Tears down the orphans whose vCPUs have left the processors.
+    pub fn reap(&mut self, m: &mut impl Machine) {
+        while let Some(i) = self
+            .reaping
+            .iter()
+            .position(|&p| self.objects.partition(p).is_none() || self.destroy_ready(p))
+        {
+            let p = self.reaping.swap_remove(i);
+            self.destroy_finish(m, p);
+        }
+    }
+
+    /// Frees a port: unbinds it and removes it, refunding its owner.
+    fn free_port(&mut self, port: ObjectId) {
+        self.remove_paid(port);
     }
 
     /// Raises `vector` on `vcpu`, waking it if it waits for an interrupt.
@@ -370,26 +522,61 @@ impl Kernel {
         }
     }
 
-    /// Takes the next vCPU for `cpu` and marks it running there.
+    /// Takes the next vCPU for `cpu` and marks it running there: the
+    /// highest priority first, except that a root vCPU that has waited
+    /// [`ROOT_MAX_WAIT_TICKS`] goes before everything.
     pub fn pick(&mut self, cpu: u32) -> Option<ObjectId> {
+        if let Some(v) = self.starved_root_vcpu(cpu) {
+            self.run_queues.remove(v);
+            return self.start_running(v, cpu);
+        }
         while let Some(v) = self.run_queues.pick(cpu) {
-            let Some(vcpu) = self.objects.vcpu_mut(v) else {
-                continue;
-            };
-            if vcpu.state == State::Ready {
-                vcpu.state = State::Running(cpu);
+            if let Some(v) = self.start_running(v, cpu) {
                 return Some(v);
             }
         }
         None
     }
 
+    fn start_running(&mut self, v: ObjectId, cpu: u32) -> Option<ObjectId> {
+        let now = self.ticks;
+        let vcpu = self.objects.vcpu_mut(v)?;
+        if vcpu.state != State::Ready {
+            return None;
+        }
+        vcpu.state = State::Running(cpu);
+        vcpu.last_ran = now;
+        Some(v)
+    }
+
+    /// A ready root vCPU on `cpu` that has not run for
+    /// [`ROOT_MAX_WAIT_TICKS`], if any.
+    pub fn starved_root_vcpu(&self, cpu: u32) -> Option<ObjectId> {
+        let root = self.objects.partition(self.root?)?;
+        root.vcpus.iter().copied().find(|&id| {
+            self.objects.vcpu(id).is_some_and(|v| {
+                v.state == State::Ready
+                    && v.cpu == cpu
+                    && self.ticks.saturating_sub(v.last_ran) >= ROOT_MAX_WAIT_TICKS
+            })
+        })
+    }
+
+    /// Whether the vCPU running on `cpu` at `priority` must leave the
+    /// processor at the end of its slice: a vCPU of at least its priority
+    /// is ready there, or a root vCPU has waited too long.
+    pub fn should_preempt(&self, cpu: u32, priority: u8) -> bool {
+        self.run_queues.has_ready(cpu, priority) || self.starved_root_vcpu(cpu).is_some()
+    }
+
     /// Puts a running vCPU back at the end of its queue (preemption, yield).
     pub fn requeue(&mut self, vcpu: ObjectId) {
+        let now = self.ticks;
         if let Some(v) = self.objects.vcpu_mut(vcpu)
             && matches!(v.state, State::Running(_))
         {
             v.state = State::Ready;
+            v.last_ran = now;
             let (cpu, prio) = (v.cpu, v.priority);
             self.run_queues.enqueue(cpu, prio, vcpu);
         }
@@ -439,7 +626,7 @@ impl Kernel {
         let index = p.vcpus.len() as u32;
         let mut vcpu = crate::object::Vcpu::new(root, index, 0, cpu, vmcb);
         vcpu.state = State::Ready;
-        let id = self.objects.insert(Object::Vcpu(vcpu));
+        let id = self.objects.insert(Object::Vcpu(vcpu))?;
         if let Some(p) = self.objects.partition_mut(root) {
             p.vcpus.push(id);
         }

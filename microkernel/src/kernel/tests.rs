@@ -221,6 +221,7 @@ impl World {
                 first_page: first,
                 pages,
                 name: Name::new(name),
+                ceiling: 0,
             })
             .unwrap();
         let (slot, mem, self_slot) = (h(r[0]), h(r[1]), h(r[2]));
@@ -318,7 +319,8 @@ fn donation_moves_memory_out_of_the_root_and_back_on_destroy() {
             memory: w.ram,
             first_page: 300,
             pages: 1,
-            name: Name::new("x")
+            name: Name::new("x"),
+            ceiling: 0,
         }),
         Err(Status::NotOwned)
     );
@@ -466,6 +468,7 @@ fn a_child_cannot_use_what_it_does_not_hold() {
         first_page: 0,
         pages: 1,
         name: Name::new("evil"),
+        ceiling: 0,
     };
     assert_eq!(
         w.call_as(c.id, c.vcpu, create),
@@ -773,7 +776,8 @@ fn resource_failures_change_nothing() {
             memory: w.ram,
             first_page: 0,
             pages: 4,
-            name: Name::new("x")
+            name: Name::new("x"),
+            ceiling: 0,
         }),
         Err(Status::OutOfMemory)
     );
@@ -789,7 +793,8 @@ fn resource_failures_change_nothing() {
             memory: w.ram,
             first_page: 0,
             pages: 4,
-            name: Name::new("x")
+            name: Name::new("x"),
+            ceiling: 0,
         })
         .is_ok()
     );
@@ -907,7 +912,7 @@ fn cap_clone_copies_slot_for_slot_and_outlives_the_source() {
             .partition(b.id)
             .unwrap()
             .cspace
-            .lookup(a.self_slot)
+            .check_kinds(a.self_slot, crate::cap::ANY_KIND, Rights::NONE)
             .unwrap();
     assert_eq!(own.object, b.id);
     // A second clone into a non-empty space is refused.

@@ -108,6 +108,67 @@ impl Memory {
         removed
     }
 
+    /// Removes the guest-physical range `[gpa, gpa + pages)` of
+    /// `partition` from the mapping records, splitting records as needed;
+    /// returns the removed pieces. Other mappings of the same pages (an
+    /// alias at another address, another partition's) stay.
+    pub fn unrecord_gpa(&mut self, partition: ObjectId, gpa: u64, pages: u64) -> Vec<Mapping> {
+        let end = gpa + pages * 4096;
+        let mut removed = Vec::new();
+        let mut kept = Vec::new();
+        for m in self.mappings.drain(..) {
+            let m_end = m.gpa + m.pages * 4096;
+            if m.partition != partition || m_end <= gpa || m.gpa >= end {
+                kept.push(m);
+                continue;
+            }
+            let start = gpa.max(m.gpa);
+            let stop = end.min(m_end);
+            removed.push(Mapping {
+                partition,
+                gpa: start,
+                first_page: m.first_page + (start - m.gpa) / 4096,
+                pages: (stop - start) / 4096,
+            });
+            if m.gpa < start {
+                kept.push(Mapping {
+                    pages: (start - m.gpa) / 4096,
+                    ..m
+                });
+            }
+            if m_end > stop {
+                kept.push(Mapping {
+                    gpa: stop,
+                    first_page: m.first_page + (stop - m.gpa) / 4096,
+                    pages: (m_end - stop) / 4096,
+                    ..m
+                });
+            }
+        }
+        self.mappings = kept;
+        removed
+    }
+
+    /// Records of `partition` that removing `[gpa, gpa + pages)` would split
+    /// in two (they extend past both ends): what an unmap adds.
+    pub fn splits_gpa(&self, partition: ObjectId, gpa: u64, pages: u64) -> usize {
+        let end = gpa + pages * 4096;
+        self.mappings
+            .iter()
+            .filter(|m| m.partition == partition && m.gpa < gpa && m.gpa + m.pages * 4096 > end)
+            .count()
+    }
+
+    /// Records that removing object pages `[first, first + pages)` would
+    /// split in two, per partition.
+    pub fn splits(&self, first: u64, pages: u64) -> Vec<ObjectId> {
+        self.mappings
+            .iter()
+            .filter(|m| m.first_page < first && m.first_page + m.pages > first + pages)
+            .map(|m| m.partition)
+            .collect()
+    }
+
     /// The mappings that cover any page of `[first, first + pages)`, as
     /// (partition, gpa of the first overlapping page, pages overlapping).
     pub fn mapped_overlap(&self, first: u64, pages: u64) -> Vec<(ObjectId, u64, u64)> {
@@ -181,5 +242,55 @@ mod tests {
             m.mapped_overlap(0, 100).iter().map(|x| x.2).sum::<u64>(),
             90
         );
+    }
+
+    #[test]
+    fn unrecording_an_alias_keeps_the_original() {
+        let mut m = Memory {
+            base: 0x100_0000,
+            pages: 100,
+            owner: P,
+            donor: None,
+            donated: Vec::new(),
+            mappings: Vec::new(),
+            restore: Vec::new(),
+        };
+        let original = Mapping {
+            partition: P,
+            gpa: 0x100_0000,
+            first_page: 0,
+            pages: 100,
+        };
+        m.mappings.push(original);
+        // Page 7 mapped a second time, at 0x4000_0000.
+        m.mappings.push(Mapping {
+            partition: P,
+            gpa: 0x4000_0000,
+            first_page: 7,
+            pages: 1,
+        });
+        assert_eq!(m.splits_gpa(P, 0x4000_0000, 1), 0);
+        let removed = m.unrecord_gpa(P, 0x4000_0000, 1);
+        assert_eq!(
+            removed,
+            alloc::vec![Mapping {
+                partition: P,
+                gpa: 0x4000_0000,
+                first_page: 7,
+                pages: 1
+            }]
+        );
+        assert_eq!(m.mappings, alloc::vec![original], "the original stays whole");
+        // A hole in the middle of the original splits it.
+        assert_eq!(m.splits_gpa(P, 0x100_7000, 2), 1);
+        let removed = m.unrecord_gpa(P, 0x100_7000, 2);
+        assert_eq!(removed[0].first_page, 7);
+        assert_eq!(removed[0].pages, 2);
+        assert_eq!(m.mappings.len(), 2);
+        assert_eq!(m.mappings[1].first_page, 9);
+        assert_eq!(m.mappings[1].gpa, 0x100_9000);
+        assert_eq!(m.mappings[1].pages, 91);
+        assert_eq!(m.splits(50, 1), alloc::vec![P]);
+        assert!(m.splits(0, 7).is_empty());
     }
 }

@@ -12,6 +12,7 @@ pub mod port;
 pub mod vcpu;
 
 use alloc::vec::Vec;
+use ipc::hypercall::Status;
 
 pub use interrupt::Interrupt;
 pub use ioports::IoPorts;
@@ -81,12 +82,16 @@ impl Object {
 struct Entry {
     generation: u32,
     object: Option<Object>,
+    /// The partition whose quota paid for the object (None: boot objects).
+    payer: Option<ObjectId>,
 }
 
-/// The object table.
+/// The object table: a fixed number of entries, reserved when the kernel
+/// starts, so creating an object never allocates (nor fails to).
 #[derive(Debug, Default)]
 pub struct Objects {
     entries: Vec<Entry>,
+    capacity: usize,
 }
 
 macro_rules! typed_access {
@@ -110,39 +115,83 @@ macro_rules! typed_access {
 }
 
 impl Objects {
-    /// Inserts an object; returns its id.
-    pub fn insert(&mut self, object: Object) -> ObjectId {
+    /// A table of `capacity` entries, reserved now; `OutOfMemory` when the
+    /// heap cannot hold them.
+    pub fn with_capacity(capacity: usize) -> Result<Self, Status> {
+        let mut entries = Vec::new();
+        entries
+            .try_reserve_exact(capacity)
+            .map_err(|_| Status::OutOfMemory)?;
+        Ok(Objects { entries, capacity })
+    }
+
+    /// Bytes of kernel heap a table of `capacity` entries takes.
+    pub const fn heap_bytes(capacity: usize) -> usize {
+        capacity * core::mem::size_of::<Entry>()
+    }
+
+    /// Live objects.
+    pub fn len(&self) -> usize {
+        self.entries.iter().filter(|e| e.object.is_some()).count()
+    }
+
+    /// Whether the table holds no live object.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Inserts an object paid for by `payer`'s quota; returns its id, or
+    /// `OutOfMemory` when every entry is taken.
+    pub fn insert_paid(&mut self, object: Object, payer: Option<ObjectId>) -> Result<ObjectId, Status> {
         if let Some((index, entry)) = self
             .entries
             .iter_mut()
             .enumerate()
-            .find(|(_, e)| e.object.is_none())
+            .find(|(_, e)| e.object.is_none() && e.generation != u32::MAX)
         {
             entry.object = Some(object);
-            return ObjectId {
+            entry.payer = payer;
+            return Ok(ObjectId {
                 index: index as u32,
                 generation: entry.generation,
-            };
+            });
         }
+        if self.entries.len() >= self.capacity {
+            return Err(Status::OutOfMemory);
+        }
+        // Within the reserved capacity: no allocation.
         self.entries.push(Entry {
             generation: 0,
             object: Some(object),
+            payer,
         });
-        ObjectId {
+        Ok(ObjectId {
             index: self.entries.len() as u32 - 1,
             generation: 0,
-        }
+        })
+    }
+
+    /// Inserts a boot object (no payer); returns its id.
+    pub fn insert(&mut self, object: Object) -> Result<ObjectId, Status> {
+        self.insert_paid(object, None)
     }
 
     /// Removes an object; its id (and every copy of it) goes stale.
-    pub fn remove(&mut self, id: ObjectId) -> Option<Object> {
+    /// Returns the object and the partition that paid for it.
+    pub fn remove_paid(&mut self, id: ObjectId) -> Option<(Object, Option<ObjectId>)> {
         let entry = self.entries.get_mut(id.index as usize)?;
         if entry.generation != id.generation {
             return None;
         }
-        let object = entry.object.take();
-        entry.generation = entry.generation.wrapping_add(1);
-        object
+        let object = entry.object.take()?;
+        // Forward only; an entry whose generation is used up stays empty.
+        entry.generation = entry.generation.saturating_add(1);
+        Some((object, entry.payer.take()))
+    }
+
+    /// Removes an object; its id (and every copy of it) goes stale.
+    pub fn remove(&mut self, id: ObjectId) -> Option<Object> {
+        self.remove_paid(id).map(|(o, _)| o)
     }
 
     /// The object `id`, if alive.
@@ -187,19 +236,23 @@ mod tests {
 
     #[test]
     fn ids_go_stale_when_objects_die() {
-        let mut objects = Objects::default();
-        let a = objects.insert(Object::IoPorts(IoPorts {
-            first: 0x3f8,
-            count: 8,
-        }));
+        let mut objects = Objects::with_capacity(2).unwrap();
+        let a = objects
+            .insert(Object::IoPorts(IoPorts {
+                first: 0x3f8,
+                count: 8,
+            }))
+            .unwrap();
         assert!(objects.ioports(a).is_some());
         assert!(objects.port(a).is_none(), "wrong type");
         objects.remove(a).unwrap();
         assert!(objects.get(a).is_none());
-        let b = objects.insert(Object::IoPorts(IoPorts {
-            first: 0x60,
-            count: 1,
-        }));
+        let b = objects
+            .insert(Object::IoPorts(IoPorts {
+                first: 0x60,
+                count: 1,
+            }))
+            .unwrap();
         assert_eq!(b.index, a.index);
         assert!(
             objects.get(a).is_none(),
@@ -207,5 +260,17 @@ mod tests {
         );
         assert!(objects.remove(a).is_none());
         assert_eq!(objects.ids_of(ObjectKind::IoPorts), alloc::vec![b]);
+    }
+
+    #[test]
+    fn the_table_is_fixed_and_full_is_out_of_memory() {
+        let mut objects = Objects::with_capacity(2).unwrap();
+        let io = |first| Object::IoPorts(IoPorts { first, count: 1 });
+        let a = objects.insert(io(1)).unwrap();
+        objects.insert(io(2)).unwrap();
+        assert_eq!(objects.insert(io(3)), Err(Status::OutOfMemory));
+        assert_eq!(objects.len(), 2);
+        objects.remove(a).unwrap();
+        assert!(objects.insert(io(3)).is_ok(), "a freed entry is reused");
     }
 }

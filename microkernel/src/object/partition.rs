@@ -6,7 +6,7 @@
 //! only memory objects it owns (or, for the root, its own RAM).
 
 use alloc::vec::Vec;
-use ipc::hypercall::{Name, StopReason};
+use ipc::hypercall::{Name, Status, StopReason};
 
 use super::ObjectId;
 use crate::cap::CapSpace;
@@ -17,6 +17,17 @@ pub const CONSOLE_LINE: usize = 160;
 pub const CONSOLE_BURST: u32 = 32;
 /// Timer ticks per console line refilled.
 pub const CONSOLE_REFILL_TICKS: u64 = 2;
+
+/// Kernel objects a child may own: its vCPUs (at most 4), the ports it
+/// creates, and what it gives partitions it creates. Its creator pays
+/// this much (plus the partition and its memory object) from its own quota.
+pub const CHILD_QUOTA: u32 = 32;
+/// Mapping records of a child's guest-physical space (the root maps its
+/// memory, rings and buffers: a handful).
+pub const CHILD_MAPPINGS: usize = 64;
+/// Mapping records of the root's guest-physical space (its RAM ranges,
+/// split by donations, and the children's pages in its shared window).
+pub const ROOT_MAPPINGS: usize = 2048;
 
 /// Whether a partition runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,20 +73,29 @@ pub struct Partition {
     pub console_refilled: u64,
     /// Hypercalls made (statistics).
     pub hypercalls: u64,
+    /// The highest priority any of its vCPUs may have, set by its creator.
+    pub ceiling: u8,
+    /// Kernel objects it may still own (ports, vCPUs, the partitions and
+    /// memory objects it creates, and the quotas it hands them).
+    pub quota: u32,
+    /// Most mapping records of its guest-physical space.
+    pub mapping_limit: usize,
 }
 
 impl Partition {
-    /// A new running partition with an empty capability space.
+    /// A new running partition with an empty capability space, no quota,
+    /// ceiling 0 and the child's mapping limit; `OutOfMemory` when the
+    /// heap cannot hold its capability space.
     pub fn new(
         name: Name,
         slat_root: u64,
         asid: u32,
         permission_maps: (u64, u64),
         creator: Option<ObjectId>,
-    ) -> Self {
-        Partition {
+    ) -> Result<Self, Status> {
+        Ok(Partition {
             name,
-            cspace: CapSpace::new(),
+            cspace: CapSpace::try_new()?,
             slat_root,
             asid,
             permission_maps,
@@ -89,7 +109,10 @@ impl Partition {
             console_tokens: CONSOLE_BURST,
             console_refilled: 0,
             hypercalls: 0,
-        }
+            ceiling: 0,
+            quota: 0,
+            mapping_limit: CHILD_MAPPINGS,
+        })
     }
 
     /// Takes one console line from the budget, refilling it from `now`
@@ -115,7 +138,7 @@ mod tests {
 
     #[test]
     fn console_budget_refills_with_time() {
-        let mut p = Partition::new(Name::new("p"), 0, 1, (0, 0), None);
+        let mut p = Partition::new(Name::new("p"), 0, 1, (0, 0), None).unwrap();
         for _ in 0..CONSOLE_BURST {
             assert!(p.take_console_token(0));
         }

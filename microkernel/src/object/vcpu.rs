@@ -50,6 +50,8 @@ pub struct Vcpu {
     pub flush_tlb: bool,
     /// Exits taken (statistics).
     pub exits: u64,
+    /// Timer tick at which it last got or left a processor.
+    pub last_ran: u64,
 }
 
 impl Vcpu {
@@ -67,6 +69,7 @@ impl Vcpu {
             pause_requested: false,
             flush_tlb: true,
             exits: 0,
+            last_ran: 0,
         }
     }
 
