@@ -394,7 +394,9 @@ mod tests {
     #[test]
     fn check_kinds_accepts_only_the_named_kinds() {
         let mut space = CapSpace::new();
-        let port = space.insert(cap(1, ObjectKind::Port, Rights::BIND)).unwrap();
+        let port = space
+            .insert(cap(1, ObjectKind::Port, Rights::BIND))
+            .unwrap();
         let part = space
             .insert(cap(2, ObjectKind::Partition, Rights::ALL))
             .unwrap();
@@ -420,13 +422,21 @@ mod tests {
         let (generation, _) = space.slot(h.index as usize).unwrap();
         assert_eq!(generation, 1);
         assert_eq!(
-            space.place(h.index as usize, 0, Some(cap(2, ObjectKind::Port, Rights::ALL))),
+            space.place(
+                h.index as usize,
+                0,
+                Some(cap(2, ObjectKind::Port, Rights::ALL))
+            ),
             Err(Status::StaleSlot),
             "a placement may not take a slot's generation back"
         );
         assert_eq!(space.slot(h.index as usize).unwrap(), (1, None));
         space
-            .place(h.index as usize, 9, Some(cap(2, ObjectKind::Port, Rights::ALL)))
+            .place(
+                h.index as usize,
+                9,
+                Some(cap(2, ObjectKind::Port, Rights::ALL)),
+            )
             .unwrap();
         assert_eq!(space.slot(h.index as usize).unwrap().0, 9);
         assert_eq!(
@@ -440,7 +450,9 @@ mod tests {
         let mut space = CapSpace::new();
         let first = space.insert(cap(0, ObjectKind::Port, Rights::ALL)).unwrap();
         space.remove_id(CapId(0)).unwrap();
-        space.place(first.index as usize, RETIRED - 1, None).unwrap();
+        space
+            .place(first.index as usize, RETIRED - 1, None)
+            .unwrap();
         let last = space.insert(cap(1, ObjectKind::Port, Rights::ALL)).unwrap();
         assert_eq!(last.index, first.index);
         assert_eq!(last.generation, RETIRED - 1);

@@ -41,6 +41,10 @@ pub const MAX_OBJECTS: usize = 1024;
 /// Entries kept for the root's boot objects (RAM ranges, interrupt lines,
 /// port ranges, itself and its first vCPU).
 pub const BOOT_OBJECTS: usize = 128;
+/// The smallest kernel heap: the object table, every partition's
+/// capability space and mapping records at their limits fit in half of it
+/// (a host test checks the sum).
+pub const MIN_HEAP_BYTES: usize = 4 << 20;
 /// Timer ticks a ready root vCPU waits at most before it runs, whatever
 /// the priorities of the vCPUs beside it: the root's progress never
 /// depends on a child's cooperation.
@@ -123,7 +127,11 @@ impl Kernel {
 
     /// Inserts `object`, paid for from `payer`'s quota: `OutOfMemory` when
     /// the quota or the table is exhausted (nothing changes then).
-    pub(crate) fn insert_paid(&mut self, payer: ObjectId, object: Object) -> Result<ObjectId, Status> {
+    pub(crate) fn insert_paid(
+        &mut self,
+        payer: ObjectId,
+        object: Object,
+    ) -> Result<ObjectId, Status> {
         let cost = quota_cost(object.kind());
         let p = self
             .objects

@@ -1080,3 +1080,533 @@ fn cap_inspect_and_delegate_at_rebuild_a_space_elsewhere() {
         Err(Status::StaleSlot)
     );
 }
+
+/// Live objects whose quota `payer` pays for, and its quota left.
+fn quota_of(w: &World, partition: ObjectId) -> u32 {
+    w.k.objects.partition(partition).unwrap().quota
+}
+
+#[test]
+fn a_child_creating_and_deleting_ports_forever_uses_no_memory() {
+    let mut w = World::new();
+    let c = w.child("alpha", 0, 32);
+    let before = w.k.objects.len();
+    let quota = quota_of(&w, c.id);
+    for _ in 0..10_000 {
+        let port = h(w.call_as(c.id, c.vcpu, Call::PortCreate).unwrap()[0]);
+        assert_eq!(
+            w.call_as(c.id, c.vcpu, Call::CapDelete { slot: port }),
+            Ok([1, 0, 0])
+        );
+    }
+    assert_eq!(w.k.objects.len(), before, "every deleted port was freed");
+    assert_eq!(quota_of(&w, c.id), quota, "and its quota given back");
+}
+
+#[test]
+fn a_partition_may_own_only_its_quota_of_objects_and_gets_out_of_memory() {
+    let mut w = World::new();
+    let c = w.child("alpha", 0, 32);
+    // Its one vCPU is paid from its quota too.
+    assert_eq!(
+        quota_of(&w, c.id),
+        crate::object::partition::CHILD_QUOTA - 1
+    );
+    let mut ports = Vec::new();
+    loop {
+        match w.call_as(c.id, c.vcpu, Call::PortCreate) {
+            Ok(r) => ports.push(h(r[0])),
+            Err(e) => {
+                assert_eq!(e, Status::OutOfMemory);
+                break;
+            }
+        }
+        assert!(ports.len() < 1000, "no limit");
+    }
+    assert_eq!(
+        ports.len() as u32,
+        crate::object::partition::CHILD_QUOTA - 1
+    );
+    // A vCPU on itself is refused the same way, and nothing changed.
+    let objects = w.k.objects.len();
+    assert_eq!(
+        w.call_as(
+            c.id,
+            c.vcpu,
+            Call::VcpuCreate {
+                partition: c.self_slot,
+                rip: 0x1000,
+                rsp: 0x8000,
+                cr3: 0x2000,
+                arg: 0,
+                flags: 0,
+            }
+        ),
+        Err(Status::OutOfMemory)
+    );
+    assert_eq!(w.k.objects.len(), objects);
+    // The root is not affected: its own quota is its own.
+    assert!(w.root_call(Call::PortCreate).is_ok());
+    // One port freed, one port more.
+    w.call_as(c.id, c.vcpu, Call::CapDelete { slot: ports[3] })
+        .unwrap();
+    assert!(w.call_as(c.id, c.vcpu, Call::PortCreate).is_ok());
+    assert_eq!(
+        w.call_as(c.id, c.vcpu, Call::PortCreate),
+        Err(Status::OutOfMemory)
+    );
+}
+
+#[test]
+fn the_root_runs_out_of_quota_with_a_status_and_the_table_never_grows() {
+    let mut w = World::new();
+    // Children cost the partition, its memory object and the quota it carries.
+    let cost = quota_cost(ObjectKind::Partition) + quota_cost(ObjectKind::Memory);
+    assert_eq!(cost, 2 + crate::object::partition::CHILD_QUOTA);
+    let quota = quota_of(&w, w.root);
+    assert_eq!(quota as usize, MAX_OBJECTS - BOOT_OBJECTS);
+    w.child("alpha", 100, 16);
+    assert_eq!(quota_of(&w, w.root), quota - cost);
+    // With too little quota left, a child is refused and nothing changes.
+    w.k.objects.partition_mut(w.root).unwrap().quota = cost - 1;
+    let objects = w.k.objects.len();
+    assert_eq!(
+        w.root_call(Call::PartitionCreate {
+            authority: w.root_self,
+            memory: w.ram,
+            first_page: 200,
+            pages: 16,
+            name: Name::new("beta"),
+            ceiling: 0,
+        }),
+        Err(Status::OutOfMemory)
+    );
+    assert_eq!(w.k.objects.len(), objects);
+    assert!(w.m.mapped(w.root_slat(), RAM_BASE + 200 * 4096));
+    // The table itself never grows past its entries: with quota to spare,
+    // the last insert is refused and its quota given back.
+    w.k.objects.partition_mut(w.root).unwrap().quota = u32::MAX / 2;
+    let root = w.root;
+    let mut made = 0;
+    let err = loop {
+        match w
+            .k
+            .insert_paid(root, Object::Port(crate::object::Port::new(root)))
+        {
+            Ok(_) => made += 1,
+            Err(e) => break e,
+        }
+        assert!(made <= MAX_OBJECTS, "no limit");
+    };
+    assert_eq!(err, Status::OutOfMemory);
+    assert_eq!(w.k.objects.len(), MAX_OBJECTS);
+    assert_eq!(quota_of(&w, w.root), u32::MAX / 2 - made as u32);
+    assert_eq!(w.root_call(Call::PortCreate), Err(Status::OutOfMemory));
+}
+
+#[test]
+fn every_partition_and_its_objects_fit_the_smallest_kernel_heap() {
+    const SMALLEST_HEAP: usize = MIN_HEAP_BYTES;
+    let cost = (quota_cost(ObjectKind::Partition) + quota_cost(ObjectKind::Memory)) as usize;
+    let partitions = 1 + (MAX_OBJECTS - BOOT_OBJECTS) / cost;
+    let mapping = core::mem::size_of::<crate::object::memory::Mapping>();
+    let records = crate::object::partition::ROOT_MAPPINGS
+        + partitions * crate::object::partition::CHILD_MAPPINGS;
+    // Mapping records live in vectors that may hold twice their length
+    // while growing, and once more as the donation's `restore` copy.
+    let bound = crate::object::Objects::heap_bytes(MAX_OBJECTS)
+        + partitions * crate::cap::CapSpace::HEAP_BYTES
+        + 3 * records * mapping
+        // Per partition: vCPU and memory lists, donations.
+        + partitions * (MAX_VCPUS * 8 + 64 + 64)
+        // A revocation's worst case: every capability of every space.
+        + partitions * crate::cap::SLOTS * 32;
+    assert!(
+        bound <= SMALLEST_HEAP / 2,
+        "worst case {bound} bytes does not leave half of a {SMALLEST_HEAP}-byte heap free"
+    );
+}
+
+#[test]
+fn a_port_lives_while_any_capability_names_it() {
+    let mut w = World::new();
+    let c = w.child("alpha", 0, 32);
+    let port = h(w.root_call(Call::PortCreate).unwrap()[0]);
+    let in_child = h(w
+        .root_call(Call::CapDelegate {
+            slot: port,
+            target: c.slot,
+            rights: Rights::SIGNAL,
+        })
+        .unwrap()[0]);
+    let id =
+        w.k.objects
+            .partition(w.root)
+            .unwrap()
+            .cspace
+            .check(port, ObjectKind::Port, Rights::NONE)
+            .unwrap()
+            .object;
+    // Deleting a copy keeps the port; CapDelete of the original takes
+    // the copies with it and frees the port.
+    assert_eq!(
+        w.call_as(c.id, c.vcpu, Call::CapDelete { slot: in_child }),
+        Ok([1, 0, 0])
+    );
+    assert!(w.k.objects.port(id).is_some(), "the root still names it");
+    let root_quota = quota_of(&w, w.root);
+    assert_eq!(w.root_call(Call::CapDelete { slot: port }), Ok([1, 0, 0]));
+    assert!(
+        w.k.objects.port(id).is_none(),
+        "freed with its last capability"
+    );
+    assert_eq!(quota_of(&w, w.root), root_quota + 1);
+    // Revoking removes the copies; the original keeps the port alive.
+    let port = h(w.root_call(Call::PortCreate).unwrap()[0]);
+    w.root_call(Call::CapDelegate {
+        slot: port,
+        target: c.slot,
+        rights: Rights::SIGNAL,
+    })
+    .unwrap();
+    assert_eq!(w.root_call(Call::CapRevoke { slot: port }), Ok([1, 0, 0]));
+    assert!(w.root_call(Call::PortSignal { port }).is_ok());
+}
+
+#[test]
+fn deleting_the_last_capability_on_a_running_child_destroys_it() {
+    let mut w = World::new();
+    let c = w.child("alpha", 256, 64);
+    w.root_call(Call::VcpuStart { vcpu: c.vcpu_slot }).unwrap();
+    let root_slat = w.root_slat();
+    let donated = RAM_BASE + 256 * 4096;
+    assert!(!w.m.mapped(root_slat, donated));
+    let objects = w.k.objects.len();
+    let root_quota = quota_of(&w, w.root);
+    // The root's vCPU capability on it first: the partition is still named.
+    w.root_call(Call::CapDelete { slot: c.vcpu_slot }).unwrap();
+    assert!(w.k.objects.partition(c.id).is_some());
+    // Its memory capability: still named by the partition capability.
+    w.root_call(Call::CapDelete { slot: c.mem }).unwrap();
+    assert!(w.k.objects.partition(c.id).is_some());
+    // The last capability outside it: the child is an orphan, destroyed
+    // (its vCPU is not on a processor in this test).
+    w.root_call(Call::CapDelete { slot: c.slot }).unwrap();
+    assert!(w.k.objects.partition(c.id).is_none(), "the orphan is gone");
+    assert!(w.k.objects.vcpu(c.vcpu).is_none());
+    assert!(w.k.reaping.is_empty());
+    assert!(
+        w.m.mapped(root_slat, donated),
+        "its memory went back to the root's mappings"
+    );
+    assert_eq!(w.k.objects.len(), objects - 3, "partition, vCPU, memory");
+    assert_eq!(
+        quota_of(&w, w.root),
+        root_quota + quota_cost(ObjectKind::Partition) + quota_cost(ObjectKind::Memory)
+    );
+    // The memory can be donated again.
+    w.child("beta", 256, 64);
+}
+
+#[test]
+fn an_orphan_on_a_processor_is_destroyed_once_it_leaves() {
+    let mut w = World::new();
+    let c = w.child("alpha", 256, 64);
+    w.root_call(Call::VcpuStart { vcpu: c.vcpu_slot }).unwrap();
+    // The child's vCPU runs on processor 1 (the root's is on 0).
+    let cpu = w.k.objects.vcpu(c.vcpu).unwrap().cpu;
+    assert_eq!(w.k.pick(cpu), Some(c.vcpu));
+    w.root_call(Call::CapDelete { slot: c.slot }).unwrap();
+    assert!(w.k.objects.partition(c.id).is_some(), "waits for its vCPU");
+    assert_eq!(w.k.reaping, vec![c.id]);
+    assert!(w.m.kicks.contains(&cpu), "its processor was told");
+    // Its processor takes it off (prepare_entry refuses it), and the next
+    // entry anywhere finishes the teardown.
+    assert!(!w.k.prepare_entry(&mut w.m, c.vcpu));
+    let root_vcpu = w.root_vcpu;
+    assert!(w.k.prepare_entry(&mut w.m, root_vcpu));
+    assert!(w.k.objects.partition(c.id).is_none());
+    assert!(w.k.reaping.is_empty());
+}
+
+#[test]
+fn unmapping_an_alias_keeps_the_original_mapping() {
+    let mut w = World::new();
+    let root_slat = w.root_slat();
+    let original = RAM_BASE + 900 * 4096;
+    let alias = 0x8000_0000;
+    w.root_call(Call::MemoryMap {
+        partition: w.root_self,
+        memory: w.ram,
+        first_page: 900,
+        gpa: alias,
+        pages: 1,
+        access: Rights::READ | Rights::WRITE,
+    })
+    .unwrap();
+    assert_eq!(w.m.slat_translate(root_slat, alias).unwrap().0, original);
+    w.root_call(Call::MemoryUnmap {
+        partition: w.root_self,
+        gpa: alias,
+        pages: 1,
+    })
+    .unwrap();
+    assert!(!w.m.mapped(root_slat, alias));
+    assert!(w.m.mapped(root_slat, original), "the original stays mapped");
+    // Unmapping the alias again: nothing is mapped there any more.
+    assert_eq!(
+        w.root_call(Call::MemoryUnmap {
+            partition: w.root_self,
+            gpa: alias,
+            pages: 1,
+        }),
+        Err(Status::NotMapped)
+    );
+    // Unmapping a page in the middle of the original splits its record
+    // and leaves its neighbours.
+    w.root_call(Call::MemoryUnmap {
+        partition: w.root_self,
+        gpa: original,
+        pages: 1,
+    })
+    .unwrap();
+    assert!(!w.m.mapped(root_slat, original));
+    assert!(w.m.mapped(root_slat, original - 4096));
+    assert!(w.m.mapped(root_slat, original + 4096));
+}
+
+#[test]
+fn mapping_records_are_limited_per_partition() {
+    let mut w = World::new();
+    let c = w.child("alpha", 0, 256);
+    // The child holds one record (its RAM at 0); punch holes until the limit.
+    let limit = crate::object::partition::CHILD_MAPPINGS;
+    let mut holes = 0;
+    let err = loop {
+        let gpa = (2 + 2 * holes as u64) * 4096;
+        match w.root_call(Call::MemoryUnmap {
+            partition: c.slot,
+            gpa,
+            pages: 1,
+        }) {
+            Ok(_) => holes += 1,
+            Err(e) => break e,
+        }
+        assert!(holes <= 120, "no limit");
+    };
+    assert_eq!(err, Status::OutOfMemory);
+    assert_eq!(w.k.mapping_count(c.id), limit);
+    assert_eq!(holes, limit - 1);
+    // Unmapping a whole record's end (no split) still works.
+    assert!(
+        w.root_call(Call::MemoryUnmap {
+            partition: c.slot,
+            gpa: 255 * 4096,
+            pages: 1,
+        })
+        .is_ok()
+    );
+}
+
+#[test]
+fn a_child_cannot_raise_its_vcpus_above_its_ceiling() {
+    let mut w = World::new();
+    let c = w.child("alpha", 0, 32);
+    let create = |priority: u64| Call::VcpuCreate {
+        partition: c.self_slot,
+        rip: 0x1000,
+        rsp: 0x8000,
+        cr3: 0x2000,
+        arg: 0,
+        flags: priority,
+    };
+    assert_eq!(
+        w.call_as(c.id, c.vcpu, create(7)),
+        Err(Status::InvalidArgument)
+    );
+    assert!(w.call_as(c.id, c.vcpu, create(0)).is_ok());
+    // The root cannot go above the ceiling it set either.
+    assert_eq!(
+        w.root_call(Call::VcpuCreate {
+            partition: c.slot,
+            rip: 0,
+            rsp: 0,
+            cr3: 0,
+            arg: 0,
+            flags: 1,
+        }),
+        Err(Status::InvalidArgument)
+    );
+    // A child created with ceiling 5 may have vCPUs up to 5.
+    let r = w
+        .root_call(Call::PartitionCreate {
+            authority: w.root_self,
+            memory: w.ram,
+            first_page: 500,
+            pages: 16,
+            name: Name::new("hi"),
+            ceiling: 5,
+        })
+        .unwrap();
+    let hi = h(r[0]);
+    let vcpu = |prio| Call::VcpuCreate {
+        partition: hi,
+        rip: 0,
+        rsp: 0,
+        cr3: 0,
+        arg: 0,
+        flags: prio,
+    };
+    assert!(w.root_call(vcpu(5)).is_ok());
+    assert_eq!(w.root_call(vcpu(6)), Err(Status::InvalidArgument));
+}
+
+#[test]
+fn the_root_runs_after_waiting_whatever_the_childrens_priorities() {
+    let mut w = World::new();
+    let r = w
+        .root_call(Call::PartitionCreate {
+            authority: w.root_self,
+            memory: w.ram,
+            first_page: 500,
+            pages: 16,
+            name: Name::new("hog"),
+            ceiling: 7,
+        })
+        .unwrap();
+    let hog = h(r[0]);
+    let v = h(w
+        .root_call(Call::VcpuCreate {
+            partition: hog,
+            rip: 0,
+            rsp: 0,
+            cr3: 0,
+            arg: 0,
+            // Priority 7 on processor 0, the root's.
+            flags: 7 | (1 << 8),
+        })
+        .unwrap()[0]);
+    w.root_call(Call::VcpuStart { vcpu: v }).unwrap();
+    // The root's vCPU leaves the processor (end of its slice) at tick 100.
+    w.k.ticks = 100;
+    let root_vcpu = w.root_vcpu;
+    w.k.requeue(root_vcpu);
+    let hog_vcpu = w.k.pick(0).unwrap();
+    assert_ne!(hog_vcpu, root_vcpu, "priority 7 goes first");
+    assert!(!w.k.should_preempt(0, 7), "nothing else of priority 7");
+    w.k.ticks = 100 + ROOT_MAX_WAIT_TICKS - 1;
+    assert!(!w.k.should_preempt(0, 7));
+    w.k.ticks = 100 + ROOT_MAX_WAIT_TICKS;
+    assert!(w.k.should_preempt(0, 7), "the root has waited long enough");
+    w.k.requeue(hog_vcpu);
+    assert_eq!(w.k.pick(0), Some(root_vcpu));
+    // Having just run, it waits its turn again.
+    w.k.requeue(root_vcpu);
+    assert_eq!(w.k.pick(0), Some(hog_vcpu));
+}
+
+#[test]
+fn every_call_checks_capabilities_through_the_one_check() {
+    let mut w = World::new();
+    let c = w.child("alpha", 0, 32);
+    let port = h(w.root_call(Call::PortCreate).unwrap()[0]);
+    // Acknowledge: a partition capability is the wrong type, a port
+    // without BIND lacks the right.
+    assert_eq!(
+        w.root_call(Call::Acknowledge { slot: w.root_self }),
+        Err(Status::WrongType)
+    );
+    let signal_only = h(w
+        .root_call(Call::CapDelegate {
+            slot: port,
+            target: w.root_self,
+            rights: Rights::SIGNAL,
+        })
+        .unwrap()[0]);
+    assert_eq!(
+        w.root_call(Call::Acknowledge { slot: signal_only }),
+        Err(Status::InsufficientRights)
+    );
+    // Delegation: without GRANT, or more than held.
+    assert_eq!(
+        w.root_call(Call::CapDelegate {
+            slot: signal_only,
+            target: c.slot,
+            rights: Rights::SIGNAL,
+        }),
+        Err(Status::InsufficientRights)
+    );
+    // Revoke and delete: a handle never issued is InvalidSlot, an old one StaleSlot.
+    let never = SlotHandle {
+        index: 200,
+        generation: 3,
+    };
+    assert_eq!(
+        w.root_call(Call::CapRevoke { slot: never }),
+        Err(Status::InvalidSlot)
+    );
+    assert_eq!(
+        w.root_call(Call::CapDelete { slot: never }),
+        Err(Status::InvalidSlot)
+    );
+    w.root_call(Call::CapDelete { slot: signal_only }).unwrap();
+    assert_eq!(
+        w.root_call(Call::CapDelete { slot: signal_only }),
+        Err(Status::StaleSlot)
+    );
+    assert_eq!(
+        w.root_call(Call::CapRevoke { slot: signal_only }),
+        Err(Status::StaleSlot)
+    );
+    // PartitionCreate with one capability of the wrong type for both.
+    assert_eq!(
+        w.root_call(Call::PartitionCreate {
+            authority: w.ram,
+            memory: w.ram,
+            first_page: 500,
+            pages: 1,
+            name: Name::new("x"),
+            ceiling: 0,
+        }),
+        Err(Status::WrongType)
+    );
+}
+
+#[test]
+fn cap_delegate_at_never_takes_a_generation_back() {
+    let mut w = World::new();
+    let c = w.child("alpha", 0, 32);
+    let port = h(w.root_call(Call::PortCreate).unwrap()[0]);
+    let at = SlotHandle {
+        index: 40,
+        generation: 7,
+    };
+    let put = |at| Call::CapDelegateAt {
+        slot: port,
+        target: c.slot,
+        rights: Rights::SIGNAL,
+        at,
+    };
+    assert_eq!(w.root_call(put(at)), Ok([at.raw(), 0, 0]));
+    // The child deletes it: the slot is now at generation 8.
+    w.call_as(c.id, c.vcpu, Call::CapDelete { slot: at })
+        .unwrap();
+    assert_eq!(
+        w.root_call(put(at)),
+        Err(Status::StaleSlot),
+        "generation 7 again would make the old handle name the new copy"
+    );
+    assert_eq!(
+        w.call_as(c.id, c.vcpu, Call::PortSignal { port: at }),
+        Err(Status::StaleSlot)
+    );
+    let next = SlotHandle {
+        generation: 8,
+        ..at
+    };
+    assert!(w.root_call(put(next)).is_ok());
+    assert!(
+        w.call_as(c.id, c.vcpu, Call::PortSignal { port: next })
+            .is_ok()
+    );
+}

@@ -280,7 +280,11 @@ mod tests {
                 pages: 1
             }]
         );
-        assert_eq!(m.mappings, alloc::vec![original], "the original stays whole");
+        assert_eq!(
+            m.mappings,
+            alloc::vec![original],
+            "the original stays whole"
+        );
         // A hole in the middle of the original splits it.
         assert_eq!(m.splits_gpa(P, 0x100_7000, 2), 1);
         let removed = m.unrecord_gpa(P, 0x100_7000, 2);

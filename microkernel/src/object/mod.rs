@@ -142,7 +142,11 @@ impl Objects {
 
     /// Inserts an object paid for by `payer`'s quota; returns its id, or
     /// `OutOfMemory` when every entry is taken.
-    pub fn insert_paid(&mut self, object: Object, payer: Option<ObjectId>) -> Result<ObjectId, Status> {
+    pub fn insert_paid(
+        &mut self,
+        object: Object,
+        payer: Option<ObjectId>,
+    ) -> Result<ObjectId, Status> {
         if let Some((index, entry)) = self
             .entries
             .iter_mut()
