@@ -1,5 +1,6 @@
 //! Consistency checks beyond what opening validates: the footer copy, the
-//! sector bitmaps, saved state and the parent's timestamp.
+//! sector bitmaps, saved state, the parent's timestamp, and whether other
+//! readers (Hyper-V, QEMU before and since 10.0) see the same size.
 //!
 //! Invariant: checking only reads; it never changes the file.
 
@@ -42,6 +43,28 @@ impl<D: BlockDevice> Vhd<D> {
                 "the footer at the end of the file is damaged; the copy at offset 0 was used \
                  (opening for writing and flushing rewrites it)"
                     .into(),
+            );
+        }
+        if !self.footer.readers_agree() {
+            let (chs, current) = (self.footer.chs_size(), self.footer.current_size);
+            let creator = String::from_utf8_lossy(&self.footer.creator_app);
+            let creator = creator.trim_end_matches('\0');
+            say(
+                Severity::Warning,
+                if self.footer.sized_by_chs() {
+                    format!(
+                        "readers disagree on the size: creator '{creator}' is sized by its CHS \
+                         geometry ({chs} bytes) here and in QEMU, by its current size \
+                         ({current} bytes) in Hyper-V"
+                    )
+                } else {
+                    format!(
+                        "readers disagree on the size: {current} bytes (current size) here, in \
+                         Hyper-V and QEMU 10, but {chs} bytes (CHS geometry) in QEMU before \
+                         10.0, which does not trust creator '{creator}' (a copy made by \
+                         this capvisor agrees)"
+                    )
+                },
             );
         }
         if self.footer.saved_state {

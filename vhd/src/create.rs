@@ -21,6 +21,9 @@ const TABLE_OFFSET: u64 = 1536;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewDisk {
     /// Virtual size in bytes: a non-zero multiple of 512, at most 2040 GiB.
+    /// It is kept exactly (it need not be a CHS product): the footer records
+    /// it as current size, the geometry by the specification's algorithm
+    /// (rounded down) and a creator every reader sizes by current size.
     pub size: u64,
     /// Bytes per block for dynamic and differencing disks (power of two, 512 B..256 MiB).
     pub block_size: u32,
@@ -80,9 +83,12 @@ impl<D: BlockDevice> Vhd<D> {
             disk.unique_id,
             disk.timestamp,
         );
+        // The parent's geometry, and its size as capvisor and qemu see it:
+        // the same as its current size unless a CHS-sized parent (`vpc `,
+        // `qemu`) records a larger one; this creator is sized by current size.
         footer.geometry = parent.footer().geometry;
-        footer.current_size = parent.footer().current_size;
-        footer.original_size = parent.footer().current_size;
+        footer.current_size = parent.size();
+        footer.original_size = parent.size();
         let parent_footer = parent.footer();
         create_sparse(
             dev,

@@ -21,6 +21,24 @@ const VERSION_1_0: u32 = 0x0001_0000;
 /// "Wi2k": the host OS code Windows writes.
 const HOST_OS_WINDOWS: u32 = 0x5769_326b;
 
+/// Creator applications whose disks QEMU before 10.0 sizes by the footer's
+/// current size (its creator table, up to 9.2: `win ` Hyper-V, `qem2`
+/// qemu-img with `force_size`, `d2v ` Disk2vhd, `CTXS` XenConverter, `tap\0`
+/// XenServer); it sizes every other creator by CHS geometry. Hyper-V always
+/// takes the current size; QEMU 10.0 and later do for every creator but
+/// `vpc ` and `qemu`; Virtual PC always goes by geometry.
+pub const CURRENT_SIZE_CREATORS: [[u8; 4]; 5] = [*b"win ", *b"qem2", *b"d2v ", *b"CTXS", *b"tap\0"];
+
+/// The creator application capvisor records: Hyper-V's. A disk's size need
+/// not be a CHS product (Hyper-V and capvisor keep the size asked for), and
+/// with this creator every QEMU that has a creator table, not only 10.0 and
+/// later, takes the current size as Hyper-V and capvisor do. With `capv`
+/// (capvisor before issue 14) QEMU before 10.0 read such a disk short by the
+/// sectors its geometry leaves out.
+pub const CREATOR_APP: [u8; 4] = *b"win ";
+/// The creator version capvisor records (1.0).
+pub const CREATOR_VERSION: u32 = 0x0001_0000;
+
 /// What kind of VHD a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiskType {
@@ -116,6 +134,14 @@ impl Geometry {
     pub fn sectors(self) -> u64 {
         u64::from(self.cylinders) * u64::from(self.heads) * u64::from(self.sectors_per_track)
     }
+
+    /// Whether the geometry addresses the most sectors a footer can
+    /// describe (65535 x 16 x 255, or another triple with that product, as
+    /// qemu compares): then qemu and Hyper-V size the disk by its current
+    /// size, whatever the creator.
+    pub fn is_max(self) -> bool {
+        self.sectors() == Geometry::MAX.sectors()
+    }
 }
 
 /// The decoded hard disk footer.
@@ -127,7 +153,8 @@ pub struct Footer {
     pub data_offset: u64,
     /// Creation time, seconds since 2000-01-01 00:00:00 UTC.
     pub timestamp: u32,
-    /// Four-character code of the creating application (`qemu`, `win `, `capv`).
+    /// Four-character code of the creating application (`qemu`, `win `,
+    /// `vpc `; capvisor writes [`CREATOR_APP`], and wrote `capv` before).
     pub creator_app: [u8; 4],
     /// Version of the creating application.
     pub creator_version: u32,
@@ -148,7 +175,9 @@ pub struct Footer {
 }
 
 impl Footer {
-    /// A fresh footer made by capvisor.
+    /// A fresh footer made by capvisor: current and original size `size`,
+    /// geometry by the specification's algorithm (rounded down when `size`
+    /// is not a CHS product, as Hyper-V does), creator [`CREATOR_APP`].
     pub fn new(disk_type: DiskType, size: u64, unique_id: [u8; 16], timestamp: u32) -> Footer {
         Footer {
             features: 2,
@@ -158,8 +187,8 @@ impl Footer {
                 512
             },
             timestamp,
-            creator_app: *b"capv",
-            creator_version: 0x0001_0000,
+            creator_app: CREATOR_APP,
+            creator_version: CREATOR_VERSION,
             creator_host_os: HOST_OS_WINDOWS,
             original_size: size,
             current_size: size,
@@ -237,11 +266,40 @@ impl Footer {
     /// agree: Virtual PC and old qemu images (`vpc `, `qemu`) are sized by
     /// their CHS geometry unless it is the maximum; all others by `current_size`.
     pub fn virtual_size(&self) -> u64 {
-        let chs_sized = matches!(&self.creator_app, b"vpc " | b"qemu");
-        if chs_sized && self.geometry != Geometry::MAX {
-            self.geometry.sectors() * 512
+        if self.sized_by_chs() {
+            self.chs_size()
         } else {
             self.current_size
         }
+    }
+
+    /// Bytes the CHS geometry addresses.
+    pub fn chs_size(&self) -> u64 {
+        self.geometry.sectors() * 512
+    }
+
+    /// Whether capvisor (and every qemu) sizes the disk by its geometry:
+    /// creator `vpc ` or `qemu` and a geometry short of the maximum.
+    pub fn sized_by_chs(&self) -> bool {
+        matches!(&self.creator_app, b"vpc " | b"qemu") && !self.geometry.is_max()
+    }
+
+    /// The size QEMU before 10.0 opens the disk with (without size options):
+    /// the current size for [`CURRENT_SIZE_CREATORS`] or a maximum
+    /// geometry, the CHS size otherwise.
+    pub fn legacy_qemu_size(&self) -> u64 {
+        if self.geometry.is_max() || CURRENT_SIZE_CREATORS.contains(&self.creator_app) {
+            self.current_size
+        } else {
+            self.chs_size()
+        }
+    }
+
+    /// Whether capvisor, Hyper-V (current size) and qemu before and since
+    /// 10.0 (see [`Footer::legacy_qemu_size`]) see the same virtual size. Virtual
+    /// PC (CHS always) also agrees when the size is a CHS product.
+    pub fn readers_agree(&self) -> bool {
+        let size = self.virtual_size();
+        size == self.current_size && size == self.legacy_qemu_size()
     }
 }

@@ -36,7 +36,9 @@ pub use create::NewDisk;
 pub use device::{BlockDevice, IoError, MemDevice};
 pub use disk::Vhd;
 pub use error::{Error, Result};
-pub use footer::{DiskType, FOOTER_SIZE, Footer, Geometry, MAX_DISK_SIZE};
+pub use footer::{
+    CREATOR_APP, CURRENT_SIZE_CREATORS, DiskType, FOOTER_SIZE, Footer, Geometry, MAX_DISK_SIZE,
+};
 pub use header::{DEFAULT_BLOCK_SIZE, DynamicHeader, HEADER_SIZE, ParentLocator, Platform};
 pub use locator::{MAX_LOCATOR_BYTES, ParentLocation};
 
