@@ -135,7 +135,7 @@ extern "C" fn kernel_main(magic: u32, info: u64) -> ! {
 
     // The kernel heap: 1/8 of the pool, at least what every object the
     // quotas allow needs (`kernel::MIN_HEAP_BYTES`).
-    let heap_bytes = ((pool_size / 8) as usize).max(crate::kernel::MIN_HEAP_BYTES);
+    let heap_bytes = ((pool_size / 8) as usize).max(microkernel::kernel::MIN_HEAP_BYTES);
     let Some(heap) = memory::alloc_frames(heap_bytes / 4096, 4096) else {
         fail(format_args!(
             "refusing to start: no memory for the kernel heap"
