@@ -407,6 +407,22 @@ fn push(table: &mut [PhysRange], count: &mut u32, range: PhysRange) -> bool {
 mod tests {
     use super::*;
 
+    extern crate std;
+
+    #[test]
+    fn the_boot_document_states_the_table_sizes_the_code_has() {
+        let doc = include_str!("../../docs/boot.md");
+        for (field, table, size) in [
+            ("memory_count", "memory", MAX_MEMORY_RANGES),
+            ("reserved_count", "reserved", MAX_RESERVED_RANGES),
+        ] {
+            let row = std::format!("| {field} | valid entries in `{table}` (≤ {size}) |");
+            assert!(doc.contains(&row), "docs/boot.md lacks {row:?}");
+            let array = std::format!("| {table}[{size}] |");
+            assert!(doc.contains(&array), "docs/boot.md lacks {array:?}");
+        }
+    }
+
     #[test]
     fn cmdline_flags_and_truncation() {
         let mut info = BootInfo::new();

@@ -217,6 +217,26 @@ impl fmt::Display for ChildDestroyed<'_> {
     }
 }
 
+/// `root: deleted its last capability on NAME; the microkernel destroyed it and returned M MiB`:
+/// an orphan (scenario action `forget`) was torn down by the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrphanDestroyed<'a> {
+    /// Child name.
+    pub name: &'a str,
+    /// MiB returned.
+    pub mib: u64,
+}
+
+impl fmt::Display for OrphanDestroyed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: deleted its last capability on {}; the microkernel destroyed it and returned {} MiB",
+            self.name, self.mib
+        )
+    }
+}
+
 /// `root: NEW reuses the memory of OLD`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryReused<'a> {
@@ -663,6 +683,88 @@ impl fmt::Display for StorageOpened<'_> {
 /// Command-line word: the root brings its network interface up and pings
 /// the management network's gateway.
 pub const SELFTEST_NETWORK: &str = "selftest=network";
+
+/// Command-line word (test only): the root maps one of its own pages a
+/// second time (an alias in its shared window), unmaps the alias and reads
+/// the original again, which must still be mapped ([`AliasUnmapped`]).
+pub const SELFTEST_ALIAS_UNMAP: &str = "selftest=alias-unmap";
+
+/// `root: unmapped the alias 0x... of its page 0x...; the page still reads 0x...`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AliasUnmapped {
+    /// The page's guest-physical address.
+    pub page: u64,
+    /// Where the alias was.
+    pub alias: u64,
+    /// What the original reads after the alias went.
+    pub value: u64,
+}
+
+impl AliasUnmapped {
+    /// The tag the self-test writes through the alias (with the page's
+    /// address in its low bits).
+    pub const TAG: u64 = 0xa11a_5000_0000_0000;
+
+}
+
+/// `the page still reads 0xa11a5`: the part of [`AliasUnmapped`]'s line
+/// that does not depend on where RAM is (the original page still holds
+/// what was written through the alias).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AliasStillReads;
+
+impl fmt::Display for AliasStillReads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the page still reads {:#x}", AliasUnmapped::TAG >> 44)
+    }
+}
+
+impl fmt::Display for AliasUnmapped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: unmapped the alias {:#x} of its page {:#x}; the page still reads {:#x}",
+            self.alias, self.page, self.value
+        )
+    }
+}
+
+/// Command-line word (test only): the root starts a second vCPU of its own
+/// that hammers `VcpuCreate`, `VcpuPause`/`VcpuResume` and `MemoryMap` on
+/// the children its first vCPU creates and destroys, round after round;
+/// then both root vCPUs halt with interrupts off at once, and the kernel
+/// must report the root's end (`selftest=race`, see `docs/arch.md`).
+pub const SELFTEST_RACE: &str = "selftest=race";
+
+/// Command-line prefix of the number of rounds of `selftest=race`
+/// (`race-rounds=N`; [`RACE_ROUNDS_DEFAULT`] without it).
+pub const RACE_ROUNDS: &str = "race-rounds=";
+
+/// Rounds of `selftest=race` when the command line names none.
+pub const RACE_ROUNDS_DEFAULT: u64 = 3000;
+
+/// `root: race: R rounds, C calls from the second vCPU, U unexpected statuses`:
+/// what `selftest=race` did; every status it saw is one the call documents
+/// unless U is non-zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RaceSummary {
+    /// Children created and destroyed.
+    pub rounds: u64,
+    /// Hypercalls the second root vCPU made on them.
+    pub calls: u64,
+    /// Statuses outside the documented ones for their call.
+    pub unexpected: u64,
+}
+
+impl fmt::Display for RaceSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: race: {} rounds, {} calls from the second vCPU, {} unexpected statuses",
+            self.rounds, self.calls, self.unexpected
+        )
+    }
+}
 
 /// `root: network up at A (MAC M, virtio-net GSI G): gateway W answered a ping; I interrupts`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -61,8 +61,54 @@ pub const HOSTILE_CHECKS: u32 = 23;
 /// Random hypercalls in the `hostile` workload's last round.
 pub const HOSTILE_RANDOM_CALLS: u64 = 10_000;
 
+/// Workload `greedy`: a child that tries to take more than it was given.
+/// vCPU 0 runs one attack, prints a [`HostileCheck`] line per check and
+/// a [`HostileSummary`], then halts; other vCPUs halt at once.
+/// - `args[0]` = [`GREEDY_MEMORY`]: kernel memory. [`GREEDY_ROUNDS`] rounds
+///   of `PortCreate` + `CapDelete` (each must succeed: deleted ports are
+///   freed), then ports until the kernel refuses one (it must say
+///   `OutOfMemory`, its quota spent, before the capability space fills),
+///   then every port deleted and one created again.
+/// - `args[0]` = [`GREEDY_CPU`]: processor time. A vCPU of priority 7 on
+///   itself (refused with `InvalidArgument` above the ceiling its creator
+///   set), then as many vCPUs as it may have at the highest priority the
+///   kernel accepts, every one (vCPU 0 too) spinning with interrupts off
+///   for `args[1]` milliseconds; then [`GreedySpun`].
+pub const GREEDY: &str = "greedy";
+/// `greedy` mode: kernel memory.
+pub const GREEDY_MEMORY: u64 = 1;
+/// `greedy` mode: processor time.
+pub const GREEDY_CPU: u64 = 2;
+/// `PortCreate` + `CapDelete` rounds of the memory attack (the kernel of
+/// issue 14 ran out of heap and panicked after about 4,000).
+pub const GREEDY_ROUNDS: u64 = 20_000;
+/// Checks of the memory attack.
+pub const GREEDY_MEMORY_CHECKS: u32 = 4;
+/// Checks of the processor-time attack.
+pub const GREEDY_CPU_CHECKS: u32 = 2;
+
+/// `greedy: N vcpus spun with interrupts off at priority P`: the
+/// processor-time attack is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GreedySpun {
+    /// vCPUs that spun (vCPU 0 included).
+    pub vcpus: u32,
+    /// Their priority.
+    pub priority: u8,
+}
+
+impl fmt::Display for GreedySpun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "greedy: {} vcpus spun with interrupts off at priority {}",
+            self.vcpus, self.priority
+        )
+    }
+}
+
 /// Every workload the child runtime knows.
-pub const ALL: [&str; 6] = [HELLO, SPIN, DIRTY, HOSTILE, CHATTY, VMBUS_HOSTILE];
+pub const ALL: [&str; 7] = [HELLO, SPIN, DIRTY, HOSTILE, CHATTY, VMBUS_HOSTILE, GREEDY];
 
 /// `<workload> workload on N vcpus`: vCPU 0 starts a workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

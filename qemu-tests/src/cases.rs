@@ -23,7 +23,7 @@ use ipc::vmbus::control::ProtocolError;
 use ipc::vmbus::packet::CodecError;
 use ipc::vmbus::ring::RingError;
 use ipc::workload::{
-    ChattyLine, DirtyDone, HOSTILE_CHECKS, HostileSummary, HostileTouchUnmapped, SpinProgress,
+    ChattyLine, DirtyDone, HOSTILE_CHECKS, HostileCheck, HostileSummary, HostileTouchUnmapped, SpinProgress,
     VcpuHello, VmbusAttack,
 };
 
@@ -110,6 +110,21 @@ pub enum Script {
     /// mid-copy, abort in the blackout) leave m1 running and intact; a
     /// third succeeds.
     MigrateAbort,
+    /// Scenario `hogmem`: greedy creates and deletes 20,000 ports, then
+    /// holds ports until refused with OutOfMemory; good prints its 2,000
+    /// lines; the kernel survives (issue 14, defect 1).
+    GreedyMemory,
+    /// Scenario `hogcpu`: greedy is refused a vCPU above its priority
+    /// ceiling and spins every vCPU it may have with interrupts off for
+    /// 30 s; good and the root end first (issue 14, defect 2).
+    GreedyCpu,
+    /// Scenario `orphan`: the root deletes its last capability on a
+    /// running child; the kernel destroys it and its memory serves a new
+    /// child (issue 14, defect 7).
+    Orphan,
+    /// `selftest=alias-unmap`: the root unmaps an alias of its own page
+    /// and the original stays mapped (issue 14, defect 6).
+    AliasUnmap,
 }
 
 /// Frames of each kind the flooding child of scenario `kvflood` sends.
@@ -683,6 +698,69 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
                 any_order(ended("d2")),
             ]);
         }
+        Script::GreedyMemory => {
+            use ipc::workload::GREEDY_MEMORY_CHECKS;
+            let check = |check| {
+                any_order(HostileCheck {
+                    check,
+                    failure: None,
+                })
+            };
+            out.extend([
+                check("create and delete a port 20000 times"),
+                check("ports beyond the quota are refused"),
+                check("every held port deleted"),
+                check("a port again after deleting"),
+                any_order(HostileSummary {
+                    passed: GREEDY_MEMORY_CHECKS,
+                    failed: 0,
+                }),
+                any_order(ChattyLine {
+                    seq: BADBUS_GOOD_LINES,
+                    of: BADBUS_GOOD_LINES,
+                }),
+                any_order(ended("greedy")),
+                any_order(ended("good")),
+            ]);
+        }
+        Script::GreedyCpu => {
+            use ipc::workload::{GREEDY_CPU_CHECKS, GreedySpun};
+            out.extend([
+                any_order(HostileCheck {
+                    check: "a vcpu above the priority ceiling is refused",
+                    failure: None,
+                }),
+                any_order(HostileCheck {
+                    check: "extra vcpus created and started",
+                    failure: None,
+                }),
+                // The well-behaved child ends while greedy still spins.
+                any_order(SpinProgress { vcpu: 0, step: 3 }),
+                any_order(ended("good")),
+                ordered(GreedySpun {
+                    vcpus: 4,
+                    priority: 0,
+                }),
+                any_order(HostileSummary {
+                    passed: GREEDY_CPU_CHECKS,
+                    failed: 0,
+                }),
+                any_order(ended("greedy")),
+            ]);
+        }
+        Script::Orphan => out.extend([
+            ordered(ipc::markers::OrphanDestroyed {
+                name: "o1",
+                mib: 16,
+            }),
+            any_order(MemoryReused {
+                new: "o2",
+                old: "o1",
+            }),
+            any_order(VcpuHello { vcpu: 0, of: 1 }),
+            any_order(ended("o2")),
+        ]),
+        Script::AliasUnmap => out.push(ordered(ipc::markers::AliasStillReads)),
         Script::MigrateAbort => out.extend([
             child_line(
                 "m1",
@@ -1098,7 +1176,11 @@ pub fn markers_with_order(script: Script) -> Vec<(String, bool)> {
         | Script::MigrateHeavy
         | Script::QuickMigrate
         | Script::MigrateDisks
-        | Script::MigrateAbort => scenario_markers(script),
+        | Script::MigrateAbort
+        | Script::GreedyMemory
+        | Script::GreedyCpu
+        | Script::Orphan
+        | Script::AliasUnmap => scenario_markers(script),
         other => markers(other).into_iter().map(ordered).collect(),
     }
 }
@@ -1297,6 +1379,11 @@ pub fn all() -> Vec<Case> {
         case("vmbus_console_10000_lines_each", machine(2, "EPYC", Bios, true), "scenario=vmbus", VmbusConsole, Kernel(Success)),
         case("vmbus_hostile_children", machine(2, "EPYC", Bios, true),     "scenario=badbus",   VmbusHostile, Kernel(Success)),
         case("device_interrupt_rtc", machine(2, "EPYC", Bios, true),       "scenario=idle selftest=device-interrupt", DeviceInterrupt, Kernel(Success)),
+        // Issue 14: hostile partitions against the kernel's own resources.
+        case("greedy_child_kernel_memory", machine(2, "EPYC", Bios, true), "scenario=hogmem", Script::GreedyMemory, Kernel(Success)),
+        case("greedy_child_processor_time", machine(2, "EPYC", Bios, true), "scenario=hogcpu", Script::GreedyCpu, Kernel(Success)),
+        case("orphaned_child_is_destroyed", machine(2, "EPYC", Bios, true), "scenario=orphan", Script::Orphan, Kernel(Success)),
+        case("root_unmaps_an_alias_only", machine(2, "EPYC", Bios, true),  "scenario=idle selftest=alias-unmap", Script::AliasUnmap, Kernel(Success)),
     ];
     // The backend column: the cases that also run on Intel VMX + EPT (Bochs),
     // and how the run must end there.

@@ -320,10 +320,57 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                 );
                 freed = Some((name, child.base));
             }
+            Action::Forget(name) => {
+                let index = position(&children, name)?;
+                let child = children[index].take().ok_or(Failure::Missing("child"))?;
+                crate::vmbus::detach(index);
+                forget(&root, &child)?;
+                println!(
+                    "{}",
+                    markers::OrphanDestroyed {
+                        name: name.as_str(),
+                        mib: (child.pages * 4096) >> 20
+                    }
+                );
+                freed = Some((name, child.base));
+            }
         }
     }
     watch(&mut children)
 }
+
+/// Deletes the root's capabilities on a running child (its partition
+/// last) and waits, at most [`ORPHAN_WAIT_MS`], until the microkernel has
+/// destroyed the orphan: the root's capability on the child's memory goes
+/// stale with the memory object.
+fn forget(root: &Root, child: &Child) -> Result<(), Failure> {
+    for vcpu in child.vcpus.iter().flatten() {
+        call("delete vcpu", Call::CapDelete { slot: *vcpu })?;
+    }
+    call(
+        "delete partition",
+        Call::CapDelete {
+            slot: child.partition,
+        },
+    )?;
+    let deadline =
+        partition_rt::rdtsc().saturating_add(u64::from(root.tsc_khz) * ORPHAN_WAIT_MS);
+    loop {
+        match hypercall(&Call::CapRevoke {
+            slot: child.memory,
+        }) {
+            Err(Status::StaleSlot) => return Ok(()),
+            Ok(_) if partition_rt::rdtsc() < deadline => {
+                let _ = hypercall(&Call::Yield);
+            }
+            Ok(_) => return Err(Failure::Check("the orphan was not destroyed")),
+            Err(s) => return Err(Failure::Call("revoke", s)),
+        }
+    }
+}
+
+/// How long the root waits for an orphan's teardown.
+const ORPHAN_WAIT_MS: u64 = 5_000;
 
 fn position(children: &[Option<Child>], name: Name) -> Result<usize, Failure> {
     children
@@ -366,7 +413,7 @@ fn find(children: &[Option<Child>], name: Name) -> Result<Child, Failure> {
 
 /// Reads the root's capabilities and picks the memory children come from:
 /// the largest RAM range, above the root's boot area and modules.
-fn discover(info: &BootInfo) -> Result<Root, Failure> {
+pub fn discover(info: &BootInfo) -> Result<Root, Failure> {
     let cap = |kind| {
         info.caps()
             .iter()

@@ -114,6 +114,10 @@ pub enum Action {
     Resume(Name),
     /// Destroy a child; its memory returns to the root.
     Destroy(Name),
+    /// Delete the root's last capability on a running child (it keeps
+    /// running until then): the microkernel destroys the orphan and its
+    /// memory returns to the root.
+    Forget(Name),
     /// Add a disk to a running child's controller, once the controller
     /// has served `after` requests.
     HotAdd {
@@ -425,7 +429,7 @@ pub fn scenario(text: &str, wanted: &str) -> Result<Scenario, ConfigError> {
             "hotadd" | "hotremove" => hot(keyword, words, line)?,
             "migrate" => migrate(words, line)?,
             "save" | "restore" => save_restore(keyword, words, line)?,
-            "pause" | "resume" | "destroy" => {
+            "pause" | "resume" | "destroy" | "forget" => {
                 let n = name(words.next().ok_or(ConfigError::BadValue(line))?)
                     .ok_or(ConfigError::BadValue(line))?;
                 if words.next().is_some() {
@@ -434,6 +438,7 @@ pub fn scenario(text: &str, wanted: &str) -> Result<Scenario, ConfigError> {
                 match keyword {
                     "pause" => Action::Pause(n),
                     "resume" => Action::Resume(n),
+                    "forget" => Action::Forget(n),
                     _ => Action::Destroy(n),
                 }
             }
@@ -492,6 +497,29 @@ destroy p1
         assert_eq!(actions[1], Action::Pause(Name::new("p1")));
         assert_eq!(actions[3], Action::Destroy(Name::new("p1")));
         assert_eq!(scenario(TEXT, "nope"), Err(ConfigError::NoSuchScenario));
+    }
+
+    #[test]
+    fn every_scenario_of_the_shipped_boot_configuration_parses() {
+        let text = include_str!("../boot.cfg");
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("scenario "))
+            .map(str::trim)
+            .collect();
+        assert!(names.len() > 20, "{names:?}");
+        for n in names {
+            assert!(scenario(text, n).is_ok(), "scenario {n}: {:?}", scenario(text, n));
+        }
+    }
+
+    #[test]
+    fn forget_names_one_child() {
+        let text = "scenario o\nchild o1 memory=16M vcpus=1 workload=spin\nforget o1\n";
+        let actions: Vec<Action> = scenario(text, "o").unwrap().actions().collect();
+        assert_eq!(actions[1], Action::Forget(Name::new("o1")));
+        let bad = "scenario o\nforget o1 o2\n";
+        assert!(scenario(bad, "o").is_err());
     }
 
     #[test]

@@ -34,6 +34,12 @@ mod net;
 #[cfg(target_os = "none")]
 mod quick;
 #[cfg(target_os = "none")]
+mod selftest_race;
+#[cfg(target_os = "none")]
+mod selftest_alias;
+#[cfg(target_os = "none")]
+mod selftest_attacks;
+#[cfg(target_os = "none")]
 mod storage;
 #[cfg(target_os = "none")]
 mod virtio;
@@ -114,6 +120,12 @@ mod entry {
             match crate::net::ping_gateway() {
                 Ok(line) => println!("{line}"),
                 Err(e) => println!("root partition: network test failed: {e}"),
+            }
+        }
+        if info.has_flag(markers::SELFTEST_ALIAS_UNMAP) {
+            match crate::selftest_alias::run(&info) {
+                Ok(line) => println!("{line}"),
+                Err(e) => println!("root partition: alias self-test failed: {e:?}"),
             }
         }
         if info.has_flag(SELFTEST_READ_HYPERVISOR_FRAME) {

@@ -336,3 +336,28 @@ pub fn alloc_ring_pages(pages: u64) -> Option<u64> {
     let page = unsafe { alloc::alloc::alloc_zeroed(layout) };
     (!page.is_null()).then_some(page as u64)
 }
+
+/// Where a vCPU the child creates on itself starts (`VcpuCreate`): the
+/// `greedy` workload's hog, its own stack page, and this vCPU's page
+/// tables. The hog spins with interrupts off until the time-stamp counter
+/// passes its argument (RDI), then stops (`CLI; HLT`). `None` if the heap
+/// has no page for the stack.
+pub fn hog_vcpu_start() -> Option<(u64, u64, u64)> {
+    let stack = BufferPage::new()?;
+    let cr3: u64;
+    // SAFETY: reading CR3 has no side effect (ring 0 in a partition).
+    unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
+    // The stack page is leaked on purpose: the hog never returns it.
+    // As if called: the return-address slot below a 16-byte-aligned top.
+    Some((hog as *const () as u64, stack.gpa() + PAGE - 8, cr3 & !0xfff))
+}
+
+/// A vCPU created by the `greedy` workload: spins with interrupts off
+/// until the time-stamp counter reaches `until`, then halts for good.
+extern "C" fn hog(until: u64) -> ! {
+    partition_rt::disable_interrupts();
+    while partition_rt::rdtsc() < until {
+        core::hint::spin_loop();
+    }
+    partition_rt::halt_forever()
+}

@@ -11,6 +11,7 @@ mod chatty;
 mod dirty;
 mod disk;
 mod frames;
+mod greedy;
 mod hello;
 mod hostile;
 mod kv;
@@ -38,6 +39,7 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         workload::HOSTILE => hostile::run(info, vcpu),
         workload::CHATTY => chatty::run(info, vcpu),
         workload::VMBUS_HOSTILE => vmbus_hostile::run(info, vcpu),
+        workload::GREEDY => greedy::run(info, vcpu),
         ipc::disk::DISK => disk::run(info, vcpu),
         ipc::kv::KV => kv::run(info, vcpu),
         ipc::kv::NETFLOOD => netflood::run(info, vcpu),

@@ -23,6 +23,19 @@ pub fn read_physical(addr: u64) -> u64 {
     unsafe { core::ptr::read_volatile(addr as *const u64) }
 }
 
+/// Writes a 64-bit word at a guest-physical address the root's own page
+/// tables map (its RAM, or a page it mapped into its shared window).
+/// Touching memory the SLAT does not map stops the partition.
+///
+/// The caller names a page it owns and uses for nothing else at the time
+/// (the alias self-test's scratch page).
+pub fn write_physical(addr: u64, value: u64) {
+    // SAFETY: as for `read_physical`: identity-mapped, and a store the SLAT
+    // forbids exits to the microkernel instead of completing; the caller
+    // owns the word (see above), so no Rust reference aliases it.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, value) }
+}
+
 /// Stops the partition for good (HLT with interrupts off: the microkernel
 /// treats it as the root powering off).
 pub fn power_off() -> ! {
