@@ -34,11 +34,7 @@ mod net;
 #[cfg(target_os = "none")]
 mod quick;
 #[cfg(target_os = "none")]
-mod selftest_race;
-#[cfg(target_os = "none")]
 mod selftest_alias;
-#[cfg(target_os = "none")]
-mod selftest_attacks;
 #[cfg(target_os = "none")]
 mod storage;
 #[cfg(target_os = "none")]
