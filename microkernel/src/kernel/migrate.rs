@@ -147,6 +147,8 @@ impl Kernel {
                     Some((object, cap))
                 }
             };
+            // Generations only move forward in the target too.
+            t.cspace.can_place(index, generation, held)?;
             // The target may hold only what `PartitionCreate` gave it, each
             // where the source has its counterpart.
             match (held, copy) {

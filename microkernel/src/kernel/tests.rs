@@ -1610,3 +1610,29 @@ fn cap_delegate_at_never_takes_a_generation_back() {
             .is_ok()
     );
 }
+
+#[test]
+fn cap_clone_never_takes_a_target_slot_back_a_generation() {
+    let mut w = World::new();
+    let a = w.child("alpha", 0, 16);
+    let b = w.child("beta", 16, 16);
+    // beta uses and empties a slot alpha never used: beta's is at generation 1.
+    let port = h(w.call_as(b.id, b.vcpu, Call::PortCreate).unwrap()[0]);
+    w.call_as(b.id, b.vcpu, Call::CapDelete { slot: port })
+        .unwrap();
+    let before: Vec<_> = (0..crate::cap::SLOTS)
+        .map(|i| w.k.objects.partition(b.id).unwrap().cspace.slot(i))
+        .collect();
+    assert_eq!(
+        w.root_call(Call::CapClone {
+            source: a.slot,
+            target: b.slot
+        }),
+        Err(Status::StaleSlot),
+        "generation 0 again would let beta's old handle name alpha's copy"
+    );
+    let after: Vec<_> = (0..crate::cap::SLOTS)
+        .map(|i| w.k.objects.partition(b.id).unwrap().cspace.slot(i))
+        .collect();
+    assert_eq!(before, after, "nothing changed");
+}
