@@ -3,6 +3,11 @@
 //! guest-physical below `memory_bytes`, page 0 excepted), the heap, and the
 //! probes the `hostile` workload uses to try what a partition must not do.
 //!
+//! Port I/O, MSRs, CR3, CPUID and TLB flushes are `partition_rt::arch`'s
+//! (one copy for every partition, on the `x86_64` crate); what is
+//! hand-written here is only the SVM instructions a child must not use
+//! (emitted as bytes, so each probe's length is exact).
+//!
 //! # Invariants
 //! - Every address turned into a pointer here is either inside the
 //!   identity map (checked against the boot page's `memory_bytes`) or is
@@ -17,6 +22,7 @@ use core::arch::asm;
 use ipc::child::{CHILD_BOOT_PAGE, ChildBootInfo};
 use ipc::hypercall::Call;
 use partition_rt::heap::LockedHeap;
+use x86_64::structures::paging::PageTableFlags;
 
 const PAGE: u64 = 4096;
 
@@ -108,19 +114,17 @@ impl DirtyWindow {
 
 /// Reads `msr`; `Err(vector)` if the read faulted.
 pub fn probe_read_msr(msr: u32) -> Result<u64, u8> {
-    let (mut lo, mut hi) = (0u32, 0u32);
+    let mut value = 0;
     // RDMSR is 2 bytes (0F 32).
     let fault = partition_rt::expect_fault(2, || {
         // SAFETY: reading an MSR changes no state; in a child the
         // microkernel intercepts it and either emulates it or raises #GP,
         // which the armed expected fault absorbs.
-        unsafe {
-            asm!("rdmsr", in("ecx") msr, inout("eax") lo, inout("edx") hi, options(nomem, nostack, preserves_flags));
-        }
+        value = unsafe { partition_rt::arch::rdmsr(msr) };
     });
     match fault {
         Some(vector) => Err(vector),
-        None => Ok((u64::from(hi) << 32) | u64::from(lo)),
+        None => Ok(value),
     }
 }
 
@@ -142,9 +146,7 @@ pub fn probe_clear_efer_lme() -> Result<Option<u8>, u8> {
         // SAFETY: the microkernel emulates EFER and refuses a change of LME
         // with #GP (absorbed by the armed expected fault); the hostile
         // workload exists to check exactly that.
-        unsafe {
-            asm!("wrmsr", in("ecx") EFER, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags));
-        }
+        unsafe { partition_rt::arch::wrmsr(EFER, value) };
     }))
 }
 
@@ -193,33 +195,23 @@ pub const PIT_COUNTER_0: u16 = 0x40;
 /// `OUT port, EAX`. A child is granted no I/O port: the microkernel drops
 /// the write.
 pub fn probe_out32(port: u16, value: u32) {
-    // SAFETY: the child owns no I/O ports, so the microkernel intercepts
-    // and drops the write; no memory is touched.
-    unsafe {
-        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
-    };
+    partition_rt::arch::outl(port, value);
 }
 
 /// `IN AL, port`. A child is granted no I/O port: reads return all ones.
 pub fn probe_in8(port: u16) -> u8 {
-    let value: u8;
-    // SAFETY: as for `probe_out32`: intercepted, no memory touched.
-    unsafe {
-        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
-    };
-    value
+    partition_rt::arch::inb(port)
 }
 
 /// CPUID `leaf` (subleaf 0): EAX, EBX, ECX, EDX.
 pub fn cpuid(leaf: u32) -> [u32; 4] {
-    let r = core::arch::x86_64::__cpuid(leaf);
+    let r = partition_rt::arch::cpuid(leaf, 0);
     [r.eax, r.ebx, r.ecx, r.edx]
 }
 
-/// Page-table entry bits.
-const PRESENT: u64 = 1;
-const WRITABLE: u64 = 1 << 1;
-const HUGE: u64 = 1 << 7;
+/// Page-table entry bits of a table entry and of a 2 MiB leaf.
+const TABLE: u64 = PageTableFlags::PRESENT.bits() | PageTableFlags::WRITABLE.bits();
+const HUGE_LEAF: u64 = TABLE | PageTableFlags::HUGE_PAGE.bits();
 const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 /// Maps guest-physical `gpa` (which the child does not own) into its own
@@ -228,10 +220,7 @@ const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 /// `None` if the mapping could not be built (no free top-level slot, no
 /// heap for the tables).
 pub fn touch_unmapped(info: &ChildBootInfo, gpa: u64) -> Option<u64> {
-    let cr3: u64;
-    // SAFETY: reading CR3 has no side effect.
-    unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
-    let pml4 = cr3 & ADDRESS_MASK;
+    let pml4 = partition_rt::arch::read_cr3() & ADDRESS_MASK;
     if pml4 == 0 || pml4 + PAGE > info.memory_bytes {
         return None;
     }
@@ -250,17 +239,11 @@ pub fn touch_unmapped(info: &ChildBootInfo, gpa: u64) -> Option<u64> {
     // PML4 slot was empty, so filling it changes no existing mapping; the
     // new mapping (a 2 MiB page at `gpa`) is used only by the read below.
     unsafe {
-        core::ptr::write_volatile(
-            pd.gpa() as *mut u64,
-            (gpa & !0x1f_ffff) | PRESENT | WRITABLE | HUGE,
-        );
-        core::ptr::write_volatile(pdpt.gpa() as *mut u64, pd.gpa() | PRESENT | WRITABLE);
-        core::ptr::write_volatile(
-            (pml4 + slot * 8) as *mut u64,
-            pdpt.gpa() | PRESENT | WRITABLE,
-        );
-        asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags));
+        core::ptr::write_volatile(pd.gpa() as *mut u64, (gpa & !0x1f_ffff) | HUGE_LEAF);
+        core::ptr::write_volatile(pdpt.gpa() as *mut u64, pd.gpa() | TABLE);
+        core::ptr::write_volatile((pml4 + slot * 8) as *mut u64, pdpt.gpa() | TABLE);
     }
+    partition_rt::arch::flush_page(va);
     // SAFETY: `va` is mapped (just above) to guest-physical `gpa`; the read
     // must end the partition; if it does not, it reads whatever is there.
     Some(unsafe { core::ptr::read_volatile(va as *const u64) })
@@ -344,12 +327,14 @@ pub fn alloc_ring_pages(pages: u64) -> Option<u64> {
 /// has no page for the stack.
 pub fn hog_vcpu_start() -> Option<(u64, u64, u64)> {
     let stack = BufferPage::new()?;
-    let cr3: u64;
-    // SAFETY: reading CR3 has no side effect (ring 0 in a partition).
-    unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
+    let cr3 = partition_rt::arch::read_cr3();
     // The stack page is leaked on purpose: the hog never returns it.
     // As if called: the return-address slot below a 16-byte-aligned top.
-    Some((hog as *const () as u64, stack.gpa() + PAGE - 8, cr3 & !0xfff))
+    Some((
+        hog as *const () as u64,
+        stack.gpa() + PAGE - 8,
+        cr3 & !0xfff,
+    ))
 }
 
 /// A vCPU created by the `greedy` workload: spins with interrupts off

@@ -1,11 +1,19 @@
 //! The hardware access of a capvisor partition (x86-64 in guest mode,
-//! ring 0): the hypercall instruction, descriptor-table loads, the 256
-//! interrupt entry stubs, the interrupt flag, HLT and the time-stamp counter.
+//! ring 0), the one copy the root partition and the child runtime share:
+//! the hypercall instruction, descriptor-table loads, the 256 interrupt
+//! entry stubs, the interrupt flag, HLT, port I/O ([`port`]) and processor
+//! registers ([`registers`]: time-stamp counter, CR2/CR3, CPUID, MSRs).
 //!
 //! # Invariants
 //! Everything else in the crate is safe Rust on top of these wrappers. The
 //! code compiles on an x86-64 host too (so host `cargo test` and clippy see
 //! it), but only a partition may run it: on a host most of it faults.
+//!
+//! The instructions come from the `x86_64` crate where it has a wrapper
+//! that fits; what stays hand-written here is what it lacks: VMMCALL and
+//! VMCALL, the entry stubs (its `x86-interrupt` ABI needs nightly), and
+//! `STI; HLT` without `nomem` (its `enable_and_hlt` is `nomem`, but
+//! interrupt handlers change memory while the vCPU sleeps there).
 //!
 //! The entry stubs are [`STUB_BYTES`] bytes apart, stub `v` at
 //! `isr_stub_base() + v * STUB_BYTES`, and each pushes a zero error code
@@ -15,6 +23,18 @@
 //! [`crate::interrupts::dispatch`] with it.
 
 use core::arch::{asm, global_asm};
+
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
+use x86_64::instructions::{interrupts, tables};
+use x86_64::structures::DescriptorTablePointer;
+use x86_64::structures::gdt::SegmentSelector;
+
+pub mod port;
+pub mod registers;
+
+pub use port::{inb, inl, inw, outb, outl, outw};
+pub use registers::{cpuid, flush_page, rdmsr, rdtsc, read_cr2, read_cr3, wrmsr};
 
 /// Distance between two interrupt entry stubs.
 pub const STUB_BYTES: u64 = 16;
@@ -149,20 +169,13 @@ fn intel() -> bool {
     static VENDOR: AtomicU8 = AtomicU8::new(0);
     match VENDOR.load(Ordering::Relaxed) {
         0 => {
-            let leaf = core::arch::x86_64::__cpuid(0);
+            let leaf = cpuid(0, 0);
             let intel = leaf.ebx == u32::from_le_bytes(*b"Genu");
             VENDOR.store(if intel { 2 } else { 1 }, Ordering::Relaxed);
             intel
         }
         v => v == 2,
     }
-}
-
-/// The operand of `LGDT`/`LIDT`/`SIDT`.
-#[repr(C, packed)]
-struct TablePointer {
-    limit: u16,
-    base: u64,
 }
 
 /// Loads the GDT and IDT and reloads CS (with `code`), SS/DS/ES (with `data`).
@@ -181,70 +194,48 @@ pub unsafe fn load_descriptor_tables(
     code: u16,
     data: u16,
 ) {
-    let gdtr = TablePointer {
+    let gdtr = DescriptorTablePointer {
         limit: gdt_bytes - 1,
-        base: gdt as u64,
+        base: VirtAddr::from_ptr(gdt),
     };
-    let idtr = TablePointer {
+    let idtr = DescriptorTablePointer {
         limit: idt_bytes - 1,
-        base: idt as u64,
+        base: VirtAddr::from_ptr(idt),
     };
     // SAFETY: the tables are valid and live forever (caller's contract);
-    // the far return switches CS to `code` and continues at label 2; the
-    // data selectors then name a valid data descriptor.
+    // CS is reloaded with `code` (a far return to the next instruction),
+    // then the data selectors with `data`, which names a valid data
+    // descriptor of the GDT just loaded.
     unsafe {
-        asm!(
-            "lgdt [{gdtr}]",
-            "lidt [{idtr}]",
-            "push {code}",
-            "lea {tmp}, [rip + 2f]",
-            "push {tmp}",
-            "retfq",
-            "2:",
-            "mov ss, {data:x}",
-            "mov ds, {data:x}",
-            "mov es, {data:x}",
-            gdtr = in(reg) &raw const gdtr,
-            idtr = in(reg) &raw const idtr,
-            code = in(reg) u64::from(code),
-            data = in(reg) u64::from(data),
-            tmp = out(reg) _,
-            options(preserves_flags),
-        );
+        tables::lgdt(&gdtr);
+        tables::lidt(&idtr);
+        CS::set_reg(SegmentSelector(code));
+        SS::set_reg(SegmentSelector(data));
+        DS::set_reg(SegmentSelector(data));
+        ES::set_reg(SegmentSelector(data));
     }
 }
 
 /// The base address of the IDT this vCPU has loaded.
 pub fn idt_base() -> u64 {
-    let mut idtr = TablePointer { limit: 0, base: 0 };
-    // SAFETY: SIDT stores 10 bytes into `idtr`, which is exactly that big.
-    unsafe {
-        asm!("sidt [{}]", in(reg) &raw mut idtr, options(nostack, preserves_flags));
-    }
-    idtr.base
+    tables::sidt().base.as_u64()
 }
 
 /// Whether interrupts are enabled (RFLAGS.IF).
 pub fn interrupts_enabled() -> bool {
-    let flags: u64;
-    // SAFETY: PUSHFQ/POP reads RFLAGS through the stack and changes nothing else.
-    unsafe { asm!("pushfq", "pop {}", out(reg) flags, options(nomem, preserves_flags)) };
-    flags & (1 << 9) != 0
+    interrupts::are_enabled()
 }
 
-/// Disables interrupts on this vCPU.
+/// Disables interrupts on this vCPU (`CLI`, a compiler barrier too).
 pub fn disable_interrupts() {
-    // SAFETY: CLI only affects this vCPU's interrupt flag. No `nomem`: the
-    // compiler must not move memory accesses across it.
-    unsafe { asm!("cli", options(nostack)) };
+    interrupts::disable();
 }
 
-/// Enables interrupts on this vCPU (handlers may run at once).
+/// Enables interrupts on this vCPU (handlers may run at once): `STI`, a
+/// compiler barrier too. Every vector has a handler stub once
+/// `crate::cpu::init_vcpu` ran.
 pub fn enable_interrupts() {
-    // SAFETY: STI only affects this vCPU's interrupt flag; every vector has
-    // a handler stub once `crate::cpu::init_vcpu` ran. No `nomem`: handlers
-    // may change memory.
-    unsafe { asm!("sti", options(nostack)) };
+    interrupts::enable();
 }
 
 /// Enables interrupts and waits for one (`STI; HLT`: the interrupt shadow
@@ -260,19 +251,9 @@ pub fn wait_for_interrupt() {
 /// stopped this way, the microkernel reports the partition as halted.
 pub fn halt_forever() -> ! {
     loop {
-        // SAFETY: disabling interrupts and halting affects only this vCPU.
-        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+        interrupts::disable();
+        x86_64::instructions::hlt();
     }
-}
-
-/// The time-stamp counter.
-pub fn rdtsc() -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: RDTSC reads a counter into EDX:EAX and has no other effect.
-    unsafe {
-        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
-    };
-    (u64::from(hi) << 32) | u64::from(lo)
 }
 
 /// A spin-wait hint (`PAUSE`).
@@ -280,25 +261,9 @@ pub fn pause() {
     core::hint::spin_loop();
 }
 
-/// CR2: the linear address of the last page fault.
-pub fn read_cr2() -> u64 {
-    let cr2: u64;
-    // SAFETY: reading CR2 has no side effect (ring 0 in a partition).
-    unsafe { asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags)) };
-    cr2
-}
-
 /// Runs `f` with interrupts disabled, then restores the interrupt flag.
 pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
-    let enabled = interrupts_enabled();
-    if enabled {
-        disable_interrupts();
-    }
-    let r = f();
-    if enabled {
-        enable_interrupts();
-    }
-    r
+    interrupts::without_interrupts(f)
 }
 
 /// Ring memory over a range of this partition's memory shared with another

@@ -1,10 +1,17 @@
 //! The root partition's hardware access: its RAM through the identity map,
-//! hypercalls that write its memory, and stopping.
+//! hypercalls that write its memory, and stopping. Port I/O and the
+//! processor registers are `partition_rt::arch`'s (one copy for every
+//! partition); the port functions are re-exported here.
 
 use core::arch::asm;
 
 pub mod dma;
 pub mod pci;
+
+/// Port I/O on the ports the root holds a USE capability for (its I/O
+/// permission map passes exactly those; others read all ones and drop
+/// writes). Safe: see `partition_rt::arch::port`.
+pub use partition_rt::arch::{inb, outb};
 
 /// The boot-information page the microkernel put at `addr`.
 pub fn boot_page(addr: u64) -> &'static [u8; 4096] {
@@ -39,16 +46,14 @@ pub fn write_physical(addr: u64, value: u64) {
 /// Stops the partition for good (HLT with interrupts off: the microkernel
 /// treats it as the root powering off).
 pub fn power_off() -> ! {
-    loop {
-        // SAFETY: disabling interrupts and halting affects only this vCPU.
-        unsafe { asm!("cli; hlt", options(nomem, nostack)) };
-    }
+    partition_rt::halt_forever()
 }
 
 /// Stops the partition with a fault the microkernel reports.
 pub fn crash() -> ! {
     // SAFETY: UD2 raises #UD; with no IDT the vCPU triple-faults and the
-    // microkernel stops the partition with a report.
+    // microkernel stops the partition with a report. (The `x86_64` crate
+    // has no UD2 wrapper.)
     unsafe { asm!("ud2", options(nomem, nostack, noreturn)) }
 }
 
@@ -90,26 +95,6 @@ pub fn ring_memory(addr: u64, pages: u64) -> partition_rt::SharedRingMemory {
     // used only through this ring memory (and by the child) until the root
     // unmaps them (the caller's contract above).
     unsafe { partition_rt::SharedRingMemory::new(addr, (pages * 4096) as usize) }
-}
-
-/// Writes a byte to an I/O port the root holds a USE capability for (its
-/// I/O permission map passes exactly those).
-pub fn outb(port: u16, value: u8) {
-    // SAFETY: port I/O has no memory effects; the microkernel's permission
-    // map decides whether it reaches the device or is dropped.
-    unsafe {
-        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
-    };
-}
-
-/// Reads a byte from an I/O port (all ones if the root does not hold it).
-pub fn inb(port: u16) -> u8 {
-    let value: u8;
-    // SAFETY: as for `outb`.
-    unsafe {
-        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
-    };
-    value
 }
 
 /// Hands the root's heap range to the global allocator (once, at boot).
