@@ -7,9 +7,14 @@
 //! memory is reached through [`TableMemory`], so host tests run the code
 //! over fake memory.
 //!
+//! The x86-64 entry bits are the `x86_64` crate's [`PageTableFlags`]; the
+//! EPT bits, which that crate lacks, are [`EptFlags`].
+//!
 //! # Invariants
 //! A mapping never silently replaces another: mapping over a present entry
 //! is an error. Addresses are checked for alignment before any table changes.
+
+use x86_64::structures::paging::PageTableFlags;
 
 use crate::{LARGE_PAGE_SIZE, PAGE_SIZE};
 
@@ -88,42 +93,36 @@ pub trait EntryFormat {
     /// Access rights of a present leaf entry.
     fn access(entry: u64) -> Access;
     /// The bit the processor sets in a leaf when the page is written.
-    const DIRTY: u64 = 1 << 6;
+    const DIRTY: u64 = PageTableFlags::DIRTY.bits();
 }
 
-const P: u64 = 1;
-const RW: u64 = 1 << 1;
-const US: u64 = 1 << 2;
-const PWT: u64 = 1 << 3;
-const PCD: u64 = 1 << 4;
-const PS: u64 = 1 << 7;
-#[cfg(test)]
-const DIRTY: u64 = 1 << 6;
-#[cfg(test)]
-const ACCESSED: u64 = 1 << 5;
-const NX: u64 = 1 << 63;
+/// The page-size bit of a directory entry (bit 7 in both formats; PAT in
+/// a 4 KiB x86-64 leaf).
+const PS: u64 = PageTableFlags::HUGE_PAGE.bits();
 
-fn x86_leaf(frame: u64, size: PageSize, access: Access, cache: CacheMode, user: u64) -> u64 {
-    let mut e = frame | P | user;
-    if access.write {
-        e |= RW;
-    }
-    if !access.execute {
-        e |= NX;
-    }
-    if cache == CacheMode::Uncacheable {
-        e |= PCD | PWT;
-    }
-    if size == PageSize::Large {
-        e |= PS;
-    }
-    e
+/// The flag bits of an x86-64 entry (the address bits dropped).
+fn x86_flags(entry: u64) -> PageTableFlags {
+    PageTableFlags::from_bits_truncate(entry)
+}
+
+fn x86_leaf(frame: u64, size: PageSize, access: Access, cache: CacheMode, user: bool) -> u64 {
+    let mut flags = PageTableFlags::PRESENT;
+    flags.set(PageTableFlags::USER_ACCESSIBLE, user);
+    flags.set(PageTableFlags::WRITABLE, access.write);
+    flags.set(PageTableFlags::NO_EXECUTE, !access.execute);
+    flags.set(
+        PageTableFlags::NO_CACHE | PageTableFlags::WRITE_THROUGH,
+        cache == CacheMode::Uncacheable,
+    );
+    flags.set(PageTableFlags::HUGE_PAGE, size == PageSize::Large);
+    frame | flags.bits()
 }
 
 fn x86_access(entry: u64) -> Access {
+    let flags = x86_flags(entry);
     Access {
-        write: entry & RW != 0,
-        execute: entry & NX == 0,
+        write: flags.contains(PageTableFlags::WRITABLE),
+        execute: !flags.contains(PageTableFlags::NO_EXECUTE),
     }
 }
 
@@ -140,16 +139,18 @@ pub type NptFormat = X86Entries<true>;
 
 impl<const USER: bool> EntryFormat for X86Entries<USER> {
     fn table(table: u64) -> u64 {
-        table | P | RW | if USER { US } else { 0 }
+        let mut flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+        flags.set(PageTableFlags::USER_ACCESSIBLE, USER);
+        table | flags.bits()
     }
     fn leaf(frame: u64, size: PageSize, access: Access, cache: CacheMode) -> u64 {
-        x86_leaf(frame, size, access, cache, if USER { US } else { 0 })
+        x86_leaf(frame, size, access, cache, USER)
     }
     fn is_present(entry: u64) -> bool {
-        entry & P != 0
+        x86_flags(entry).contains(PageTableFlags::PRESENT)
     }
     fn is_leaf(entry: u64, level: u8) -> bool {
-        level == 1 || entry & PS != 0
+        level == 1 || x86_flags(entry).contains(PageTableFlags::HUGE_PAGE)
     }
     fn access(entry: u64) -> Access {
         x86_access(entry)
@@ -161,44 +162,55 @@ impl<const USER: bool> EntryFormat for X86Entries<USER> {
 /// dirty flag in bit 9 (with A/D flags enabled in the EPT pointer).
 pub struct EptFormat;
 
-const EPT_READ: u64 = 1;
-const EPT_WRITE: u64 = 1 << 1;
-const EPT_EXECUTE: u64 = 1 << 2;
-const EPT_WRITE_BACK: u64 = 6 << 3;
+bitflags::bitflags! {
+    /// The flag bits of an EPT entry (Intel SDM vol. 3, "EPT Translation
+    /// Mechanism"; the address bits are not flags).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct EptFlags: u64 {
+        /// Reads allowed.
+        const READ = 1 << 0;
+        /// Writes allowed.
+        const WRITE = 1 << 1;
+        /// Instruction fetches allowed.
+        const EXECUTE = 1 << 2;
+        /// Memory type write-back (6 in bits 3–5 of a leaf; 0 is uncacheable).
+        const WRITE_BACK = 6 << 3;
+        /// A 2 MiB leaf (in a directory entry).
+        const LARGE = 1 << 7;
+        /// Accessed (with A/D flags enabled in the EPT pointer).
+        const ACCESSED = 1 << 8;
+        /// Dirty (with A/D flags enabled in the EPT pointer).
+        const DIRTY = 1 << 9;
+    }
+}
 
 impl EntryFormat for EptFormat {
     fn table(table: u64) -> u64 {
-        table | EPT_READ | EPT_WRITE | EPT_EXECUTE
+        table | (EptFlags::READ | EptFlags::WRITE | EptFlags::EXECUTE).bits()
     }
     fn leaf(frame: u64, size: PageSize, access: Access, cache: CacheMode) -> u64 {
-        let mut e = frame | EPT_READ;
-        if access.write {
-            e |= EPT_WRITE;
-        }
-        if access.execute {
-            e |= EPT_EXECUTE;
-        }
-        if cache == CacheMode::WriteBack {
-            e |= EPT_WRITE_BACK;
-        }
-        if size == PageSize::Large {
-            e |= PS;
-        }
-        e
+        let mut flags = EptFlags::READ;
+        flags.set(EptFlags::WRITE, access.write);
+        flags.set(EptFlags::EXECUTE, access.execute);
+        flags.set(EptFlags::WRITE_BACK, cache == CacheMode::WriteBack);
+        flags.set(EptFlags::LARGE, size == PageSize::Large);
+        frame | flags.bits()
     }
     fn is_present(entry: u64) -> bool {
-        entry & (EPT_READ | EPT_WRITE | EPT_EXECUTE) != 0
+        EptFlags::from_bits_truncate(entry)
+            .intersects(EptFlags::READ | EptFlags::WRITE | EptFlags::EXECUTE)
     }
     fn is_leaf(entry: u64, level: u8) -> bool {
-        level == 1 || entry & PS != 0
+        level == 1 || EptFlags::from_bits_truncate(entry).contains(EptFlags::LARGE)
     }
     fn access(entry: u64) -> Access {
+        let flags = EptFlags::from_bits_truncate(entry);
         Access {
-            write: entry & EPT_WRITE != 0,
-            execute: entry & EPT_EXECUTE != 0,
+            write: flags.contains(EptFlags::WRITE),
+            execute: flags.contains(EptFlags::EXECUTE),
         }
     }
-    const DIRTY: u64 = 1 << 9;
+    const DIRTY: u64 = EptFlags::DIRTY.bits();
 }
 
 /// Where page-table memory lives and how new tables are obtained.
@@ -528,6 +540,14 @@ impl<F: EntryFormat> PageTable<F> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    const P: u64 = PageTableFlags::PRESENT.bits();
+    const US: u64 = PageTableFlags::USER_ACCESSIBLE.bits();
+    const PWT: u64 = PageTableFlags::WRITE_THROUGH.bits();
+    const PCD: u64 = PageTableFlags::NO_CACHE.bits();
+    const NX: u64 = PageTableFlags::NO_EXECUTE.bits();
+    const DIRTY: u64 = PageTableFlags::DIRTY.bits();
+    const ACCESSED: u64 = PageTableFlags::ACCESSED.bits();
 
     /// Fake physical memory: tables in a map, handed out from a counter.
     struct FakeMemory {
