@@ -22,7 +22,8 @@ use crate::arch::{cpu, ioapic, memory, percpu, power, virt};
 /// The kernel core, once the root partition exists.
 pub static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
 
-/// Null hypercalls measured from #VMEXIT to the next VMRUN, their total and shortest path (TSC ticks).
+/// Null hypercalls measured from the VM exit to the next VM entry (the
+/// backend's own stamps, `virt::Stamps`), their total and shortest path (TSC ticks).
 static NULL_CALLS: AtomicU64 = AtomicU64::new(0);
 static NULL_TOTAL: AtomicU64 = AtomicU64::new(0);
 static NULL_MIN: AtomicU64 = AtomicU64::new(u64::MAX);
@@ -109,7 +110,7 @@ enum Step {
 fn run_vcpu(cpu_index: u32, vcpu: ObjectId) {
     let me = percpu::current();
     let host_vmcb = me.host_vmcb;
-    let slice_start = me.ticks.load(Ordering::Relaxed);
+    let mut slice_start = me.ticks.load(Ordering::Relaxed);
     // Set at a null-hypercall exit: the time-stamp counter at the exit.
     let mut null_exit_at: Option<u64> = None;
     let mut step = match with_kernel(|k, m| entry_context(k, m, vcpu)) {
@@ -135,14 +136,14 @@ fn run_vcpu(cpu_index: u32, vcpu: ObjectId) {
         };
         let vmcb: &mut Vmcb = memory::vmcb_at(vmcb_pa);
         let kicks = me.kicks.load(Ordering::Relaxed);
+        let stamps = virt::enter(vmcb, &mut regs, host_vmcb);
         if let Some(exit_at) = null_exit_at.take() {
-            let path = cpu::rdtsc().wrapping_sub(exit_at);
+            let path = stamps.entered.wrapping_sub(exit_at);
             NULL_CALLS.fetch_add(1, Ordering::Relaxed);
             NULL_TOTAL.fetch_add(path, Ordering::Relaxed);
             NULL_MIN.fetch_min(path, Ordering::Relaxed);
         }
-        virt::enter(vmcb, &mut regs, host_vmcb);
-        let exit_at = cpu::rdtsc();
+        let exit_at = stamps.exited;
         let exit = Exit::decode(
             vmcb.read_u64(offset::EXIT_CODE),
             vmcb.read_u64(offset::EXIT_INFO1),
@@ -168,6 +169,9 @@ fn run_vcpu(cpu_index: u32, vcpu: ObjectId) {
             step = Step::Enter((vmcb_pa, regs, priority));
             continue;
         }
+        // Everything else sees the vCPU's whole state (VMX left part of it
+        // in the VMCS, which only this processor can read).
+        virt::complete(vmcb);
         step = with_kernel(|k, m| {
             deliver_device_interrupts(k, m);
             if let Some(v) = k.objects.vcpu_mut(vcpu) {
@@ -191,8 +195,16 @@ fn run_vcpu(cpu_index: u32, vcpu: ObjectId) {
                 Next::Wait(outcome) => Step::Wait(outcome),
             }
         });
-        if null_call && matches!(step, Step::Enter(_)) {
-            null_exit_at = Some(exit_at);
+        if matches!(step, Step::Enter(_)) {
+            if null_call {
+                null_exit_at = Some(exit_at);
+            }
+            // The slice ended but nobody else wants the processor: the vCPU
+            // keeps it for a new slice (else every later exit would take the
+            // locked path as "slice over").
+            if slice_over {
+                slice_start = me.ticks.load(Ordering::Relaxed);
+            }
         }
     }
 }

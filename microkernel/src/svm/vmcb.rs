@@ -2,8 +2,11 @@
 //! appendix B) and typed accessors over a 4 KiB page.
 //!
 //! # Invariants
-//! Accessors only touch the named field's bytes; offsets are constants that
-//! the tests pin against the manual's table.
+//! Accessors only touch the named field's bytes, plus the dirty mask: every
+//! `write_*`/`set_segment` of a guest-state field sets its group in
+//! `offset::DIRTY` (see [`dirty`]); only the `refresh_*` writes of a backend
+//! copying hardware state back into the block do not. Offsets are
+//! constants that the tests pin against the manual's table.
 
 /// A guest's general-purpose registers other than RAX and RSP (which the
 /// VMCB holds). The VMRUN path in `arch/` depends on this exact layout.
@@ -57,6 +60,11 @@ pub mod offset {
     pub const NESTED_CR3: usize = 0x0b0;
     pub const CLEAN_BITS: usize = 0x0c0;
     pub const NEXT_RIP: usize = 0x0c8;
+    /// 0x3e0–0x3ff of the control area are reserved for the host's use:
+    /// the VMX backend's own state word (`vmx::sync::STATE`) ...
+    pub const HOST_STATE: usize = 0x3f0;
+    /// ... and the dirty mask ([`super::dirty`]).
+    pub const DIRTY: usize = 0x3f8;
     pub const ES: usize = 0x400;
     pub const CS: usize = 0x410;
     pub const SS: usize = 0x420;
@@ -88,6 +96,64 @@ pub mod offset {
     pub const SYSENTER_EIP: usize = 0x638;
     pub const CR2: usize = 0x640;
     pub const G_PAT: usize = 0x668;
+}
+
+/// The dirty mask at `offset::DIRTY`: the groups of guest-state fields
+/// the kernel core wrote since a backend last took the mask. A backend that
+/// keeps the guest state in hardware of its own (VMX: the VMCS) copies only
+/// these groups into it before the next entry; SVM ignores the mask (VMRUN
+/// reads the block itself). Fields outside every group (RAX, CR2, DR6, the
+/// syscall MSRs, the rest of the control area) have no VMCS copy or are
+/// handled apart.
+pub mod dirty {
+    use super::offset;
+
+    /// RIP.
+    pub const RIP: u64 = 1 << 0;
+    /// RSP.
+    pub const RSP: u64 = 1 << 1;
+    /// RFLAGS.
+    pub const RFLAGS: u64 = 1 << 2;
+    /// The interrupt shadow.
+    pub const INTERRUPT_SHADOW: u64 = 1 << 3;
+    /// CR0, CR3, CR4.
+    pub const CONTROL_REGISTERS: u64 = 1 << 4;
+    /// EFER.
+    pub const EFER: u64 = 1 << 5;
+    /// The PAT MSR.
+    pub const PAT: u64 = 1 << 6;
+    /// DR7.
+    pub const DR7: u64 = 1 << 7;
+    /// ES, CS, SS, DS, FS, GS, LDTR, TR.
+    pub const SEGMENTS: u64 = 1 << 8;
+    /// GDTR and IDTR.
+    pub const DESCRIPTOR_TABLES: u64 = 1 << 9;
+    /// SYSENTER_CS, SYSENTER_ESP, SYSENTER_EIP.
+    pub const SYSENTER: u64 = 1 << 10;
+    /// The virtual-interrupt control (VINTR: the interrupt-window request).
+    pub const VIRTUAL_INTERRUPT: u64 = 1 << 11;
+    /// Every group.
+    pub const ALL: u64 = (1 << 12) - 1;
+
+    /// The group of the field whose first byte is `at` (0 for none).
+    #[inline]
+    pub const fn group(at: usize) -> u64 {
+        match at {
+            offset::INTERRUPT_SHADOW => INTERRUPT_SHADOW,
+            offset::VINTR => VIRTUAL_INTERRUPT,
+            0x400..=0x45f | 0x470..=0x47f | 0x490..=0x49f => SEGMENTS,
+            0x460..=0x46f | 0x480..=0x48f => DESCRIPTOR_TABLES,
+            offset::EFER => EFER,
+            offset::CR4 | offset::CR3 | offset::CR0 => CONTROL_REGISTERS,
+            offset::DR7 => DR7,
+            offset::RFLAGS => RFLAGS,
+            offset::RIP => RIP,
+            offset::RSP => RSP,
+            offset::SYSENTER_CS | offset::SYSENTER_ESP | offset::SYSENTER_EIP => SYSENTER,
+            offset::G_PAT => PAT,
+            _ => 0,
+        }
+    }
 }
 
 /// `INTERCEPT_MISC1` bits.
@@ -151,40 +217,62 @@ impl Vmcb {
     }
 
     /// Reads a 64-bit field.
+    #[inline]
     pub fn read_u64(&self, at: usize) -> u64 {
         let mut b = [0; 8];
         b.copy_from_slice(&self.bytes[at..at + 8]);
         u64::from_le_bytes(b)
     }
 
-    /// Writes a 64-bit field.
+    /// Writes a 64-bit field (and marks its group dirty).
+    #[inline]
     pub fn write_u64(&mut self, at: usize, value: u64) {
+        self.refresh_u64(at, value);
+        self.mark_dirty(dirty::group(at));
+    }
+
+    /// Writes a 64-bit field with the value the hardware already holds: for
+    /// a backend copying guest state back into the block; marks nothing.
+    #[inline]
+    pub fn refresh_u64(&mut self, at: usize, value: u64) {
         self.bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
     }
 
     /// Reads a 32-bit field.
+    #[inline]
     pub fn read_u32(&self, at: usize) -> u32 {
         let mut b = [0; 4];
         b.copy_from_slice(&self.bytes[at..at + 4]);
         u32::from_le_bytes(b)
     }
 
-    /// Writes a 32-bit field.
+    /// Writes a 32-bit field (and marks its group dirty).
+    #[inline]
     pub fn write_u32(&mut self, at: usize, value: u32) {
         self.bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        self.mark_dirty(dirty::group(at));
     }
 
-    /// Writes an 8-bit field.
+    /// Writes an 8-bit field (and marks its group dirty).
+    #[inline]
     pub fn write_u8(&mut self, at: usize, value: u8) {
         self.bytes[at] = value;
+        self.mark_dirty(dirty::group(at));
     }
 
-    /// Writes a segment register.
+    /// Writes a segment register (and marks its group dirty).
     pub fn set_segment(&mut self, at: usize, seg: Segment) {
+        self.refresh_segment(at, seg);
+        self.mark_dirty(dirty::group(at));
+    }
+
+    /// Writes a segment register with the value the hardware already
+    /// holds (see [`Vmcb::refresh_u64`]); marks nothing.
+    pub fn refresh_segment(&mut self, at: usize, seg: Segment) {
         self.bytes[at..at + 2].copy_from_slice(&seg.selector.to_le_bytes());
         self.bytes[at + 2..at + 4].copy_from_slice(&seg.attrib.to_le_bytes());
-        self.write_u32(at + 4, seg.limit);
-        self.write_u64(at + 8, seg.base);
+        self.bytes[at + 4..at + 8].copy_from_slice(&seg.limit.to_le_bytes());
+        self.refresh_u64(at + 8, seg.base);
     }
 
     /// Reads a segment register.
@@ -195,6 +283,23 @@ impl Vmcb {
             limit: self.read_u32(at + 4),
             base: self.read_u64(at + 8),
         }
+    }
+
+    /// Adds `groups` to the dirty mask.
+    #[inline]
+    pub fn mark_dirty(&mut self, groups: u64) {
+        if groups != 0 {
+            let mask = self.read_u64(offset::DIRTY);
+            self.refresh_u64(offset::DIRTY, mask | groups);
+        }
+    }
+
+    /// The dirty mask, cleared.
+    #[inline]
+    pub fn take_dirty(&mut self) -> u64 {
+        let mask = self.read_u64(offset::DIRTY);
+        self.refresh_u64(offset::DIRTY, 0);
+        mask
     }
 }
 

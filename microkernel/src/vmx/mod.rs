@@ -1,15 +1,19 @@
 //! Intel VMX data that needs no hardware: VMCS field encodings, control
-//! adjustment against the capability MSRs, segment access rights, and the
-//! translation of a VMX exit into the kernel core's exit vocabulary.
+//! adjustment against the capability MSRs, segment access rights, the
+//! translation of a VMX exit into the kernel core's exit vocabulary, and
+//! what is copied between the guest-state block and the VMCS when.
 //!
 //! The kernel core keeps every vCPU's guest state in a VMCB-layout block
-//! (`svm::vmcb::Vmcb`); on Intel processors the hardware layer copies that
-//! block into the VMCS before VM entry and back after VM exit, and
-//! describes the exit with the same codes SVM uses. So the core, its
-//! hypercalls and its tests are the same on both backends.
+//! (`svm::vmcb::Vmcb`); on Intel processors the hardware layer mirrors that
+//! block in the VMCS (`sync`: what an exit needs after it, the rest when
+//! anything but the null-hypercall fast path looks, what the core changed
+//! before the next entry), and describes the exit with the same codes SVM
+//! uses. So the core, its hypercalls and its tests are the same on both
+//! backends.
 
 pub mod exit;
 pub mod field;
+pub mod sync;
 
 /// Adjusts a desired control value to what the processor allows: the low
 /// half of the capability MSR holds the bits that must be 1, the high half

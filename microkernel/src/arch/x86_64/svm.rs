@@ -10,7 +10,9 @@ use core::arch::{asm, global_asm};
 
 use microkernel::svm::vmcb::{GuestRegs, Vmcb};
 
+use super::cpu;
 use super::msr::{self, Msr, efer};
+use super::virt::Stamps;
 
 global_asm!(
     r#"
@@ -106,13 +108,18 @@ pub fn enable(host_save_area: u64, host_vmcb: u64) {
 /// Runs the vCPU whose VMCB is `vmcb` until the next #VMEXIT.
 ///
 /// `host_vmcb` is the page `enable` filled on this processor.
-pub fn enter(vmcb: &mut Vmcb, regs: &mut GuestRegs, host_vmcb: u64) {
+pub fn enter(vmcb: &mut Vmcb, regs: &mut GuestRegs, host_vmcb: u64) -> Stamps {
     // Kernel memory is identity mapped: the VMCB's address is its physical address.
     let vmcb_pa = vmcb as *mut Vmcb as u64;
+    let entered = cpu::rdtsc();
     // SAFETY: SVM is enabled on this processor (`enable`); the VMCB is a
     // page-aligned kernel page the caller holds exclusively (hardware
     // updates it through the same pointer during VMRUN); the host VMCB is
     // this processor's; `svm_enter` preserves every callee-saved register
     // and the host's segment state.
     unsafe { svm_enter(vmcb_pa, regs, host_vmcb) };
+    Stamps {
+        entered,
+        exited: cpu::rdtsc(),
+    }
 }

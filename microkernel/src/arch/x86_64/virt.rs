@@ -71,12 +71,38 @@ pub fn enable(host_area: u64, host_vmcb: u64) -> Result<(), vmx::VmxError> {
     }
 }
 
+/// Time-stamp counter readings around one run of a guest, taken by the
+/// backend: `entered` by the last kernel code before the world switch into
+/// the guest, `exited` by the first after it came back. Between them lies
+/// only the world switch itself (the register swap and VMRUN, or VMRESUME
+/// and the exit stub); everything the backend does to prepare an entry or
+/// describe an exit (on VMX: the VMCS copies) lies outside, in the
+/// microkernel's path that `cargo image bench` measures.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamps {
+    /// Just before the world switch into the guest.
+    pub entered: u64,
+    /// Just after the world switch back.
+    pub exited: u64,
+}
+
 /// Runs a vCPU until its next exit; the exit is described in its VMCB in
 /// SVM terms on both backends.
-pub fn enter(vmcb: &mut Vmcb, regs: &mut GuestRegs, host_vmcb: u64) {
+pub fn enter(vmcb: &mut Vmcb, regs: &mut GuestRegs, host_vmcb: u64) -> Stamps {
     match backend() {
         Backend::Svm => svm::enter(vmcb, regs, host_vmcb),
         Backend::Vmx => vmx::enter(vmcb, regs),
+    }
+}
+
+/// Makes a vCPU's VMCB complete after [`enter`] returned: on VMX the
+/// backend reads only what describes an exit, and the rest of the guest
+/// state when this is called (SVM: nothing to do, VMRUN wrote it all). The
+/// processor loop calls it for every exit it hands to the kernel core.
+#[inline]
+pub fn complete(vmcb: &mut Vmcb) {
+    if backend() == Backend::Vmx {
+        vmx::complete(vmcb);
     }
 }
 

@@ -1,21 +1,23 @@
 //! Intel VMX: turning VMX on for a processor and running a vCPU.
 //!
 //! The kernel core keeps each vCPU's guest state in a VMCB-layout block
-//! (the "shadow"); the VMCS sits in the page right after it. Before every
-//! VM entry the guest state is copied from the shadow into the VMCS, after
-//! every exit back, and the exit is described in the shadow with the SVM
-//! exit codes (`microkernel::vmx::exit::translate`). So everything above
+//! (the "shadow"); the VMCS sits in the page right after it. The shadow is
+//! mirrored in the VMCS lazily (`microkernel::vmx::sync`): after an exit
+//! only what describes it is read (the rest when [`complete`] is called),
+//! before an entry only what the core changed is written; the exit is
+//! described in the shadow with the SVM exit codes. So everything above
 //! this file is the same on both backends. vCPUs never move between
 //! processors, so a VMCS is only ever current on the processor that set it up.
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use microkernel::svm::vmcb::{GuestRegs, Vmcb, mode, offset};
-use microkernel::vmx::exit::{VmxExit, translate};
-use microkernel::vmx::{access_rights, adjust_controls, field, vmcb_attributes};
+use microkernel::svm::vmcb::{GuestRegs, Vmcb, offset};
+use microkernel::vmx::sync::{self, FixedBits, Vmcs};
+use microkernel::vmx::{adjust_controls, field};
 
 use super::msr::{self, Msr};
+use super::virt::Stamps;
 use super::{cpu, percpu};
 
 /// The CR0/CR4 bits VMX fixes to 1 (FIXED0) and allows to be 1 (FIXED1),
@@ -29,12 +31,7 @@ static CR4_FIXED1: AtomicU64 = AtomicU64::new(u64::MAX);
 /// Whether the processor has EPT accessed/dirty flags (dirty logging).
 static EPT_AD: AtomicBool = AtomicBool::new(false);
 
-/// Bytes of the shadow block used for VMX bookkeeping (reserved in the
-/// VMCB control area, never touched by the kernel core).
-const STATE: usize = 0x3f0;
-const INITIALISED: u64 = 1;
-const LAUNCHED: u64 = 2;
-
+#[inline]
 fn vmread(field: u64) -> u64 {
     let value: u64;
     // SAFETY: a VMCS is current on this processor whenever this module
@@ -44,10 +41,35 @@ fn vmread(field: u64) -> u64 {
     value
 }
 
+#[inline]
 fn vmwrite(field: u64, value: u64) {
     // SAFETY: as for `vmread`: the current VMCS belongs to the vCPU being
     // prepared, and the fields written are architectural.
     unsafe { asm!("vmwrite {f}, {v}", f = in(reg) field, v = in(reg) value, options(nostack)) };
+}
+
+/// The VMCS current on this processor, for `microkernel::vmx::sync`.
+struct CurrentVmcs;
+
+impl Vmcs for CurrentVmcs {
+    #[inline]
+    fn read(&mut self, field: u64) -> u64 {
+        vmread(field)
+    }
+
+    #[inline]
+    fn write(&mut self, field: u64, value: u64) {
+        vmwrite(field, value)
+    }
+
+    fn fixed_bits(&self) -> FixedBits {
+        FixedBits {
+            cr0_fixed0: CR0_FIXED0.load(Ordering::Relaxed),
+            cr0_fixed1: CR0_FIXED1.load(Ordering::Relaxed),
+            cr4_fixed0: CR4_FIXED0.load(Ordering::Relaxed),
+            cr4_fixed1: CR4_FIXED1.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Why VMX could not be turned on.
@@ -254,164 +276,6 @@ fn initialise(vmcs: u64, shadow: &Vmcb) {
     vmwrite(field::HOST_RIP, vmx_exit_stub as *const () as u64);
 }
 
-/// Segments in VMCS order (ES, CS, SS, DS, FS, GS, LDTR, TR) and their shadow offsets.
-const SEGMENTS: [usize; 8] = [
-    offset::ES,
-    offset::CS,
-    offset::SS,
-    offset::DS,
-    offset::FS,
-    offset::GS,
-    offset::LDTR,
-    offset::TR,
-];
-
-fn load_guest(shadow: &mut Vmcb) {
-    let cr0_fixed = (
-        CR0_FIXED0.load(Ordering::Relaxed),
-        CR0_FIXED1.load(Ordering::Relaxed),
-    );
-    let cr4_fixed = (
-        CR4_FIXED0.load(Ordering::Relaxed),
-        CR4_FIXED1.load(Ordering::Relaxed),
-    );
-    let cr0 = shadow.read_u64(offset::CR0);
-    let cr4 = shadow.read_u64(offset::CR4);
-    vmwrite(field::GUEST_CR0, (cr0 | cr0_fixed.0) & cr0_fixed.1);
-    vmwrite(field::CR0_READ_SHADOW, cr0);
-    vmwrite(
-        field::GUEST_CR4,
-        (cr4 | (1 << 13) | cr4_fixed.0) & cr4_fixed.1,
-    );
-    vmwrite(field::CR4_READ_SHADOW, cr4);
-    vmwrite(field::GUEST_CR3, shadow.read_u64(offset::CR3));
-    vmwrite(
-        field::GUEST_IA32_EFER,
-        shadow.read_u64(offset::EFER) & !mode::EFER_SVME,
-    );
-    vmwrite(field::GUEST_IA32_PAT, shadow.read_u64(offset::G_PAT));
-    vmwrite(field::GUEST_DR7, shadow.read_u64(offset::DR7));
-    vmwrite(field::GUEST_RSP, shadow.read_u64(offset::RSP));
-    vmwrite(field::GUEST_RIP, shadow.read_u64(offset::RIP));
-    vmwrite(field::GUEST_RFLAGS, shadow.read_u64(offset::RFLAGS));
-    for (i, &at) in SEGMENTS.iter().enumerate() {
-        let seg = shadow.segment(at);
-        let i = i as u64;
-        vmwrite(
-            field::segment(field::GUEST_ES_SELECTOR, i),
-            seg.selector as u64,
-        );
-        vmwrite(field::segment(field::GUEST_ES_LIMIT, i), seg.limit as u64);
-        // VMX checks granularity against the limit (SVM does not): a limit
-        // above 1 MiB needs G.
-        let mut rights = access_rights(seg.attrib);
-        if rights & (1 << 16) == 0 && seg.limit > 0xf_ffff {
-            rights |= 1 << 15;
-        }
-        vmwrite(
-            field::segment(field::GUEST_ES_ACCESS_RIGHTS, i),
-            rights as u64,
-        );
-        vmwrite(field::segment(field::GUEST_ES_BASE, i), seg.base);
-    }
-    let gdtr = shadow.segment(offset::GDTR);
-    let idtr = shadow.segment(offset::IDTR);
-    vmwrite(field::GUEST_GDTR_BASE, gdtr.base);
-    vmwrite(field::GUEST_GDTR_LIMIT, gdtr.limit as u64);
-    vmwrite(field::GUEST_IDTR_BASE, idtr.base);
-    vmwrite(field::GUEST_IDTR_LIMIT, idtr.limit as u64);
-    vmwrite(
-        field::GUEST_SYSENTER_CS,
-        shadow.read_u64(offset::SYSENTER_CS),
-    );
-    vmwrite(
-        field::GUEST_SYSENTER_ESP,
-        shadow.read_u64(offset::SYSENTER_ESP),
-    );
-    vmwrite(
-        field::GUEST_SYSENTER_EIP,
-        shadow.read_u64(offset::SYSENTER_EIP),
-    );
-    vmwrite(
-        field::GUEST_INTERRUPTIBILITY,
-        shadow.read_u64(offset::INTERRUPT_SHADOW) & 0b11,
-    );
-    vmwrite(field::GUEST_ACTIVITY_STATE, 0);
-    let event = shadow.read_u64(offset::EVENT_INJECTION);
-    if event & (1 << 31) != 0 {
-        vmwrite(field::ENTRY_INTERRUPTION_INFO, event & 0xffff_ffff);
-        vmwrite(field::ENTRY_EXCEPTION_ERROR_CODE, event >> 32);
-        vmwrite(field::ENTRY_INSTRUCTION_LENGTH, 0);
-    } else {
-        vmwrite(field::ENTRY_INTERRUPTION_INFO, 0);
-    }
-    shadow.write_u64(offset::EVENT_INJECTION, 0);
-}
-
-fn save_guest(shadow: &mut Vmcb) {
-    let cr0 = vmread(field::GUEST_CR0);
-    shadow.write_u64(offset::CR0, cr0);
-    let cr4 = vmread(field::GUEST_CR4) & !(1 << 13);
-    shadow.write_u64(offset::CR4, cr4);
-    shadow.write_u64(offset::CR3, vmread(field::GUEST_CR3));
-    shadow.write_u64(
-        offset::EFER,
-        vmread(field::GUEST_IA32_EFER) | mode::EFER_SVME,
-    );
-    shadow.write_u64(offset::G_PAT, vmread(field::GUEST_IA32_PAT));
-    shadow.write_u64(offset::RSP, vmread(field::GUEST_RSP));
-    shadow.write_u64(offset::RIP, vmread(field::GUEST_RIP));
-    shadow.write_u64(offset::RFLAGS, vmread(field::GUEST_RFLAGS));
-    for (i, &at) in SEGMENTS.iter().enumerate() {
-        let i = i as u64;
-        shadow.set_segment(
-            at,
-            microkernel::svm::vmcb::Segment {
-                selector: vmread(field::segment(field::GUEST_ES_SELECTOR, i)) as u16,
-                attrib: vmcb_attributes(
-                    vmread(field::segment(field::GUEST_ES_ACCESS_RIGHTS, i)) as u32
-                ),
-                limit: vmread(field::segment(field::GUEST_ES_LIMIT, i)) as u32,
-                base: vmread(field::segment(field::GUEST_ES_BASE, i)),
-            },
-        );
-    }
-    let table = |base, limit| microkernel::svm::vmcb::Segment {
-        selector: 0,
-        attrib: 0,
-        limit: vmread(limit) as u32,
-        base: vmread(base),
-    };
-    shadow.set_segment(
-        offset::GDTR,
-        table(field::GUEST_GDTR_BASE, field::GUEST_GDTR_LIMIT),
-    );
-    shadow.set_segment(
-        offset::IDTR,
-        table(field::GUEST_IDTR_BASE, field::GUEST_IDTR_LIMIT),
-    );
-    shadow.write_u64(offset::SYSENTER_CS, vmread(field::GUEST_SYSENTER_CS));
-    shadow.write_u64(offset::SYSENTER_ESP, vmread(field::GUEST_SYSENTER_ESP));
-    shadow.write_u64(offset::SYSENTER_EIP, vmread(field::GUEST_SYSENTER_EIP));
-    shadow.write_u64(
-        offset::INTERRUPT_SHADOW,
-        vmread(field::GUEST_INTERRUPTIBILITY) & 0b11,
-    );
-    // An event whose delivery the exit interrupted is injected again.
-    let vectoring = vmread(field::IDT_VECTORING_INFO);
-    if vectoring & (1 << 31) != 0 {
-        let code = if vectoring & (1 << 11) != 0 {
-            vmread(field::IDT_VECTORING_ERROR_CODE)
-        } else {
-            0
-        };
-        shadow.write_u64(
-            offset::EVENT_INJECTION,
-            (vectoring & 0xffff_ffff) | (code << 32),
-        );
-    }
-}
-
 global_asm!(
     r#"
     .section .text.vmx, "ax"
@@ -511,15 +375,14 @@ fn flush_guest_tlb() {
 }
 
 /// Runs the vCPU whose shadow is `shadow` until the next VM exit, and
-/// describes the exit in the shadow in SVM terms.
-pub fn enter(shadow: &mut Vmcb, regs: &mut GuestRegs) {
-    let shadow_pa = shadow as *mut Vmcb as u64;
-    let vmcs = shadow_pa + 4096;
-    let mut state = shadow.read_u64(STATE);
+/// describes the exit in the shadow in SVM terms. The rest of the guest
+/// state stays in the VMCS until [`complete`].
+pub fn enter(shadow: &mut Vmcb, regs: &mut GuestRegs) -> Stamps {
+    let vmcs = shadow as *mut Vmcb as u64 + 4096;
     let me = percpu::current();
-    if state & INITIALISED == 0 {
+    if shadow.read_u64(sync::STATE) & sync::INITIALISED == 0 {
         initialise(vmcs, shadow);
-        state = INITIALISED;
+        sync::initialised(shadow);
         me.current_vmcs.store(vmcs, Ordering::Relaxed);
     } else if me.current_vmcs.load(Ordering::Relaxed) != vmcs {
         // SAFETY: the VMCS was set up on this processor (vCPUs never move).
@@ -529,38 +392,56 @@ pub fn enter(shadow: &mut Vmcb, regs: &mut GuestRegs) {
     if shadow.read_u64(offset::TLB_CONTROL) & 0xff != 0 {
         flush_guest_tlb();
     }
-    load_guest(shadow);
+    sync::load(&mut CurrentVmcs, shadow);
+    let launched = shadow.read_u64(sync::STATE) & sync::LAUNCHED;
     let mut rax = shadow.read_u64(offset::RAX);
     cpu::disable_interrupts_for_entry();
+    let entered = cpu::rdtsc();
     // SAFETY: the current VMCS holds this vCPU's complete, consistent state
-    // (controls and host state from `initialise`, guest state just
-    // written); `vmx_enter` preserves the callee-saved registers and
-    // returns through the exit stub or the failure path.
-    let failed = unsafe { vmx_enter(regs, &mut rax, state & LAUNCHED) };
+    // (controls and host state from `initialise`, the guest state written
+    // by `sync::load` now or earlier and since changed only by the guest);
+    // `vmx_enter` preserves the callee-saved registers and returns through
+    // the exit stub or the failure path.
+    let failed = unsafe { vmx_enter(regs, &mut rax, launched) };
+    let stamps = Stamps {
+        entered,
+        exited: cpu::rdtsc(),
+    };
     if failed != 0 {
         cpu::enable_interrupts();
         let error = vmread(field::VM_INSTRUCTION_ERROR);
         super::serial::write_line(format_args!(
             "VM entry failed: VM-instruction error {error}"
         ));
+        // No exit cleared it: the event was not sent.
+        vmwrite(field::ENTRY_INTERRUPTION_INFO, 0);
         shadow.write_u64(offset::EXIT_CODE, u64::MAX);
         shadow.write_u64(offset::EXIT_INFO1, error);
-        return;
+        return stamps;
     }
-    state |= LAUNCHED;
-    shadow.write_u64(STATE, state);
     shadow.write_u64(offset::RAX, rax);
-    save_guest(shadow);
-    let (code, info1, info2) = translate(&VmxExit {
-        reason: vmread(field::EXIT_REASON) as u32,
-        qualification: vmread(field::EXIT_QUALIFICATION),
-        guest_physical: vmread(field::GUEST_PHYSICAL_ADDRESS),
-        instruction_length: vmread(field::EXIT_INSTRUCTION_LENGTH),
-        rip: shadow.read_u64(offset::RIP),
-    });
-    shadow.write_u64(offset::EXIT_CODE, code);
-    shadow.write_u64(offset::EXIT_INFO1, info1);
-    shadow.write_u64(offset::EXIT_INFO2, info2);
+    sync::exit(&mut CurrentVmcs, shadow);
     // A pending external interrupt is taken here, by the host.
     cpu::enable_interrupts();
+    stamps
+}
+
+/// Reads into `shadow` the guest state its last exit left in the VMCS, so
+/// the kernel core can look at all of it. The processor loop calls this for
+/// every exit it does not answer on the null-hypercall fast path, on the
+/// vCPU's processor before the vCPU's VMCS stops being current there.
+///
+/// # Panics
+/// If the shadow is incomplete and its VMCS is not this processor's
+/// current one (a kernel bug: the state would be lost).
+pub fn complete(shadow: &mut Vmcb) {
+    if sync::is_deferred(shadow) {
+        let vmcs = shadow as *mut Vmcb as u64 + 4096;
+        assert_eq!(
+            percpu::current().current_vmcs.load(Ordering::Relaxed),
+            vmcs,
+            "guest state left in a VMCS that is not current here"
+        );
+        sync::complete(&mut CurrentVmcs, shadow);
+    }
 }
