@@ -245,7 +245,7 @@ impl Kernel {
                 line.binding = Some((vcpu_cap.object, vector));
                 line.armed = true;
                 let gsi = line.gsi;
-                self.pending_routes.push((gsi, true));
+                self.route(gsi, true);
                 done([0; 3])
             }
             Call::Acknowledge { slot } => {
@@ -271,7 +271,7 @@ impl Kernel {
                             .ok_or(Status::StaleSlot)?;
                         line.armed = true;
                         let gsi = line.gsi;
-                        self.pending_routes.push((gsi, true));
+                        self.route(gsi, true);
                     }
                     _ => return Err(Status::WrongType),
                 }
@@ -807,7 +807,9 @@ impl Kernel {
             }
         };
         if let Some(p) = self.objects.partition_mut(p_cap.object) {
-            p.vcpus.push(id);
+            // Room: checked above (fewer than MAX_VCPUS, the capacity), and
+            // nothing added a vCPU since.
+            let _ = p.vcpus.push(id);
         }
         let cap = self.new_cap(
             id,

@@ -62,7 +62,7 @@ impl Kernel {
             {
                 line.binding = None;
                 let gsi = line.gsi;
-                self.pending_routes.push((gsi, false));
+                self.route(gsi, false);
             }
         }
         let mut dead: Vec<ObjectId> = Vec::new();

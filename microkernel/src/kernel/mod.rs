@@ -33,6 +33,15 @@ pub use exits::Next;
 
 /// Most vCPUs per partition.
 pub const MAX_VCPUS: usize = 4;
+/// Most partitions at once: the root, and children that each cost their
+/// creator [`quota_cost`]`(Partition)` entries of the object table, all of
+/// whose entries the root's quota starts with at most.
+pub const MAX_PARTITIONS: usize =
+    1 + MAX_OBJECTS / (1 + crate::object::partition::CHILD_QUOTA as usize);
+/// Most I/O APIC route changes waiting to be applied: one per interrupt
+/// line (a later change of a line replaces the earlier), and every line is
+/// one of the root's boot objects.
+pub const MAX_ROUTES: usize = BOOT_OBJECTS;
 
 /// Entries of the object table, reserved at start: every kernel object
 /// there will ever be at once. The root's quota is what its boot objects
@@ -98,13 +107,14 @@ pub struct Kernel {
     /// Timer ticks since boot (for rate limits).
     pub ticks: u64,
     asids_in_use: Vec<bool>,
-    /// I/O APIC lines to unmask (true) or mask, for the hardware layer to apply.
-    pub pending_routes: Vec<(u32, bool)>,
+    /// I/O APIC lines to unmask (true) or mask, for the hardware layer to
+    /// apply: at most one entry per line (see [`Kernel::route`]).
+    pub pending_routes: heapless::Vec<(u32, bool), MAX_ROUTES>,
     /// Children may use `DebugWrite` (kernel command line `debug-console`).
     pub child_debug_console: bool,
     /// Partitions left without a capability outside themselves (orphans),
     /// stopped and waiting to be torn down once off the processors.
-    pub reaping: Vec<ObjectId>,
+    pub reaping: heapless::Vec<ObjectId, MAX_PARTITIONS>,
 }
 
 impl Kernel {
@@ -119,9 +129,9 @@ impl Kernel {
             root: None,
             ticks: 0,
             asids_in_use: alloc::vec![false; asids.max(2) as usize],
-            pending_routes: Vec::new(),
+            pending_routes: heapless::Vec::new(),
             child_debug_console: false,
-            reaping: Vec::new(),
+            reaping: heapless::Vec::new(),
         }
     }
 
@@ -439,8 +449,10 @@ impl Kernel {
                         if let Some(p) = self.objects.partition_mut(object) {
                             p.state = RunState::Dying;
                         }
-                        // Bounded by the partitions there are.
-                        self.reaping.push(object);
+                        // Room: each partition at most once, and there
+                        // are at most MAX_PARTITIONS (quotas).
+                        let queued = self.reaping.push(object);
+                        debug_assert!(queued.is_ok(), "more partitions than MAX_PARTITIONS");
                     }
                 }
                 _ => {}
@@ -458,6 +470,19 @@ impl Kernel {
         {
             let p = self.reaping.swap_remove(i);
             self.destroy_finish(m, p);
+        }
+    }
+
+    /// Records that I/O APIC line `gsi` is to be unmasked (`on`) or masked.
+    /// A later change of the same line replaces an earlier one still
+    /// waiting, so there is at most one entry per interrupt line.
+    pub(crate) fn route(&mut self, gsi: u32, on: bool) {
+        if let Some(entry) = self.pending_routes.iter_mut().find(|(g, _)| *g == gsi) {
+            entry.1 = on;
+        } else {
+            // Room: every line is a boot object (at most BOOT_OBJECTS).
+            let queued = self.pending_routes.push((gsi, on));
+            debug_assert!(queued.is_ok(), "more interrupt lines than MAX_ROUTES");
         }
     }
 
@@ -631,12 +656,16 @@ impl Kernel {
         cpu: u32,
     ) -> Result<(ObjectId, InitialCap), Status> {
         let p = self.objects.partition(root).ok_or(Status::InvalidSlot)?;
+        if p.vcpus.is_full() {
+            return Err(Status::InvalidState);
+        }
         let index = p.vcpus.len() as u32;
         let mut vcpu = crate::object::Vcpu::new(root, index, 0, cpu, vmcb);
         vcpu.state = State::Ready;
         let id = self.objects.insert(Object::Vcpu(vcpu))?;
         if let Some(p) = self.objects.partition_mut(root) {
-            p.vcpus.push(id);
+            // Room: checked above, and nothing added a vCPU since.
+            let _ = p.vcpus.push(id);
         }
         self.run_queues.enqueue(cpu, 0, id);
         let cap = self.new_cap(

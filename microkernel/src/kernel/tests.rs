@@ -1318,7 +1318,7 @@ fn an_orphan_on_a_processor_is_destroyed_once_it_leaves() {
     assert_eq!(w.k.pick(cpu), Some(c.vcpu));
     w.root_call(Call::CapDelete { slot: c.slot }).unwrap();
     assert!(w.k.objects.partition(c.id).is_some(), "waits for its vCPU");
-    assert_eq!(w.k.reaping, vec![c.id]);
+    assert_eq!(w.k.reaping, [c.id]);
     assert!(w.m.kicks.contains(&cpu), "its processor was told");
     // Its processor takes it off (prepare_entry refuses it), and the next
     // entry anywhere finishes the teardown.
@@ -1635,4 +1635,58 @@ fn cap_clone_never_takes_a_target_slot_back_a_generation() {
         .map(|i| w.k.objects.partition(b.id).unwrap().cspace.slot(i))
         .collect();
     assert_eq!(before, after, "nothing changed");
+}
+
+#[test]
+fn the_partitions_there_can_be_fit_the_reaping_list() {
+    let mut w = World::new();
+    let mut partitions = 1;
+    let err = loop {
+        let call = Call::PartitionCreate {
+            authority: w.root_self,
+            memory: w.ram,
+            first_page: 64 + 16 * partitions,
+            pages: 16,
+            name: Name::new("many"),
+            ceiling: 0,
+        };
+        match w.root_call(call) {
+            Ok(_) => partitions += 1,
+            Err(e) => break e,
+        }
+        assert!(partitions as usize <= MAX_PARTITIONS, "no limit");
+    };
+    assert_eq!(err, Status::OutOfMemory, "the quota ends it");
+    assert!(partitions > 1);
+}
+
+#[test]
+fn route_changes_keep_one_entry_per_interrupt_line() {
+    let mut m = Fake::default();
+    let mut k = Kernel::new(2, 16);
+    let slat = m.slat_new().unwrap();
+    let (root, caps) = k
+        .create_root(&mut m, slat, &[(RAM_BASE, RAM_PAGES)], &[4, 9], &[])
+        .unwrap();
+    let vmcb = m.vmcb_new().unwrap();
+    let (vcpu, vcpu_cap) = k.create_boot_vcpu(root, vmcb, 0).unwrap();
+    let lines: Vec<SlotHandle> = caps
+        .iter()
+        .filter(|c| c.kind == ObjectKind::Interrupt)
+        .map(|c| c.slot)
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for _ in 0..MAX_ROUTES {
+        for &line in &lines {
+            let bind = Call::InterruptBind {
+                interrupt: line,
+                vcpu: vcpu_cap.slot,
+                vector: 0x40,
+            };
+            k.call(&mut m, root, vcpu, &bind.encode()).unwrap();
+            let ack = Call::Acknowledge { slot: line };
+            k.call(&mut m, root, vcpu, &ack.encode()).unwrap();
+        }
+    }
+    assert_eq!(k.pending_routes, [(4, true), (9, true)]);
 }

@@ -10,6 +10,7 @@ use ipc::hypercall::{Name, Status, StopReason};
 
 use super::ObjectId;
 use crate::cap::CapSpace;
+use crate::kernel::MAX_VCPUS;
 
 /// Console bytes buffered per partition until a newline.
 pub const CONSOLE_LINE: usize = 160;
@@ -53,8 +54,8 @@ pub struct Partition {
     pub asid: u32,
     /// Host-physical addresses of its I/O and MSR permission maps.
     pub permission_maps: (u64, u64),
-    /// Its vCPUs, in creation order.
-    pub vcpus: Vec<ObjectId>,
+    /// Its vCPUs, in creation order (at most [`MAX_VCPUS`]).
+    pub vcpus: heapless::Vec<ObjectId, MAX_VCPUS>,
     /// Memory objects donated to it.
     pub memory: Vec<ObjectId>,
     /// Run state.
@@ -99,7 +100,7 @@ impl Partition {
             slat_root,
             asid,
             permission_maps,
-            vcpus: Vec::new(),
+            vcpus: heapless::Vec::new(),
             memory: Vec::new(),
             state: RunState::Running,
             dirty_logging: false,
