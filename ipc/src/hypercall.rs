@@ -229,8 +229,10 @@ pub mod number {
     pub const CAP_CLONE: u64 = 26;
     pub const CAP_DELEGATE_AT: u64 = 27;
     pub const CAP_INSPECT: u64 = 28;
+    pub const POWER_OFF: u64 = 29;
+    pub const RESET: u64 = 30;
     /// One past the highest call number.
-    pub const COUNT: u64 = 29;
+    pub const COUNT: u64 = 31;
 }
 
 /// Most bytes one `DebugWrite` carries.
@@ -525,6 +527,21 @@ pub enum Call {
         /// The slot index (below 256).
         index: u16,
     },
+    /// Ends the run: the microkernel powers the machine off (ACPI soft-off,
+    /// or QEMU's debug-exit device). Only for a holder of CONTROL on the
+    /// root partition itself; does not return on success.
+    PowerOff {
+        /// The root partition (CONTROL).
+        partition: SlotHandle,
+    },
+    /// Resets the machine (the microkernel uses the chipset's reset
+    /// control register, then the keyboard controller, then a triple
+    /// fault). Only for a holder of CONTROL on the root partition itself;
+    /// does not return on success.
+    Reset {
+        /// The root partition (CONTROL).
+        partition: SlotHandle,
+    },
 }
 
 /// The registers of a hypercall: `RAX` and the six argument registers.
@@ -729,6 +746,12 @@ impl Call {
                 partition: slot(a)?,
                 index: u16::try_from(b).map_err(|_| Status::InvalidArgument)?,
             },
+            number::POWER_OFF => Call::PowerOff {
+                partition: slot(a)?,
+            },
+            number::RESET => Call::Reset {
+                partition: slot(a)?,
+            },
             _ => return Err(Status::UnknownCall),
         })
     }
@@ -876,6 +899,8 @@ impl Call {
             Call::CapInspect { partition, index } => {
                 [CAP_INSPECT, partition.raw(), u64::from(index), 0, 0, 0, 0]
             }
+            Call::PowerOff { partition } => [POWER_OFF, partition.raw(), 0, 0, 0, 0, 0],
+            Call::Reset { partition } => [RESET, partition.raw(), 0, 0, 0, 0, 0],
         }
     }
 }
@@ -997,6 +1022,8 @@ mod tests {
                 partition: h(4, 1),
                 index: 255,
             },
+            Call::PowerOff { partition: h(0, 0) },
+            Call::Reset { partition: h(0, 0) },
         ];
         for call in calls {
             assert_eq!(Call::decode(&call.encode()), Ok(call));
@@ -1078,6 +1105,14 @@ mod tests {
         assert_eq!(
             Call::decode(&[DIRTY_LOG, 1, 2, 0, 0, 0, 0]),
             Err(Status::InvalidArgument)
+        );
+        assert_eq!(
+            Call::decode(&[POWER_OFF, 1 << 32, 0, 0, 0, 0, 0]),
+            Err(Status::InvalidSlot)
+        );
+        assert_eq!(
+            Call::decode(&[RESET, 1 << 40, 0, 0, 0, 0, 0]),
+            Err(Status::InvalidSlot)
         );
     }
 

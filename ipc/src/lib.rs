@@ -18,6 +18,7 @@ pub mod kv;
 pub mod markers;
 pub mod memdirty;
 pub mod migration;
+pub mod platform;
 pub mod vcpu_state;
 pub mod vmbus;
 pub mod workload;

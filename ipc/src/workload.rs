@@ -107,8 +107,52 @@ impl fmt::Display for GreedySpun {
     }
 }
 
+/// Workload `instructions`: vCPU 0 tries the instructions a partition
+/// gets no effect from — INVLPGA, MONITOR and MWAIT (each must raise
+/// #UD), WBINVD and INVD (each must complete, as a no-op the microkernel
+/// reports), CPUID's MONITOR bit (hidden) — then takes a port interrupt
+/// made pending while its interrupts were off inside `STI; NOP; NOP; NOP;
+/// CLI`, and asks for `PowerOff` and `Reset` with its own partition
+/// capability (each refused with `InsufficientRights`). One
+/// [`HostileCheck`] line per check, then [`InstructionsSummary`]; it then
+/// halts normally. The root gives it CONTROL on its own vCPU 0 (to bind a
+/// port of its own). Other vCPUs halt at once. No args.
+pub const INSTRUCTIONS: &str = "instructions";
+/// Checks of the `instructions` workload.
+pub const INSTRUCTION_CHECKS: u32 = 9;
+/// The vector the `instructions` workload binds its own port to.
+pub const INSTRUCTIONS_VECTOR: u8 = 0x50;
+
+/// `instructions: N checks passed, M failed`: the `instructions` workload's summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstructionsSummary {
+    /// Checks that passed.
+    pub passed: u32,
+    /// Checks that failed.
+    pub failed: u32,
+}
+
+impl fmt::Display for InstructionsSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "instructions: {} checks passed, {} failed",
+            self.passed, self.failed
+        )
+    }
+}
+
 /// Every workload the child runtime knows.
-pub const ALL: [&str; 7] = [HELLO, SPIN, DIRTY, HOSTILE, CHATTY, VMBUS_HOSTILE, GREEDY];
+pub const ALL: [&str; 8] = [
+    HELLO,
+    SPIN,
+    DIRTY,
+    HOSTILE,
+    CHATTY,
+    VMBUS_HOSTILE,
+    GREEDY,
+    INSTRUCTIONS,
+];
 
 /// `<workload> workload on N vcpus`: vCPU 0 starts a workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

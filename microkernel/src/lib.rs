@@ -10,6 +10,7 @@
 extern crate alloc;
 
 pub mod cap;
+pub mod chipset;
 pub mod kernel;
 pub mod machine;
 pub mod memory;

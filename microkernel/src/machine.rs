@@ -60,6 +60,25 @@ pub trait Machine {
     fn tracks_dirty_pages(&self) -> bool {
         true
     }
+    /// Reads `size` bytes (1, 2, 4) at byte `offset` of the PCI
+    /// configuration dword `address` (mechanism #1: enable, bus, device,
+    /// function, register), address and data as one operation. All ones
+    /// where there is no configuration space (host tests).
+    fn pci_config_read(&mut self, address: u32, offset: u8, size: u8) -> u32 {
+        let _ = (address, offset);
+        match size {
+            1 => 0xff,
+            2 => 0xffff,
+            _ => u32::MAX,
+        }
+    }
+    /// Writes the low `size` bytes of `value` there, as one operation.
+    fn pci_config_write(&mut self, address: u32, offset: u8, size: u8, value: u32) {
+        let _ = (address, offset, size, value);
+    }
+    /// Resets the machine; on hardware it does not return (host tests
+    /// record it).
+    fn reset(&mut self) {}
 }
 
 /// Convenience on top of [`Machine::console`] for kernel reports.

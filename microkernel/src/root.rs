@@ -19,7 +19,7 @@ use microkernel::paging::{
     Access, CacheMode, EntryFormat, EptFormat, NptFormat, PageSize, PageTable, X86Format,
 };
 use microkernel::svm::vmcb::{LongModeStart, Vmcb};
-use microkernel::{LARGE_PAGE_SIZE, PAGE_SIZE, align_down, align_up};
+use microkernel::{LARGE_PAGE_SIZE, PAGE_SIZE, align_down, align_up, chipset};
 
 use crate::arch::machine::HwMachine;
 use crate::arch::virt::{self, Backend};
@@ -39,22 +39,33 @@ fn fail(args: core::fmt::Arguments<'_>) -> ! {
     power::exit(ExitCode::Failure)
 }
 
-/// Ports the microkernel keeps: the legacy PICs, the PIT and its gate,
-/// the fast-reset port and QEMU's debug-exit device.
+/// The ports the root partition may use directly: the RTC (its clock and
+/// the device-interrupt self-test) and the PCI I/O space, where its
+/// devices' I/O BARs are (from `chipset::PCI_IO_START` up), less the
+/// ports the microkernel keeps there ([`kept_ports`]).
 ///
-/// The PCI configuration ports 0xCF8–0xCFF go to the root, the device
-/// domain, including the reset control register at 0xCF9, which lies
-/// inside the 32-bit configuration address register: a processor checks
-/// every byte of a 4-byte access at 0xCF8 against the permission map, so
-/// keeping 0xCF9 would shut the root out of PCI configuration altogether.
-const KERNEL_PORTS: [(u16, u32); 6] = [
-    (0x20, 2),
-    (0xa0, 2),
-    (0x40, 4),
-    (0x61, 1),
-    (0x92, 1),
-    (ipc::exit::DEBUG_EXIT_PORT, 4),
-];
+/// Every other legacy port stays with the microkernel: the PICs, the PIT
+/// and its gate, the fast-reset port (0x92), the keyboard controller (its
+/// reset command and output port), the ACPI PM block, QEMU's fw_cfg and
+/// debug-exit devices, the serial console, the ISA DMA controllers. The
+/// PCI configuration ports (0xCF8–0xCFF) are emulated for the root
+/// (`microkernel::chipset`): the reset control register at 0xCF9 lies
+/// inside the 32-bit address register, and a processor checks every byte
+/// of a 4-byte access against the permission map, so the microkernel
+/// keeps all eight and carries out the accesses itself.
+const ROOT_PORTS: [(u16, u32); 2] = [(0x70, 2), (chipset::PCI_IO_START, 0x1_0000 - 0x1000)];
+
+/// Ports the microkernel keeps even inside [`ROOT_PORTS`]: the ACPI PM1a
+/// control block (where sleep is entered; at 0xB004 on Bochs) and QEMU's
+/// debug-exit device.
+fn kept_ports() -> Vec<(u32, u32)> {
+    let mut kept = alloc::vec![(ipc::exit::DEBUG_EXIT_PORT as u32, 4)];
+    if let Some(pm1a) = power::pm1a_control_port() {
+        kept.push((pm1a as u32, 2));
+    }
+    kept.sort_unstable();
+    kept
+}
 
 /// Device interrupt lines the root receives: every I/O APIC input except
 /// the timer (0) and the cascade (2).
@@ -62,23 +73,24 @@ fn root_gsis() -> Vec<u32> {
     (1..ioapic::LINES).filter(|&g| g != 2).collect()
 }
 
-/// The port ranges the root may use: everything the kernel does not keep.
+/// The port ranges the root may use: [`ROOT_PORTS`] less [`kept_ports`].
 fn root_ports() -> Vec<(u16, u32)> {
-    let mut kept: Vec<(u32, u32)> = KERNEL_PORTS.iter().map(|&(p, n)| (p as u32, n)).collect();
-    if let Some(pm1a) = power::pm1a_control_port() {
-        kept.push((pm1a as u32, 2));
-    }
-    kept.sort_unstable();
+    let kept = kept_ports();
     let mut ranges = Vec::new();
-    let mut next = 0u32;
-    for (first, count) in kept {
-        if first > next {
-            ranges.push((next as u16, first - next));
+    for &(first, count) in &ROOT_PORTS {
+        let (mut next, end) = (first as u32, first as u32 + count);
+        for &(k, n) in &kept {
+            if k + n <= next || k >= end {
+                continue;
+            }
+            if k > next {
+                ranges.push((next as u16, k - next));
+            }
+            next = next.max(k + n);
         }
-        next = next.max(first + count);
-    }
-    if next < 0x1_0000 {
-        ranges.push((next as u16, 0x1_0000 - next));
+        if next < end {
+            ranges.push((next as u16, end - next));
+        }
     }
     ranges
 }
@@ -189,6 +201,12 @@ pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
     let (root, mut caps) = kernel
         .create_root(&mut machine, nested_cr3, &ram, &root_gsis(), &root_ports())
         .unwrap_or_else(|e| fail(format_args!("creating its kernel objects: {e:?}")));
+    // No I/O BAR of the root's may cover what the kernel keeps in the PCI I/O space.
+    for (first, count) in kept_ports() {
+        if first >= chipset::PCI_IO_START as u32 {
+            kernel.pci_config.keep_ports(first as u16, count as u16);
+        }
+    }
     let maps = kernel
         .objects
         .partition(root)

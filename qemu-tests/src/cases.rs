@@ -1588,6 +1588,7 @@ pub fn all() -> Vec<Case> {
         })
         .collect();
     table.extend(vmx);
+    table.extend(crate::platform_cases::all());
     table
 }
 

@@ -572,6 +572,17 @@ fn start(
         *slot = Some(handle(r[0])?);
     }
     let vcpu0 = vcpus[0].ok_or(Failure::Missing("vcpu"))?;
+    if spec.workload() == ipc::workload::INSTRUCTIONS {
+        // It binds a port of its own to its vCPU 0 (its interrupt-window check).
+        call(
+            "own vcpu",
+            Call::CapDelegate {
+                slot: vcpu0,
+                target: partition,
+                rights: Rights::CONTROL,
+            },
+        )?;
+    }
     // Ports: child -> root (bound to the root's vCPU), root -> child (bound to the child's vCPU 0).
     let child_to_root = make_to_root(root, index, partition, None)?;
     let from_root = handle(call("port", Call::PortCreate)?[0])?;

@@ -36,6 +36,8 @@ mod quick;
 #[cfg(target_os = "none")]
 mod selftest_alias;
 #[cfg(target_os = "none")]
+mod selftest_attacks;
+#[cfg(target_os = "none")]
 mod storage;
 #[cfg(target_os = "none")]
 mod virtio;
@@ -136,6 +138,7 @@ mod entry {
         if info.has_flag(markers::BENCH_HYPERCALL) {
             println!("{}", crate::bench::null_hypercall());
         }
+        crate::selftest_attacks::run(&info);
         let scenario_name = info
             .cmdline()
             .split_whitespace()
@@ -176,7 +179,7 @@ mod entry {
             }
         }
         println!("{}", markers::ROOT_POWER_OFF);
-        arch::power_off()
+        crate::selftest_attacks::power_off(&info)
     }
 
     #[panic_handler]

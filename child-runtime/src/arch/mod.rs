@@ -24,6 +24,8 @@ use ipc::hypercall::Call;
 use partition_rt::heap::LockedHeap;
 use x86_64::structures::paging::PageTableFlags;
 
+pub mod insn;
+
 const PAGE: u64 = 4096;
 
 /// The boot page the root put at guest-physical `addr`, if `addr` is the

@@ -14,6 +14,7 @@ mod frames;
 mod greedy;
 mod hello;
 mod hostile;
+mod instructions;
 mod kv;
 mod memdirty;
 mod netflood;
@@ -40,6 +41,7 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         workload::CHATTY => chatty::run(info, vcpu),
         workload::VMBUS_HOSTILE => vmbus_hostile::run(info, vcpu),
         workload::GREEDY => greedy::run(info, vcpu),
+        workload::INSTRUCTIONS => instructions::run(info, vcpu),
         ipc::disk::DISK => disk::run(info, vcpu),
         ipc::kv::KV => kv::run(info, vcpu),
         ipc::kv::NETFLOOD => netflood::run(info, vcpu),

@@ -290,6 +290,7 @@ impl Kernel {
                 at,
             } => self.cap_delegate(m, caller, slot, target, rights, Some(at)),
             Call::CapInspect { partition, index } => self.cap_inspect(caller, partition, index),
+            call @ (Call::PowerOff { .. } | Call::Reset { .. }) => self.power(m, caller, call),
             Call::CapRevoke { slot } => {
                 let cap = self.cap_kinds(caller, slot, ANY_KIND, Rights::NONE)?;
                 let removed = self.revoke_derived(m, cap.id);

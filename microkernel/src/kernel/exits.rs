@@ -80,6 +80,11 @@ impl Kernel {
             v.clear(vector);
             vmcb.write_u64(offset::EVENT_INJECTION, vector as u64 | (1 << 31));
         }
+        // A vector still pending (the guest has interrupts off, is in an
+        // interrupt shadow, or takes another event first) is delivered at
+        // the exit the processor makes as soon as the guest can take it,
+        // not at whatever exit comes next.
+        vmcb.request_interrupt_window(v.highest_pending().is_some());
         true
     }
 
@@ -95,14 +100,18 @@ impl Kernel {
             return Next::Off;
         };
         match exit {
-            Exit::Interrupt | Exit::Nmi => Next::Resume,
+            Exit::Interrupt | Exit::Nmi | Exit::InterruptWindow => Next::Resume,
             Exit::Cpuid => {
                 self.emulate_cpuid(m, vcpu);
                 Next::Resume
             }
             Exit::Hlt => self.halt(m, vcpu, partition),
             Exit::Io(io) => {
-                emulate_io(m.vmcb(vmcb_pa), io);
+                if Some(partition) == self.root && crate::chipset::is_config_port(io.port) {
+                    self.emulate_config_port(m, vmcb_pa, io);
+                } else {
+                    emulate_io(m.vmcb(vmcb_pa), io);
+                }
                 Next::Resume
             }
             Exit::Msr { write } => {
@@ -118,8 +127,12 @@ impl Kernel {
                 Next::Resume
             }
             Exit::Vmmcall => self.hypercall(m, vcpu, partition),
-            Exit::SvmInstruction(_) => {
+            Exit::SvmInstruction(_) | Exit::Unavailable(_) => {
                 m.vmcb(vmcb_pa).inject_exception(INVALID_OPCODE, None);
+                Next::Resume
+            }
+            Exit::CacheFlush => {
+                self.ignore_cache_flush(m, vmcb_pa, partition);
                 Next::Resume
             }
             Exit::NestedPageFault { gpa, error } => {
@@ -170,6 +183,32 @@ impl Kernel {
                 ));
                 self.fault(m, vcpu, partition, StopReason::UnhandledExit, code)
             }
+        }
+    }
+
+    /// WBINVD or INVD: completes as a no-op. Partitions' memory is
+    /// write-back and coherent, so neither has anything to do for them;
+    /// on the processor WBINVD would stall every cache of the machine and
+    /// INVD would throw away the hypervisor's dirty lines. The first one
+    /// of each partition is reported, the others counted.
+    fn ignore_cache_flush(&mut self, m: &mut impl Machine, vmcb: u64, partition: ObjectId) {
+        let v = m.vmcb(vmcb);
+        let rip = v.read_u64(offset::RIP);
+        // Both are two bytes (0F 09, 0F 08).
+        v.write_u64(offset::RIP, rip.wrapping_add(2));
+        let Some(p) = self.objects.partition_mut(partition) else {
+            return;
+        };
+        p.cache_flushes = p.cache_flushes.wrapping_add(1);
+        if p.cache_flushes == 1 {
+            let name = p.name;
+            m.console_report(format_args!(
+                "{}",
+                ipc::platform::CacheFlushIgnored {
+                    partition: name.as_str(),
+                    rip
+                }
+            ));
         }
     }
 
@@ -240,7 +279,8 @@ impl Kernel {
         let subleaf = v.regs.rcx as u32;
         let mut r = m.cpuid(leaf, subleaf);
         match leaf {
-            1 => r[2] = (r[2] | (1 << 31)) & !(1 << 5),
+            // Hypervisor present; VMX and MONITOR/MWAIT hidden.
+            1 => r[2] = (r[2] | (1 << 31)) & !((1 << 5) | (1 << 3)),
             0x4000_0000 => r = [0x4000_0001, word(b"capv"), word(b"isor"), word(b"\0\0\0\0")],
             // Features: bit 0 = hypercalls by VMMCALL, bit 1 = dirty logging, bit 2 = ports.
             0x4000_0001 => r = [0b111, ipc::hypercall::number::COUNT as u32, 0, 0],

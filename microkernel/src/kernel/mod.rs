@@ -12,9 +12,11 @@
 //!   `MemoryMap` by a holder of the right capabilities.
 
 mod calls;
+mod chipset;
 mod exits;
 mod lifecycle;
 mod migrate;
+mod power;
 #[cfg(test)]
 mod tests;
 
@@ -115,6 +117,8 @@ pub struct Kernel {
     /// Partitions left without a capability outside themselves (orphans),
     /// stopped and waiting to be torn down once off the processors.
     pub reaping: heapless::Vec<ObjectId, MAX_PARTITIONS>,
+    /// The root's PCI configuration mechanism, emulated (`kernel/chipset.rs`).
+    pub pci_config: crate::chipset::ConfigMechanism,
 }
 
 impl Kernel {
@@ -132,6 +136,7 @@ impl Kernel {
             pending_routes: heapless::Vec::new(),
             child_debug_console: false,
             reaping: heapless::Vec::new(),
+            pci_config: crate::chipset::ConfigMechanism::default(),
         }
     }
 

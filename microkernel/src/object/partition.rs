@@ -74,6 +74,8 @@ pub struct Partition {
     pub console_refilled: u64,
     /// Hypercalls made (statistics).
     pub hypercalls: u64,
+    /// WBINVD and INVD executed, each a no-op (statistics; the first is reported).
+    pub cache_flushes: u64,
     /// The highest priority any of its vCPUs may have, set by its creator.
     pub ceiling: u8,
     /// Kernel objects it may still own (ports, vCPUs, the partitions and
@@ -110,6 +112,7 @@ impl Partition {
             console_tokens: CONSOLE_BURST,
             console_refilled: 0,
             hypercalls: 0,
+            cache_flushes: 0,
             ceiling: 0,
             quota: 0,
             mapping_limit: CHILD_MAPPINGS,

@@ -21,8 +21,15 @@ pub enum Exit {
     },
     /// VMMCALL executed: a hypercall.
     Vmmcall,
-    /// The guest tried to use SVM itself (VMRUN, VMLOAD, CLGI, ...).
+    /// The guest tried to use SVM itself (VMRUN, VMLOAD, CLGI, INVLPGA, ...).
     SvmInstruction(u64),
+    /// MONITOR or MWAIT: not for partitions (they idle with HLT).
+    Unavailable(u64),
+    /// WBINVD or INVD: never passed to the processor.
+    CacheFlush,
+    /// The guest can take the virtual interrupt the kernel asked to be
+    /// told about (the interrupt window opened).
+    InterruptWindow,
     /// The guest touched a guest-physical address its nested page tables do
     /// not allow.
     NestedPageFault {
@@ -59,8 +66,11 @@ pub struct IoAccess {
 pub mod code {
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
+    pub const VINTR: u64 = 0x64;
     pub const CPUID: u64 = 0x72;
+    pub const INVD: u64 = 0x76;
     pub const HLT: u64 = 0x78;
+    pub const INVLPGA: u64 = 0x7a;
     pub const IOIO: u64 = 0x7b;
     pub const MSR: u64 = 0x7c;
     pub const SHUTDOWN: u64 = 0x7f;
@@ -71,6 +81,10 @@ pub mod code {
     pub const STGI: u64 = 0x84;
     pub const CLGI: u64 = 0x85;
     pub const SKINIT: u64 = 0x86;
+    pub const WBINVD: u64 = 0x89;
+    pub const MONITOR: u64 = 0x8a;
+    pub const MWAIT: u64 = 0x8b;
+    pub const MWAIT_CONDITIONAL: u64 = 0x8c;
     pub const XSETBV: u64 = 0x8d;
     pub const NPF: u64 = 0x400;
 }
@@ -85,6 +99,9 @@ impl Exit {
         match exit_code {
             code::INTR => Exit::Interrupt,
             code::NMI => Exit::Nmi,
+            code::VINTR => Exit::InterruptWindow,
+            code::INVD | code::WBINVD => Exit::CacheFlush,
+            code::MONITOR | code::MWAIT | code::MWAIT_CONDITIONAL => Exit::Unavailable(exit_code),
             code::CPUID => Exit::Cpuid,
             code::HLT => Exit::Hlt,
             code::IOIO => Exit::Io(IoAccess {
@@ -108,6 +125,7 @@ impl Exit {
             | code::STGI
             | code::CLGI
             | code::SKINIT
+            | code::INVLPGA
             | code::XSETBV => Exit::SvmInstruction(exit_code),
             code::NPF => Exit::NestedPageFault {
                 gpa: info2,
@@ -156,6 +174,17 @@ mod tests {
             })
         );
         assert_eq!(Exit::decode(code::MSR, 1, 0), Exit::Msr { write: true });
+        assert_eq!(Exit::decode(code::VINTR, 0, 0), Exit::InterruptWindow);
+        assert_eq!(Exit::decode(code::WBINVD, 0, 0), Exit::CacheFlush);
+        assert_eq!(Exit::decode(code::INVD, 0, 0), Exit::CacheFlush);
+        assert_eq!(
+            Exit::decode(code::INVLPGA, 0, 0),
+            Exit::SvmInstruction(code::INVLPGA)
+        );
+        assert_eq!(
+            Exit::decode(code::MONITOR, 0, 0),
+            Exit::Unavailable(code::MONITOR)
+        );
         assert_eq!(Exit::decode(0x1234, 0, 0), Exit::Other(0x1234));
     }
 }

@@ -163,9 +163,11 @@ pub mod misc1 {
     pub const NMI: u32 = 1 << 1;
     pub const SMI: u32 = 1 << 2;
     pub const INIT: u32 = 1 << 3;
+    pub const VINTR: u32 = 1 << 4;
     pub const CPUID: u32 = 1 << 18;
     pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;
+    pub const INVLPGA: u32 = 1 << 26;
     pub const IOIO_PROT: u32 = 1 << 27;
     pub const MSR_PROT: u32 = 1 << 28;
     pub const SHUTDOWN: u32 = 1 << 31;
@@ -181,7 +183,23 @@ pub mod misc2 {
     pub const STGI: u32 = 1 << 4;
     pub const CLGI: u32 = 1 << 5;
     pub const SKINIT: u32 = 1 << 6;
+    pub const WBINVD: u32 = 1 << 9;
+    pub const MONITOR: u32 = 1 << 10;
+    pub const MWAIT: u32 = 1 << 11;
+    pub const MWAIT_CONDITIONAL: u32 = 1 << 12;
     pub const XSETBV: u32 = 1 << 13;
+}
+
+/// `VINTR` bits (the virtual interrupt control word).
+#[allow(missing_docs)]
+pub mod vintr {
+    /// A virtual interrupt is pending (with the VINTR intercept: exit
+    /// as soon as the guest could take it).
+    pub const V_IRQ: u64 = 1 << 8;
+    /// The pending virtual interrupt ignores the guest's TPR.
+    pub const V_IGN_TPR: u64 = 1 << 20;
+    /// The guest's RFLAGS.IF masks only virtual interrupts.
+    pub const V_INTR_MASKING: u64 = 1 << 24;
 }
 
 /// A segment register as the VMCB holds it.
@@ -348,9 +366,11 @@ impl Vmcb {
                 | misc1::NMI
                 | misc1::SMI
                 | misc1::INIT
+                | misc1::VINTR
                 | misc1::CPUID
                 | misc1::INVD
                 | misc1::HLT
+                | misc1::INVLPGA
                 | misc1::IOIO_PROT
                 | misc1::MSR_PROT
                 | misc1::SHUTDOWN,
@@ -364,14 +384,17 @@ impl Vmcb {
                 | misc2::STGI
                 | misc2::CLGI
                 | misc2::SKINIT
+                | misc2::WBINVD
+                | misc2::MONITOR
+                | misc2::MWAIT
+                | misc2::MWAIT_CONDITIONAL
                 | misc2::XSETBV,
         );
         self.write_u64(offset::IOPM_BASE_PA, start.iopm);
         self.write_u64(offset::MSRPM_BASE_PA, start.msrpm);
         self.write_u32(offset::GUEST_ASID, start.asid);
         self.write_u8(offset::TLB_CONTROL, 1);
-        // V_INTR_MASKING: the guest's RFLAGS.IF masks only virtual interrupts.
-        self.write_u64(offset::VINTR, 1 << 24);
+        self.write_u64(offset::VINTR, vintr::V_INTR_MASKING);
         self.write_u64(offset::NP_ENABLE, 1);
         self.write_u64(offset::NESTED_CR3, start.nested_cr3);
 
@@ -440,6 +463,23 @@ impl Vmcb {
         self.write_u64(offset::G_PAT, mode::PAT_DEFAULT);
     }
 
+    /// Asks for an exit (`Exit::InterruptWindow`) as soon as the guest can
+    /// take an interrupt (`wanted`), or no longer.
+    pub fn request_interrupt_window(&mut self, wanted: bool) {
+        let v = self.read_u64(offset::VINTR) & !(vintr::V_IRQ | vintr::V_IGN_TPR);
+        let request = if wanted {
+            vintr::V_IRQ | vintr::V_IGN_TPR
+        } else {
+            0
+        };
+        self.write_u64(offset::VINTR, v | request);
+    }
+
+    /// Whether an interrupt-window exit is asked for.
+    pub fn interrupt_window_requested(&self) -> bool {
+        self.read_u64(offset::VINTR) & vintr::V_IRQ != 0
+    }
+
     /// Queues an exception for delivery at the next VMRUN.
     pub fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
         let mut event = vector as u64 | (3 << 8) | (1 << 31);
@@ -484,6 +524,18 @@ mod tests {
         assert_eq!(v.segment(offset::CS).attrib, CODE64_ATTRIB);
         assert_eq!(v.read_u64(offset::RIP), 0xffff_ffff_8000_1000);
         assert_eq!(v.read_u64(offset::NP_ENABLE), 1);
+        for bit in [misc1::VINTR, misc1::INVD, misc1::INVLPGA] {
+            assert_ne!(v.read_u32(offset::INTERCEPT_MISC1) & bit, 0);
+        }
+        for bit in [misc2::WBINVD, misc2::MONITOR, misc2::MWAIT] {
+            assert_ne!(v.read_u32(offset::INTERCEPT_MISC2) & bit, 0);
+        }
+        assert!(!v.interrupt_window_requested());
+        v.request_interrupt_window(true);
+        assert!(v.interrupt_window_requested());
+        assert_ne!(v.read_u64(offset::VINTR) & vintr::V_INTR_MASKING, 0);
+        v.request_interrupt_window(false);
+        assert_eq!(v.read_u64(offset::VINTR), vintr::V_INTR_MASKING);
         v.inject_exception(13, Some(0));
         assert_eq!(
             v.read_u64(offset::EVENT_INJECTION),

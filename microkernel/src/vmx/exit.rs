@@ -12,6 +12,7 @@ pub mod reason {
     pub const TRIPLE_FAULT: u32 = 2;
     pub const INIT: u32 = 3;
     pub const SIPI: u32 = 4;
+    pub const INTERRUPT_WINDOW: u32 = 7;
     pub const CPUID: u32 = 10;
     pub const HLT: u32 = 12;
     pub const INVD: u32 = 13;
@@ -23,10 +24,13 @@ pub mod reason {
     pub const WRMSR: u32 = 32;
     pub const INVALID_GUEST_STATE: u32 = 33;
     pub const MSR_LOADING: u32 = 34;
+    pub const MWAIT: u32 = 36;
+    pub const MONITOR: u32 = 39;
     pub const EPT_VIOLATION: u32 = 48;
     pub const EPT_MISCONFIGURATION: u32 = 49;
     pub const INVEPT: u32 = 50;
     pub const INVVPID: u32 = 53;
+    pub const WBINVD: u32 = 54;
     pub const XSETBV: u32 = 55;
 }
 
@@ -126,6 +130,11 @@ pub fn translate(e: &VmxExit) -> (u64, u64, u64) {
         reason::VMCALL => (code::VMMCALL, 0, 0),
         reason::VMCLEAR..=reason::VMXON | reason::INVEPT | reason::INVVPID => (code::VMRUN, 0, 0),
         reason::XSETBV => (code::XSETBV, 0, 0),
+        reason::INTERRUPT_WINDOW => (code::VINTR, 0, 0),
+        reason::INVD => (code::INVD, 0, 0),
+        reason::WBINVD => (code::WBINVD, 0, 0),
+        reason::MONITOR => (code::MONITOR, 0, 0),
+        reason::MWAIT => (code::MWAIT, 0, 0),
         reason::IO => {
             let q = e.qualification;
             let size: u64 = match q & 0b111 {
@@ -212,6 +221,11 @@ mod tests {
             }
         );
         assert!(matches!(exit(reason::VMCLEAR, 0), Exit::SvmInstruction(_)));
+        assert_eq!(exit(reason::INTERRUPT_WINDOW, 0), Exit::InterruptWindow);
+        assert_eq!(exit(reason::INVD, 0), Exit::CacheFlush);
+        assert_eq!(exit(reason::WBINVD, 0), Exit::CacheFlush);
+        assert!(matches!(exit(reason::MONITOR, 0), Exit::Unavailable(_)));
+        assert!(matches!(exit(reason::MWAIT, 0), Exit::Unavailable(_)));
         assert!(matches!(exit(77, 0), Exit::Other(_)));
     }
 

@@ -5,17 +5,21 @@
 //! The register window is identity-mapped uncacheable by `memory::init`
 //! before any function here runs.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use super::{idt, msr, pit};
 
 /// Physical (and virtual) address of the local APIC window.
 static BASE: AtomicU64 = AtomicU64::new(0xfee0_0000);
+/// Whether a local APIC was enabled (its window is mapped from then on).
+static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Timer counts (divide by 16) per 10 ms, measured on the bootstrap processor.
 static COUNTS_PER_10MS: AtomicU32 = AtomicU32::new(0);
 
 const ID: usize = 0x20;
 const EOI: usize = 0xb0;
+/// The first of eight in-service registers (32 vectors each, 16 bytes apart).
+const ISR: usize = 0x100;
 const SPURIOUS: usize = 0xf0;
 const ICR_LOW: usize = 0x300;
 const ICR_HIGH: usize = 0x310;
@@ -57,6 +61,17 @@ pub fn enable() {
         msr::wrmsr(msr::Msr::ApicBase, value | (1 << 11));
     }
     write(SPURIOUS, 0x100 | idt::SPURIOUS_VECTOR as u32);
+    ENABLED.store(true, Ordering::Release);
+}
+
+/// Whether `vector` is in service at this processor's local APIC: an
+/// interrupt on it is being handled and waits for its EOI. False before
+/// any local APIC is enabled.
+pub fn in_service(vector: u8) -> bool {
+    if !ENABLED.load(Ordering::Acquire) {
+        return false;
+    }
+    read(ISR + 0x10 * (vector as usize / 32)) & (1 << (vector % 32)) != 0
 }
 
 /// This processor's APIC id.

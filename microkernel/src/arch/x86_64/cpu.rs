@@ -114,3 +114,12 @@ pub fn disable_interrupts_for_entry() {
     // SAFETY: CLI only masks interrupts.
     unsafe { asm!("cli", options(nomem, nostack)) };
 }
+
+/// Resets this processor (and, on a PC, the machine) by a triple fault:
+/// an empty interrupt descriptor table, then an exception.
+pub fn triple_fault() -> ! {
+    let empty = [0u8; 10];
+    // SAFETY: the machine is being reset on purpose; with a zero-limit IDT
+    // the breakpoint cannot be delivered, which shuts the processor down.
+    unsafe { asm!("cli", "lidt [{}]", "int3", in(reg) empty.as_ptr(), options(noreturn, nostack)) }
+}

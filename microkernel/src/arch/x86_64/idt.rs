@@ -2,6 +2,7 @@
 //! turns an interrupt into a call of a safe handler with a [`TrapFrame`].
 
 use core::arch::{asm, global_asm};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::gdt;
 
@@ -43,33 +44,28 @@ pub struct TrapFrame {
 
 global_asm!(
     r#"
-    .macro STUB_NOERR n
-    .balign 16
-isr_stub_\n:
-    push $0
-    push $\n
-    jmp isr_common
-    .endm
-    .macro STUB_ERR n
-    .balign 16
-isr_stub_\n:
-    push $\n
-    jmp isr_common
-    .endm
-
     .section .text.isr, "ax"
-    .irp n, 0,1,2,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31
-    STUB_NOERR \n
+/* One 16-byte stub per vector, vector v at isr_stubs + 16 * v. Vectors
+   whose exception pushes an error code push only the vector; the others
+   push a zero error code first, so every frame looks the same. */
+    .balign 16
+    .global isr_stubs
+isr_stubs:
+    .set vector, 0
+    .rept 256
+    .balign 16
+    .if vector == 8 || (vector >= 10 && vector <= 14) || vector == 17 || vector == 21 || vector == 29 || vector == 30
+    pushq $vector
+    .else
+    pushq $0
+    pushq $vector
+    .endif
+    jmp isr_common
+    .set vector, vector + 1
     .endr
-    .irp n, 8,10,11,12,13,14,17,21,29,30
-    STUB_ERR \n
-    .endr
-    .irp n, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,255
-    STUB_NOERR \n
-    .endr
-    .irp n, 80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103
-    STUB_NOERR \n
-    .endr
+    .balign 16
+    .global isr_stubs_end
+isr_stubs_end:
 
 isr_common:
     push %rax
@@ -105,35 +101,51 @@ isr_common:
     pop %rcx
     pop %rbx
     pop %rax
+    /* The dispatcher marks a frame whose error code the processor never
+       pushed (an interrupt on an exception vector that has one). */
+    cmpq $-1, (%rsp)
+    je 1f
     add $16, %rsp
     iretq
-
-    .section .rodata.isr, "a"
-    .balign 8
-    .global isr_stub_table
-isr_stub_table:
-    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
-    .quad isr_stub_\n
-    .endr
-    .irp n, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49
-    .quad isr_stub_\n
-    .endr
-    .quad isr_stub_255
-    .irp n, 80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,100,101,102,103
-    .quad isr_stub_\n
-    .endr
+1:
+    add $8, %rsp
+    iretq
 "#,
     options(att_syntax)
 );
 
-/// Vectors with a stub, in `isr_stub_table` order.
-const STUB_VECTORS: usize = 50;
-
-/// Device-interrupt stubs (vectors `ioapic::VECTOR_BASE..+LINES`) after the spurious one.
-const DEVICE_STUBS: usize = super::ioapic::LINES as usize;
+/// Bytes of one entry stub.
+const STUB_BYTES: usize = 16;
 
 unsafe extern "C" {
-    static isr_stub_table: [u64; STUB_VECTORS + 1 + DEVICE_STUBS];
+    static isr_stubs: [u8; 256 * STUB_BYTES];
+    static isr_stubs_end: u8;
+}
+
+/// Exception vectors whose exceptions push an error code.
+const ERROR_CODE_VECTORS: [u64; 10] = [8, 10, 11, 12, 13, 14, 17, 21, 29, 30];
+/// The non-maskable interrupt's vector.
+const NMI_VECTOR: u64 = 2;
+/// What the dispatcher writes over a frame's vector when the processor
+/// pushed no error code (the entry code then pops one word less).
+const NO_ERROR_CODE: u64 = u64::MAX;
+
+/// Interrupts nobody expected: how many, and the first one's vector (+1; 0 = none).
+static STRAY: AtomicU64 = AtomicU64::new(0);
+static FIRST_STRAY: AtomicU32 = AtomicU32::new(0);
+
+fn stray(vector: u64) {
+    STRAY.fetch_add(1, Ordering::Relaxed);
+    let _ =
+        FIRST_STRAY.compare_exchange(0, vector as u32 + 1, Ordering::Relaxed, Ordering::Relaxed);
+}
+
+/// Stray interrupts taken so far and the vector of the first.
+pub fn stray_interrupts() -> (u64, u8) {
+    (
+        STRAY.load(Ordering::Relaxed),
+        FIRST_STRAY.load(Ordering::Relaxed).saturating_sub(1) as u8,
+    )
 }
 
 #[derive(Clone, Copy)]
@@ -184,22 +196,28 @@ impl Idt {
 
     /// Installs every stub: double fault on IST 1, NMI on IST 2, machine check on IST 3.
     pub fn fill(&mut self) {
-        // SAFETY: the table is defined in the assembly above with exactly
-        // STUB_VECTORS + 1 entries and is never written.
-        let stubs = unsafe { &isr_stub_table };
-        for (vector, &stub) in stubs.iter().enumerate().take(STUB_VECTORS) {
+        // SAFETY: the assembly above defines 256 stubs of `STUB_BYTES`
+        // each from `isr_stubs` to `isr_stubs_end`, never written; only
+        // their addresses are taken.
+        let (base, end) = unsafe {
+            (
+                isr_stubs.as_ptr() as u64,
+                &isr_stubs_end as *const u8 as u64,
+            )
+        };
+        assert_eq!(
+            end - base,
+            (256 * STUB_BYTES) as u64,
+            "an interrupt entry stub outgrew its 16 bytes"
+        );
+        for (vector, gate) in self.0.iter_mut().enumerate() {
             let ist = match vector {
                 8 => 1,
                 2 => 2,
                 18 => 3,
                 _ => 0,
             };
-            self.0[vector] = Gate::interrupt(stub, ist);
-        }
-        self.0[SPURIOUS_VECTOR as usize] = Gate::interrupt(stubs[STUB_VECTORS], 0);
-        for line in 0..DEVICE_STUBS {
-            let vector = super::ioapic::VECTOR_BASE as usize + line;
-            self.0[vector] = Gate::interrupt(stubs[STUB_VECTORS + 1 + line], 0);
+            *gate = Gate::interrupt(base + (vector * STUB_BYTES) as u64, ist);
         }
     }
 
@@ -222,10 +240,28 @@ impl Idt {
     }
 }
 
+/// Handles every interrupt and exception. An interrupt nobody expects —
+/// a vector the microkernel does not use, a non-maskable interrupt, or a
+/// message interrupt (a device's write to the local APIC's window, which
+/// the root's DMA can make) on an exception vector — is counted,
+/// acknowledged at the local APIC when it is in service there, and
+/// otherwise ignored: it must never pass for an exception. An exception
+/// vector is an interrupt exactly when its in-service bit is set.
 #[unsafe(no_mangle)]
 extern "C" fn interrupt_dispatch(frame: &mut TrapFrame) {
-    match frame.vector {
-        0..=31 => super::exceptions::fatal(frame),
+    let vector = frame.vector;
+    match vector {
+        NMI_VECTOR => stray(vector),
+        0..=31 => {
+            if !super::apic::in_service(vector as u8) {
+                super::exceptions::fatal(frame)
+            }
+            stray(vector);
+            super::apic::eoi();
+            if ERROR_CODE_VECTORS.contains(&vector) {
+                frame.vector = NO_ERROR_CODE;
+            }
+        }
         v if v == TIMER_VECTOR as u64 => {
             super::percpu::tick();
             super::apic::eoi();
@@ -241,7 +277,14 @@ extern "C" fn interrupt_dispatch(frame: &mut TrapFrame) {
             super::ioapic::fired((v - super::ioapic::VECTOR_BASE as u64) as u32);
             super::apic::eoi();
         }
-        // Legacy PIC and APIC spurious interrupts: no EOI.
-        _ => {}
+        // The local APIC's spurious vector: no EOI.
+        v if v == SPURIOUS_VECTOR as u64 => {}
+        // Legacy PIC interrupts (masked) and vectors nobody uses.
+        v => {
+            stray(v);
+            if super::apic::in_service(v as u8) {
+                super::apic::eoi();
+            }
+        }
     }
 }

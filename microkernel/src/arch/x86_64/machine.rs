@@ -218,4 +218,16 @@ impl Machine for HwMachine {
             apic::send_ipi(apic_id, idt::WAKEUP_VECTOR);
         }
     }
+
+    fn pci_config_read(&mut self, address: u32, offset: u8, size: u8) -> u32 {
+        super::pci::read(address, offset, size)
+    }
+
+    fn pci_config_write(&mut self, address: u32, offset: u8, size: u8, value: u32) {
+        super::pci::write(address, offset, size, value);
+    }
+
+    fn reset(&mut self) {
+        super::power::reset()
+    }
 }

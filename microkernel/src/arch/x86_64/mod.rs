@@ -14,6 +14,7 @@ pub mod machine;
 pub mod memory;
 pub mod msr;
 pub mod multiboot;
+pub mod pci;
 pub mod percpu;
 pub mod pit;
 pub mod port;

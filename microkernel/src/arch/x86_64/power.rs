@@ -1,4 +1,7 @@
-//! Ending a run: QEMU's isa-debug-exit device, then ACPI soft-off (S5).
+//! Ending a run: QEMU's isa-debug-exit device, then ACPI soft-off (S5);
+//! and resetting the machine. The microkernel owns both: the ports and
+//! chipset registers involved are kept from every partition (`root.rs`,
+//! `microkernel::chipset`).
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -37,6 +40,13 @@ pub fn pm1a_control_port() -> Option<u16> {
 /// a machine without the debug device a successful run powers off through
 /// ACPI and a failed one halts with its message on the console.
 pub fn exit(code: ExitCode) -> ! {
+    let (count, first) = super::idt::stray_interrupts();
+    if count > 0 {
+        super::serial::write_line_emergency(format_args!(
+            "{}",
+            ipc::platform::StrayInterrupts { count, first }
+        ));
+    }
     super::serial::write_line_emergency(format_args!("{}", ipc::markers::RunEnded(code)));
     // SAFETY: port 0xf4 is QEMU's isa-debug-exit when present and unused
     // otherwise; the write has no other effect.
@@ -49,4 +59,30 @@ pub fn exit(code: ExitCode) -> ! {
         unsafe { port::outw(port, (slp_typ << 10) | (1 << 13)) };
     }
     cpu::halt_forever()
+}
+
+/// The chipset's reset control register (PIIX3/PIIX4, ICH9).
+const RESET_CONTROL: u16 = 0xcf9;
+/// The keyboard controller's command and status port.
+const KBC_COMMAND: u16 = 0x64;
+
+/// Resets the machine: the reset control register (a hard reset), then
+/// the keyboard controller's reset line, then a triple fault.
+pub fn reset() -> ! {
+    // SAFETY: 0xCF9 and 0x64 are kept from every partition; these writes
+    // reset the machine, which is what the caller asked for.
+    unsafe {
+        port::outb(RESET_CONTROL, 0x02);
+        port::outb(RESET_CONTROL, 0x06);
+        for _ in 0..100_000 {
+            if port::inb(KBC_COMMAND) & 0x02 == 0 {
+                break;
+            }
+        }
+        port::outb(KBC_COMMAND, 0xfe);
+    }
+    for _ in 0..1_000_000 {
+        core::hint::spin_loop();
+    }
+    super::cpu::triple_fault()
 }

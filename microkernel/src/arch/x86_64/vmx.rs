@@ -12,7 +12,7 @@
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use microkernel::svm::vmcb::{GuestRegs, Vmcb, offset};
+use microkernel::svm::vmcb::{GuestRegs, Vmcb, dirty, offset};
 use microkernel::vmx::sync::{self, FixedBits, Vmcs};
 use microkernel::vmx::{adjust_controls, field};
 
@@ -30,6 +30,11 @@ static CR4_FIXED1: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Whether the processor has EPT accessed/dirty flags (dirty logging).
 static EPT_AD: AtomicBool = AtomicBool::new(false);
+
+/// The primary processor-based controls as last written (shadow bookkeeping).
+const PRIMARY: usize = 0x3e8;
+/// The interrupt-window exiting control (bit 2) if the processor has it, else 0.
+const WINDOW: usize = 0x3e0;
 
 #[inline]
 fn vmread(field: u64) -> u64 {
@@ -178,7 +183,7 @@ fn capability(plain: Msr, true_msr: Msr) -> u64 {
 }
 
 /// Makes `vmcs` current and writes its controls and host state.
-fn initialise(vmcs: u64, shadow: &Vmcb) {
+fn initialise(vmcs: u64, shadow: &mut Vmcb) {
     // SAFETY: `vmcs` is the kernel page after the vCPU's shadow; VMCLEAR,
     // the revision id and VMPTRLD make it a fresh current VMCS.
     unsafe {
@@ -191,12 +196,18 @@ fn initialise(vmcs: u64, shadow: &Vmcb) {
         1 | (1 << 3),
         capability(Msr::VmxPinBased, Msr::VmxTruePinBased),
     );
+    // HLT, MWAIT (10) and MONITOR (29) exiting, I/O and MSR bitmaps, secondary controls.
+    let primary_capability = capability(Msr::VmxProcBased, Msr::VmxTrueProcBased);
     let primary = adjust_controls(
-        (1 << 7) | (1 << 25) | (1 << 28) | (1 << 31),
-        capability(Msr::VmxProcBased, Msr::VmxTrueProcBased),
+        (1 << 7) | (1 << 10) | (1 << 25) | (1 << 28) | (1 << 29) | (1 << 31),
+        primary_capability,
     );
+    // Interrupt-window exiting (2) is switched per entry (`interrupt_window`).
+    shadow.write_u64(PRIMARY, primary as u64);
+    shadow.write_u64(WINDOW, (primary_capability >> 32) & (1 << 2));
+    // EPT, VPID and WBINVD exiting (6).
     // SAFETY: the secondary-controls MSR exists (checked by `has_ept`).
-    let secondary = adjust_controls((1 << 1) | (1 << 5), unsafe {
+    let secondary = adjust_controls((1 << 1) | (1 << 5) | (1 << 6), unsafe {
         msr::rdmsr(Msr::VmxProcBased2)
     });
     let exit = adjust_controls(
@@ -374,6 +385,22 @@ fn flush_guest_tlb() {
     }
 }
 
+/// Interrupt-window exiting exactly while the kernel core asks for the
+/// window (a vector waits for the guest to take interrupts again).
+fn interrupt_window(shadow: &mut Vmcb) {
+    let primary = shadow.read_u64(PRIMARY);
+    let window = shadow.read_u64(WINDOW);
+    let wanted = if shadow.interrupt_window_requested() {
+        primary | window
+    } else {
+        primary & !window
+    };
+    if wanted != primary {
+        vmwrite(field::PRIMARY_CONTROLS, wanted);
+        shadow.write_u64(PRIMARY, wanted);
+    }
+}
+
 /// Runs the vCPU whose shadow is `shadow` until the next VM exit, and
 /// describes the exit in the shadow in SVM terms. The rest of the guest
 /// state stays in the VMCS until [`complete`].
@@ -392,7 +419,10 @@ pub fn enter(shadow: &mut Vmcb, regs: &mut GuestRegs) -> Stamps {
     if shadow.read_u64(offset::TLB_CONTROL) & 0xff != 0 {
         flush_guest_tlb();
     }
-    sync::load(&mut CurrentVmcs, shadow);
+    let changed = sync::load(&mut CurrentVmcs, shadow);
+    if changed & dirty::VIRTUAL_INTERRUPT != 0 {
+        interrupt_window(shadow);
+    }
     let launched = shadow.read_u64(sync::STATE) & sync::LAUNCHED;
     let mut rax = shadow.read_u64(offset::RAX);
     cpu::disable_interrupts_for_entry();

@@ -1,0 +1,183 @@
+//! Workload `instructions` (`ipc::workload::INSTRUCTIONS`): vCPU 0 tries
+//! the instructions a partition gets no effect from, takes a pending port
+//! interrupt inside a three-instruction interrupt window, and asks for the
+//! machine's power-off and reset; then it halts normally.
+//!
+//! # Invariants
+//! - Every check prints exactly one [`HostileCheck`] line and counts once
+//!   in the [`InstructionsSummary`].
+//! - Nothing here harms the child: every instruction tried either faults
+//!   (absorbed) or is a no-op under the microkernel.
+
+use core::fmt;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use ipc::boot::cap_kind;
+use ipc::child::ChildBootInfo;
+use ipc::hypercall::{Call, Results, Rights, SlotHandle, Status};
+use ipc::workload::{HostileCheck, INSTRUCTION_CHECKS, INSTRUCTIONS_VECTOR, InstructionsSummary};
+use partition_rt::interrupts::INVALID_OPCODE;
+use partition_rt::{halt_forever, hypercall, println};
+
+use crate::arch::insn::{self, Instruction};
+
+/// Interrupts taken on [`INSTRUCTIONS_VECTOR`].
+static TAKEN: AtomicU32 = AtomicU32::new(0);
+
+fn on_port(_vector: u8) {
+    TAKEN.fetch_add(1, Ordering::SeqCst);
+}
+
+struct Checks {
+    passed: u32,
+    failed: u32,
+}
+
+impl Checks {
+    fn record(&mut self, check: &str, failure: Option<fmt::Arguments<'_>>) {
+        if failure.is_none() {
+            self.passed += 1;
+        } else {
+            self.failed += 1;
+        }
+        println!("{}", HostileCheck { check, failure });
+    }
+
+    fn fault(&mut self, check: &str, instruction: Instruction, want: Option<u8>) {
+        let got = insn::probe(instruction);
+        if got == want {
+            self.record(check, None);
+        } else {
+            self.record(
+                check,
+                Some(format_args!("got vector {got:?}, want {want:?}")),
+            );
+        }
+    }
+
+    fn refused(&mut self, check: &str, got: Result<Results, Status>, want: Status) {
+        match got {
+            Err(status) if status == want => self.record(check, None),
+            other => self.record(check, Some(format_args!("got {other:?}, want {want:?}"))),
+        }
+    }
+}
+
+/// The child's capability on one of its own vCPUs (CONTROL), which the
+/// root delegated to it: found by inspecting its own capability space.
+fn own_vcpu(me: SlotHandle) -> Option<SlotHandle> {
+    (0..256u16).find_map(|index| {
+        let [kind, rights, _] = hypercall(&Call::CapInspect {
+            partition: me,
+            index,
+        })
+        .ok()?;
+        let handle = SlotHandle {
+            index,
+            generation: kind as u16,
+        };
+        ((kind >> 16) as u32 == cap_kind::VCPU
+            && Rights::from_bits(rights).is_some_and(|r| r.contains(Rights::CONTROL)))
+        .then_some(handle)
+    })
+}
+
+/// A port of the child's own, bound to [`INSTRUCTIONS_VECTOR`] of its vCPU.
+fn bound_port(me: SlotHandle) -> Result<SlotHandle, &'static str> {
+    let vcpu = own_vcpu(me).ok_or("no capability on its own vCPU")?;
+    let [raw, ..] = hypercall(&Call::PortCreate).map_err(|_| "PortCreate failed")?;
+    let port = SlotHandle::from_raw(raw).map_err(|_| "bad port handle")?;
+    hypercall(&Call::PortBind {
+        port,
+        vcpu,
+        vector: INSTRUCTIONS_VECTOR,
+    })
+    .map_err(|_| "PortBind failed")?;
+    Ok(port)
+}
+
+/// Runs on every vCPU.
+pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
+    if vcpu != 0 {
+        halt_forever()
+    }
+    let me = info.self_slot;
+    let mut checks = Checks {
+        passed: 0,
+        failed: 0,
+    };
+    let ud = Some(INVALID_OPCODE);
+    checks.fault("invlpga raises #UD", Instruction::Invlpga, ud);
+    checks.fault("monitor raises #UD", Instruction::Monitor, ud);
+    checks.fault("mwait raises #UD", Instruction::Mwait, ud);
+    let [_, _, ecx, _] = crate::arch::cpuid(1);
+    let check = "cpuid hides monitor/mwait";
+    if ecx & (1 << 3) == 0 {
+        checks.record(check, None);
+    } else {
+        checks.record(check, Some(format_args!("leaf 1 ecx={ecx:#x}")));
+    }
+    checks.fault("wbinvd completes (as a no-op)", Instruction::Wbinvd, None);
+    checks.fault("invd completes (as a no-op)", Instruction::Invd, None);
+
+    // A port interrupt raised while interrupts are off must be taken as
+    // soon as they are on again, not at the next exit that happens to come.
+    let check = "port interrupt taken inside sti; nop; nop; nop; cli";
+    match bound_port(me) {
+        Ok(port) => {
+            let _ = partition_rt::set_interrupt_handler(INSTRUCTIONS_VECTOR, on_port);
+            let were_on = partition_rt::arch::interrupts_enabled();
+            partition_rt::disable_interrupts();
+            let signalled = hypercall(&Call::PortSignal { port });
+            let before = TAKEN.load(Ordering::SeqCst);
+            insn::interrupt_window();
+            let inside = TAKEN.load(Ordering::SeqCst);
+            // Let it in now if the window missed it.
+            let _ = hypercall(&Call::Null);
+            partition_rt::enable_interrupts();
+            let _ = hypercall(&Call::Null);
+            partition_rt::disable_interrupts();
+            let later = TAKEN.load(Ordering::SeqCst);
+            let _ = hypercall(&Call::Acknowledge { slot: port });
+            if were_on {
+                partition_rt::enable_interrupts();
+            }
+            if signalled.is_ok() && before == 0 && inside == 1 {
+                checks.record(check, None);
+            } else {
+                checks.record(
+                    check,
+                    Some(format_args!(
+                        "signal {signalled:?}; taken {before} before, {inside} in the window, {later} after the next hypercalls"
+                    )),
+                );
+            }
+        }
+        Err(why) => checks.record(check, Some(format_args!("{why}"))),
+    }
+
+    checks.refused(
+        "PowerOff with its own partition capability",
+        hypercall(&Call::PowerOff { partition: me }),
+        Status::InsufficientRights,
+    );
+    checks.refused(
+        "Reset with its own partition capability",
+        hypercall(&Call::Reset { partition: me }),
+        Status::InsufficientRights,
+    );
+
+    let ran = checks.passed + checks.failed;
+    if ran != INSTRUCTION_CHECKS {
+        checks.failed += INSTRUCTION_CHECKS.saturating_sub(ran);
+        println!("instructions: FAILED: ran {ran} checks of {INSTRUCTION_CHECKS}");
+    }
+    println!(
+        "{}",
+        InstructionsSummary {
+            passed: checks.passed,
+            failed: checks.failed
+        }
+    );
+    halt_forever()
+}

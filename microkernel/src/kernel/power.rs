@@ -1,0 +1,348 @@
+//! `PowerOff` and `Reset`: the machine's power and reset belong to the
+//! microkernel, which carries them out for a holder of CONTROL on the root
+//! partition itself (the root holds it from boot; a child holds CONTROL
+//! only on itself, so it is refused).
+//!
+//! # Invariants
+//! - Both calls check the capability before anything changes; a refused
+//!   call changes nothing.
+//! - `PowerOff` stops the root as a halt does (`StopReason::Halted`): the
+//!   processor loop then ends the run with `Success`, the one path a run
+//!   ends normally. `Reset` goes to the hardware at once.
+
+use ipc::hypercall::{Call, Rights, SlotHandle, Status, StopReason};
+use ipc::platform::KERNEL_RESET;
+
+use super::Kernel;
+use super::calls::{CallResult, done};
+use crate::machine::{Machine, Report};
+use crate::object::{ObjectId, ObjectKind};
+
+impl Kernel {
+    /// Decodes and performs `PowerOff` or `Reset` for `caller`.
+    pub(super) fn power(
+        &mut self,
+        m: &mut impl Machine,
+        caller: ObjectId,
+        call: Call,
+    ) -> CallResult {
+        match call {
+            Call::PowerOff { partition } => {
+                let root = self.root_authority(caller, partition)?;
+                self.stop_partition(m, root, StopReason::Halted, 0);
+                done([0; 3])
+            }
+            Call::Reset { partition } => {
+                self.root_authority(caller, partition)?;
+                m.console_report(format_args!("{KERNEL_RESET}"));
+                m.reset();
+                done([0; 3])
+            }
+            _ => Err(Status::UnknownCall),
+        }
+    }
+
+    /// The root partition, if `handle` in `caller`'s space names it with CONTROL.
+    fn root_authority(&self, caller: ObjectId, handle: SlotHandle) -> Result<ObjectId, Status> {
+        let cap = self.cap(caller, handle, ObjectKind::Partition, Rights::CONTROL)?;
+        match self.root {
+            Some(root) if root == cap.object => Ok(root),
+            _ => Err(Status::InsufficientRights),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::boxed::Box;
+    use std::collections::HashMap;
+    use std::string::String;
+    use std::vec::Vec;
+
+    use ipc::hypercall::{Name, run_state};
+
+    use super::*;
+    use crate::kernel::Outcome;
+    use crate::object::partition::RunState;
+    use crate::object::{Object, Partition};
+    use crate::paging::Access;
+    use crate::svm::exit::{Exit, IoAccess};
+    use crate::svm::permissions::{IOPM_BYTES, MSRPM_BYTES};
+    use crate::svm::vmcb::{Vmcb, offset};
+
+    /// A machine with permission maps, VMCBs, a console, one PCI
+    /// configuration space and a reset line; no SLAT or RAM.
+    #[derive(Default)]
+    struct Fake {
+        next: u64,
+        vmcbs: HashMap<u64, Box<Vmcb>>,
+        iopms: HashMap<u64, Box<[u8; IOPM_BYTES]>>,
+        msrpms: HashMap<u64, Box<[u8; MSRPM_BYTES]>>,
+        lines: Vec<String>,
+        /// Configuration dwords by address (enable | bus | device | function | register).
+        config: HashMap<u32, u32>,
+        resets: u32,
+    }
+
+    impl Fake {
+        fn addr(&mut self) -> u64 {
+            self.next += 0x1000;
+            self.next
+        }
+    }
+
+    impl Machine for Fake {
+        fn slat_new(&mut self) -> Result<u64, Status> {
+            Err(Status::OutOfMemory)
+        }
+        fn slat_map(&mut self, _: u64, _: u64, _: u64, _: u64, _: Access) -> Result<(), Status> {
+            Err(Status::OutOfMemory)
+        }
+        fn slat_unmap(&mut self, _: u64, _: u64, _: u64) -> Result<(), Status> {
+            Ok(())
+        }
+        fn slat_translate(&self, _: u64, _: u64) -> Option<(u64, Access)> {
+            None
+        }
+        fn slat_take_dirty(&mut self, _: u64, _: u64) -> bool {
+            false
+        }
+        fn slat_free(&mut self, _: u64) {}
+        fn copy_page(&mut self, _: u64, _: u64) {}
+        fn write_bytes(&mut self, _: u64, _: &[u8]) {}
+        fn read_bytes(&self, _: u64, out: &mut [u8]) {
+            out.fill(0);
+        }
+        fn vmcb_new(&mut self) -> Result<u64, Status> {
+            let a = self.addr();
+            self.vmcbs.insert(a, Box::new(Vmcb::new()));
+            Ok(a)
+        }
+        fn vmcb(&mut self, hpa: u64) -> &mut Vmcb {
+            self.vmcbs.get_mut(&hpa).expect("live VMCB")
+        }
+        fn vmcb_free(&mut self, hpa: u64) {
+            self.vmcbs.remove(&hpa);
+        }
+        fn permission_maps_new(&mut self) -> Result<(u64, u64), Status> {
+            let (a, b) = (self.addr(), self.addr());
+            self.iopms.insert(a, Box::new([0xff; IOPM_BYTES]));
+            self.msrpms.insert(b, Box::new([0xff; MSRPM_BYTES]));
+            Ok((a, b))
+        }
+        fn iopm(&mut self, hpa: u64) -> &mut [u8; IOPM_BYTES] {
+            self.iopms.get_mut(&hpa).expect("live IOPM")
+        }
+        fn msrpm(&mut self, hpa: u64) -> &mut [u8; MSRPM_BYTES] {
+            self.msrpms.get_mut(&hpa).expect("live MSRPM")
+        }
+        fn permission_maps_free(&mut self, _: (u64, u64)) {}
+        fn console(&mut self, partition: &str, line: &str) {
+            self.lines.push(format!("[{partition}] {line}"));
+        }
+        fn cpuid(&self, _: u32, _: u32) -> [u32; 4] {
+            [0; 4]
+        }
+        fn kick(&mut self, _: u32) {}
+        fn pci_config_read(&mut self, address: u32, offset: u8, size: u8) -> u32 {
+            let dword = self.config.get(&address).copied().unwrap_or(u32::MAX);
+            let value = dword >> (offset * 8);
+            match size {
+                1 => value & 0xff,
+                2 => value & 0xffff,
+                _ => value,
+            }
+        }
+        fn pci_config_write(&mut self, address: u32, offset: u8, size: u8, value: u32) {
+            let mask = match size {
+                1 => 0xffu32,
+                2 => 0xffff,
+                _ => u32::MAX,
+            } << (offset * 8);
+            let dword = self.config.entry(address).or_insert(0);
+            *dword = (*dword & !mask) | ((value << (offset * 8)) & mask);
+        }
+        fn reset(&mut self) {
+            self.resets += 1;
+        }
+    }
+
+    struct World {
+        k: Kernel,
+        m: Fake,
+        root: ObjectId,
+        root_vcpu: ObjectId,
+        root_self: SlotHandle,
+        child: ObjectId,
+        child_self: SlotHandle,
+    }
+
+    /// A root with one vCPU (running on processor 0) and a child holding
+    /// CONTROL on itself, as `PartitionCreate` leaves it.
+    fn world() -> World {
+        let mut m = Fake::default();
+        let mut k = Kernel::new(2, 16);
+        let (root, caps) = k
+            .create_root(&mut m, 0x10_0000, &[(0x100_0000, 16)], &[], &[(0x70, 2)])
+            .expect("root");
+        let vmcb = m.vmcb_new().expect("VMCB");
+        let (root_vcpu, _) = k.create_boot_vcpu(root, vmcb, 0).expect("vCPU");
+        assert_eq!(k.pick(0), Some(root_vcpu));
+        let maps = m.permission_maps_new().expect("maps");
+        let p = Partition::new(Name::new("evil"), 0x20_0000, 2, maps, Some(root)).expect("heap");
+        let child = k.objects.insert(Object::Partition(p)).expect("table");
+        let cap = k.new_cap(
+            child,
+            ObjectKind::Partition,
+            Rights::CONTROL | Rights::INSPECT,
+            None,
+        );
+        let child_self = k.insert_cap(child, cap).expect("slot");
+        World {
+            k,
+            m,
+            root,
+            root_vcpu,
+            root_self: caps[0].slot,
+            child,
+            child_self,
+        }
+    }
+
+    /// Makes `call` as the root (`root`) or as the child.
+    fn call(w: &mut World, root: bool, call: Call) -> Result<[u64; 3], Status> {
+        let caller = if root { w.root } else { w.child };
+        match w.k.call(&mut w.m, caller, w.root_vcpu, &call.encode())? {
+            Outcome::Done(r) => Ok(r),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_child_cannot_power_off_or_reset_the_machine() {
+        let mut w = world();
+        let me = w.child_self;
+        assert_eq!(
+            call(&mut w, false, Call::PowerOff { partition: me }),
+            Err(Status::InsufficientRights)
+        );
+        assert_eq!(
+            call(&mut w, false, Call::Reset { partition: me }),
+            Err(Status::InsufficientRights)
+        );
+        let empty = SlotHandle {
+            index: 200,
+            generation: 0,
+        };
+        assert_eq!(
+            call(&mut w, false, Call::PowerOff { partition: empty }),
+            Err(Status::InvalidSlot)
+        );
+        assert_eq!(w.m.resets, 0);
+        let root = w.k.objects.partition(w.root).expect("root");
+        assert_eq!(root.state, RunState::Running);
+    }
+
+    #[test]
+    fn the_root_powers_off_and_resets() {
+        let mut w = world();
+        let me = w.root_self;
+        assert_eq!(
+            call(&mut w, true, Call::Reset { partition: me }),
+            Ok([0; 3])
+        );
+        assert_eq!(w.m.resets, 1);
+        assert!(w.m.lines.iter().any(|l| l.contains(KERNEL_RESET)));
+        assert_eq!(
+            call(&mut w, true, Call::PowerOff { partition: me }),
+            Ok([0; 3])
+        );
+        let root = w.k.objects.partition(w.root).expect("root");
+        assert_eq!(root.state, RunState::Stopped(StopReason::Halted, 0));
+        // The caller's vCPU is taken off its processor at its next entry.
+        assert!(!w.k.prepare_entry(&mut w.m, w.root_vcpu));
+        // The status a creator would read of the root: halted.
+        let status = call(&mut w, true, Call::PartitionStatus { partition: me });
+        assert_eq!(
+            status,
+            Ok([run_state::STOPPED, StopReason::Halted as u64, 0])
+        );
+    }
+
+    /// The root's access to a configuration port, as its vCPU would exit.
+    fn port(w: &mut World, port: u16, size: u8, input: bool, rax: u64) -> u64 {
+        let vmcb = w.k.objects.vcpu(w.root_vcpu).expect("vCPU").vmcb;
+        w.m.vmcb(vmcb).write_u64(offset::RAX, rax);
+        let io = IoAccess {
+            port,
+            input,
+            size,
+            string: false,
+            next_rip: 0x1234,
+        };
+        w.k.handle_exit(&mut w.m, w.root_vcpu, Exit::Io(io));
+        assert_eq!(w.m.vmcb(vmcb).read_u64(offset::RIP), 0x1234);
+        w.m.vmcb(vmcb).read_u64(offset::RAX)
+    }
+
+    #[test]
+    fn the_root_reaches_configuration_space_but_not_the_pm_base() {
+        let mut w = world();
+        // 00:01.3, a PIIX4 power-management function with its PM base at 0x600.
+        let pm = 0x8000_0b00;
+        w.m.config.insert(pm, 0x7113_8086);
+        w.m.config.insert(pm | 0x0c, 0x0000_0000);
+        w.m.config.insert(pm | 0x40, 0x0000_0601);
+        w.m.config.insert(pm | 0x80, 0x0000_0001);
+        port(&mut w, 0xcf8, 4, false, pm as u64);
+        assert_eq!(port(&mut w, 0xcfc, 4, true, 0), 0x7113_8086);
+        assert_eq!(
+            port(&mut w, 0xcfe, 2, true, 0xdead_0000_0000),
+            0xdead_0000_7113
+        );
+        port(&mut w, 0xcf8, 4, false, (pm | 0x40) as u64);
+        port(&mut w, 0xcfc, 4, false, 0x7001);
+        port(&mut w, 0xcf8, 4, false, (pm | 0x80) as u64);
+        port(&mut w, 0xcfc, 1, false, 0);
+        assert_eq!(w.m.config[&(pm | 0x40)], 0x601, "the PM base did not move");
+        assert_eq!(w.m.config[&(pm | 0x80)], 1, "PM I/O stays on");
+        assert_eq!(w.k.pci_config.refused, 2);
+        assert!(
+            w.m.lines
+                .iter()
+                .any(|l| l.contains("00:01.3 register 0x40 (PM base)"))
+        );
+        // The SMBus base next to it is the root's.
+        port(&mut w, 0xcf8, 4, false, (pm | 0x90) as u64);
+        port(&mut w, 0xcfc, 4, false, 0xb101);
+        assert_eq!(w.m.config[&(pm | 0x90)], 0xb101);
+        // The reset control register: dropped, reads all ones.
+        port(&mut w, 0xcf9, 1, false, 6);
+        assert_eq!(port(&mut w, 0xcf9, 1, true, 0), 0xff);
+        assert_eq!(w.k.pci_config.resets_dropped, 1);
+        assert_eq!(w.m.resets, 0);
+        // The address register reads back what was latched.
+        assert_eq!(port(&mut w, 0xcf8, 4, true, 0), (pm | 0x90) as u64);
+    }
+
+    #[test]
+    fn a_child_gets_no_configuration_space() {
+        let mut w = world();
+        w.m.config.insert(0x8000_0000, 0x1237_8086);
+        let vmcb = w.m.vmcb_new().expect("VMCB");
+        let (vcpu, _) = w.k.create_boot_vcpu(w.child, vmcb, 1).expect("vCPU");
+        for (port, input) in [(0xcf8, false), (0xcfc, true)] {
+            w.m.vmcb(vmcb).write_u64(offset::RAX, 0x8000_0000);
+            let io = IoAccess {
+                port,
+                input,
+                size: 4,
+                string: false,
+                next_rip: 0x10,
+            };
+            w.k.handle_exit(&mut w.m, vcpu, Exit::Io(io));
+        }
+        assert_eq!(w.m.vmcb(vmcb).read_u64(offset::RAX), 0xffff_ffff);
+        assert_eq!(w.k.pci_config.accesses, 0);
+    }
+}
