@@ -20,8 +20,9 @@ pub const SELFTEST_ATTACK_RESET: &str = "selftest=attack-reset";
 /// Kernel command-line word (test only): the root programs QEMU's fw_cfg
 /// DMA engine to write its own memory, the hypervisor's image and the
 /// local APIC's interrupt window, then makes the HPET send message
-/// interrupts on vectors the microkernel does not use (3, 14, 0x99) and a
-/// non-maskable one; then it runs its scenario and powers off.
+/// interrupts on vectors the microkernel does not expect them on (3, 14,
+/// 0x99, 0xff) and a non-maskable one; then it runs its scenario and
+/// powers off.
 pub const SELFTEST_ATTACK_DMA: &str = "selftest=attack-dma";
 
 /// Kernel command-line prefix (test only, with [`SELFTEST_ATTACK_DMA`]):

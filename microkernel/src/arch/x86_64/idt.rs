@@ -277,8 +277,15 @@ extern "C" fn interrupt_dispatch(frame: &mut TrapFrame) {
             super::ioapic::fired((v - super::ioapic::VECTOR_BASE as u64) as u32);
             super::apic::eoi();
         }
-        // The local APIC's spurious vector: no EOI.
-        v if v == SPURIOUS_VECTOR as u64 => {}
+        // The local APIC's spurious vector: no EOI, unless a message
+        // interrupt came on it (then it is in service and would block
+        // every other vector until acknowledged).
+        v if v == SPURIOUS_VECTOR as u64 => {
+            if super::apic::in_service(SPURIOUS_VECTOR) {
+                stray(v);
+                super::apic::eoi();
+            }
+        }
         // Legacy PIC interrupts (masked) and vectors nobody uses.
         v => {
             stray(v);
