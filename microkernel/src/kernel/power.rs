@@ -52,6 +52,9 @@ impl Kernel {
     }
 }
 
+/// Host tests of the machine's controls as the kernel core sees them:
+/// power-off and reset, the root's configuration space, and the
+/// instructions and interrupt window partitions get no hardware effect from.
 #[cfg(test)]
 mod tests {
     use std::boxed::Box;
@@ -62,11 +65,11 @@ mod tests {
     use ipc::hypercall::{Name, run_state};
 
     use super::*;
-    use crate::kernel::Outcome;
+    use crate::kernel::{Next, Outcome};
     use crate::object::partition::RunState;
     use crate::object::{Object, Partition};
     use crate::paging::Access;
-    use crate::svm::exit::{Exit, IoAccess};
+    use crate::svm::exit::{Exit, IoAccess, code};
     use crate::svm::permissions::{IOPM_BYTES, MSRPM_BYTES};
     use crate::svm::vmcb::{Vmcb, offset};
 
@@ -344,5 +347,72 @@ mod tests {
         }
         assert_eq!(w.m.vmcb(vmcb).read_u64(offset::RAX), 0xffff_ffff);
         assert_eq!(w.k.pci_config.accesses, 0);
+    }
+
+    fn root_vmcb(w: &mut World) -> u64 {
+        w.k.objects.vcpu(w.root_vcpu).expect("vCPU").vmcb
+    }
+
+    #[test]
+    fn a_vector_the_guest_cannot_take_yet_comes_at_the_interrupt_window() {
+        let mut w = world();
+        let vmcb = root_vmcb(&mut w);
+        const IF: u64 = 1 << 9;
+        w.m.vmcb(vmcb).write_u64(offset::RFLAGS, 0x2);
+        w.k.raise(&mut w.m, w.root_vcpu, 0x50);
+        assert!(w.k.prepare_entry(&mut w.m, w.root_vcpu));
+        let v = w.m.vmcb(vmcb);
+        assert_eq!(v.read_u64(offset::EVENT_INJECTION), 0, "interrupts are off");
+        assert!(v.interrupt_window_requested());
+        // The guest executes STI; the processor exits at the window.
+        v.write_u64(offset::RFLAGS, 0x2 | IF);
+        assert_eq!(
+            w.k.handle_exit(&mut w.m, w.root_vcpu, Exit::InterruptWindow),
+            Next::Resume
+        );
+        assert!(w.k.prepare_entry(&mut w.m, w.root_vcpu));
+        let v = w.m.vmcb(vmcb);
+        assert_eq!(v.read_u64(offset::EVENT_INJECTION), 0x50 | (1 << 31));
+        assert!(!v.interrupt_window_requested(), "nothing else pending");
+        // Two pending: one injected, the window asked for the other.
+        v.write_u64(offset::EVENT_INJECTION, 0);
+        w.k.raise(&mut w.m, w.root_vcpu, 0x51);
+        w.k.raise(&mut w.m, w.root_vcpu, 0x52);
+        assert!(w.k.prepare_entry(&mut w.m, w.root_vcpu));
+        let v = w.m.vmcb(vmcb);
+        assert_eq!(v.read_u64(offset::EVENT_INJECTION), 0x52 | (1 << 31));
+        assert!(v.interrupt_window_requested());
+    }
+
+    #[test]
+    fn cache_flushes_are_no_ops_reported_once_and_svm_leftovers_raise_ud() {
+        let mut w = world();
+        let vmcb = root_vmcb(&mut w);
+        w.m.vmcb(vmcb).write_u64(offset::RIP, 0x1000);
+        for _ in 0..3 {
+            w.k.handle_exit(&mut w.m, w.root_vcpu, Exit::CacheFlush);
+        }
+        assert_eq!(w.m.vmcb(vmcb).read_u64(offset::RIP), 0x1006);
+        let reports =
+            w.m.lines
+                .iter()
+                .filter(|l| l.contains("WBINVD and INVD are ignored"));
+        assert_eq!(reports.count(), 1);
+        let root = w.k.objects.partition(w.root).expect("root");
+        assert_eq!(root.cache_flushes, 3);
+        let ud = 6 | (3 << 8) | (1 << 31);
+        for exit in [
+            Exit::SvmInstruction(code::INVLPGA),
+            Exit::Unavailable(code::MONITOR),
+            Exit::Unavailable(code::MWAIT),
+        ] {
+            w.m.vmcb(vmcb).write_u64(offset::EVENT_INJECTION, 0);
+            w.k.handle_exit(&mut w.m, w.root_vcpu, exit);
+            assert_eq!(
+                w.m.vmcb(vmcb).read_u64(offset::EVENT_INJECTION),
+                ud,
+                "{exit:?}"
+            );
+        }
     }
 }
