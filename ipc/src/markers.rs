@@ -18,6 +18,47 @@ pub const SVM_DISABLED: &str = "refusing to start: SVM is disabled by the firmwa
 /// Printed by the microkernel when the processor has SVM but no nested paging.
 pub const NO_NESTED_PAGING: &str =
     "refusing to start: this processor has AMD SVM but no nested paging (NPT); capvisor needs SLAT";
+/// Printed by the microkernel when the processor has no no-execute pages
+/// (the microkernel maps itself W^X).
+pub const NO_EXECUTE_DISABLE: &str =
+    "refusing to start: this processor has no no-execute pages (NX); capvisor maps itself W^X";
+/// Printed by the microkernel once it has checked the page tables it runs
+/// on: code read + execute, read-only data read-only, everything else
+/// read + write and never executable; EFER.NXE and CR0.WP on.
+pub const KERNEL_MAPPED_WX: &str =
+    "memory: microkernel mapped W^X (code r-x, read-only data r--, everything else rw- no-execute)";
+/// Kernel command-line word: right after the W^X check the microkernel
+/// writes to its own code, which must fault (a self-test).
+pub const SELFTEST_WRITE_KERNEL_TEXT: &str = "selftest=write-kernel-text";
+/// Printed by the microkernel under [`SELFTEST_WRITE_KERNEL_TEXT`] just
+/// before the write.
+pub const SELFTEST_WRITING_KERNEL_TEXT: &str = "selftest: the microkernel writes to its own code";
+
+/// `microkernel exception: NAME (vector V) on cpu C error=E`: the
+/// microkernel itself took a processor exception (a register dump follows;
+/// the machine then stops with `ExitCode::Failure`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelException {
+    /// The exception's name (`page fault`, ...).
+    pub name: &'static str,
+    /// Its vector.
+    pub vector: u64,
+    /// The processor's index (-1 before per-processor state exists).
+    pub cpu: i64,
+    /// The error code (0 for exceptions without one).
+    pub error: u64,
+}
+
+impl fmt::Display for KernelException {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "microkernel exception: {} (vector {}) on cpu {} error={:#x}",
+            self.name, self.vector, self.cpu, self.error
+        )
+    }
+}
+
 /// Printed by the root partition just before it powers off.
 pub const ROOT_POWER_OFF: &str = "root partition: powering off";
 /// Printed by the microkernel when the root partition powered off (it then exits with success).
@@ -92,6 +133,16 @@ mod tests {
     #[test]
     fn markers_render_as_documented() {
         assert_eq!(CpuOnline(3).to_string(), "cpu 3 online");
+        assert_eq!(
+            KernelException {
+                name: "page fault",
+                vector: 14,
+                cpu: 0,
+                error: 3
+            }
+            .to_string(),
+            "microkernel exception: page fault (vector 14) on cpu 0 error=0x3"
+        );
         assert_eq!(AllCpusOnline(4).to_string(), "all 4 cpus online");
         assert_eq!(
             RootRunning {
@@ -704,7 +755,6 @@ impl AliasUnmapped {
     /// The tag the self-test writes through the alias (with the page's
     /// address in its low bits).
     pub const TAG: u64 = 0xa11a_5000_0000_0000;
-
 }
 
 /// `the page still reads 0xa11a5`: the part of [`AliasUnmapped`]'s line

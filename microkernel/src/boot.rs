@@ -117,14 +117,15 @@ extern "C" fn kernel_main(magic: u32, info: u64) -> ! {
     let (pool_base, pool_size) = take_pool(&mut boot.map);
     let top = align_up(boot.map.usable_end().max(1 << 32), LARGE_PAGE_SIZE).unwrap_or(1 << 32);
     let map = boot.map.clone();
-    let cr3 = memory::init_kernel_tables(top, |at| {
-        !matches!(map.kind_at(at), None | Some(RegionKind::Reserved))
-    })
-    .unwrap_or_else(|e| {
-        fail(format_args!(
-            "building the kernel page tables failed: {e:?}"
-        ))
-    });
+    let is_ram = |at| !matches!(map.kind_at(at), None | Some(RegionKind::Reserved));
+    let cr3 = match memory::init_kernel_tables(top, is_ram, cpu::virt_features().nx) {
+        Ok(cr3) => cr3,
+        Err(memory::KernelTablesError::NoExecuteDisable) => {
+            fail(format_args!("{}", markers::NO_EXECUTE_DISABLE))
+        }
+        Err(e) => fail(format_args!("building the kernel page tables failed: {e}")),
+    };
+    check_own_mappings(top);
     kprintln!(
         "memory: {} MiB usable for partitions, microkernel pool {} MiB at {:#x}, identity map up to {:#x}",
         boot.map.total(RegionKind::Usable) >> 20,
@@ -155,7 +156,51 @@ extern "C" fn kernel_main(magic: u32, info: u64) -> ! {
     }
     let online = cpus::bring_up(&platform, cr3, trampoline);
     kprintln!("{}", markers::AllCpusOnline(online));
+    selftest_write_kernel_text(&boot);
     root::start(&boot, &platform, online)
+}
+
+/// Checks the page tables just loaded against the W^X decision and says so.
+fn check_own_mappings(top: u64) {
+    if let Err(e) = memory::verify_kernel_tables(top) {
+        fail(format_args!(
+            "refusing to start: the kernel's own mappings are not W^X: {e}"
+        ));
+    }
+    kprintln!("{}", markers::KERNEL_MAPPED_WX);
+    let layout = memory::image_layout();
+    kprintln!(
+        "memory: code {:#x}-{:#x}, read-only {:#x}-{:#x}, data {:#x}-{:#x}",
+        layout.text.0,
+        layout.text.1,
+        layout.rodata.0,
+        layout.rodata.1,
+        layout.data.0,
+        layout.data.1
+    );
+}
+
+/// Under `selftest=write-kernel-text` (once this processor's exception
+/// handlers are in place): writes to the kernel's own code, which must
+/// fault; the page-fault handler reports it and stops the machine.
+fn selftest_write_kernel_text(boot: &BootData) {
+    if boot
+        .cmdline
+        .as_str()
+        .split_whitespace()
+        .any(|w| w == markers::SELFTEST_WRITE_KERNEL_TEXT)
+    {
+        kprintln!("{}", markers::SELFTEST_WRITING_KERNEL_TEXT);
+        let target = memory::image_layout().text.0;
+        // SAFETY: the store is meant to fault (the page is read + execute
+        // and CR0.WP is on) and the page-fault handler stops the machine;
+        // were it to succeed, the byte (INT3) would land at the start of
+        // .text, and the next line stops the machine anyway.
+        unsafe { core::arch::asm!("mov byte ptr [{}], 0xcc", in(reg) target, options(nostack)) };
+        fail(format_args!(
+            "selftest: the write to the kernel's code at {target:#x} did not fault"
+        ));
+    }
 }
 
 /// Refuses to go on without hardware virtualization the kernel can use.

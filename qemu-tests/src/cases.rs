@@ -14,17 +14,18 @@ use ipc::hypercall::StopReason;
 use ipc::markers::{
     ALL_CHILDREN_ENDED, AllCpusOnline, ChannelClosed, ChildConsoleLine, ChildDestroyed, ChildEnded,
     ChildPaused, ChildResumed, ConsoleInOrder, ConsoleOpened, CpuOnline, DirtyLogCleared,
-    DirtyLogMatches, KERNEL_BANNER, KERNEL_POWER_OFF, MemoryReused, NO_NESTED_PAGING,
-    NO_VIRTUALIZATION, NestedPageFault, ROOT_BANNER, ROOT_POWER_OFF, RootReadsHypervisorFrame,
-    RootRunning, SignalsSuppressed,
+    DirtyLogMatches, KERNEL_BANNER, KERNEL_MAPPED_WX, KERNEL_POWER_OFF, KernelException,
+    MemoryReused, NO_NESTED_PAGING, NO_VIRTUALIZATION, NestedPageFault, ROOT_BANNER,
+    ROOT_POWER_OFF, RootReadsHypervisorFrame, RootRunning, SELFTEST_WRITE_KERNEL_TEXT,
+    SELFTEST_WRITING_KERNEL_TEXT, SignalsSuppressed,
 };
 use ipc::vmbus::close::{ChannelName, CloseReason};
 use ipc::vmbus::control::ProtocolError;
 use ipc::vmbus::packet::CodecError;
 use ipc::vmbus::ring::RingError;
 use ipc::workload::{
-    ChattyLine, DirtyDone, HOSTILE_CHECKS, HostileCheck, HostileSummary, HostileTouchUnmapped, SpinProgress,
-    VcpuHello, VmbusAttack,
+    ChattyLine, DirtyDone, HOSTILE_CHECKS, HostileCheck, HostileSummary, HostileTouchUnmapped,
+    SpinProgress, VcpuHello, VmbusAttack,
 };
 
 use crate::harness::{Expectation, ExpectedExit, Limits};
@@ -125,6 +126,10 @@ pub enum Script {
     /// `selftest=alias-unmap`: the root unmaps an alias of its own page
     /// and the original stays mapped (issue 14, defect 6).
     AliasUnmap,
+    /// `selftest=write-kernel-text`: the microkernel, mapped W^X, writes
+    /// to its own code and takes a page fault (a write to a present
+    /// read-only page, error code 0x3).
+    WritesKernelText,
 }
 
 /// Frames of each kind the flooding child of scenario `kvflood` sends.
@@ -1193,7 +1198,7 @@ pub fn markers(script: Script) -> Vec<String> {
     };
     let cpus = |n: u32| (0..n).map(|i| CpuOnline(i).to_string());
     match script {
-        Script::PowerOff(n) => [KERNEL_BANNER.to_owned()]
+        Script::PowerOff(n) => [KERNEL_BANNER.to_owned(), KERNEL_MAPPED_WX.to_owned()]
             .into_iter()
             .chain(cpus(n))
             .chain([
@@ -1212,6 +1217,18 @@ pub fn markers(script: Script) -> Vec<String> {
             ])
             .collect(),
         Script::Refuses(line) => vec![KERNEL_BANNER.to_owned(), line.to_owned()],
+        Script::WritesKernelText => vec![
+            KERNEL_BANNER.to_owned(),
+            KERNEL_MAPPED_WX.to_owned(),
+            SELFTEST_WRITING_KERNEL_TEXT.to_owned(),
+            KernelException {
+                name: "page fault",
+                vector: 14,
+                cpu: 0,
+                error: 0x3,
+            }
+            .to_string(),
+        ],
         Script::ReadsHypervisorFrame => vec![
             ROOT_BANNER.to_owned(),
             RootReadsHypervisorFrame(HYPERVISOR_IMAGE_BASE).to_string(),
@@ -1387,7 +1404,7 @@ pub fn all() -> Vec<Case> {
     ];
     // The backend column: the cases that also run on Intel VMX + EPT (Bochs),
     // and how the run must end there.
-    let on_both: [(&str, ExitCode); 10] = [
+    let on_both: [(&str, ExitCode); 11] = [
         ("bios_smp1", Success),
         ("bios_smp2", Success),
         ("children_smp2", Success),
@@ -1398,8 +1415,22 @@ pub fn all() -> Vec<Case> {
         ("vmbus_console_10000_lines_each", Success),
         ("vmbus_hostile_children", Success),
         ("device_interrupt_rtc", Success),
+        ("kernel_text_write_faults", Failure),
     ];
     let mut table = table;
+    // The microkernel's own image is mapped W^X: a write to its code
+    // faults, and the exception line is what the case waits for.
+    let mut write_text = case(
+        "kernel_text_write_faults",
+        machine(2, "EPYC", Bios, true),
+        SELFTEST_WRITE_KERNEL_TEXT,
+        Script::WritesKernelText,
+        Kernel(Failure),
+    );
+    write_text
+        .forbidden
+        .retain(|line| line != "microkernel exception");
+    table.push(write_text);
     table.push(case(
         "children_smp2",
         machine(2, "EPYC", Bios, true),
@@ -1678,7 +1709,7 @@ mod tests {
     #[test]
     fn boot_markers_name_every_cpu_in_order() {
         let seen = markers(Script::PowerOff(4));
-        let expected: Vec<String> = [KERNEL_BANNER.to_owned()]
+        let expected: Vec<String> = [KERNEL_BANNER.to_owned(), KERNEL_MAPPED_WX.to_owned()]
             .into_iter()
             .chain((0..4).map(|i| format!("cpu {i} online")))
             .chain([

@@ -3,8 +3,11 @@
 //!
 //! GRUB enters `_start` in 32-bit protected mode, paging off, with
 //! EAX = 0x36d76289 and EBX = the physical address of the boot information.
-//! The boot page tables built here live only until `memory::init` loads the
-//! microkernel's own.
+//! The boot page tables built here (identity, 4 GiB, 2 MiB pages, all
+//! read + write + execute) live on after `memory::init_kernel_tables` loads
+//! the microkernel's own W^X tables, for one use only: application
+//! processors run their start-up trampoline below 1 MiB on them and switch
+//! to the kernel's tables in `.text` (`smp.rs`).
 
 use core::arch::global_asm;
 
@@ -103,6 +106,7 @@ boot_gdt_pointer:
 
     .section .bss
     .balign 4096
+    .global boot_pml4
 boot_pml4:
     .skip 4096
 boot_pdpt:

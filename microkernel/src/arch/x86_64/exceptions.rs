@@ -51,8 +51,13 @@ pub fn fatal(frame: &TrapFrame) -> ! {
         .unwrap_or("unknown");
     let line = |args: core::fmt::Arguments<'_>| serial::write_line_emergency(args);
     line(format_args!(
-        "microkernel exception: {} (vector {}) on cpu {} error={:#x}",
-        name, frame.vector, cpu, frame.error
+        "{}",
+        ipc::markers::KernelException {
+            name,
+            vector: frame.vector,
+            cpu,
+            error: frame.error,
+        }
     ));
     line(format_args!(
         "  rip={:#018x} cs={:#x} rflags={:#x} rsp={:#018x} ss={:#x}",

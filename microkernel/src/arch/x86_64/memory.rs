@@ -9,10 +9,22 @@
 //! owning range are refused with a panic (a kernel bug, not an input error).
 
 use microkernel::memory::frames::FrameAllocator;
-use microkernel::paging::{self, Access, CacheMode, PageTable, TableMemory, X86Format};
+use microkernel::memory::kernel_map::{self, ImageLayout, LayoutError};
+use microkernel::paging::{self, CacheMode, PageTable, TableMemory, X86Format};
 use spin::Mutex;
+use x86_64::registers::control::{Cr0, Cr0Flags};
 
 use super::cpu;
+use super::msr::{self, Msr, efer};
+
+unsafe extern "C" {
+    static __kernel_start: u8;
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_start: u8;
+    static __rodata_end: u8;
+    static __kernel_end: u8;
+}
 
 /// The microkernel's frame pool, set up once by the bootstrap processor.
 pub static POOL: Mutex<Option<FrameAllocator>> = Mutex::new(None);
@@ -100,33 +112,167 @@ pub fn pool_tables() -> Tables<impl FnMut() -> Option<u64>> {
     Tables::new(start, end, || alloc_frames(1, 4096))
 }
 
+/// The kernel image's sections, from the linker script's symbols.
+pub fn image_layout() -> ImageLayout {
+    // SAFETY: only the addresses of the linker symbols are taken.
+    let at = |symbol: &u8| symbol as *const u8 as u64;
+    // SAFETY: as above: the statics are never read.
+    unsafe {
+        ImageLayout {
+            boot: (at(&__kernel_start), at(&__text_start)),
+            text: (at(&__text_start), at(&__text_end)),
+            rodata: (at(&__rodata_start), at(&__rodata_end)),
+            data: (at(&__rodata_end), at(&__kernel_end)),
+        }
+    }
+}
+
+/// Why the kernel's own page tables could not be built.
+#[derive(Clone, Copy, Debug)]
+pub enum KernelTablesError {
+    /// The processor has no no-execute pages (CPUID 0x80000001 EDX bit 20).
+    NoExecuteDisable,
+    /// The image's sections cannot be told apart page by page.
+    Layout(LayoutError),
+    /// Mapping failed.
+    Map(paging::MapError),
+}
+
+impl core::fmt::Display for KernelTablesError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            KernelTablesError::NoExecuteDisable => write!(f, "no no-execute pages"),
+            KernelTablesError::Layout(e) => write!(f, "image layout: {e:?}"),
+            KernelTablesError::Map(e) => write!(f, "mapping: {e:?}"),
+        }
+    }
+}
+
 /// Builds and loads the microkernel's own page tables: an identity map of
-/// `[0, top)` with 2 MiB pages, uncacheable outside RAM. Returns the root.
-pub fn init_kernel_tables(top: u64, is_ram: impl Fn(u64) -> bool) -> Result<u64, paging::MapError> {
+/// `[0, top)`, W^X (`microkernel::memory::kernel_map`: code read + execute,
+/// read-only data read-only, everything else read + write, no-execute),
+/// uncacheable outside RAM; turns EFER.NXE on before and CR0.WP (supervisor
+/// writes to read-only pages fault) right after loading them, so both bind
+/// the kernel itself. Returns the root.
+pub fn init_kernel_tables(
+    top: u64,
+    is_ram: impl Fn(u64) -> bool,
+    nx: bool,
+) -> Result<u64, KernelTablesError> {
+    if !nx {
+        return Err(KernelTablesError::NoExecuteDisable);
+    }
+    let layout = image_layout();
+    layout.check().map_err(KernelTablesError::Layout)?;
     let mut mem = pool_tables();
-    let mut table = PageTable::<X86Format>::new(&mut mem)?;
-    let mut at = 0;
-    while at < top {
-        let cache = if is_ram(at) {
+    let mut table = PageTable::<X86Format>::new(&mut mem).map_err(KernelTablesError::Map)?;
+    for m in kernel_map::plan(layout, top) {
+        let cache = if is_ram(m.at) {
             CacheMode::WriteBack
         } else {
             CacheMode::Uncacheable
         };
-        table.map(
-            &mut mem,
-            at,
-            at,
-            paging::PageSize::Large.bytes(),
-            paging::PageSize::Large,
-            Access::RWX,
-            cache,
-        )?;
-        at += paging::PageSize::Large.bytes();
+        table
+            .map(
+                &mut mem,
+                m.at,
+                m.at,
+                m.size.bytes(),
+                m.size,
+                m.access,
+                cache,
+            )
+            .map_err(KernelTablesError::Map)?;
     }
+    // SAFETY: the processor has NX (checked above), so EFER.NXE is valid;
+    // it must be on before tables with NX bits are loaded (the bit is
+    // reserved otherwise).
+    unsafe { msr::wrmsr(Msr::Efer, msr::rdmsr(Msr::Efer) | efer::NXE) };
     // SAFETY: the new tables identity-map everything the old ones did (the
-    // first 4 GiB) and all RAM, so the running code, stack and data stay mapped.
+    // first 4 GiB) and all RAM, so the running code (.text, executable),
+    // the stack and data (.bss, writable) stay mapped with the access they
+    // are used with.
     unsafe { cpu::write_cr3(table.root()) };
+    // SAFETY: from here on nothing writes code or read-only data (the
+    // tables were built from the sections the linker placed it in).
+    unsafe { Cr0::update(|flags| flags.insert(Cr0Flags::WRITE_PROTECT)) };
     Ok(table.root())
+}
+
+/// Where the loaded kernel tables disagree with the W^X decision.
+#[derive(Clone, Copy, Debug)]
+pub enum WxViolation {
+    /// EFER.NXE is off: the NX bits mean nothing (or fault).
+    NoExecuteOff,
+    /// CR0.WP is off: the kernel could write its read-only pages.
+    WriteProtectOff,
+    /// A page is mapped otherwise.
+    Page {
+        /// The address checked.
+        addr: u64,
+        /// What it should be mapped with.
+        expected: paging::Access,
+        /// What it is mapped with (`None`: not mapped at its own address).
+        found: Option<paging::Access>,
+    },
+}
+
+impl core::fmt::Display for WxViolation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            WxViolation::NoExecuteOff => write!(f, "EFER.NXE is off"),
+            WxViolation::WriteProtectOff => write!(f, "CR0.WP is off"),
+            WxViolation::Page {
+                addr,
+                expected,
+                found,
+            } => write!(f, "{addr:#x} should be {expected:?}, is {found:?}"),
+        }
+    }
+}
+
+/// Checks the tables loaded in CR3 against the W^X decision, on this
+/// processor: EFER.NXE and CR0.WP on, every page of the first 2 MiB regions
+/// the image touches and every 2 MiB region up to `top` mapped as
+/// `kernel_map::access_at` says.
+pub fn verify_kernel_tables(top: u64) -> Result<(), WxViolation> {
+    let layout = image_layout();
+    // SAFETY: EFER exists on every x86-64 processor.
+    let nxe = unsafe { msr::rdmsr(Msr::Efer) } & efer::NXE != 0;
+    let wp = Cr0::read().contains(Cr0Flags::WRITE_PROTECT);
+    if !nxe {
+        return Err(WxViolation::NoExecuteOff);
+    }
+    if !wp {
+        return Err(WxViolation::WriteProtectOff);
+    }
+    let mem = pool_tables();
+    let table = PageTable::<X86Format>::from_root(cpu::read_cr3());
+    let check = |addr: u64| {
+        let expected = kernel_map::access_at(&layout, addr);
+        let found = table.translate(&mem, addr);
+        match found {
+            Some(t) if t.phys == addr && t.access == expected => Ok(()),
+            _ => Err(WxViolation::Page {
+                addr,
+                expected,
+                found: found.filter(|t| t.phys == addr).map(|t| t.access),
+            }),
+        }
+    };
+    let large = paging::PageSize::Large.bytes();
+    let image = (
+        layout.boot.0 & !(large - 1),
+        layout.data.1.next_multiple_of(large),
+    );
+    for addr in (image.0..image.1).step_by(4096) {
+        check(addr)?;
+    }
+    for addr in (0..top).step_by(large as usize) {
+        check(addr)?;
+        check(addr + large - 4096)?;
+    }
+    Ok(())
 }
 
 /// Copies `bytes` to physical address `addr` in root-partition RAM.

@@ -3,12 +3,16 @@
 //!
 //! The trampoline is copied to a free page below 1 MiB; a start-up IPI makes
 //! the processor run it in real mode at that page. It loads a temporary GDT,
-//! enables PAE and long mode with the microkernel's page tables and jumps to
-//! 64-bit code that calls `entry(arg)` on the stack it was given.
+//! enables PAE and long mode with the boot page tables (`boot.rs`: the
+//! microkernel's own are W^X, and low memory is never executable in them)
+//! and jumps to `ap_long_entry` in `.text`, which turns EFER.NXE and CR0.WP
+//! on, loads the microkernel's page tables and calls `entry(arg)` on the
+//! stack it was given.
 //!
 //! # Invariants
 //! One processor is started at a time: the parameters in the trampoline
-//! page belong to that processor until it reports in.
+//! page belong to that processor until it reports in. No code runs from
+//! the trampoline page once the microkernel's tables are loaded.
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +30,7 @@ global_asm!(
     .global ap_trampoline_gdt
     .global ap_trampoline_gdtr
     .global ap_trampoline_cr3
+    .global ap_trampoline_kernel_cr3
     .global ap_trampoline_stack
     .global ap_trampoline_entry
     .global ap_trampoline_arg
@@ -59,14 +64,12 @@ ap_trampoline_long:
     mov %ax, %ds
     mov %ax, %es
     mov %ax, %ss
-    mov ap_trampoline_stack(%rip), %rsp
+    mov ap_trampoline_kernel_cr3(%rip), %r8
+    mov ap_trampoline_stack(%rip), %rsi
     mov ap_trampoline_arg(%rip), %rdi
-    mov ap_trampoline_entry(%rip), %rax
-    call *%rax
-1:
-    cli
-    hlt
-    jmp 1b
+    mov ap_trampoline_entry(%rip), %r9
+    movabs $ap_long_entry, %rax
+    jmp *%rax
 
     .balign 8
 ap_trampoline_gdt:
@@ -79,6 +82,8 @@ ap_trampoline_gdtr:
     .balign 8
 ap_trampoline_cr3:
     .quad 0
+ap_trampoline_kernel_cr3:
+    .quad 0
 ap_trampoline_stack:
     .quad 0
 ap_trampoline_entry:
@@ -87,6 +92,26 @@ ap_trampoline_arg:
     .quad 0
 ap_trampoline_end:
     .code64
+
+    .section .text.ap_long_entry, "ax"
+    .global ap_long_entry
+/* From the trampoline, on the boot page tables: r8 = the microkernel's page
+   tables, rsi = stack top, rdi = argument, r9 = entry. */
+ap_long_entry:
+    mov $0xc0000080, %ecx       /* EFER */
+    rdmsr
+    or $0x800, %eax             /* NXE: the kernel's tables use the NX bit */
+    wrmsr
+    mov %cr0, %rax
+    or $0x10000, %rax           /* WP: read-only pages bind the kernel too */
+    mov %rax, %cr0
+    mov %r8, %cr3
+    mov %rsi, %rsp
+    call *%r9
+1:
+    cli
+    hlt
+    jmp 1b
 "#,
     options(att_syntax)
 );
@@ -99,6 +124,8 @@ unsafe extern "C" {
     static ap_trampoline_gdt: u8;
     static ap_trampoline_gdtr: u8;
     static ap_trampoline_cr3: u8;
+    static ap_trampoline_kernel_cr3: u8;
+    static boot_pml4: u8;
     static ap_trampoline_stack: u8;
     static ap_trampoline_entry: u8;
     static ap_trampoline_arg: u8;
@@ -123,7 +150,7 @@ fn offset(symbol: &u8) -> usize {
 pub enum StartError {
     /// The trampoline page is not below 1 MiB or not page-aligned.
     BadTrampolinePage,
-    /// The kernel page tables are above 4 GiB (the trampoline loads CR3 in 32-bit code).
+    /// The boot page tables are above 4 GiB (the trampoline loads CR3 in 32-bit code).
     PageTablesTooHigh,
     /// The processor did not report in within a second.
     Timeout,
@@ -131,7 +158,8 @@ pub enum StartError {
 
 /// Starts the processor with `apic_id`, which calls `entry(index)` on the
 /// stack ending at `stack_top`. `page` is a free, identity-mapped page below
-/// 1 MiB that the microkernel owns; `cr3` the kernel's page tables.
+/// 1 MiB that the microkernel owns; `cr3` the kernel's page tables (the
+/// processor switches to them from the boot tables in `ap_long_entry`).
 pub fn start(
     page: u64,
     cr3: u64,
@@ -143,7 +171,9 @@ pub fn start(
     if !page.is_multiple_of(4096) || page >= 0x10_0000 {
         return Err(StartError::BadTrampolinePage);
     }
-    if cr3 >= 1 << 32 {
+    // SAFETY: only the address of the extern static is taken.
+    let boot_tables = unsafe { &boot_pml4 } as *const u8 as u64;
+    if boot_tables >= 1 << 32 {
         return Err(StartError::PageTablesTooHigh);
     }
     // SAFETY: the symbols delimit the trampoline's bytes in .rodata.
@@ -177,7 +207,8 @@ pub fn start(
             2,
             (page as usize + offset(&ap_trampoline_gdt)) as u32,
         );
-        patch64(&ap_trampoline_cr3, cr3);
+        patch64(&ap_trampoline_cr3, boot_tables);
+        patch64(&ap_trampoline_kernel_cr3, cr3);
         patch64(&ap_trampoline_stack, stack_top);
         patch64(&ap_trampoline_entry, entry as usize as u64);
         patch64(&ap_trampoline_arg, index as u64);
