@@ -1,7 +1,15 @@
-//! Processor identification and control registers.
+//! Processor identification, control registers, the interrupt flag, HLT
+//! and the time-stamp counter: on the `x86_64` crate, except CPUID and
+//! RDTSC (`core::arch`; the crate has no wrapper) and the deliberate
+//! triple fault.
 
 use core::arch::asm;
 use core::arch::x86_64::{__cpuid_count, CpuidResult};
+
+use x86_64::PhysAddr;
+use x86_64::instructions::{interrupts, tables};
+use x86_64::registers::control::{Cr0, Cr2, Cr3, Cr4};
+use x86_64::structures::paging::PhysFrame;
 
 /// Executes CPUID.
 pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
@@ -58,61 +66,86 @@ pub fn virt_features() -> VirtFeatures {
 /// `root` must be a valid PML4 that maps the running code, its stack and
 /// every structure the kernel touches.
 pub unsafe fn write_cr3(root: u64) {
+    let frame = PhysFrame::containing_address(PhysAddr::new_truncate(root));
+    // SAFETY: guaranteed by the caller; the low 12 bits (PWT, PCD) are
+    // written as given.
+    unsafe { Cr3::write_raw(frame, (root & 0xfff) as u16) };
+}
+
+/// Reads CR0.
+pub fn read_cr0() -> u64 {
+    Cr0::read_raw()
+}
+
+/// Writes CR0.
+///
+/// # Safety
+/// The value must keep paging, protection and every feature the kernel
+/// relies on enabled (it may only add bits such as the VMX fixed ones).
+pub unsafe fn write_cr0(value: u64) {
     // SAFETY: guaranteed by the caller.
-    unsafe { asm!("mov cr3, {}", in(reg) root, options(nostack)) };
+    unsafe { Cr0::write_raw(value) };
 }
 
 /// Reads CR2 (the last page-fault address).
 pub fn read_cr2() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR2 has no side effects.
-    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
+    Cr2::read_raw()
 }
 
-/// Reads CR3.
+/// Reads CR3 (the top-level table's address and the PWT/PCD bits).
 pub fn read_cr3() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR3 has no side effects.
-    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
+    let (frame, low) = Cr3::read_raw();
+    frame.start_address().as_u64() | u64::from(low)
 }
 
-/// Enables interrupts.
+/// Reads CR4.
+pub fn read_cr4() -> u64 {
+    Cr4::read_raw()
+}
+
+/// Writes CR4.
+///
+/// # Safety
+/// As for [`write_cr0`].
+pub unsafe fn write_cr4(value: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { Cr4::write_raw(value) };
+}
+
+/// The base addresses of the GDT and the IDT this processor has loaded.
+pub fn descriptor_table_bases() -> (u64, u64) {
+    (tables::sgdt().base.as_u64(), tables::sidt().base.as_u64())
+}
+
+/// Enables interrupts (the IDT is loaded before any caller runs this).
 pub fn enable_interrupts() {
-    // SAFETY: the IDT is loaded before any caller runs this.
-    unsafe { asm!("sti", options(nomem, nostack)) };
+    interrupts::enable();
 }
 
-/// Waits for the next interrupt with interrupts enabled.
+/// Waits for the next interrupt with interrupts enabled (`STI; HLT`,
+/// atomic: an interrupt pending before is not missed).
 pub fn wait_for_interrupt() {
-    // SAFETY: STI; HLT atomically enables interrupts and sleeps until one.
-    unsafe { asm!("sti; hlt", options(nomem, nostack)) };
+    interrupts::enable_and_hlt();
 }
 
 /// Stops this processor for good.
 pub fn halt_forever() -> ! {
     loop {
-        // SAFETY: halting with interrupts off stops the processor.
-        unsafe { asm!("cli; hlt", options(nomem, nostack)) };
+        interrupts::disable();
+        x86_64::instructions::hlt();
     }
 }
 
 /// Reads the time-stamp counter (instructions, under QEMU `-icount shift=0`).
 pub fn rdtsc() -> u64 {
-    let (lo, hi): (u32, u32);
     // SAFETY: RDTSC only reads the counter.
-    unsafe {
-        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
-    };
-    ((hi as u64) << 32) | lo as u64
+    unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 /// Disables interrupts just before VM entry (a VMX exit returns with them
 /// off; the caller enables them again after the exit).
 pub fn disable_interrupts_for_entry() {
-    // SAFETY: CLI only masks interrupts.
-    unsafe { asm!("cli", options(nomem, nostack)) };
+    interrupts::disable();
 }
 
 /// Resets this processor (and, on a PC, the machine) by a triple fault:

@@ -1,6 +1,13 @@
 //! The global descriptor table: kernel code and data segments and the TSS.
+//! The descriptors are encoded here (the `x86_64` crate's
+//! `GlobalDescriptorTable` wants a `'static` TSS; each processor's lives in
+//! its `PerCpu`); loading it uses the crate's instructions.
 
-use core::arch::asm;
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
+use x86_64::instructions::tables;
+use x86_64::structures::DescriptorTablePointer;
+use x86_64::structures::gdt::SegmentSelector;
 
 /// Kernel code selector.
 pub const CODE: u16 = 0x08;
@@ -32,35 +39,19 @@ impl Gdt {
     /// The GDT (and the TSS it points at) must stay where it is for as long
     /// as the processor uses it, i.e. forever.
     pub unsafe fn load(&self) {
-        #[repr(C, packed)]
-        struct Pointer {
-            limit: u16,
-            base: u64,
-        }
-        let pointer = Pointer {
+        let pointer = DescriptorTablePointer {
             limit: (core::mem::size_of::<Gdt>() - 1) as u16,
-            base: self as *const Gdt as u64,
+            base: VirtAddr::from_ptr(self),
         };
         // SAFETY: the caller keeps the GDT alive; it holds valid code/data/TSS
-        // descriptors at the selectors reloaded here.
+        // descriptors at the selectors reloaded here (CS by a far return).
         unsafe {
-            asm!(
-                "lgdt [{ptr}]",
-                "push {code}",
-                "lea {tmp}, [rip + 2f]",
-                "push {tmp}",
-                "retfq",
-                "2:",
-                "mov ds, {data:x}",
-                "mov es, {data:x}",
-                "mov ss, {data:x}",
-                "ltr {tss:x}",
-                ptr = in(reg) &pointer,
-                code = in(reg) CODE as u64,
-                data = in(reg) DATA as u64,
-                tss = in(reg) TSS as u64,
-                tmp = out(reg) _,
-            )
-        };
+            tables::lgdt(&pointer);
+            CS::set_reg(SegmentSelector(CODE));
+            DS::set_reg(SegmentSelector(DATA));
+            ES::set_reg(SegmentSelector(DATA));
+            SS::set_reg(SegmentSelector(DATA));
+            tables::load_tss(SegmentSelector(TSS));
+        }
     }
 }

@@ -1,63 +1,68 @@
-//! Model-specific registers the microkernel uses, by name.
+//! Model-specific registers the microkernel uses, by name: the numbers are
+//! the `x86` crate's (`x86::msr`), except the AMD SVM ones it lacks; RDMSR
+//! and WRMSR are the `x86_64` crate's.
 
-use core::arch::asm;
+use x86::msr as number;
+use x86_64::registers::model_specific::{EferFlags, Msr as Register};
 
 /// The MSRs the microkernel reads or writes.
 #[derive(Clone, Copy, Debug)]
 #[repr(u32)]
 pub enum Msr {
     /// IA32_APIC_BASE.
-    ApicBase = 0x1b,
+    ApicBase = number::IA32_APIC_BASE,
     /// IA32_FEATURE_CONTROL (lock, VMX outside SMX).
-    FeatureControl = 0x3a,
+    FeatureControl = number::IA32_FEATURE_CONTROL,
     /// IA32_PAT.
-    Pat = 0x277,
+    Pat = number::IA32_PAT,
     /// IA32_VMX_BASIC (VMCS revision, true-controls support).
-    VmxBasic = 0x480,
+    VmxBasic = number::IA32_VMX_BASIC,
     /// IA32_VMX_PINBASED_CTLS.
-    VmxPinBased = 0x481,
+    VmxPinBased = number::IA32_VMX_PINBASED_CTLS,
     /// IA32_VMX_PROCBASED_CTLS.
-    VmxProcBased = 0x482,
+    VmxProcBased = number::IA32_VMX_PROCBASED_CTLS,
     /// IA32_VMX_EXIT_CTLS.
-    VmxExit = 0x483,
+    VmxExit = number::IA32_VMX_EXIT_CTLS,
     /// IA32_VMX_ENTRY_CTLS.
-    VmxEntry = 0x484,
+    VmxEntry = number::IA32_VMX_ENTRY_CTLS,
     /// IA32_VMX_CR0_FIXED0.
-    VmxCr0Fixed0 = 0x486,
+    VmxCr0Fixed0 = number::IA32_VMX_CR0_FIXED0,
     /// IA32_VMX_CR0_FIXED1.
-    VmxCr0Fixed1 = 0x487,
+    VmxCr0Fixed1 = number::IA32_VMX_CR0_FIXED1,
     /// IA32_VMX_CR4_FIXED0.
-    VmxCr4Fixed0 = 0x488,
+    VmxCr4Fixed0 = number::IA32_VMX_CR4_FIXED0,
     /// IA32_VMX_CR4_FIXED1.
-    VmxCr4Fixed1 = 0x489,
+    VmxCr4Fixed1 = number::IA32_VMX_CR4_FIXED1,
     /// IA32_VMX_PROCBASED_CTLS2.
-    VmxProcBased2 = 0x48b,
+    VmxProcBased2 = number::IA32_VMX_PROCBASED_CTLS2,
     /// IA32_VMX_EPT_VPID_CAP.
-    VmxEptVpidCap = 0x48c,
+    VmxEptVpidCap = number::IA32_VMX_EPT_VPID_CAP,
     /// IA32_VMX_TRUE_PINBASED_CTLS.
-    VmxTruePinBased = 0x48d,
+    VmxTruePinBased = number::IA32_VMX_TRUE_PINBASED_CTLS,
     /// IA32_VMX_TRUE_PROCBASED_CTLS.
-    VmxTrueProcBased = 0x48e,
+    VmxTrueProcBased = number::IA32_VMX_TRUE_PROCBASED_CTLS,
     /// IA32_VMX_TRUE_EXIT_CTLS.
-    VmxTrueExit = 0x48f,
+    VmxTrueExit = number::IA32_VMX_TRUE_EXIT_CTLS,
     /// IA32_VMX_TRUE_ENTRY_CTLS.
-    VmxTrueEntry = 0x490,
+    VmxTrueEntry = number::IA32_VMX_TRUE_ENTRY_CTLS,
     /// Extended feature enables (LME, NXE, SVME).
-    Efer = 0xc000_0080,
+    Efer = number::IA32_EFER,
     /// GS base (the current CPU's `PerCpu`).
-    GsBase = 0xc000_0101,
-    /// SVM: VM_CR (SVMDIS is bit 4).
+    GsBase = number::IA32_GS_BASE,
+    /// SVM: VM_CR (SVMDIS is bit 4). Not in the `x86` crate.
     VmCr = 0xc001_0114,
-    /// SVM: physical address of the host state-save area.
+    /// SVM: physical address of the host state-save area. Not in the `x86` crate.
     VmHsavePa = 0xc001_0117,
 }
 
-/// EFER bits.
+/// EFER bits (the `x86_64` crate's `EferFlags`).
 pub mod efer {
+    use super::EferFlags;
+
     /// No-execute enable.
-    pub const NXE: u64 = 1 << 11;
+    pub const NXE: u64 = EferFlags::NO_EXECUTE_ENABLE.bits();
     /// SVM enable.
-    pub const SVME: u64 = 1 << 12;
+    pub const SVME: u64 = EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();
 }
 
 /// Reads an MSR.
@@ -65,12 +70,8 @@ pub mod efer {
 /// # Safety
 /// The MSR must exist on this processor (otherwise #GP).
 pub unsafe fn rdmsr(msr: Msr) -> u64 {
-    let (lo, hi): (u32, u32);
     // SAFETY: the caller guarantees the MSR exists; RDMSR touches no memory.
-    unsafe {
-        asm!("rdmsr", in("ecx") msr as u32, out("eax") lo, out("edx") hi, options(nomem, nostack))
-    };
-    ((hi as u64) << 32) | lo as u64
+    unsafe { Register::new(msr as u32).read() }
 }
 
 /// Writes an MSR.
@@ -80,10 +81,7 @@ pub unsafe fn rdmsr(msr: Msr) -> u64 {
 /// processor state the rest of the kernel relies on.
 pub unsafe fn wrmsr(msr: Msr, value: u64) {
     // SAFETY: the caller guarantees the MSR and value are valid.
-    unsafe {
-        asm!("wrmsr", in("ecx") msr as u32, in("eax") value as u32, in("edx") (value >> 32) as u32,
-             options(nostack))
-    };
+    unsafe { Register::new(msr as u32).write(value) }
 }
 
 /// Sets EFER.NXE when the processor supports no-execute pages.

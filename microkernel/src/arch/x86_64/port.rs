@@ -1,6 +1,6 @@
-//! Port I/O primitives.
+//! Port I/O primitives, on the `x86_64` crate's.
 
-use core::arch::asm;
+use x86_64::instructions::port::{PortRead, PortWrite};
 
 /// Writes a byte to an I/O port.
 ///
@@ -9,9 +9,7 @@ use core::arch::asm;
 /// must be one that device expects.
 pub unsafe fn outb(port: u16, value: u8) {
     // SAFETY: the caller vouches for the device; OUT has no memory effects.
-    unsafe {
-        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { u8::write_to_port(port, value) };
 }
 
 /// Writes a 16-bit word to an I/O port.
@@ -20,9 +18,7 @@ pub unsafe fn outb(port: u16, value: u8) {
 /// As for [`outb`].
 pub unsafe fn outw(port: u16, value: u16) {
     // SAFETY: the caller vouches for the device; OUT has no memory effects.
-    unsafe {
-        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { u16::write_to_port(port, value) };
 }
 
 /// Writes a 32-bit word to an I/O port.
@@ -31,9 +27,7 @@ pub unsafe fn outw(port: u16, value: u16) {
 /// As for [`outb`].
 pub unsafe fn outl(port: u16, value: u32) {
     // SAFETY: the caller vouches for the device; OUT has no memory effects.
-    unsafe {
-        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { u32::write_to_port(port, value) };
 }
 
 /// Reads a byte from an I/O port.
@@ -42,12 +36,8 @@ pub unsafe fn outl(port: u16, value: u32) {
 /// The port must belong to a device the microkernel owns; reads can have
 /// side effects on the device.
 pub unsafe fn inb(port: u16) -> u8 {
-    let value: u8;
     // SAFETY: the caller vouches for the device; IN has no memory effects.
-    unsafe {
-        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
-    };
-    value
+    unsafe { u8::read_from_port(port) }
 }
 
 /// Reads a 16-bit word from an I/O port.
@@ -55,12 +45,8 @@ pub unsafe fn inb(port: u16) -> u8 {
 /// # Safety
 /// As for [`inb`].
 pub unsafe fn inw(port: u16) -> u16 {
-    let value: u16;
     // SAFETY: the caller vouches for the device; IN has no memory effects.
-    unsafe {
-        asm!("in ax, dx", in("dx") port, out("ax") value, options(nomem, nostack, preserves_flags))
-    };
-    value
+    unsafe { u16::read_from_port(port) }
 }
 
 /// Reads a 32-bit word from an I/O port.
@@ -68,10 +54,6 @@ pub unsafe fn inw(port: u16) -> u16 {
 /// # Safety
 /// As for [`inb`].
 pub unsafe fn inl(port: u16) -> u32 {
-    let value: u32;
     // SAFETY: the caller vouches for the device; IN has no memory effects.
-    unsafe {
-        asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
-    };
-    value
+    unsafe { u32::read_from_port(port) }
 }

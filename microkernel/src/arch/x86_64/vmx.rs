@@ -15,6 +15,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use microkernel::svm::vmcb::{GuestRegs, Vmcb, dirty, offset};
 use microkernel::vmx::sync::{self, FixedBits, Vmcs};
 use microkernel::vmx::{adjust_controls, field};
+use x86_64::registers::control::Cr4Flags;
 
 use super::msr::{self, Msr};
 use super::virt::Stamps;
@@ -116,11 +117,13 @@ pub fn enable(vmxon_region: u64) -> Result<(), VmxError> {
         if !has_ept() {
             return Err(VmxError::NoEpt);
         }
-        let cr0 = (read_cr0() | msr::rdmsr(Msr::VmxCr0Fixed0)) & msr::rdmsr(Msr::VmxCr0Fixed1);
-        asm!("mov cr0, {}", in(reg) cr0, options(nostack));
-        let cr4 = (read_cr4() | (1 << 13) | msr::rdmsr(Msr::VmxCr4Fixed0))
+        let cr0 = (cpu::read_cr0() | msr::rdmsr(Msr::VmxCr0Fixed0)) & msr::rdmsr(Msr::VmxCr0Fixed1);
+        cpu::write_cr0(cr0);
+        let cr4 = (cpu::read_cr4()
+            | Cr4Flags::VIRTUAL_MACHINE_EXTENSIONS.bits()
+            | msr::rdmsr(Msr::VmxCr4Fixed0))
             & msr::rdmsr(Msr::VmxCr4Fixed1);
-        asm!("mov cr4, {}", in(reg) cr4, options(nostack));
+        cpu::write_cr4(cr4);
         let revision = msr::rdmsr(Msr::VmxBasic) as u32 & 0x7fff_ffff;
         core::ptr::write_volatile(vmxon_region as *mut u32, revision);
         let failed: u8;
@@ -136,20 +139,6 @@ pub fn enable(vmxon_region: u64) -> Result<(), VmxError> {
         EPT_AD.store(caps & (1 << 21) != 0, Ordering::Relaxed);
     }
     Ok(())
-}
-
-fn read_cr0() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR0 has no side effects.
-    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
-}
-
-fn read_cr4() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR4 has no side effects.
-    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
 }
 
 /// Whether EPT sets accessed/dirty flags (dirty logging needs them).
@@ -246,17 +235,10 @@ fn initialise(vmcs: u64, shadow: &mut Vmcb) {
 
     // Host state: this processor's.
     let me = percpu::current();
-    let mut gdtr = [0u8; 10];
-    let mut idtr = [0u8; 10];
-    // SAFETY: SGDT/SIDT store 10 bytes into the buffers.
-    unsafe {
-        asm!("sgdt [{}]", in(reg) gdtr.as_mut_ptr(), options(nostack));
-        asm!("sidt [{}]", in(reg) idtr.as_mut_ptr(), options(nostack));
-    }
-    let base = |b: [u8; 10]| u64::from_le_bytes([b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9]]);
-    vmwrite(field::HOST_CR0, read_cr0());
+    let (gdt_base, idt_base) = cpu::descriptor_table_bases();
+    vmwrite(field::HOST_CR0, cpu::read_cr0());
     vmwrite(field::HOST_CR3, cpu::read_cr3());
-    vmwrite(field::HOST_CR4, read_cr4());
+    vmwrite(field::HOST_CR4, cpu::read_cr4());
     vmwrite(field::HOST_CS_SELECTOR, super::gdt::CODE as u64);
     for f in [
         field::HOST_SS_SELECTOR,
@@ -276,8 +258,8 @@ fn initialise(vmcs: u64, shadow: &mut Vmcb) {
         vmwrite(field::HOST_IA32_PAT, msr::rdmsr(Msr::Pat));
     }
     vmwrite(field::HOST_TR_BASE, &me.tss as *const _ as u64);
-    vmwrite(field::HOST_GDTR_BASE, base(gdtr));
-    vmwrite(field::HOST_IDTR_BASE, base(idtr));
+    vmwrite(field::HOST_GDTR_BASE, gdt_base);
+    vmwrite(field::HOST_IDTR_BASE, idt_base);
     vmwrite(field::HOST_SYSENTER_CS, 0);
     vmwrite(field::HOST_SYSENTER_ESP, 0);
     vmwrite(field::HOST_SYSENTER_EIP, 0);
