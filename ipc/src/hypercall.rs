@@ -44,91 +44,69 @@ impl SlotHandle {
     }
 }
 
-/// Capability rights. A capability's rights can only shrink as it is delegated.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Rights(u32);
+bitflags::bitflags! {
+    /// Capability rights. A capability's rights can only shrink as it is
+    /// delegated. The bits are ABI (`docs/hypercalls.md`); bits 11–14 are
+    /// reserved, and [`Rights::from_raw`] refuses them.
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct Rights: u32 {
+        /// Memory: may be mapped readable.
+        const READ = 1 << 0;
+        /// Memory: may be mapped writable.
+        const WRITE = 1 << 1;
+        /// Memory: may be mapped executable.
+        const EXECUTE = 1 << 2;
+        /// Memory: may be mapped into a partition this caller controls.
+        const MAP = 1 << 3;
+        /// Memory: may be donated to create a partition.
+        const DONATE = 1 << 4;
+        /// Partition or vCPU: create vCPUs, map memory, start, pause, resume, destroy.
+        const CONTROL = 1 << 5;
+        /// Partition or vCPU: read its memory and state, dirty logging, status.
+        const INSPECT = 1 << 6;
+        /// Partition (one's own): create partitions.
+        const CREATE = 1 << 7;
+        /// Port: signal it.
+        const SIGNAL = 1 << 8;
+        /// Port or interrupt: bind it to a vCPU vector and acknowledge it.
+        const BIND = 1 << 9;
+        /// I/O port range: access the ports directly.
+        const USE = 1 << 10;
+        /// Any capability: may be delegated.
+        const GRANT = 1 << 15;
+    }
+}
 
 impl Rights {
-    /// Memory: may be mapped readable.
-    pub const READ: Rights = Rights(1 << 0);
-    /// Memory: may be mapped writable.
-    pub const WRITE: Rights = Rights(1 << 1);
-    /// Memory: may be mapped executable.
-    pub const EXECUTE: Rights = Rights(1 << 2);
-    /// Memory: may be mapped into a partition this caller controls.
-    pub const MAP: Rights = Rights(1 << 3);
-    /// Memory: may be donated to create a partition.
-    pub const DONATE: Rights = Rights(1 << 4);
-    /// Partition or vCPU: create vCPUs, map memory, start, pause, resume, destroy.
-    pub const CONTROL: Rights = Rights(1 << 5);
-    /// Partition or vCPU: read its memory and state, dirty logging, status.
-    pub const INSPECT: Rights = Rights(1 << 6);
-    /// Partition (one's own): create partitions.
-    pub const CREATE: Rights = Rights(1 << 7);
-    /// Port: signal it.
-    pub const SIGNAL: Rights = Rights(1 << 8);
-    /// Port or interrupt: bind it to a vCPU vector and acknowledge it.
-    pub const BIND: Rights = Rights(1 << 9);
-    /// I/O port range: access the ports directly.
-    pub const USE: Rights = Rights(1 << 10);
-    /// Any capability: may be delegated.
-    pub const GRANT: Rights = Rights(1 << 15);
     /// No rights.
-    pub const NONE: Rights = Rights(0);
+    pub const NONE: Rights = Rights::empty();
     /// Every right.
-    pub const ALL: Rights = Rights(0x87ff);
+    pub const ALL: Rights = Rights::all();
 
-    /// Rights from raw bits; unknown bits are an error.
-    pub const fn from_bits(bits: u64) -> Option<Rights> {
-        if bits & !(Rights::ALL.0 as u64) != 0 {
-            return None;
+    /// Rights from a hypercall register: [`Status::InvalidArgument`] if
+    /// any bit is not a right (reserved bits, bits above 31 included).
+    pub const fn from_raw(raw: u64) -> Result<Rights, Status> {
+        if raw > u32::MAX as u64 {
+            return Err(Status::InvalidArgument);
         }
-        Some(Rights(bits as u32))
-    }
-
-    /// The raw bits.
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-
-    /// Whether every right in `other` is in `self`.
-    pub const fn contains(self, other: Rights) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// Rights in both.
-    pub const fn intersect(self, other: Rights) -> Rights {
-        Rights(self.0 & other.0)
-    }
-
-    /// Rights in either.
-    pub const fn union(self, other: Rights) -> Rights {
-        Rights(self.0 | other.0)
+        match Rights::from_bits(raw as u32) {
+            Some(rights) => Ok(rights),
+            None => Err(Status::InvalidArgument),
+        }
     }
 }
 
-impl core::ops::BitOr for Rights {
-    type Output = Rights;
-    fn bitor(self, rhs: Rights) -> Rights {
-        self.union(rhs)
-    }
-}
-
+/// `READ|WRITE`, or `NONE` for no rights.
 impl fmt::Debug for Rights {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [&str; 16] = [
-            "READ", "WRITE", "EXECUTE", "MAP", "DONATE", "CONTROL", "INSPECT", "CREATE", "SIGNAL",
-            "BIND", "USE", "", "", "", "", "GRANT",
-        ];
-        let mut first = true;
-        for (bit, name) in NAMES.iter().enumerate() {
-            if self.0 & (1 << bit) != 0 {
-                write!(f, "{}{}", if first { "" } else { "|" }, name)?;
-                first = false;
-            }
+        if self.is_empty() {
+            return f.write_str("NONE");
         }
-        if first {
-            write!(f, "NONE")?;
+        for (i, (name, _)) in self.iter_names().enumerate() {
+            if i > 0 {
+                f.write_str("|")?;
+            }
+            f.write_str(name)?;
         }
         Ok(())
     }
@@ -573,7 +551,7 @@ fn vector(raw: u64) -> Result<u8, Status> {
 }
 
 fn rights(raw: u64) -> Result<Rights, Status> {
-    Rights::from_bits(raw).ok_or(Status::InvalidArgument)
+    Rights::from_raw(raw)
 }
 
 /// Page-aligned guest-physical range check: `gpa + pages` stays below [`MAX_GPA`].
@@ -1131,6 +1109,11 @@ mod tests {
         assert!(Rights::ALL.contains(Rights::GRANT | Rights::SIGNAL));
         assert!(!Rights::SIGNAL.contains(Rights::SIGNAL | Rights::BIND));
         assert_eq!(format!("{:?}", Rights::READ | Rights::GRANT), "READ|GRANT");
+        assert_eq!(format!("{:?}", Rights::NONE), "NONE");
+        assert_eq!(Rights::ALL.bits(), 0x87ff);
+        assert_eq!(Rights::from_raw(0x87ff), Ok(Rights::ALL));
+        assert_eq!(Rights::from_raw(1 << 11), Err(Status::InvalidArgument));
+        assert_eq!(Rights::from_raw(1 << 32), Err(Status::InvalidArgument));
         for s in Status::ALL {
             assert_eq!(Status::from_raw(s as u64), Some(s));
         }

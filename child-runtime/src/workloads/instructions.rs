@@ -77,7 +77,7 @@ fn own_vcpu(me: SlotHandle) -> Option<SlotHandle> {
             generation: kind as u16,
         };
         ((kind >> 16) as u32 == cap_kind::VCPU
-            && Rights::from_bits(rights).is_some_and(|r| r.contains(Rights::CONTROL)))
+            && Rights::from_raw(rights).is_ok_and(|r| r.contains(Rights::CONTROL)))
         .then_some(handle)
     })
 }
