@@ -1,8 +1,11 @@
 //! The interrupt descriptor table, the entry stubs, and the dispatcher that
 //! turns an interrupt into a call of a safe handler with a [`TrapFrame`].
 
-use core::arch::{asm, global_asm};
+use core::arch::global_asm;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use x86_64::VirtAddr;
+use x86_64::structures::DescriptorTablePointer;
 
 use super::gdt;
 
@@ -226,17 +229,12 @@ impl Idt {
     /// # Safety
     /// The IDT must stay where it is for as long as the processor uses it.
     pub unsafe fn load(&self) {
-        #[repr(C, packed)]
-        struct Pointer {
-            limit: u16,
-            base: u64,
-        }
-        let pointer = Pointer {
+        let pointer = DescriptorTablePointer {
             limit: (core::mem::size_of::<Idt>() - 1) as u16,
-            base: self as *const Idt as u64,
+            base: VirtAddr::from_ptr(self),
         };
         // SAFETY: the caller keeps the IDT alive; its gates point at the stubs above.
-        unsafe { asm!("lidt [{}]", in(reg) &pointer, options(nostack)) };
+        unsafe { x86_64::instructions::tables::lidt(&pointer) };
     }
 }
 

@@ -15,6 +15,9 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use microkernel::svm::vmcb::{GuestRegs, Vmcb, dirty, offset};
 use microkernel::vmx::sync::{self, FixedBits, Vmcs};
 use microkernel::vmx::{adjust_controls, field};
+use x86::vmx::vmcs::control::{
+    EntryControls, ExitControls, PinbasedControls, PrimaryControls, SecondaryControls,
+};
 use x86_64::registers::control::Cr4Flags;
 
 use super::msr::{self, Msr};
@@ -98,7 +101,12 @@ pub fn has_ept() -> bool {
             msr::rdmsr(Msr::VmxProcBased2),
         )
     };
-    proc >> 63 & 1 == 1 && (proc2 >> 32) & 0b10_0010 == 0b10_0010
+    // The high halves say which controls may be 1.
+    let may_be_one = |capability: u64| (capability >> 32) as u32;
+    PrimaryControls::from_bits_truncate(may_be_one(proc))
+        .contains(PrimaryControls::SECONDARY_CONTROLS)
+        && SecondaryControls::from_bits_truncate(may_be_one(proc2))
+            .contains(SecondaryControls::ENABLE_EPT | SecondaryControls::ENABLE_VPID)
 }
 
 /// Turns VMX on for this processor with `vmxon_region` (a zeroed kernel page).
@@ -182,29 +190,48 @@ fn initialise(vmcs: u64, shadow: &mut Vmcb) {
         asm!("vmptrld [{}]", in(reg) &vmcs, options(nostack));
     }
     let pin = adjust_controls(
-        1 | (1 << 3),
+        (PinbasedControls::EXTERNAL_INTERRUPT_EXITING | PinbasedControls::NMI_EXITING).bits(),
         capability(Msr::VmxPinBased, Msr::VmxTruePinBased),
     );
-    // HLT, MWAIT (10) and MONITOR (29) exiting, I/O and MSR bitmaps, secondary controls.
     let primary_capability = capability(Msr::VmxProcBased, Msr::VmxTrueProcBased);
     let primary = adjust_controls(
-        (1 << 7) | (1 << 10) | (1 << 25) | (1 << 28) | (1 << 29) | (1 << 31),
+        (PrimaryControls::HLT_EXITING
+            | PrimaryControls::MWAIT_EXITING
+            | PrimaryControls::MONITOR_EXITING
+            | PrimaryControls::USE_IO_BITMAPS
+            | PrimaryControls::USE_MSR_BITMAPS
+            | PrimaryControls::SECONDARY_CONTROLS)
+            .bits(),
         primary_capability,
     );
-    // Interrupt-window exiting (2) is switched per entry (`interrupt_window`).
+    // Interrupt-window exiting is switched per entry (`interrupt_window`).
     shadow.write_u64(PRIMARY, primary as u64);
-    shadow.write_u64(WINDOW, (primary_capability >> 32) & (1 << 2));
-    // EPT, VPID and WBINVD exiting (6).
+    shadow.write_u64(
+        WINDOW,
+        (primary_capability >> 32) & u64::from(PrimaryControls::INTERRUPT_WINDOW_EXITING.bits()),
+    );
     // SAFETY: the secondary-controls MSR exists (checked by `has_ept`).
-    let secondary = adjust_controls((1 << 1) | (1 << 5) | (1 << 6), unsafe {
-        msr::rdmsr(Msr::VmxProcBased2)
-    });
+    let secondary = adjust_controls(
+        (SecondaryControls::ENABLE_EPT
+            | SecondaryControls::ENABLE_VPID
+            | SecondaryControls::WBINVD_EXITING)
+            .bits(),
+        unsafe { msr::rdmsr(Msr::VmxProcBased2) },
+    );
     let exit = adjust_controls(
-        (1 << 9) | (1 << 18) | (1 << 19) | (1 << 20) | (1 << 21),
+        (ExitControls::HOST_ADDRESS_SPACE_SIZE
+            | ExitControls::SAVE_IA32_PAT
+            | ExitControls::LOAD_IA32_PAT
+            | ExitControls::SAVE_IA32_EFER
+            | ExitControls::LOAD_IA32_EFER)
+            .bits(),
         capability(Msr::VmxExit, Msr::VmxTrueExit),
     );
     let entry = adjust_controls(
-        (1 << 9) | (1 << 14) | (1 << 15),
+        (EntryControls::IA32E_MODE_GUEST
+            | EntryControls::LOAD_IA32_PAT
+            | EntryControls::LOAD_IA32_EFER)
+            .bits(),
         capability(Msr::VmxEntry, Msr::VmxTrueEntry),
     );
     vmwrite(field::PIN_BASED_CONTROLS, pin as u64);
@@ -221,7 +248,10 @@ fn initialise(vmcs: u64, shadow: &mut Vmcb) {
         vmwrite(f, 0);
     }
     vmwrite(field::CR0_GUEST_HOST_MASK, 0);
-    vmwrite(field::CR4_GUEST_HOST_MASK, 1 << 13);
+    vmwrite(
+        field::CR4_GUEST_HOST_MASK,
+        Cr4Flags::VIRTUAL_MACHINE_EXTENSIONS.bits(),
+    );
     vmwrite(field::VMCS_LINK_POINTER, u64::MAX);
     vmwrite(field::VPID, shadow.read_u32(offset::GUEST_ASID) as u64);
     vmwrite(
