@@ -353,12 +353,9 @@ fn forget(root: &Root, child: &Child) -> Result<(), Failure> {
             slot: child.partition,
         },
     )?;
-    let deadline =
-        partition_rt::rdtsc().saturating_add(u64::from(root.tsc_khz) * ORPHAN_WAIT_MS);
+    let deadline = partition_rt::rdtsc().saturating_add(u64::from(root.tsc_khz) * ORPHAN_WAIT_MS);
     loop {
-        match hypercall(&Call::CapRevoke {
-            slot: child.memory,
-        }) {
+        match hypercall(&Call::CapRevoke { slot: child.memory }) {
             Err(Status::StaleSlot) => return Ok(()),
             Ok(_) if partition_rt::rdtsc() < deadline => {
                 let _ = hypercall(&Call::Yield);

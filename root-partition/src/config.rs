@@ -509,7 +509,11 @@ destroy p1
             .collect();
         assert!(names.len() > 20, "{names:?}");
         for n in names {
-            assert!(scenario(text, n).is_ok(), "scenario {n}: {:?}", scenario(text, n));
+            assert!(
+                scenario(text, n).is_ok(),
+                "scenario {n}: {:?}",
+                scenario(text, n)
+            );
         }
     }
 

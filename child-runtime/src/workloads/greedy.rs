@@ -60,10 +60,7 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
     match info.args[0] {
         GREEDY_MEMORY => memory(&mut checks),
         GREEDY_CPU => processor_time(info, &mut checks),
-        other => checks.record(
-            "mode",
-            Some(format_args!("unknown greedy mode {other}")),
-        ),
+        other => checks.record("mode", Some(format_args!("unknown greedy mode {other}"))),
     }
     println!(
         "{}",
@@ -119,10 +116,7 @@ fn memory(checks: &mut Checks) {
     );
     match port_create() {
         Ok(_) => checks.record("a port again after deleting", None),
-        Err(e) => checks.record(
-            "a port again after deleting",
-            Some(format_args!("{e:?}")),
-        ),
+        Err(e) => checks.record("a port again after deleting", Some(format_args!("{e:?}"))),
     }
 }
 
@@ -177,9 +171,8 @@ fn processor_time(info: &ChildBootInfo, checks: &mut Checks) {
         .count();
     checks.record(
         "extra vcpus created and started",
-        (started == 0 || started != hogs.len()).then(|| {
-            format_args!("started some but not all, or none")
-        }),
+        (started == 0 || started != hogs.len())
+            .then(|| format_args!("started some but not all, or none")),
     );
     // vCPU 0 spins too, interrupts off, until the same deadline.
     partition_rt::disable_interrupts();
