@@ -781,9 +781,10 @@ impl fmt::Display for AliasUnmapped {
 
 /// Command-line word (test only): the root starts a second vCPU of its own
 /// that hammers `VcpuCreate`, `VcpuPause`/`VcpuResume` and `MemoryMap` on
-/// the children its first vCPU creates and destroys, round after round;
-/// then both root vCPUs halt with interrupts off at once, and the kernel
-/// must report the root's end (`selftest=race`, see `docs/arch.md`).
+/// the children its first vCPU creates and destroys, round after round,
+/// while the first pauses and resumes it; then both root vCPUs halt with
+/// interrupts off at once, and the kernel must report the root's end
+/// (`selftest=race`, see `docs/arch.md`).
 pub const SELFTEST_RACE: &str = "selftest=race";
 
 /// Command-line prefix of the number of rounds of `selftest=race`
@@ -793,15 +794,12 @@ pub const RACE_ROUNDS: &str = "race-rounds=";
 /// Rounds of `selftest=race` when the command line names none.
 pub const RACE_ROUNDS_DEFAULT: u64 = 3000;
 
-/// `root: race: R rounds, C calls from the second vCPU, U unexpected statuses`:
-/// what `selftest=race` did; every status it saw is one the call documents
-/// unless U is non-zero.
+/// `root: race: R rounds, U unexpected statuses`: what `selftest=race`
+/// did; every status it saw is one the call documents unless U is non-zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RaceSummary {
-    /// Children created and destroyed.
+    /// Rounds done: children created, run and destroyed.
     pub rounds: u64,
-    /// Hypercalls the second root vCPU made on them.
-    pub calls: u64,
     /// Statuses outside the documented ones for their call.
     pub unexpected: u64,
 }
@@ -810,8 +808,8 @@ impl fmt::Display for RaceSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "root: race: {} rounds, {} calls from the second vCPU, {} unexpected statuses",
-            self.rounds, self.calls, self.unexpected
+            "root: race: {} rounds, {} unexpected statuses",
+            self.rounds, self.unexpected
         )
     }
 }

@@ -16,6 +16,7 @@ pub mod machine;
 pub mod memory;
 pub mod object;
 pub mod paging;
+pub mod processor;
 pub mod sched;
 pub mod svm;
 pub mod vmx;

@@ -1,16 +1,18 @@
 //! The processor loop: every processor picks the next vCPU from its run
 //! queue, enters guest mode, hands each exit to the kernel core, and
 //! preempts at the end of a time slice. The kernel core's state sits behind
-//! one lock, held only between guest entries, never in guest mode.
+//! one lock, held only between guest entries, never in guest mode. What to
+//! do at each hold is decided by the host-tested `microkernel::processor`;
+//! this file adds the hardware: guest entry, the null hypercall's fast
+//! path, idling, and the end of the run.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use ipc::exit::ExitCode;
-use ipc::hypercall::StopReason;
 use ipc::markers;
-use microkernel::kernel::{Kernel, Next, Outcome};
+use microkernel::kernel::{Kernel, Outcome};
 use microkernel::object::ObjectId;
-use microkernel::object::partition::RunState;
+use microkernel::processor::{After, RunEnd};
 use microkernel::sched::SLICE_TICKS;
 use microkernel::svm::exit::Exit;
 use microkernel::svm::vmcb::{GuestRegs, Vmcb, offset};
@@ -85,12 +87,18 @@ pub fn processor_loop(cpu_index: u32) -> ! {
 /// What a vCPU needs to enter guest mode: its VMCB, registers and priority.
 type EntryContext = (u64, GuestRegs, u8);
 
-/// Prepares `vcpu`'s entry (under the kernel lock); `None` if it must not run.
-fn entry_context(k: &mut Kernel, m: &mut HwMachine, vcpu: ObjectId) -> Option<EntryContext> {
-    if !k.prepare_entry(m, vcpu) {
-        return None;
+/// What the processor does after `after` (under the kernel lock): the
+/// entry context when the vCPU enters again.
+fn step_of(k: &Kernel, vcpu: ObjectId, after: After) -> Step {
+    match after {
+        After::Enter => match k.objects.vcpu(vcpu) {
+            Some(v) => Step::Enter((v.vmcb, v.regs, v.priority)),
+            None => Step::Off,
+        },
+        After::Leave => Step::Leave,
+        After::Off => Step::Off,
+        After::Wait(outcome) => Step::Wait(outcome),
     }
-    k.objects.vcpu(vcpu).map(|v| (v.vmcb, v.regs, v.priority))
 }
 
 /// What the processor does after an exit was handled.
@@ -113,10 +121,10 @@ fn run_vcpu(cpu_index: u32, vcpu: ObjectId) {
     let mut slice_start = me.ticks.load(Ordering::Relaxed);
     // Set at a null-hypercall exit: the time-stamp counter at the exit.
     let mut null_exit_at: Option<u64> = None;
-    let mut step = match with_kernel(|k, m| entry_context(k, m, vcpu)) {
-        Some(context) => Step::Enter(context),
-        None => Step::Off,
-    };
+    let mut step = with_kernel(|k, m| {
+        let after = k.enter_or_off(m, vcpu);
+        step_of(k, vcpu, after)
+    });
     loop {
         let (vmcb_pa, mut regs, priority) = match step {
             Step::Enter(context) => context,
@@ -126,11 +134,7 @@ fn run_vcpu(cpu_index: u32, vcpu: ObjectId) {
                 return;
             }
             Step::Wait(outcome) => {
-                wait(vcpu, outcome);
-                step = match with_kernel(|k, m| entry_context(k, m, vcpu)) {
-                    Some(context) => Step::Enter(context),
-                    None => Step::Off,
-                };
+                step = wait(vcpu, outcome);
                 continue;
             }
         };
@@ -177,23 +181,8 @@ fn run_vcpu(cpu_index: u32, vcpu: ObjectId) {
             if let Some(v) = k.objects.vcpu_mut(vcpu) {
                 v.regs = regs;
             }
-            match k.handle_exit(m, vcpu, exit) {
-                Next::Resume if slice_over && k.should_preempt(cpu_index, priority) => {
-                    k.requeue(vcpu);
-                    Step::Leave
-                }
-                Next::Resume => match entry_context(k, m, vcpu) {
-                    Some(context) => Step::Enter(context),
-                    None => Step::Off,
-                },
-                Next::Yield => {
-                    k.requeue(vcpu);
-                    Step::Leave
-                }
-                Next::Blocked => Step::Leave,
-                Next::Off => Step::Off,
-                Next::Wait(outcome) => Step::Wait(outcome),
-            }
+            let after = k.after_exit(m, cpu_index, vcpu, exit, slice_over, priority);
+            step_of(k, vcpu, after)
         });
         if matches!(step, Step::Enter(_)) {
             if null_call {
@@ -209,44 +198,34 @@ fn run_vcpu(cpu_index: u32, vcpu: ObjectId) {
     }
 }
 
-/// Finishes a hypercall that had to wait for other processors.
-fn wait(caller: ObjectId, outcome: Outcome) {
-    let until_off = |k: &Kernel| match outcome {
-        Outcome::WaitVcpu(v) => !k.is_running(v),
-        Outcome::WaitDestroy(p) => k.destroy_ready(p),
-        _ => true,
-    };
-    while !with_kernel(|k, _| until_off(k)) {
+/// Finishes a hypercall that had to wait for other processors; what the
+/// processor does next.
+fn wait(caller: ObjectId, outcome: Outcome) -> Step {
+    while !with_kernel(|k, _| k.wait_over(outcome)) {
         // Stay off the lock a while: the processor we wait for needs it.
         for _ in 0..1000 {
             core::hint::spin_loop();
         }
     }
     with_kernel(|k, m| {
-        if let Outcome::WaitDestroy(p) = outcome {
-            k.destroy_finish(m, p);
-        }
-        k.complete(m, caller, Ok([0; 3]));
-    });
+        let after = k.finish_wait(m, caller, outcome);
+        step_of(k, caller, after)
+    })
 }
 
 /// A vCPU left for good or was paused: if it was the root's and the root
 /// has stopped, the machine's run ends.
 fn after_off(vcpu: ObjectId) {
-    let root_state = with_kernel(|k, _| {
-        let root = k.root?;
-        (k.partition_of(vcpu) == Some(root)).then(|| k.objects.partition(root).map(|p| p.state))?
-    });
-    match root_state {
-        Some(RunState::Stopped(StopReason::Halted, _)) => {
+    match with_kernel(|k, _| k.run_end(vcpu)) {
+        Some(RunEnd::PoweredOff) => {
             report_hypercall_path();
             kprintln!("{}", markers::KERNEL_POWER_OFF);
             power::exit(ExitCode::Success)
         }
-        Some(RunState::Stopped(..)) => {
+        Some(RunEnd::RootFault) => {
             kprintln!("the root partition stopped; shutting down");
             power::exit(ExitCode::RootFault)
         }
-        _ => {}
+        None => {}
     }
 }

@@ -16,8 +16,8 @@ use ipc::markers::{
     ChildPaused, ChildResumed, ConsoleInOrder, ConsoleOpened, CpuOnline, DirtyLogCleared,
     DirtyLogMatches, KERNEL_BANNER, KERNEL_MAPPED_WX, KERNEL_POWER_OFF, KernelException,
     MemoryReused, NO_NESTED_PAGING, NO_VIRTUALIZATION, NestedPageFault, ROOT_BANNER,
-    ROOT_POWER_OFF, RootReadsHypervisorFrame, RootRunning, SELFTEST_WRITE_KERNEL_TEXT,
-    SELFTEST_WRITING_KERNEL_TEXT, SignalsSuppressed,
+    ROOT_POWER_OFF, RaceSummary, RootReadsHypervisorFrame, RootRunning, SELFTEST_RACE,
+    SELFTEST_WRITE_KERNEL_TEXT, SELFTEST_WRITING_KERNEL_TEXT, SignalsSuppressed,
 };
 use ipc::vmbus::close::{ChannelName, CloseReason};
 use ipc::vmbus::control::ProtocolError;
@@ -130,6 +130,11 @@ pub enum Script {
     /// to its own code and takes a page fault (a write to a present
     /// read-only page, error code 0x3).
     WritesKernelText,
+    /// `selftest=race race-rounds=N`: two root vCPUs race pauses, vCPU
+    /// creation and mappings on children being created and destroyed for
+    /// N rounds, every status a documented one; then both halt together
+    /// and the kernel reports the root's end (issue 14, defect 3).
+    Race(u64),
 }
 
 /// Frames of each kind the flooding child of scenario `kvflood` sends.
@@ -1229,6 +1234,17 @@ pub fn markers(script: Script) -> Vec<String> {
             }
             .to_string(),
         ],
+        Script::Race(rounds) => vec![
+            svm_npt.to_string(),
+            ROOT_BANNER.to_owned(),
+            RaceSummary {
+                rounds,
+                unexpected: 0,
+            }
+            .to_string(),
+            ROOT_POWER_OFF.to_owned(),
+            KERNEL_POWER_OFF.to_owned(),
+        ],
         Script::ReadsHypervisorFrame => vec![
             ROOT_BANNER.to_owned(),
             RootReadsHypervisorFrame(HYPERVISOR_IMAGE_BASE).to_string(),
@@ -1362,6 +1378,37 @@ fn baddisk_on_host(disk: &std::path::Path) -> Result<(), String> {
 fn persisted_on_host(disk: &std::path::Path) -> Result<(), String> {
     crate::runner::check_volume(disk)?;
     pattern_in(disk, "alpha.vhd", 0x9e5, 8192 * 512, 2048 * 512)
+}
+
+/// Boots of the race case: the root's two vCPUs halt together at the end
+/// of each, so the kernel's end of the root is raced that many times.
+pub const RACE_BOOTS: usize = 20;
+/// Rounds of the race in each boot (each pauses the second root vCPU in
+/// the middle of its calls; a third of them wait for a child to halt by
+/// itself while its vCPUs are paused).
+pub const RACE_ROUNDS_PER_BOOT: u64 = 100;
+
+/// Issue 14, defect 3: [`RACE_BOOTS`] boots of `selftest=race`, each
+/// [`RACE_ROUNDS_PER_BOOT`] rounds then both root vCPUs halting together;
+/// every boot must end with the kernel's power-off line (before the fix,
+/// 9 boots in 10 never did: a pause of the second root vCPU was lost, it
+/// was paused for good after its resume had been refused).
+fn race_case() -> Case {
+    let cmdline = format!(
+        "{SELFTEST_RACE} {}{RACE_ROUNDS_PER_BOOT}",
+        ipc::markers::RACE_ROUNDS
+    );
+    let mut race = case(
+        "race_root_vcpus_pause_create_map_then_halt",
+        machine(2, "EPYC", Firmware::Bios, true),
+        &cmdline,
+        Script::Race(RACE_ROUNDS_PER_BOOT),
+        ExpectedExit::Kernel(ExitCode::Success),
+    );
+    // The same boot again and again: no data disk, nothing carried over.
+    let again = race.boots().remove(0);
+    race.then = vec![again; RACE_BOOTS - 1];
+    race
 }
 
 /// Every QEMU test.
@@ -1609,6 +1656,7 @@ pub fn all() -> Vec<Case> {
         .then_boot("scenario=verify", Script::Persisted, Kernel(Success))
         .host_check("capctl reads the flushed pattern", persisted_on_host),
     );
+    table.push(race_case());
     let vmx: Vec<Case> = on_both
         .iter()
         .filter_map(|&(name, ends)| {
@@ -1755,5 +1803,28 @@ mod tests {
             case.markers.last().map(|m| m.marker.as_str()),
             Some("nested page fault in partition root: gpa=0x100000")
         );
+    }
+
+    #[test]
+    fn the_race_case_ends_the_root_in_each_of_its_twenty_boots() {
+        let case = all()
+            .into_iter()
+            .find(|c| c.cmdline.contains(SELFTEST_RACE))
+            .expect("race case");
+        let boots = case.boots();
+        assert!(boots.len() >= 20 && !case.data_disk);
+        for boot in boots {
+            assert_eq!(boot.cmdline, "selftest=race race-rounds=100");
+            assert_eq!(boot.exit, ExpectedExit::Kernel(ExitCode::Success));
+            let markers: Vec<&str> = boot.markers.iter().map(|m| m.marker.as_str()).collect();
+            assert_eq!(
+                markers[2..],
+                [
+                    "root: race: 100 rounds, 0 unexpected statuses",
+                    ROOT_POWER_OFF,
+                    KERNEL_POWER_OFF
+                ]
+            );
+        }
     }
 }

@@ -38,6 +38,8 @@ mod selftest_alias;
 #[cfg(target_os = "none")]
 mod selftest_attacks;
 #[cfg(target_os = "none")]
+mod selftest_race;
+#[cfg(target_os = "none")]
 mod storage;
 #[cfg(target_os = "none")]
 mod virtio;
@@ -101,6 +103,9 @@ mod entry {
                 println!("root partition: no room for its heap: {e:?}");
                 arch::crash();
             }
+        }
+        if info.has_flag(markers::SELFTEST_RACE) {
+            crate::selftest_race::run(&info);
         }
         crate::storage::start(&info);
         if info.has_flag(markers::SELFTEST_DEVICE_INTERRUPT) {

@@ -12,7 +12,6 @@ use ipc::markers::NestedPageFault;
 use super::{Kernel, Outcome};
 use crate::machine::{Machine, Report};
 use crate::object::ObjectId;
-use crate::object::partition::RunState;
 use crate::object::vcpu::State;
 use crate::svm::exit::{Exit, IoAccess};
 use crate::svm::vmcb::{Vmcb, mode, offset};
@@ -47,25 +46,15 @@ impl Kernel {
         if !self.reaping.is_empty() {
             self.reap(m);
         }
-        let Some(partition) = self.partition_of(vcpu) else {
+        if let Some(off) = self.take_off_request(vcpu) {
+            if let Some(v) = self.objects.vcpu_mut(vcpu) {
+                v.state = off;
+            }
             return false;
-        };
-        let stopped = self
-            .objects
-            .partition(partition)
-            .is_none_or(|p| p.state != RunState::Running);
+        }
         let Some(v) = self.objects.vcpu_mut(vcpu) else {
             return false;
         };
-        if stopped || v.pause_requested {
-            v.pause_requested = false;
-            v.state = if stopped {
-                State::Stopped
-            } else {
-                State::Paused
-            };
-            return false;
-        }
         let vmcb = m.vmcb(v.vmcb);
         if core::mem::take(&mut v.flush_tlb) {
             vmcb.write_u8(offset::TLB_CONTROL, 1);
@@ -234,6 +223,7 @@ impl Kernel {
         self.stop_partition(m, partition, reason, detail);
         if let Some(v) = self.objects.vcpu_mut(vcpu) {
             v.state = State::Stopped;
+            v.pause_requested = false;
         }
         Next::Off
     }
@@ -246,6 +236,7 @@ impl Kernel {
         if vmcb.read_u64(offset::RFLAGS) & RFLAGS_IF == 0 {
             // HLT with interrupts off: this vCPU has stopped for good.
             v.state = State::Stopped;
+            v.pause_requested = false;
             let all_stopped = self.objects.partition(partition).is_some_and(|p| {
                 p.vcpus.iter().all(|id| {
                     self.objects
@@ -266,8 +257,11 @@ impl Kernel {
         if v.highest_pending().is_some() {
             return Next::Resume;
         }
-        v.state = State::Blocked;
-        Next::Blocked
+        // A pause or stop asked meanwhile wins over waiting.
+        match self.leave_processor(vcpu, State::Blocked) {
+            Some(State::Blocked) => Next::Blocked,
+            _ => Next::Off,
+        }
     }
 
     fn emulate_cpuid(&mut self, m: &mut impl Machine, vcpu: ObjectId) {

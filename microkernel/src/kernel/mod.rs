@@ -608,15 +608,60 @@ impl Kernel {
     }
 
     /// Puts a running vCPU back at the end of its queue (preemption, yield).
-    pub fn requeue(&mut self, vcpu: ObjectId) {
+    /// Returns false when a stop or pause requested while it ran took it
+    /// off instead (see [`Kernel::leave_processor`]).
+    pub fn requeue(&mut self, vcpu: ObjectId) -> bool {
+        self.leave_processor(vcpu, State::Ready) == Some(State::Ready)
+    }
+
+    /// Takes a running vCPU off its processor into `next`: `Ready` (back
+    /// at the end of its queue) or `Blocked` (waiting for an interrupt).
+    /// A stop or pause requested while it ran takes effect here instead
+    /// (`Stopped` or `Paused`), exactly as it would have at its next entry
+    /// ([`Kernel::take_off_request`]). Returns the state it is left in
+    /// (`None` if it is gone or was not running).
+    ///
+    /// # Invariants
+    /// Only a running vCPU carries a pause request: whoever asked
+    /// (`VcpuPause`, a partition's stop) waits only until the vCPU is off
+    /// its processor, so the request must not outlive that moment. (It
+    /// did: a vCPU preempted, yielding or halting just as it was paused went
+    /// back to its queue or blocked, the pause returned success, the resume
+    /// that followed was refused, and the stale request paused the vCPU at
+    /// its next entry, for good; issue 14, defect 3.)
+    pub fn leave_processor(&mut self, vcpu: ObjectId, next: State) -> Option<State> {
+        if !self.is_running(vcpu) {
+            return None;
+        }
+        let state = self.take_off_request(vcpu).unwrap_or(next);
         let now = self.ticks;
-        if let Some(v) = self.objects.vcpu_mut(vcpu)
-            && matches!(v.state, State::Running(_))
-        {
-            v.state = State::Ready;
-            v.last_ran = now;
+        let v = self.objects.vcpu_mut(vcpu)?;
+        v.state = state;
+        v.last_ran = now;
+        if state == State::Ready {
             let (cpu, prio) = (v.cpu, v.priority);
             self.run_queues.enqueue(cpu, prio, vcpu);
+        }
+        Some(state)
+    }
+
+    /// Consumes a stop or pause requested for `vcpu` while it ran: the
+    /// state it must leave its processor in (`Stopped` when its partition
+    /// no longer runs or is gone, `Paused` when a pause was asked), or
+    /// `None` when nothing was asked.
+    pub fn take_off_request(&mut self, vcpu: ObjectId) -> Option<State> {
+        let stopped = self
+            .partition_of(vcpu)
+            .and_then(|p| self.objects.partition(p))
+            .is_none_or(|p| p.state != RunState::Running);
+        let v = self.objects.vcpu_mut(vcpu)?;
+        let paused = core::mem::take(&mut v.pause_requested);
+        if stopped {
+            Some(State::Stopped)
+        } else if paused {
+            Some(State::Paused)
+        } else {
+            None
         }
     }
 
