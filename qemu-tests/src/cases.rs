@@ -1392,7 +1392,7 @@ pub const RACE_ROUNDS_PER_BOOT: u64 = 100;
 /// [`RACE_ROUNDS_PER_BOOT`] rounds then both root vCPUs halting together;
 /// every boot must end with the kernel's power-off line (before the fix,
 /// 9 boots in 10 never did: a pause of the second root vCPU was lost, it
-/// was paused for good after its resume had been refused).
+/// was paused for good after its resume had been refused). About 80 s.
 fn race_case() -> Case {
     let cmdline = format!(
         "{SELFTEST_RACE} {}{RACE_ROUNDS_PER_BOOT}",

@@ -1,8 +1,8 @@
 //! `selftest=race`, a test-only mode of the root partition (issue 14,
 //! defect 3): the root starts a second vCPU of its own, which hammers
 //! `VcpuCreate` (then `VcpuStart`), `VcpuPause`/`VcpuResume` and
-//! `MemoryMap` on the children the first vCPU creates and destroys, round
-//! after round (`race-rounds=N`, default
+//! `MemoryMap` on the children the first vCPU creates and destroys, and
+//! yields now and then, round after round (`race-rounds=N`, default
 //! [`RACE_ROUNDS_DEFAULT`](ipc::markers::RACE_ROUNDS_DEFAULT)). In every
 //! round the first vCPU also pauses and resumes the second in the middle
 //! of its calls, and in every third round it waits for the child to halt
@@ -490,6 +490,12 @@ fn hammer() {
                 },
                 &[AlreadyMapped, InvalidState, InvalidSlot, StaleSlot],
             );
+            calls += 1;
+        }
+        // Give the processor up now and then: the first vCPU's pause may
+        // land on the way out.
+        if k.is_multiple_of(2) {
+            checked(Call::Yield, &[]);
             calls += 1;
         }
         k += 1;
