@@ -11,33 +11,14 @@
 //!   `arch::hog_vcpu_start`'s hog and halt.
 
 use alloc::vec::Vec;
-use core::fmt;
 
+use super::checks::Checks;
 use ipc::child::ChildBootInfo;
 use ipc::hypercall::{Call, MAX_PRIORITY, SlotHandle, Status};
-use ipc::workload::{
-    GREEDY_CPU, GREEDY_MEMORY, GREEDY_ROUNDS, GreedySpun, HostileCheck, HostileSummary,
-};
+use ipc::workload::{GREEDY_CPU, GREEDY_MEMORY, GREEDY_ROUNDS, GreedySpun};
 use partition_rt::{halt_forever, hypercall, println};
 
 use crate::arch;
-
-/// The tally of checks.
-struct Checks {
-    passed: u32,
-    failed: u32,
-}
-
-impl Checks {
-    fn record(&mut self, check: &str, failure: Option<fmt::Arguments<'_>>) {
-        if failure.is_none() {
-            self.passed += 1;
-        } else {
-            self.failed += 1;
-        }
-        println!("{}", HostileCheck { check, failure });
-    }
-}
 
 fn port_create() -> Result<SlotHandle, Status> {
     let [raw, ..] = hypercall(&Call::PortCreate)?;
@@ -53,22 +34,13 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
     if vcpu != 0 {
         halt_forever()
     }
-    let mut checks = Checks {
-        passed: 0,
-        failed: 0,
-    };
+    let mut checks = Checks::new();
     match info.args[0] {
         GREEDY_MEMORY => memory(&mut checks),
         GREEDY_CPU => processor_time(info, &mut checks),
         other => checks.record("mode", Some(format_args!("unknown greedy mode {other}"))),
     }
-    println!(
-        "{}",
-        HostileSummary {
-            passed: checks.passed,
-            failed: checks.failed
-        }
-    );
+    println!("{}", checks.summary());
     halt_forever()
 }
 

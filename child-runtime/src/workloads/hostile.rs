@@ -11,35 +11,19 @@
 //!   microkernel writes are a scratch page (`arch::fuzz_hypercall`).
 //! - Other vCPUs halt at once.
 
-use core::fmt;
-
+use super::checks::Checks;
 use ipc::child::ChildBootInfo;
 use ipc::hypercall::{Call, Name, Results, Rights, SlotHandle, Status, number};
 use ipc::workload::{
     HOSTILE_CHECKS, HOSTILE_RANDOM_CALLS, HOSTILE_STILL_RUNNING, HOSTILE_UNMAPPED_OFFSET,
-    HostileCheck, HostileSummary, HostileTouchUnmapped,
+    HostileTouchUnmapped,
 };
 use partition_rt::interrupts::{GENERAL_PROTECTION, INVALID_OPCODE};
 use partition_rt::{halt_forever, hypercall, println};
 
 use crate::arch::{self, BufferPage, SvmInstruction};
 
-/// The tally of checks.
-struct Checks {
-    passed: u32,
-    failed: u32,
-}
-
 impl Checks {
-    fn record(&mut self, check: &str, failure: Option<fmt::Arguments<'_>>) {
-        if failure.is_none() {
-            self.passed += 1;
-        } else {
-            self.failed += 1;
-        }
-        println!("{}", HostileCheck { check, failure });
-    }
-
     /// Passes if `got` is an error in `want`.
     fn status(&mut self, check: &str, got: Result<Results, Status>, want: &[Status]) {
         match got {
@@ -118,10 +102,7 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         halt_forever()
     }
     let me = info.self_slot;
-    let mut checks = Checks {
-        passed: 0,
-        failed: 0,
-    };
+    let mut checks = Checks::new();
 
     // Slots the child never held.
     let [console_signal, console_event] = crate::vmbus::console_ports();
@@ -247,19 +228,12 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
     privileged(&mut checks);
     random_calls(&mut checks, info);
 
-    let ran = checks.passed + checks.failed;
+    let ran = checks.complete(HOSTILE_CHECKS);
     if ran != HOSTILE_CHECKS {
         // A setup step failed and took the checks built on it along.
-        checks.failed += HOSTILE_CHECKS.saturating_sub(ran);
         println!("hostile: FAILED: ran {ran} checks of {HOSTILE_CHECKS}");
     }
-    println!(
-        "{}",
-        HostileSummary {
-            passed: checks.passed,
-            failed: checks.failed
-        }
-    );
+    println!("{}", checks.summary());
     let target = info.memory_bytes + HOSTILE_UNMAPPED_OFFSET;
     println!("{}", HostileTouchUnmapped(target));
     match arch::touch_unmapped(info, target) {

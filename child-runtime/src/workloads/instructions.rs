@@ -9,13 +9,13 @@
 //! - Nothing here harms the child: every instruction tried either faults
 //!   (absorbed) or is a no-op under the microkernel.
 
-use core::fmt;
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use super::checks::Checks;
 use ipc::boot::cap_kind;
 use ipc::child::ChildBootInfo;
 use ipc::hypercall::{Call, Results, Rights, SlotHandle, Status};
-use ipc::workload::{HostileCheck, INSTRUCTION_CHECKS, INSTRUCTIONS_VECTOR, InstructionsSummary};
+use ipc::workload::{INSTRUCTION_CHECKS, INSTRUCTIONS_VECTOR, InstructionsSummary};
 use partition_rt::interrupts::INVALID_OPCODE;
 use partition_rt::{halt_forever, hypercall, println};
 
@@ -28,22 +28,8 @@ fn on_port(_vector: u8) {
     TAKEN.fetch_add(1, Ordering::SeqCst);
 }
 
-struct Checks {
-    passed: u32,
-    failed: u32,
-}
-
 impl Checks {
-    fn record(&mut self, check: &str, failure: Option<fmt::Arguments<'_>>) {
-        if failure.is_none() {
-            self.passed += 1;
-        } else {
-            self.failed += 1;
-        }
-        println!("{}", HostileCheck { check, failure });
-    }
-
-    fn fault(&mut self, check: &str, instruction: Instruction, want: Option<u8>) {
+    fn probe(&mut self, check: &str, instruction: Instruction, want: Option<u8>) {
         let got = insn::probe(instruction);
         if got == want {
             self.record(check, None);
@@ -102,14 +88,11 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         halt_forever()
     }
     let me = info.self_slot;
-    let mut checks = Checks {
-        passed: 0,
-        failed: 0,
-    };
+    let mut checks = Checks::new();
     let ud = Some(INVALID_OPCODE);
-    checks.fault("invlpga raises #UD", Instruction::Invlpga, ud);
-    checks.fault("monitor raises #UD", Instruction::Monitor, ud);
-    checks.fault("mwait raises #UD", Instruction::Mwait, ud);
+    checks.probe("invlpga raises #UD", Instruction::Invlpga, ud);
+    checks.probe("monitor raises #UD", Instruction::Monitor, ud);
+    checks.probe("mwait raises #UD", Instruction::Mwait, ud);
     let [_, _, ecx, _] = crate::arch::cpuid(1);
     let check = "cpuid hides monitor/mwait";
     if ecx & (1 << 3) == 0 {
@@ -117,8 +100,8 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
     } else {
         checks.record(check, Some(format_args!("leaf 1 ecx={ecx:#x}")));
     }
-    checks.fault("wbinvd completes (as a no-op)", Instruction::Wbinvd, None);
-    checks.fault("invd completes (as a no-op)", Instruction::Invd, None);
+    checks.probe("wbinvd completes (as a no-op)", Instruction::Wbinvd, None);
+    checks.probe("invd completes (as a no-op)", Instruction::Invd, None);
 
     // A port interrupt raised while interrupts are off must be taken as
     // soon as they are on again, not at the next exit that happens to come.
@@ -167,17 +150,11 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         Status::InsufficientRights,
     );
 
-    let ran = checks.passed + checks.failed;
+    let ran = checks.complete(INSTRUCTION_CHECKS);
     if ran != INSTRUCTION_CHECKS {
-        checks.failed += INSTRUCTION_CHECKS.saturating_sub(ran);
         println!("instructions: FAILED: ran {ran} checks of {INSTRUCTION_CHECKS}");
     }
-    println!(
-        "{}",
-        InstructionsSummary {
-            passed: checks.passed,
-            failed: checks.failed
-        }
-    );
+    let (passed, failed) = checks.counts();
+    println!("{}", InstructionsSummary { passed, failed });
     halt_forever()
 }

@@ -8,6 +8,7 @@ use ipc::child::ChildBootInfo;
 use ipc::workload;
 
 mod chatty;
+mod checks;
 mod dirty;
 mod disk;
 mod frames;
