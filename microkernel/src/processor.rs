@@ -17,6 +17,10 @@
 //! - The run ends when a processor takes off a root vCPU and finds the
 //!   root stopped ([`Kernel::run_end`]): the last root vCPU to stop always
 //!   goes off on its own processor, so that moment always comes.
+//! - A vCPU waiting in a hypercall stops waiting when it is itself asked
+//!   to stop or pause ([`Kernel::wait_over`]): two vCPUs pausing each
+//!   other (or a destroy waiting for a vCPU that pauses the destroyer)
+//!   would otherwise hold both processors in the kernel for ever.
 
 use ipc::hypercall::StopReason;
 
@@ -96,27 +100,50 @@ impl Kernel {
         }
     }
 
-    /// Whether the hypercall `outcome` waits for is done: the vCPU is off
-    /// every processor, or every vCPU of the dying partition is.
-    pub fn wait_over(&self, outcome: Outcome) -> bool {
-        match outcome {
+    /// Whether `caller` may stop waiting for `outcome`: the vCPU is off
+    /// every processor, or every vCPU of the dying partition is; or
+    /// `caller` itself was asked to stop or pause meanwhile (then it must
+    /// leave its processor rather than hold it: what it waits for may be
+    /// waiting for it).
+    pub fn wait_over(&self, caller: ObjectId, outcome: Outcome) -> bool {
+        let done = match outcome {
             Outcome::WaitVcpu(v) => !self.is_running(v),
             Outcome::WaitDestroy(p) => self.destroy_ready(p),
             Outcome::Done(_) | Outcome::Yield => true,
-        }
+        };
+        done || self.asked_off(caller)
+    }
+
+    /// Whether a stop or pause was asked for `vcpu` while it runs (or it is gone).
+    fn asked_off(&self, vcpu: ObjectId) -> bool {
+        let stopped = self
+            .partition_of(vcpu)
+            .and_then(|p| self.objects.partition(p))
+            .is_none_or(|p| p.state != RunState::Running);
+        stopped || self.objects.vcpu(vcpu).is_none_or(|v| v.pause_requested)
     }
 
     /// Finishes the waiting hypercall of `caller` once [`Kernel::wait_over`]
-    /// said so (a destroy tears the partition down now), and prepares the
-    /// caller's next entry.
+    /// said so, and prepares the caller's next entry. A destroy tears the
+    /// partition down now or, when the caller stopped waiting before the
+    /// partition's vCPUs were off, hands it to the reaper, which does once
+    /// they are. The call succeeds either way: what it asked is under way
+    /// (a paused vCPU's pause takes effect as it leaves its processor).
     pub fn finish_wait(
         &mut self,
         m: &mut impl Machine,
         caller: ObjectId,
         outcome: Outcome,
     ) -> After {
-        if let Outcome::WaitDestroy(p) = outcome {
-            self.destroy_finish(m, p);
+        match outcome {
+            Outcome::WaitDestroy(p) if self.destroy_ready(p) => self.destroy_finish(m, p),
+            Outcome::WaitDestroy(p) if !self.reaping.contains(&p) => {
+                // Room: each partition at most once, and there are at most
+                // MAX_PARTITIONS (quotas).
+                let queued = self.reaping.push(p);
+                debug_assert!(queued.is_ok(), "more partitions than MAX_PARTITIONS");
+            }
+            _ => {}
         }
         self.complete(m, caller, Ok([0; 3]));
         self.enter_or_off(m, caller)
@@ -307,6 +334,9 @@ mod tests {
         a: ObjectId,
         b: ObjectId,
         child: ObjectId,
+        /// The root's handles on A and on the busy child.
+        a_slot: SlotHandle,
+        child_slot: SlotHandle,
         b_slot: SlotHandle,
         port: SlotHandle,
         rounds: u32,
@@ -334,7 +364,7 @@ mod tests {
                 .create_root(&mut m, slat, &[(RAM_BASE, RAM_PAGES)], &[], &[])
                 .expect("root");
             let vmcb = m.vmcb_new().expect("VMCB");
-            let (a, _) = k.create_boot_vcpu(root, vmcb, 0).expect("root vCPU");
+            let (a, a_cap) = k.create_boot_vcpu(root, vmcb, 0).expect("root vCPU");
             let (me, ram) = (caps[0].slot, caps[1].slot);
             let call = |k: &mut Kernel, m: &mut Fake, c: Call| match k.call(m, root, a, &c.encode())
             {
@@ -424,6 +454,8 @@ mod tests {
                 a,
                 b,
                 child,
+                a_slot: a_cap.slot,
+                child_slot: p,
                 b_slot,
                 port,
                 rounds,
@@ -560,7 +592,7 @@ mod tests {
                             .after_exit(&mut self.m, cpu as u32, v, exit, slice_over, priority);
                     next(after, v)
                 }
-                Cpu::Waiting(v, o) if k.wait_over(o) => next(k.finish_wait(m, v, o), v),
+                Cpu::Waiting(v, o) if k.wait_over(v, o) => next(k.finish_wait(m, v, o), v),
                 Cpu::Waiting(v, o) => Cpu::Waiting(v, o),
                 Cpu::Off(v) => {
                     self.end = self.end.or(k.run_end(v));
@@ -640,7 +672,7 @@ mod tests {
                 (State::Paused, false),
                 "{name}"
             );
-            assert!(race.k.wait_over(Outcome::WaitVcpu(b)));
+            assert!(race.k.wait_over(a, Outcome::WaitVcpu(b)));
             assert_eq!(
                 race.k.finish_wait(&mut race.m, a, Outcome::WaitVcpu(b)),
                 After::Enter
@@ -669,6 +701,107 @@ mod tests {
                 "{name}: not paused by a stale request"
             );
         }
+    }
+
+    /// Takes `vcpu` onto processor `cpu`; what was queued before it goes
+    /// back to the queue.
+    fn onto(race: &mut Race, cpu: u32, vcpu: ObjectId) {
+        let mut others = Vec::new();
+        while let Some(v) = race.k.pick(cpu) {
+            if v == vcpu {
+                assert!(race.k.prepare_entry(&mut race.m, v));
+                for other in others {
+                    assert!(race.k.requeue(other));
+                }
+                return;
+            }
+            others.push(v);
+        }
+        panic!("{vcpu:?} is not ready on processor {cpu}");
+    }
+
+    #[test]
+    fn two_vcpus_pausing_each_other_leave_their_processors() {
+        let mut race = Race::new(7, 1);
+        let (a, b) = (race.a, race.b);
+        onto(&mut race, 0, a);
+        onto(&mut race, 1, b);
+        let exit = race.ask(a, Call::VcpuPause { vcpu: race.b_slot }, Asked::Pause);
+        let a_waits = race.k.after_exit(&mut race.m, 0, a, exit, false, 0);
+        assert_eq!(a_waits, After::Wait(Outcome::WaitVcpu(b)));
+        let exit = race.ask(b, Call::VcpuPause { vcpu: race.a_slot }, Asked::Pause);
+        let b_waits = race.k.after_exit(&mut race.m, 1, b, exit, false, 0);
+        assert_eq!(b_waits, After::Wait(Outcome::WaitVcpu(a)));
+        // Each waits for the other to leave its processor: both must stop
+        // waiting (before, both processors spun in the kernel for ever).
+        assert!(
+            race.k.wait_over(a, Outcome::WaitVcpu(b)),
+            "A was asked to pause"
+        );
+        assert_eq!(
+            race.k.finish_wait(&mut race.m, a, Outcome::WaitVcpu(b)),
+            After::Off
+        );
+        assert!(race.k.wait_over(b, Outcome::WaitVcpu(a)));
+        assert_eq!(
+            race.k.finish_wait(&mut race.m, b, Outcome::WaitVcpu(a)),
+            After::Off
+        );
+        for v in [a, b] {
+            let v = race.k.objects.vcpu(v).expect("vCPU");
+            assert_eq!((v.state, v.pause_requested), (State::Paused, false));
+            let status = race.m.vmcb(v.vmcb).read_u64(offset::RAX);
+            assert_eq!(status, Status::Success as u64, "both pauses succeeded");
+        }
+    }
+
+    #[test]
+    fn a_destroy_whose_caller_is_paused_meanwhile_is_finished_by_the_reaper() {
+        let mut race = Race::new(7, 1);
+        let (a, b, child) = (race.a, race.b, race.child);
+        onto(&mut race, 0, a);
+        onto(&mut race, 1, child);
+        let exit = race.ask(
+            a,
+            Call::PartitionDestroy {
+                partition: race.child_slot,
+            },
+            Asked::Other,
+        );
+        let partition = race.k.partition_of(child).expect("child partition");
+        assert_eq!(
+            race.k.after_exit(&mut race.m, 0, a, exit, false, 0),
+            After::Wait(Outcome::WaitDestroy(partition))
+        );
+        // B (on no processor) is not running: its pause of A is a request.
+        let pause = race.ask(b, Call::VcpuPause { vcpu: race.a_slot }, Asked::Pause);
+        assert_eq!(pause, Exit::Vmmcall);
+        let regs = race.k.objects.vcpu(b).expect("B").regs;
+        let vmcb = race.k.objects.vcpu(b).expect("B").vmcb;
+        let rax = race.m.vmcb(vmcb).read_u64(offset::RAX);
+        let call = [
+            rax, regs.rdi, regs.rsi, regs.rdx, regs.r8, regs.r9, regs.r10,
+        ];
+        let root = race.k.root.expect("root");
+        assert_eq!(
+            race.k.call(&mut race.m, root, b, &call),
+            Ok(Outcome::WaitVcpu(a))
+        );
+        // A stops waiting although the child's vCPU is still on processor 1.
+        let destroy = Outcome::WaitDestroy(partition);
+        assert!(race.k.wait_over(a, destroy));
+        assert_eq!(race.k.finish_wait(&mut race.m, a, destroy), After::Off);
+        assert!(
+            race.k.objects.partition(partition).is_some(),
+            "its vCPU is still on"
+        );
+        // The child's vCPU leaves; the next entry anywhere tears it down.
+        assert!(!race.k.prepare_entry(&mut race.m, child));
+        onto(&mut race, 1, b);
+        assert!(
+            race.k.objects.partition(partition).is_none(),
+            "the reaper finished it"
+        );
     }
 
     #[test]

@@ -201,7 +201,7 @@ fn run_vcpu(cpu_index: u32, vcpu: ObjectId) {
 /// Finishes a hypercall that had to wait for other processors; what the
 /// processor does next.
 fn wait(caller: ObjectId, outcome: Outcome) -> Step {
-    while !with_kernel(|k, _| k.wait_over(outcome)) {
+    while !with_kernel(|k, _| k.wait_over(caller, outcome)) {
         // Stay off the lock a while: the processor we wait for needs it.
         for _ in 0..1000 {
             core::hint::spin_loop();

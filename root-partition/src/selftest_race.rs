@@ -12,8 +12,10 @@
 //!
 //! Each child is 16 pages: identity page tables (one 2 MiB page) and a few
 //! bytes of code. Its two vCPUs spin a short while and then wait for an
-//! interrupt that never comes, or halt for good; the vCPUs the second vCPU
-//! adds halt at once.
+//! interrupt that never comes, or halt for good, or (every third round)
+//! pause and resume each other without end, through the capabilities on
+//! each other the first vCPU delegates to the child; the vCPUs the second
+//! vCPU adds halt at once.
 //!
 //! # Invariants
 //! - Only the first vCPU creates and destroys children. It publishes the
@@ -58,6 +60,21 @@ const CODE_SPIN_THEN_WAIT: u64 = 0x3000;
 const CODE_SPIN_THEN_HALT: u64 = 0x3010;
 /// Halts with interrupts off at once.
 const CODE_HALT: u64 = 0x3020;
+/// Pauses and resumes, for ever, the vCPU whose handle (in the child's own
+/// space) it gets in RDI: the child's two vCPUs do it to each other.
+const CODE_PAUSE_THE_OTHER: u64 = 0x3030;
+/// The child's own handles on its two vCPUs (delegated by the first root
+/// vCPU into these empty slots of a new child).
+const CHILD_VCPU_SLOTS: [SlotHandle; 2] = [
+    SlotHandle {
+        index: 1,
+        generation: 0,
+    },
+    SlotHandle {
+        index: 2,
+        generation: 0,
+    },
+];
 const STACK_TOP: u64 = 0x8000;
 /// Spin iterations of the child code (a few hundred microseconds under TCG).
 const SPIN_ITERATIONS: u32 = 20_000;
@@ -140,8 +157,9 @@ fn deadline(ms: u64) -> u64 {
 }
 
 /// A child's memory before it is donated: page tables mapping its first 2
-/// MiB at 0 (one large page), the code, zeroed stacks.
-fn prepare_child(memory: &mut [u8]) {
+/// MiB at 0 (one large page), the code, zeroed stacks. Hypercalls are
+/// VMCALL on Intel, VMMCALL elsewhere.
+fn prepare_child(memory: &mut [u8], intel: bool) {
     memory.fill(0);
     // Present and writable; the last one is a 2 MiB page at 0.
     for (at, value) in [
@@ -162,6 +180,15 @@ fn prepare_child(memory: &mut [u8]) {
     // cli; 1: hlt; jmp 1b
     let at = CODE_HALT as usize;
     memory[at..at + 4].copy_from_slice(&[0xfa, 0xf4, 0xeb, 0xfd]);
+    // mov rbx, rdi; 1: mov rdi, rbx; mov eax, VCPU_PAUSE; hypercall;
+    // mov rdi, rbx; mov eax, VCPU_RESUME; hypercall; jmp 1b
+    let call = if intel { 0xc1 } else { 0xd9 };
+    let (pause, resume) = (number::VCPU_PAUSE as u8, number::VCPU_RESUME as u8);
+    let at = CODE_PAUSE_THE_OTHER as usize;
+    memory[at..at + 27].copy_from_slice(&[
+        0x48, 0x89, 0xfb, 0x48, 0x89, 0xdf, 0xb8, pause, 0, 0, 0, 0x0f, 0x01, call, 0x48, 0x89,
+        0xdf, 0xb8, resume, 0, 0, 0, 0x0f, 0x01, call, 0xeb, 0xe8,
+    ]);
 }
 
 /// `PartitionCreate` with no priority ceiling beyond the default, built
@@ -264,6 +291,8 @@ struct Setup {
     /// The second root vCPU.
     second: SlotHandle,
     processors: u64,
+    /// Hypercalls are VMCALL (Intel), not VMMCALL.
+    intel: bool,
 }
 
 /// Finds the root's capabilities and a place for children; starts the second vCPU.
@@ -313,6 +342,7 @@ fn setup(info: &BootInfo) -> Result<Setup, &'static str> {
         first_page,
         second,
         processors: u64::from(info.cpu_count.max(1)),
+        intel: partition_rt::arch::cpuid(0, 0).ebx == u32::from_le_bytes(*b"Genu"),
     })
 }
 
@@ -323,7 +353,7 @@ fn one_round(setup: &Setup, round: u64) -> Result<(), &'static str> {
     if round.is_multiple_of(500) {
         println!("root: race: round {round}");
     }
-    prepare_child(arch::ram(setup.base, CHILD_PAGES * 4096));
+    prepare_child(arch::ram(setup.base, CHILD_PAGES * 4096), setup.intel);
     let create =
         partition_create(setup.authority, setup.ram, setup.first_page).ok_or("encoding")?;
     let r = checked(create, &[]).ok_or("creating a child")?;
@@ -344,11 +374,13 @@ fn one_round(setup: &Setup, round: u64) -> Result<(), &'static str> {
     .ok_or("mapping a child's memory")?;
     MEMORY.store(memory, Ordering::Release);
     PARTITION.store(partition, Ordering::Release);
-    let halts = round % 3 == 1;
-    let code = if halts {
-        CODE_SPIN_THEN_HALT
-    } else {
-        CODE_SPIN_THEN_WAIT
+    // A third of the children halt by themselves, a third have their two
+    // vCPUs pause each other, a third wait for ever.
+    let (halts, mutual) = (round % 3 == 1, round % 3 == 2);
+    let code = match (halts, mutual) {
+        (true, _) => CODE_SPIN_THEN_HALT,
+        (_, true) => CODE_PAUSE_THE_OTHER,
+        _ => CODE_SPIN_THEN_WAIT,
     };
     let mut vcpus = [None; 2];
     for (i, vcpu) in vcpus.iter_mut().enumerate() {
@@ -360,7 +392,8 @@ fn one_round(setup: &Setup, round: u64) -> Result<(), &'static str> {
                 rip: code,
                 rsp: STACK_TOP - i as u64 * 0x1000,
                 cr3: PML4 as u64,
-                arg: round,
+                // The other vCPU's handle, for the code that pauses it.
+                arg: CHILD_VCPU_SLOTS[1 - i].raw(),
                 flags: processor << 8,
             },
             &[Status::InvalidState],
@@ -368,6 +401,21 @@ fn one_round(setup: &Setup, round: u64) -> Result<(), &'static str> {
         .map(|r| r[0]);
         if let Some(raw) = *vcpu {
             VCPUS[i].store(raw, Ordering::Release);
+        }
+    }
+    if mutual && let [Some(first), Some(second)] = vcpus {
+        for (raw, at) in [first, second].into_iter().zip(CHILD_VCPU_SLOTS) {
+            let slot = SlotHandle::from_raw(raw).map_err(|_| "vCPU handle")?;
+            checked(
+                Call::CapDelegateAt {
+                    slot,
+                    target: partition_slot,
+                    rights: Rights::CONTROL,
+                    at,
+                },
+                &[],
+            )
+            .ok_or("giving a child its vCPUs")?;
         }
     }
     for raw in vcpus.iter().flatten() {

@@ -114,8 +114,9 @@ pub struct Kernel {
     pub pending_routes: heapless::Vec<(u32, bool), MAX_ROUTES>,
     /// Children may use `DebugWrite` (kernel command line `debug-console`).
     pub child_debug_console: bool,
-    /// Partitions left without a capability outside themselves (orphans),
-    /// stopped and waiting to be torn down once off the processors.
+    /// Partitions to tear down once their vCPUs are off the processors:
+    /// orphans (no capability outside themselves names them), and destroys
+    /// whose caller stopped waiting (`processor::finish_wait`).
     pub reaping: heapless::Vec<ObjectId, MAX_PARTITIONS>,
     /// The root's PCI configuration mechanism, emulated (`kernel/chipset.rs`).
     pub pci_config: crate::chipset::ConfigMechanism,
