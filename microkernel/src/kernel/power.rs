@@ -374,14 +374,22 @@ mod tests {
         let v = w.m.vmcb(vmcb);
         assert_eq!(v.read_u64(offset::EVENT_INJECTION), 0x50 | (1 << 31));
         assert!(!v.interrupt_window_requested(), "nothing else pending");
-        // Two pending: one injected, the window asked for the other.
+        // Two pending: one injected; no window while it is being injected
+        // (the other comes at the next exit; see `prepare_entry`).
         v.write_u64(offset::EVENT_INJECTION, 0);
         w.k.raise(&mut w.m, w.root_vcpu, 0x51);
         w.k.raise(&mut w.m, w.root_vcpu, 0x52);
         assert!(w.k.prepare_entry(&mut w.m, w.root_vcpu));
         let v = w.m.vmcb(vmcb);
         assert_eq!(v.read_u64(offset::EVENT_INJECTION), 0x52 | (1 << 31));
-        assert!(v.interrupt_window_requested());
+        assert!(!v.interrupt_window_requested());
+        // The guest took it and turned interrupts off: the window again.
+        v.write_u64(offset::EVENT_INJECTION, 0);
+        v.write_u64(offset::RFLAGS, 0x2);
+        assert!(w.k.prepare_entry(&mut w.m, w.root_vcpu));
+        let v = w.m.vmcb(vmcb);
+        assert_eq!(v.read_u64(offset::EVENT_INJECTION), 0);
+        assert!(v.interrupt_window_requested(), "0x51 waits for the window");
     }
 
     #[test]
