@@ -76,9 +76,7 @@ impl Kernel {
         // completions to the root were lost under QEMU (disk I/O hung in
         // about one run in three under load); a second vector waits for the
         // next exit, as before.
-        vmcb.request_interrupt_window(
-            !event_pending && !can_take && v.highest_pending().is_some(),
-        );
+        vmcb.request_interrupt_window(!event_pending && !can_take && v.highest_pending().is_some());
         true
     }
 
