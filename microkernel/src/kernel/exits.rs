@@ -70,11 +70,13 @@ impl Kernel {
             vmcb.write_u64(offset::EVENT_INJECTION, vector as u64 | (1 << 31));
         }
         // No interrupt-window exit is asked for: a vector the guest cannot
-        // take now is injected at its next exit. Asking for the window
-        // (SVM V_IRQ + VINTR intercept) lost storage completions to the
-        // root under load, and the network of a child restored from a
-        // saved state (quick_migration_save_and_restore), under QEMU; see
-        // docs/hypercalls.md ("Virtual interrupts"). Open in issue 14.
+        // take now is injected at its next exit. With the window on (SVM
+        // V_IRQ + VINTR intercept) the vector is taken at once, but a child
+        // restored from a saved state then never sees its network client
+        // again (quick_migration_save_and_restore, every run): the stall is
+        // past the kernel (the VINTR exits inject the network vector), in
+        // the root's or child's VMBus networking after a restore. See
+        // docs/hypercalls.md ("Virtual interrupts").
         vmcb.request_interrupt_window(false);
         true
     }

@@ -38,8 +38,14 @@ const MSRS: [usize; 9] = [
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InvalidState;
 
-/// Reads a vCPU's complete state.
-pub fn save(vmcb: &Vmcb, regs: &GuestRegs, pending: [u64; 4]) -> VcpuState {
+/// Reads a vCPU's complete state. An external interrupt queued for the
+/// next entry (taken from the pending set, or re-queued after an exit that
+/// interrupted its delivery) counts as pending: a state saved then and
+/// loaded elsewhere still delivers it.
+pub fn save(vmcb: &Vmcb, regs: &GuestRegs, mut pending: [u64; 4]) -> VcpuState {
+    if let Some(vector) = vmcb.injected_interrupt() {
+        pending[usize::from(vector / 64)] |= 1 << (vector % 64);
+    }
     let mut s = VcpuState {
         gprs: [
             vmcb.read_u64(offset::RAX),
@@ -183,6 +189,15 @@ mod tests {
         assert_eq!(regs2, regs);
         assert_eq!(save(&other, &regs2, [0, 1, 0, 0]), s);
         assert_ne!(other.read_u64(offset::EFER) & mode::EFER_SVME, 0);
+        // An interrupt queued for the next entry is saved as pending.
+        vmcb.write_u64(offset::EVENT_INJECTION, 0x45 | (1 << 31));
+        assert_eq!(
+            save(&vmcb, &regs, [0, 1, 0, 0]).pending,
+            [0, 1 | (1 << 5), 0, 0]
+        );
+        // An exception is not (the instruction runs again).
+        vmcb.write_u64(offset::EVENT_INJECTION, 6 | (3 << 8) | (1 << 31));
+        assert_eq!(save(&vmcb, &regs, [0, 1, 0, 0]).pending, [0, 1, 0, 0]);
         let mut bad = s;
         bad.efer = 0;
         assert_eq!(validate(&bad), Err(InvalidState));

@@ -190,6 +190,18 @@ pub mod misc2 {
     pub const XSETBV: u32 = 1 << 13;
 }
 
+/// The event-injection format (EVENTINJ, EXITINTINFO).
+pub mod event {
+    /// The event is valid.
+    pub const VALID: u64 = 1 << 31;
+    /// Type field (bits 8..11): an external interrupt.
+    pub const TYPE_INTERRUPT: u64 = 0;
+    /// Type field: an exception.
+    pub const TYPE_EXCEPTION: u64 = 3;
+    /// Type field: a software interrupt (INTn).
+    pub const TYPE_SOFTWARE: u64 = 4;
+}
+
 /// `VINTR` bits (the virtual interrupt control word).
 #[allow(missing_docs)]
 pub mod vintr {
@@ -480,6 +492,37 @@ impl Vmcb {
         self.read_u64(offset::VINTR) & vintr::V_IRQ != 0
     }
 
+    /// After an exit: an event whose delivery the exit interrupted
+    /// (EXITINTINFO valid, e.g. an injected interrupt whose frame push
+    /// faulted to the hypervisor) is queued again for the next VMRUN, as
+    /// the VMX backend does with the IDT-vectoring information. A software
+    /// interrupt (INTn) or a software exception (#BP, #OF) is not: RIP
+    /// still points at its instruction, which runs again. Returns whether
+    /// an event was queued.
+    pub fn reinject_interrupted_event(&mut self) -> bool {
+        let info = self.read_u64(offset::EXIT_INT_INFO);
+        if info & event::VALID == 0 {
+            return false;
+        }
+        self.write_u64(offset::EXIT_INT_INFO, 0);
+        let kind = (info >> 8) & 7;
+        let vector = info & 0xff;
+        let software = kind == event::TYPE_SOFTWARE
+            || (kind == event::TYPE_EXCEPTION && (vector == 3 || vector == 4));
+        if software || self.read_u64(offset::EVENT_INJECTION) & event::VALID != 0 {
+            return false;
+        }
+        self.write_u64(offset::EVENT_INJECTION, info);
+        true
+    }
+
+    /// The external interrupt queued for the next VMRUN, if one is.
+    pub fn injected_interrupt(&self) -> Option<u8> {
+        let event = self.read_u64(offset::EVENT_INJECTION);
+        (event & event::VALID != 0 && (event >> 8) & 7 == event::TYPE_INTERRUPT)
+            .then_some(event as u8)
+    }
+
     /// Queues an exception for delivery at the next VMRUN.
     pub fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
         let mut event = vector as u64 | (3 << 8) | (1 << 31);
@@ -536,6 +579,33 @@ mod tests {
         assert_ne!(v.read_u64(offset::VINTR) & vintr::V_INTR_MASKING, 0);
         v.request_interrupt_window(false);
         assert_eq!(v.read_u64(offset::VINTR), vintr::V_INTR_MASKING);
+    }
+
+    #[test]
+    fn an_interrupted_delivery_is_queued_again_once() {
+        let mut v = Box::new(Vmcb::new());
+        assert!(!v.reinject_interrupted_event(), "nothing was interrupted");
+        // An external interrupt, vector 0x51.
+        v.write_u64(offset::EXIT_INT_INFO, 0x51 | event::VALID);
+        assert!(v.reinject_interrupted_event());
+        assert_eq!(v.read_u64(offset::EVENT_INJECTION), 0x51 | event::VALID);
+        assert_eq!(v.injected_interrupt(), Some(0x51));
+        assert_eq!(v.read_u64(offset::EXIT_INT_INFO), 0);
+        assert!(!v.reinject_interrupted_event(), "consumed");
+        // A page fault with its error code keeps the code.
+        v.write_u64(offset::EVENT_INJECTION, 0);
+        let pf = 14 | (3 << 8) | (1 << 11) | event::VALID | (2 << 32);
+        v.write_u64(offset::EXIT_INT_INFO, pf);
+        assert!(v.reinject_interrupted_event());
+        assert_eq!(v.read_u64(offset::EVENT_INJECTION), pf);
+        assert_eq!(v.injected_interrupt(), None, "an exception is no interrupt");
+        // INTn and INT3 run again instead.
+        v.write_u64(offset::EVENT_INJECTION, 0);
+        for soft in [0x80 | (4 << 8), 3 | (3 << 8)] {
+            v.write_u64(offset::EXIT_INT_INFO, soft | event::VALID);
+            assert!(!v.reinject_interrupted_event());
+            assert_eq!(v.read_u64(offset::EVENT_INJECTION), 0);
+        }
         v.inject_exception(13, Some(0));
         assert_eq!(
             v.read_u64(offset::EVENT_INJECTION),

@@ -90,7 +90,11 @@ pub struct Stamps {
 /// SVM terms on both backends.
 pub fn enter(vmcb: &mut Vmcb, regs: &mut GuestRegs, host_vmcb: u64) -> Stamps {
     match backend() {
-        Backend::Svm => svm::enter(vmcb, regs, host_vmcb),
+        Backend::Svm => {
+            let stamps = svm::enter(vmcb, regs, host_vmcb);
+            vmcb.reinject_interrupted_event();
+            stamps
+        }
         Backend::Vmx => vmx::enter(vmcb, regs),
     }
 }
