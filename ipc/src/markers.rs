@@ -61,6 +61,9 @@ impl fmt::Display for KernelException {
 
 /// Printed by the root partition just before it powers off.
 pub const ROOT_POWER_OFF: &str = "root partition: powering off";
+/// The root booted as a node (no `scenario=` on the command line): its
+/// event loop runs until it is told to stop.
+pub const NODE_UP: &str = "root partition: node up";
 /// Printed by the microkernel when the root partition powered off (it then exits with success).
 pub const KERNEL_POWER_OFF: &str = "capvisor: root partition powered off, shutting down";
 

@@ -155,10 +155,21 @@ pub fn wait_until(mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Interrupts taken (vectors from [`ipc::hypercall::MIN_VECTOR`] up,
+/// handled or not), on every vCPU of the partition.
+static TAKEN: AtomicU64 = AtomicU64::new(0);
+
+/// How many interrupts this partition has taken so far: a loop that sleeps
+/// in [`wait_until`] until this moves wakes on any interrupt.
+pub fn taken() -> u64 {
+    TAKEN.load(Ordering::Acquire)
+}
+
 /// Called by the entry stubs with the saved frame (see [`crate::arch`]).
 pub extern "C" fn dispatch(frame: &mut InterruptFrame) {
     let vector = frame.vector as u8;
     if vector >= ipc::hypercall::MIN_VECTOR {
+        TAKEN.fetch_add(1, Ordering::AcqRel);
         let handler = HANDLERS[vector as usize].load(Ordering::Acquire);
         if handler == 0 {
             SPURIOUS.fetch_add(1, Ordering::Relaxed);

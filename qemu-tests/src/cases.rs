@@ -47,6 +47,9 @@ pub const LIMITS: Limits = Limits {
 pub enum Script {
     /// Full boot of `n` processors, the root runs and powers off, the kernel shuts down.
     PowerOff(u32),
+    /// No scenario: the root boots as a node (`node.run-for=` stops it),
+    /// its loop sleeping; then it powers off.
+    Node,
     /// As [`Script::PowerOff`] but without the root's own line (a user watching a hand boot).
     HandBoot(u32),
     /// The kernel refuses to start: its banner, then this line.
@@ -1214,6 +1217,14 @@ pub fn markers(script: Script) -> Vec<String> {
                 KERNEL_POWER_OFF.to_owned(),
             ])
             .collect(),
+        Script::Node => vec![
+            KERNEL_BANNER.to_owned(),
+            ROOT_BANNER.to_owned(),
+            ipc::markers::NODE_UP.to_owned(),
+            "root partition: node stopped after".to_owned(),
+            ROOT_POWER_OFF.to_owned(),
+            KERNEL_POWER_OFF.to_owned(),
+        ],
         Script::HandBoot(n) => cpus(n)
             .chain([
                 svm_npt.to_string(),
@@ -1281,6 +1292,32 @@ pub fn timed_markers(script: Script, firmware: Firmware) -> Vec<Expectation> {
             }
         })
         .collect()
+}
+
+/// The node's closing line: `... N rounds, B busy, S sleeps ...`: an idle
+/// node with nothing to serve sleeps and is never busy.
+fn node_slept(lines: &[String]) -> Result<(), String> {
+    let line = lines
+        .iter()
+        .find(|l| l.contains("root partition: node stopped after"))
+        .ok_or("no closing line of the node")?;
+    let number_before = |label: &str| -> Option<u64> {
+        let at = line.find(label)?;
+        line[..at].split_whitespace().last()?.parse().ok()
+    };
+    let (Some(rounds), Some(busy), Some(sleeps)) = (
+        number_before(" rounds"),
+        number_before(" busy"),
+        number_before(" sleeps"),
+    ) else {
+        return Err(format!("unreadable closing line: {line}"));
+    };
+    if sleeps == 0 || busy != 0 || rounds > sleeps + 1 {
+        return Err(format!(
+            "the idle node did not just sleep: {rounds} rounds, {busy} busy, {sleeps} sleeps"
+        ));
+    }
+    Ok(())
 }
 
 /// Builds a case from one table row (one boot, no data disk: chain
@@ -1428,14 +1465,16 @@ pub fn all() -> Vec<Case> {
     #[rustfmt::skip]
     let table = vec![
         //   name                  machine(smp, cpu, firmware, managed)   cmdline   markers                      exit
-        case("bios_smp1",          machine(1, "EPYC", Bios, true),         "",       PowerOff(1),                 Kernel(Success)),
-        case("bios_smp2",          machine(2, "EPYC", Bios, true),         "",       PowerOff(2),                 Kernel(Success)),
-        case("bios_smp4",          machine(4, "EPYC", Bios, true),         "",       PowerOff(4),                 Kernel(Success)),
-        case("uefi_smp2",          machine(2, "EPYC", Uefi, true),         "",       PowerOff(2),                 Kernel(Success)),
+        case("bios_smp1",          machine(1, "EPYC", Bios, true),         "scenario=demo",       PowerOff(1),                 Kernel(Success)),
+        case("bios_smp2",          machine(2, "EPYC", Bios, true),         "scenario=demo",       PowerOff(2),                 Kernel(Success)),
+        case("bios_smp4",          machine(4, "EPYC", Bios, true),         "scenario=demo",       PowerOff(4),                 Kernel(Success)),
+        case("uefi_smp2",          machine(2, "EPYC", Uefi, true),         "scenario=demo",       PowerOff(2),                 Kernel(Success)),
         case("no_nested_paging",   machine(2, "qemu64,+svm", Bios, true),  "",       Refuses(NO_NESTED_PAGING),   Kernel(Failure)),
         case("no_virtualization",  machine(2, "qemu64,-svm", Bios, true),  "",       Refuses(NO_VIRTUALIZATION),  Kernel(Failure)),
         case("isolation_read_hypervisor_frame", machine(2, "EPYC", Bios, true), selftest, ReadsHypervisorFrame, Kernel(RootFault)),
-        case("hand_boot_acpi_power_off", machine(4, "EPYC", Bios, false),  "",       HandBoot(4),                 Status(0)),
+        case("hand_boot_acpi_power_off", machine(4, "EPYC", Bios, false),  "scenario=demo",       HandBoot(4),                 Status(0)),
+        case("node_without_scenario_sleeps", machine(2, "EPYC", Bios, true), "node.run-for=4", Script::Node, Kernel(Success))
+            .transcript_check("the idle node's loop slept, never busy", node_slept),
         case("children_smp4",      machine(4, "EPYC", Bios, true),         "scenario=demo",     Children,   Kernel(Success)),
         case("busy_vcpus_6_on_2",  machine(2, "EPYC", Bios, true),         "scenario=spin",     Spin,       Kernel(Success)),
         case("pause_resume_destroy_reuse", machine(2, "EPYC", Bios, true), "scenario=life",     Lifecycle,  Kernel(Success)),

@@ -14,3 +14,4 @@ pub mod config;
 pub mod disks;
 pub mod layout;
 pub mod migrate;
+pub mod node;

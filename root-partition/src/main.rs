@@ -32,6 +32,8 @@ mod migration;
 #[cfg(target_os = "none")]
 mod net;
 #[cfg(target_os = "none")]
+mod node_hw;
+#[cfg(target_os = "none")]
 mod quick;
 #[cfg(target_os = "none")]
 mod selftest_alias;
@@ -147,20 +149,25 @@ mod entry {
         let scenario_name = info
             .cmdline()
             .split_whitespace()
-            .find_map(|w| w.strip_prefix("scenario="))
-            .unwrap_or("demo");
-        let config =
-            core::str::from_utf8(arch::ram(info.config.start, info.config.len())).unwrap_or("");
-        match root_partition::config::scenario(config, scenario_name) {
-            Ok(scenario) => {
-                println!("root partition: running scenario {scenario_name}");
-                if let Err(e) = crate::children::run(&info, &scenario) {
-                    println!("root partition: scenario {scenario_name} failed: {e:?}");
+            .find_map(|w| w.strip_prefix("scenario="));
+        match scenario_name {
+            // No scenario: the root is a node and runs until told to stop.
+            None => crate::node_hw::run(&info),
+            Some(scenario_name) => {
+                let config = core::str::from_utf8(arch::ram(info.config.start, info.config.len()))
+                    .unwrap_or("");
+                match root_partition::config::scenario(config, scenario_name) {
+                    Ok(scenario) => {
+                        println!("root partition: running scenario {scenario_name}");
+                        if let Err(e) = crate::children::run(&info, &scenario) {
+                            println!("root partition: scenario {scenario_name} failed: {e:?}");
+                        }
+                    }
+                    Err(e) => println!(
+                        "root partition: no scenario {scenario_name:?} in the boot configuration: {e:?}"
+                    ),
                 }
             }
-            Err(e) => println!(
-                "root partition: no scenario {scenario_name:?} in the boot configuration: {e:?}"
-            ),
         }
         if info.has_flag(markers::BENCH_STORAGE) {
             match crate::storage::bench_direct(ipc::disk::BENCH_FILE) {
