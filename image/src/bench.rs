@@ -401,3 +401,140 @@ mod tests {
         assert_eq!(vmx_over_svm(&lines[..2]), None);
     }
 }
+
+/// How long the idle benchmark watches each node.
+pub const IDLE_WINDOW: Duration = Duration::from_secs(30);
+/// The idle node's kernel command line (its loop sleeps); the peer adds
+/// `node.poll` (its loop polls, as the root did before it was a node).
+pub const IDLE_CMDLINE: &str = "";
+
+/// CPU time (user + system) a process has used so far, from
+/// `/proc/PID/stat` (fields 14 and 15, in clock ticks of 1/100 s, the
+/// kernel's `USER_HZ` on every Linux port).
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("could not read /proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces: count from after its ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("unreadable /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ')': state is field 3, so utime (14) is index 11, stime (15) 12.
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .context("unreadable /proc stat field")
+    };
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+}
+
+/// One idle node: boots `iso`, waits for the node's loop to start, and
+/// returns the QEMU process's CPU time over [`IDLE_WINDOW`] as a share of
+/// one host core; the node is stopped (by PID) afterwards.
+fn idle_share(iso: &std::path::Path, scratch: &std::path::Path) -> Result<f64> {
+    let options = QemuOptions::default();
+    let mut cmd = options.command(iso, scratch)?;
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null());
+    let shown = process::display(&cmd);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("could not start {shown}"))?;
+    let stdout = child.stdout.take().context("the emulator has no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+            if tx
+                .send(String::from_utf8_lossy(&line).into_owned())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let result = (|| {
+        let deadline = Instant::now() + LIMIT;
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    let up = line.contains(ipc::markers::NODE_UP);
+                    seen.push(line);
+                    if up {
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!(
+                        "the node ended before its loop started:\n{}",
+                        seen.join("\n")
+                    )
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the node's loop did not start in {LIMIT:?}:\n{}",
+                    seen.join("\n")
+                );
+            }
+        }
+        // Let the boot's last work settle, then watch.
+        std::thread::sleep(Duration::from_secs(2));
+        let before = cpu_time(child.id())?;
+        std::thread::sleep(IDLE_WINDOW);
+        let after = cpu_time(child.id())?;
+        Ok((after - before).as_secs_f64() / IDLE_WINDOW.as_secs_f64())
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+/// The idle benchmark: the CPU time of the QEMU process of an idle node
+/// over [`IDLE_WINDOW`], next to the same node with its loop forced to
+/// poll, both watched at the same time; prints the shares of one host
+/// core and their ratio (goal: the idle node at most 5% of a core).
+pub fn idle() -> Result<Vec<String>> {
+    prereq::ensure_image_prerequisites()?;
+    let binaries = kernel::build()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("capvisor-bench-idle-")
+        .tempdir()?;
+    let (sleeping_dir, polling_dir) = (scratch.path().join("sleep"), scratch.path().join("poll"));
+    std::fs::create_dir_all(&sleeping_dir)?;
+    std::fs::create_dir_all(&polling_dir)?;
+    let sleeping_iso = sleeping_dir.join("capvisor.iso");
+    let polling_iso = polling_dir.join("capvisor.iso");
+    iso::make(&binaries, IDLE_CMDLINE, &sleeping_iso)?;
+    iso::make(
+        &binaries,
+        &format!("{IDLE_CMDLINE} node.poll"),
+        &polling_iso,
+    )?;
+    let polling = std::thread::spawn(move || idle_share(&polling_iso, &polling_dir));
+    let sleeping = idle_share(&sleeping_iso, &sleeping_dir);
+    let polling = polling
+        .join()
+        .map_err(|_| anyhow::anyhow!("the polling node's watcher panicked"))?;
+    let (sleeping, polling) = (sleeping?, polling?);
+    let out = vec![
+        format!(
+            "idle bench: idle node (no VM): QEMU process {:.1}% of one host core over {} s (goal <= 5%)",
+            sleeping * 100.0,
+            IDLE_WINDOW.as_secs()
+        ),
+        format!(
+            "idle bench: the same node with its loop polling: {:.1}% of one host core; sleeping costs {:.3}x the polling node's CPU time",
+            polling * 100.0,
+            sleeping / polling.max(f64::MIN_POSITIVE)
+        ),
+    ];
+    for line in &out {
+        println!("{line}");
+    }
+    Ok(out)
+}

@@ -51,6 +51,8 @@ enum BenchKind {
     Storage,
     /// Child to child through the virtual switch vs the root moving the same frames.
     Network,
+    /// The CPU time of an idle node's QEMU process, sleeping vs polling.
+    Idle,
 }
 
 #[derive(Args, Debug)]
@@ -157,6 +159,9 @@ fn bench_command(args: &BenchArgs) -> Result<()> {
     }
     if runs(BenchKind::Network) {
         image::bench::network()?;
+    }
+    if runs(BenchKind::Idle) {
+        image::bench::idle()?;
     }
     Ok(())
 }

@@ -136,6 +136,7 @@ pub fn run(options: &SuiteOptions) -> Result<i32> {
         crate::bench::hypercall()?;
         crate::bench::storage()?;
         crate::bench::network()?;
+        crate::bench::idle()?;
     }
 
     announce("tests: cargo nextest run --workspace");
