@@ -378,30 +378,6 @@ pub fn network() -> Result<Vec<String>> {
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_ratio_line_divides_vmx_by_svm() {
-        let lines: Vec<String> = [
-            "svm: bench: null hypercall round trip: 263 instructions (guest view, min of 20 batches of 1000)",
-            "svm: bench: microkernel null hypercall path: min 109, mean 118 instructions over 20000 calls",
-            "vmx: bench: null hypercall round trip: 358 instructions (guest view, min of 20 batches of 1000)",
-            "vmx: bench: microkernel null hypercall path: min 203, mean 212 instructions over 20000 calls",
-        ]
-        .map(String::from)
-        .to_vec();
-        assert_eq!(
-            vmx_over_svm(&lines).as_deref(),
-            Some(
-                "vmx/svm: bench: microkernel null hypercall path 1.86x (203 / 109, goal <= 2x: met), guest view 1.36x (358 / 263)"
-            )
-        );
-        assert_eq!(vmx_over_svm(&lines[..2]), None);
-    }
-}
-
 /// How long the idle benchmark watches each node.
 pub const IDLE_WINDOW: Duration = Duration::from_secs(30);
 /// The idle node's kernel command line (its loop sleeps); the peer adds
@@ -537,4 +513,28 @@ pub fn idle() -> Result<Vec<String>> {
         println!("{line}");
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ratio_line_divides_vmx_by_svm() {
+        let lines: Vec<String> = [
+            "svm: bench: null hypercall round trip: 263 instructions (guest view, min of 20 batches of 1000)",
+            "svm: bench: microkernel null hypercall path: min 109, mean 118 instructions over 20000 calls",
+            "vmx: bench: null hypercall round trip: 358 instructions (guest view, min of 20 batches of 1000)",
+            "vmx: bench: microkernel null hypercall path: min 203, mean 212 instructions over 20000 calls",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            vmx_over_svm(&lines).as_deref(),
+            Some(
+                "vmx/svm: bench: microkernel null hypercall path 1.86x (203 / 109, goal <= 2x: met), guest view 1.36x (358 / 263)"
+            )
+        );
+        assert_eq!(vmx_over_svm(&lines[..2]), None);
+    }
 }
