@@ -28,7 +28,7 @@ use virtio_drivers::transport::DeviceType;
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::pci::bus::DeviceFunction;
 
-use crate::arch::dma::RootHal;
+use crate::hal::dma::RootHal;
 use crate::virtio;
 
 /// The vector the disk's interrupt arrives on.

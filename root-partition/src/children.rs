@@ -15,7 +15,7 @@ use partition_rt::hypercall;
 use root_partition::config::{Action, ChildSpec, Scenario};
 use root_partition::layout::{Layout, STACK_BYTES, STACK_TOP};
 
-use crate::arch;
+use crate::hal;
 
 /// Most children alive at once.
 pub const MAX_CHILDREN: usize = 8;
@@ -66,7 +66,7 @@ pub enum Failure {
 /// into the caller's memory); a failure names the call.
 pub fn call(what: &'static str, c: Call) -> Result<[u64; 3], Failure> {
     let result = if partition_rt::hypercall::writes_caller_memory(&c) {
-        arch::buffer_hypercall(&c)
+        hal::scratch::with(|s| s.call(&c))
     } else {
         hypercall(&c)
     };
@@ -110,7 +110,7 @@ pub struct Root {
 pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
     let root = discover(info)?;
     crate::vmbus::choose_windows(info.shared_window);
-    let image_bytes = arch::ram(info.child_image.start, info.child_image.len());
+    let image_bytes = hal::ram::modules().child_image;
     let image = Image::parse(image_bytes, ipc::boot::PARTITION_IMAGE_BASE, u64::MAX)
         .map_err(Failure::Image)?;
     for i in 0..MAX_CHILDREN {
@@ -141,16 +141,16 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                 }
                 children[index] = Some(child);
                 if spec.workload() == "dirty" {
-                    dirty_check(&root, &child, index)?;
+                    dirty_check(&child, index)?;
                 }
             }
             Action::Pause(name) => {
                 let child = find(&children, name)?;
-                pause_check(&root, &child)?;
+                pause_check(&child)?;
             }
             Action::Resume(name) => {
                 let child = find(&children, name)?;
-                resume_check(&root, &child)?;
+                resume_check(&child)?;
             }
             Action::HotAdd {
                 child,
@@ -512,7 +512,8 @@ fn start(
     let base = place(root, children, spec.memory).ok_or(Failure::NoMemory)?;
     let pages = spec.memory / 4096;
     // Prepare the memory while it is still the root's.
-    let memory = arch::ram(base, spec.memory);
+    let mut lease = hal::ram::lease(base, spec.memory).map_err(|_| Failure::NoMemory)?;
+    let memory = lease.bytes();
     let tables = layout.tables();
     memory[..tables.end as usize].fill(0);
     for (gpa, value) in layout.table_entries() {
@@ -525,6 +526,7 @@ fn start(
         memory[at + bytes.len()..at + seg.mem_size as usize].fill(0);
     }
     // Create it: the memory leaves the root.
+    drop(lease);
     let first_page = (base - root.ram_range.start) / 4096;
     let r = call(
         "create",
@@ -647,15 +649,15 @@ fn start(
         tsc_khz: u64::from(root.tsc_khz),
     };
     boot.workload = spec.workload;
-    arch::ram(root.scratch, 4096).copy_from_slice(&boot.to_page());
-    call(
-        "boot page",
-        Call::MemoryWrite {
+    hal::scratch::with(|s| {
+        s.page_mut().copy_from_slice(&boot.to_page());
+        s.call(&Call::MemoryWrite {
             partition,
             gpa: layout.boot_page(),
-            buffer: root.scratch,
-        },
-    )?;
+            buffer: s.address(),
+        })
+    })
+    .map_err(|e| Failure::Call("boot page", e))?;
     if spec.workload() == "dirty" {
         call(
             "dirty log",
@@ -735,18 +737,15 @@ pub fn make_to_root(
 /// Where a vCPU is: its instruction pointer and general registers (the
 /// instruction pointer alone can stay the same while a loop runs, as TCG
 /// only stops a vCPU at the head of a translated block).
-fn position_of(root: &Root, vcpu: SlotHandle) -> Result<(u64, [u64; 16]), Failure> {
-    call(
-        "state",
-        Call::VcpuGetState {
+fn position_of(vcpu: SlotHandle) -> Result<(u64, [u64; 16]), Failure> {
+    let state = hal::scratch::with(|s| {
+        s.call(&Call::VcpuGetState {
             vcpu,
-            buffer: root.scratch,
-        },
-    )?;
-    let page: &[u8; 4096] = (&*arch::ram(root.scratch, 4096))
-        .try_into()
-        .map_err(|_| Failure::Check("scratch"))?;
-    let state = VcpuState::from_page(page);
+            buffer: s.address(),
+        })?;
+        Ok(VcpuState::from_page(s.page()))
+    })
+    .map_err(|e| Failure::Call("state", e))?;
     Ok((state.rip, state.gprs))
 }
 
@@ -792,14 +791,14 @@ fn wait_serving(mut done: impl FnMut() -> bool) {
 const A_WHILE: u64 = 100_000_000;
 
 /// Pauses every vCPU of a child and checks that their state stays put.
-fn pause_check(root: &Root, child: &Child) -> Result<(), Failure> {
+fn pause_check(child: &Child) -> Result<(), Failure> {
     let vcpu = child.vcpus[0].ok_or(Failure::Missing("vcpu"))?;
     for v in child.vcpus.iter().flatten() {
         call("pause", Call::VcpuPause { vcpu: *v })?;
     }
-    let before = position_of(root, vcpu)?;
+    let before = position_of(vcpu)?;
     let_time_pass(A_WHILE);
-    let after = position_of(root, vcpu)?;
+    let after = position_of(vcpu)?;
     if before != after {
         return Err(Failure::Check("a paused vCPU moved"));
     }
@@ -808,16 +807,16 @@ fn pause_check(root: &Root, child: &Child) -> Result<(), Failure> {
 }
 
 /// Resumes a paused child and checks that it runs again.
-fn resume_check(root: &Root, child: &Child) -> Result<(), Failure> {
+fn resume_check(child: &Child) -> Result<(), Failure> {
     let vcpu = child.vcpus[0].ok_or(Failure::Missing("vcpu"))?;
-    let before = position_of(root, vcpu)?;
+    let before = position_of(vcpu)?;
     for v in child.vcpus.iter().flatten() {
         call("resume", Call::VcpuResume { vcpu: *v })?;
     }
     for _ in 0..50 {
         let_time_pass(A_WHILE);
         call("pause", Call::VcpuPause { vcpu })?;
-        let now = position_of(root, vcpu)?;
+        let now = position_of(vcpu)?;
         call("resume", Call::VcpuResume { vcpu })?;
         if now != before {
             println!("{}", markers::ChildResumed(child.spec.name.as_str()));
@@ -829,25 +828,24 @@ fn resume_check(root: &Root, child: &Child) -> Result<(), Failure> {
 
 /// The dirty-logging check (see the `dirty` workload): wait for "ready",
 /// clear the log, tell the child to write, wait for "done", and compare.
-fn dirty_check(root: &Root, child: &Child, index: usize) -> Result<(), Failure> {
+fn dirty_check(child: &Child, index: usize) -> Result<(), Failure> {
     let name = child.spec.name.as_str();
     let wait_for = |n: u32| wait_serving(|| SIGNALS[index].load(Ordering::Acquire) >= n);
     wait_for(1);
     let window = child.spec.args[0];
     let fetch = || -> Result<u64, Failure> {
-        call(
-            "fetch",
-            Call::DirtyFetch {
+        hal::scratch::with(|s| {
+            s.call(&Call::DirtyFetch {
                 partition: child.partition,
                 first_gpa: window,
                 pages: 64,
-                buffer: root.scratch,
-            },
-        )?;
-        let bytes = arch::ram(root.scratch, 8);
-        Ok(u64::from_le_bytes(
-            bytes.try_into().map_err(|_| Failure::Check("scratch"))?,
-        ))
+                buffer: s.address(),
+            })?;
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&s.page()[..8]);
+            Ok(u64::from_le_bytes(word))
+        })
+        .map_err(|e| Failure::Call("fetch", e))
     };
     fetch()?; // Clear whatever the child touched while starting.
     call(

@@ -8,7 +8,7 @@ use ipc::boot::{BootInfo, cap_kind};
 use ipc::hypercall::{Call, SlotHandle, Status};
 use ipc::markers::DeviceInterrupts;
 
-use crate::arch;
+use crate::hal;
 
 /// The RTC's global system interrupt.
 const RTC_GSI: u64 = 8;
@@ -24,13 +24,13 @@ fn on_interrupt(_vector: u8) {
 }
 
 fn rtc_read(register: u8) -> u8 {
-    arch::outb(0x70, register | 0x80);
-    arch::inb(0x71)
+    hal::outb(0x70, register | 0x80);
+    hal::inb(0x71)
 }
 
 fn rtc_write(register: u8, value: u8) {
-    arch::outb(0x70, register | 0x80);
-    arch::outb(0x71, value);
+    hal::outb(0x70, register | 0x80);
+    hal::outb(0x71, value);
 }
 
 /// Runs the test; the result line or why it failed.

@@ -18,8 +18,6 @@ fn main() {
 extern crate alloc;
 
 #[cfg(target_os = "none")]
-mod arch;
-#[cfg(target_os = "none")]
 mod bench;
 #[cfg(target_os = "none")]
 mod blk;
@@ -27,6 +25,8 @@ mod blk;
 mod children;
 #[cfg(target_os = "none")]
 mod devirq;
+#[cfg(target_os = "none")]
+mod hal;
 #[cfg(target_os = "none")]
 mod migration;
 #[cfg(target_os = "none")]
@@ -50,10 +50,10 @@ mod vmbus;
 
 #[cfg(target_os = "none")]
 mod entry {
-    use ipc::boot::{BootInfo, SELFTEST_READ_HYPERVISOR_FRAME};
+    use ipc::boot::SELFTEST_READ_HYPERVISOR_FRAME;
     use ipc::markers;
 
-    use crate::arch;
+    use crate::hal;
 
     #[global_allocator]
     static HEAP: partition_rt::heap::LockedHeap = partition_rt::heap::LockedHeap::empty();
@@ -69,11 +69,11 @@ mod entry {
     /// Entry from the microkernel: `boot_page` is the boot-information page.
     #[unsafe(no_mangle)]
     extern "C" fn _start(boot_page: u64) -> ! {
-        let info = match BootInfo::from_page(arch::boot_page(boot_page)) {
+        let info = match hal::boot(boot_page, &HEAP) {
             Ok(info) => info,
             Err(e) => {
-                println!("root partition: unusable boot page at {boot_page:#x}: {e:?}");
-                arch::crash()
+                println!("root partition: {e}");
+                hal::crash()
             }
         };
         let ram: u64 = info.memory().iter().map(|r| r.len()).sum();
@@ -97,14 +97,7 @@ mod entry {
         }
         if partition_rt::init_vcpu(0).is_err() {
             println!("root partition: cannot set up its descriptor tables");
-            arch::crash();
-        }
-        match crate::children::heap_range(&info) {
-            Ok((heap, _)) => arch::init_heap(&HEAP, heap.start, heap.end),
-            Err(e) => {
-                println!("root partition: no room for its heap: {e:?}");
-                arch::crash();
-            }
+            hal::crash();
         }
         if info.has_flag(markers::SELFTEST_RACE) {
             crate::selftest_race::run(&info);
@@ -136,11 +129,13 @@ mod entry {
         if info.has_flag(SELFTEST_READ_HYPERVISOR_FRAME) {
             let target = info.hypervisor_image.start;
             println!("{}", markers::RootReadsHypervisorFrame(target));
-            let value = arch::read_physical(target);
-            println!(
-                "root partition: ISOLATION BROKEN: read {value:#x} from the hypervisor's memory"
-            );
-            arch::crash();
+            match hal::read_physical(target) {
+                Some(value) => println!(
+                    "root partition: ISOLATION BROKEN: read {value:#x} from the hypervisor's memory"
+                ),
+                None => println!("root partition: {target:#x} is in the root's own RAM"),
+            }
+            hal::crash();
         }
         if info.has_flag(markers::BENCH_HYPERCALL) {
             println!("{}", crate::bench::null_hypercall());
@@ -154,8 +149,7 @@ mod entry {
             // No scenario: the root is a node and runs until told to stop.
             None => crate::node_hw::run(&info),
             Some(scenario_name) => {
-                let config = core::str::from_utf8(arch::ram(info.config.start, info.config.len()))
-                    .unwrap_or("");
+                let config = core::str::from_utf8(hal::ram::modules().config).unwrap_or("");
                 match root_partition::config::scenario(config, scenario_name) {
                     Ok(scenario) => {
                         println!("root partition: running scenario {scenario_name}");
@@ -197,6 +191,6 @@ mod entry {
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         println!("root partition panic: {info}");
-        arch::crash()
+        hal::crash()
     }
 }

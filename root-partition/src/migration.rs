@@ -36,8 +36,8 @@ use root_partition::migrate::{
     self, Aborted, Clock, Control, Destination, Loopback, PAGE, Phase, Policy, Source, Stats,
 };
 
-use crate::arch;
 use crate::children::{Child, Root, call, handle};
+use crate::hal;
 
 macro_rules! println {
     ($($arg:tt)*) => {
@@ -74,7 +74,6 @@ pub struct ChildSource {
     partition: SlotHandle,
     vcpus: Vec<SlotHandle>,
     pages: u64,
-    scratch: u64,
     /// Pages the root shares with the child (sent again in the blackout).
     shared: Vec<(u64, u64)>,
     index: usize,
@@ -101,7 +100,6 @@ impl ChildSource {
             partition: child.partition,
             vcpus: child.vcpus.iter().flatten().copied().collect(),
             pages: child.pages,
-            scratch: root.scratch,
             shared: Vec::new(),
             index,
             paused: false,
@@ -183,18 +181,22 @@ impl Source for ChildSource {
                 words.fill(0);
                 continue;
             }
-            arch::buffer_hypercall(&Call::DirtyFetch {
-                partition: self.partition,
-                first_gpa: first_page * 4096,
-                pages,
-                buffer: self.scratch,
+            let partition = self.partition;
+            hal::scratch::with(|s| {
+                s.call(&Call::DirtyFetch {
+                    partition,
+                    first_gpa: first_page * 4096,
+                    pages,
+                    buffer: s.address(),
+                })?;
+                let bitmap = s.page();
+                for (i, w) in words.iter_mut().enumerate() {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&bitmap[i * 8..i * 8 + 8]);
+                    *w = u64::from_le_bytes(b);
+                }
+                Ok(())
             })?;
-            let bitmap = arch::ram(self.scratch, 4096);
-            for (i, w) in words.iter_mut().enumerate() {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&bitmap[i * 8..i * 8 + 8]);
-                *w = u64::from_le_bytes(b);
-            }
         }
         if self.paused {
             // What the root wrote is not in the child's log.
@@ -218,13 +220,16 @@ impl Source for ChildSource {
             buf.fill(0);
             return Ok(());
         }
-        arch::buffer_hypercall(&Call::MemoryRead {
-            partition: self.partition,
-            gpa: page * 4096,
-            buffer: self.scratch,
-        })?;
-        buf.copy_from_slice(arch::ram(self.scratch, 4096));
-        Ok(())
+        let partition = self.partition;
+        hal::scratch::with(|s| {
+            s.call(&Call::MemoryRead {
+                partition,
+                gpa: page * 4096,
+                buffer: s.address(),
+            })?;
+            buf.copy_from_slice(s.page());
+            Ok(())
+        })
     }
 
     fn throttle(&mut self, percent: u8) -> Result<(), Status> {
@@ -279,14 +284,16 @@ impl Source for ChildSource {
             .vcpus
             .get(index as usize)
             .ok_or(Status::InvalidArgument)?;
-        arch::buffer_hypercall(&Call::VcpuGetState {
-            vcpu,
-            buffer: self.scratch,
-        })?;
         let len = ipc::vcpu_state::WORDS * 8;
         let out = buf.get_mut(..len).ok_or(Status::InvalidArgument)?;
-        out.copy_from_slice(&arch::ram(self.scratch, len as u64)[..len]);
-        Ok(len)
+        hal::scratch::with(|s| {
+            s.call(&Call::VcpuGetState {
+                vcpu,
+                buffer: s.address(),
+            })?;
+            out.copy_from_slice(&s.page()[..len]);
+            Ok(len)
+        })
     }
 
     fn device_states(&mut self, out: &mut DeviceOut<'_>) -> Result<(), Status> {
@@ -311,8 +318,6 @@ pub struct ChildDestination {
     pub partition: SlotHandle,
     /// Its vCPUs, not started.
     pub vcpus: Vec<SlotHandle>,
-    /// The root's scratch page.
-    pub scratch: u64,
     /// The page count the stream must have, if known.
     pub pages: Option<u64>,
     /// Device records kept (a restore's), or `None` to ignore them (on one
@@ -327,17 +332,20 @@ impl Destination for ChildDestination {
         if page == 0 {
             return Ok(());
         }
-        arch::ram(self.scratch, 4096).copy_from_slice(data);
-        arch::buffer_hypercall(&Call::MemoryWrite {
-            partition: self.partition,
-            gpa: page * 4096,
-            buffer: self.scratch,
+        let partition = self.partition;
+        hal::scratch::with(|s| {
+            s.page_mut().copy_from_slice(data);
+            s.call(&Call::MemoryWrite {
+                partition,
+                gpa: page * 4096,
+                buffer: s.address(),
+            })
+            .map(|_| ())
         })
-        .map(|_| ())
     }
 
     fn set_vcpu_state(&mut self, index: u16, bytes: &[u8]) -> Result<(), Status> {
-        set_vcpu_state(&self.vcpus, self.scratch, index, bytes)
+        set_vcpu_state(&self.vcpus, index, bytes)
     }
 
     fn device_state(&mut self, kind: DeviceKind, instance: u8, bytes: &[u8]) -> Result<(), Status> {
@@ -370,23 +378,20 @@ impl Destination for ChildDestination {
 }
 
 /// Sets vCPU `index` of `vcpus` to a saved state (through the scratch page).
-pub fn set_vcpu_state(
-    vcpus: &[SlotHandle],
-    scratch: u64,
-    index: u16,
-    bytes: &[u8],
-) -> Result<(), Status> {
+pub fn set_vcpu_state(vcpus: &[SlotHandle], index: u16, bytes: &[u8]) -> Result<(), Status> {
     let vcpu = *vcpus.get(index as usize).ok_or(Status::InvalidArgument)?;
-    let page = arch::ram(scratch, 4096);
-    page.fill(0);
-    page.get_mut(..bytes.len())
-        .ok_or(Status::InvalidArgument)?
-        .copy_from_slice(bytes);
-    arch::buffer_hypercall(&Call::VcpuSetState {
-        vcpu,
-        buffer: scratch,
+    hal::scratch::with(|s| {
+        let page = s.page_mut();
+        page.fill(0);
+        page.get_mut(..bytes.len())
+            .ok_or(Status::InvalidArgument)?
+            .copy_from_slice(bytes);
+        s.call(&Call::VcpuSetState {
+            vcpu,
+            buffer: s.address(),
+        })
+        .map(|_| ())
     })
-    .map(|_| ())
 }
 
 /// Nanoseconds and ticks from the time-stamp counter.
@@ -538,7 +543,6 @@ pub fn live(
     let mut transport = Loopback::new(ChildDestination {
         partition: target.partition,
         vcpus: target.vcpus.clone(),
-        scratch: root.scratch,
         pages: Some(child.pages),
         devices: None,
     });

@@ -30,7 +30,7 @@ use virtio_drivers::device::net::{RxBuffer, VirtIONet};
 use virtio_drivers::transport::DeviceType;
 use virtio_drivers::transport::pci::PciTransport;
 
-use crate::arch::dma::RootHal;
+use crate::hal::dma::RootHal;
 use crate::virtio;
 
 /// The vector the NIC's interrupt arrives on.

@@ -362,7 +362,6 @@ pub fn restore(root: &Root, path: &str, at: Placement) -> Result<Child, QuickErr
         let mut receiver = Receiver::new(ChildDestination {
             partition,
             vcpus: vcpus.clone(),
-            scratch: root.scratch,
             pages: Some(header.pages),
             devices: Some(Vec::new()),
         });

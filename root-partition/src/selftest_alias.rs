@@ -9,8 +9,8 @@ use ipc::boot::BootInfo;
 use ipc::hypercall::{Call, Rights};
 use ipc::markers::AliasUnmapped;
 
-use crate::arch;
 use crate::children::{Failure, call, discover};
+use crate::hal;
 
 /// Runs the self-test; the line to print, or what failed.
 pub fn run(info: &BootInfo) -> Result<AliasUnmapped, Failure> {
@@ -34,8 +34,18 @@ pub fn run(info: &BootInfo) -> Result<AliasUnmapped, Failure> {
         },
     )?;
     let value = AliasUnmapped::TAG | page;
-    arch::write_physical(alias, value);
-    if arch::read_physical(page) != value {
+    let read_scratch = || {
+        hal::scratch::with(|s| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&s.page()[..8]);
+            Ok(u64::from_le_bytes(word))
+        })
+        .map_err(|e| Failure::Call("scratch", e))
+    };
+    if !hal::write_physical(alias, value) {
+        return Err(Failure::Check("the alias lies in the root's RAM"));
+    }
+    if read_scratch()? != value {
         return Err(Failure::Check("the alias reaches another frame"));
     }
     call(
@@ -47,6 +57,6 @@ pub fn run(info: &BootInfo) -> Result<AliasUnmapped, Failure> {
         },
     )?;
     // Stops the root with a nested page fault if the original went too.
-    let value = arch::read_physical(page);
+    let value = read_scratch()?;
     Ok(AliasUnmapped { page, alias, value })
 }

@@ -25,7 +25,7 @@ use partition_rt::arch::{inb, inl, outb, outl, outw};
 use partition_rt::hypercall;
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction};
 
-use crate::arch::pci::PortCam;
+use crate::hal::pci::PortCam;
 
 macro_rules! println {
     ($($arg:tt)*) => {
@@ -74,7 +74,7 @@ pub fn power_off(info: &BootInfo) -> ! {
         let result = hypercall(&Call::PowerOff { partition });
         println!("root partition: PowerOff refused: {result:?}");
     }
-    crate::arch::power_off()
+    crate::hal::power_off()
 }
 
 /// Counts attacks and refusals, and waits long enough after each for a
@@ -319,7 +319,7 @@ fn fw_cfg_dma(descriptor: *mut u8, item: u16, length: u32, target: u64) -> u32 {
 
 fn dma_attacks(info: &BootInfo, t: &mut Tally) {
     use virtio_drivers::Hal;
-    let (_, page) = crate::arch::dma::RootHal::dma_alloc(1, virtio_drivers::BufferDirection::Both);
+    let (_, page) = crate::hal::dma::RootHal::dma_alloc(1, virtio_drivers::BufferDirection::Both);
     let page = page.as_ptr();
     let signature = fw_cfg_signature();
     let reachable = &signature == b"QEMU";
@@ -455,7 +455,7 @@ const READS: u32 = 200;
 /// emulated by the microkernel) against two port accesses passed straight
 /// through (the RTC's index and data ports): the cheapest batch of each.
 fn pci_config_bench() -> PciConfigBench {
-    let boot_accesses = crate::arch::pci::accesses();
+    let boot_accesses = crate::hal::pci::accesses();
     let host_bridge = (1 << 31) as u32;
     let mut emulated = u64::MAX;
     let mut direct = u64::MAX;

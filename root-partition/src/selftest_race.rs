@@ -38,7 +38,7 @@ use ipc::boot::{BootInfo, cap_kind};
 use ipc::hypercall::{Call, Name, Rights, SlotHandle, Status, StopReason, number, run_state};
 use ipc::markers::{self, RACE_ROUNDS, RACE_ROUNDS_DEFAULT, RaceSummary};
 
-use crate::arch;
+use crate::hal;
 
 macro_rules! println {
     ($($arg:tt)*) => {
@@ -260,7 +260,7 @@ pub fn run(info: &BootInfo) -> ! {
     if second {
         halt_together()
     }
-    arch::power_off()
+    hal::power_off()
 }
 
 /// Both root vCPUs halt with interrupts off as close together as they can
@@ -271,7 +271,7 @@ fn halt_together() -> ! {
     while AT_THE_END.load(Ordering::Acquire) < 2 && partition_rt::rdtsc() < until {
         partition_rt::pause();
     }
-    arch::power_off()
+    hal::power_off()
 }
 
 /// The first vCPU: starts the second, then creates, runs and destroys
@@ -353,7 +353,10 @@ fn one_round(setup: &Setup, round: u64) -> Result<(), &'static str> {
     if round.is_multiple_of(500) {
         println!("root: race: round {round}");
     }
-    prepare_child(arch::ram(setup.base, CHILD_PAGES * 4096), setup.intel);
+    let mut lease = hal::ram::lease(setup.base, CHILD_PAGES * 4096)
+        .map_err(|_| "leasing the child's memory")?;
+    prepare_child(lease.bytes(), setup.intel);
+    drop(lease);
     let create =
         partition_create(setup.authority, setup.ram, setup.first_page).ok_or("encoding")?;
     let r = checked(create, &[]).ok_or("creating a child")?;

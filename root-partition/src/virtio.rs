@@ -13,8 +13,8 @@ use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
 
 use partition_rt::sync::SpinLock;
 
-use crate::arch::dma::RootHal;
-use crate::arch::pci::PortCam;
+use crate::hal::dma::RootHal;
+use crate::hal::pci::PortCam;
 
 /// A virtio device found and enabled, not yet started by its driver.
 pub struct Found {

@@ -144,17 +144,10 @@ impl RootPlatform {
         if end > limit {
             return Err(OpenStatus::BadRange);
         }
-        call(Call::MemoryMap {
-            partition: self.root,
-            memory: self.memory,
-            first_page: gpa / 4096,
-            gpa: window + gpa,
-            pages,
-            access: Rights::READ | Rights::WRITE,
-        })
-        .map_err(|_| OpenStatus::BadRange)?;
+        let memory = crate::hal::map_rings(self.root, self.memory, gpa / 4096, window + gpa, pages)
+            .map_err(|_| OpenStatus::BadRange)?;
         self.shared.push((gpa, pages));
-        Ok(crate::arch::ring_memory(window + gpa, pages))
+        Ok(memory)
     }
 
     /// Makes a port pair for channel `channel` (0 = control): returns the
