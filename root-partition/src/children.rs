@@ -106,6 +106,15 @@ pub struct Root {
     pub tsc_khz: u32,
 }
 
+/// Installs the handlers of every child's `to_root` vector and of every
+/// VMBus vector.
+pub fn install_handlers() {
+    for i in 0..MAX_CHILDREN {
+        let _ = partition_rt::set_interrupt_handler(TO_ROOT_VECTOR + i as u8, on_signal);
+    }
+    crate::vmbus::install_handlers();
+}
+
 /// Runs a scenario to its end.
 pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
     let root = discover(info)?;
@@ -113,10 +122,7 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
     let image_bytes = hal::ram::modules().child_image;
     let image = Image::parse(image_bytes, ipc::boot::PARTITION_IMAGE_BASE, u64::MAX)
         .map_err(Failure::Image)?;
-    for i in 0..MAX_CHILDREN {
-        let _ = partition_rt::set_interrupt_handler(TO_ROOT_VECTOR + i as u8, on_signal);
-    }
-    crate::vmbus::install_handlers();
+    install_handlers();
     partition_rt::enable_interrupts();
     let mut children: [Option<Child>; MAX_CHILDREN] = [None; MAX_CHILDREN];
     let mut freed: Option<(Name, u64)> = None;
@@ -482,7 +488,7 @@ pub fn heap_range(info: &BootInfo) -> Result<(PhysRange, PhysRange), Failure> {
 }
 
 /// The highest free 2 MiB-aligned range of `bytes` in the pool.
-fn place(root: &Root, children: &[Option<Child>], bytes: u64) -> Option<u64> {
+pub fn place(root: &Root, children: &[Option<Child>], bytes: u64) -> Option<u64> {
     let mut top = root.pool.end & !((2 << 20) - 1);
     loop {
         let base = top.checked_sub(bytes)?;
@@ -500,7 +506,10 @@ fn place(root: &Root, children: &[Option<Child>], bytes: u64) -> Option<u64> {
     }
 }
 
-fn start(
+/// Builds, fills and starts child `spec` as slot `index` (its VMBus index)
+/// in free memory of the pool: the one partition-construction path of a
+/// new child (scenario or node).
+pub fn start(
     root: &Root,
     image: &Image<'_>,
     spec: &ChildSpec,

@@ -112,7 +112,7 @@ pub fn run(info: &BootInfo) {
         return;
     }
     crate::vmbus::choose_windows(info.shared_window);
-    crate::vmbus::install_handlers();
+    crate::children::install_handlers();
     partition_rt::enable_interrupts();
     let mut machine = Machine {
         tsc_khz,
