@@ -1,7 +1,7 @@
 //! The root partition's host-testable parts: the boot configuration
 //! language, the memory layout it gives each child partition, the storage
-//! stack above the disk driver, and live migration's engine, policy and
-//! simulator.
+//! stack above the disk driver, live migration's engine, policy and
+//! simulator, and the node's services (`services/`: the VM manager).
 //!
 //! The bare-metal binary (`main.rs`) drives the hardware and the
 //! hypercalls; this library only computes.
@@ -15,3 +15,4 @@ pub mod disks;
 pub mod layout;
 pub mod migrate;
 pub mod node;
+pub mod services;

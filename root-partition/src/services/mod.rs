@@ -1,0 +1,4 @@
+//! The node's services, each owning its state and tested on the host over
+//! fakes of what it drives (DESIGN.md, "The root partition as a node").
+
+pub mod vm;
