@@ -1,7 +1,8 @@
 //! `capctl`: the capvisor administrator's command line. Today it prepares
 //! and inspects the storage of child partitions from any Linux host: VHD
 //! virtual hard disks (fixed, dynamic, differencing) and raw images, and
-//! exFAT volume images that hold them. It also simulates live migration
+//! exFAT volume images that hold them, and the VM definitions kept on
+//! them (`capctl vm`). It also simulates live migration
 //! with the root partition's own engine.
 //!
 //! Invariants: every command exits 0 only if it did all it was asked; bad
@@ -11,6 +12,7 @@
 mod disk;
 mod image;
 mod migrate;
+mod vm;
 mod vol;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +44,9 @@ enum Command {
     /// exFAT volume images: format, list, copy files in and out, remove, check.
     #[command(subcommand)]
     Vol(vol::VolCommand),
+    /// VM definitions on a data-volume image, offline: define, list, remove.
+    #[command(subcommand)]
+    Vm(vm::VmCommand),
     /// Live migration: simulate the pre-copy engine against a model of a child and a link.
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
@@ -86,6 +91,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Disk(cmd) => disk::run(cmd, &out),
         Command::Vol(cmd) => vol::run(cmd, &out),
+        Command::Vm(cmd) => vm::run(cmd, &out),
         Command::Migrate(cmd) => migrate::run(cmd, &out),
     };
     match result {

@@ -342,3 +342,207 @@ fn migrate_simulate_and_table() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid link speed"));
 }
+
+#[test]
+fn vm_definitions_define_list_remove() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = dir.path().join("data.img");
+    ok(&["vol", "format", p(&img), "--size", "64M"]);
+    let vhd = dir.path().join("web.vhd");
+    ok(&["disk", "create", p(&vhd), "--size", "8M"]);
+    ok(&["vol", "put", p(&img), p(&vhd), "/web.vhd"]);
+    let web = ok(&[
+        "--json",
+        "vm",
+        "define",
+        "--volume",
+        p(&img),
+        "web",
+        "--memory",
+        "32M",
+        "--vcpus",
+        "2",
+        "--workload",
+        "kv",
+        "--args",
+        "7,9",
+        "--disk",
+        "/web.vhd:0",
+        "--mac",
+        "02:63:76:00:00:09",
+        "--priority",
+        "3",
+        "--cpu",
+        "1",
+        "--autostart",
+        "--id",
+        "6f1c2a9e-3b4d-4c5e-8f70-112233445566",
+    ]);
+    assert!(web.contains("\"state\":\"Off\""), "{web}");
+    ok(&[
+        "vm",
+        "define",
+        "--volume",
+        p(&img),
+        "db",
+        "--memory",
+        "16M",
+        "--workload",
+        "hello",
+    ]);
+    // A damaged file beside them is reported with its path, not fatal.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, b"{\"format\": 1, \"name\": \"bad\", \"vcpus\": 9}").expect("bad");
+    ok(&["vol", "put", p(&img), p(&bad), "/vms/bad.json"]);
+
+    let list = ok(&["--json", "vm", "list", "--volume", p(&img)]);
+    let v: serde_json::Value = serde_json::from_str(&list).expect("json");
+    let vms = v["vms"].as_array().expect("vms");
+    let names: Vec<&str> = vms.iter().map(|vm| vm["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["db", "web"]);
+    let web = &vms[1];
+    assert_eq!(web["id"], "6f1c2a9e-3b4d-4c5e-8f70-112233445566");
+    assert_eq!(web["memory_mib"], 32);
+    assert_eq!(web["args"], serde_json::json!([7, 9]));
+    assert_eq!(
+        web["disks"],
+        serde_json::json!([{ "path": "/web.vhd", "lun": 0 }])
+    );
+    assert_eq!(web["nic"]["mac"], "02:63:76:00:00:09");
+    assert_eq!(
+        (web["priority"].as_u64(), web["cpu"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(web["autostart"], true);
+    assert_eq!(v["skipped"][0]["path"], "/vms/bad.json");
+    assert!(
+        v["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("missing field"),
+        "{list}"
+    );
+    let text = ok(&["vm", "list", "--volume", p(&img)]);
+    assert!(text.contains("skipped /vms/bad.json"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("web ") && l.contains("32M")),
+        "{text}"
+    );
+
+    // Refusals: a name in use (in any case), an id in use, bad values naming the field.
+    for (args, message) in [
+        (
+            vec!["WEB", "--memory", "16M", "--workload", "hello"],
+            "already defined",
+        ),
+        (
+            vec![
+                "other",
+                "--memory",
+                "16M",
+                "--workload",
+                "hello",
+                "--id",
+                "6f1c2a9e-3b4d-4c5e-8f70-112233445566",
+            ],
+            "already used",
+        ),
+        (
+            vec!["x", "--memory", "3M", "--workload", "hello"],
+            "field `memory_mib`",
+        ),
+        (
+            vec![
+                "x",
+                "--memory",
+                "16M",
+                "--workload",
+                "hello",
+                "--vcpus",
+                "5",
+            ],
+            "field `vcpus`",
+        ),
+        (
+            vec![
+                "x",
+                "--memory",
+                "16M",
+                "--workload",
+                "hello",
+                "--disk",
+                "/a:0",
+                "--disk",
+                "/b:0",
+            ],
+            "field `disks[1].lun`",
+        ),
+        (
+            vec![
+                "x",
+                "--memory",
+                "16M",
+                "--workload",
+                "hello",
+                "--mac",
+                "01:00:00:00:00:01",
+            ],
+            "field `nic.mac`",
+        ),
+        (
+            vec!["x.y", "--memory", "16M", "--workload", "hello"],
+            "field `name`",
+        ),
+        (
+            vec!["bad", "--memory", "16M", "--workload", "hello"],
+            "does not load",
+        ),
+    ] {
+        let mut full = vec!["vm", "define", "--volume", p(&img)];
+        full.extend(args);
+        let out = capctl(&full);
+        assert!(!out.status.success(), "{full:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{full:?}: {err}");
+    }
+
+    // The node reads what capctl wrote, with the same code: after a
+    // "reboot" the autostart VM starts and the other stays off.
+    {
+        use root_partition::services::vm::fake::FakeHypervisor;
+        use root_partition::services::vm::{ManagerConfig, VmManager};
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&img)
+            .expect("image");
+        let volume = exfat::Volume::mount(file).expect("mount");
+        let (mut node, report) = VmManager::boot(
+            FakeHypervisor::new(None),
+            volume,
+            ManagerConfig::default(),
+            0,
+        )
+        .expect("boot");
+        assert_eq!(report.skipped.len(), 1);
+        node.poll(0);
+        let state = |n: &str| node.state(node.find(n).unwrap()).unwrap().name();
+        assert_eq!((state("web"), state("db")), ("Running", "Off"));
+        let spec = node.hypervisor().partitions.values().next().unwrap().spec;
+        assert_eq!(spec.disks[0].unwrap().as_str(), "web.vhd");
+        assert_eq!(spec.args, [7, 9, 0, 0]);
+    }
+
+    ok(&["vm", "remove", "--volume", p(&img), "db"]);
+    let out = capctl(&["vm", "remove", "--volume", p(&img), "db"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no VM db"));
+    ok(&["vm", "remove", "--volume", p(&img), "bad"]);
+    let list = ok(&["--json", "vm", "list", "--volume", p(&img)]);
+    assert!(
+        list.contains("\"skipped\":[]") && !list.contains("\"db\""),
+        "{list}"
+    );
+    assert!(ok(&["vol", "check", p(&img)]).contains("ok"));
+}

@@ -84,6 +84,8 @@ impl fmt::Display for DefinitionError {
     }
 }
 
+impl core::error::Error for DefinitionError {}
+
 /// A VM's permanent identity, independent of its name: 128 bits written
 /// as a UUID (`8-4-4-4-12` hex digits, read in either case, written in
 /// lower case), like Hyper-V's VMId.
@@ -250,7 +252,10 @@ fn json_error(e: &serde_json::Error) -> DefinitionError {
         .find_map(|p| text.split_once(p))
         .and_then(|(_, rest)| rest.split_once('`'))
         .map_or(String::new(), |(f, _)| f.to_string());
-    DefinitionError { field, reason: text }
+    DefinitionError {
+        field,
+        reason: text,
+    }
 }
 
 fn integer(v: &Value, field: &str, min: u64, max: u64) -> Result<u64, DefinitionError> {
@@ -330,7 +335,10 @@ fn disks(v: &Value) -> Result<Vec<DiskSlot>, DefinitionError> {
         let object = item
             .as_object()
             .ok_or_else(|| DefinitionError::new(&field(""), "must be an object"))?;
-        if let Some(key) = object.keys().find(|k| !matches!(k.as_str(), "path" | "lun")) {
+        if let Some(key) = object
+            .keys()
+            .find(|k| !matches!(k.as_str(), "path" | "lun"))
+        {
             return Err(DefinitionError::new(
                 &field(""),
                 format!("unknown field `{key}`, expected `path` or `lun`"),
@@ -446,10 +454,7 @@ pub fn decode(bytes: &[u8]) -> Result<VmDefinition, DefinitionError> {
         ));
     }
     let id = VmUuid::parse(text(&raw.id, "id")?).ok_or_else(|| {
-        DefinitionError::new(
-            "id",
-            "must be a UUID, xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx",
-        )
+        DefinitionError::new("id", "must be a UUID, xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx")
     })?;
     let memory_mib = integer(
         &raw.memory_mib,

@@ -73,7 +73,10 @@ fn reads_the_documented_example() {
 fn defaults_for_optional_fields() {
     let def = decode(minimal("").as_bytes()).unwrap();
     assert!(def.args.is_empty() && def.disks.is_empty());
-    assert_eq!((def.nic, def.priority, def.cpu, def.autostart), (None, 0, None, false));
+    assert_eq!(
+        (def.nic, def.priority, def.cpu, def.autostart),
+        (None, 0, None, false)
+    );
     let def = decode(minimal(r#", "nic": {}, "cpu": null"#).as_bytes()).unwrap();
     assert_eq!(def.nic, Some(Nic { mac: None }));
 }
@@ -87,14 +90,31 @@ fn converts_to_the_child_specification() {
     assert_eq!(spec.workload(), "disk");
     assert_eq!(spec.args, [3, 1000, 0, 0]);
     assert_eq!((spec.cpu, spec.priority), (Some(1), 3));
-    assert_eq!(spec.disks[0].map(|d| d.as_str().to_string()), Some("alpha.vhd".into()));
-    assert_eq!(spec.disks[1].map(|d| d.as_str().to_string()), Some("extra.vhd".into()));
+    assert_eq!(
+        spec.disks[0].map(|d| d.as_str().to_string()),
+        Some("alpha.vhd".into())
+    );
+    assert_eq!(
+        spec.disks[1].map(|d| d.as_str().to_string()),
+        Some("extra.vhd".into())
+    );
     assert_eq!(spec.disks[2], None);
 }
 
 #[test]
 fn names_follow_the_boot_configuration() {
-    for name in ["a", "abcdefgh", "a-b_9", "ABC", "abcdefghi", "", "a.b", "a b", "é", "a/b"] {
+    for name in [
+        "a",
+        "abcdefgh",
+        "a-b_9",
+        "ABC",
+        "abcdefghi",
+        "",
+        "a.b",
+        "a b",
+        "é",
+        "a/b",
+    ] {
         let ours = valid_name(name);
         let text = format!("scenario s\nchild {name} workload=x\n");
         let theirs = crate::config::scenario(&text, "s").is_ok();
@@ -104,7 +124,12 @@ fn names_follow_the_boot_configuration() {
 
 #[test]
 fn refuses_other_versions() {
-    for (format, field) in [("2", "format"), ("0", "format"), ("\"1\"", "format"), ("1.0", "format")] {
+    for (format, field) in [
+        ("2", "format"),
+        ("0", "format"),
+        ("\"1\"", "format"),
+        ("1.0", "format"),
+    ] {
         let text = minimal("").replace("\"format\": 1", &format!("\"format\": {format}"));
         let e = refused(&text);
         assert_eq!(e.field, field, "{text}");
@@ -135,12 +160,30 @@ fn errors_name_the_field() {
         (r#", "disks": [1]"#, "disks[0]"),
         (r#", "disks": [{"path": "/a.vhd"}]"#, "disks[0].lun"),
         (r#", "disks": [{"lun": 0}]"#, "disks[0].path"),
-        (r#", "disks": [{"path": "/a.vhd", "lun": 0, "ro": true}]"#, "disks[0]"),
-        (r#", "disks": [{"path": "a.vhd", "lun": 0}]"#, "disks[0].path"),
-        (r#", "disks": [{"path": "/../a.vhd", "lun": 0}]"#, "disks[0].path"),
-        (r#", "disks": [{"path": "/d/a.vhd", "lun": 0}]"#, "disks[0].path"),
-        (r#", "disks": [{"path": "/.a.vhd", "lun": 0}]"#, "disks[0].path"),
-        (r#", "disks": [{"path": "/a.vhd", "lun": 4}]"#, "disks[0].lun"),
+        (
+            r#", "disks": [{"path": "/a.vhd", "lun": 0, "ro": true}]"#,
+            "disks[0]",
+        ),
+        (
+            r#", "disks": [{"path": "a.vhd", "lun": 0}]"#,
+            "disks[0].path",
+        ),
+        (
+            r#", "disks": [{"path": "/../a.vhd", "lun": 0}]"#,
+            "disks[0].path",
+        ),
+        (
+            r#", "disks": [{"path": "/d/a.vhd", "lun": 0}]"#,
+            "disks[0].path",
+        ),
+        (
+            r#", "disks": [{"path": "/.a.vhd", "lun": 0}]"#,
+            "disks[0].path",
+        ),
+        (
+            r#", "disks": [{"path": "/a.vhd", "lun": 4}]"#,
+            "disks[0].lun",
+        ),
         (
             r#", "disks": [{"path": "/a.vhd", "lun": 0}, {"path": "/b.vhd", "lun": 0}]"#,
             "disks[1].lun",
@@ -170,16 +213,32 @@ fn errors_name_the_field() {
         ("\"name\": \"a\"", "\"name\": \"a.b\"", "name"),
         ("\"name\": \"a\"", "\"name\": 5", "name"),
         ("\"name\": \"a\", ", "", "name"),
-        ("\"id\": \"00000000-0000-4000-8000-000000000001\"", "\"id\": \"42\"", "id"),
-        ("\"id\": \"00000000-0000-4000-8000-000000000001\"", "\"id\": \"0000000x-0000-4000-8000-000000000001\"", "id"),
+        (
+            "\"id\": \"00000000-0000-4000-8000-000000000001\"",
+            "\"id\": \"42\"",
+            "id",
+        ),
+        (
+            "\"id\": \"00000000-0000-4000-8000-000000000001\"",
+            "\"id\": \"0000000x-0000-4000-8000-000000000001\"",
+            "id",
+        ),
         ("\"memory_mib\": 16", "\"memory_mib\": 2", "memory_mib"),
         ("\"memory_mib\": 16", "\"memory_mib\": 2048", "memory_mib"),
         ("\"memory_mib\": 16", "\"memory_mib\": 17", "memory_mib"),
-        ("\"memory_mib\": 16", "\"memory_mib\": \"16M\"", "memory_mib"),
+        (
+            "\"memory_mib\": 16",
+            "\"memory_mib\": \"16M\"",
+            "memory_mib",
+        ),
         ("\"vcpus\": 1", "\"vcpus\": 0", "vcpus"),
         ("\"vcpus\": 1", "\"vcpus\": 5", "vcpus"),
         ("\"workload\": \"hello\"", "\"workload\": \"\"", "workload"),
-        ("\"workload\": \"hello\"", "\"workload\": \"a b\"", "workload"),
+        (
+            "\"workload\": \"hello\"",
+            "\"workload\": \"a b\"",
+            "workload",
+        ),
         (
             "\"workload\": \"hello\"",
             "\"workload\": \"abcdefghijabcdefghijabcdefghijabc\"",
@@ -196,7 +255,15 @@ fn errors_name_the_field() {
 
 #[test]
 fn refuses_damaged_files() {
-    for text in ["", "{", "[]", "null", "{\"format\": 1,}", "\u{feff}{}", "{\"format\": 1} x"] {
+    for text in [
+        "",
+        "{",
+        "[]",
+        "null",
+        "{\"format\": 1,}",
+        "\u{feff}{}",
+        "{\"format\": 1} x",
+    ] {
         let e = decode(text.as_bytes()).expect_err(text);
         assert!(!e.reason.is_empty());
     }
@@ -204,7 +271,11 @@ fn refuses_damaged_files() {
     let big = format!("{}{}", minimal(""), " ".repeat(MAX_DEFINITION_BYTES));
     assert_eq!(refused(&big).field, "");
     // Nesting deeper than serde_json's limit is an error, not a stack overflow.
-    let deep = format!("{{\"format\": 1, \"args\": {}{}}}", "[".repeat(5000), "]".repeat(5000));
+    let deep = format!(
+        "{{\"format\": 1, \"args\": {}{}}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
     assert!(decode(deep.as_bytes()).is_err());
 }
 
@@ -213,8 +284,16 @@ fn uuids() {
     let id = VmUuid::from_random(u128::MAX);
     assert_eq!(id.to_string(), "ffffffff-ffff-4fff-bfff-ffffffffffff");
     assert_eq!(VmUuid::parse(&id.to_string()), Some(id));
-    assert_eq!(VmUuid::from_random(0).to_string(), "00000000-0000-4000-8000-000000000000");
-    for bad in ["", "ffffffff-ffff-4fff-bfff-fffffffffff", "ffffffffxffff-4fff-bfff-ffffffffffff", "+fffffff-ffff-4fff-bfff-ffffffffffff"] {
+    assert_eq!(
+        VmUuid::from_random(0).to_string(),
+        "00000000-0000-4000-8000-000000000000"
+    );
+    for bad in [
+        "",
+        "ffffffff-ffff-4fff-bfff-fffffffffff",
+        "ffffffffxffff-4fff-bfff-ffffffffffff",
+        "+fffffff-ffff-4fff-bfff-ffffffffffff",
+    ] {
         assert_eq!(VmUuid::parse(bad), None, "{bad}");
     }
 }

@@ -200,7 +200,10 @@ impl Hypervisor for FakeHypervisor {
                 .read(path, 1 << 20)
                 .map_err(|e| HvError(format!("{path}: {e}")))?;
             if data != format!("saved state of {}", def.name).as_bytes() {
-                return Err(HvError(format!("{path}: not a saved state of {}", def.name)));
+                return Err(HvError(format!(
+                    "{path}: not a saved state of {}",
+                    def.name
+                )));
             }
         }
         Ok(self.build(vm, spec, Some(path.to_string())))

@@ -30,6 +30,8 @@ impl fmt::Display for HvError {
     }
 }
 
+impl core::error::Error for HvError {}
+
 /// Something that happened to a partition, reported by [`Hypervisor::poll`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HvEvent {

@@ -231,6 +231,8 @@ impl fmt::Display for VmError {
     }
 }
 
+impl core::error::Error for VmError {}
+
 impl From<StoreError> for VmError {
     fn from(e: StoreError) -> Self {
         VmError::Store(e)
@@ -434,10 +436,7 @@ impl<H: Hypervisor, S: Store> VmManager<H, S> {
     }
 
     fn emit(&mut self, vm: VmId, kind: VmEventKind) {
-        let name = self
-            .vm(vm)
-            .map(|v| v.def.name.clone())
-            .unwrap_or_default();
+        let name = self.vm(vm).map(|v| v.def.name.clone()).unwrap_or_default();
         self.emit_named(vm, name, kind);
     }
 
@@ -707,7 +706,8 @@ impl<H: Hypervisor, S: Store> VmManager<H, S> {
         self.set_state(id, VmState::Stopping);
         match asked {
             Ok(()) => {
-                self.vm_mut(id)?.deadline = Some(now_ns.saturating_add(self.config.stop_timeout_ns));
+                self.vm_mut(id)?.deadline =
+                    Some(now_ns.saturating_add(self.config.stop_timeout_ns));
                 Ok(())
             }
             Err(e) => {

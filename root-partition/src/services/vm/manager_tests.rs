@@ -34,7 +34,11 @@ fn config() -> ManagerConfig {
 }
 
 fn manager(store: &MemStore) -> Manager {
-    VmManager::new(FakeHypervisor::new(Some(store.clone())), store.clone(), config())
+    VmManager::new(
+        FakeHypervisor::new(Some(store.clone())),
+        store.clone(),
+        config(),
+    )
 }
 
 fn state(m: &Manager, id: VmId) -> &'static str {
@@ -46,7 +50,9 @@ fn changes(events: &[VmEvent]) -> Vec<(String, &'static str, &'static str)> {
     events
         .iter()
         .filter_map(|e| match &e.kind {
-            VmEventKind::StateChanged { from, to } => Some((e.name.clone(), from.name(), to.name())),
+            VmEventKind::StateChanged { from, to } => {
+                Some((e.name.clone(), from.name(), to.name()))
+            }
             _ => None,
         })
         .collect()
@@ -88,17 +94,28 @@ fn a_vms_whole_life() {
     m.restore(id, 3 * SECOND).unwrap();
     assert_eq!(state(&m, id), "Starting");
     assert_eq!(
-        m.hypervisor().partition_of(id).unwrap().restored_from.as_deref(),
+        m.hypervisor()
+            .partition_of(id)
+            .unwrap()
+            .restored_from
+            .as_deref(),
         Some("/vms/alpha.vmrs")
     );
-    assert!(store.get("/vms/alpha.vmrs").is_none(), "saved state deleted after the restore");
+    assert!(
+        store.get("/vms/alpha.vmrs").is_none(),
+        "saved state deleted after the restore"
+    );
     m.poll(3 * SECOND);
     assert_eq!(state(&m, id), "Running");
 
     m.stop(id, 4 * SECOND).unwrap();
     assert_eq!(state(&m, id), "Stopping");
     let events = m.poll(4 * SECOND);
-    assert!(events.iter().any(|e| e.kind == VmEventKind::ShutdownAcknowledged));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == VmEventKind::ShutdownAcknowledged)
+    );
     assert!(!events.iter().any(|e| e.kind == VmEventKind::StopTimedOut));
     assert_eq!(state(&m, id), "Off");
     assert!(m.hypervisor().partitions.is_empty());
@@ -185,7 +202,11 @@ fn a_guest_that_acknowledges_but_hangs_is_turned_off_too() {
     m.hypervisor()
         .inject(id, crate::services::vm::HvEvent::ShutdownAcknowledged);
     let events = m.poll(SECOND);
-    assert!(events.iter().any(|e| e.kind == VmEventKind::ShutdownAcknowledged));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == VmEventKind::ShutdownAcknowledged)
+    );
     assert_eq!(state(&m, id), "Stopping");
     m.poll(10 * SECOND);
     assert_eq!(state(&m, id), "Off");
@@ -247,14 +268,23 @@ fn a_damaged_definition_is_skipped_with_its_path_and_the_others_load() {
         "/vms/future.json",
         b"{\"format\": 2, \"name\": \"future\", \"hologram\": true}",
     );
-    store.plant("/vms/huge.json", &vec![b' '; definition::MAX_DEFINITION_BYTES + 1]);
+    store.plant(
+        "/vms/huge.json",
+        &vec![b' '; definition::MAX_DEFINITION_BYTES + 1],
+    );
     let mut twin = def("twin", 1, false);
     twin.memory_mib = 32;
     store.plant("/vms/twin.json", &definition::encode(&twin));
-    store.plant("/vms/alias.json", &definition::encode(&def("good", 9, false)));
+    store.plant(
+        "/vms/alias.json",
+        &definition::encode(&def("good", 9, false)),
+    );
     store.plant("/vms/bad.json", &definition::encode(&def("bad", 5, false)));
     let text = String::from_utf8(store.get("/vms/bad.json").unwrap()).unwrap();
-    store.plant("/vms/bad.json", text.replace("\"vcpus\": 1", "\"vcpus\": 99").as_bytes());
+    store.plant(
+        "/vms/bad.json",
+        text.replace("\"vcpus\": 1", "\"vcpus\": 99").as_bytes(),
+    );
     store.plant("/vms/notes.txt", b"not a definition");
 
     let hv = FakeHypervisor::new(Some(store.clone()));
@@ -437,7 +467,8 @@ fn hypervisor_failures() {
     m.restore(id, 0).unwrap();
     m.poll(0);
     // No shutdown service: stop turns the VM off at once.
-    m.hypervisor().fail_next(FakeOp::Shutdown, "no shutdown service");
+    m.hypervisor()
+        .fail_next(FakeOp::Shutdown, "no shutdown service");
     m.stop(id, 0).unwrap();
     assert_eq!(state(&m, id), "Off");
     assert!(m.hypervisor().partitions.is_empty());
@@ -474,7 +505,8 @@ fn guest_events() {
     // A crash: Failed, the partition kept until turned off.
     m.start(id, 0).unwrap();
     m.poll(0);
-    m.hypervisor().inject(id, HvEvent::Crashed("triple fault".into()));
+    m.hypervisor()
+        .inject(id, HvEvent::Crashed("triple fault".into()));
     m.poll(0);
     assert_eq!(
         m.state(id).unwrap(),
@@ -504,7 +536,9 @@ fn a_guest_that_never_boots_fails_after_the_boot_time_limit() {
     m.poll(24 * SECOND);
     assert_eq!(state(&m, id), "Starting");
     m.poll(25 * SECOND);
-    assert!(matches!(m.state(id).unwrap(), VmState::Failed { reason } if reason.contains("20000 ms")));
+    assert!(
+        matches!(m.state(id).unwrap(), VmState::Failed { reason } if reason.contains("20000 ms"))
+    );
     assert!(m.hypervisor().partitions.is_empty());
     assert!(!m.info(id).unwrap().has_partition);
 }

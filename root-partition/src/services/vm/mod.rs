@@ -11,5 +11,7 @@ pub mod store;
 
 pub use definition::{DefinitionError, VmDefinition, VmUuid};
 pub use hypervisor::{HvError, HvEvent, Hypervisor};
-pub use manager::{ManagerConfig, Operation, VmError, VmEvent, VmEventKind, VmId, VmManager, VmState};
+pub use manager::{
+    ManagerConfig, Operation, VmError, VmEvent, VmEventKind, VmId, VmManager, VmState,
+};
 pub use store::{LoadReport, MemStore, Skipped, Store, StoreError};

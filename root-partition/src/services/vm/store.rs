@@ -56,6 +56,8 @@ impl fmt::Display for StoreError {
     }
 }
 
+impl core::error::Error for StoreError {}
+
 /// One entry of a folder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreEntry {
@@ -100,7 +102,11 @@ pub fn remove_if_present<S: Store + ?Sized>(store: &mut S, path: &str) -> Result
 
 /// Replaces the file `path` with `data` in the crash-safe order of the
 /// module's invariants (its folder is created if missing).
-pub fn replace<S: Store + ?Sized>(store: &mut S, path: &str, data: &[u8]) -> Result<(), StoreError> {
+pub fn replace<S: Store + ?Sized>(
+    store: &mut S,
+    path: &str,
+    data: &[u8],
+) -> Result<(), StoreError> {
     if let Some((dir, _)) = path.rsplit_once('/')
         && !dir.is_empty()
     {
@@ -496,7 +502,11 @@ pub fn load_all<S: Store + ?Sized>(store: &mut S) -> Result<LoadReport, StoreErr
         }
         let clash = report.loaded.iter().find_map(|(other, _)| {
             if other.name.eq_ignore_ascii_case(&def.name) {
-                Some(format!("name {:?} is already defined by {}", def.name, other.path()))
+                Some(format!(
+                    "name {:?} is already defined by {}",
+                    def.name,
+                    other.path()
+                ))
             } else if other.id == def.id {
                 Some(format!("id {} is already used by {}", def.id, other.path()))
             } else {

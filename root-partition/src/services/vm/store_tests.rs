@@ -34,7 +34,11 @@ fn volume() -> Volume<MemDevice> {
 
 /// The same checks on any store.
 fn exercise<S: Store>(store: &mut S) {
-    assert_eq!(store.list(VM_FOLDER).unwrap(), Vec::new(), "absent folder is empty");
+    assert_eq!(
+        store.list(VM_FOLDER).unwrap(),
+        Vec::new(),
+        "absent folder is empty"
+    );
     replace(store, "/vms/a.json", &encode(&def("a", 1))).unwrap();
     replace(store, "/vms/b.json", b"old").unwrap();
     replace(store, "/vms/b.json", &encode(&def("b", 2))).unwrap();
@@ -46,7 +50,10 @@ fn exercise<S: Store>(store: &mut S) {
         .collect();
     names.sort();
     assert_eq!(names, ["a.json", "b.json"]);
-    assert_eq!(store.read("/vms/b.json", 1 << 16).unwrap(), encode(&def("b", 2)));
+    assert_eq!(
+        store.read("/vms/b.json", 1 << 16).unwrap(),
+        encode(&def("b", 2))
+    );
     assert!(matches!(
         store.read("/vms/b.json", 10),
         Err(StoreError::TooLarge { .. })
