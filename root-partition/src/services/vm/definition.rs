@@ -433,6 +433,10 @@ pub fn decode(bytes: &[u8]) -> Result<VmDefinition, DefinitionError> {
             ),
         ));
     }
+    // serde would also fill a struct from a JSON list, in field order.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(DefinitionError::new("", "must be one JSON object"));
+    }
     let probe: Probe = serde_json::from_slice(bytes).map_err(|e| json_error(&e))?;
     match probe.format {
         Value::Null => return Err(DefinitionError::new("format", "missing")),

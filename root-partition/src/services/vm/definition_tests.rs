@@ -268,6 +268,14 @@ fn refuses_damaged_files() {
         assert!(!e.reason.is_empty());
     }
     assert!(decode(&[0xff, 0xfe, 0x00]).is_err());
+    // A list in field order is not an object.
+    let list = r#"[1, "a", "00000000-0000-4000-8000-000000000001", 16, 1, "hello"]"#;
+    assert_eq!(refused(list).reason, "must be one JSON object");
+    // `null` is the same as leaving an optional field out.
+    let nulls = minimal(
+        r#", "args": null, "disks": null, "nic": null, "priority": null, "autostart": null"#,
+    );
+    assert_eq!(decode(nulls.as_bytes()), decode(minimal("").as_bytes()));
     let big = format!("{}{}", minimal(""), " ".repeat(MAX_DEFINITION_BYTES));
     assert_eq!(refused(&big).field, "");
     // Nesting deeper than serde_json's limit is an error, not a stack overflow.
