@@ -225,13 +225,16 @@ struct MemFiles {
     files: BTreeMap<String, Vec<u8>>,
     dirs: BTreeSet<String>,
     fail: bool,
+    /// Changes that may still succeed before every change fails (a crash).
+    budget: Option<u64>,
     writes: u64,
 }
 
 /// Files in memory. Clones share the same files, so a "reboot" is a new
 /// manager over a clone, and a fake hypervisor can write saved states
 /// beside the manager. Folders must exist before files go in them, as on
-/// the volume; [`MemStore::set_failing`] makes every change fail.
+/// the volume; [`MemStore::set_failing`] makes every change fail,
+/// [`MemStore::crash_after`] every change after the next few.
 #[derive(Clone, Default)]
 pub struct MemStore {
     inner: Rc<RefCell<MemFiles>>,
@@ -254,6 +257,12 @@ impl MemStore {
     /// with an I/O error, or succeed again.
     pub fn set_failing(&self, fail: bool) {
         self.inner.borrow_mut().fail = fail;
+    }
+
+    /// Lets `changes` more changes succeed, then fails every one (a crash
+    /// in the middle of a sequence of writes); `None` lifts the limit.
+    pub fn crash_after(&self, changes: Option<u64>) {
+        self.inner.borrow_mut().budget = changes;
     }
 
     /// Files written so far (successful [`Store::write`] calls).
@@ -284,9 +293,12 @@ impl MemStore {
     }
 
     fn change(&self) -> Result<core::cell::RefMut<'_, MemFiles>, StoreError> {
-        let inner = self.inner.borrow_mut();
-        if inner.fail {
+        let mut inner = self.inner.borrow_mut();
+        if inner.fail || inner.budget == Some(0) {
             return Err(StoreError::Io("injected failure".into()));
+        }
+        if let Some(budget) = &mut inner.budget {
+            *budget -= 1;
         }
         Ok(inner)
     }

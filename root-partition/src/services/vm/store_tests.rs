@@ -113,3 +113,34 @@ fn a_failing_volume_is_an_error_not_a_panic() {
     store.set_failing(false);
     assert_eq!(load_all(&mut store.clone()).unwrap(), LoadReport::default());
 }
+
+#[test]
+fn a_crash_at_any_point_of_a_replace_leaves_the_old_or_the_new_definition() {
+    let old = def("a", 1);
+    let mut new = def("a", 1);
+    new.memory_mib = 64;
+    let mut outcomes = Vec::new();
+    for changes in 0..8 {
+        let store = MemStore::new();
+        replace(&mut store.clone(), "/vms/a.json", &encode(&old)).unwrap();
+        store.crash_after(Some(changes));
+        let finished = replace(&mut store.clone(), "/vms/a.json", &encode(&new)).is_ok();
+        store.crash_after(None);
+        // The node boots again.
+        let report = load_all(&mut store.clone()).unwrap();
+        assert!(report.skipped.is_empty(), "{changes}: {:?}", report.skipped);
+        let [(loaded, false)] = report.loaded.as_slice() else {
+            panic!("{changes}: {:?}", report.loaded)
+        };
+        assert!(*loaded == old || *loaded == new, "{changes}");
+        if finished {
+            assert_eq!(*loaded, new);
+        }
+        outcomes.push(*loaded == new);
+        // Whatever happened, nothing is left over after the boot.
+        assert_eq!(store.paths(), ["/vms/a.json"], "{changes}");
+    }
+    // Early crashes keep the old file, late ones the new.
+    assert_eq!(outcomes.first(), Some(&false));
+    assert_eq!(outcomes.last(), Some(&true));
+}
