@@ -37,6 +37,7 @@
 //! - A deleted VM's [`VmId`] never names anything again: its slot's
 //!   generation moves on.
 
+use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -49,6 +50,9 @@ use super::store::{self, LoadReport, Store, StoreError, remove_if_present};
 /// Hypervisor events handled per [`VmManager::poll`] (the rest wait for
 /// the next round, so one flood cannot starve the node's loop).
 pub const EVENTS_PER_POLL: usize = 256;
+/// Events kept for [`VmManager::take_events`]; past this the oldest are
+/// dropped (and counted): a consumer sees the gap in the sequence numbers.
+pub const MAX_PENDING_EVENTS: usize = 4096;
 
 /// A VM in the table: slot index and the slot's generation when the VM
 /// was defined. A deleted VM's id is refused ([`VmError::NoSuchVm`]).
@@ -342,8 +346,9 @@ pub struct VmManager<H: Hypervisor, S: Store> {
     store: S,
     config: ManagerConfig,
     slots: Vec<Slot<H::Handle>>,
-    events: Vec<VmEvent>,
+    events: VecDeque<VmEvent>,
     next_seq: u64,
+    dropped_events: u64,
 }
 
 impl<H: Hypervisor, S: Store> VmManager<H, S> {
@@ -354,8 +359,9 @@ impl<H: Hypervisor, S: Store> VmManager<H, S> {
             store,
             config,
             slots: Vec::new(),
-            events: Vec::new(),
+            events: VecDeque::new(),
             next_seq: 1,
+            dropped_events: 0,
         }
     }
 
@@ -443,7 +449,11 @@ impl<H: Hypervisor, S: Store> VmManager<H, S> {
     fn emit_named(&mut self, vm: VmId, name: String, kind: VmEventKind) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.events.push(VmEvent {
+        if self.events.len() >= MAX_PENDING_EVENTS {
+            self.events.pop_front();
+            self.dropped_events += 1;
+        }
+        self.events.push_back(VmEvent {
             seq,
             vm,
             name,
@@ -549,7 +559,12 @@ impl<H: Hypervisor, S: Store> VmManager<H, S> {
 
     /// The events since the last call (or the last [`VmManager::poll`]).
     pub fn take_events(&mut self) -> Vec<VmEvent> {
-        core::mem::take(&mut self.events)
+        self.events.drain(..).collect()
+    }
+
+    /// Events dropped because nobody took them ([`MAX_PENDING_EVENTS`]).
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped_events
     }
 
     /// The hypervisor (for tests and the node's wiring).
@@ -789,10 +804,20 @@ impl<H: Hypervisor, S: Store> VmManager<H, S> {
     /// [`EVENTS_PER_POLL`]) and the time limits due at `now_ns`; returns
     /// every event since the last call.
     pub fn poll(&mut self, now_ns: u64) -> Vec<VmEvent> {
-        for _ in 0..EVENTS_PER_POLL {
+        self.step(now_ns);
+        self.take_events()
+    }
+
+    /// [`VmManager::poll`] without taking the events (they wait for
+    /// [`VmManager::take_events`]); returns how many hypervisor events
+    /// were handled ([`EVENTS_PER_POLL`]: more may be waiting).
+    pub fn step(&mut self, now_ns: u64) -> usize {
+        let mut handled = 0;
+        while handled < EVENTS_PER_POLL {
             let Some((id, event)) = self.hv.poll(now_ns) else {
                 break;
             };
+            handled += 1;
             self.handle_event(id, event);
         }
         let due: Vec<VmId> = self
@@ -808,7 +833,7 @@ impl<H: Hypervisor, S: Store> VmManager<H, S> {
         for id in due {
             self.time_limit(id);
         }
-        self.take_events()
+        handled
     }
 
     fn time_limit(&mut self, id: VmId) {
@@ -871,6 +896,23 @@ impl<H: Hypervisor, S: Store> VmManager<H, S> {
             // Anything else does not apply to the VM's state (a late
             // event of an operation already finished): ignored.
             _ => {}
+        }
+    }
+}
+
+/// The VM manager as one of the node's services: each round handles the
+/// hypervisor's events and the time limits; its events wait in the
+/// manager for the management API ([`VmManager::take_events`]).
+impl<H: Hypervisor, S: Store> crate::node::Service for VmManager<H, S> {
+    fn name(&self) -> &'static str {
+        "vm"
+    }
+
+    fn poll(&mut self, now_ns: u64, _events: u64) -> crate::node::Poll {
+        if self.step(now_ns) == EVENTS_PER_POLL {
+            crate::node::Poll::Busy
+        } else {
+            crate::node::Poll::Idle(self.next_deadline())
         }
     }
 }

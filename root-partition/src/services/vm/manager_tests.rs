@@ -565,3 +565,47 @@ fn an_event_flood_is_handled_in_rounds() {
     assert_eq!(heartbeats(m.poll(0)), 1);
     assert_eq!(heartbeats(m.poll(0)), 0);
 }
+
+#[test]
+fn as_a_node_service() {
+    use crate::node::{Poll, Service};
+    let store = MemStore::new();
+    let mut m = manager(&store);
+    assert_eq!(m.name(), "vm");
+    let id = m.define(def("alpha", 1, false)).unwrap();
+    assert_eq!(Service::poll(&mut m, 0, 0), Poll::Idle(None));
+    // Starting: the boot time limit is the deadline until the guest is up.
+    m.hypervisor().guests_boot = false;
+    m.start(id, 0).unwrap();
+    assert_eq!(Service::poll(&mut m, 0, 0), Poll::Idle(Some(20 * SECOND)));
+    m.hypervisor().inject(id, HvEvent::Booted);
+    assert_eq!(Service::poll(&mut m, SECOND, 0), Poll::Idle(None));
+    assert_eq!(state(&m, id), "Running");
+    for _ in 0..EVENTS_PER_POLL {
+        m.hypervisor().inject(id, HvEvent::HeartbeatMissed);
+    }
+    assert_eq!(Service::poll(&mut m, SECOND, 0), Poll::Busy);
+    assert_eq!(Service::poll(&mut m, SECOND, 0), Poll::Idle(None));
+    // The events waited in the manager, in order.
+    let events = m.take_events();
+    assert_eq!(events.len(), 3 + EVENTS_PER_POLL);
+    assert!(events.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+}
+
+#[test]
+fn events_nobody_takes_are_bounded() {
+    let store = MemStore::new();
+    let mut m = manager(&store);
+    let id = m.define(def("alpha", 1, false)).unwrap();
+    m.start(id, 0).unwrap();
+    for _ in 0..MAX_PENDING_EVENTS {
+        m.hypervisor().inject(id, HvEvent::HeartbeatMissed);
+    }
+    for _ in 0..(MAX_PENDING_EVENTS / EVENTS_PER_POLL + 1) {
+        m.step(0);
+    }
+    assert_eq!(m.dropped_events(), 3);
+    let events = m.take_events();
+    assert_eq!(events.len(), MAX_PENDING_EVENTS);
+    assert_eq!(events[0].seq, 4, "the oldest were dropped; the gap shows");
+}
