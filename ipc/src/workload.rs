@@ -13,6 +13,12 @@ use core::fmt;
 
 /// Workload `hello`: every vCPU prints [`VcpuHello`] and halts. No args.
 pub const HELLO: &str = "hello";
+/// Workload `idle`: every vCPU prints [`IDLE_LINE`] once, then sleeps in
+/// `STI; HLT` for ever (interrupts still taken: VMBus, integration
+/// services); the VM a node keeps running at no cost. No args.
+pub const IDLE: &str = "idle";
+/// The line each vCPU of the `idle` workload prints before it sleeps.
+pub const IDLE_LINE: &str = "idle: sleeping until stopped";
 
 /// Workload `spin`: every vCPU busy-loops, printing [`SpinProgress`] for
 /// step 1..=`args[0]` (0 = [`SPIN_DEFAULT_STEPS`]) every `args[1]`
@@ -143,8 +149,9 @@ impl fmt::Display for InstructionsSummary {
 }
 
 /// Every workload the child runtime knows.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 9] = [
     HELLO,
+    IDLE,
     SPIN,
     DIRTY,
     HOSTILE,

@@ -50,6 +50,10 @@ pub enum Script {
     /// No scenario: the root boots as a node (`node.run-for=` stops it),
     /// its loop sleeping; then it powers off.
     Node,
+    /// A node with no scenario and two autostart VMs, `alpha` and `beta`
+    /// (workload `idle`), defined on its data disk: both run, then the
+    /// node stops them (`node.run-for=`) and powers off.
+    NodeVms,
     /// As [`Script::PowerOff`] but without the root's own line (a user watching a hand boot).
     HandBoot(u32),
     /// The kernel refuses to start: its banner, then this line.
@@ -916,6 +920,8 @@ pub struct Case {
     pub then: Vec<Boot>,
     /// Run on the disk image after the last boot passed.
     pub host_check: Option<HostCheck>,
+    /// Run on the disk image before the first boot (e.g. `capctl vm define`).
+    pub prepare: Option<HostCheck>,
     /// A client run on the host during the first boot, over a forwarded port.
     pub host_client: Option<HostClient>,
     /// Run on the first boot's serial lines after its markers passed.
@@ -1072,6 +1078,22 @@ impl Case {
         }
     }
 
+    /// The case with `prepare` run on its data disk (attached by this
+    /// call) before the first boot; `name` names it in failures.
+    pub fn prepare(
+        self,
+        name: &'static str,
+        prepare: fn(&std::path::Path) -> Result<(), String>,
+    ) -> Case {
+        Case {
+            prepare: Some(HostCheck {
+                name,
+                check: prepare,
+            }),
+            ..self.with_data_disk()
+        }
+    }
+
     /// The case with `check` run on its data disk (attached by this call)
     /// after the last boot; `name` names it in failures.
     pub fn host_check(
@@ -1147,6 +1169,7 @@ pub fn on_vmx(case: &Case, ends: ExitCode) -> Case {
         data_disk: case.data_disk,
         then: case.then.clone(),
         host_check: case.host_check,
+        prepare: case.prepare,
         host_client: case.host_client,
         transcript_check: case.transcript_check,
     }
@@ -1194,6 +1217,7 @@ pub fn markers_with_order(script: Script) -> Vec<(String, bool)> {
         | Script::GreedyCpu
         | Script::Orphan
         | Script::AliasUnmap => scenario_markers(script),
+        Script::NodeVms => node_vm_markers(),
         other => markers(other).into_iter().map(ordered).collect(),
     }
 }
@@ -1294,6 +1318,79 @@ pub fn timed_markers(script: Script, firmware: Firmware) -> Vec<Expectation> {
         .collect()
 }
 
+/// [`Script::NodeVms`]: the node boots, both VMs come up (in either
+/// order), the node stops them and powers off.
+fn node_vm_markers() -> Vec<(String, bool)> {
+    let mut out = vec![
+        ordered(ROOT_BANNER),
+        ordered(ipc::markers::NODE_UP),
+        ordered("root partition: node: 2 VMs defined, 0 skipped"),
+    ];
+    for vm in ["alpha", "beta"] {
+        out.push(any_order(format!("root: vm {vm}: Starting -> Running")));
+        out.push(any_order(format!("[{vm}] {}", ipc::workload::IDLE_LINE)));
+    }
+    out.push(ordered("root: node stopping: stopping every VM"));
+    for vm in ["alpha", "beta"] {
+        out.push(any_order(format!("root: vm {vm}: Stopping -> Off")));
+    }
+    out.extend([
+        ordered("root partition: node stopped after"),
+        ordered(ROOT_POWER_OFF),
+        ordered(KERNEL_POWER_OFF),
+    ]);
+    out
+}
+
+/// Defines `alpha` and `beta` (workload `idle`, autostart) on the data
+/// disk with capctl, as an administrator would.
+fn define_two_idle_vms(disk: &std::path::Path) -> Result<(), String> {
+    let capctl = image::datadisk::capctl().map_err(|e| format!("{e:#}"))?;
+    for vm in ["alpha", "beta"] {
+        let out = std::process::Command::new(&capctl)
+            .args(["vm", "define", "--volume"])
+            .arg(disk)
+            .args([
+                vm,
+                "--memory",
+                "16M",
+                "--vcpus",
+                "1",
+                "--workload",
+                "idle",
+                "--autostart",
+            ])
+            .output()
+            .map_err(|e| format!("capctl: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "capctl vm define {vm}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// After both boots: the definitions are still on the disk, both VMs Off
+/// (no saved state), as `capctl vm list` reads them.
+fn two_vms_still_defined(disk: &std::path::Path) -> Result<(), String> {
+    let capctl = image::datadisk::capctl().map_err(|e| format!("{e:#}"))?;
+    let out = std::process::Command::new(&capctl)
+        .args(["--json", "vm", "list", "--volume"])
+        .arg(disk)
+        .output()
+        .map_err(|e| format!("capctl: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.contains("\"alpha\"") || !text.contains("\"beta\"") {
+        return Err(format!(
+            "capctl vm list: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
 /// The node's closing line: `... N rounds, B busy, S sleeps ...`: an idle
 /// node with nothing to serve sleeps and is never busy.
 fn node_slept(lines: &[String]) -> Result<(), String> {
@@ -1342,6 +1439,7 @@ pub fn case(
         data_disk: false,
         then: Vec::new(),
         host_check: None,
+        prepare: None,
         host_client: None,
         transcript_check: None,
     }
@@ -1475,6 +1573,10 @@ pub fn all() -> Vec<Case> {
         case("hand_boot_acpi_power_off", machine(4, "EPYC", Bios, false),  "scenario=demo",       HandBoot(4),                 Status(0)),
         case("node_without_scenario_sleeps", machine(2, "EPYC", Bios, true), "node.run-for=4", Script::Node, Kernel(Success))
             .transcript_check("the idle node's loop slept, never busy", node_slept),
+        case("node_autostarts_its_vms_again_after_a_reboot", machine(2, "EPYC", Bios, true), "node.run-for=6", Script::NodeVms, Kernel(Success))
+            .prepare("capctl vm define alpha, beta (idle, autostart)", define_two_idle_vms)
+            .then_boot("node.run-for=6", Script::NodeVms, Kernel(Success))
+            .host_check("capctl vm list still finds both", two_vms_still_defined),
         case("children_smp4",      machine(4, "EPYC", Bios, true),         "scenario=demo",     Children,   Kernel(Success)),
         case("busy_vcpus_6_on_2",  machine(2, "EPYC", Bios, true),         "scenario=spin",     Spin,       Kernel(Success)),
         case("pause_resume_destroy_reuse", machine(2, "EPYC", Bios, true), "scenario=life",     Lifecycle,  Kernel(Success)),

@@ -136,6 +136,7 @@ fn fake_case(name: &'static str, firmware: Firmware, code: ExitCode, first_line:
         data_disk: false,
         then: Vec::new(),
         host_check: None,
+        prepare: None,
         host_client: None,
         transcript_check: None,
     }

@@ -81,6 +81,14 @@ pub fn run_with(case: &Case, binaries: &Binaries) -> Result<Vec<Transcript>, Str
         }
         machine.data_disk = Some(data_disk_copy(scratch.path())?);
     }
+    if let (Some(prepare), Some(disk)) = (case.prepare, machine.data_disk.as_deref()) {
+        (prepare.check)(disk).map_err(|e| {
+            format!(
+                "case {}: preparing the data disk ({}): {e}",
+                case.name, prepare.name
+            )
+        })?;
+    }
     // A host client: a free port forwarded to the guest service, and the
     // client started now (it retries until the service listens).
     let mut client = None;

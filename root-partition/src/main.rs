@@ -34,6 +34,8 @@ mod net;
 #[cfg(target_os = "none")]
 mod node_hw;
 #[cfg(target_os = "none")]
+mod node_vms;
+#[cfg(target_os = "none")]
 mod quick;
 #[cfg(target_os = "none")]
 mod selftest_alias;

@@ -6,12 +6,18 @@
 //! - `node.run-for=SECONDS`: stop the node after that long (the children
 //!   are destroyed, the root powers off); without it the node runs until
 //!   it is told to power off.
+//! - `node.stop-timeout=SECONDS`: how long a VM has to shut down when
+//!   stopped before it is turned off (default 30).
 //! - `node.poll`: never sleep (the loop polls round after round), the
 //!   behaviour of the root before it was a node: the idle benchmark's peer.
 
 use ipc::boot::BootInfo;
+use ipc::elf::Image;
 use ipc::markers;
 use root_partition::node::{self, Mode, Platform, Poll, Service};
+use root_partition::services::vm::manager::{ManagerConfig, VmManager};
+
+use crate::node_vms::{MachineHv, Vms};
 
 macro_rules! println {
     ($($arg:tt)*) => {
@@ -119,9 +125,7 @@ pub fn run(info: &BootInfo) {
         seen: partition_rt::interrupts::taken(),
     };
     let start = machine.now_ns();
-    let mut stop = StopAt {
-        deadline: run_for.map(|s| start + s * 1_000_000_000),
-    };
+    let stop_at = run_for.map(|s| start + s * 1_000_000_000);
     println!(
         "{} (mode {}, {})",
         markers::NODE_UP,
@@ -134,10 +138,71 @@ pub fn run(info: &BootInfo) {
             None => alloc::string::String::from("running until told to power off"),
         }
     );
-    let stats = node::run(&mut machine, &mut [&mut Vmbus, &mut stop], mode);
+    let stats = match vm_service(info, &mut machine, stop_at) {
+        Some(mut vms) => node::run(&mut machine, &mut [&mut Vmbus, &mut vms], mode),
+        None => {
+            let mut stop = StopAt { deadline: stop_at };
+            node::run(&mut machine, &mut [&mut Vmbus, &mut stop], mode)
+        }
+    };
     let ran_ms = (machine.now_ns() - start) / 1_000_000;
     println!(
         "root partition: node stopped after {ran_ms} ms: {} rounds, {} busy, {} sleeps ({} ended by deadline)",
         stats.rounds, stats.busy_rounds, stats.sleeps, stats.timeouts
     );
+}
+
+/// The VM manager over the data volume's definitions (`/vms`), booted:
+/// autostart VMs are started (or restored). `None` without a data volume
+/// or a child image (the node then runs with no VM).
+fn vm_service(info: &BootInfo, machine: &mut Machine, stop_at: Option<u64>) -> Option<Vms> {
+    let Some(volume) = crate::storage::volume() else {
+        println!("root partition: node: no data volume: no VMs");
+        return None;
+    };
+    let root = match crate::children::discover(info) {
+        Ok(root) => root,
+        Err(e) => {
+            println!("root partition: node: {e:?}: no VMs");
+            return None;
+        }
+    };
+    let image = match Image::parse(
+        crate::hal::ram::modules().child_image,
+        ipc::boot::PARTITION_IMAGE_BASE,
+        u64::MAX,
+    ) {
+        Ok(image) => image,
+        Err(e) => {
+            println!("root partition: node: no child image ({e:?}): no VMs");
+            return None;
+        }
+    };
+    let words = || info.cmdline().split_whitespace();
+    let mut config = ManagerConfig::default();
+    if let Some(s) = words().find_map(|w| w.strip_prefix("node.stop-timeout=")?.parse::<u64>().ok())
+    {
+        config.stop_timeout_ns = s * 1_000_000_000;
+    }
+    let now = machine.now_ns();
+    match VmManager::boot(MachineHv::new(root, image), volume, config, now) {
+        Ok((manager, report)) => {
+            for skipped in &report.skipped {
+                println!(
+                    "root: vm definition {} skipped: {}",
+                    skipped.path, skipped.reason
+                );
+            }
+            println!(
+                "root partition: node: {} VMs defined, {} skipped",
+                report.loaded.len(),
+                report.skipped.len()
+            );
+            Some(Vms::new(manager, stop_at))
+        }
+        Err(e) => {
+            println!("root partition: node: the VM definitions cannot be read: {e}");
+            None
+        }
+    }
 }

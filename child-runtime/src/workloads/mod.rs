@@ -15,6 +15,7 @@ mod frames;
 mod greedy;
 mod hello;
 mod hostile;
+mod idle;
 mod instructions;
 mod kv;
 mod memdirty;
@@ -36,6 +37,7 @@ pub fn exists(name: &str) -> bool {
 pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
     match info.workload() {
         workload::HELLO => hello::run(info, vcpu),
+        workload::IDLE => idle::run(info, vcpu),
         workload::SPIN => spin::run(info, vcpu),
         workload::DIRTY => dirty::run(info, vcpu),
         workload::HOSTILE => hostile::run(info, vcpu),
