@@ -383,6 +383,8 @@ pub const IDLE_WINDOW: Duration = Duration::from_secs(30);
 /// The idle node's kernel command line (its loop sleeps); the peer adds
 /// `node.poll` (its loop polls, as the root did before it was a node).
 pub const IDLE_CMDLINE: &str = "";
+/// The idle node's one VM (workload `idle`, defined with capctl).
+const IDLE_VM: &str = "idle1";
 
 /// CPU time (user + system) a process has used so far, from
 /// `/proc/PID/stat` (fields 14 and 15, in clock ticks of 1/100 s, the
@@ -406,11 +408,32 @@ fn cpu_time(pid: u32) -> Result<Duration> {
     Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
-/// One idle node: boots `iso`, waits for the node's loop to start, and
+/// One idle node: boots `iso` with a data disk holding one idle VM, waits
+/// until the VM runs, and
 /// returns the QEMU process's CPU time over [`IDLE_WINDOW`] as a share of
 /// one host core; the node is stopped (by PID) afterwards.
 fn idle_share(iso: &std::path::Path, scratch: &std::path::Path) -> Result<f64> {
-    let options = QemuOptions::default();
+    // A data disk of its own with one idle VM defined (autostart).
+    let (master, _) = crate::datadisk::ensure(&crate::datadisk::default_path())?;
+    let disk = scratch.join("data-disk.img");
+    crate::datadisk::sparse_copy(&master.path, &disk)?;
+    let capctl = crate::datadisk::capctl()?;
+    let mut define = std::process::Command::new(&capctl);
+    define.args(["vm", "define", "--volume"]).arg(&disk).args([
+        IDLE_VM,
+        "--memory",
+        "16M",
+        "--vcpus",
+        "1",
+        "--workload",
+        ipc::workload::IDLE,
+        "--autostart",
+    ]);
+    process::run(&mut define)?;
+    let options = QemuOptions {
+        data_disk: Some(disk),
+        ..QemuOptions::default()
+    };
     let mut cmd = options.command(iso, scratch)?;
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -437,7 +460,7 @@ fn idle_share(iso: &std::path::Path, scratch: &std::path::Path) -> Result<f64> {
         loop {
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(line) => {
-                    let up = line.contains(ipc::markers::NODE_UP);
+                    let up = line.contains(&format!("root: vm {IDLE_VM}: Starting -> Running"));
                     seen.push(line);
                     if up {
                         break;
@@ -499,7 +522,7 @@ pub fn idle() -> Result<Vec<String>> {
     let (sleeping, polling) = (sleeping?, polling?);
     let out = vec![
         format!(
-            "idle bench: idle node (no VM): QEMU process {:.1}% of one host core over {} s (goal <= 5%)",
+            "idle bench: idle node with one idle VM: QEMU process {:.1}% of one host core over {} s (goal <= 5%)",
             sleeping * 100.0,
             IDLE_WINDOW.as_secs()
         ),
