@@ -209,8 +209,10 @@ pub mod number {
     pub const CAP_INSPECT: u64 = 28;
     pub const POWER_OFF: u64 = 29;
     pub const RESET: u64 = 30;
+    pub const INTERRUPT_SHARE: u64 = 31;
+    pub const INTERRUPT_MESSAGE: u64 = 32;
     /// One past the highest call number.
-    pub const COUNT: u64 = 31;
+    pub const COUNT: u64 = 33;
 }
 
 /// Most bytes one `DebugWrite` carries.
@@ -403,6 +405,21 @@ pub enum Call {
         vcpu: SlotHandle,
         /// Vector, 32–255.
         vector: u8,
+    },
+    /// Another interrupt on the same level-triggered line as `interrupt`,
+    /// with its own binding and acknowledge: how two devices share a line.
+    /// Result: the new interrupt's slot (BIND, GRANT).
+    InterruptShare {
+        /// An interrupt on an I/O APIC line (BIND).
+        interrupt: SlotHandle,
+    },
+    /// A message-signalled interrupt (MSI, MSI-X): the kernel picks a free
+    /// processor vector and its destination. Results: the new interrupt's
+    /// slot (BIND, GRANT), the message address and the message data for
+    /// the device.
+    InterruptMessage {
+        /// The caller's own partition (CREATE).
+        partition: SlotHandle,
     },
     /// Re-arms a port or interrupt after its vector was delivered.
     Acknowledge {
@@ -673,6 +690,12 @@ impl Call {
                 vector: vector(c)?,
             },
             number::ACKNOWLEDGE => Call::Acknowledge { slot: slot(a)? },
+            number::INTERRUPT_SHARE => Call::InterruptShare {
+                interrupt: slot(a)?,
+            },
+            number::INTERRUPT_MESSAGE => Call::InterruptMessage {
+                partition: slot(a)?,
+            },
             number::CAP_DELEGATE => Call::CapDelegate {
                 slot: slot(a)?,
                 target: slot(b)?,
@@ -822,6 +845,12 @@ impl Call {
                 0,
             ],
             Call::Acknowledge { slot } => [ACKNOWLEDGE, slot.raw(), 0, 0, 0, 0, 0],
+            Call::InterruptShare { interrupt } => {
+                [INTERRUPT_SHARE, interrupt.raw(), 0, 0, 0, 0, 0]
+            }
+            Call::InterruptMessage { partition } => {
+                [INTERRUPT_MESSAGE, partition.raw(), 0, 0, 0, 0, 0]
+            }
             Call::CapDelegate {
                 slot,
                 target,
@@ -1002,6 +1031,12 @@ mod tests {
             },
             Call::PowerOff { partition: h(0, 0) },
             Call::Reset { partition: h(0, 0) },
+            Call::InterruptShare {
+                interrupt: h(9, 2),
+            },
+            Call::InterruptMessage {
+                partition: h(0, 0),
+            },
         ];
         for call in calls {
             assert_eq!(Call::decode(&call.encode()), Ok(call));

@@ -153,6 +153,16 @@ extern "C" fn kernel_main(magic: u32, info: u64) -> ! {
     let platform = platform::discover(boot.acpi);
     if let Some(&base) = platform.ioapics().first() {
         crate::arch::ioapic::init(base);
+        for o in platform.overrides() {
+            crate::arch::ioapic::configure(o.gsi, o.level(), o.active_low());
+            kprintln!(
+                "ioapic: ISA IRQ {} on GSI {}, {}-triggered, active-{} (MADT override)",
+                o.irq,
+                o.gsi,
+                if o.level() { "level" } else { "edge" },
+                if o.active_low() { "low" } else { "high" }
+            );
+        }
     }
     let online = cpus::bring_up(&platform, cr3, trampoline);
     kprintln!("{}", markers::AllCpusOnline(online));

@@ -76,6 +76,16 @@ pub trait Machine {
     fn pci_config_write(&mut self, address: u32, offset: u8, size: u8, value: u32) {
         let _ = (address, offset, size, value);
     }
+    /// Lets message interrupts on processor `vector` through to the kernel
+    /// (`on`), or makes them stray ones again (counted and dropped).
+    fn message_vector(&mut self, vector: u8, on: bool) {
+        let _ = (vector, on);
+    }
+    /// The message address devices write their message interrupts to
+    /// (the local APIC window, with the destination processor).
+    fn message_address(&self) -> u64 {
+        0xfee0_0000
+    }
     /// Resets the machine; on hardware it does not return (host tests
     /// record it).
     fn reset(&mut self) {}

@@ -11,6 +11,34 @@ use crate::arch;
 pub const MAX_CPUS: usize = 64;
 /// Most I/O APICs the kernel tracks.
 pub const MAX_IOAPICS: usize = 8;
+/// Most interrupt source overrides the kernel keeps (one per ISA IRQ).
+pub const MAX_OVERRIDES: usize = 16;
+
+/// A MADT interrupt source override: ISA IRQ `irq` is wired to `gsi`,
+/// with the polarity and trigger mode of `flags` (MPS INTI flags: bits
+/// 0–1 polarity, 01 active-high, 11 active-low; bits 2–3 trigger mode, 01
+/// edge, 11 level; 00 conforms to the bus: ISA is edge, active-high).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Override {
+    /// ISA IRQ.
+    pub irq: u8,
+    /// Global system interrupt it arrives on.
+    pub gsi: u32,
+    /// MPS INTI flags.
+    pub flags: u16,
+}
+
+impl Override {
+    /// Level-triggered (else edge).
+    pub fn level(&self) -> bool {
+        self.flags & 0b1100 == 0b1100
+    }
+
+    /// Active-low (else active-high).
+    pub fn active_low(&self) -> bool {
+        self.flags & 0b11 == 0b11
+    }
+}
 
 /// The machine as ACPI describes it.
 pub struct Platform {
@@ -22,6 +50,10 @@ pub struct Platform {
     pub ioapics: [u64; MAX_IOAPICS],
     /// Valid entries in `ioapics`.
     pub ioapic_count: usize,
+    /// Interrupt source overrides of ISA IRQs.
+    pub overrides: [Override; MAX_OVERRIDES],
+    /// Valid entries in `overrides`.
+    pub override_count: usize,
     /// ACPI revision and RSDT/XSDT address, for the root partition.
     pub acpi: Option<(u8, u64)>,
 }
@@ -36,6 +68,11 @@ impl Platform {
     pub fn ioapics(&self) -> &[u64] {
         &self.ioapics[..self.ioapic_count]
     }
+
+    /// The interrupt source overrides.
+    pub fn overrides(&self) -> &[Override] {
+        &self.overrides[..self.override_count]
+    }
 }
 
 /// Reads the MADT and FADT. Without ACPI the machine is taken as a single processor.
@@ -47,6 +84,8 @@ pub fn discover(acpi_root: Option<(u8, u64)>) -> Platform {
         cpu_count: 1,
         ioapics: [0; MAX_IOAPICS],
         ioapic_count: 0,
+        overrides: [Override::default(); MAX_OVERRIDES],
+        override_count: 0,
         acpi: acpi_root,
     };
     platform.apic_ids[0] = bsp;
@@ -77,6 +116,17 @@ pub fn discover(acpi_root: Option<(u8, u64)>) -> Platform {
                 MadtEntry::IoApic(e) if platform.ioapic_count < MAX_IOAPICS => {
                     platform.ioapics[platform.ioapic_count] = e.io_apic_address as u64;
                     platform.ioapic_count += 1;
+                }
+                // Bus 0 is ISA, the only bus overrides name.
+                MadtEntry::InterruptSourceOverride(e)
+                    if e.bus == 0 && platform.override_count < MAX_OVERRIDES =>
+                {
+                    platform.overrides[platform.override_count] = Override {
+                        irq: e.irq,
+                        gsi: e.global_system_interrupt,
+                        flags: e.flags,
+                    };
+                    platform.override_count += 1;
                 }
                 _ => {}
             }

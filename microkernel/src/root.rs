@@ -197,6 +197,7 @@ pub fn start(boot: &BootData, platform: &Platform, cpus: u32) -> ! {
         .as_str()
         .split_whitespace()
         .any(|w| w == ipc::markers::DEBUG_CONSOLE);
+    kernel.level_lines = ioapic::level_lines();
     let mut machine = HwMachine;
     let (root, mut caps) = kernel
         .create_root(&mut machine, nested_cr3, &ram, &root_gsis(), &root_ports())

@@ -19,7 +19,7 @@ use microkernel::svm::vmcb::{GuestRegs, Vmcb, offset};
 use spin::Mutex;
 
 use crate::arch::machine::HwMachine;
-use crate::arch::{cpu, ioapic, memory, percpu, power, virt};
+use crate::arch::{cpu, ioapic, memory, msi, percpu, power, virt};
 
 /// The kernel core, once the root partition exists.
 pub static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
@@ -56,7 +56,7 @@ fn apply_routes(kernel: &mut Kernel) {
     }
 }
 
-/// Hands device interrupts that fired to the kernel core (and updates its clock).
+/// Hands device interrupts (lines and messages) that fired to the kernel core (and updates its clock).
 fn deliver_device_interrupts(k: &mut Kernel, m: &mut HwMachine) {
     k.ticks = percpu::global_ticks();
     let fired = ioapic::take_fired();
@@ -65,6 +65,9 @@ fn deliver_device_interrupts(k: &mut Kernel, m: &mut HwMachine) {
             k.device_interrupt(m, gsi);
         }
     }
+    msi::take_fired(|vector| {
+        k.message_interrupt(m, vector);
+    });
 }
 
 /// Runs vCPUs on this processor forever.
@@ -164,6 +167,7 @@ fn run_vcpu(cpu_index: u32, vcpu: ObjectId) {
             && !slice_over
             && me.kicks.load(Ordering::Relaxed) == kicks
             && !ioapic::any_fired()
+            && !msi::any_fired()
         {
             vmcb.write_u64(offset::RAX, 0);
             (regs.rdi, regs.rsi, regs.rdx) = (0, 0, 0);

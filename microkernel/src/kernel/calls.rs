@@ -79,7 +79,7 @@ impl Kernel {
         }
     }
 
-    fn free_slots(&self, partition: ObjectId, needed: usize) -> Result<(), Status> {
+    pub(super) fn free_slots(&self, partition: ObjectId, needed: usize) -> Result<(), Status> {
         let p = self
             .objects
             .partition(partition)
@@ -238,16 +238,10 @@ impl Kernel {
             } => {
                 let int_cap = self.cap(caller, interrupt, ObjectKind::Interrupt, Rights::BIND)?;
                 let vcpu_cap = self.cap(caller, target, ObjectKind::Vcpu, Rights::CONTROL)?;
-                let line = self
-                    .objects
-                    .interrupt_mut(int_cap.object)
-                    .ok_or(Status::StaleSlot)?;
-                line.binding = Some((vcpu_cap.object, vector));
-                line.armed = true;
-                let gsi = line.gsi;
-                self.route(gsi, true);
-                done([0; 3])
+                self.interrupt_bind(m, int_cap.object, vcpu_cap.object, vector)
             }
+            Call::InterruptShare { interrupt } => self.interrupt_share(caller, interrupt),
+            Call::InterruptMessage { partition } => self.interrupt_message(m, caller, partition),
             Call::Acknowledge { slot } => {
                 let cap = self.cap_kinds(
                     caller,
@@ -264,15 +258,7 @@ impl Kernel {
                             .acknowledge();
                         self.deliver(m, delivery);
                     }
-                    ObjectKind::Interrupt => {
-                        let line = self
-                            .objects
-                            .interrupt_mut(cap.object)
-                            .ok_or(Status::StaleSlot)?;
-                        line.armed = true;
-                        let gsi = line.gsi;
-                        self.route(gsi, true);
-                    }
+                    ObjectKind::Interrupt => return self.interrupt_acknowledge(m, cap.object),
                     _ => return Err(Status::WrongType),
                 }
                 done([0; 3])

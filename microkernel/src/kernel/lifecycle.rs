@@ -1,4 +1,4 @@
-//! The end of a partition's life, and device interrupts.
+//! The end of a partition's life.
 
 use alloc::vec::Vec;
 
@@ -61,8 +61,10 @@ impl Kernel {
                 && line.binding.is_some_and(|(v, _)| vcpus.contains(&v))
             {
                 line.binding = None;
-                let gsi = line.gsi;
-                self.route(gsi, false);
+                line.armed = true;
+                if let Some(gsi) = line.gsi() {
+                    self.sync_line(gsi);
+                }
             }
         }
         let mut dead: Vec<ObjectId> = Vec::new();
@@ -135,30 +137,6 @@ impl Kernel {
                 let hpa = donor_base + map.first_page * 4096;
                 let _ = m.slat_map(p.slat_root, map.gpa, hpa, map.pages, Access::RWX);
             }
-        }
-    }
-
-    /// A device interrupt on `gsi` arrived (its line is masked): raise it on
-    /// the bound vCPU if the line is armed. Returns whether it was delivered.
-    pub fn device_interrupt(&mut self, m: &mut impl Machine, gsi: u32) -> bool {
-        let Some(id) = self
-            .objects
-            .ids_of(ObjectKind::Interrupt)
-            .into_iter()
-            .find(|&id| self.objects.interrupt(id).is_some_and(|l| l.gsi == gsi))
-        else {
-            return false;
-        };
-        let Some(line) = self.objects.interrupt_mut(id) else {
-            return false;
-        };
-        match line.binding {
-            Some((vcpu, vector)) if line.armed => {
-                line.armed = false;
-                self.raise(m, vcpu, vector);
-                true
-            }
-            _ => false,
         }
     }
 }

@@ -14,6 +14,7 @@
 mod calls;
 mod chipset;
 mod exits;
+mod interrupts;
 mod lifecycle;
 mod migrate;
 mod power;
@@ -92,7 +93,7 @@ pub struct InitialCap {
     pub kind: ObjectKind,
     /// First word describing it (memory: base; interrupt: GSI; ports: first port).
     pub a: u64,
-    /// Second word (memory: pages; ports: count).
+    /// Second word (memory: pages; interrupt: 1 when level-triggered; ports: count).
     pub b: u64,
 }
 
@@ -114,6 +115,10 @@ pub struct Kernel {
     pub pending_routes: heapless::Vec<(u32, bool), MAX_ROUTES>,
     /// Children may use `DebugWrite` (kernel command line `debug-console`).
     pub child_debug_console: bool,
+    /// I/O APIC lines that are level-triggered (bit = GSI), as the boot
+    /// code programmed them from the MADT: only these can be shared
+    /// (`InterruptShare`).
+    pub level_lines: u64,
     /// Partitions to tear down once their vCPUs are off the processors:
     /// orphans (no capability outside themselves names them), and destroys
     /// whose caller stopped waiting (`processor::finish_wait`).
@@ -136,6 +141,7 @@ impl Kernel {
             asids_in_use: alloc::vec![false; asids.max(2) as usize],
             pending_routes: heapless::Vec::new(),
             child_debug_console: false,
+            level_lines: 0,
             reaping: heapless::Vec::new(),
             pci_config: crate::chipset::ConfigMechanism::default(),
         }
@@ -203,7 +209,7 @@ impl Kernel {
         Ok(())
     }
 
-    fn new_cap(
+    pub(super) fn new_cap(
         &mut self,
         object: ObjectId,
         kind: ObjectKind,
@@ -312,11 +318,7 @@ impl Kernel {
         for &gsi in gsis {
             let id = self
                 .objects
-                .insert(Object::Interrupt(crate::object::Interrupt {
-                    gsi,
-                    binding: None,
-                    armed: true,
-                }))?;
+                .insert(Object::Interrupt(crate::object::Interrupt::line(gsi)))?;
             let cap = self.new_cap(
                 id,
                 ObjectKind::Interrupt,
@@ -328,7 +330,7 @@ impl Kernel {
                 slot,
                 kind: ObjectKind::Interrupt,
                 a: gsi as u64,
-                b: 0,
+                b: u64::from(gsi < 64 && self.level_lines & (1 << gsi) != 0),
             });
         }
         for &(first, count) in ports {
@@ -348,7 +350,7 @@ impl Kernel {
         Ok((root, caps))
     }
 
-    fn insert_cap(&mut self, partition: ObjectId, cap: Capability) -> Result<SlotHandle, Status> {
+    pub(super) fn insert_cap(&mut self, partition: ObjectId, cap: Capability) -> Result<SlotHandle, Status> {
         self.objects
             .partition_mut(partition)
             .ok_or(Status::InvalidSlot)?
@@ -442,6 +444,9 @@ impl Kernel {
             match self.objects.get(object).map(Object::kind) {
                 Some(ObjectKind::Port) if !self.named_outside(object, None) => {
                     self.free_port(object);
+                }
+                Some(ObjectKind::Interrupt) if !self.named_outside(object, None) => {
+                    self.free_interrupt(m, object);
                 }
                 Some(ObjectKind::Partition)
                     if Some(object) != self.root && !self.named_outside(object, Some(object)) =>

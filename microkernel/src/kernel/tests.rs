@@ -25,6 +25,8 @@ struct Fake {
     kicks: Vec<u32>,
     fail_slat: bool,
     no_dirty_flags: bool,
+    /// Message vectors let through (`Machine::message_vector`).
+    message_vectors: Vec<u8>,
 }
 
 impl Fake {
@@ -147,6 +149,12 @@ impl Machine for Fake {
     }
     fn kick(&mut self, cpu: u32) {
         self.kicks.push(cpu);
+    }
+    fn message_vector(&mut self, vector: u8, on: bool) {
+        self.message_vectors.retain(|&v| v != vector);
+        if on {
+            self.message_vectors.push(vector);
+        }
     }
 }
 
@@ -1689,4 +1697,227 @@ fn route_changes_keep_one_entry_per_interrupt_line() {
         }
     }
     assert_eq!(k.pending_routes, [(4, true), (9, true)]);
+}
+
+/// A root with level-triggered lines 10 and 11 and edge line 4, its
+/// vCPU's capability, and the lines' capabilities (4, 10, 11).
+fn interrupt_world() -> (World, SlotHandle, [SlotHandle; 3]) {
+    let mut m = Fake::default();
+    let mut k = Kernel::new(2, 16);
+    k.level_lines = 1 << 10 | 1 << 11;
+    let slat = m.slat_new().unwrap();
+    m.slat_map(slat, RAM_BASE, RAM_BASE, RAM_PAGES, Access::RWX)
+        .unwrap();
+    let (root, caps) = k
+        .create_root(&mut m, slat, &[(RAM_BASE, RAM_PAGES)], &[4, 10, 11], &[])
+        .unwrap();
+    let vmcb = m.vmcb_new().unwrap();
+    let (root_vcpu, vcpu_cap) = k.create_boot_vcpu(root, vmcb, 0).unwrap();
+    let lines: Vec<&InitialCap> = caps
+        .iter()
+        .filter(|c| c.kind == ObjectKind::Interrupt)
+        .collect();
+    assert_eq!(
+        lines.iter().map(|c| (c.a, c.b)).collect::<Vec<_>>(),
+        [(4, 0), (10, 1), (11, 1)],
+        "the boot page says which lines are level-triggered"
+    );
+    let lines = [lines[0].slot, lines[1].slot, lines[2].slot];
+    let w = World {
+        k,
+        m,
+        root,
+        root_vcpu,
+        root_self: caps[0].slot,
+        ram: caps[1].slot,
+    };
+    (w, vcpu_cap.slot, lines)
+}
+
+/// Whether `vector` is pending on the root's vCPU; clears it.
+fn take_raised(w: &mut World, vector: u8) -> bool {
+    let v = w.k.objects.vcpu_mut(w.root_vcpu).unwrap();
+    let raised = v.pending[vector as usize / 64] & 1 << (vector % 64) != 0;
+    v.clear(vector);
+    raised
+}
+
+fn line_on(w: &World, gsi: u32) -> Option<bool> {
+    w.k.pending_routes
+        .iter()
+        .find(|(g, _)| *g == gsi)
+        .map(|&(_, on)| on)
+}
+
+fn bind(w: &mut World, interrupt: SlotHandle, vcpu: SlotHandle, vector: u8) {
+    w.root_call(Call::InterruptBind {
+        interrupt,
+        vcpu,
+        vector,
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_shared_level_line_raises_every_binding_and_waits_for_every_acknowledge() {
+    let (mut w, vcpu, [_, _, line11]) = interrupt_world();
+    let shared = h(w
+        .root_call(Call::InterruptShare { interrupt: line11 })
+        .unwrap()[0]);
+    bind(&mut w, line11, vcpu, 0x40);
+    assert_eq!(line_on(&w, 11), Some(true));
+    bind(&mut w, shared, vcpu, 0x41);
+    assert_eq!(line_on(&w, 11), Some(true));
+    // Either acknowledge order: the line stays masked until the last one.
+    for (first, second) in [(line11, shared), (shared, line11)] {
+        assert_eq!(w.k.device_interrupt(&mut w.m, 11), 2);
+        assert!(take_raised(&mut w, 0x40) && take_raised(&mut w, 0x41));
+        assert_eq!(line_on(&w, 11), Some(false));
+        w.root_call(Call::Acknowledge { slot: first }).unwrap();
+        assert_eq!(line_on(&w, 11), Some(false), "one binding still holds it");
+        w.root_call(Call::Acknowledge { slot: second }).unwrap();
+        assert_eq!(line_on(&w, 11), Some(true));
+    }
+}
+
+#[test]
+fn a_binding_that_never_acknowledges_blocks_only_its_own_line() {
+    let (mut w, vcpu, [_, line10, line11]) = interrupt_world();
+    let shared = h(w
+        .root_call(Call::InterruptShare { interrupt: line11 })
+        .unwrap()[0]);
+    bind(&mut w, line10, vcpu, 0x50);
+    bind(&mut w, line11, vcpu, 0x51);
+    bind(&mut w, shared, vcpu, 0x52);
+    assert_eq!(w.k.device_interrupt(&mut w.m, 10), 1);
+    assert_eq!(w.k.device_interrupt(&mut w.m, 11), 2);
+    // The shared binding never acknowledges.
+    w.root_call(Call::Acknowledge { slot: line11 }).unwrap();
+    w.root_call(Call::Acknowledge { slot: line10 }).unwrap();
+    assert_eq!(line_on(&w, 10), Some(true));
+    assert_eq!(line_on(&w, 11), Some(false));
+    // A spurious fire of the held line raises only the armed binding.
+    assert!(take_raised(&mut w, 0x51) && take_raised(&mut w, 0x52));
+    assert_eq!(w.k.device_interrupt(&mut w.m, 11), 1);
+    assert!(take_raised(&mut w, 0x51) && !take_raised(&mut w, 0x52));
+}
+
+#[test]
+fn only_level_triggered_lines_are_shared() {
+    let (mut w, _, [line4, _, _]) = interrupt_world();
+    assert_eq!(
+        w.root_call(Call::InterruptShare { interrupt: line4 }),
+        Err(Status::InvalidArgument)
+    );
+    assert_eq!(
+        w.root_call(Call::InterruptShare {
+            interrupt: w.root_self
+        }),
+        Err(Status::WrongType)
+    );
+}
+
+#[test]
+fn a_shared_binding_goes_with_its_capability_and_its_quota_comes_back() {
+    let (mut w, vcpu, [_, _, line11]) = interrupt_world();
+    let quota = w.k.objects.partition(w.root).unwrap().quota;
+    let shared = h(w
+        .root_call(Call::InterruptShare { interrupt: line11 })
+        .unwrap()[0]);
+    assert_eq!(w.k.objects.partition(w.root).unwrap().quota, quota - 1);
+    bind(&mut w, line11, vcpu, 0x40);
+    bind(&mut w, shared, vcpu, 0x41);
+    w.k.device_interrupt(&mut w.m, 11);
+    w.root_call(Call::Acknowledge { slot: line11 }).unwrap();
+    assert_eq!(line_on(&w, 11), Some(false));
+    // Deleting the capability of the binding that holds the line frees it.
+    w.root_call(Call::CapDelete { slot: shared }).unwrap();
+    assert_eq!(line_on(&w, 11), Some(true));
+    assert_eq!(w.k.objects.partition(w.root).unwrap().quota, quota);
+    assert_eq!(
+        w.root_call(Call::Acknowledge { slot: shared }),
+        Err(Status::StaleSlot)
+    );
+    // A share derives from the line's capability: revoking that removes it.
+    let again = h(w
+        .root_call(Call::InterruptShare { interrupt: line11 })
+        .unwrap()[0]);
+    bind(&mut w, again, vcpu, 0x41);
+    assert_eq!(w.root_call(Call::CapRevoke { slot: line11 }).unwrap()[0], 1);
+    assert_eq!(w.k.objects.partition(w.root).unwrap().quota, quota);
+    // The last capability on the line goes: nothing is bound, it is masked.
+    w.root_call(Call::CapDelete { slot: line11 }).unwrap();
+    assert_eq!(line_on(&w, 11), Some(false));
+    assert_eq!(w.k.device_interrupt(&mut w.m, 11), 0);
+}
+
+#[test]
+fn message_interrupts_get_a_kernel_vector_and_never_stack_up() {
+    let (mut w, vcpu, _) = interrupt_world();
+    let r = w
+        .root_call(Call::InterruptMessage {
+            partition: w.root_self,
+        })
+        .unwrap();
+    let (msi, address, data) = (h(r[0]), r[1], r[2]);
+    let vector = data as u8;
+    assert_eq!(address, 0xfee0_0000);
+    assert!(
+        (crate::object::interrupt::MESSAGE_VECTOR_FIRST..).contains(&vector),
+        "a kernel vector, not the partition's choice"
+    );
+    assert_eq!(w.m.message_vectors, [vector]);
+    // Before it is bound a message waits; the bind delivers it.
+    assert!(w.k.message_interrupt(&mut w.m, vector));
+    bind(&mut w, msi, vcpu, 0x60);
+    assert!(take_raised(&mut w, 0x60));
+    // Until acknowledged, further messages coalesce into one.
+    w.k.message_interrupt(&mut w.m, vector);
+    w.k.message_interrupt(&mut w.m, vector);
+    assert!(!take_raised(&mut w, 0x60));
+    w.root_call(Call::Acknowledge { slot: msi }).unwrap();
+    assert!(take_raised(&mut w, 0x60));
+    w.root_call(Call::Acknowledge { slot: msi }).unwrap();
+    assert!(!take_raised(&mut w, 0x60));
+    // A second one gets another vector; an unknown vector finds nobody.
+    let second = w
+        .root_call(Call::InterruptMessage {
+            partition: w.root_self,
+        })
+        .unwrap();
+    assert_ne!(second[2] as u8, vector);
+    assert!(!w.k.message_interrupt(&mut w.m, 0xef));
+    // Its capability gone, the vector is stray again and free for reuse.
+    w.root_call(Call::CapDelete { slot: msi }).unwrap();
+    assert_eq!(w.m.message_vectors, [second[2] as u8]);
+    assert!(!w.k.message_interrupt(&mut w.m, vector));
+    let third = w
+        .root_call(Call::InterruptMessage {
+            partition: w.root_self,
+        })
+        .unwrap();
+    assert_eq!(third[2] as u8, vector);
+}
+
+#[test]
+fn message_vectors_are_the_root_partitions_to_ask_for_and_run_out_cleanly() {
+    let (mut w, _, _) = interrupt_world();
+    let child = w.child("c", 64, 16);
+    let me = child.self_slot;
+    assert_eq!(
+        w.call_as(child.id, child.vcpu, Call::InterruptMessage { partition: me }),
+        Err(Status::InsufficientRights),
+        "a child has no CREATE on itself"
+    );
+    let mut got = 0;
+    let err = loop {
+        match w.root_call(Call::InterruptMessage {
+            partition: w.root_self,
+        }) {
+            Ok(_) => got += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, Status::OutOfMemory);
+    assert_eq!(got, crate::object::interrupt::MESSAGE_VECTORS as usize);
 }

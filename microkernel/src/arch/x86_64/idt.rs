@@ -275,6 +275,16 @@ extern "C" fn interrupt_dispatch(frame: &mut TrapFrame) {
             super::ioapic::fired((v - super::ioapic::VECTOR_BASE as u64) as u32);
             super::apic::eoi();
         }
+        // A message interrupt: on a vector the kernel handed out it is
+        // recorded for the kernel core; on any other it is a stray one.
+        v if super::msi::is_message_vector(v) => {
+            if !super::msi::fired(v as u8) {
+                stray(v);
+            }
+            if super::apic::in_service(v as u8) {
+                super::apic::eoi();
+            }
+        }
         // The local APIC's spurious vector: no EOI, unless a message
         // interrupt came on it (then it is in service and would block
         // every other vector until acknowledged).

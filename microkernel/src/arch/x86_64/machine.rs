@@ -227,6 +227,17 @@ impl Machine for HwMachine {
         super::pci::write(address, offset, size, value);
     }
 
+    fn message_vector(&mut self, vector: u8, on: bool) {
+        super::msi::enable(vector, on);
+    }
+
+    fn message_address(&self) -> u64 {
+        // Physical destination mode, the bootstrap processor (where the
+        // I/O APIC lines go too), no redirection hint.
+        let bsp = super::percpu::apic_id_of(0).unwrap_or(0);
+        0xfee0_0000 | (u64::from(bsp & 0xff) << 12)
+    }
+
     fn reset(&mut self) {
         super::power::reset()
     }

@@ -10,6 +10,7 @@ pub mod gdt;
 pub mod heap;
 pub mod idt;
 pub mod ioapic;
+pub mod msi;
 pub mod machine;
 pub mod memory;
 pub mod msr;
