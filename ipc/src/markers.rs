@@ -590,6 +590,11 @@ impl fmt::Display for RunEnded {
     }
 }
 
+/// Kernel command-line word: the root gives its PCI devices their
+/// interrupt lines (INTx, level-triggered and shared where several
+/// devices are wired to one) instead of MSI-X.
+pub const PCI_INTX: &str = "pci-intx";
+
 /// Kernel command-line word that makes the root partition take a real
 /// device interrupt (the RTC, GSI 8) through its interrupt capability.
 pub const SELFTEST_DEVICE_INTERRUPT: &str = "selftest=device-interrupt";

@@ -1,12 +1,11 @@
 //! The data disk: a virtio-blk PCI device driven by the root, with
-//! completions signalled by the device's interrupt line, which the root
-//! takes through its interrupt capability (bound to [`VECTOR`]).
+//! completions signalled by the device's interrupt — MSI-X, or its line —
+//! which the root takes through an interrupt capability (bound to
+//! [`VECTOR`]; `crate::virtio::attach`).
 //!
 //! Each request is queued, the device notified, and the root sleeps in HLT
-//! until the device's interrupt says a request completed; it then
-//! acknowledges the line to the microkernel (which unmasks it) and reads
-//! the device's interrupt status (which lowers the line), in that order
-//! (see [`Disk::take_interrupts`]).
+//! until the device's interrupt says a request completed (the interrupt
+//! handler has already lowered and acknowledged it: `crate::virtio`).
 //!
 //! # Invariants
 //! - Buffers handed to the device lie in the identity map; a caller's
@@ -17,10 +16,8 @@
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 use ipc::boot::{BootInfo, PARTITION_IMAGE_BASE};
-use ipc::hypercall::{Call, SlotHandle};
 use root_partition::disks::{SECTOR, Sectors};
 use vhd::IoError;
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
@@ -36,13 +33,6 @@ pub const VECTOR: u8 = 0x78;
 /// Sectors moved per device request.
 pub const CHUNK_SECTORS: usize = 128;
 
-/// Interrupts taken on [`VECTOR`].
-static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
-
-fn on_interrupt(_vector: u8) {
-    INTERRUPTS.fetch_add(1, Ordering::AcqRel);
-}
-
 /// Counters of the data disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DiskStats {
@@ -57,7 +47,7 @@ pub struct DiskStats {
 /// The virtio-blk data disk.
 pub struct Disk {
     blk: VirtIOBlk<RootHal, PciTransport>,
-    line: SlotHandle,
+    irq: virtio::DeviceInterrupt,
     /// Global system interrupt of the device's line.
     pub gsi: u32,
     /// PCI location.
@@ -69,7 +59,7 @@ pub struct Disk {
 }
 
 /// Finds the first virtio-blk device on PCI bus 0, starts it and binds its
-/// interrupt line; `Ok(None)` when the machine has none.
+/// interrupt; `Ok(None)` when the machine has none.
 pub fn probe(info: &BootInfo) -> Result<Option<Disk>, String> {
     let Some(virtio::Found {
         transport,
@@ -81,15 +71,15 @@ pub fn probe(info: &BootInfo) -> Result<Option<Disk>, String> {
     };
     let mut blk = VirtIOBlk::<RootHal, _>::new(transport)
         .map_err(|e| format!("virtio-blk at {location}: {e:?}"))?;
-    let line = virtio::bind_line(info, gsi, VECTOR, on_interrupt, "disk")?;
+    let irq = virtio::attach(info, location, gsi, VECTOR, "disk")?;
     blk.enable_interrupts();
     Ok(Some(Disk {
         blk,
-        line,
+        irq,
         gsi,
         location,
         bounce: alloc::vec![0u8; CHUNK_SECTORS * SECTOR].into_boxed_slice(),
-        taken: INTERRUPTS.load(Ordering::Acquire),
+        taken: irq.count(),
         stats: DiskStats::default(),
     }))
 }
@@ -108,25 +98,12 @@ impl Disk {
         self.stats
     }
 
-    /// Takes the device interrupts that arrived since the last call:
-    /// acknowledges the line to the microkernel (which unmasks it), then
-    /// reads the device's status (which lowers the line).
-    ///
-    /// The order matters: the microkernel programs ISA lines edge-triggered,
-    /// and an I/O APIC ignores an edge on a masked line. Were the status
-    /// read first, a completion between the read and the unmask would
-    /// raise the line unseen and leave it high, and no later completion
-    /// could make another edge. Read after the unmask, the line is low
-    /// again and every later completion makes an edge the root receives;
-    /// completions before the read are found in the used ring by the caller.
+    /// Counts the device interrupts that arrived since the last call (the
+    /// handler already took each: `crate::virtio`).
     fn take_interrupts(&mut self) {
-        let now = INTERRUPTS.load(Ordering::Acquire);
-        if now != self.taken {
-            self.stats.interrupts += now.wrapping_sub(self.taken);
-            self.taken = now;
-            let _ = partition_rt::hypercall(&Call::Acknowledge { slot: self.line });
-            let _ = self.blk.ack_interrupt();
-        }
+        let now = self.irq.count();
+        self.stats.interrupts += now.wrapping_sub(self.taken);
+        self.taken = now;
     }
 
     /// Sleeps until request `token` is in the used ring, taking the
@@ -137,11 +114,9 @@ impl Disk {
             if self.blk.peek_used() == Some(token) {
                 return;
             }
-            let taken = self.taken;
+            let (taken, irq) = (self.taken, self.irq);
             let blk = &mut self.blk;
-            partition_rt::wait_until(|| {
-                INTERRUPTS.load(Ordering::Acquire) != taken || blk.peek_used() == Some(token)
-            });
+            partition_rt::wait_until(|| irq.count() != taken || blk.peek_used() == Some(token));
         }
     }
 

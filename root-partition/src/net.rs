@@ -1,5 +1,6 @@
-//! The root's network interface: a virtio-net PCI device with its receive
-//! interrupt taken through the root's interrupt capability, under
+//! The root's network interface: a virtio-net PCI device with its
+//! interrupt (MSI-X, or its line, shared with the disk's on QEMU's `pc`
+//! machine) taken through an interrupt capability (`crate::virtio`), under
 //! `smoltcp` with a static address on the management network (QEMU user
 //! networking: 10.0.2.15/24, gateway 10.0.2.2).
 //!
@@ -15,10 +16,8 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 use ipc::boot::BootInfo;
-use ipc::hypercall::{Call, SlotHandle};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::icmp;
@@ -96,36 +95,20 @@ pub fn send(frame: &[u8]) -> bool {
     net.nic.send(buffer).is_ok()
 }
 
-static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
-
-fn on_interrupt(_vector: u8) {
-    INTERRUPTS.fetch_add(1, Ordering::AcqRel);
-}
-
-/// The NIC and its interrupt line.
+/// The NIC and its interrupt.
 pub struct Network {
     nic: Nic,
-    /// Its line's capability; `None` when polled (a shared line).
-    line: Option<SlotHandle>,
+    /// Its interrupt; `None` when polled (an edge-triggered line another
+    /// device holds).
+    irq: Option<virtio::DeviceInterrupt>,
     /// Its global system interrupt.
     pub gsi: u32,
-    /// Interrupts taken so far.
-    taken: u64,
 }
 
 impl Network {
-    /// Takes the interrupts that arrived: unmask the line first, then read
-    /// the device's status (see `crate::blk` for why in that order).
+    /// Interrupts taken so far (the handler takes each: `crate::virtio`).
     fn take_interrupts(&mut self) -> u64 {
-        let now = INTERRUPTS.load(Ordering::Acquire);
-        if now != self.taken
-            && let Some(line) = self.line
-        {
-            self.taken = now;
-            let _ = partition_rt::hypercall(&Call::Acknowledge { slot: line });
-            let _ = self.nic.ack_interrupt();
-        }
-        now
+        self.irq.map_or(0, |irq| irq.count())
     }
 }
 
@@ -142,28 +125,23 @@ pub fn probe(info: &BootInfo) -> Result<Option<Network>, String> {
     };
     let mut nic =
         Nic::new(transport, BUFFER).map_err(|e| format!("virtio-net at {location}: {e:?}"))?;
-    // On a line another device holds, the NIC runs polled (the root polls
-    // it every service pass anyway) and never raises the line.
-    let line = match virtio::line_taken(gsi) {
-        Some(other) => {
+    // Without an interrupt (an edge-triggered line another device holds)
+    // the NIC runs polled (the root looks at it every service pass) and
+    // never raises its line.
+    let irq = match virtio::attach(info, location, gsi, VECTOR, "NIC") {
+        Ok(irq) => {
+            nic.enable_interrupts();
+            Some(irq)
+        }
+        Err(e) => {
             nic.disable_interrupts();
             partition_rt::console::print_line(format_args!(
-                "root partition: virtio-net at {location} shares GSI {gsi} with the {other}: polled, without interrupts"
+                "root partition: virtio-net at {location}: {e}: polled, without interrupts"
             ));
             None
         }
-        None => {
-            let line = virtio::bind_line(info, gsi, VECTOR, on_interrupt, "NIC")?;
-            nic.enable_interrupts();
-            Some(line)
-        }
     };
-    Ok(Some(Network {
-        nic,
-        line,
-        gsi,
-        taken: INTERRUPTS.load(Ordering::Acquire),
-    }))
+    Ok(Some(Network { nic, irq, gsi }))
 }
 
 /// A received frame (copied out of the device's buffer, which goes back
@@ -312,7 +290,7 @@ fn ping(net: &mut Network) -> Result<String, String> {
         // device's interrupt is the event; the spin bounds a lost one.
         let seen = net.take_interrupts();
         for _ in 0..100_000 {
-            if INTERRUPTS.load(Ordering::Acquire) != seen || net.nic.can_recv() {
+            if net.take_interrupts() != seen || net.nic.can_recv() {
                 break;
             }
             core::hint::spin_loop();
