@@ -845,9 +845,7 @@ impl Call {
                 0,
             ],
             Call::Acknowledge { slot } => [ACKNOWLEDGE, slot.raw(), 0, 0, 0, 0, 0],
-            Call::InterruptShare { interrupt } => {
-                [INTERRUPT_SHARE, interrupt.raw(), 0, 0, 0, 0, 0]
-            }
+            Call::InterruptShare { interrupt } => [INTERRUPT_SHARE, interrupt.raw(), 0, 0, 0, 0, 0],
             Call::InterruptMessage { partition } => {
                 [INTERRUPT_MESSAGE, partition.raw(), 0, 0, 0, 0, 0]
             }
@@ -1031,12 +1029,8 @@ mod tests {
             },
             Call::PowerOff { partition: h(0, 0) },
             Call::Reset { partition: h(0, 0) },
-            Call::InterruptShare {
-                interrupt: h(9, 2),
-            },
-            Call::InterruptMessage {
-                partition: h(0, 0),
-            },
+            Call::InterruptShare { interrupt: h(9, 2) },
+            Call::InterruptMessage { partition: h(0, 0) },
         ];
         for call in calls {
             assert_eq!(Call::decode(&call.encode()), Ok(call));

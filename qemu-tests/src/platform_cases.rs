@@ -51,7 +51,7 @@ const DMA_ATTACK_NAMES: [&str; DMA_ATTACKS as usize] = [
     "fw_cfg DMA into the root's own memory",
     "fw_cfg DMA into the hypervisor image",
     "fw_cfg DMA of 3 to the local APIC (vector 3)",
-    "HPET message interrupts on vectors 3, 14, 0x99, 0xff and an NMI",
+    "HPET message interrupts on vectors 3, 14, 0x99, 0xee, 0xff and an NMI",
 ];
 
 /// Scenario `demo` after the attacks: both children say hello from every vCPU and end.
@@ -159,7 +159,7 @@ fn attack_dma() -> Case {
     ));
     markers.extend(demo_children());
     markers.extend(power_off());
-    markers.push((StrayInterrupts { count: 5, first: 3 }.to_string(), false));
+    markers.push((StrayInterrupts { count: 6, first: 3 }.to_string(), false));
     platform_case(
         "root_attacks_dma_and_stray_interrupts",
         "scenario=demo selftest=attack-dma",

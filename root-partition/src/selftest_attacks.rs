@@ -369,7 +369,7 @@ fn dma_attacks(info: &BootInfo, t: &mut Tally) {
         format_args!("to {APIC_WINDOW:#x}: control word {control:#x}"),
     );
 
-    let name = "HPET message interrupts on vectors 3, 14, 0x99, 0xff and an NMI";
+    let name = "HPET message interrupts on vectors 3, 14, 0x99, 0xee, 0xff and an NMI";
     t.start(name);
     match hpet_messages(t) {
         Some(sent) => t.outcome(
@@ -411,9 +411,10 @@ fn hpet_write(register: u64, value: u64) {
     unsafe { core::ptr::write_volatile((HPET_BASE + register) as *mut u64, value) };
 }
 
-/// Sends five message interrupts through the HPET's timers: vectors 3
+/// Sends six message interrupts through the HPET's timers: vectors 3
 /// (an exception vector without error code), 14 (one with), 0x99 (a
-/// vector the microkernel has no use for), 0xff (the local APIC's
+/// vector the microkernel has no use for), 0xee (in the microkernel's
+/// message range, held by no interrupt object), 0xff (the local APIC's
 /// spurious vector, which a real spurious interrupt never leaves in
 /// service) and an NMI. Returns how many, or `None` without an HPET.
 fn hpet_messages(t: &Tally) -> Option<u32> {
@@ -426,7 +427,14 @@ fn hpet_messages(t: &Tally) -> Option<u32> {
     // 5 ms ahead.
     let ahead = 5_000_000_000_000 / period_fs;
     // (timer, MSI data): fixed delivery of a vector, or NMI delivery (0x400).
-    let messages = [(0, 0x03u64), (1, 0x0e), (2, 0x99), (1, 0xff), (0, 0x400)];
+    let messages = [
+        (0, 0x03u64),
+        (1, 0x0e),
+        (2, 0x99),
+        (0, 0xee),
+        (1, 0xff),
+        (0, 0x400),
+    ];
     hpet_write(HPET_CONFIG, hpet_read(HPET_CONFIG) | 1);
     let mut sent = 0;
     for (timer, data) in messages {

@@ -126,7 +126,10 @@ impl fmt::Display for Delivery {
                 let trigger = if level { "level" } else { "edge" };
                 match shared_with {
                     Some(other) => {
-                        write!(f, "GSI {gsi} ({trigger}-triggered, shared with the {other})")
+                        write!(
+                            f,
+                            "GSI {gsi} ({trigger}-triggered, shared with the {other})"
+                        )
                     }
                     None => write!(f, "GSI {gsi} ({trigger}-triggered)"),
                 }
@@ -194,12 +197,7 @@ fn on_interrupt(vector: u8) {
 }
 
 /// Sets up what [`on_interrupt`] needs for `vector` before the interrupt is bound.
-fn prepare(
-    vector: u8,
-    slot: SlotHandle,
-    edge: bool,
-    registers: Option<&VirtioInterruptRegisters>,
-) {
+fn prepare(vector: u8, slot: SlotHandle, edge: bool, registers: Option<&VirtioInterruptRegisters>) {
     let v = usize::from(vector);
     VirtioInterruptRegisters::register_isr(registers, vector);
     EDGE[v].store(u8::from(edge), Ordering::Release);
@@ -299,9 +297,7 @@ fn attach_msix(
     }
     Ok(Some(DeviceInterrupt {
         vector,
-        delivery: Delivery::Msix {
-            vector: data as u8,
-        },
+        delivery: Delivery::Msix { vector: data as u8 },
     }))
 }
 

@@ -153,7 +153,11 @@ impl Kernel {
 
     /// `InterruptShare`: a new interrupt object on the level-triggered
     /// line of `interrupt`, paid by the caller, derived from its capability.
-    pub(super) fn interrupt_share(&mut self, caller: ObjectId, interrupt: SlotHandle) -> CallResult {
+    pub(super) fn interrupt_share(
+        &mut self,
+        caller: ObjectId,
+        interrupt: SlotHandle,
+    ) -> CallResult {
         let cap = self.cap(caller, interrupt, ObjectKind::Interrupt, Rights::BIND)?;
         let source = self
             .objects
@@ -204,7 +208,12 @@ impl Kernel {
             .ok_or(Status::OutOfMemory)?;
         self.free_slots(caller, 1)?;
         let id = self.insert_paid(caller, Object::Interrupt(Interrupt::message(vector)))?;
-        let new = self.new_cap(id, ObjectKind::Interrupt, Rights::BIND | Rights::GRANT, None);
+        let new = self.new_cap(
+            id,
+            ObjectKind::Interrupt,
+            Rights::BIND | Rights::GRANT,
+            None,
+        );
         let slot = self.insert_cap(caller, new)?;
         m.message_vector(vector, true);
         done([slot.raw(), m.message_address(), message_data(vector)])

@@ -350,7 +350,11 @@ impl Kernel {
         Ok((root, caps))
     }
 
-    pub(super) fn insert_cap(&mut self, partition: ObjectId, cap: Capability) -> Result<SlotHandle, Status> {
+    pub(super) fn insert_cap(
+        &mut self,
+        partition: ObjectId,
+        cap: Capability,
+    ) -> Result<SlotHandle, Status> {
         self.objects
             .partition_mut(partition)
             .ok_or(Status::InvalidSlot)?

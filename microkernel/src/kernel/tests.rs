@@ -1905,7 +1905,11 @@ fn message_vectors_are_the_root_partitions_to_ask_for_and_run_out_cleanly() {
     let child = w.child("c", 64, 16);
     let me = child.self_slot;
     assert_eq!(
-        w.call_as(child.id, child.vcpu, Call::InterruptMessage { partition: me }),
+        w.call_as(
+            child.id,
+            child.vcpu,
+            Call::InterruptMessage { partition: me }
+        ),
         Err(Status::InsufficientRights),
         "a child has no CREATE on itself"
     );

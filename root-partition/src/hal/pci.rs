@@ -163,7 +163,11 @@ impl Msix {
     pub fn enable(&self) {
         let word = PortCam.read_word(self.df, self.cap);
         let control = ((word >> 16) as u16 | 1 << 15) & !(1 << 14);
-        PortCam.write_word(self.df, self.cap, (word & 0xffff) | u32::from(control) << 16);
+        PortCam.write_word(
+            self.df,
+            self.cap,
+            (word & 0xffff) | u32::from(control) << 16,
+        );
     }
 
     /// Whether MSI-X is on.
