@@ -457,6 +457,30 @@ fn devices_on_msix(serial: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The disk and two NICs, each on MSI-X.
+fn disk_and_two_nics_on_msix(serial: &[String]) -> Result<(), String> {
+    for device in ["disk", "NIC", "NIC 2"] {
+        let line = interrupt_line(serial, device)?;
+        if !line.contains("interrupts on MSI-X") {
+            return Err(format!("the {device} is not on MSI-X: {line}"));
+        }
+    }
+    Ok(())
+}
+
+/// The disk and two NICs, each on a level-triggered line (`pci-intx`).
+fn disk_and_two_nics_on_lines(serial: &[String]) -> Result<(), String> {
+    for device in ["disk", "NIC", "NIC 2"] {
+        let line = interrupt_line(serial, device)?;
+        if !line.contains("level-triggered") {
+            return Err(format!(
+                "the {device} is not on a level-triggered line: {line}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The disk on its level-triggered line, the NIC sharing it (`pci-intx`).
 fn devices_share_a_level_line(serial: &[String]) -> Result<(), String> {
     let disk = interrupt_line(serial, "disk")?;
@@ -1732,6 +1756,48 @@ pub fn all() -> Vec<Case> {
     );
     network.forbidden.push("; 0 interrupts".to_owned());
     table.push(network);
+    // One processor, the data disk and two NICs: every device on its own
+    // interrupt, MSI-X or (with `pci-intx`) level-triggered lines; the
+    // first NIC still pings the gateway by interrupt.
+    for (name, cmdline, check, what) in [
+        (
+            "network_two_nics_and_disk_smp1_msix",
+            "scenario=idle selftest=network",
+            disk_and_two_nics_on_msix as fn(&[String]) -> Result<(), String>,
+            "disk and both NICs on MSI-X",
+        ),
+        (
+            "network_two_nics_and_disk_smp1_lines",
+            "scenario=idle selftest=network pci-intx",
+            disk_and_two_nics_on_lines,
+            "disk and both NICs on level-triggered lines",
+        ),
+    ] {
+        let mut two = case(
+            name,
+            machine(1, "EPYC", Bios, true),
+            cmdline,
+            Script::NetworkUp,
+            Kernel(Success),
+        )
+        .with_data_disk()
+        .transcript_check(what, check);
+        two.machine.extra_args.extend(
+            [
+                "-netdev",
+                "user,id=n0",
+                "-device",
+                "virtio-net-pci,netdev=n0,romfile=",
+                "-netdev",
+                "user,id=n1,net=10.0.3.0/24",
+                "-device",
+                "virtio-net-pci,netdev=n1,romfile=",
+            ]
+            .map(String::from),
+        );
+        two.forbidden.push("; 0 interrupts".to_owned());
+        table.push(two);
+    }
     // A host client's 1,000 SET/GET round trips through the forwarded port,
     // the root's NIC and switch, to the child's key-value service.
     table.push(

@@ -32,8 +32,11 @@ use virtio_drivers::transport::pci::PciTransport;
 use crate::hal::dma::RootHal;
 use crate::virtio;
 
-/// The vector the NIC's interrupt arrives on.
+/// The vector the first NIC's interrupt arrives on; NIC `n` (from 0) on
+/// `VECTOR + n`.
 pub const VECTOR: u8 = 0x79;
+/// How the NICs are named in messages, by index.
+const NAMES: [&str; 4] = ["NIC", "NIC 2", "NIC 3", "NIC 4"];
 /// The root's address on the management network.
 pub const ADDRESS: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
 /// The management network's gateway (QEMU's user networking host side).
@@ -51,15 +54,30 @@ type Nic = VirtIONet<RootHal, PciTransport, QUEUE>;
 /// The NIC once found (the switch's port 0 while children run).
 static NIC: partition_rt::sync::SpinLock<Option<Network>> = partition_rt::sync::SpinLock::new(None);
 
-/// Finds the NIC and keeps it; says what it found.
+/// The NICs after the first: started, on their interrupts, kept for the
+/// root's management network (the first is the virtual switch's uplink).
+static MORE_NICS: partition_rt::sync::SpinLock<alloc::vec::Vec<Network>> =
+    partition_rt::sync::SpinLock::new(alloc::vec::Vec::new());
+
+/// Finds the NICs and keeps them; says whether there is one. Every NIC
+/// gets its interrupt; the first is the switch's uplink, the others wait
+/// for the management network's stack.
 pub fn start(info: &BootInfo) -> Result<bool, String> {
-    match probe(info)? {
-        Some(net) => {
-            *NIC.lock() = Some(net);
-            Ok(true)
+    let Some(first) = probe_nth(info, 0)? else {
+        return Ok(false);
+    };
+    *NIC.lock() = Some(first);
+    for nth in 1..NAMES.len() {
+        match probe_nth(info, nth) {
+            Ok(Some(net)) => MORE_NICS.lock().push(net),
+            Ok(None) => break,
+            Err(e) => partition_rt::console::print_line(format_args!(
+                "root partition: {} unusable: {e}",
+                NAMES[nth]
+            )),
         }
-        None => Ok(false),
     }
+    Ok(true)
 }
 
 /// Frames waiting in the NIC: each given to `take` (at most `max`).
@@ -112,14 +130,22 @@ impl Network {
     }
 }
 
-/// Finds the first virtio-net device on PCI bus 0, starts it and binds its
-/// line; `Ok(None)` when the machine has none.
+/// Finds the first virtio-net device on PCI bus 0, starts it and gives it
+/// its interrupt; `Ok(None)` when the machine has none.
 pub fn probe(info: &BootInfo) -> Result<Option<Network>, String> {
+    probe_nth(info, 0)
+}
+
+/// As [`probe`], for the `nth` (from 0, below 4) virtio-net device.
+pub fn probe_nth(info: &BootInfo, nth: usize) -> Result<Option<Network>, String> {
+    let name = NAMES
+        .get(nth)
+        .ok_or_else(|| format!("no room for NIC {}", nth + 1))?;
     let Some(virtio::Found {
         transport,
         location,
         gsi,
-    }) = virtio::find(DeviceType::Network)?
+    }) = virtio::find_nth(DeviceType::Network, nth)?
     else {
         return Ok(None);
     };
@@ -128,7 +154,7 @@ pub fn probe(info: &BootInfo) -> Result<Option<Network>, String> {
     // Without an interrupt (an edge-triggered line another device holds)
     // the NIC runs polled (the root looks at it every service pass) and
     // never raises its line.
-    let irq = match virtio::attach(info, location, gsi, VECTOR, "NIC") {
+    let irq = match virtio::attach(info, location, gsi, VECTOR + nth as u8, name) {
         Ok(irq) => {
             nic.enable_interrupts();
             Some(irq)
