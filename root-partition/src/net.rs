@@ -67,13 +67,12 @@ pub fn start(info: &BootInfo) -> Result<bool, String> {
         return Ok(false);
     };
     *NIC.lock() = Some(first);
-    for nth in 1..NAMES.len() {
+    for (nth, name) in NAMES.iter().enumerate().skip(1) {
         match probe_nth(info, nth) {
             Ok(Some(net)) => MORE_NICS.lock().push(net),
             Ok(None) => break,
             Err(e) => partition_rt::console::print_line(format_args!(
-                "root partition: {} unusable: {e}",
-                NAMES[nth]
+                "root partition: {name} unusable: {e}"
             )),
         }
     }
@@ -130,13 +129,8 @@ impl Network {
     }
 }
 
-/// Finds the first virtio-net device on PCI bus 0, starts it and gives it
-/// its interrupt; `Ok(None)` when the machine has none.
-pub fn probe(info: &BootInfo) -> Result<Option<Network>, String> {
-    probe_nth(info, 0)
-}
-
-/// As [`probe`], for the `nth` (from 0, below 4) virtio-net device.
+/// Finds the `nth` (from 0, below 4) virtio-net device on PCI bus 0,
+/// starts it and gives it its interrupt; `Ok(None)` when there is none.
 pub fn probe_nth(info: &BootInfo, nth: usize) -> Result<Option<Network>, String> {
     let name = NAMES
         .get(nth)
