@@ -108,6 +108,10 @@ struct RunArgs {
     /// scenario `kv` (10.0.2.20:7000 behind the root's virtual switch).
     #[arg(long, default_value_t = 7000, conflicts_with = "no_network")]
     kv_port: u16,
+    /// Host port on 127.0.0.1 forwarded to the node's status service on
+    /// its management network (10.0.2.15:7100, the second NIC).
+    #[arg(long, default_value_t = 7100, conflicts_with = "no_network")]
+    mgmt_port: u16,
     /// Attach no network adapter.
     #[arg(long)]
     no_network: bool,
@@ -242,7 +246,11 @@ fn run_command(args: &RunArgs) -> Result<i32> {
 
 /// The data disk `cargo image run` attaches: none, the one given, or the
 /// default one (built when missing).
-/// The NIC: virtio-net on QEMU user networking, the key-value port forwarded.
+/// The NICs, both virtio-net on QEMU user networking (separate networks,
+/// as the seeds recommend): the first is the VM-traffic network (the
+/// virtual switch's uplink; the key-value port of a child forwarded), the
+/// second the management network (the root's own address; its status
+/// port forwarded).
 fn network_args(args: &RunArgs) -> Vec<String> {
     if args.bochs || args.no_network {
         return Vec::new();
@@ -255,6 +263,13 @@ fn network_args(args: &RunArgs) -> Vec<String> {
         ),
         "-device".to_owned(),
         "virtio-net-pci,netdev=n0,romfile=".to_owned(),
+        "-netdev".to_owned(),
+        format!(
+            "user,id=mgmt,hostfwd=tcp:127.0.0.1:{}-10.0.2.15:7100",
+            args.mgmt_port
+        ),
+        "-device".to_owned(),
+        "virtio-net-pci,netdev=mgmt,romfile=".to_owned(),
     ]
 }
 

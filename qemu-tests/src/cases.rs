@@ -1378,6 +1378,38 @@ pub fn timed_markers(script: Script, firmware: Firmware) -> Vec<Expectation> {
         .collect()
 }
 
+/// A node with two VMs whose status a host client reads over the
+/// management NIC (the second; the first is the switch's uplink).
+fn node_status_case() -> Case {
+    let mut c = case(
+        "node_status_over_the_management_network",
+        machine(2, "EPYC", Firmware::Bios, true),
+        "node.run-for=20",
+        Script::NodeVms,
+        ExpectedExit::Kernel(ExitCode::Success),
+    )
+    .prepare(
+        "capctl vm define alpha, beta (idle, autostart)",
+        define_two_idle_vms,
+    )
+    .host_client(
+        "node status over the management network",
+        "10.0.2.15:7100",
+        node_status_client,
+    );
+    // The uplink first: the runner adds the client's NIC (the second).
+    c.machine.extra_args.extend(
+        [
+            "-netdev",
+            "user,id=up",
+            "-device",
+            "virtio-net-pci,netdev=up,romfile=",
+        ]
+        .map(String::from),
+    );
+    c
+}
+
 /// [`Script::NodeVms`]: the node boots, both VMs come up (in either
 /// order), the node stops them and powers off.
 fn node_vm_markers() -> Vec<(String, bool)> {
@@ -1449,6 +1481,31 @@ fn two_vms_still_defined(disk: &std::path::Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The node's status over its management network (TCP 7100 on its second
+/// NIC, forwarded from the host): retried until both VMs show Running.
+fn node_status_client(port: u16) -> Result<String, String> {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut text = String::new();
+            if stream.read_to_string(&mut text).is_ok() {
+                if text.starts_with("capvisor node: 2 VMs")
+                    && text.lines().any(|l| l == "alpha Running")
+                    && text.lines().any(|l| l == "beta Running")
+                {
+                    return Ok(format!("node status: {}", text.replace('\n', "; ")));
+                }
+                last = text;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    Err(format!("no status with both VMs Running; last: {last:?}"))
 }
 
 /// The node's closing line: `... N rounds, B busy, S sleeps ...`: an idle
@@ -1637,6 +1694,7 @@ pub fn all() -> Vec<Case> {
             .prepare("capctl vm define alpha, beta (idle, autostart)", define_two_idle_vms)
             .then_boot("node.run-for=6", Script::NodeVms, Kernel(Success))
             .host_check("capctl vm list still finds both", two_vms_still_defined),
+        node_status_case(),
         case("children_smp4",      machine(4, "EPYC", Bios, true),         "scenario=demo",     Children,   Kernel(Success)),
         case("busy_vcpus_6_on_2",  machine(2, "EPYC", Bios, true),         "scenario=spin",     Spin,       Kernel(Success)),
         case("pause_resume_destroy_reuse", machine(2, "EPYC", Bios, true), "scenario=life",     Lifecycle,  Kernel(Success)),

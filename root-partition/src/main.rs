@@ -28,6 +28,8 @@ mod devirq;
 #[cfg(target_os = "none")]
 mod hal;
 #[cfg(target_os = "none")]
+mod mgmt;
+#[cfg(target_os = "none")]
 mod migration;
 #[cfg(target_os = "none")]
 mod net;

@@ -79,6 +79,29 @@ pub fn start(info: &BootInfo) -> Result<bool, String> {
     Ok(true)
 }
 
+/// Takes the management NIC (the second one) for the root's own stack.
+pub fn take_management_nic() -> Option<Network> {
+    let mut more = MORE_NICS.lock();
+    (!more.is_empty()).then(|| more.remove(0))
+}
+
+/// The management network's address and gateway (QEMU user networking).
+pub fn management_address() -> (Ipv4Address, Ipv4Address) {
+    (ADDRESS, GATEWAY)
+}
+
+/// The time smoltcp runs on.
+pub fn stack_now() -> Instant {
+    now()
+}
+
+impl Network {
+    /// The device's MAC address.
+    pub fn mac(&self) -> EthernetAddress {
+        EthernetAddress(self.nic.mac_address())
+    }
+}
+
 /// Frames waiting in the NIC: each given to `take` (at most `max`).
 pub fn receive(max: usize, mut take: impl FnMut(&[u8])) -> usize {
     let mut nic = NIC.lock();

@@ -138,13 +138,36 @@ pub fn run(info: &BootInfo) {
             None => alloc::string::String::from("running until told to power off"),
         }
     );
-    let stats = match vm_service(info, &mut machine, stop_at) {
-        Some(mut vms) => node::run(&mut machine, &mut [&mut Vmbus, &mut vms], mode),
-        None => {
-            let mut stop = StopAt { deadline: stop_at };
-            node::run(&mut machine, &mut [&mut Vmbus, &mut stop], mode)
+    let vms = vm_service(info, &mut machine, stop_at);
+    let board = vms.as_ref().map(|v| v.board.clone()).unwrap_or_default();
+    let mut management = crate::net::take_management_nic().and_then(|nic| {
+        match crate::mgmt::Management::new(nic, board, tsc_khz) {
+            Ok(m) => {
+                let (address, _) = crate::net::management_address();
+                println!(
+                    "root partition: node: management network at {address}, status on TCP port {}",
+                    crate::mgmt::STATUS_PORT
+                );
+                Some(m)
+            }
+            Err(e) => {
+                println!("root partition: node: management network unusable: {e}");
+                None
+            }
         }
-    };
+    });
+    let mut stop = StopAt { deadline: stop_at };
+    let mut vms = vms;
+    let mut vmbus = Vmbus;
+    let mut services: alloc::vec::Vec<&mut dyn Service> = alloc::vec![&mut vmbus];
+    match vms.as_mut() {
+        Some(vms) => services.push(vms),
+        None => services.push(&mut stop),
+    }
+    if let Some(m) = management.as_mut() {
+        services.push(m);
+    }
+    let stats = node::run(&mut machine, &mut services, mode);
     let ran_ms = (machine.now_ns() - start) / 1_000_000;
     println!(
         "root partition: node stopped after {ran_ms} ms: {} rounds, {} busy, {} sleeps ({} ended by deadline)",

@@ -257,6 +257,8 @@ impl MachineHv {
 /// (`node.run-for`) it stops every running VM gracefully, then the node.
 pub struct Vms {
     pub manager: VmManager<MachineHv, DataVolume>,
+    /// What the management network shows (refreshed on every change).
+    pub board: crate::mgmt::StatusBoard,
     /// When the node is to stop (ns), if it is.
     pub stop_at: Option<u64>,
     stopping: bool,
@@ -265,11 +267,14 @@ pub struct Vms {
 impl Vms {
     /// The service over a booted manager.
     pub fn new(manager: VmManager<MachineHv, DataVolume>, stop_at: Option<u64>) -> Self {
-        Vms {
+        let vms = Vms {
             manager,
+            board: crate::mgmt::StatusBoard::default(),
             stop_at,
             stopping: false,
-        }
+        };
+        vms.refresh();
+        vms
     }
 
     fn print(events: Vec<VmEvent>) -> bool {
@@ -283,6 +288,15 @@ impl Vms {
             }
         }
         any
+    }
+
+    /// Writes every VM's state on the board.
+    fn refresh(&self) {
+        let mut board = self.board.borrow_mut();
+        board.clear();
+        for v in self.manager.iter() {
+            board.push((v.definition.name.clone(), alloc::format!("{}", v.state)));
+        }
     }
 
     /// VMs that still have a partition or are on their way.
@@ -327,6 +341,9 @@ impl Service for Vms {
             busy = true;
         }
         busy |= Self::print(self.manager.take_events());
+        if busy {
+            self.refresh();
+        }
         if self.stopping && self.busy_vms() == 0 {
             return Poll::Stop;
         }
