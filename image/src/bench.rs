@@ -122,12 +122,15 @@ fn run_one(backend: &str, binaries: &Binaries, bochs: bool) -> Result<Vec<String
     Ok(bench)
 }
 
-/// Runs `cmd` to its end (at most [`LIMIT`]); its status and serial lines.
-fn serial_lines(mut cmd: std::process::Command) -> Result<(std::process::ExitStatus, Vec<String>)> {
+/// Starts `cmd` with its standard output read line by line on a thread:
+/// the process, the lines as they come, and the command as shown.
+fn spawn_with_lines(
+    cmd: &mut std::process::Command,
+) -> Result<(std::process::Child, mpsc::Receiver<String>, String)> {
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::null())
         .stdin(Stdio::null());
-    let shown = process::display(&cmd);
+    let shown = process::display(cmd);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("could not start {shown}"))?;
@@ -143,6 +146,12 @@ fn serial_lines(mut cmd: std::process::Command) -> Result<(std::process::ExitSta
             }
         }
     });
+    Ok((child, rx, shown))
+}
+
+/// Runs `cmd` to its end (at most [`LIMIT`]); its status and serial lines.
+fn serial_lines(mut cmd: std::process::Command) -> Result<(std::process::ExitStatus, Vec<String>)> {
+    let (mut child, rx, shown) = spawn_with_lines(&mut cmd)?;
     let deadline = Instant::now() + LIMIT;
     let mut lines = Vec::new();
     let status = loop {
@@ -435,25 +444,7 @@ fn idle_share(iso: &std::path::Path, scratch: &std::path::Path) -> Result<f64> {
         ..QemuOptions::default()
     };
     let mut cmd = options.command(iso, scratch)?;
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .stdin(Stdio::null());
-    let shown = process::display(&cmd);
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("could not start {shown}"))?;
-    let stdout = child.stdout.take().context("the emulator has no stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
-            if tx
-                .send(String::from_utf8_lossy(&line).into_owned())
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
+    let (mut child, rx, _) = spawn_with_lines(&mut cmd)?;
     let result = (|| {
         let deadline = Instant::now() + LIMIT;
         let mut seen = Vec::new();
