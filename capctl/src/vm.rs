@@ -7,19 +7,18 @@
 //! and its name and id are free.
 
 use crate::Output;
-use crate::image::{exfat_now, parse_size};
+use crate::image::parse_size;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use exfat::Volume;
 use root_partition::services::vm::definition::{
     self, DiskSlot, Nic, VM_FOLDER, VmDefinition, VmUuid, definition_path, parse_mac,
     saved_state_path,
 };
 use root_partition::services::vm::store::{self, Store, load_all, remove_if_present};
 use serde_json::{Value, json};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -84,16 +83,7 @@ pub enum VmCommand {
     },
 }
 
-fn mount(image: &Path, writable: bool) -> Result<Volume<File>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(writable)
-        .open(image)
-        .with_context(|| format!("cannot open {}", image.display()))?;
-    let mut vol = Volume::mount(file).with_context(|| format!("{}", image.display()))?;
-    vol.set_time(exfat_now());
-    Ok(vol)
-}
+use crate::vol::mount;
 
 /// 128 random bits for a new VM's id.
 fn random_bits() -> Result<u128> {

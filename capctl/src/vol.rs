@@ -83,7 +83,8 @@ pub enum VolCommand {
     },
 }
 
-fn mount(image: &Path, writable: bool) -> Result<Volume<File>> {
+/// Mounts the exFAT image `image` (read-write if `writable`), its clock set to now.
+pub(crate) fn mount(image: &Path, writable: bool) -> Result<Volume<File>> {
     let file = OpenOptions::new()
         .read(true)
         .write(writable)
