@@ -457,3 +457,7 @@ impl<M: RingMemory> Integration<M> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "integration_tests.rs"]
+mod tests;
