@@ -148,6 +148,50 @@ impl fmt::Display for InstructionsSummary {
     }
 }
 
+/// Workload `hang`: a child whose integration services misbehave
+/// (`docs/vmbus.md`, "Integration services"). vCPU 0 answers heartbeats;
+/// other vCPUs halt at once.
+/// - `args[0]` = [`HANG_SILENT`]: for `args[1]` milliseconds, then prints
+///   [`HangSilent`] and spins with interrupts off for good, answering
+///   nothing (the root reports its heartbeat lost).
+/// - `args[0]` = [`HANG_STUBBORN`]: for ever, and ignores shutdown
+///   requests (the root turns it off when the time limit passes).
+pub const HANG: &str = "hang";
+/// `hang` mode: falls silent.
+pub const HANG_SILENT: u64 = 1;
+/// `hang` mode: ignores shutdown requests.
+pub const HANG_STUBBORN: u64 = 2;
+
+/// `hang: silent from now on (interrupts off)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HangSilent;
+
+impl fmt::Display for HangSilent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "hang: silent from now on (interrupts off)")
+    }
+}
+
+/// `shutdown: workload stopped, disks flushed` (or `no disks`): the child
+/// runtime ends a graceful shutdown the root asked for; it reports
+/// `ShutdownDone` and halts next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShutdownComplete {
+    /// Whether the workload had disks (and flushed them).
+    pub flushed: bool,
+}
+
+impl fmt::Display for ShutdownComplete {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let disks = if self.flushed {
+            "disks flushed"
+        } else {
+            "no disks"
+        };
+        write!(f, "shutdown: workload stopped, {disks}")
+    }
+}
+
 /// Every workload the child runtime knows.
 pub const ALL: [&str; 9] = [
     HELLO,
@@ -159,6 +203,7 @@ pub const ALL: [&str; 9] = [
     VMBUS_HOSTILE,
     GREEDY,
     INSTRUCTIONS,
+    HANG,
 ];
 
 /// `<workload> workload on N vcpus`: vCPU 0 starts a workload.

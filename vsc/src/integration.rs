@@ -207,7 +207,10 @@ mod tests {
         };
         let never = |_: ShutdownReason, _: u32| -> ShutdownAnswer { panic!("no request") };
         assert_eq!(client.poll(5, never, || {}), Ok(0));
-        assert_eq!(client.done(|| {}), Err(IntegrationClientError::NotShuttingDown));
+        assert_eq!(
+            client.done(|| {}),
+            Err(IntegrationClientError::NotShuttingDown)
+        );
         send(IntegrationMessage::Heartbeat { sequence: 1 });
         send(IntegrationMessage::Heartbeat { sequence: 2 });
         assert_eq!(client.poll(42, never, || {}), Ok(2));

@@ -31,6 +31,7 @@
 //! (the bus unmaps it and rescinds the offer); nothing panics. Replies
 //! after `TimedOut` are ignored (the owner is turning the child off).
 
+pub use ipc::vmbus::integration::{HEARTBEAT_PERIOD_NS, MISSED_LIMIT};
 use ipc::vmbus::integration::{
     IntegrationError, IntegrationMessage, MAX_DEADLINE_MS, MAX_MESSAGE, ShutdownReason,
 };
@@ -44,11 +45,6 @@ use crate::bus_state::RingsState;
 
 /// Offer id of the integration services (the fourth offer).
 pub const INTEGRATION_OFFER: u32 = 3;
-/// Time between two heartbeats (1 s).
-pub const HEARTBEAT_PERIOD_NS: u64 = 1_000_000_000;
-/// Consecutive misses after which a child is `Unresponsive` (5: about 5 s
-/// of silence).
-pub const MISSED_LIMIT: u32 = 5;
 
 /// What the root knows of a child's heartbeat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

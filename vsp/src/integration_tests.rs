@@ -50,7 +50,10 @@ impl<'a> Platform for Fake<'a> {
         }
         self.mapped.push((gpa, pages));
         let (_, rest) = self.memory.split_at(start);
-        Ok(rest.split_at(len).0.split_at(outbound_pages as usize * PAGE))
+        Ok(rest
+            .split_at(len)
+            .0
+            .split_at(outbound_pages as usize * PAGE))
     }
 
     fn unmap(&mut self, gpa: u64, pages: u32) {
@@ -258,9 +261,7 @@ fn an_ignored_request_times_out_and_a_refusal_is_reported() {
     let memory = AtomicRingMemory::new(&w);
     let (mut root, mut child) = open(memory);
     root.stop(2000, 5 * SECOND).unwrap();
-    child
-        .poll(0, |_, _| ShutdownAnswer::Ignore, || {})
-        .unwrap();
+    child.poll(0, |_, _| ShutdownAnswer::Ignore, || {}).unwrap();
     root.poll(6 * SECOND);
     assert_eq!(root.bus.shutdown_state(), ShutdownState::Requested);
     root.poll(7 * SECOND);

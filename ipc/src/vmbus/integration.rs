@@ -22,6 +22,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Time between two of the root's heartbeats (1 s).
+pub const HEARTBEAT_PERIOD_NS: u64 = 1_000_000_000;
+/// Consecutive unanswered heartbeats after which the root reports a child
+/// that answered before as lost (5: about 5 s of silence).
+pub const MISSED_LIMIT: u32 = 5;
 /// Largest shutdown time limit the root may give (10 minutes).
 pub const MAX_DEADLINE_MS: u32 = 600_000;
 /// Largest encoded integration message (bytes); receive buffers of this
