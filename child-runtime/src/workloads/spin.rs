@@ -30,7 +30,7 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         while turn < iterations {
             // Keeps the loop from being folded away.
             turn = core::hint::black_box(turn) + 1;
-            if turn % CHECK_EVERY == 0 && crate::integration::stop_requested() {
+            if turn.is_multiple_of(CHECK_EVERY) && crate::integration::stop_requested() {
                 crate::integration::finish(false)
             }
         }
