@@ -160,6 +160,12 @@ pub fn console_ports() -> [Option<SlotHandle>; 2] {
         .map(|i| SlotHandle::from_raw(PORTS[i].load(Ordering::Acquire)).ok())
 }
 
+/// The integration channel's port slots (signal, event), once it is open.
+pub fn integration_ports() -> [Option<SlotHandle>; 2] {
+    [INTEGRATION_SIGNAL, CHANNELS + INTEGRATION_SIGNAL]
+        .map(|i| SlotHandle::from_raw(PORTS[i].load(Ordering::Acquire)).ok())
+}
+
 /// Lines sent and signals sent on the console, if it is open.
 pub fn console_stats() -> Option<(u64, u64)> {
     partition_rt::arch::without_interrupts(|| {
