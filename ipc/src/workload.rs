@@ -13,9 +13,10 @@ use core::fmt;
 
 /// Workload `hello`: every vCPU prints [`VcpuHello`] and halts. No args.
 pub const HELLO: &str = "hello";
-/// Workload `idle`: every vCPU prints [`IDLE_LINE`] once, then sleeps in
-/// `STI; HLT` for ever (interrupts still taken: VMBus, integration
-/// services); the VM a node keeps running at no cost. No args.
+/// Workload `idle`: every vCPU prints [`IDLE_LINE`] once; vCPU 0 then
+/// sleeps in `STI; HLT` (interrupts still taken: VMBus, integration
+/// services) until the root asks for a shutdown, the others halt at once;
+/// the VM a node keeps running at no cost. No args.
 pub const IDLE: &str = "idle";
 /// The line each vCPU of the `idle` workload prints before it sleeps.
 pub const IDLE_LINE: &str = "idle: sleeping until stopped";
@@ -193,7 +194,7 @@ impl fmt::Display for ShutdownComplete {
 }
 
 /// Every workload the child runtime knows.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 10] = [
     HELLO,
     IDLE,
     SPIN,
