@@ -31,6 +31,8 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod arch;
 #[cfg(target_os = "none")]
+mod integration;
+#[cfg(target_os = "none")]
 mod network;
 #[cfg(target_os = "none")]
 mod storage;
@@ -100,9 +102,14 @@ mod entry {
             }
         };
         arch::init_heap(&HEAP, &info);
-        if let Err(e) = crate::vmbus::start(&info) {
+        match crate::vmbus::start(&info) {
+            Ok(()) => {
+                if let Err(e) = crate::integration::open(&info) {
+                    println!("child runtime: no integration services: {e:?}");
+                }
+            }
             // Only reaches the serial console with `debug-console`.
-            println!("child runtime: no VMBus console ({e:?}); using DebugWrite");
+            Err(e) => println!("child runtime: no VMBus console ({e:?}); using DebugWrite"),
         }
         let workload = info.workload();
         if !workloads::exists(workload) {

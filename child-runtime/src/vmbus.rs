@@ -32,10 +32,10 @@ const PATIENCE: u64 = 2_000_000;
 
 static BUS: SpinLock<Option<GuestBus<SharedRingMemory>>> = SpinLock::new(None);
 static CONSOLE: SpinLock<Option<ConsoleClient<SharedRingMemory>>> = SpinLock::new(None);
-/// Channels the child uses: control, console, storage, network.
-const CHANNELS: usize = 4;
+/// Channels the child uses: control, console, storage, network, integration.
+const CHANNELS: usize = 5;
 /// Raw slots: the signal port of each channel (control, console,
-/// storage), then the event port of each (to acknowledge).
+/// storage, network, integration), then the event port of each (to acknowledge).
 static PORTS: [AtomicU64; 2 * CHANNELS] = [const { AtomicU64::new(u64::MAX) }; 2 * CHANNELS];
 const CONTROL_SIGNAL: usize = 0;
 const CONSOLE_SIGNAL: usize = 1;
@@ -43,6 +43,8 @@ const CONSOLE_SIGNAL: usize = 1;
 pub const STORAGE_SIGNAL: usize = 2;
 /// The network channel's signal port.
 pub const NETWORK_SIGNAL: usize = 3;
+/// The integration channel's signal port.
+pub const INTEGRATION_SIGNAL: usize = 4;
 /// Where the console rings are (for the `vmbus-hostile` workload).
 static CONSOLE_GPA: AtomicU64 = AtomicU64::new(0);
 /// Signals from the root (any VMBus vector).
@@ -60,7 +62,9 @@ pub fn wait() {
     let _ = partition_rt::hypercall(&Call::Yield);
 }
 
-fn on_event(vector: u8) {
+/// Counts a signal from the root and acknowledges its port (the handler
+/// of every VMBus vector, or its first step).
+pub fn on_event(vector: u8) {
     EVENTS.fetch_add(1, Ordering::AcqRel);
     let which = CHANNELS + vector.wrapping_sub(CHILD_VMBUS_VECTOR) as usize;
     if let Some(port) = PORTS.get(which)
@@ -153,6 +157,12 @@ pub fn start(info: &ChildBootInfo) -> Result<(), StartError> {
 /// The console channel's port slots (signal, event), once it is open.
 pub fn console_ports() -> [Option<SlotHandle>; 2] {
     [CONSOLE_SIGNAL, CHANNELS + 1]
+        .map(|i| SlotHandle::from_raw(PORTS[i].load(Ordering::Acquire)).ok())
+}
+
+/// The integration channel's port slots (signal, event), once it is open.
+pub fn integration_ports() -> [Option<SlotHandle>; 2] {
+    [INTEGRATION_SIGNAL, CHANNELS + INTEGRATION_SIGNAL]
         .map(|i| SlotHandle::from_raw(PORTS[i].load(Ordering::Acquire)).ok())
 }
 

@@ -28,7 +28,92 @@ pub mod mode {
     pub const HOSTILE: u64 = 4;
     /// Sequential and random reads of LUN 0, timed.
     pub const BENCH: u64 = 5;
+    /// Write the pattern on LUN 0 in chunks of [`super::STREAM_CHUNK`]
+    /// sectors from LBA `args[2]` until the root asks for a shutdown (at
+    /// most `args[3]` chunks; 0: as many as fit), then flush, write the
+    /// [`super::StopRecord`] at LBA 0, flush again, print
+    /// [`super::DiskStopped`] and end the shutdown.
+    pub const STREAM: u64 = 6;
 }
+
+/// Sectors per write of mode [`mode::STREAM`].
+pub const STREAM_CHUNK: u64 = 128;
+
+/// What mode [`mode::STREAM`] leaves at LBA 0 when stopped: 512 bytes,
+/// [`StopRecord::MAGIC`], then `chunks`, `lba`, `seed`, `chunk_sectors`
+/// as little-endian `u64`s, zeros after. A host check reads it to know
+/// which writes were acknowledged before the stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StopRecord {
+    /// Chunks written and acknowledged.
+    pub chunks: u64,
+    /// First LBA of the pattern.
+    pub lba: u64,
+    /// Seed of the pattern.
+    pub seed: u64,
+    /// Sectors per chunk.
+    pub chunk_sectors: u64,
+}
+
+impl StopRecord {
+    /// The record's first 16 bytes.
+    pub const MAGIC: [u8; 16] = *b"capvisor-stopped";
+
+    /// The record's sector.
+    pub fn to_sector(&self) -> [u8; 512] {
+        let mut out = [0u8; 512];
+        out[..16].copy_from_slice(&Self::MAGIC);
+        for (i, v) in [self.chunks, self.lba, self.seed, self.chunk_sectors]
+            .into_iter()
+            .enumerate()
+        {
+            out[16 + 8 * i..24 + 8 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads a record back; `None` without the magic.
+    pub fn from_sector(sector: &[u8]) -> Option<StopRecord> {
+        if sector.get(..16)? != Self::MAGIC {
+            return None;
+        }
+        let word = |i: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(
+                sector.get(16 + 8 * i..24 + 8 * i)?.try_into().ok()?,
+            ))
+        };
+        Some(StopRecord {
+            chunks: word(0)?,
+            lba: word(1)?,
+            seed: word(2)?,
+            chunk_sectors: word(3)?,
+        })
+    }
+}
+
+/// `disk: stopped by the root after N writes of S sectors from LBA L, flushed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskStopped {
+    /// Writes (chunks) acknowledged.
+    pub chunks: u64,
+    /// Sectors per write.
+    pub chunk_sectors: u64,
+    /// First LBA.
+    pub lba: u64,
+}
+
+impl fmt::Display for DiskStopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "disk: stopped by the root after {} writes of {} sectors from LBA {}, flushed",
+            self.chunks, self.chunk_sectors, self.lba
+        )
+    }
+}
+
+/// The start of every [`DiskStopped`] line (the count varies).
+pub const DISK_STOPPED: &str = "disk: stopped by the root after ";
 
 /// Byte `offset` of the pattern with `seed` (a 64-bit mix of both, so a
 /// shifted, stale or foreign sector never matches).
@@ -275,6 +360,31 @@ mod tests {
     extern crate std;
     use super::*;
     use std::string::ToString;
+
+    #[test]
+    fn stop_records_round_trip_and_stop_lines_start_alike() {
+        let r = StopRecord {
+            chunks: 41,
+            lba: 64,
+            seed: 0x5709,
+            chunk_sectors: STREAM_CHUNK,
+        };
+        let sector = r.to_sector();
+        assert_eq!(StopRecord::from_sector(&sector), Some(r));
+        assert_eq!(StopRecord::from_sector(&[0u8; 512]), None);
+        assert_eq!(StopRecord::from_sector(&sector[..20]), None);
+        let line = DiskStopped {
+            chunks: 41,
+            chunk_sectors: 128,
+            lba: 64,
+        }
+        .to_string();
+        assert!(line.starts_with(DISK_STOPPED));
+        assert_eq!(
+            line,
+            "disk: stopped by the root after 41 writes of 128 sectors from LBA 64, flushed"
+        );
+    }
 
     #[test]
     fn patterns_differ_by_seed_and_offset() {

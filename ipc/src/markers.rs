@@ -271,6 +271,72 @@ impl fmt::Display for ChildDestroyed<'_> {
     }
 }
 
+/// `root: NAME heartbeat lost after N missed`: a child that answered
+/// heartbeats stopped (integration services, `docs/vmbus.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeartbeatLost<'a> {
+    /// Child name.
+    pub child: &'a str,
+    /// Consecutive heartbeats unanswered.
+    pub missed: u32,
+}
+
+impl fmt::Display for HeartbeatLost<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: {} heartbeat lost after {} missed",
+            self.child, self.missed
+        )
+    }
+}
+
+/// `root: NAME stopped gracefully in N ms` (scenario action `stop`): the
+/// child acknowledged the shutdown, reported it done and halted in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoppedGracefully<'a> {
+    /// Child name.
+    pub child: &'a str,
+    /// Milliseconds from the request to the child's halt.
+    pub ms: u64,
+}
+
+impl fmt::Display for StoppedGracefully<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: {} stopped gracefully in {} ms",
+            self.child, self.ms
+        )
+    }
+}
+
+/// `root: NAME did not shut down in N ms (WHY): turned off` (scenario
+/// action `stop`): the time limit passed, the child refused, or it has no
+/// integration channel; the root destroyed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TurnedOff<'a> {
+    /// Child name.
+    pub child: &'a str,
+    /// Milliseconds from the request to the turn-off.
+    pub ms: u64,
+    /// Why: `time limit passed`, `refused`, `no integration channel`.
+    pub why: &'a str,
+}
+
+impl fmt::Display for TurnedOff<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "root: {} did not shut down in {} ms ({}): turned off",
+            self.child, self.ms, self.why
+        )
+    }
+}
+
+/// [`TurnedOff::why`] when the time limit passed.
+pub const TIME_LIMIT_PASSED: &str = "time limit passed";
+
 /// `root: deleted its last capability on NAME; the microkernel destroyed it and returned M MiB`:
 /// an orphan (scenario action `forget`) was torn down by the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

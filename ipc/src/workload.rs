@@ -13,9 +13,10 @@ use core::fmt;
 
 /// Workload `hello`: every vCPU prints [`VcpuHello`] and halts. No args.
 pub const HELLO: &str = "hello";
-/// Workload `idle`: every vCPU prints [`IDLE_LINE`] once, then sleeps in
-/// `STI; HLT` for ever (interrupts still taken: VMBus, integration
-/// services); the VM a node keeps running at no cost. No args.
+/// Workload `idle`: every vCPU prints [`IDLE_LINE`] once; vCPU 0 then
+/// sleeps in `STI; HLT` (interrupts still taken: VMBus, integration
+/// services) until the root asks for a shutdown, the others halt at once;
+/// the VM a node keeps running at no cost. No args.
 pub const IDLE: &str = "idle";
 /// The line each vCPU of the `idle` workload prints before it sleeps.
 pub const IDLE_LINE: &str = "idle: sleeping until stopped";
@@ -148,8 +149,52 @@ impl fmt::Display for InstructionsSummary {
     }
 }
 
+/// Workload `hang`: a child whose integration services misbehave
+/// (`docs/vmbus.md`, "Integration services"). vCPU 0 answers heartbeats;
+/// other vCPUs halt at once.
+/// - `args[0]` = [`HANG_SILENT`]: for `args[1]` milliseconds, then prints
+///   [`HangSilent`] and spins with interrupts off for good, answering
+///   nothing (the root reports its heartbeat lost).
+/// - `args[0]` = [`HANG_STUBBORN`]: for ever, and ignores shutdown
+///   requests (the root turns it off when the time limit passes).
+pub const HANG: &str = "hang";
+/// `hang` mode: falls silent.
+pub const HANG_SILENT: u64 = 1;
+/// `hang` mode: ignores shutdown requests.
+pub const HANG_STUBBORN: u64 = 2;
+
+/// `hang: silent from now on (interrupts off)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HangSilent;
+
+impl fmt::Display for HangSilent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "hang: silent from now on (interrupts off)")
+    }
+}
+
+/// `shutdown: workload stopped, disks flushed` (or `no disks`): the child
+/// runtime ends a graceful shutdown the root asked for; it reports
+/// `ShutdownDone` and halts next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShutdownComplete {
+    /// Whether the workload had disks (and flushed them).
+    pub flushed: bool,
+}
+
+impl fmt::Display for ShutdownComplete {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let disks = if self.flushed {
+            "disks flushed"
+        } else {
+            "no disks"
+        };
+        write!(f, "shutdown: workload stopped, {disks}")
+    }
+}
+
 /// Every workload the child runtime knows.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 10] = [
     HELLO,
     IDLE,
     SPIN,
@@ -159,6 +204,7 @@ pub const ALL: [&str; 9] = [
     VMBUS_HOSTILE,
     GREEDY,
     INSTRUCTIONS,
+    HANG,
 ];
 
 /// `<workload> workload on N vcpus`: vCPU 0 starts a workload.

@@ -24,8 +24,8 @@ use ipc::vmbus::control::ProtocolError;
 use ipc::vmbus::packet::CodecError;
 use ipc::vmbus::ring::RingError;
 use ipc::workload::{
-    ChattyLine, DirtyDone, HOSTILE_CHECKS, HostileCheck, HostileSummary, HostileTouchUnmapped,
-    SpinProgress, VcpuHello, VmbusAttack,
+    ChattyLine, DirtyDone, HOSTILE_CHECKS, HangSilent, HostileCheck, HostileSummary,
+    HostileTouchUnmapped, ShutdownComplete, SpinProgress, VcpuHello, VmbusAttack,
 };
 
 use crate::harness::{Expectation, ExpectedExit, Limits};
@@ -142,6 +142,13 @@ pub enum Script {
     /// N rounds, every status a documented one; then both halt together
     /// and the kernel reports the root's end (issue 14, defect 3).
     Race(u64),
+    /// Scenario `icstop`: w writes its pattern until the root stops it
+    /// gracefully; it flushes, reports done and halts in time.
+    GracefulStop,
+    /// Scenario `icbad`: mute's heartbeat is reported lost; stub ignores
+    /// the shutdown request and mute cannot answer it (both turned off
+    /// after 2 s); s stops gracefully.
+    HeartbeatAndTurnOff,
 }
 
 /// Frames of each kind the flooding child of scenario `kvflood` sends.
@@ -638,6 +645,25 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
                 any_order(ended("good")),
             ]);
         }
+        Script::GracefulStop => out.extend([
+            ordered(ChildConsoleLine {
+                child: "w",
+                line: ipc::disk::DISK_STOPPED,
+            }),
+            child_line("w", ShutdownComplete { flushed: true }),
+            ordered("root: w stopped gracefully in "),
+        ]),
+        Script::HeartbeatAndTurnOff => out.extend([
+            child_line("mute", HangSilent),
+            ordered(ipc::markers::HeartbeatLost {
+                child: "mute",
+                missed: ipc::vmbus::integration::MISSED_LIMIT,
+            }),
+            ordered("root: stub did not shut down in "),
+            ordered("root: mute did not shut down in "),
+            child_line("s", ShutdownComplete { flushed: false }),
+            ordered("root: s stopped gracefully in "),
+        ]),
         Script::Persist => out.extend([
             child_line("p", verified(ipc::disk::WROTE, 2048, 8192)),
             any_order(ended("p")),
@@ -1276,7 +1302,9 @@ pub fn markers_with_order(script: Script) -> Vec<(String, bool)> {
         | Script::GreedyMemory
         | Script::GreedyCpu
         | Script::Orphan
-        | Script::AliasUnmap => scenario_markers(script),
+        | Script::AliasUnmap
+        | Script::GracefulStop
+        | Script::HeartbeatAndTurnOff => scenario_markers(script),
         Script::NodeVms => node_vm_markers(),
         other => markers(other).into_iter().map(ordered).collect(),
     }
@@ -1623,6 +1651,73 @@ fn baddisk_on_host(disk: &std::path::Path) -> Result<(), String> {
     pattern_in(disk, "alpha.vhd", 0x600d, 2048 * 512, 512 * 512)?;
     pattern_in(disk, "evil.vhd", 0xe1, 0, 64 * 512)?;
     base_intact(disk)
+}
+
+/// After scenario `icstop`: the record w left at LBA 0 names its
+/// acknowledged writes; every one of them holds the pattern, and the
+/// chunk after the last does not (the count is exact).
+fn stopped_on_host(disk: &std::path::Path) -> Result<(), String> {
+    crate::runner::check_volume(disk)?;
+    let sector = crate::runner::read_vhd(disk, "alpha.vhd", 0, 512)?;
+    let record = ipc::disk::StopRecord::from_sector(&sector)
+        .ok_or("alpha.vhd: no stop record at LBA 0: the child did not finish its shutdown")?;
+    if record.chunks == 0 || record.seed != 0x5709 || record.lba != 64 {
+        return Err(format!("alpha.vhd: unexpected stop record {record:?}"));
+    }
+    let chunk = record.chunk_sectors * 512;
+    let start = record.lba * 512;
+    pattern_in(disk, "alpha.vhd", record.seed, start, record.chunks * chunk)?;
+    let after = start + record.chunks * chunk;
+    let next = crate::runner::read_vhd(disk, "alpha.vhd", after, chunk)?;
+    if ipc::disk::pattern_mismatch(record.seed, after, &next).is_none() {
+        return Err(format!(
+            "alpha.vhd: the pattern goes on past the {} writes the child counted",
+            record.chunks
+        ));
+    }
+    eprintln!(
+        "graceful stop: {} writes of {} sectors found in alpha.vhd",
+        record.chunks, record.chunk_sectors
+    );
+    Ok(())
+}
+
+/// Scenario `icstop`: the count the child printed is the one on its disk.
+fn stopped_figures(serial: &[String]) -> Result<(), String> {
+    let line = serial
+        .iter()
+        .find(|l| l.contains(ipc::disk::DISK_STOPPED))
+        .ok_or("no stop line")?;
+    let root = serial
+        .iter()
+        .find(|l| l.contains("root: w stopped gracefully in "))
+        .ok_or("no graceful stop")?;
+    eprintln!("graceful stop: {line}\n{root}");
+    Ok(())
+}
+
+/// Scenario `icbad`: both turn-offs came because the 2 s limit passed,
+/// not before it.
+fn turn_off_figures(serial: &[String]) -> Result<(), String> {
+    for child in ["stub", "mute"] {
+        let prefix = format!("root: {child} did not shut down in ");
+        let line = serial
+            .iter()
+            .find(|l| l.contains(&prefix))
+            .ok_or(format!("no turn-off of {child}"))?;
+        let rest = &line[line.find(&prefix).unwrap_or(0) + prefix.len()..];
+        let ms: u64 = rest
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or(format!("no duration in {line:?}"))?;
+        let why = format!("({}): turned off", ipc::markers::TIME_LIMIT_PASSED);
+        if ms < 2000 || !line.ends_with(&why) {
+            return Err(format!("{child}: {line:?}"));
+        }
+        eprintln!("turn-off: {line}");
+    }
+    Ok(())
 }
 
 /// After the power-off and the second boot: the flushed data, read out of
@@ -1995,6 +2090,29 @@ pub fn all() -> Vec<Case> {
         )
         .then_boot("scenario=verify", Script::Persisted, Kernel(Success))
         .host_check("capctl reads the flushed pattern", persisted_on_host),
+    );
+    // Integration services: a graceful stop whose last writes the host
+    // finds, a lost heartbeat, turn-offs after the time limit.
+    table.push(
+        case(
+            "integration_graceful_stop_keeps_the_last_writes",
+            machine(2, "EPYC", Bios, true),
+            "scenario=icstop",
+            Script::GracefulStop,
+            Kernel(Success),
+        )
+        .transcript_check("the stop line", stopped_figures)
+        .host_check("every acknowledged write in alpha.vhd", stopped_on_host),
+    );
+    table.push(
+        case(
+            "integration_heartbeat_lost_and_turn_off_after_the_limit",
+            machine(2, "EPYC", Bios, true),
+            "scenario=icbad",
+            Script::HeartbeatAndTurnOff,
+            Kernel(Success),
+        )
+        .transcript_check("turn-offs after 2 s", turn_off_figures),
     );
     table.push(race_case());
     // On Intel VMX (Bochs) once: its processors run in turn, so one boot

@@ -123,6 +123,7 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
     let image = Image::parse(image_bytes, ipc::boot::PARTITION_IMAGE_BASE, u64::MAX)
         .map_err(Failure::Image)?;
     install_handlers();
+    crate::vmbus::set_clock(u64::from(root.tsc_khz));
     partition_rt::enable_interrupts();
     let mut children: [Option<Child>; MAX_CHILDREN] = [None; MAX_CHILDREN];
     let mut freed: Option<(Name, u64)> = None;
@@ -303,6 +304,43 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                     }
                 }
             }
+            Action::Stop {
+                child,
+                timeout_ms,
+                after_requests,
+                after_ms,
+            } => {
+                let index = position(&children, child)?;
+                wait_served(&children, index, after_requests)?;
+                let_time_pass(after_ms * u64::from(root.tsc_khz));
+                let stopped = children[index].take().ok_or(Failure::Missing("child"))?;
+                stop(&root, &stopped, index, timeout_ms)?;
+                freed = Some((child, stopped.base));
+            }
+            Action::Lost { child, within_ms } => {
+                let index = position(&children, child)?;
+                let start = partition_rt::rdtsc();
+                let limit = within_ms.saturating_mul(u64::from(root.tsc_khz));
+                loop {
+                    let worked = crate::vmbus::service_all();
+                    if matches!(
+                        crate::vmbus::heartbeat_state(index),
+                        Some(vsp::bus::Heartbeat::Unresponsive(_))
+                    ) {
+                        break;
+                    }
+                    if partition_rt::rdtsc().wrapping_sub(start) > limit {
+                        println!(
+                            "root: {} still answers heartbeats after {within_ms} ms",
+                            child.as_str()
+                        );
+                        return Err(Failure::Check("heartbeat not lost"));
+                    }
+                    if worked == 0 {
+                        let _ = hypercall(&Call::Yield);
+                    }
+                }
+            }
             Action::Destroy(name) => {
                 let index = children
                     .iter()
@@ -370,6 +408,70 @@ fn forget(root: &Root, child: &Child) -> Result<(), Failure> {
             Err(s) => return Err(Failure::Call("revoke", s)),
         }
     }
+}
+
+/// Stops a child: asks for a graceful shutdown with a time limit of
+/// `timeout_ms` and serves until it reported `Done` and the kernel reports
+/// it halted; turns it off (destroys it) when the limit passes, it
+/// refuses, or it has no integration channel. Either way its bus is
+/// drained (its last lines printed) and it is destroyed; the line says
+/// which way it went.
+fn stop(root: &Root, child: &Child, index: usize, timeout_ms: u32) -> Result<(), Failure> {
+    use vsp::bus::ShutdownState;
+    let name = child.spec.name.as_str();
+    let start = partition_rt::rdtsc();
+    let khz = u64::from(root.tsc_khz).max(1);
+    let elapsed_ms = || partition_rt::rdtsc().wrapping_sub(start) / khz;
+    let halted = || {
+        matches!(
+            hypercall(&Call::PartitionStatus { partition: child.partition }),
+            Ok(s) if s[0] == run_state::STOPPED
+        )
+    };
+    let why = match crate::vmbus::request_shutdown(index, timeout_ms) {
+        Err(e) => {
+            println!("root: {name}: no shutdown request possible: {e:?}");
+            Some("no integration channel")
+        }
+        Ok(()) => loop {
+            let worked = crate::vmbus::service_all();
+            match crate::vmbus::shutdown_state(index) {
+                Some(ShutdownState::Done) if halted() => break None,
+                Some(ShutdownState::Refused) => break Some("refused"),
+                Some(ShutdownState::TimedOut) => break Some(markers::TIME_LIMIT_PASSED),
+                // Done, not halted yet: it has until the limit.
+                Some(ShutdownState::Done) if elapsed_ms() > u64::from(timeout_ms) => {
+                    break Some(markers::TIME_LIMIT_PASSED);
+                }
+                Some(_) => {}
+                None => break Some("no integration channel"),
+            }
+            if worked == 0 {
+                let _ = hypercall(&Call::Yield);
+            }
+        },
+    };
+    let ms = elapsed_ms();
+    // Its last lines first; its ring pages leave the root with it.
+    crate::vmbus::detach(index);
+    call(
+        "destroy",
+        Call::PartitionDestroy {
+            partition: child.partition,
+        },
+    )?;
+    match why {
+        None => println!("{}", markers::StoppedGracefully { child: name, ms }),
+        Some(why) => println!(
+            "{}",
+            markers::TurnedOff {
+                child: name,
+                ms,
+                why
+            }
+        ),
+    }
+    Ok(())
 }
 
 /// How long the root waits for an orphan's teardown.
@@ -623,7 +725,7 @@ pub fn start(
             base,
             layout,
             index,
-            to_child: [None; 4],
+            to_child: [None; crate::vmbus::CHANNELS],
             shared: Vec::new(),
         },
     )

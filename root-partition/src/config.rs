@@ -12,6 +12,8 @@
 //! child gamma workload=disk disk=gamma.vhd disk=extra.vhd   # LUN 0, LUN 1
 //! hotadd gamma extra2.vhd lun=2 after=100   # once its controller served 100 requests
 //! hotremove gamma lun=2 after=300
+//! stop gamma timeout=5000 requests=40   # graceful shutdown, then turn off
+//! lost delta within=30000               # wait until delta's heartbeat is lost
 //! ```
 //!
 //! # Invariants
@@ -34,6 +36,12 @@ pub const MAX_BOOT_DISKS: usize = 4;
 pub const MAX_DISK_NAME: usize = 32;
 /// Highest LUN number + 1 (the storage controller's limit).
 pub const LUNS: u64 = 64;
+/// Time limit of a `stop` without `timeout=`.
+pub const DEFAULT_STOP_TIMEOUT_MS: u32 = 10_000;
+/// Longest `stop` time limit (`ipc::vmbus::integration::MAX_DEADLINE_MS`).
+pub const MAX_STOP_TIMEOUT_MS: u32 = ipc::vmbus::integration::MAX_DEADLINE_MS;
+/// How long `lost` waits without `within=`.
+pub const DEFAULT_LOST_WITHIN_MS: u64 = 30_000;
 
 /// A VHD file on the data volume, by name (no allocation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,6 +175,30 @@ pub enum Action {
         after_requests: u64,
         /// Milliseconds to wait first.
         after_ms: u64,
+    },
+    /// Stop a child: a graceful shutdown over its integration channel
+    /// with a time limit, then turn it off (destroy it) if it has not
+    /// halted by then, refused, or has no channel. Waits first until its
+    /// storage controller served `after_requests` requests and `after_ms`
+    /// milliseconds passed.
+    Stop {
+        /// The child.
+        child: Name,
+        /// The shutdown's time limit (1..=600,000 ms; default
+        /// [`DEFAULT_STOP_TIMEOUT_MS`]).
+        timeout_ms: u32,
+        /// Requests its storage controller must have served first.
+        after_requests: u64,
+        /// Milliseconds to wait first.
+        after_ms: u64,
+    },
+    /// Wait (serving) until the child's heartbeat is lost; the scenario
+    /// fails if it is still answering after `within_ms`.
+    Lost {
+        /// The child.
+        child: Name,
+        /// How long to wait at most.
+        within_ms: u64,
     },
     /// Restore the child saved in a file into a new partition and start
     /// it, `after_ms` milliseconds after the previous action.
@@ -396,6 +428,46 @@ fn migrate(words: core::str::SplitWhitespace<'_>, line: usize) -> Result<Action,
     })
 }
 
+/// `stop CHILD [timeout=MS] [requests=N] [after=MS]` or `lost CHILD [within=MS]`.
+fn stop_lost(
+    keyword: &str,
+    words: core::str::SplitWhitespace<'_>,
+    line: usize,
+) -> Result<Action, ConfigError> {
+    let bad = ConfigError::BadValue(line);
+    let mut words = words;
+    let child = name(words.next().ok_or(bad)?).ok_or(bad)?;
+    let (mut timeout_ms, mut after_requests, mut after_ms) = (DEFAULT_STOP_TIMEOUT_MS, 0, 0);
+    let mut within_ms = DEFAULT_LOST_WITHIN_MS;
+    for word in words {
+        match (
+            keyword,
+            word.split_once('=').ok_or(ConfigError::Unknown(line))?,
+        ) {
+            ("stop", ("timeout", v)) => {
+                timeout_ms = number(v)
+                    .and_then(|t| u32::try_from(t).ok())
+                    .filter(|t| (1..=MAX_STOP_TIMEOUT_MS).contains(t))
+                    .ok_or(bad)?
+            }
+            ("stop", ("requests", v)) => after_requests = number(v).ok_or(bad)?,
+            ("stop", ("after", v)) => after_ms = number(v).ok_or(bad)?,
+            ("lost", ("within", v)) => within_ms = number(v).ok_or(bad)?,
+            _ => return Err(ConfigError::Unknown(line)),
+        }
+    }
+    Ok(if keyword == "stop" {
+        Action::Stop {
+            child,
+            timeout_ms,
+            after_requests,
+            after_ms,
+        }
+    } else {
+        Action::Lost { child, within_ms }
+    })
+}
+
 /// Finds scenario `wanted` in `text` and parses it (other scenarios are
 /// checked for syntax too, so a broken file is noticed whatever is chosen).
 pub fn scenario(text: &str, wanted: &str) -> Result<Scenario, ConfigError> {
@@ -429,6 +501,7 @@ pub fn scenario(text: &str, wanted: &str) -> Result<Scenario, ConfigError> {
             "hotadd" | "hotremove" => hot(keyword, words, line)?,
             "migrate" => migrate(words, line)?,
             "save" | "restore" => save_restore(keyword, words, line)?,
+            "stop" | "lost" => stop_lost(keyword, words, line)?,
             "pause" | "resume" | "destroy" | "forget" => {
                 let n = name(words.next().ok_or(ConfigError::BadValue(line))?)
                     .ok_or(ConfigError::BadValue(line))?;
@@ -589,6 +662,54 @@ destroy p1
         ] {
             let text = format!("scenario m\n{bad}\n");
             assert!(scenario(&text, "m").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_stops_and_lost_heartbeats() {
+        let text = "scenario s\nstop w\nstop w timeout=2500 requests=40 after=100\n\
+                    lost h\nlost h within=9000\n";
+        let actions: Vec<Action> = scenario(text, "s").unwrap().actions().collect();
+        let (w, h) = (Name::new("w"), Name::new("h"));
+        assert_eq!(
+            actions,
+            [
+                Action::Stop {
+                    child: w,
+                    timeout_ms: DEFAULT_STOP_TIMEOUT_MS,
+                    after_requests: 0,
+                    after_ms: 0
+                },
+                Action::Stop {
+                    child: w,
+                    timeout_ms: 2500,
+                    after_requests: 40,
+                    after_ms: 100
+                },
+                Action::Lost {
+                    child: h,
+                    within_ms: DEFAULT_LOST_WITHIN_MS
+                },
+                Action::Lost {
+                    child: h,
+                    within_ms: 9000
+                },
+            ]
+        );
+        for bad in [
+            "stop",
+            "stop w timeout=0",
+            "stop w timeout=600001",
+            "stop w timeout=99999999999",
+            "stop w within=5",
+            "stop w colour=red",
+            "stop w x",
+            "lost",
+            "lost h timeout=5",
+            "lost h within=x",
+        ] {
+            let text = format!("scenario s\n{bad}\n");
+            assert!(scenario(&text, "s").is_err(), "{bad:?} accepted");
         }
     }
 

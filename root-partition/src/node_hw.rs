@@ -119,6 +119,7 @@ pub fn run(info: &BootInfo) {
     }
     crate::vmbus::choose_windows(info.shared_window);
     crate::children::install_handlers();
+    crate::vmbus::set_clock(tsc_khz);
     partition_rt::enable_interrupts();
     let mut machine = Machine {
         tsc_khz,

@@ -407,7 +407,8 @@ pub fn restore(root: &Root, path: &str, at: Placement) -> Result<Child, QuickErr
             .ok_or(QuickError::Format(String::from("no vCPU")))?;
         // Its capabilities, slot for slot.
         let mut from_root = None;
-        let mut channel_slots: [(Option<SlotHandle>, Option<SlotHandle>); 4] = [(None, None); 4];
+        let mut channel_slots: [(Option<SlotHandle>, Option<SlotHandle>); crate::vmbus::CHANNELS] =
+            [(None, None); crate::vmbus::CHANNELS];
         for e in &caps {
             match e.role {
                 role::SELF if e.at == child_self => {}
@@ -455,7 +456,7 @@ pub fn restore(root: &Root, path: &str, at: Placement) -> Result<Child, QuickErr
             base: at.base,
             layout,
             index: at.index,
-            to_child: [None; 4],
+            to_child: [None; crate::vmbus::CHANNELS],
             shared: Vec::new(),
         };
         for (channel, slots) in channel_slots.iter().enumerate() {

@@ -19,6 +19,15 @@
 //! the windows, pages are mapped at their host-physical address instead
 //! and migration is refused.)
 //!
+//! # Integration services
+//! Every child is offered the integration services (heartbeat, shutdown;
+//! `vsp::integration`). [`service_all`] drives them on the root's clock
+//! (the time-stamp counter, [`set_clock`]): a heartbeat to every child
+//! each second, and `root: NAME heartbeat lost after N missed` once a
+//! child that answered stops answering for five (unless the kernel
+//! reports it halted: it ended). For the node: [`heartbeat_state`],
+//! [`request_shutdown`] and [`shutdown_state`], by child index.
+//!
 //! # Invariants
 //! The root touches a child's ring pages only while they are mapped: a
 //! bus is dropped (and its pages unmapped) before its child is destroyed.
@@ -32,6 +41,7 @@ use ipc::child::CHILD_VMBUS_VECTOR;
 use ipc::hypercall::{Call, Name, Rights, SlotHandle};
 use ipc::markers;
 use ipc::vmbus::control::{CONTROL_RING_PAGES, OpenStatus};
+use ipc::vmbus::integration::ShutdownReason;
 use ipc::vmbus::network::{MAX_FRAME, Mac};
 use ipc::vmbus::ring;
 use partition_rt::SharedRingMemory;
@@ -39,7 +49,10 @@ use partition_rt::hypercall;
 use partition_rt::sync::SpinLock;
 use root_partition::disks::{LunError, Luns};
 use root_partition::layout::Layout;
-use vsp::bus::{ChannelName, ChildBus, DropFrames, Event, Platform};
+use vsp::bus::{
+    ChannelName, ChildBus, DropFrames, Event, Heartbeat, IntegrationEvent, Platform, ShutdownError,
+    ShutdownState,
+};
 use vsp::network::{NETWORK_OFFER, NetworkConfig};
 use vsp::storage::{STORAGE_OFFER, StorageBackend};
 use vsp::switch::Switch;
@@ -51,7 +64,7 @@ use crate::storage::DataDisk;
 /// `i`'s channel `c` (0 = control, 1 + offer id) uses `BASE + 4 i + c`.
 pub const VMBUS_VECTOR_BASE: u8 = 0xa0;
 /// Channels per child (control + offers).
-const CHANNELS: usize = 4;
+pub const CHANNELS: usize = 5;
 
 /// Interrupts received per (child, channel).
 static SIGNALS: [AtomicU32; MAX_CHILDREN * CHANNELS] =
@@ -333,7 +346,8 @@ fn on_event(name: Name) -> impl FnMut(Event<'_>) {
         Event::Opened(ChannelName::Storage) => {
             println!("{}", markers::StorageOpened(name.as_str()))
         }
-        Event::Opened(ChannelName::Control | ChannelName::Network) => {}
+        Event::Opened(ChannelName::Control | ChannelName::Network | ChannelName::Integration)
+        | Event::Integration(_) => {}
         Event::Closed(channel, reason) => println!(
             "{}",
             markers::ChannelClosed {
@@ -392,6 +406,98 @@ fn flush_network(entry: &mut Bus) {
     entry
         .bus
         .network_flush(&mut entry.platform, |e| print_event(name, e));
+}
+
+/// Time-stamp counter ticks per millisecond (0: not set yet).
+static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
+
+/// Gives the integration services their clock: the time-stamp counter at
+/// `tsc_khz` ticks per millisecond (the boot page's figure).
+pub fn set_clock(tsc_khz: u64) {
+    TSC_KHZ.store(tsc_khz, Ordering::Release);
+}
+
+/// Nanoseconds of the root's clock (the time-stamp counter; 2 GHz
+/// assumed before [`set_clock`]).
+fn now_ns() -> u64 {
+    let khz = match TSC_KHZ.load(Ordering::Acquire) {
+        0 => 2_000_000,
+        k => k,
+    };
+    (u128::from(partition_rt::rdtsc()) * 1_000_000 / u128::from(khz)) as u64
+}
+
+/// Whether the kernel reports `partition` halted (every vCPU stopped).
+fn halted(partition: SlotHandle) -> bool {
+    matches!(
+        hypercall(&Call::PartitionStatus { partition }),
+        Ok(s) if s[0] == ipc::hypercall::run_state::STOPPED
+    )
+}
+
+/// The integration channel's turn: replies read, heartbeat sent when due;
+/// a lost heartbeat is reported unless the child halted (it ended).
+fn service_integration(entry: &mut Bus, now: u64) -> usize {
+    let name = entry.name;
+    let partition = entry.platform.partition;
+    entry
+        .bus
+        .integration_poll(&mut entry.platform, now, |event| match event {
+            Event::Integration(IntegrationEvent::HeartbeatLost { missed }) => {
+                if !halted(partition) {
+                    println!(
+                        "{}",
+                        markers::HeartbeatLost {
+                            child: name.as_str(),
+                            missed
+                        }
+                    );
+                }
+            }
+            Event::Integration(IntegrationEvent::HeartbeatBack) => {
+                println!("root: {} heartbeat back", name.as_str());
+            }
+            other => print_event(name, other),
+        })
+}
+
+/// What the root knows of child `index`'s heartbeat (`None`: no such bus).
+pub fn heartbeat_state(index: usize) -> Option<Heartbeat> {
+    BUSES
+        .lock()
+        .get(index)
+        .and_then(Option::as_ref)
+        .map(|e| e.bus.heartbeat())
+}
+
+/// Asks child `index` to shut down (end its workload, flush its disks,
+/// halt) within `deadline_ms`; follow it with [`shutdown_state`]. The
+/// caller turns the child off if it is not `Done` and halted in time
+/// (`TimedOut` comes by itself once the limit passed), refused, or this
+/// fails (`NotOpen`: no such child or no integration channel).
+pub fn request_shutdown(index: usize, deadline_ms: u32) -> Result<(), ShutdownError> {
+    let mut buses = BUSES.lock();
+    let entry = buses
+        .get_mut(index)
+        .and_then(Option::as_mut)
+        .ok_or(ShutdownError::NotOpen)?;
+    let name = entry.name;
+    entry.bus.request_shutdown(
+        &mut entry.platform,
+        ShutdownReason::Stop,
+        deadline_ms,
+        now_ns(),
+        |e| print_event(name, e),
+    )
+}
+
+/// Where child `index`'s shutdown stands (`None`: no such bus).
+pub fn shutdown_state(index: usize) -> Option<ShutdownState> {
+    BUSES
+        .lock()
+        .get(index)
+        .and_then(Option::as_ref)
+        .map(|e| e.bus.shutdown_state())
 }
 
 /// One whole service of a child's bus (its own, signals included).
@@ -513,6 +619,12 @@ const ROUNDS: usize = 16;
 pub fn service_all() -> usize {
     let mut buses = BUSES.lock();
     let mut handled: usize = buses.iter_mut().flatten().map(service_bus).sum();
+    let now = now_ns();
+    handled += buses
+        .iter_mut()
+        .flatten()
+        .map(|entry| service_integration(entry, now))
+        .sum::<usize>();
     for _ in 0..ROUNDS {
         let round =
             buses.iter_mut().flatten().map(service_net).sum::<usize>() + switch_frames(&mut buses);

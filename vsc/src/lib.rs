@@ -10,5 +10,6 @@
 
 pub mod bus;
 pub mod console;
+pub mod integration;
 pub mod network;
 pub mod storage;

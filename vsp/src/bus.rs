@@ -4,7 +4,9 @@
 //! ([`crate::storage`]) whose disks are the root's [`StorageBackend`], and
 //! the network device ([`crate::network`]), whose frames go to a
 //! [`FrameSink`] (the root's switch) in [`ChildBus::service_network`] and
-//! come back through [`ChildBus::network_deliver`].
+//! come back through [`ChildBus::network_deliver`], and the integration
+//! services ([`crate::integration`]: heartbeat, shutdown), driven by the
+//! caller's clock in [`ChildBus::integration_poll`].
 //!
 //! # Invariants
 //! - Only [`ChildBus::service`] reads the child's rings; each call handles
@@ -14,7 +16,8 @@
 //!   pages); a broken control channel closes every channel of the child.
 //!   After a close the child's memory is never touched again.
 //! - The child pages mapped at any time (console rings, storage rings,
-//!   storage buffer region, network rings, network buffer region) never overlap: an open or grant naming pages
+//!   storage buffer region, network rings, network buffer region,
+//!   integration rings) never overlap: an open or grant naming pages
 //!   already mapped is refused, so one unmap never removes another's pages.
 //! - While the root drains a ring its interrupt mask is set; the mask is
 //!   cleared (and the ring checked once more) only when it runs empty, so
@@ -23,16 +26,22 @@
 pub use ipc::vmbus::close::{ChannelName, CloseReason};
 use ipc::vmbus::console::ConsoleMessage;
 use ipc::vmbus::control::{
-    CONSOLE_CLASS, ControlMessage, Guid, HostAction, HostControl, MAX_OFFERS, NETWORK_CLASS,
-    OfferProperties, OpenStatus, ProtocolError, STORAGE_CLASS,
+    CONSOLE_CLASS, ControlMessage, Guid, HostAction, HostControl, INTEGRATION_CLASS, MAX_OFFERS,
+    NETWORK_CLASS, OfferProperties, OpenStatus, ProtocolError, STORAGE_CLASS,
 };
+use ipc::vmbus::integration::ShutdownReason;
 use ipc::vmbus::memory::RingMemory;
 use ipc::vmbus::packet;
 use ipc::vmbus::ring::{Consumer, Producer, Recv, RingError, Sent};
 use ipc::vmbus::storage::MAX_MESSAGE;
 
 pub use crate::bus_state::{BusState, DecodeError, EncodeError, RestoreError};
-use crate::bus_state::{ConsoleState, ControlState, LinkFlags, OFFERS, RingsState};
+use crate::bus_state::{ConsoleState, ControlState, LinkFlags, OFFERS, RANGES, RingsState};
+use crate::integration::Integration;
+pub use crate::integration::{
+    HEARTBEAT_PERIOD_NS, Heartbeat, INTEGRATION_OFFER, IntegrationEvent, IntegrationStats,
+    MISSED_LIMIT, ShutdownError, ShutdownState,
+};
 use crate::network::Network;
 pub use crate::network::{
     DeliverError, DropFrames, FrameSink, NETWORK_OFFER, NetworkConfig, NetworkStats,
@@ -82,6 +91,9 @@ pub enum Event<'a> {
     Opened(ChannelName),
     /// A channel was closed, and why.
     Closed(ChannelName, CloseReason),
+    /// The integration services changed state (heartbeat lost or back,
+    /// shutdown moved on).
+    Integration(IntegrationEvent),
 }
 
 pub(crate) struct Link<M: RingMemory> {
@@ -159,11 +171,13 @@ pub struct ChildBus<M: RingMemory> {
     stats: ConsoleStats,
     storage: Storage<M>,
     network: Network<M>,
+    integration: Integration<M>,
 }
 
 /// The offers every child gets: the console (offer 0), the storage
-/// controller (offer 1) and the network device (offer 2).
-pub fn default_offers() -> [(Guid, Guid, OfferProperties); 3] {
+/// controller (offer 1), the network device (offer 2) and the
+/// integration services (offer 3).
+pub fn default_offers() -> [(Guid, Guid, OfferProperties); OFFERS] {
     [
         (
             CONSOLE_CLASS,
@@ -189,6 +203,14 @@ pub fn default_offers() -> [(Guid, Guid, OfferProperties); 3] {
                 flags: 0,
             },
         ),
+        (
+            INTEGRATION_CLASS,
+            Guid(*b"integration-0000"),
+            OfferProperties {
+                max_payload: ipc::vmbus::integration::MAX_MESSAGE as u32,
+                flags: 0,
+            },
+        ),
     ]
 }
 
@@ -205,6 +227,7 @@ impl<M: RingMemory> ChildBus<M> {
             stats: ConsoleStats::default(),
             storage: Storage::new(),
             network: Network::new(),
+            integration: Integration::new(),
         })
     }
 
@@ -237,6 +260,7 @@ impl<M: RingMemory> ChildBus<M> {
             },
             storage: self.storage.save(),
             network: self.network.save(),
+            integration: self.integration.save(),
         }
     }
 
@@ -270,15 +294,16 @@ impl<M: RingMemory> ChildBus<M> {
             ),
             None => None,
         };
-        let mut mapped = [None; 5];
+        let mut mapped = [None; RANGES];
         match Self::restore_channels(state, platform, &mut mapped) {
-            Ok((console, storage, network)) => Ok(ChildBus {
+            Ok((console, storage, network, integration)) => Ok(ChildBus {
                 control,
                 host,
                 console,
                 stats: state.console.stats,
                 storage,
                 network,
+                integration,
             }),
             Err(e) => {
                 for (gpa, pages) in mapped.into_iter().flatten() {
@@ -294,7 +319,7 @@ impl<M: RingMemory> ChildBus<M> {
     fn restore_channels<P: Platform<Memory = M>>(
         state: &BusState,
         platform: &mut P,
-        mapped: &mut [Option<(u64, u32)>; 5],
+        mapped: &mut [Option<(u64, u32)>; RANGES],
     ) -> Result<Devices<M>, RestoreError> {
         let console = match &state.console.channel {
             Some(r) => Some(Console {
@@ -325,10 +350,15 @@ impl<M: RingMemory> ChildBus<M> {
             )?,
             None => (None, None),
         };
+        let integration_link = match &state.integration.channel {
+            Some(r) => Some(map_rings(platform, ChannelName::Integration, r, mapped)?),
+            None => None,
+        };
         Ok((
             console,
             Storage::restored(&state.storage, storage_link, storage_region),
             Network::restored(&state.network, network_link, network_region),
+            Integration::restored(&state.integration, integration_link),
         ))
     }
 
@@ -482,6 +512,7 @@ impl<M: RingMemory> ChildBus<M> {
             self.console.as_ref().map(|c| (c.gpa, c.pages)),
             rings,
             region,
+            self.integration.mapped(),
         ];
         let result = self
             .network
@@ -550,8 +581,8 @@ impl<M: RingMemory> ChildBus<M> {
     }
 
     /// The child pages mapped now (console rings, storage rings and
-    /// region, network rings and region).
-    fn mapped(&self) -> [Option<(u64, u32)>; 5] {
+    /// region, network rings and region, integration rings).
+    fn mapped(&self) -> [Option<(u64, u32)>; RANGES] {
         let [rings, region] = self.storage.mapped();
         let [net_rings, net_region] = self.network.mapped();
         [
@@ -560,7 +591,86 @@ impl<M: RingMemory> ChildBus<M> {
             region,
             net_rings,
             net_region,
+            self.integration.mapped(),
         ]
+    }
+
+    /// Whether the integration channel is open.
+    pub fn integration_open(&self) -> bool {
+        self.integration.is_open()
+    }
+
+    /// Integration counters.
+    pub fn integration_stats(&self) -> IntegrationStats {
+        self.integration.stats()
+    }
+
+    /// What the root knows of the child's heartbeat.
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.integration.heartbeat()
+    }
+
+    /// Where the shutdown the root asked for stands.
+    pub fn shutdown_state(&self) -> ShutdownState {
+        self.integration.shutdown()
+    }
+
+    /// Asks the child to shut down within `deadline_ms` of `now_ns` (the
+    /// caller's clock, as for [`ChildBus::integration_poll`]); follow it
+    /// with [`ChildBus::shutdown_state`]. A broken ring closes the channel,
+    /// reported through `on`.
+    pub fn request_shutdown<P: Platform<Memory = M>>(
+        &mut self,
+        platform: &mut P,
+        reason: ShutdownReason,
+        deadline_ms: u32,
+        now_ns: u64,
+        on: impl FnMut(Event<'_>),
+    ) -> Result<(), ShutdownError> {
+        let result = self
+            .integration
+            .request_shutdown(platform, reason, deadline_ms, now_ns);
+        if let Err(ShutdownError::Closed(reason)) = result {
+            self.integration_result(platform, Err(reason), on);
+        }
+        result
+    }
+
+    /// Services the integration channel at `now_ns` (nanoseconds of the
+    /// caller's monotonic clock): reads the child's replies, times out a
+    /// shutdown whose limit passed, sends a heartbeat when one is due
+    /// (every [`HEARTBEAT_PERIOD_NS`]). Changes and a close are reported
+    /// through `on`. Returns the packets handled. Opening and closing the
+    /// channel happen in [`ChildBus::service`].
+    pub fn integration_poll<P: Platform<Memory = M>>(
+        &mut self,
+        platform: &mut P,
+        now_ns: u64,
+        mut on: impl FnMut(Event<'_>),
+    ) -> usize {
+        let mut handled = 0;
+        let result = self.integration.poll(
+            platform,
+            now_ns,
+            &mut |e| on(Event::Integration(e)),
+            &mut handled,
+        );
+        self.integration_result(platform, result, on);
+        handled
+    }
+
+    /// Closes the integration channel after `result` failed.
+    fn integration_result<P: Platform<Memory = M>>(
+        &mut self,
+        platform: &mut P,
+        result: Result<(), CloseReason>,
+        mut on: impl FnMut(Event<'_>),
+    ) {
+        if let Err(reason) = result {
+            self.integration.close(platform);
+            self.rescind(platform, INTEGRATION_OFFER);
+            on(Event::Closed(ChannelName::Integration, reason));
+        }
     }
 
     /// Console counters.
@@ -586,6 +696,7 @@ impl<M: RingMemory> ChildBus<M> {
         }
         self.storage.close(platform);
         self.network.close(platform);
+        self.integration.close(platform);
         self.control = None;
     }
 
@@ -627,6 +738,12 @@ impl<M: RingMemory> ChildBus<M> {
                         CloseReason::ControlClosed,
                     ));
                 }
+                if self.integration.close(platform) {
+                    on(Event::Closed(
+                        ChannelName::Integration,
+                        CloseReason::ControlClosed,
+                    ));
+                }
                 return handled;
             }
         }
@@ -643,6 +760,7 @@ impl<M: RingMemory> ChildBus<M> {
             self.console.as_ref().map(|c| (c.gpa, c.pages)),
             net_rings,
             net_region,
+            self.integration.mapped(),
         ];
         let result = self
             .storage
@@ -718,6 +836,7 @@ impl<M: RingMemory> ChildBus<M> {
                         on(Event::Opened(match offer_id {
                             STORAGE_OFFER => ChannelName::Storage,
                             NETWORK_OFFER => ChannelName::Network,
+                            INTEGRATION_OFFER => ChannelName::Integration,
                             _ => ChannelName::Console,
                         }));
                     }
@@ -735,6 +854,9 @@ impl<M: RingMemory> ChildBus<M> {
                     }
                     if offer_id == NETWORK_OFFER {
                         self.network.close(platform);
+                    }
+                    if offer_id == INTEGRATION_OFFER {
+                        self.integration.close(platform);
                     }
                 }
             }
@@ -754,6 +876,7 @@ impl<M: RingMemory> ChildBus<M> {
             CONSOLE_OFFER => self.console.is_none(),
             STORAGE_OFFER => !self.storage.is_open(),
             NETWORK_OFFER => !self.network.is_open(),
+            INTEGRATION_OFFER => !self.integration.is_open(),
             _ => false,
         };
         if !free {
@@ -786,6 +909,8 @@ impl<M: RingMemory> ChildBus<M> {
             self.storage.open(link, gpa, pages, outbound_pages);
         } else if offer_id == NETWORK_OFFER {
             self.network.open(link, gpa, pages, outbound_pages);
+        } else if offer_id == INTEGRATION_OFFER {
+            self.integration.open(link, gpa, pages, outbound_pages);
         } else {
             self.console = Some(Console {
                 link,
@@ -839,10 +964,10 @@ impl<M: RingMemory> ChildBus<M> {
 }
 
 /// The device channels [`ChildBus::restore`] rebuilds.
-type Devices<M> = (Option<Console<M>>, Storage<M>, Network<M>);
+type Devices<M> = (Option<Console<M>>, Storage<M>, Network<M>, Integration<M>);
 
 /// Notes a range `restore` mapped (in the first free slot).
-fn note(mapped: &mut [Option<(u64, u32)>; 5], gpa: u64, pages: u32) {
+fn note(mapped: &mut [Option<(u64, u32)>; RANGES], gpa: u64, pages: u32) {
     if let Some(slot) = mapped.iter_mut().find(|m| m.is_none()) {
         *slot = Some((gpa, pages));
     }
@@ -853,7 +978,7 @@ fn map_rings<M: RingMemory, P: Platform<Memory = M>>(
     platform: &mut P,
     name: ChannelName,
     rings: &RingsState,
-    mapped: &mut [Option<(u64, u32)>; 5],
+    mapped: &mut [Option<(u64, u32)>; RANGES],
 ) -> Result<Link<M>, RestoreError> {
     let (outbound, inbound) = platform
         .map(rings.gpa, rings.pages, rings.outbound_pages)
@@ -870,7 +995,7 @@ fn map_channel<M: RingMemory, P: Platform<Memory = M>>(
     name: ChannelName,
     rings: &RingsState,
     region: Option<(u64, u32)>,
-    mapped: &mut [Option<(u64, u32)>; 5],
+    mapped: &mut [Option<(u64, u32)>; RANGES],
 ) -> Result<(Option<Link<M>>, Option<M>), RestoreError> {
     let link = map_rings(platform, name, rings, mapped)?;
     let region = match region {
@@ -886,7 +1011,7 @@ fn map_region<M: RingMemory, P: Platform<Memory = M>>(
     name: ChannelName,
     gpa: u64,
     pages: u32,
-    mapped: &mut [Option<(u64, u32)>; 5],
+    mapped: &mut [Option<(u64, u32)>; RANGES],
 ) -> Result<M, RestoreError> {
     let memory = platform
         .map_buffer(gpa, pages)

@@ -30,15 +30,21 @@ use ipc::vmbus::storage::{self, MAX_LUNS};
 use serde::{Deserialize, Serialize};
 
 use crate::bus::ConsoleStats;
+pub use crate::integration::{IntegrationState, IntegrationStats};
 use crate::network::{NetworkConfig, NetworkStats};
 use crate::storage::{StorageStats, overlaps};
 
-/// The format version byte in front of the postcard body.
-pub const FORMAT_VERSION: u8 = 2;
+/// The format version byte in front of the postcard body (3: with the
+/// integration channel; 2 had three offers and is refused).
+pub const FORMAT_VERSION: u8 = 3;
 /// Bytes enough for any encoded [`BusState`] (version byte included).
 pub const MAX_ENCODED: usize = 4096;
-/// Offers of every child's bus (console, storage, network).
-pub const OFFERS: usize = 3;
+/// Offers of every child's bus (console, storage, network, integration).
+pub const OFFERS: usize = 4;
+/// Child page ranges a bus maps besides the control channel (console
+/// rings, storage rings and region, network rings and region, integration
+/// rings).
+pub const RANGES: usize = 6;
 
 /// Everything of one child's VMBus that is not in the child's memory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +57,8 @@ pub struct BusState {
     pub storage: StorageState,
     /// The network device (offer 2).
     pub network: NetworkState,
+    /// The integration services (offer 3).
+    pub integration: IntegrationState,
 }
 
 /// The control channel: its link (its rings are at the child's layout's
@@ -287,7 +295,7 @@ pub enum RestoreError {
     RegionSize(ChannelName),
     /// This channel's rings or region overlap pages saved before them
     /// (order: console rings, storage rings, storage region, network
-    /// rings, network region).
+    /// rings, network region, integration rings).
     Overlap(ChannelName),
     /// Link flags the bus cannot have: polling without the mask set, or a
     /// device's ring polled (or not) against the device's setting.
@@ -306,6 +314,8 @@ pub enum RestoreError {
     /// network: a protocol version the root does not speak, or a pending
     /// `SendBatch` that is empty, already done, or impossible in its state
     Batch,
+    /// integration: a heartbeat answered that was never sent
+    Heartbeat,
     /// The platform refused to map a saved range (or gave less memory
     /// than its pages).
     Map(ChannelName, OpenStatus),
@@ -329,6 +339,7 @@ impl fmt::Display for RestoreError {
             RestoreError::PostedBuffer(n) => write!(f, "network: bad posted buffer {n}"),
             RestoreError::LinkPending => write!(f, "network: link state pending before Init"),
             RestoreError::Batch => write!(f, "network: bad version or pending batch"),
+            RestoreError::Heartbeat => write!(f, "integration: reply to an unsent heartbeat"),
             RestoreError::Map(c, status) => write!(f, "{c}: map refused ({status:?})"),
             RestoreError::Ring(c, e) => write!(f, "{c}: ring: {e}"),
         }
@@ -366,8 +377,8 @@ impl BusState {
 
     /// The child pages the restored bus maps, in mapping order: console
     /// rings, storage rings, storage region, network rings, network
-    /// region.
-    pub fn ranges(&self) -> [Option<(ChannelName, u64, u32)>; 5] {
+    /// region, integration rings.
+    pub fn ranges(&self) -> [Option<(ChannelName, u64, u32)>; RANGES] {
         let storage = self.storage.channel.as_ref();
         let network = self.network.channel.as_ref();
         [
@@ -382,6 +393,9 @@ impl BusState {
             network
                 .and_then(|c| c.region)
                 .map(|r| (ChannelName::Network, r.gpa, r.pages)),
+            self.integration
+                .channel
+                .map(|r| (ChannelName::Integration, r.gpa, r.pages)),
         ]
     }
 
@@ -398,6 +412,12 @@ impl BusState {
         }
         if let Some(c) = &self.network.channel {
             check_network(c, self.network.polling)?;
+        }
+        if let Some(rings) = &self.integration.channel {
+            check_rings(ChannelName::Integration, rings, None)?;
+        }
+        if self.integration.answered > self.integration.sequence {
+            return Err(RestoreError::Heartbeat);
         }
         let ranges = self.ranges();
         for (i, range) in ranges.iter().enumerate() {
@@ -433,6 +453,7 @@ impl BusState {
             (ChannelName::Console, self.console.channel.is_some()),
             (ChannelName::Storage, self.storage.channel.is_some()),
             (ChannelName::Network, self.network.channel.is_some()),
+            (ChannelName::Integration, self.integration.channel.is_some()),
         ];
         for ((name, is_open), state) in saved.into_iter().zip(control.channels) {
             if is_open != (state == ChannelState::Open) {

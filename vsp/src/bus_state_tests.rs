@@ -196,6 +196,7 @@ fn log_event(log: &mut Vec<String>, e: Event<'_>) {
         Event::Line(text) => std::format!("line {text}"),
         Event::Opened(c) => std::format!("opened {c}"),
         Event::Closed(c, why) => std::format!("closed {c}: {why}"),
+        Event::Integration(e) => std::format!("integration {e:?}"),
     })
 }
 
@@ -938,8 +939,11 @@ fn the_codec_refuses_what_it_did_not_write() {
     // Version 1 (before batches) is another layout.
     other[0] = 1;
     assert_eq!(BusState::decode(&other[..n]), Err(DecodeError::Version(1)));
-    other[0] = 3;
-    assert_eq!(BusState::decode(&other[..n]), Err(DecodeError::Version(3)));
+    // Version 2 (before the integration channel) too.
+    other[0] = 2;
+    assert_eq!(BusState::decode(&other[..n]), Err(DecodeError::Version(2)));
+    other[0] = 4;
+    assert_eq!(BusState::decode(&other[..n]), Err(DecodeError::Version(4)));
     assert_eq!(
         BusState::decode(&bytes[..n + 1]),
         Err(DecodeError::TrailingBytes)

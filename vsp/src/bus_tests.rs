@@ -117,6 +117,7 @@ impl<'a> World<'a> {
                 Event::Line(text) => std::format!("line {text}"),
                 Event::Opened(c) => std::format!("opened {c}"),
                 Event::Closed(c, why) => std::format!("closed {c}: {why}"),
+                Event::Integration(e) => std::format!("integration {e:?}"),
             })
         })
     }

@@ -1,6 +1,7 @@
 //! capvisor's virtualization service providers: the root partition's end
 //! of every child's VMBus — the control channel ([`bus`]) and the devices
-//! behind it (the console, [`storage`], [`network`]), and the virtual
+//! behind it (the console, [`storage`], [`network`], the [`integration`]
+//! services: heartbeat and shutdown), and the virtual
 //! switch ([`switch`]) the root plugs the children's NICs into, and the
 //! bus's saved state for quick migration ([`bus_state`]).
 //!
@@ -15,6 +16,7 @@
 
 pub mod bus;
 pub mod bus_state;
+pub mod integration;
 pub mod network;
 pub mod storage;
 pub mod switch;

@@ -183,6 +183,7 @@ fn log_event(log: &mut Vec<String>, e: Event<'_>) {
         Event::Line(text) => std::format!("line {text}"),
         Event::Opened(c) => std::format!("opened {c}"),
         Event::Closed(c, why) => std::format!("closed {c}: {why}"),
+        Event::Integration(e) => std::format!("integration {e:?}"),
     })
 }
 

@@ -10,9 +10,10 @@ use alloc::vec;
 use ipc::child::ChildBootInfo;
 use ipc::disk::{
     BENCH_RANDOM_READS, BENCH_SEQUENTIAL_BYTES, BENCH_SEQUENTIAL_REQUEST, BaseSeen, BenchResult,
-    CHILD_ONE_AT_A_TIME, CHILD_QUEUED, ClientCounts, DiskVerified, FOUND, HotRemoveClean,
-    HotRemoved, LunSeen, STORAGE_HOSTILE_CHECKS, StorageHostileCheck, StorageHostileSummary, WROTE,
-    bench_random_offset, fill_pattern, mode, pattern_mismatch,
+    CHILD_ONE_AT_A_TIME, CHILD_QUEUED, ClientCounts, DiskStopped, DiskVerified, FOUND,
+    HotRemoveClean, HotRemoved, LunSeen, STORAGE_HOSTILE_CHECKS, STREAM_CHUNK, StopRecord,
+    StorageHostileCheck, StorageHostileSummary, WROTE, bench_random_offset, fill_pattern, mode,
+    pattern_mismatch,
 };
 use ipc::vmbus::storage::{Op, Request, SECTOR_BYTES, Status};
 use ipc::workload::{BASE_PATTERN_LEN, base_pattern_byte};
@@ -48,6 +49,7 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         mode::HOTPLUG => hotplug(c, seed, lba, sectors),
         mode::HOSTILE => hostile(c, seed, lba, sectors),
         mode::BENCH => bench(c),
+        mode::STREAM => stream(c, seed, lba, sectors),
         _ => {
             println!("disk: unknown mode {which}");
             Ok(())
@@ -242,6 +244,57 @@ fn hotplug(c: &mut Client, seed: u64, lba: u64, sectors: u64) -> Result<(), Stor
         }
     );
     verify(c, 2, seed, lba, sectors, FOUND)
+}
+
+/// Mode stream: writes chunk after chunk until the root asks for a
+/// shutdown (`max_chunks` at most, 0: as many as fit), then flushes,
+/// leaves the [`StopRecord`] at LBA 0, flushes again and ends the
+/// shutdown. Without a request it waits for one after the last chunk.
+fn stream(c: &mut Client, seed: u64, lba: u64, max_chunks: u64) -> Result<(), StorageClientError> {
+    let capacity = c.capacity(0, storage::signal, wait, WAIT_PATIENCE)?;
+    let fit = capacity.saturating_sub(lba) / STREAM_CHUNK;
+    let limit = if max_chunks == 0 {
+        fit
+    } else {
+        max_chunks.min(fit)
+    };
+    let mut data = vec![0u8; (STREAM_CHUNK * SECTOR) as usize];
+    let mut chunks = 0;
+    while !crate::integration::stop_requested() {
+        if chunks == limit {
+            wait();
+            continue;
+        }
+        let at = lba + chunks * STREAM_CHUNK;
+        fill_pattern(seed, at * SECTOR, &mut data);
+        c.write(0, at, &data, storage::signal, wait, WAIT_PATIENCE)?;
+        chunks += 1;
+    }
+    c.flush(0, storage::signal, wait, WAIT_PATIENCE)?;
+    let record = StopRecord {
+        chunks,
+        lba,
+        seed,
+        chunk_sectors: STREAM_CHUNK,
+    };
+    c.write(
+        0,
+        0,
+        &record.to_sector(),
+        storage::signal,
+        wait,
+        WAIT_PATIENCE,
+    )?;
+    c.flush(0, storage::signal, wait, WAIT_PATIENCE)?;
+    println!(
+        "{}",
+        DiskStopped {
+            chunks,
+            chunk_sectors: STREAM_CHUNK,
+            lba
+        }
+    );
+    crate::integration::finish(true)
 }
 
 fn status_name(result: &Result<ipc::vmbus::storage::Completion, StorageClientError>) -> Status {

@@ -106,6 +106,7 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
 
     // Slots the child never held.
     let [console_signal, console_event] = crate::vmbus::console_ports();
+    let [integration_signal, integration_event] = crate::vmbus::integration_ports();
     let held = [
         Some(me),
         info.to_root,
@@ -114,6 +115,8 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         info.vmbus_event,
         console_signal,
         console_event,
+        integration_signal,
+        integration_event,
     ];
     let empty_index = held.iter().flatten().map(|h| h.index).max().unwrap_or(0) + 1;
     let empty = SlotHandle {

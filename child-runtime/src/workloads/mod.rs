@@ -13,6 +13,7 @@ mod dirty;
 mod disk;
 mod frames;
 mod greedy;
+mod hang;
 mod hello;
 mod hostile;
 mod idle;
@@ -45,6 +46,7 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         workload::VMBUS_HOSTILE => vmbus_hostile::run(info, vcpu),
         workload::GREEDY => greedy::run(info, vcpu),
         workload::INSTRUCTIONS => instructions::run(info, vcpu),
+        workload::HANG => hang::run(info, vcpu),
         ipc::disk::DISK => disk::run(info, vcpu),
         ipc::kv::KV => kv::run(info, vcpu),
         ipc::kv::NETFLOOD => netflood::run(info, vcpu),

@@ -4,11 +4,16 @@
 //! # Invariants
 //! Each vCPU prints [`SpinProgress`] for steps 1..=steps in order, each
 //! after `iterations` loop turns, then halts. Arguments as documented at
-//! `ipc::workload::SPIN`.
+//! `ipc::workload::SPIN`. Every [`CHECK_EVERY`] turns it serves the
+//! integration channel (heartbeats) and ends at once when the root asked
+//! for a shutdown.
 
 use ipc::child::ChildBootInfo;
 use ipc::workload::{SPIN_DEFAULT_ITERATIONS, SPIN_DEFAULT_STEPS, SpinProgress};
 use partition_rt::println;
+
+/// Loop turns between two looks at the integration channel.
+const CHECK_EVERY: u64 = 1 << 16;
 
 /// Runs on every vCPU.
 pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
@@ -25,6 +30,9 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         while turn < iterations {
             // Keeps the loop from being folded away.
             turn = core::hint::black_box(turn) + 1;
+            if turn.is_multiple_of(CHECK_EVERY) && crate::integration::stop_requested() {
+                crate::integration::finish(false)
+            }
         }
         println!("{}", SpinProgress { vcpu, step });
     }

@@ -9,6 +9,7 @@ use core::fmt;
 
 use super::console::ConsoleError;
 use super::control::ProtocolError;
+use super::integration::IntegrationError;
 use super::packet::CodecError;
 use super::ring::RingError;
 
@@ -23,6 +24,8 @@ pub enum CloseReason {
     Codec(CodecError),
     /// A console message over its limits.
     Console(ConsoleError),
+    /// An integration message out of range or out of order.
+    Integration(IntegrationError),
     /// The child does not read its replies (the control ring to it is full).
     Stalled,
     /// The control channel closed, taking this channel with it.
@@ -36,6 +39,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Protocol(e) => write!(f, "protocol: {e}"),
             CloseReason::Codec(e) => write!(f, "packet: {e:?}"),
             CloseReason::Console(e) => write!(f, "console: {e:?}"),
+            CloseReason::Integration(e) => write!(f, "integration: {e}"),
             CloseReason::Stalled => write!(f, "child does not read its control ring"),
             CloseReason::ControlClosed => write!(f, "control channel closed"),
         }
@@ -53,6 +57,8 @@ pub enum ChannelName {
     Storage,
     /// The network device.
     Network,
+    /// The integration services (heartbeat, shutdown).
+    Integration,
 }
 
 impl fmt::Display for ChannelName {
@@ -62,6 +68,7 @@ impl fmt::Display for ChannelName {
             ChannelName::Console => "console",
             ChannelName::Storage => "storage",
             ChannelName::Network => "network",
+            ChannelName::Integration => "integration",
         })
     }
 }

@@ -48,6 +48,10 @@ pub const STORAGE_CLASS: Guid = Guid(*b"capvisor-storage");
 /// Device class of the network device (`ipc::vmbus::network`).
 pub const NETWORK_CLASS: Guid = Guid(*b"capvisor-network");
 
+/// Device class of the integration services, heartbeat and shutdown
+/// (`ipc::vmbus::integration`).
+pub const INTEGRATION_CLASS: Guid = Guid(*b"capvisor-integr.");
+
 /// Properties of an offered device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OfferProperties {

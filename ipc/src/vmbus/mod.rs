@@ -12,6 +12,8 @@
 //! - [`console`]: the console device's messages.
 //! - [`storage`]: the storage controller's messages and request checks.
 //! - [`network`]: the network device's messages and frame checks.
+//! - [`integration`]: the integration services' messages (heartbeat,
+//!   shutdown).
 //! - [`close`]: why a channel is closed (what the root logs).
 //!
 //! # Invariants
@@ -22,6 +24,7 @@
 pub mod close;
 pub mod console;
 pub mod control;
+pub mod integration;
 pub mod list;
 pub mod memory;
 pub mod network;

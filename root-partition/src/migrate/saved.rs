@@ -39,7 +39,7 @@ pub mod role {
 }
 
 /// VMBus channels per child (control + offers).
-pub const CHANNELS: u8 = 4;
+pub const CHANNELS: u8 = 5;
 
 /// One saved slot of the child's capability space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,7 +259,7 @@ mod tests {
         for bad in [
             entry(256, 0, role::SELF, 0),
             entry(1, 0, 5, 0),
-            entry(1, 0, role::EVENT, 4),
+            entry(1, 0, role::EVENT, CHANNELS),
         ] {
             assert_eq!(
                 decode_caps(&encode_caps(&[bad])),
