@@ -1452,6 +1452,9 @@ fn node_vm_markers() -> Vec<(String, bool)> {
     }
     out.push(ordered("root: node stopping: stopping every VM"));
     for vm in ["alpha", "beta"] {
+        // Gracefully: the guest's shutdown service ends its workload.
+        out.push(any_order(format!("root: vm {vm}: ShutdownAcknowledged")));
+        out.push(any_order(format!("[{vm}] shutdown: workload stopped")));
         out.push(any_order(format!("root: vm {vm}: Stopping -> Off")));
     }
     out.extend([

@@ -70,6 +70,10 @@ impl Platform for Machine {
     }
 }
 
+/// How often the VMBus service passes while children run, for their
+/// heartbeats (sent every second by `vmbus::service_all`).
+const HEARTBEAT_PASS_NS: u64 = 500_000_000;
+
 /// Serves every child's VMBus and the virtual switch.
 struct Vmbus;
 
@@ -77,9 +81,12 @@ impl Service for Vmbus {
     fn name(&self) -> &'static str {
         "vmbus"
     }
-    fn poll(&mut self, _now: u64, _events: u64) -> Poll {
+    fn poll(&mut self, now: u64, _events: u64) -> Poll {
         if crate::vmbus::service_all() > 0 {
             Poll::Busy
+        } else if crate::vmbus::any_bus() {
+            // Heartbeats go out (and lost ones are noticed) on a pass.
+            Poll::Idle(Some(now + HEARTBEAT_PASS_NS))
         } else {
             Poll::Idle(None)
         }
@@ -209,7 +216,8 @@ fn vm_service(info: &BootInfo, machine: &mut Machine, stop_at: Option<u64>) -> O
         config.stop_timeout_ns = s * 1_000_000_000;
     }
     let now = machine.now_ns();
-    match VmManager::boot(MachineHv::new(root, image), volume, config, now) {
+    let hv = MachineHv::new(root, image, config.stop_timeout_ns);
+    match VmManager::boot(hv, volume, config, now) {
         Ok((manager, report)) => {
             for skipped in &report.skipped {
                 println!(

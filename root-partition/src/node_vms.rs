@@ -16,6 +16,7 @@ use root_partition::node::{Poll, Service};
 use root_partition::services::vm::definition::VmDefinition;
 use root_partition::services::vm::hypervisor::{HvError, HvEvent, Hypervisor};
 use root_partition::services::vm::manager::{VmEvent, VmEventKind, VmId, VmManager, VmState};
+use vsp::integration::{Heartbeat, ShutdownState};
 
 use crate::children::{self, Child, MAX_CHILDREN, Root};
 use crate::storage::DataVolume;
@@ -39,6 +40,11 @@ pub struct MachineHv {
     vms: [Option<VmId>; MAX_CHILDREN],
     events: VecDeque<(VmId, HvEvent)>,
     next_status: u64,
+    /// What was last reported of each slot's integration services:
+    /// (shutdown acknowledged, heartbeat lost).
+    reported: [(bool, bool); MAX_CHILDREN],
+    /// The time a guest has to shut down (the manager's stop limit).
+    stop_timeout_ms: u32,
 }
 
 fn hv_error(what: &str, e: impl core::fmt::Debug) -> HvError {
@@ -47,7 +53,7 @@ fn hv_error(what: &str, e: impl core::fmt::Debug) -> HvError {
 
 impl MachineHv {
     /// The machine of `root`, starting children from `image`.
-    pub fn new(root: Root, image: Image<'static>) -> Self {
+    pub fn new(root: Root, image: Image<'static>, stop_timeout_ns: u64) -> Self {
         MachineHv {
             root,
             image,
@@ -55,6 +61,10 @@ impl MachineHv {
             vms: [None; MAX_CHILDREN],
             events: VecDeque::new(),
             next_status: 0,
+            reported: [(false, false); MAX_CHILDREN],
+            stop_timeout_ms: u32::try_from(stop_timeout_ns / 1_000_000)
+                .unwrap_or(u32::MAX)
+                .clamp(1, 600_000),
         }
     }
 
@@ -92,6 +102,39 @@ impl MachineHv {
     fn release(&mut self, index: usize) {
         self.children[index] = None;
         self.vms[index] = None;
+        self.reported[index] = (false, false);
+    }
+
+    /// Turns changes of the integration services into events: a shutdown
+    /// the guest acknowledged, a heartbeat lost or back.
+    fn check_integration(&mut self) {
+        for index in 0..MAX_CHILDREN {
+            let Some(vm) = self.vms[index] else {
+                continue;
+            };
+            let (acked, lost) = self.reported[index];
+            let shutdown = crate::vmbus::shutdown_state(index);
+            if !acked
+                && matches!(
+                    shutdown,
+                    Some(ShutdownState::Acknowledged | ShutdownState::Done)
+                )
+            {
+                self.reported[index].0 = true;
+                self.events.push_back((vm, HvEvent::ShutdownAcknowledged));
+            }
+            let heartbeat = crate::vmbus::heartbeat_state(index);
+            let now_lost = matches!(heartbeat, Some(Heartbeat::Unresponsive(_)));
+            if now_lost != lost && !self.children[index].is_some_and(|c| c.ended) {
+                self.reported[index].1 = now_lost;
+                let event = if now_lost {
+                    HvEvent::HeartbeatMissed
+                } else {
+                    HvEvent::HeartbeatRestored
+                };
+                self.events.push_back((vm, event));
+            }
+        }
     }
 
     /// Looks at every partition's run state.
@@ -216,9 +259,8 @@ impl Hypervisor for MachineHv {
 
     fn request_shutdown(&mut self, handle: &mut usize) -> Result<(), HvError> {
         let _ = self.child(*handle)?;
-        Err(HvError(String::from(
-            "the guest offers no shutdown service",
-        )))
+        crate::vmbus::request_shutdown(*handle, self.stop_timeout_ms)
+            .map_err(|e| hv_error("the guest's shutdown service", e))
     }
 
     fn turn_off(&mut self, handle: usize) -> Result<(), HvError> {
@@ -236,6 +278,7 @@ impl Hypervisor for MachineHv {
     fn poll(&mut self, now_ns: u64) -> Option<(VmId, HvEvent)> {
         if self.events.is_empty() && now_ns >= self.next_status {
             self.next_status = now_ns + STATUS_PERIOD_NS;
+            self.check_integration();
             self.check_status();
         }
         self.events.pop_front()

@@ -470,6 +470,11 @@ pub fn heartbeat_state(index: usize) -> Option<Heartbeat> {
         .map(|e| e.bus.heartbeat())
 }
 
+/// Whether any child has a bus now (its heartbeats are due every second).
+pub fn any_bus() -> bool {
+    BUSES.lock().iter().any(Option::is_some)
+}
+
 /// Asks child `index` to shut down (end its workload, flush its disks,
 /// halt) within `deadline_ms`; follow it with [`shutdown_state`]. The
 /// caller turns the child off if it is not `Done` and halted in time
