@@ -42,6 +42,8 @@ pub mod cap_kind {
     pub const VCPU: u32 = 5;
     /// A port (never in the boot page; `CapInspect` reports it).
     pub const PORT: u32 = 6;
+    /// A timer (never in the boot page; `CapInspect` reports it).
+    pub const TIMER: u32 = 7;
 }
 
 /// One initial capability of the root partition.

@@ -60,7 +60,8 @@ bitflags::bitflags! {
         const MAP = 1 << 3;
         /// Memory: may be donated to create a partition.
         const DONATE = 1 << 4;
-        /// Partition or vCPU: create vCPUs, map memory, start, pause, resume, destroy.
+        /// Partition or vCPU: create vCPUs, map memory, start, pause, resume,
+        /// destroy. Timer: set and cancel it.
         const CONTROL = 1 << 5;
         /// Partition or vCPU: read its memory and state, dirty logging, status.
         const INSPECT = 1 << 6;
@@ -211,8 +212,11 @@ pub mod number {
     pub const RESET: u64 = 30;
     pub const INTERRUPT_SHARE: u64 = 31;
     pub const INTERRUPT_MESSAGE: u64 = 32;
+    pub const TIMER_CREATE: u64 = 33;
+    pub const TIMER_SET: u64 = 34;
+    pub const TIMER_CANCEL: u64 = 35;
     /// One past the highest call number.
-    pub const COUNT: u64 = 33;
+    pub const COUNT: u64 = 36;
 }
 
 /// Most bytes one `DebugWrite` carries.
@@ -225,6 +229,41 @@ pub const MAX_PAGES_PER_CALL: u64 = 1 << 20;
 pub const MAX_GPA: u64 = 64 << 30;
 /// Highest vCPU priority.
 pub const MAX_PRIORITY: u8 = 7;
+
+/// Kernel timers: the clock, the limits on deadlines and periods, and the
+/// `TimerSet` flags (`docs/hypercalls.md`, "Timers").
+///
+/// # The clock
+/// Timers run on the kernel's monotonic clock: nanoseconds derived from the
+/// time-stamp counter, `tsc * 1_000_000 / tsc_khz` ([`timer::clock_ns`]),
+/// with `tsc_khz` as the microkernel measured it (every boot page carries
+/// it). Partitions read the same counter, so they can compute the same
+/// clock; `TimerSet` also returns the kernel's reading.
+pub mod timer {
+    /// `TimerSet` flag: `deadline` is absolute on the kernel's clock (else
+    /// relative to now).
+    pub const ABSOLUTE: u64 = 1;
+    /// Every `TimerSet` flag.
+    pub const FLAGS: u64 = ABSOLUTE;
+    /// Shortest period of a periodic timer: 1 ms.
+    pub const MIN_PERIOD_NS: u64 = 1_000_000;
+    /// Furthest deadline (from now) and longest period: 366 days.
+    pub const MAX_DEADLINE_NS: u64 = 366 * 24 * 3600 * 1_000_000_000;
+
+    /// The kernel's clock in nanoseconds for a time-stamp counter reading
+    /// `tsc` at `tsc_khz` counts per millisecond (0 when `tsc_khz` is 0).
+    pub const fn clock_ns(tsc: u64, tsc_khz: u64) -> u64 {
+        if tsc_khz == 0 {
+            return 0;
+        }
+        let ns = tsc as u128 * 1_000_000 / tsc_khz as u128;
+        if ns > u64::MAX as u128 {
+            u64::MAX
+        } else {
+            ns as u64
+        }
+    }
+}
 
 /// A partition name: up to 8 bytes of printable ASCII, packed in a register.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -537,6 +576,32 @@ pub enum Call {
         /// The root partition (CONTROL).
         partition: SlotHandle,
     },
+    /// Creates a timer that signals `port` when it fires; result: its slot
+    /// (CONTROL, GRANT). Costs the caller one unit of its quota.
+    TimerCreate {
+        /// The port it signals (SIGNAL).
+        port: SlotHandle,
+    },
+    /// Arms a timer (re-arms an armed one): it fires at `deadline`, then
+    /// every `period` ns if `period` is not 0. Results: the absolute
+    /// deadline and the kernel's clock now (ns).
+    TimerSet {
+        /// The timer (CONTROL).
+        timer: SlotHandle,
+        /// Nanoseconds from now (1 to [`timer::MAX_DEADLINE_NS`]), or on
+        /// the kernel's clock with [`timer::ABSOLUTE`] (not 0).
+        deadline: u64,
+        /// 0 (one-shot) or [`timer::MIN_PERIOD_NS`] to [`timer::MAX_DEADLINE_NS`].
+        period: u64,
+        /// [`timer::ABSOLUTE`] or 0.
+        flags: u64,
+    },
+    /// Disarms a timer; result: 1 if it was armed, else 0. A signal it
+    /// already gave stays pending on its port.
+    TimerCancel {
+        /// The timer (CONTROL).
+        timer: SlotHandle,
+    },
 }
 
 /// The registers of a hypercall: `RAX` and the six argument registers.
@@ -753,6 +818,30 @@ impl Call {
             number::RESET => Call::Reset {
                 partition: slot(a)?,
             },
+            number::TIMER_CREATE => Call::TimerCreate { port: slot(a)? },
+            number::TIMER_SET => {
+                let absolute = match d {
+                    0 => false,
+                    timer::ABSOLUTE => true,
+                    _ => return Err(Status::InvalidArgument),
+                };
+                // Zero is never a deadline; a relative one beyond the
+                // limit is refused here, an absolute one by the kernel
+                // (it needs the clock).
+                if b == 0 || (!absolute && b > timer::MAX_DEADLINE_NS) {
+                    return Err(Status::InvalidArgument);
+                }
+                if c != 0 && !(timer::MIN_PERIOD_NS..=timer::MAX_DEADLINE_NS).contains(&c) {
+                    return Err(Status::InvalidArgument);
+                }
+                Call::TimerSet {
+                    timer: slot(a)?,
+                    deadline: b,
+                    period: c,
+                    flags: d,
+                }
+            }
+            number::TIMER_CANCEL => Call::TimerCancel { timer: slot(a)? },
             _ => return Err(Status::UnknownCall),
         })
     }
@@ -906,6 +995,14 @@ impl Call {
             }
             Call::PowerOff { partition } => [POWER_OFF, partition.raw(), 0, 0, 0, 0, 0],
             Call::Reset { partition } => [RESET, partition.raw(), 0, 0, 0, 0, 0],
+            Call::TimerCreate { port } => [TIMER_CREATE, port.raw(), 0, 0, 0, 0, 0],
+            Call::TimerSet {
+                timer,
+                deadline,
+                period,
+                flags,
+            } => [TIMER_SET, timer.raw(), deadline, period, flags, 0, 0],
+            Call::TimerCancel { timer } => [TIMER_CANCEL, timer.raw(), 0, 0, 0, 0, 0],
         }
     }
 }
@@ -1031,6 +1128,26 @@ mod tests {
             Call::Reset { partition: h(0, 0) },
             Call::InterruptShare { interrupt: h(9, 2) },
             Call::InterruptMessage { partition: h(0, 0) },
+            Call::TimerCreate { port: h(7, 2) },
+            Call::TimerSet {
+                timer: h(8, 1),
+                deadline: 1,
+                period: 0,
+                flags: 0,
+            },
+            Call::TimerSet {
+                timer: h(8, 1),
+                deadline: timer::MAX_DEADLINE_NS,
+                period: timer::MIN_PERIOD_NS,
+                flags: 0,
+            },
+            Call::TimerSet {
+                timer: h(8, 1),
+                deadline: u64::MAX,
+                period: timer::MAX_DEADLINE_NS,
+                flags: timer::ABSOLUTE,
+            },
+            Call::TimerCancel { timer: h(8, 1) },
         ];
         for call in calls {
             assert_eq!(Call::decode(&call.encode()), Ok(call));
@@ -1121,6 +1238,64 @@ mod tests {
             Call::decode(&[RESET, 1 << 40, 0, 0, 0, 0, 0]),
             Err(Status::InvalidSlot)
         );
+    }
+
+    #[test]
+    fn timer_arguments_are_checked() {
+        use number::*;
+        let set =
+            |deadline, period, flags| Call::decode(&[TIMER_SET, 1, deadline, period, flags, 0, 0]);
+        assert_eq!(set(0, 0, 0), Err(Status::InvalidArgument), "zero deadline");
+        assert_eq!(
+            set(0, 0, timer::ABSOLUTE),
+            Err(Status::InvalidArgument),
+            "zero absolute deadline"
+        );
+        assert_eq!(
+            set(timer::MAX_DEADLINE_NS + 1, 0, 0),
+            Err(Status::InvalidArgument),
+            "beyond a year"
+        );
+        assert_eq!(set(u64::MAX, 0, 0), Err(Status::InvalidArgument));
+        assert!(
+            set(u64::MAX, 0, timer::ABSOLUTE).is_ok(),
+            "an absolute deadline is the kernel's to judge"
+        );
+        assert_eq!(
+            set(1, timer::MIN_PERIOD_NS - 1, 0),
+            Err(Status::InvalidArgument),
+            "period below the minimum"
+        );
+        assert_eq!(set(1, 1, 0), Err(Status::InvalidArgument));
+        assert_eq!(
+            set(1, timer::MAX_DEADLINE_NS + 1, 0),
+            Err(Status::InvalidArgument),
+            "period beyond a year"
+        );
+        assert_eq!(set(1, 0, 2), Err(Status::InvalidArgument), "unknown flag");
+        assert_eq!(set(1, 0, 3), Err(Status::InvalidArgument));
+        assert_eq!(
+            Call::decode(&[TIMER_SET, 1 << 32, 1, 0, 0, 0, 0]),
+            Err(Status::InvalidSlot)
+        );
+        assert_eq!(
+            Call::decode(&[TIMER_CREATE, 1 << 33, 0, 0, 0, 0, 0]),
+            Err(Status::InvalidSlot)
+        );
+        assert_eq!(
+            Call::decode(&[TIMER_CANCEL, 1 << 32, 0, 0, 0, 0, 0]),
+            Err(Status::InvalidSlot)
+        );
+    }
+
+    #[test]
+    fn the_clock_is_tsc_derived_nanoseconds() {
+        assert_eq!(timer::clock_ns(2_000_000, 2_000_000), 1_000_000);
+        assert_eq!(timer::clock_ns(3, 3_000_000), 1);
+        assert_eq!(timer::clock_ns(u64::MAX, 1), u64::MAX, "saturates");
+        assert_eq!(timer::clock_ns(12345, 0), 0, "no calibration");
+        // A year of nanoseconds fits with room to spare.
+        const { assert!(timer::MAX_DEADLINE_NS < u64::MAX / 2) };
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub const ANY_KIND: &[ObjectKind] = &[
     ObjectKind::Port,
     ObjectKind::Interrupt,
     ObjectKind::IoPorts,
+    ObjectKind::Timer,
 ];
 
 /// A capability's identity, unique for the kernel's lifetime.

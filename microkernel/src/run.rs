@@ -19,7 +19,7 @@ use microkernel::svm::vmcb::{GuestRegs, Vmcb, offset};
 use spin::Mutex;
 
 use crate::arch::machine::HwMachine;
-use crate::arch::{cpu, ioapic, memory, msi, percpu, power, virt};
+use crate::arch::{apic, cpu, ioapic, memory, msi, percpu, power, virt};
 
 /// The kernel core, once the root partition exists.
 pub static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
@@ -56,9 +56,21 @@ fn apply_routes(kernel: &mut Kernel) {
     }
 }
 
-/// Hands device interrupts (lines and messages) that fired to the kernel core (and updates its clock).
+/// The kernel's clock (`ipc::hypercall::timer`): TSC-derived nanoseconds,
+/// or timer ticks if the TSC was never calibrated.
+fn clock_ns() -> u64 {
+    match apic::tsc_khz() {
+        0 => percpu::global_ticks().saturating_mul(u64::from(crate::cpus::TICK_MS) * 1_000_000),
+        khz => ipc::hypercall::timer::clock_ns(cpu::rdtsc(), u64::from(khz)),
+    }
+}
+
+/// Hands device interrupts (lines and messages) that fired to the kernel
+/// core and updates its clocks (ticks, and the timers' clock, which fires
+/// due timers).
 fn deliver_device_interrupts(k: &mut Kernel, m: &mut HwMachine) {
     k.ticks = percpu::global_ticks();
+    k.advance_clock(m, clock_ns());
     let fired = ioapic::take_fired();
     for gsi in 0..ioapic::LINES {
         if fired & (1 << gsi) != 0 {

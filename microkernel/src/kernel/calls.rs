@@ -276,6 +276,14 @@ impl Kernel {
                 at,
             } => self.cap_delegate(m, caller, slot, target, rights, Some(at)),
             Call::CapInspect { partition, index } => self.cap_inspect(caller, partition, index),
+            Call::TimerCreate { port } => self.timer_create(caller, port),
+            Call::TimerSet {
+                timer,
+                deadline,
+                period,
+                flags,
+            } => self.timer_set(m, caller, timer, (deadline, period, flags)),
+            Call::TimerCancel { timer } => self.timer_cancel(caller, timer),
             call @ (Call::PowerOff { .. } | Call::Reset { .. }) => self.power(m, caller, call),
             Call::CapRevoke { slot } => {
                 let cap = self.cap_kinds(caller, slot, ANY_KIND, Rights::NONE)?;
@@ -291,8 +299,8 @@ impl Kernel {
                 if cap.kind == ObjectKind::IoPorts {
                     self.refresh_io_permissions(m, caller);
                 }
-                // The last capability on a port frees it; on a partition,
-                // the last one held outside it destroys it.
+                // The last capability on a port or timer frees it; on a
+                // partition, the last one held outside it destroys it.
                 self.release_unreferenced(m, &[cap.object]);
                 done([removed as u64 + 1, 0, 0])
             }
@@ -387,7 +395,7 @@ impl Kernel {
         }
     }
 
-    fn deliver(&mut self, m: &mut impl Machine, delivery: Delivery) {
+    pub(super) fn deliver(&mut self, m: &mut impl Machine, delivery: Delivery) {
         if let Delivery::Raise { vcpu, vector } = delivery {
             self.raise(m, vcpu, vector);
         }

@@ -16,7 +16,7 @@ impl Kernel {
     }
 
     /// Tears a dying partition down: its vCPUs and their VMCBs, its SLAT and
-    /// permission maps, its ports, every capability to any of them (and
+    /// permission maps, its ports and timers, every capability to any of them (and
     /// everything derived from the capabilities it held); its memory goes
     /// back to the donor and into the donor's mappings it came from.
     pub fn destroy_finish(&mut self, m: &mut impl Machine, partition: ObjectId) {
@@ -48,6 +48,12 @@ impl Kernel {
                     .is_some_and(|port| port.owner == partition)
             })
             .collect();
+        let timers: Vec<ObjectId> = self
+            .objects
+            .ids_of(ObjectKind::Timer)
+            .into_iter()
+            .filter(|&id| self.objects.timer(id).is_some_and(|t| t.owner == partition))
+            .collect();
         // Unbind ports and interrupts that deliver to this partition's vCPUs.
         for id in self.objects.ids_of(ObjectKind::Port) {
             if let Some(port) = self.objects.port_mut(id)
@@ -71,6 +77,7 @@ impl Kernel {
         dead.push(partition);
         dead.extend(&vcpus);
         dead.extend(&ports);
+        dead.extend(&timers);
         dead.extend(&memory);
         for pid in self.objects.ids_of(ObjectKind::Partition) {
             if let Some(p) = self.objects.partition_mut(pid) {
@@ -106,6 +113,9 @@ impl Kernel {
         }
         for id in ports {
             self.remove_paid(id);
+        }
+        for id in timers {
+            self.free_timer(id);
         }
         m.slat_free(slat);
         m.permission_maps_free(maps);

@@ -76,6 +76,7 @@ impl Kernel {
             ObjectKind::IoPorts => cap_kind::IO_PORTS,
             ObjectKind::Vcpu => cap_kind::VCPU,
             ObjectKind::Port => cap_kind::PORT,
+            ObjectKind::Timer => cap_kind::TIMER,
         };
         let mine = &self
             .objects
@@ -134,12 +135,18 @@ impl Kernel {
                     } else {
                         // A port the source created dies with it: nothing
                         // the copy could keep naming.
-                        if cap.kind == ObjectKind::Port
+                        // So does a timer it created.
+                        let own_port = cap.kind == ObjectKind::Port
                             && self
                                 .objects
                                 .port(cap.object)
-                                .is_some_and(|p| p.owner == source)
-                        {
+                                .is_some_and(|p| p.owner == source);
+                        let own_timer = cap.kind == ObjectKind::Timer
+                            && self
+                                .objects
+                                .timer(cap.object)
+                                .is_some_and(|t| t.owner == source);
+                        if own_port || own_timer {
                             return Err(Status::InvalidState);
                         }
                         cap.object

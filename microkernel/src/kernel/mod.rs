@@ -20,6 +20,7 @@ mod migrate;
 mod power;
 #[cfg(test)]
 mod tests;
+mod timers;
 
 use alloc::vec::Vec;
 use ipc::hypercall::{Name, Rights, SlotHandle, Status, StopReason};
@@ -109,6 +110,11 @@ pub struct Kernel {
     pub root: Option<ObjectId>,
     /// Timer ticks since boot (for rate limits).
     pub ticks: u64,
+    /// The kernel's monotonic clock in ns (`ipc::hypercall::timer`):
+    /// moved forward by [`Kernel::advance_clock`], which fires timers.
+    pub now_ns: u64,
+    /// The armed timers, soonest first (`object/timer.rs`).
+    pub timers: crate::object::timer::TimerQueue,
     asids_in_use: Vec<bool>,
     /// I/O APIC lines to unmask (true) or mask, for the hardware layer to
     /// apply: at most one entry per line (see [`Kernel::route`]).
@@ -138,6 +144,10 @@ impl Kernel {
             next_cap: 1,
             root: None,
             ticks: 0,
+            now_ns: 0,
+            // Without room for it every TimerSet is OutOfMemory: no panic.
+            timers: crate::object::timer::TimerQueue::with_capacity(MAX_OBJECTS)
+                .unwrap_or_default(),
             asids_in_use: alloc::vec![false; asids.max(2) as usize],
             pending_routes: heapless::Vec::new(),
             child_debug_console: false,
@@ -438,8 +448,9 @@ impl Kernel {
             .any(|p| p.cspace.caps().any(|c| c.object == object))
     }
 
-    /// Releases what lost its last capability among `objects`: a port no
-    /// capability names is freed (its quota goes back to its owner); a
+    /// Releases what lost its last capability among `objects`: a port or
+    /// timer no capability names is freed (its quota goes back to its
+    /// owner; a timer is disarmed first); a
     /// partition other than the root that no capability outside its own
     /// space names is an orphan — nobody could ever stop or destroy it — and
     /// is stopped and destroyed (`reap`), its memory going back to the donor.
@@ -451,6 +462,9 @@ impl Kernel {
                 }
                 Some(ObjectKind::Interrupt) if !self.named_outside(object, None) => {
                     self.free_interrupt(m, object);
+                }
+                Some(ObjectKind::Timer) if !self.named_outside(object, None) => {
+                    self.free_timer(object);
                 }
                 Some(ObjectKind::Partition)
                     if Some(object) != self.root && !self.named_outside(object, Some(object)) =>

@@ -1223,6 +1223,7 @@ fn every_partition_and_its_objects_fit_the_smallest_kernel_heap() {
     // Mapping records live in vectors that may hold twice their length
     // while growing, and once more as the donation's `restore` copy.
     let bound = crate::object::Objects::heap_bytes(MAX_OBJECTS)
+        + crate::object::timer::TimerQueue::heap_bytes(MAX_OBJECTS)
         + partitions * crate::cap::CapSpace::HEAP_BYTES
         + 3 * records * mapping
         // Per partition: vCPU and memory lists, donations.
@@ -1924,4 +1925,404 @@ fn message_vectors_are_the_root_partitions_to_ask_for_and_run_out_cleanly() {
     };
     assert_eq!(err, Status::OutOfMemory);
     assert_eq!(got, crate::object::interrupt::MESSAGE_VECTORS as usize);
+}
+/// Timer tests (`kernel/timers.rs`), over the same world.
+mod timers {
+    use super::*;
+    use ipc::hypercall::timer::{ABSOLUTE, MAX_DEADLINE_NS, MIN_PERIOD_NS};
+
+    const MS: u64 = 1_000_000;
+
+    /// A started, blocked child vCPU with a port bound to vector 0x40 and
+    /// a timer on that port, both the child's own.
+    struct Sleeper {
+        c: Child,
+        port: SlotHandle,
+        timer: SlotHandle,
+        cpu: u32,
+    }
+
+    fn sleeper(w: &mut World) -> Sleeper {
+        let c = w.child("alpha", 0, 32);
+        let vcpu = h(w
+            .root_call(Call::CapDelegate {
+                slot: c.vcpu_slot,
+                target: c.slot,
+                rights: Rights::CONTROL,
+            })
+            .unwrap()[0]);
+        let port = h(w.call_as(c.id, c.vcpu, Call::PortCreate).unwrap()[0]);
+        w.call_as(
+            c.id,
+            c.vcpu,
+            Call::PortBind {
+                port,
+                vcpu,
+                vector: 0x40,
+            },
+        )
+        .unwrap();
+        let timer = h(w.call_as(c.id, c.vcpu, Call::TimerCreate { port }).unwrap()[0]);
+        w.root_call(Call::VcpuStart { vcpu: c.vcpu_slot }).unwrap();
+        let cpu = w.k.objects.vcpu(c.vcpu).unwrap().cpu;
+        assert_eq!(w.k.pick(cpu), Some(c.vcpu));
+        Sleeper {
+            c,
+            port,
+            timer,
+            cpu,
+        }
+    }
+
+    /// The vCPU halts with interrupts on: it blocks.
+    fn block(w: &mut World, s: &Sleeper) {
+        let vmcb = w.k.objects.vcpu(s.c.vcpu).unwrap().vmcb;
+        w.m.vmcb(vmcb).write_u64(offset::RFLAGS, 0x202);
+        assert_eq!(
+            w.k.handle_exit(&mut w.m, s.c.vcpu, Exit::Hlt),
+            Next::Blocked
+        );
+        assert_eq!(w.k.pick(s.cpu), None);
+    }
+
+    fn set(
+        w: &mut World,
+        s: &Sleeper,
+        deadline: u64,
+        period: u64,
+        flags: u64,
+    ) -> Result<[u64; 3], Status> {
+        w.call_as(
+            s.c.id,
+            s.c.vcpu,
+            Call::TimerSet {
+                timer: s.timer,
+                deadline,
+                period,
+                flags,
+            },
+        )
+    }
+
+    fn signals(w: &World, s: &Sleeper) -> u64 {
+        let cap =
+            w.k.objects
+                .partition(s.c.id)
+                .unwrap()
+                .cspace
+                .check(s.port, ObjectKind::Port, Rights::NONE)
+                .unwrap();
+        w.k.objects.port(cap.object).unwrap().signals
+    }
+
+    #[test]
+    fn a_one_shot_timer_wakes_its_vcpu_at_the_deadline_not_before() {
+        let mut w = World::new();
+        w.k.advance_clock(&mut w.m, 1_000 * MS);
+        let s = sleeper(&mut w);
+        assert_eq!(
+            set(&mut w, &s, 10 * MS, 0, 0),
+            Ok([1_010 * MS, 1_000 * MS, 0]),
+            "the deadline and the clock now"
+        );
+        block(&mut w, &s);
+        w.k.advance_clock(&mut w.m, 1_010 * MS - 1);
+        assert_eq!(w.k.pick(s.cpu), None, "not before its deadline");
+        w.k.advance_clock(&mut w.m, 1_010 * MS);
+        assert_eq!(w.k.pick(s.cpu), Some(s.c.vcpu), "woken at its deadline");
+        let vmcb = w.k.objects.vcpu(s.c.vcpu).unwrap().vmcb;
+        assert!(w.k.prepare_entry(&mut w.m, s.c.vcpu));
+        assert_eq!(
+            w.m.vmcb(vmcb).read_u64(offset::EVENT_INJECTION),
+            0x40 | (1 << 31)
+        );
+        // One-shot: it fires once, then is disarmed.
+        w.k.advance_clock(&mut w.m, 5_000 * MS);
+        assert_eq!(signals(&w, &s), 1);
+        assert_eq!(
+            w.call_as(s.c.id, s.c.vcpu, Call::TimerCancel { timer: s.timer }),
+            Ok([0, 0, 0])
+        );
+        // The clock never goes back.
+        w.k.advance_clock(&mut w.m, 1);
+        assert_eq!(w.k.now_ns, 5_000 * MS);
+    }
+
+    #[test]
+    fn absolute_deadlines_and_cancel() {
+        let mut w = World::new();
+        w.k.advance_clock(&mut w.m, 100 * MS);
+        let s = sleeper(&mut w);
+        assert_eq!(
+            set(&mut w, &s, 150 * MS, 0, ABSOLUTE),
+            Ok([150 * MS, 100 * MS, 0])
+        );
+        // Re-arming replaces the deadline; cancelling disarms.
+        set(&mut w, &s, 120 * MS, 0, ABSOLUTE).unwrap();
+        assert_eq!(w.k.timers.len(), 1, "one entry per timer");
+        assert_eq!(
+            w.call_as(s.c.id, s.c.vcpu, Call::TimerCancel { timer: s.timer }),
+            Ok([1, 0, 0])
+        );
+        w.k.advance_clock(&mut w.m, 200 * MS);
+        assert_eq!(signals(&w, &s), 0, "a cancelled timer never fires");
+        // A deadline already past fires at once, within the call.
+        set(&mut w, &s, 150 * MS, 0, ABSOLUTE).unwrap();
+        assert_eq!(signals(&w, &s), 1);
+        assert!(w.k.timers.is_empty());
+    }
+
+    #[test]
+    fn a_periodic_timer_fires_once_per_period_and_coalesces_missed_ones() {
+        let mut w = World::new();
+        let s = sleeper(&mut w);
+        set(&mut w, &s, 10 * MS, 10 * MS, 0).unwrap();
+        for tick in 1..=5 {
+            w.k.advance_clock(&mut w.m, tick * 10 * MS);
+        }
+        assert_eq!(signals(&w, &s), 5);
+        // Half a second passes between two checks: one signal, and the
+        // next deadline is the next multiple of the period.
+        w.k.advance_clock(&mut w.m, 555 * MS);
+        assert_eq!(signals(&w, &s), 6);
+        let id = w.k.timers.next_deadline();
+        assert_eq!(id, Some(560 * MS));
+        w.call_as(s.c.id, s.c.vcpu, Call::TimerCancel { timer: s.timer })
+            .unwrap();
+        w.k.advance_clock(&mut w.m, 1_000 * MS);
+        assert_eq!(signals(&w, &s), 6);
+    }
+
+    #[test]
+    fn absurd_deadlines_and_periods_are_refused_and_change_nothing() {
+        let mut w = World::new();
+        w.k.advance_clock(&mut w.m, 7 * MS);
+        let s = sleeper(&mut w);
+        let invalid = Err(Status::InvalidArgument);
+        assert_eq!(set(&mut w, &s, 0, 0, 0), invalid, "zero");
+        assert_eq!(set(&mut w, &s, 0, 0, ABSOLUTE), invalid, "zero absolute");
+        assert_eq!(set(&mut w, &s, u64::MAX, 0, 0), invalid, "maximal");
+        assert_eq!(
+            set(&mut w, &s, u64::MAX, 0, ABSOLUTE),
+            invalid,
+            "maximal absolute"
+        );
+        assert_eq!(set(&mut w, &s, MAX_DEADLINE_NS + 1, 0, 0), invalid);
+        assert_eq!(
+            set(&mut w, &s, 7 * MS + MAX_DEADLINE_NS + 1, 0, ABSOLUTE),
+            invalid,
+            "more than a year from now"
+        );
+        assert!(set(&mut w, &s, 7 * MS + MAX_DEADLINE_NS, 0, ABSOLUTE).is_ok());
+        assert!(set(&mut w, &s, MAX_DEADLINE_NS, 0, 0).is_ok());
+        assert_eq!(set(&mut w, &s, MS, MIN_PERIOD_NS - 1, 0), invalid, "period");
+        assert_eq!(set(&mut w, &s, MS, u64::MAX, 0), invalid, "maximal period");
+        assert_eq!(set(&mut w, &s, MS, 0, 0x80), invalid, "flags");
+        // The accepted ones left one entry, at the last deadline.
+        assert_eq!(w.k.timers.len(), 1);
+        assert_eq!(w.k.timers.next_deadline(), Some(7 * MS + MAX_DEADLINE_NS));
+    }
+
+    #[test]
+    fn timers_need_a_port_with_signal_and_control_on_the_timer() {
+        let mut w = World::new();
+        let c = w.child("alpha", 0, 32);
+        let call = |w: &mut World, call| w.call_as(c.id, c.vcpu, call);
+        // A port the child does not hold: its slot is empty there.
+        let roots = h(w.root_call(Call::PortCreate).unwrap()[0]);
+        assert_eq!(
+            call(
+                &mut w,
+                Call::TimerCreate {
+                    port: SlotHandle {
+                        index: 200,
+                        generation: 0
+                    }
+                }
+            ),
+            Err(Status::InvalidSlot)
+        );
+        // A port it holds without SIGNAL.
+        let bind_only = h(w
+            .root_call(Call::CapDelegate {
+                slot: roots,
+                target: c.slot,
+                rights: Rights::BIND,
+            })
+            .unwrap()[0]);
+        assert_eq!(
+            call(&mut w, Call::TimerCreate { port: bind_only }),
+            Err(Status::InsufficientRights)
+        );
+        // Not a port.
+        assert_eq!(
+            call(&mut w, Call::TimerCreate { port: c.self_slot }),
+            Err(Status::WrongType)
+        );
+        // A deleted port.
+        let own = h(call(&mut w, Call::PortCreate).unwrap()[0]);
+        call(&mut w, Call::CapDelete { slot: own }).unwrap();
+        assert_eq!(
+            call(&mut w, Call::TimerCreate { port: own }),
+            Err(Status::StaleSlot)
+        );
+        // With SIGNAL on the root's port it may: the timer only does what
+        // PortSignal could.
+        let signal = h(w
+            .root_call(Call::CapDelegate {
+                slot: roots,
+                target: c.slot,
+                rights: Rights::SIGNAL,
+            })
+            .unwrap()[0]);
+        let timer = h(call(&mut w, Call::TimerCreate { port: signal }).unwrap()[0]);
+        // A copy of the timer without CONTROL cannot set or cancel it; a
+        // port is not a timer.
+        let copy = h(call(
+            &mut w,
+            Call::CapDelegate {
+                slot: timer,
+                target: c.self_slot,
+                rights: Rights::GRANT,
+            },
+        )
+        .unwrap()[0]);
+        let set = |timer| Call::TimerSet {
+            timer,
+            deadline: MS,
+            period: 0,
+            flags: 0,
+        };
+        assert_eq!(call(&mut w, set(copy)), Err(Status::InsufficientRights));
+        assert_eq!(
+            call(&mut w, Call::TimerCancel { timer: copy }),
+            Err(Status::InsufficientRights)
+        );
+        assert_eq!(call(&mut w, set(signal)), Err(Status::WrongType));
+        assert!(call(&mut w, set(timer)).is_ok());
+        // Its port goes (the root deletes it): the timer fires into
+        // nothing and is disarmed; setting it again is InvalidState.
+        w.root_call(Call::CapDelete { slot: roots }).unwrap();
+        w.k.advance_clock(&mut w.m, 10 * MS);
+        assert!(w.k.timers.is_empty());
+        assert_eq!(call(&mut w, set(timer)), Err(Status::InvalidState));
+        assert!(call(&mut w, set(timer)).is_err());
+    }
+
+    #[test]
+    fn a_timer_is_freed_with_its_last_capability_and_its_quota_returns() {
+        let mut w = World::new();
+        let s = sleeper(&mut w);
+        let before = w.k.objects.len();
+        let quota = quota_of(&w, s.c.id);
+        for _ in 0..5_000 {
+            let t = h(w
+                .call_as(s.c.id, s.c.vcpu, Call::TimerCreate { port: s.port })
+                .unwrap()[0]);
+            w.call_as(
+                s.c.id,
+                s.c.vcpu,
+                Call::TimerSet {
+                    timer: t,
+                    deadline: 1_000 * MS,
+                    period: MIN_PERIOD_NS,
+                    flags: 0,
+                },
+            )
+            .unwrap();
+            assert_eq!(
+                w.call_as(s.c.id, s.c.vcpu, Call::CapDelete { slot: t }),
+                Ok([1, 0, 0])
+            );
+        }
+        assert_eq!(w.k.objects.len(), before, "every deleted timer was freed");
+        assert_eq!(quota_of(&w, s.c.id), quota, "and its quota given back");
+        assert_eq!(w.k.timers.len(), 0, "and disarmed");
+    }
+
+    #[test]
+    fn a_flood_of_timers_is_refused_by_the_quota_and_fires_in_bounded_work() {
+        let mut w = World::new();
+        let s = sleeper(&mut w);
+        let mut held = Vec::new();
+        let refusal = loop {
+            match w.call_as(s.c.id, s.c.vcpu, Call::TimerCreate { port: s.port }) {
+                Ok(r) => held.push(h(r[0])),
+                Err(e) => break e,
+            }
+            assert!(held.len() < 256, "never refused");
+        };
+        assert_eq!(refusal, Status::OutOfMemory);
+        assert_eq!(quota_of(&w, s.c.id), 0);
+        assert!(held.len() >= 25, "only {} timers", held.len());
+        for &t in &held {
+            w.call_as(
+                s.c.id,
+                s.c.vcpu,
+                Call::TimerSet {
+                    timer: t,
+                    deadline: MIN_PERIOD_NS,
+                    period: MIN_PERIOD_NS,
+                    flags: 0,
+                },
+            )
+            .unwrap();
+        }
+        // A second of ticks: every timer fires once per check, their
+        // signals coalesce on the one port, the queue keeps one entry each.
+        for tick in 1..=100 {
+            w.k.advance_clock(&mut w.m, tick * 10 * MS);
+            assert_eq!(w.k.timers.len(), held.len());
+        }
+        assert_eq!(signals(&w, &s), 100 * held.len() as u64);
+        // Destroying the child frees its timers and disarms them.
+        assert!(w.k.requeue(s.c.vcpu), "off its processor");
+        w.root_call(Call::PartitionDestroy {
+            partition: s.c.slot,
+        })
+        .unwrap();
+        assert!(w.k.timers.is_empty());
+        assert!(w.k.objects.ids_of(ObjectKind::Timer).is_empty());
+    }
+
+    #[test]
+    fn cap_inspect_names_timers_and_cap_clone_refuses_the_sources_own() {
+        let mut w = World::new();
+        let s = sleeper(&mut w);
+        let r = w
+            .root_call(Call::CapInspect {
+                partition: s.c.slot,
+                index: s.timer.index,
+            })
+            .unwrap();
+        assert_eq!(
+            (r[0] >> 16) as u32,
+            ipc::boot::cap_kind::TIMER,
+            "kind in bits 16 and up"
+        );
+        assert_eq!(r[1], u64::from((Rights::CONTROL | Rights::GRANT).bits()));
+        // A child whose only own object is a timer (on the root's port)
+        // cannot be cloned: the timer dies with it.
+        let a = w.child("beta", 64, 32);
+        let b = w.child("gamma", 128, 32);
+        let roots = h(w.root_call(Call::PortCreate).unwrap()[0]);
+        let signal = h(w
+            .root_call(Call::CapDelegate {
+                slot: roots,
+                target: a.slot,
+                rights: Rights::SIGNAL,
+            })
+            .unwrap()[0]);
+        let clone = Call::CapClone {
+            source: a.slot,
+            target: b.slot,
+        };
+        let t = h(w
+            .call_as(a.id, a.vcpu, Call::TimerCreate { port: signal })
+            .unwrap()[0]);
+        assert_eq!(w.root_call(clone), Err(Status::InvalidState));
+        w.call_as(a.id, a.vcpu, Call::CapDelete { slot: t })
+            .unwrap();
+        assert!(w.root_call(clone).is_ok(), "without the timer it clones");
+    }
 }

@@ -9,6 +9,7 @@ pub mod ioports;
 pub mod memory;
 pub mod partition;
 pub mod port;
+pub mod timer;
 pub mod vcpu;
 
 use alloc::vec::Vec;
@@ -19,6 +20,7 @@ pub use ioports::IoPorts;
 pub use memory::Memory;
 pub use partition::Partition;
 pub use port::Port;
+pub use timer::Timer;
 pub use vcpu::Vcpu;
 
 /// Identifies an object: its table index and the generation of that entry.
@@ -45,6 +47,8 @@ pub enum ObjectKind {
     Interrupt,
     /// A range of I/O ports.
     IoPorts,
+    /// A deadline that signals a port.
+    Timer,
 }
 
 /// A kernel object.
@@ -62,6 +66,8 @@ pub enum Object {
     Interrupt(Interrupt),
     /// A range of I/O ports.
     IoPorts(IoPorts),
+    /// A deadline that signals a port.
+    Timer(Timer),
 }
 
 impl Object {
@@ -74,6 +80,7 @@ impl Object {
             Object::Port(_) => ObjectKind::Port,
             Object::Interrupt(_) => ObjectKind::Interrupt,
             Object::IoPorts(_) => ObjectKind::IoPorts,
+            Object::Timer(_) => ObjectKind::Timer,
         }
     }
 }
@@ -232,6 +239,7 @@ impl Objects {
     typed_access!(port, port_mut, Port, Port);
     typed_access!(interrupt, interrupt_mut, Interrupt, Interrupt);
     typed_access!(ioports, ioports_mut, IoPorts, IoPorts);
+    typed_access!(timer, timer_mut, Timer, Timer);
 }
 
 #[cfg(test)]
