@@ -193,8 +193,114 @@ impl fmt::Display for ShutdownComplete {
     }
 }
 
+/// Workload `sleep`: vCPU 0 sleeps on a kernel timer (a port of its own
+/// bound to [`SLEEP_VECTOR`], through `partition_rt::Sleeper`) for each
+/// of [`SLEEP_CHECK_NAMES`] and checks against its TSC that it woke not
+/// before the deadline and at most [`SLEEP_LATE_LIMIT_MS`] after it: one
+/// [`SleepCheck`] line per check, then [`SleepSummary`]; then halts. The
+/// root gives it CONTROL on its own vCPU 0 ([`binds_own_port`]). Other
+/// vCPUs halt at once. No args.
+pub const SLEEP: &str = "sleep";
+/// The vector the `sleep` workload's timer port is bound to (the second
+/// timer of its last check uses the next one).
+pub const SLEEP_VECTOR: u8 = 0x51;
+/// The checks of the `sleep` workload, in order: one-shot sleeps of 1, 10
+/// and 100 ms; an absolute deadline 50 ms ahead; a periodic 20 ms timer
+/// firing five times (each fire checked against its own deadline); a wait
+/// whose condition never holds, ended by its 30 ms timeout; a wait with a
+/// 10 s timeout ended after about 20 ms by a second timer's signal.
+pub const SLEEP_CHECK_NAMES: [&str; 7] = [
+    "1 ms",
+    "10 ms",
+    "100 ms",
+    "absolute 50 ms",
+    "periodic 20 ms x5",
+    "timeout 30 ms",
+    "a signal before a 10 s timeout",
+];
+/// How late after its deadline a `sleep` wake-up may come (generous: QEMU
+/// TCG on a loaded host; the kernel checks timers every 10 ms tick).
+pub const SLEEP_LATE_LIMIT_MS: u64 = 500;
+
+/// Workload `hostile-timers`: vCPU 0 abuses kernel timers — timers on
+/// slots that are no port it may signal (empty, stale, another type, a
+/// port without SIGNAL), zero, maximal and over-a-year deadlines, periods
+/// below the minimum, unknown flags, a copy without CONTROL, a timer whose
+/// port is gone, 5,000 create/delete rounds, then timers until the kernel
+/// refuses one (`OutOfMemory`), every one armed periodic at the minimum
+/// period for `args[0]` ms (0 = [`HOSTILE_TIMERS_DEFAULT_FLOOD_MS`]) on a
+/// port bound to [`HOSTILE_TIMERS_VECTOR`] — one [`HostileCheck`] line per
+/// check and a [`HostileSummary`] of [`HOSTILE_TIMER_CHECKS`]; then it
+/// halts. The root gives it CONTROL on its own vCPU 0.
+pub const HOSTILE_TIMERS: &str = "hostile-timers";
+/// Checks of the `hostile-timers` workload.
+pub const HOSTILE_TIMER_CHECKS: u32 = 20;
+/// The vector of the `hostile-timers` workload's flood port.
+pub const HOSTILE_TIMERS_VECTOR: u8 = 0x52;
+/// How long the `hostile-timers` flood runs when `args[0]` is 0.
+pub const HOSTILE_TIMERS_DEFAULT_FLOOD_MS: u64 = 5_000;
+
+/// Whether the root gives a child running `workload` CONTROL on its own
+/// vCPU 0, to bind a port of its own to it.
+pub fn binds_own_port(workload: &str) -> bool {
+    [INSTRUCTIONS, SLEEP, HOSTILE_TIMERS].contains(&workload)
+}
+
+/// `sleep: <check>: ok`: the start of a passed [`SleepCheck`] line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SleepOk<'a>(pub &'a str);
+
+impl fmt::Display for SleepOk<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sleep: {}: ok", self.0)
+    }
+}
+
+/// `sleep: <check>: ok, woke N us after its deadline` or `sleep:
+/// <check>: FAILED (<detail>)`.
+#[derive(Clone, Copy, Debug)]
+pub struct SleepCheck<'a> {
+    /// The check's name (one of [`SLEEP_CHECK_NAMES`]).
+    pub check: &'a str,
+    /// How late it woke (µs), or what went wrong.
+    pub outcome: Result<u64, fmt::Arguments<'a>>,
+}
+
+impl fmt::Display for SleepCheck<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.outcome {
+            Ok(late_us) => write!(
+                f,
+                "{}, woke {} us after its deadline",
+                SleepOk(self.check),
+                late_us
+            ),
+            Err(detail) => write!(f, "sleep: {}: FAILED ({})", self.check, detail),
+        }
+    }
+}
+
+/// `sleep: N checks passed, M failed`: the `sleep` workload's summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SleepSummary {
+    /// Checks that passed.
+    pub passed: u32,
+    /// Checks that failed.
+    pub failed: u32,
+}
+
+impl fmt::Display for SleepSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sleep: {} checks passed, {} failed",
+            self.passed, self.failed
+        )
+    }
+}
+
 /// Every workload the child runtime knows.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 12] = [
     HELLO,
     IDLE,
     SPIN,
@@ -205,6 +311,8 @@ pub const ALL: [&str; 10] = [
     GREEDY,
     INSTRUCTIONS,
     HANG,
+    SLEEP,
+    HOSTILE_TIMERS,
 ];
 
 /// `<workload> workload on N vcpus`: vCPU 0 starts a workload.
@@ -420,6 +528,44 @@ mod tests {
             .to_string(),
             "hostile: rdmsr apic base: FAILED (got vector 7)"
         );
+    }
+
+    #[test]
+    fn sleep_lines() {
+        assert_eq!(
+            SleepCheck {
+                check: "1 ms",
+                outcome: Ok(9500)
+            }
+            .to_string(),
+            "sleep: 1 ms: ok, woke 9500 us after its deadline"
+        );
+        assert!(
+            SleepCheck {
+                check: "1 ms",
+                outcome: Ok(1)
+            }
+            .to_string()
+            .starts_with(&SleepOk("1 ms").to_string())
+        );
+        assert_eq!(
+            SleepCheck {
+                check: "10 ms",
+                outcome: Err(format_args!("woke 3 us early"))
+            }
+            .to_string(),
+            "sleep: 10 ms: FAILED (woke 3 us early)"
+        );
+        assert_eq!(
+            SleepSummary {
+                passed: 7,
+                failed: 0
+            }
+            .to_string(),
+            "sleep: 7 checks passed, 0 failed"
+        );
+        assert!(binds_own_port(SLEEP) && binds_own_port(HOSTILE_TIMERS));
+        assert!(!binds_own_port(HELLO));
     }
 
     #[test]

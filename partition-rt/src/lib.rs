@@ -1,8 +1,8 @@
 //! Guest-side support shared by capvisor's partitions (the root partition
 //! and the child runtime): hypercalls, per-vCPU descriptor tables, interrupt
 //! and exception dispatch (with "expected fault" support for tests of
-//! privileged instructions), a line-buffered console over `DebugWrite`, and
-//! a heap allocator.
+//! privileged instructions), a line-buffered console over `DebugWrite`, a
+//! heap allocator, and sleeping with a timeout on a kernel timer.
 //!
 //! # Invariants
 //! The crate is `no_std` and builds for `x86_64-unknown-none` and for an
@@ -23,6 +23,7 @@ pub mod heap;
 pub mod hypercall;
 pub mod interrupts;
 pub mod sync;
+pub mod timer;
 
 pub use arch::{
     SharedRingMemory, disable_interrupts, enable_interrupts, halt_forever, pause, rdtsc,
@@ -35,3 +36,4 @@ pub use interrupts::{
     ExceptionReport, InterruptFrame, expect_fault, set_exception_hook, set_interrupt_handler,
     wait_until,
 };
+pub use timer::Sleeper;

@@ -682,8 +682,9 @@ pub fn start(
         *slot = Some(handle(r[0])?);
     }
     let vcpu0 = vcpus[0].ok_or(Failure::Missing("vcpu"))?;
-    if spec.workload() == ipc::workload::INSTRUCTIONS {
-        // It binds a port of its own to its vCPU 0 (its interrupt-window check).
+    if ipc::workload::binds_own_port(spec.workload()) {
+        // It binds a port of its own to its vCPU 0 (the interrupt-window
+        // check, a timer's port).
         call(
             "own vcpu",
             Call::CapDelegate {

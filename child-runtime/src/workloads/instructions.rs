@@ -51,7 +51,7 @@ impl Checks {
 
 /// The child's capability on one of its own vCPUs (CONTROL), which the
 /// root delegated to it: found by inspecting its own capability space.
-fn own_vcpu(me: SlotHandle) -> Option<SlotHandle> {
+pub(super) fn own_vcpu(me: SlotHandle) -> Option<SlotHandle> {
     (0..256u16).find_map(|index| {
         let [kind, rights, _] = hypercall(&Call::CapInspect {
             partition: me,

@@ -16,11 +16,13 @@ mod greedy;
 mod hang;
 mod hello;
 mod hostile;
+mod hostile_timers;
 mod idle;
 mod instructions;
 mod kv;
 mod memdirty;
 mod netflood;
+mod sleep;
 mod spin;
 mod vmbus_hostile;
 
@@ -47,6 +49,8 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
         workload::GREEDY => greedy::run(info, vcpu),
         workload::INSTRUCTIONS => instructions::run(info, vcpu),
         workload::HANG => hang::run(info, vcpu),
+        workload::SLEEP => sleep::run(info, vcpu),
+        workload::HOSTILE_TIMERS => hostile_timers::run(info, vcpu),
         ipc::disk::DISK => disk::run(info, vcpu),
         ipc::kv::KV => kv::run(info, vcpu),
         ipc::kv::NETFLOOD => netflood::run(info, vcpu),
