@@ -126,6 +126,14 @@ pub enum Script {
     /// ceiling and spins every vCPU it may have with interrupts off for
     /// 30 s; good and the root end first (issue 14, defect 2).
     GreedyCpu,
+    /// Scenario `sleep`: a child sleeps on kernel timers (one-shot,
+    /// absolute, periodic, timeouts) and every wake-up is on time against
+    /// its TSC (issue 15).
+    Sleep,
+    /// Scenario `badtimer`: a child's timer abuses are all refused as
+    /// documented, its flood to the quota fires every 1 ms for 8 s, and
+    /// the well-behaved child beside it sleeps on time and ends (issue 15).
+    BadTimer,
     /// Scenario `orphan`: the root deletes its last capability on a
     /// running child; the kernel destroys it and its memory serves a new
     /// child (issue 14, defect 7).
@@ -510,6 +518,25 @@ fn any_order(text: impl ToString) -> (String, bool) {
     (text.to_string(), true)
 }
 
+/// Every check of the `sleep` workload in `child` on time, its summary,
+/// and its normal end.
+fn sleep_markers(child: &str) -> Vec<(String, bool)> {
+    use ipc::workload::{SLEEP_CHECK_NAMES, SleepOk, SleepSummary};
+    let mut out: Vec<(String, bool)> = SLEEP_CHECK_NAMES
+        .iter()
+        .map(|check| child_line(child, SleepOk(check)))
+        .collect();
+    out.push(child_line(
+        child,
+        SleepSummary {
+            passed: SLEEP_CHECK_NAMES.len() as u32,
+            failed: 0,
+        },
+    ));
+    out.push(any_order(ended(child)));
+    out
+}
+
 fn ended(name: &str) -> String {
     ChildEnded {
         name,
@@ -849,6 +876,21 @@ fn scenario_markers(script: Script) -> Vec<(String, bool)> {
                     failed: 0,
                 }),
                 any_order(ended("greedy")),
+            ]);
+        }
+        Script::Sleep => out.extend(sleep_markers("sleeper")),
+        Script::BadTimer => {
+            use ipc::workload::HOSTILE_TIMER_CHECKS;
+            out.extend(sleep_markers("good"));
+            out.extend([
+                child_line(
+                    "evil",
+                    HostileSummary {
+                        passed: HOSTILE_TIMER_CHECKS,
+                        failed: 0,
+                    },
+                ),
+                any_order(ended("evil")),
             ]);
         }
         Script::Orphan => out.extend([
@@ -1301,6 +1343,8 @@ pub fn markers_with_order(script: Script) -> Vec<(String, bool)> {
         | Script::MigrateAbort
         | Script::GreedyMemory
         | Script::GreedyCpu
+        | Script::Sleep
+        | Script::BadTimer
         | Script::Orphan
         | Script::AliasUnmap
         | Script::GracefulStop
@@ -1805,6 +1849,9 @@ pub fn all() -> Vec<Case> {
         // Issue 14: hostile partitions against the kernel's own resources.
         case("greedy_child_kernel_memory", machine(2, "EPYC", Bios, true), "scenario=hogmem", Script::GreedyMemory, Kernel(Success)),
         case("greedy_child_processor_time", machine(2, "EPYC", Bios, true), "scenario=hogcpu", Script::GreedyCpu, Kernel(Success)),
+        // Issue 15: kernel timers.
+        case("child_sleeps_on_timers_and_wakes_on_time", machine(2, "EPYC", Bios, true), "scenario=sleep", Script::Sleep, Kernel(Success)),
+        case("hostile_timer_child_beside_a_sleeper", machine(2, "EPYC", Bios, true), "scenario=badtimer", Script::BadTimer, Kernel(Success)),
         case("orphaned_child_is_destroyed", machine(2, "EPYC", Bios, true), "scenario=orphan", Script::Orphan, Kernel(Success)),
         case("root_unmaps_an_alias_only", machine(2, "EPYC", Bios, true),  "scenario=idle selftest=alias-unmap", Script::AliasUnmap, Kernel(Success)),
     ];

@@ -258,10 +258,13 @@ fn flood(checks: &mut Checks, info: &ChildBootInfo, port: SlotHandle, timer: Slo
     };
     let until = partition_rt::rdtsc().saturating_add(info.tsc_khz.saturating_mul(ms));
     while partition_rt::rdtsc() < until {
+        // Counted before the acknowledge, which may deliver at once: an
+        // interrupt between the two is not missed (the port stays
+        // disarmed after it until the next acknowledge).
         let seen = TAKEN.load(Ordering::SeqCst);
+        let _ = hypercall(&Call::Acknowledge { slot: port });
         // Sleeps until the flood's next interrupt (or any other).
         wait_until(|| TAKEN.load(Ordering::SeqCst) != seen || partition_rt::rdtsc() >= until);
-        let _ = hypercall(&Call::Acknowledge { slot: port });
     }
     let taken = TAKEN.load(Ordering::SeqCst);
     println!(
