@@ -439,7 +439,8 @@ fn random_calls(checks: &mut Checks, info: &ChildBootInfo) {
     let mut first_bad = None;
     for _ in 0..HOSTILE_RANDOM_CALLS {
         let mut regs = [0u64; 7];
-        regs[0] = rng.next() % 32;
+        // Every call and one number past them (UnknownCall).
+        regs[0] = rng.next() % (number::COUNT + 1);
         for reg in &mut regs[1..] {
             *reg = random_argument(&mut rng, &known, info.memory_bytes);
         }
