@@ -65,7 +65,9 @@ pub struct ChildBootInfo {
     /// on vCPU 0 (BIND, to acknowledge), or `None`.
     pub vmbus_event: Option<SlotHandle>,
     /// Time-stamp counter ticks per millisecond as the microkernel measured
-    /// them (0: unknown); children have no timer of their own.
+    /// them (0: unknown); children have no timer device of their own:
+    /// kernel timers run on a clock derived from it
+    /// ([`crate::hypercall::timer::clock_ns`]).
     pub tsc_khz: u64,
 }
 
