@@ -199,7 +199,8 @@ impl fmt::Display for ShutdownComplete {
 /// before the deadline and at most [`SLEEP_LATE_LIMIT_MS`] after it: one
 /// [`SleepCheck`] line per check, then [`SleepSummary`]; then halts. The
 /// root gives it CONTROL on its own vCPU 0 ([`binds_own_port`]). Other
-/// vCPUs halt at once. No args.
+/// vCPUs halt at once. `args[0]`: milliseconds to sleep before the
+/// checks (0: none).
 pub const SLEEP: &str = "sleep";
 /// The vector the `sleep` workload's timer port is bound to (the second
 /// timer of its last check uses the next one).
@@ -222,16 +223,17 @@ pub const SLEEP_CHECK_NAMES: [&str; 7] = [
 /// TCG on a loaded host; the kernel checks timers every 10 ms tick).
 pub const SLEEP_LATE_LIMIT_MS: u64 = 500;
 
-/// Workload `hostile-timers`: vCPU 0 abuses kernel timers — timers on
-/// slots that are no port it may signal (empty, stale, another type, a
-/// port without SIGNAL), zero, maximal and over-a-year deadlines, periods
-/// below the minimum, unknown flags, a copy without CONTROL, a timer whose
-/// port is gone, 5,000 create/delete rounds, then timers until the kernel
-/// refuses one (`OutOfMemory`), every one armed periodic at the minimum
-/// period for `args[0]` ms (0 = [`HOSTILE_TIMERS_DEFAULT_FLOOD_MS`]) on a
-/// port bound to [`HOSTILE_TIMERS_VECTOR`] — one [`HostileCheck`] line per
-/// check and a [`HostileSummary`] of [`HOSTILE_TIMER_CHECKS`]; then it
-/// halts. The root gives it CONTROL on its own vCPU 0.
+/// Workload `hostile-timers`: vCPU 0 abuses kernel timers — first timers
+/// until the kernel refuses one (`OutOfMemory`), every one armed periodic
+/// at the minimum period for `args[0]` ms (0 =
+/// [`HOSTILE_TIMERS_DEFAULT_FLOOD_MS`]) on a port bound to
+/// [`HOSTILE_TIMERS_VECTOR`], then deleted; then timers on slots that are
+/// no port it may signal (empty, stale, another type, a port without
+/// SIGNAL), zero, maximal and over-a-year deadlines, periods below the
+/// minimum, unknown flags, a copy without CONTROL, a timer whose port is
+/// gone, 5,000 create/delete rounds — one [`HostileCheck`] line per check
+/// and a [`HostileSummary`] of [`HOSTILE_TIMER_CHECKS`]; then it halts.
+/// The root gives it CONTROL on its own vCPU 0.
 pub const HOSTILE_TIMERS: &str = "hostile-timers";
 /// Checks of the `hostile-timers` workload.
 pub const HOSTILE_TIMER_CHECKS: u32 = 20;

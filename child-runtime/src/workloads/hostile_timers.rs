@@ -1,7 +1,8 @@
 //! Workload `hostile-timers` (`ipc::workload::HOSTILE_TIMERS`): vCPU 0
-//! abuses kernel timers — ports it may not signal, absurd deadlines and
-//! periods, a copy without CONTROL, a timer whose port is gone, a flood up
-//! to its quota with every timer firing at the minimum period — each a
+//! abuses kernel timers — first a flood up to its quota with every timer
+//! firing at the minimum period, then ports it may not signal, absurd
+//! deadlines and periods, a copy without CONTROL, a timer whose port is
+//! gone, 5,000 create/delete rounds — each a
 //! named check with the outcome the ABI documents; then it halts normally.
 //!
 //! # Invariants
@@ -94,6 +95,8 @@ fn setup(info: &ChildBootInfo) -> Result<(SlotHandle, SlotHandle), &'static str>
 }
 
 fn attacks(checks: &mut Checks, info: &ChildBootInfo, port: SlotHandle, timer: SlotHandle) {
+    // The flood first, while the children beside it start and work.
+    flood(checks, info, port);
     let me = info.self_slot;
     let create = |port| hypercall(&Call::TimerCreate { port });
 
@@ -217,15 +220,13 @@ fn attacks(checks: &mut Checks, info: &ChildBootInfo, port: SlotHandle, timer: S
         None => checks.record(check, None),
         Some((round, e)) => checks.record(check, Some(format_args!("round {round}: {e:?}"))),
     }
-
-    flood(checks, info, port, timer);
 }
 
 /// Timers until the kernel refuses one, every one periodic at the
-/// minimum period for the flood's duration, then all deleted.
-fn flood(checks: &mut Checks, info: &ChildBootInfo, port: SlotHandle, timer: SlotHandle) {
+/// minimum period for the flood's duration, then all deleted (the first
+/// timer, kept for the checks after, aside).
+fn flood(checks: &mut Checks, info: &ChildBootInfo, port: SlotHandle) {
     let mut held = Vec::new();
-    held.push(timer);
     let refusal = loop {
         match timer_create(port) {
             Ok(t) => held.push(t),
@@ -286,7 +287,10 @@ fn flood(checks: &mut Checks, info: &ChildBootInfo, port: SlotHandle, timer: Slo
         (!deleted).then(|| format_args!("a delete failed")),
     );
     match timer_create(port) {
-        Ok(_) => checks.record("a timer again after deleting", None),
+        Ok(t) => {
+            let _ = delete(t);
+            checks.record("a timer again after deleting", None)
+        }
         Err(e) => checks.record("a timer again after deleting", Some(format_args!("{e:?}"))),
     }
 }

@@ -65,7 +65,7 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
     }
     let mut tally = Tally::default();
     match sleepers(info) {
-        Ok((sleeper, other)) => checks(&mut tally, &sleeper, &other),
+        Ok((sleeper, other)) => checks(&mut tally, &sleeper, &other, info.args[0]),
         Err(why) => tally.record("setup", Err(format_args!("{why}"))),
     }
     let ran = tally.passed + tally.failed;
@@ -90,7 +90,11 @@ fn sleepers(info: &ChildBootInfo) -> Result<(Sleeper, Sleeper), &'static str> {
     Ok((one, two))
 }
 
-fn checks(tally: &mut Tally, s: &Sleeper, other: &Sleeper) {
+fn checks(tally: &mut Tally, s: &Sleeper, other: &Sleeper, delay_ms: u64) {
+    // A first sleep, not a check: the checks start after it.
+    if delay_ms > 0 && s.sleep_ns(delay_ms * MS).is_err() {
+        tally.record("setup", Err(format_args!("the first sleep was refused")));
+    }
     let [one, ten, hundred, absolute, periodic, timeout, signal] = SLEEP_CHECK_NAMES;
     for (check, ms) in [(one, 1), (ten, 10), (hundred, 100)] {
         match s.sleep_ns(ms * MS) {
