@@ -30,11 +30,20 @@ macro_rules! println {
 struct Machine {
     tsc_khz: u64,
     seen: u64,
+    /// A kernel timer on a port bound to [`TIMER_VECTOR`] of the root's
+    /// vCPU: sleeps with a deadline end by it (`None` if the kernel
+    /// refused one: such sleeps then yield the processor until the
+    /// deadline instead).
+    sleeper: Option<partition_rt::timer::Sleeper>,
 }
 
+/// The vector of the node's timer on the root's vCPU.
+const TIMER_VECTOR: u8 = 0x71;
+
 impl Machine {
+    /// The kernel's clock (ns), which timers' deadlines are on.
     fn ns(&self, tsc: u64) -> u64 {
-        (u128::from(tsc) * 1_000_000 / u128::from(self.tsc_khz.max(1))) as u64
+        ipc::hypercall::timer::clock_ns(tsc, self.tsc_khz)
     }
 }
 
@@ -58,13 +67,20 @@ impl Platform for Machine {
             // Checked with interrupts off, slept with STI; HLT: an
             // interrupt after the check ends the HLT.
             None => partition_rt::wait_until(|| partition_rt::interrupts::taken() != seen),
-            // No timer of the root's yet: give the processor away until the
-            // deadline or an interrupt.
-            Some(deadline) => loop {
-                if partition_rt::interrupts::taken() != seen || self.now_ns() >= deadline {
-                    break;
+            // The timer's signal is an interrupt like the others: it ends
+            // the HLT. The timer is cancelled and its port re-armed after.
+            Some(deadline) => match self.sleeper {
+                Some(sleeper) if sleeper.set_at(deadline).is_ok() => {
+                    partition_rt::wait_until(|| partition_rt::interrupts::taken() != seen);
+                    let _ = sleeper.cancel();
+                    let _ = sleeper.acknowledge();
                 }
-                let _ = partition_rt::hypercall(&ipc::hypercall::Call::Yield);
+                _ => loop {
+                    if partition_rt::interrupts::taken() != seen || self.now_ns() >= deadline {
+                        break;
+                    }
+                    let _ = partition_rt::hypercall(&ipc::hypercall::Call::Yield);
+                },
             },
         }
     }
@@ -128,9 +144,23 @@ pub fn run(info: &BootInfo) {
     crate::children::install_handlers();
     crate::vmbus::set_clock(tsc_khz);
     partition_rt::enable_interrupts();
+    let sleeper = crate::children::discover(info)
+        .map_err(|e| alloc::format!("{e:?}"))
+        .and_then(|root| {
+            partition_rt::timer::Sleeper::new(root.vcpu, TIMER_VECTOR, tsc_khz)
+                .map_err(|e| alloc::format!("{e:?}"))
+        });
+    let sleeper = match sleeper {
+        Ok(s) => Some(s),
+        Err(e) => {
+            println!("root partition: node: no kernel timer ({e}): deadlines yield instead");
+            None
+        }
+    };
     let mut machine = Machine {
         tsc_khz,
         seen: partition_rt::interrupts::taken(),
+        sleeper,
     };
     let start = machine.now_ns();
     let stop_at = run_for.map(|s| start + s * 1_000_000_000);
