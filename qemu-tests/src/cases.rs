@@ -50,6 +50,9 @@ pub enum Script {
     /// No scenario: the root boots as a node (`node.run-for=` stops it),
     /// its loop sleeping; then it powers off.
     Node,
+    /// A node with one autostart VM `w` writing to its disk (workload
+    /// `disk` mode 6) that the node stops gracefully at `node.run-for`.
+    NodeDiskVm,
     /// A node with no scenario and two autostart VMs, `alpha` and `beta`
     /// (workload `idle`), defined on its data disk: both run, then the
     /// node stops them (`node.run-for=`) and powers off.
@@ -1365,6 +1368,31 @@ pub fn markers_with_order(script: Script) -> Vec<(String, bool)> {
         | Script::GracefulStop
         | Script::HeartbeatAndTurnOff => scenario_markers(script),
         Script::NodeVms => node_vm_markers(),
+        Script::NodeDiskVm => [
+            ROOT_BANNER,
+            ipc::markers::NODE_UP,
+            "root partition: node: 1 VMs defined, 0 skipped",
+            "root: vm w: Starting -> Running",
+            "root: node stopping: stopping every VM",
+            "root: vm w: Running -> Stopping",
+        ]
+        .into_iter()
+        .map(ordered)
+        .chain([
+            any_order("root: vm w: ShutdownAcknowledged"),
+            any_order(format!("[w] {}", ipc::disk::DISK_STOPPED)),
+        ])
+        .chain(
+            [
+                "root: vm w: Stopping -> Off",
+                "root partition: node stopped after",
+                ROOT_POWER_OFF,
+                KERNEL_POWER_OFF,
+            ]
+            .into_iter()
+            .map(ordered),
+        )
+        .collect(),
         other => markers(other).into_iter().map(ordered).collect(),
     }
 }
@@ -1522,6 +1550,36 @@ fn node_vm_markers() -> Vec<(String, bool)> {
         ordered(KERNEL_POWER_OFF),
     ]);
     out
+}
+
+/// Defines `w` (workload `disk` mode 6: 64 KiB writes of pattern 0x5709
+/// from LBA 64 until stopped, on `alpha.vhd`; autostart) with capctl.
+fn define_disk_writer(disk: &std::path::Path) -> Result<(), String> {
+    let capctl = image::datadisk::capctl().map_err(|e| format!("{e:#}"))?;
+    let out = std::process::Command::new(&capctl)
+        .args(["vm", "define", "--volume"])
+        .arg(disk)
+        .args([
+            "w",
+            "--memory",
+            "16M",
+            "--workload",
+            ipc::disk::DISK,
+            "--args",
+            &format!("6,{},64,0", 0x5709),
+            "--disk",
+            "/alpha.vhd:0",
+            "--autostart",
+        ])
+        .output()
+        .map_err(|e| format!("capctl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "capctl vm define w: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
 }
 
 /// Defines `alpha` and `beta` (workload `idle`, autostart) on the data
@@ -1852,6 +1910,9 @@ pub fn all() -> Vec<Case> {
             .then_boot("node.run-for=6", Script::NodeVms, Kernel(Success))
             .host_check("capctl vm list still finds both", two_vms_still_defined),
         node_status_case(),
+        case("node_stops_a_vm_gracefully_and_its_writes_are_on_disk", machine(2, "EPYC", Bios, true), "node.run-for=10 node.stop-timeout=20", Script::NodeDiskVm, Kernel(Success))
+            .prepare("capctl vm define w (disk writer, autostart)", define_disk_writer)
+            .host_check("every acknowledged write in alpha.vhd", stopped_on_host),
         case("children_smp4",      machine(4, "EPYC", Bios, true),         "scenario=demo",     Children,   Kernel(Success)),
         case("busy_vcpus_6_on_2",  machine(2, "EPYC", Bios, true),         "scenario=spin",     Spin,       Kernel(Success)),
         case("pause_resume_destroy_reuse", machine(2, "EPYC", Bios, true), "scenario=life",     Lifecycle,  Kernel(Success)),
