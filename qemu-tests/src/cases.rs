@@ -1552,46 +1552,55 @@ fn node_vm_markers() -> Vec<(String, bool)> {
     out
 }
 
-/// Defines `w` (workload `disk` mode 6: 64 KiB writes of pattern 0x5709
-/// from LBA 64 until stopped, on `alpha.vhd`; autostart) with capctl.
-fn define_disk_writer(disk: &std::path::Path) -> Result<(), String> {
+/// `capctl vm define --volume DISK NAME ARGS...`, as an administrator
+/// would run it.
+fn capctl_define(disk: &std::path::Path, name: &str, args: &[&str]) -> Result<(), String> {
     let capctl = image::datadisk::capctl().map_err(|e| format!("{e:#}"))?;
     let out = std::process::Command::new(&capctl)
         .args(["vm", "define", "--volume"])
         .arg(disk)
-        .args([
-            "w",
-            "--memory",
-            "16M",
-            "--workload",
-            ipc::disk::DISK,
-            "--args",
-            &format!("6,{},64,0", 0x5709),
-            "--disk",
-            "/alpha.vhd:0",
-            "--autostart",
-        ])
+        .arg(name)
+        .args(args)
         .output()
         .map_err(|e| format!("capctl: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "capctl vm define w: {}",
+            "capctl vm define {name}: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
     Ok(())
 }
 
+/// Defines `w` (workload `disk` mode 6: 64 KiB writes of pattern 0x5709
+/// from LBA 64 until stopped, on `alpha.vhd`; autostart) with capctl.
+fn define_disk_writer(disk: &std::path::Path) -> Result<(), String> {
+    let args = format!("6,{},64,0", 0x5709);
+    capctl_define(
+        disk,
+        "w",
+        &[
+            "--memory",
+            "16M",
+            "--workload",
+            ipc::disk::DISK,
+            "--args",
+            &args,
+            "--disk",
+            "/alpha.vhd:0",
+            "--autostart",
+        ],
+    )
+}
+
 /// Defines `alpha` and `beta` (workload `idle`, autostart) on the data
-/// disk with capctl, as an administrator would.
+/// disk with capctl.
 fn define_two_idle_vms(disk: &std::path::Path) -> Result<(), String> {
-    let capctl = image::datadisk::capctl().map_err(|e| format!("{e:#}"))?;
     for vm in ["alpha", "beta"] {
-        let out = std::process::Command::new(&capctl)
-            .args(["vm", "define", "--volume"])
-            .arg(disk)
-            .args([
-                vm,
+        capctl_define(
+            disk,
+            vm,
+            &[
                 "--memory",
                 "16M",
                 "--vcpus",
@@ -1599,15 +1608,8 @@ fn define_two_idle_vms(disk: &std::path::Path) -> Result<(), String> {
                 "--workload",
                 "idle",
                 "--autostart",
-            ])
-            .output()
-            .map_err(|e| format!("capctl: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "capctl vm define {vm}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+            ],
+        )?;
     }
     Ok(())
 }
