@@ -385,7 +385,7 @@ impl<M: RingMemory> ChildBus<M> {
     /// Counts a signal from the child on the storage channel (the root's
     /// interrupt handler sees it; this only feeds [`StorageStats`]).
     pub fn storage_signalled(&mut self) {
-        self.storage.stats_mut().signals_from_child += 1;
+        crate::bump(&mut self.storage.stats_mut().signals_from_child, 1);
     }
 
     /// LUN `lun` appeared with `sectors` sectors (the root added it to its
@@ -479,7 +479,7 @@ impl<M: RingMemory> ChildBus<M> {
 
     /// Counts a signal from the child on the network channel.
     pub fn network_signalled(&mut self) {
-        self.network.stats_mut().signals_from_child += 1;
+        crate::bump(&mut self.network.stats_mut().signals_from_child, 1);
     }
 
     /// Sets the link state (up by default); an initialised child is told
@@ -944,9 +944,9 @@ impl<M: RingMemory> ChildBus<M> {
             match message {
                 ConsoleMessage::Line { text } => {
                     if packet.header.transaction_id.get() != self.stats.lines {
-                        self.stats.out_of_sequence += 1;
+                        crate::bump(&mut self.stats.out_of_sequence, 1);
                     }
-                    self.stats.lines += 1;
+                    crate::bump(&mut self.stats.lines, 1);
                     on(Event::Line(text));
                 }
                 // Input flows root to child only.
@@ -956,7 +956,7 @@ impl<M: RingMemory> ChildBus<M> {
             }
         }
         for _ in 0..to_child {
-            self.stats.signals_to_child += 1;
+            crate::bump(&mut self.stats.signals_to_child, 1);
             platform.signal(Some(CONSOLE_OFFER));
         }
         Ok(())

@@ -281,7 +281,7 @@ impl<M: RingMemory> Integration<M> {
         {
             Sent::Written { signal } => {
                 if signal {
-                    self.stats.signals_to_child += 1;
+                    crate::bump(&mut self.stats.signals_to_child, 1);
                     platform.signal(Some(offer_id));
                 }
                 Ok(true)
@@ -352,7 +352,7 @@ impl<M: RingMemory> Integration<M> {
         }
         self.next_at_ns = Some(now_ns.saturating_add(HEARTBEAT_PERIOD_NS));
         if self.contact && self.sequence > self.answered {
-            self.stats.missed += 1;
+            self.stats.missed = self.stats.missed.saturating_add(1);
             self.missed = self.missed.saturating_add(1);
             if self.missed == MISSED_LIMIT {
                 on(IntegrationEvent::HeartbeatLost {
@@ -367,7 +367,7 @@ impl<M: RingMemory> Integration<M> {
             INTEGRATION_OFFER,
         )? {
             self.sequence = sequence;
-            self.stats.heartbeats += 1;
+            crate::bump(&mut self.stats.heartbeats, 1);
         }
         Ok(())
     }
@@ -393,7 +393,7 @@ impl<M: RingMemory> Integration<M> {
             self.handle(message, on).map_err(CloseReason::Integration)?;
         }
         for _ in 0..to_child {
-            self.stats.signals_to_child += 1;
+            crate::bump(&mut self.stats.signals_to_child, 1);
             platform.signal(Some(INTEGRATION_OFFER));
         }
         Ok(())
@@ -423,7 +423,7 @@ impl<M: RingMemory> Integration<M> {
                 if sequence == 0 || sequence > self.sequence {
                     return Err(IntegrationError::UnknownHeartbeat(sequence));
                 }
-                self.stats.replies += 1;
+                crate::bump(&mut self.stats.replies, 1);
                 self.uptime_ms = uptime_ms;
                 self.answered = self.answered.max(sequence);
                 self.contact = true;

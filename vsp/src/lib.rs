@@ -20,3 +20,21 @@ pub mod integration;
 pub mod network;
 pub mod storage;
 pub mod switch;
+
+/// Adds `n` to a counter, stopping at `u64::MAX`: counters come back from
+/// saved states (foreign bytes) and must not overflow.
+pub(crate) fn bump(counter: &mut u64, n: u64) {
+    *counter = counter.saturating_add(n);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counters_from_a_saved_state_stop_at_the_top() {
+        let mut counter = u64::MAX - 1;
+        super::bump(&mut counter, 1);
+        assert_eq!(counter, u64::MAX);
+        super::bump(&mut counter, 1514);
+        assert_eq!(counter, u64::MAX);
+    }
+}

@@ -176,7 +176,9 @@ impl NetworkStats {
 
     /// Error replies (every status but `Ok`).
     pub fn errors(&self) -> u64 {
-        self.by_status[1..].iter().sum()
+        self.by_status[1..]
+            .iter()
+            .fold(0, |a, &b| a.saturating_add(b))
     }
 }
 
@@ -520,7 +522,7 @@ impl<M: RingMemory> Network<M> {
         if let Some(c) = self.channel.as_mut()
             && c.link.tx.flush().map_err(CloseReason::Ring)?
         {
-            self.stats.signals_to_child += 1;
+            crate::bump(&mut self.stats.signals_to_child, 1);
             platform.signal(Some(NETWORK_OFFER));
         }
         Ok(())
@@ -535,7 +537,7 @@ impl<M: RingMemory> Network<M> {
         flags: u8,
     ) -> Result<Result<(), DeliverError>, CloseReason> {
         let dropped = |counter: &mut u64, why| {
-            *counter += 1;
+            crate::bump(counter, 1);
             Ok(Err(why))
         };
         let Some(c) = self.channel.as_mut() else {
@@ -586,8 +588,8 @@ impl<M: RingMemory> Network<M> {
             }
             c.pop_posted();
         }
-        self.stats.received += 1;
-        self.stats.receive_bytes += frame.len() as u64;
+        crate::bump(&mut self.stats.received, 1);
+        crate::bump(&mut self.stats.receive_bytes, frame.len() as u64);
         if !self.deferred {
             self.flush(platform)?;
         }
@@ -648,11 +650,11 @@ impl<M: RingMemory> Network<M> {
                 };
                 *handled += 1;
                 read_any = true;
-                self.stats.packets_from_child += 1;
+                crate::bump(&mut self.stats.packets_from_child, 1);
                 let tid = packet.header.transaction_id.get();
                 let reply = match packet::decode::<GuestMessage>(&packet) {
                     Err(_) => {
-                        self.stats.sends += 1;
+                        crate::bump(&mut self.stats.sends, 1);
                         Some(HostMessage::SendComplete {
                             status: Status::Malformed,
                         })
@@ -662,13 +664,13 @@ impl<M: RingMemory> Network<M> {
                         pages,
                         send_pages,
                     }) => {
-                        self.stats.grants += 1;
+                        crate::bump(&mut self.stats.grants, 1);
                         Some(HostMessage::BuffersGranted {
                             status: grant(c, platform, gpa, pages, send_pages, busy),
                         })
                     }
                     Ok(GuestMessage::Init { mtu, mac: _ }) => {
-                        self.stats.inits += 1;
+                        crate::bump(&mut self.stats.inits, 1);
                         let reply = init(c, self.config, mtu);
                         if matches!(
                             reply,
@@ -682,10 +684,10 @@ impl<M: RingMemory> Network<M> {
                         Some(reply)
                     }
                     Ok(GuestMessage::Send { offset, len, flags }) => {
-                        self.stats.sends += 1;
+                        crate::bump(&mut self.stats.sends, 1);
                         let status = transmit(c, self.config, offset, len, flags, sink, scratch);
                         if status == Status::Ok {
-                            self.stats.send_bytes += u64::from(len);
+                            crate::bump(&mut self.stats.send_bytes, u64::from(len));
                         }
                         Some(HostMessage::SendComplete { status })
                     }
@@ -698,14 +700,14 @@ impl<M: RingMemory> Network<M> {
                         | GuestMessage::PostReceiveBatch { entries: _ },
                     ) if c.version < VERSION_BATCH => {
                         // Batches need the version that has them.
-                        self.stats.sends += 1;
+                        crate::bump(&mut self.stats.sends, 1);
                         Some(HostMessage::SendComplete {
                             status: Status::Malformed,
                         })
                     }
                     Ok(GuestMessage::SendBatch { entries }) => {
                         if entries.is_empty() {
-                            self.stats.sends += 1;
+                            crate::bump(&mut self.stats.sends, 1);
                             Some(HostMessage::SendComplete {
                                 status: Status::Malformed,
                             })
@@ -735,14 +737,14 @@ impl<M: RingMemory> Network<M> {
                     }
                     Ok(GuestMessage::PostReceiveBatch { entries }) => {
                         if entries.is_empty() {
-                            self.stats.sends += 1;
+                            crate::bump(&mut self.stats.sends, 1);
                             Some(HostMessage::SendComplete {
                                 status: Status::Malformed,
                             })
                         } else {
                             match post_batch(c, tid, entries.as_slice()) {
                                 Ok(()) => {
-                                    self.stats.posted += entries.len() as u64;
+                                    crate::bump(&mut self.stats.posted, entries.len() as u64);
                                     None
                                 }
                                 Err((status, offset)) => Some(HostMessage::Receive {
@@ -757,7 +759,7 @@ impl<M: RingMemory> Network<M> {
                     Ok(GuestMessage::PostReceive { offset, len }) => {
                         match post(c, tid, offset, len) {
                             Ok(()) => {
-                                self.stats.posted += 1;
+                                crate::bump(&mut self.stats.posted, 1);
                                 None
                             }
                             Err(status) => Some(HostMessage::Receive {
@@ -782,10 +784,10 @@ impl<M: RingMemory> Network<M> {
             }
         }
         if read_any {
-            self.stats.batches += 1;
+            crate::bump(&mut self.stats.batches, 1);
         }
         for _ in 0..to_child {
-            self.stats.signals_to_child += 1;
+            crate::bump(&mut self.stats.signals_to_child, 1);
             platform.signal(Some(NETWORK_OFFER));
         }
         if self.deferred {
@@ -817,22 +819,22 @@ fn send<M: RingMemory>(
         .map_err(CloseReason::Ring)?
     {
         Sent::Written { .. } => {
-            stats.packets_to_child += 1;
+            crate::bump(&mut stats.packets_to_child, 1);
             match message {
                 HostMessage::SendComplete { status } => {
-                    stats.completions += 1;
-                    stats.by_status[*status as usize] += 1;
+                    crate::bump(&mut stats.completions, 1);
+                    crate::bump(&mut stats.by_status[*status as usize], 1);
                 }
                 HostMessage::SendCompleteBatch { statuses } => {
                     for status in statuses.as_slice() {
-                        stats.completions += 1;
-                        stats.by_status[*status as usize] += 1;
+                        crate::bump(&mut stats.completions, 1);
+                        crate::bump(&mut stats.by_status[*status as usize], 1);
                     }
                 }
                 HostMessage::Receive { status, .. } if *status != Status::Ok => {
-                    stats.by_status[*status as usize] += 1;
+                    crate::bump(&mut stats.by_status[*status as usize], 1);
                 }
-                HostMessage::LinkState { .. } => stats.link_changes += 1,
+                HostMessage::LinkState { .. } => crate::bump(&mut stats.link_changes, 1),
                 _ => {}
             }
             Ok(true)
@@ -879,7 +881,7 @@ fn run_batch<M: RingMemory, S: FrameSink + ?Sized>(
         if !sink.has_room() {
             return false;
         }
-        stats.sends += 1;
+        crate::bump(&mut stats.sends, 1);
         let status = transmit(
             c,
             config,
@@ -890,7 +892,7 @@ fn run_batch<M: RingMemory, S: FrameSink + ?Sized>(
             scratch,
         );
         if status == Status::Ok {
-            stats.send_bytes += u64::from(entry.len);
+            crate::bump(&mut stats.send_bytes, u64::from(entry.len));
         }
         let _ = pending.statuses.push(status);
     }

@@ -128,7 +128,9 @@ impl StorageStats {
 
     /// Error completions (every status but `Ok`).
     pub fn errors(&self) -> u64 {
-        self.by_status[1..].iter().sum()
+        self.by_status[1..]
+            .iter()
+            .fold(0, |a, &b| a.saturating_add(b))
     }
 }
 
@@ -374,7 +376,7 @@ impl<M: RingMemory> Storage<M> {
         if let Some(c) = self.channel.as_mut()
             && c.link.tx.flush().map_err(CloseReason::Ring)?
         {
-            self.stats.signals_to_child += 1;
+            crate::bump(&mut self.stats.signals_to_child, 1);
             platform.signal(Some(STORAGE_OFFER));
         }
         Ok(())
@@ -418,17 +420,17 @@ impl<M: RingMemory> Storage<M> {
                 let tid = packet.header.transaction_id.get();
                 let reply = match packet::decode::<GuestMessage>(&packet) {
                     Err(_) => {
-                        self.stats.requests += 1;
+                        crate::bump(&mut self.stats.requests, 1);
                         HostMessage::Completion(Completion::error(Status::Malformed))
                     }
                     Ok(GuestMessage::GrantBuffer { gpa, pages }) => {
-                        self.stats.grants += 1;
+                        crate::bump(&mut self.stats.grants, 1);
                         HostMessage::BufferGranted {
                             status: grant(c, platform, gpa, pages, busy),
                         }
                     }
                     Ok(GuestMessage::Request(request)) => {
-                        self.stats.requests += 1;
+                        crate::bump(&mut self.stats.requests, 1);
                         HostMessage::Completion(perform(
                             &request,
                             c.region.as_ref(),
@@ -445,10 +447,10 @@ impl<M: RingMemory> Storage<M> {
             }
         }
         if read_any {
-            self.stats.batches += 1;
+            crate::bump(&mut self.stats.batches, 1);
         }
         for _ in 0..to_child {
-            self.stats.signals_to_child += 1;
+            crate::bump(&mut self.stats.signals_to_child, 1);
             platform.signal(Some(STORAGE_OFFER));
         }
         self.flush(platform)
@@ -478,11 +480,11 @@ fn send<M: RingMemory>(
         Sent::Written { .. } => {
             match message {
                 HostMessage::Completion(done) => {
-                    stats.completions += 1;
-                    stats.by_status[done.status as usize] += 1;
+                    crate::bump(&mut stats.completions, 1);
+                    crate::bump(&mut stats.by_status[done.status as usize], 1);
                 }
                 HostMessage::LunAdded { .. } | HostMessage::LunRemoved { .. } => {
-                    stats.notices += 1;
+                    crate::bump(&mut stats.notices, 1);
                 }
                 HostMessage::BufferGranted { .. } => {}
             }
