@@ -21,6 +21,9 @@ pub mod sched;
 pub mod svm;
 pub mod vmx;
 
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
 /// Size of a small page / frame.
 pub const PAGE_SIZE: u64 = 4096;
 /// Size of a large (2 MiB) page.

@@ -5,7 +5,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use ipc::boot::{BootInfo, PhysRange, cap_kind};
+use ipc::boot::BootInfo;
 use ipc::child::{CHILD_EVENT_VECTOR, ChildBootInfo};
 use ipc::elf::Image;
 use ipc::hypercall::{Call, Name, Rights, SlotHandle, Status, StopReason, run_state};
@@ -16,9 +16,10 @@ use root_partition::config::{Action, ChildSpec, Scenario};
 use root_partition::layout::{Layout, STACK_BYTES, STACK_TOP};
 
 use crate::hal;
+pub use root_partition::partition::{
+    Child, Failure, MAX_CHILDREN, Root, discover, handle, heap_range, place,
+};
 
-/// Most children alive at once.
-pub const MAX_CHILDREN: usize = 8;
 /// Vector of the first child's `to_root` port on the root's vCPU.
 const TO_ROOT_VECTOR: u8 = 0x80;
 
@@ -43,67 +44,13 @@ macro_rules! println {
     };
 }
 
-/// Why a scenario could not go on.
-// The fields are read through `Debug` when the failure is printed.
-#[allow(dead_code)]
-#[derive(Debug)]
-pub enum Failure {
-    /// A hypercall failed.
-    Call(&'static str, Status),
-    /// The boot page lacks something.
-    Missing(&'static str),
-    /// The child image is unusable.
-    Image(ipc::elf::ElfError),
-    /// A child does not fit.
-    Layout(root_partition::layout::LayoutError),
-    /// No memory left for a child.
-    NoMemory,
-    /// A check failed.
-    Check(&'static str),
-}
-
 /// Makes a hypercall (through the scratch page when the microkernel writes
 /// into the caller's memory); a failure names the call.
 pub fn call(what: &'static str, c: Call) -> Result<[u64; 3], Failure> {
-    let result = if partition_rt::hypercall::writes_caller_memory(&c) {
-        hal::scratch::with(|s| s.call(&c))
-    } else {
-        hypercall(&c)
-    };
-    result.map_err(|s| Failure::Call(what, s))
-}
-
-/// A slot handle from a result register.
-pub fn handle(raw: u64) -> Result<SlotHandle, Failure> {
-    SlotHandle::from_raw(raw).map_err(|s| Failure::Call("slot", s))
-}
-
-/// A running child, as the root holds it.
-#[derive(Clone, Copy)]
-pub struct Child {
-    pub spec: ChildSpec,
-    pub partition: SlotHandle,
-    /// The root's capability on its memory object.
-    pub memory: SlotHandle,
-    pub vcpus: [Option<SlotHandle>; 4],
-    pub base: u64,
-    pub pages: u64,
-    pub ended: bool,
-    pub from_root: Option<SlotHandle>,
-}
-
-/// The root's view of itself, from the boot page.
-pub struct Root {
-    pub authority: SlotHandle,
-    pub vcpu: SlotHandle,
-    pub ram: SlotHandle,
-    pub ram_range: PhysRange,
-    /// Child memory is taken top-down from here.
-    pub pool: PhysRange,
-    /// A page of the root's for hypercall buffers.
-    pub scratch: u64,
-    /// Time-stamp counter ticks per millisecond (from the boot page).
-    pub tsc_khz: u32,
+    use root_partition::hv::Kernel;
+    hal::kernel::HwKernel
+        .any_call(&c)
+        .map_err(|s| Failure::Call(what, s))
 }
 
 /// Installs the handlers of every child's `to_root` vector and of every
@@ -514,98 +461,6 @@ fn find(children: &[Option<Child>], name: Name) -> Result<Child, Failure> {
         .copied()
         .find(|c| c.spec.name == name)
         .ok_or(Failure::Missing("child"))
-}
-
-/// Reads the root's capabilities and picks the memory children come from:
-/// the largest RAM range, above the root's boot area and modules.
-pub fn discover(info: &BootInfo) -> Result<Root, Failure> {
-    let cap = |kind| {
-        info.caps()
-            .iter()
-            .find(|c| c.kind == kind)
-            .copied()
-            .ok_or(Failure::Missing("capability"))
-    };
-    let authority = handle(cap(cap_kind::PARTITION)?.slot)?;
-    let vcpu = handle(cap(cap_kind::VCPU)?.slot)?;
-    let ram_cap = largest_ram(info)?;
-    let (heap, ram_range) = heap_range(info)?;
-    let start = heap.end;
-    if start + (8 << 20) > ram_range.end {
-        return Err(Failure::NoMemory);
-    }
-    // One scratch page below the heap for hypercall buffers.
-    let scratch = heap.start - 4096;
-    Ok(Root {
-        authority,
-        vcpu,
-        ram: handle(ram_cap.slot)?,
-        ram_range,
-        pool: PhysRange {
-            start,
-            end: ram_range.end,
-        },
-        scratch,
-        tsc_khz: info.tsc_khz,
-    })
-}
-
-/// The root's capability on its largest RAM range.
-fn largest_ram(info: &BootInfo) -> Result<ipc::boot::BootCap, Failure> {
-    info.caps()
-        .iter()
-        .filter(|c| c.kind == cap_kind::MEMORY)
-        .max_by_key(|c| c.b)
-        .copied()
-        .ok_or(Failure::Missing("memory"))
-}
-
-/// Bytes of the root's own heap (the storage stack's tables and buffers,
-/// virtio queues).
-pub const ROOT_HEAP_BYTES: u64 = 32 << 20;
-
-/// The root's heap and the RAM range it lies in: the largest RAM range,
-/// above the root's boot area, modules and boot information, 2 MiB
-/// aligned and a 2 MiB gap after them (the scratch page lies there).
-/// Child memory comes from above the heap.
-pub fn heap_range(info: &BootInfo) -> Result<(PhysRange, PhysRange), Failure> {
-    let ram_cap = largest_ram(info)?;
-    let ram_range = PhysRange {
-        start: ram_cap.a,
-        end: ram_cap.a + ram_cap.b * 4096,
-    };
-    let busy_end = [info.boot_area.end, info.child_image.end, info.config.end]
-        .into_iter()
-        .max()
-        .unwrap_or(0);
-    let start = ((busy_end.max(ram_range.start) + (2 << 20) - 1) & !((2 << 20) - 1)) + (2 << 20);
-    let heap = PhysRange {
-        start,
-        end: start + ROOT_HEAP_BYTES,
-    };
-    if heap.end > ram_range.end {
-        return Err(Failure::NoMemory);
-    }
-    Ok((heap, ram_range))
-}
-
-/// The highest free 2 MiB-aligned range of `bytes` in the pool.
-pub fn place(root: &Root, children: &[Option<Child>], bytes: u64) -> Option<u64> {
-    let mut top = root.pool.end & !((2 << 20) - 1);
-    loop {
-        let base = top.checked_sub(bytes)?;
-        if base < root.pool.start {
-            return None;
-        }
-        match children
-            .iter()
-            .flatten()
-            .find(|c| base < c.base + c.pages * 4096 && c.base < base + bytes)
-        {
-            Some(busy) => top = busy.base & !((2 << 20) - 1),
-            None => return Some(base),
-        }
-    }
 }
 
 /// Builds, fills and starts child `spec` as slot `index` (its VMBus index)

@@ -97,6 +97,21 @@ pub struct ChildSpec {
 }
 
 impl ChildSpec {
+    /// A child called `name` with the defaults: 16 MiB, one vCPU, no
+    /// workload, no pinning, priority 0, no disks.
+    pub fn new(name: Name) -> Self {
+        ChildSpec {
+            name,
+            memory: 16 << 20,
+            vcpus: 1,
+            workload: [0; MAX_WORKLOAD],
+            args: [0; 4],
+            cpu: None,
+            priority: 0,
+            disks: [None; MAX_BOOT_DISKS],
+        }
+    }
+
     /// The workload name.
     pub fn workload(&self) -> &str {
         let len = self
@@ -278,16 +293,7 @@ fn name(s: &str) -> Option<Name> {
 fn child(words: core::str::SplitWhitespace<'_>, line: usize) -> Result<ChildSpec, ConfigError> {
     let mut words = words;
     let bad = ConfigError::BadValue(line);
-    let mut spec = ChildSpec {
-        name: name(words.next().ok_or(bad)?).ok_or(bad)?,
-        memory: 16 << 20,
-        vcpus: 1,
-        workload: [0; MAX_WORKLOAD],
-        args: [0; 4],
-        cpu: None,
-        priority: 0,
-        disks: [None; MAX_BOOT_DISKS],
-    };
+    let mut spec = ChildSpec::new(name(words.next().ok_or(bad)?).ok_or(bad)?);
     let mut workload = false;
     let mut disks = 0;
     for word in words {

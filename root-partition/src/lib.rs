@@ -12,7 +12,9 @@ extern crate alloc;
 
 pub mod config;
 pub mod disks;
+pub mod hv;
 pub mod layout;
 pub mod migrate;
 pub mod node;
+pub mod partition;
 pub mod services;

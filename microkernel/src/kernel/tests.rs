@@ -1,7 +1,7 @@
 //! Host tests of the kernel core over a fake machine.
 
-use std::collections::HashMap;
-use std::string::String;
+use crate::testkit::FakeMachine as Fake;
+
 use std::vec::Vec;
 
 use ipc::hypercall::{Call, Name, Rights, SlotHandle, Status, StopReason, run_state};
@@ -9,154 +9,8 @@ use ipc::hypercall::{Call, Name, Rights, SlotHandle, Status, StopReason, run_sta
 use super::*;
 use crate::paging::Access;
 use crate::svm::exit::Exit;
-use crate::svm::permissions::{IOPM_BYTES, MSRPM_BYTES, port_intercepted};
-use crate::svm::vmcb::{Vmcb, offset};
-
-/// A fake machine: SLATs as maps, RAM as a page map, VMCBs in boxes.
-#[derive(Default)]
-struct Fake {
-    next: u64,
-    slats: HashMap<u64, HashMap<u64, (u64, Access, bool)>>,
-    ram: HashMap<u64, Box<[u8; 4096]>>,
-    vmcbs: HashMap<u64, Box<Vmcb>>,
-    iopms: HashMap<u64, Box<[u8; IOPM_BYTES]>>,
-    msrpms: HashMap<u64, Box<[u8; MSRPM_BYTES]>>,
-    lines: Vec<String>,
-    kicks: Vec<u32>,
-    fail_slat: bool,
-    no_dirty_flags: bool,
-    /// Message vectors let through (`Machine::message_vector`).
-    message_vectors: Vec<u8>,
-}
-
-impl Fake {
-    fn addr(&mut self) -> u64 {
-        self.next += 0x1000;
-        0x7000_0000 + self.next
-    }
-    fn mapped(&self, root: u64, gpa: u64) -> bool {
-        self.slats[&root].contains_key(&gpa)
-    }
-    fn write_guest(&mut self, root: u64, gpa: u64) {
-        self.slats.get_mut(&root).unwrap().get_mut(&gpa).unwrap().2 = true;
-    }
-}
-
-impl Machine for Fake {
-    fn slat_new(&mut self) -> Result<u64, Status> {
-        if self.fail_slat {
-            return Err(Status::OutOfMemory);
-        }
-        let a = self.addr();
-        self.slats.insert(a, HashMap::new());
-        Ok(a)
-    }
-    fn slat_map(
-        &mut self,
-        root: u64,
-        gpa: u64,
-        hpa: u64,
-        pages: u64,
-        access: Access,
-    ) -> Result<(), Status> {
-        let slat = self.slats.get_mut(&root).unwrap();
-        for i in 0..pages {
-            assert!(
-                slat.insert(gpa + i * 4096, (hpa + i * 4096, access, false))
-                    .is_none(),
-                "double map"
-            );
-        }
-        Ok(())
-    }
-    fn slat_unmap(&mut self, root: u64, gpa: u64, pages: u64) -> Result<(), Status> {
-        let slat = self.slats.get_mut(&root).unwrap();
-        for i in 0..pages {
-            slat.remove(&(gpa + i * 4096));
-        }
-        Ok(())
-    }
-    fn slat_translate(&self, root: u64, gpa: u64) -> Option<(u64, Access)> {
-        let page = gpa & !0xfff;
-        self.slats
-            .get(&root)?
-            .get(&page)
-            .map(|e| (e.0 + (gpa & 0xfff), e.1))
-    }
-    fn slat_take_dirty(&mut self, root: u64, gpa: u64) -> bool {
-        self.slats
-            .get_mut(&root)
-            .and_then(|s| s.get_mut(&gpa))
-            .is_some_and(|e| core::mem::take(&mut e.2))
-    }
-    fn slat_free(&mut self, root: u64) {
-        self.slats.remove(&root).expect("freeing a live SLAT");
-    }
-    fn copy_page(&mut self, dst: u64, src: u64) {
-        let page = self.ram.get(&src).map_or([0; 4096], |p| **p);
-        self.ram.insert(dst, Box::new(page));
-    }
-    fn write_bytes(&mut self, dst: u64, bytes: &[u8]) {
-        let page = self
-            .ram
-            .entry(dst & !0xfff)
-            .or_insert_with(|| Box::new([0; 4096]));
-        let off = (dst & 0xfff) as usize;
-        page[off..off + bytes.len()].copy_from_slice(bytes);
-    }
-    fn read_bytes(&self, src: u64, out: &mut [u8]) {
-        let off = (src & 0xfff) as usize;
-        match self.ram.get(&(src & !0xfff)) {
-            Some(p) => out.copy_from_slice(&p[off..off + out.len()]),
-            None => out.fill(0),
-        }
-    }
-    fn vmcb_new(&mut self) -> Result<u64, Status> {
-        let a = self.addr();
-        self.vmcbs.insert(a, Box::new(Vmcb::new()));
-        Ok(a)
-    }
-    fn vmcb(&mut self, hpa: u64) -> &mut Vmcb {
-        self.vmcbs.get_mut(&hpa).expect("live VMCB")
-    }
-    fn vmcb_free(&mut self, hpa: u64) {
-        self.vmcbs.remove(&hpa).expect("freeing a live VMCB");
-    }
-    fn permission_maps_new(&mut self) -> Result<(u64, u64), Status> {
-        let (a, b) = (self.addr(), self.addr());
-        self.iopms.insert(a, Box::new([0xff; IOPM_BYTES]));
-        self.msrpms.insert(b, Box::new([0xff; MSRPM_BYTES]));
-        Ok((a, b))
-    }
-    fn iopm(&mut self, hpa: u64) -> &mut [u8; IOPM_BYTES] {
-        self.iopms.get_mut(&hpa).unwrap()
-    }
-    fn msrpm(&mut self, hpa: u64) -> &mut [u8; MSRPM_BYTES] {
-        self.msrpms.get_mut(&hpa).unwrap()
-    }
-    fn permission_maps_free(&mut self, maps: (u64, u64)) {
-        self.iopms.remove(&maps.0).unwrap();
-        self.msrpms.remove(&maps.1).unwrap();
-    }
-    fn console(&mut self, partition: &str, line: &str) {
-        self.lines.push(format!("[{partition}] {line}"));
-    }
-    fn cpuid(&self, _leaf: u32, _subleaf: u32) -> [u32; 4] {
-        [0, 0, 0, 0]
-    }
-    fn tracks_dirty_pages(&self) -> bool {
-        !self.no_dirty_flags
-    }
-    fn kick(&mut self, cpu: u32) {
-        self.kicks.push(cpu);
-    }
-    fn message_vector(&mut self, vector: u8, on: bool) {
-        self.message_vectors.retain(|&v| v != vector);
-        if on {
-            self.message_vectors.push(vector);
-        }
-    }
-}
+use crate::svm::permissions::port_intercepted;
+use crate::svm::vmcb::offset;
 
 const RAM_BASE: u64 = 0x100_0000;
 const RAM_PAGES: u64 = 1024;

@@ -27,6 +27,7 @@ use ipc::hypercall::{Call, Rights, SlotHandle, Status};
 use partition_rt::sync::SpinLock;
 
 pub mod dma;
+pub mod kernel;
 pub mod pci;
 pub mod ram;
 pub mod scratch;
@@ -65,6 +66,7 @@ pub fn boot(boot_page: u64, heap: &partition_rt::heap::LockedHeap) -> Result<Boo
     // and this runs once.
     unsafe { heap.init(heap_range.start as usize, heap_range.end as usize) };
     *OWN_RAM.lock() = info.memory().to_vec();
+    kernel::set_tsc_khz(u64::from(info.tsc_khz));
     ram::set_modules(&info);
     if let Ok(root) = crate::children::discover(&info) {
         scratch::init(root.scratch, root.authority);
