@@ -12,6 +12,7 @@ pub mod datadisk;
 pub mod iso;
 pub mod kernel;
 pub mod launch;
+pub mod lines;
 pub mod paths;
 pub mod prereq;
 pub mod process;

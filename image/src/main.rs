@@ -34,6 +34,9 @@ enum Command {
     /// Run the benchmarks (`docs/benchmarks.md`): the null-hypercall round trip in
     /// instructions (QEMU `-icount shift=0`), storage and the virtual switch.
     Bench(BenchArgs),
+    /// Count root-partition's non-test lines: the share the host builds and
+    /// tests (the library) and what only the bare-metal binary builds.
+    Lines,
 }
 
 #[derive(Args, Debug)]
@@ -143,6 +146,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_command(&args),
         Command::Test(args) => test_command(args),
         Command::Bench(args) => bench_command(&args).map(|()| 0),
+        Command::Lines => lines_command().map(|()| 0),
     };
     match result {
         Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(1)),
@@ -151,6 +155,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn lines_command() -> Result<()> {
+    let src = paths::workspace_root().join("root-partition/src");
+    let share = image::lines::share(&src)?;
+    println!("root-partition, non-test lines of code (docs/node.md says how they are counted):");
+    for (file, lines) in &share.bare_files {
+        let name = file.strip_prefix(&src).unwrap_or(file);
+        println!("  bare metal  {lines:>6}  {}", name.display());
+    }
+    println!(
+        "host-built and host-tested (library): {} lines; bare metal only: {} lines + {} of self-tests",
+        share.host, share.bare, share.selftests
+    );
+    println!(
+        "host share: {:.1}% of all non-test lines ({:.1}% without the self-tests)",
+        share.percent(),
+        share.percent_without_selftests()
+    );
+    Ok(())
 }
 
 fn bench_command(args: &BenchArgs) -> Result<()> {
