@@ -90,11 +90,6 @@ pub fn management_address() -> (Ipv4Address, Ipv4Address) {
     (ADDRESS, GATEWAY)
 }
 
-/// The time smoltcp runs on.
-pub fn stack_now() -> Instant {
-    now()
-}
-
 impl Network {
     /// The device's MAC address.
     pub fn mac(&self) -> EthernetAddress {

@@ -14,6 +14,7 @@
 use ipc::boot::BootInfo;
 use ipc::elf::Image;
 use ipc::markers;
+use root_partition::node::options::{Options, StopAt};
 use root_partition::node::{self, Mode, Platform, Poll, Service};
 use root_partition::services::vm::manager::{ManagerConfig, VmManager};
 
@@ -109,32 +110,13 @@ impl Service for Vmbus {
     }
 }
 
-/// Stops the node at a deadline (`node.run-for`).
-struct StopAt {
-    deadline: Option<u64>,
-}
-
-impl Service for StopAt {
-    fn name(&self) -> &'static str {
-        "stop"
-    }
-    fn poll(&mut self, now: u64, _events: u64) -> Poll {
-        match self.deadline {
-            Some(d) if now >= d => Poll::Stop,
-            d => Poll::Idle(d),
-        }
-    }
-}
-
-/// Boots the node and runs it until it stops; returns to power off.
 pub fn run(info: &BootInfo) {
-    let words = || info.cmdline().split_whitespace();
-    let mode = if words().any(|w| w == "node.poll") {
-        Mode::Poll
-    } else {
-        Mode::Sleep
-    };
-    let run_for = words().find_map(|w| w.strip_prefix("node.run-for=")?.parse::<u64>().ok());
+    let options = Options::parse(info.cmdline());
+    for word in &options.ignored {
+        println!("root partition: node: ignored {word}");
+    }
+    let mode = options.mode();
+    let run_for = options.run_for_s;
     let tsc_khz = u64::from(info.tsc_khz);
     if tsc_khz == 0 {
         println!("root partition: node: no time-stamp counter frequency in the boot page");
@@ -176,15 +158,15 @@ pub fn run(info: &BootInfo) {
             None => alloc::string::String::from("running until told to power off"),
         }
     );
-    let vms = vm_service(info, &mut machine, stop_at);
+    let vms = vm_service(info, &mut machine, stop_at, options.stop_timeout_s);
     let board = vms.as_ref().map(|v| v.board.clone()).unwrap_or_default();
     let mut management = crate::net::take_management_nic().and_then(|nic| {
-        match crate::mgmt::Management::new(nic, board, tsc_khz) {
+        match crate::mgmt::management(nic, board, machine.now_ns()) {
             Ok(m) => {
                 let (address, _) = crate::net::management_address();
                 println!(
                     "root partition: node: management network at {address}, status on TCP port {}",
-                    crate::mgmt::STATUS_PORT
+                    root_partition::services::mgmt::STATUS_PORT
                 );
                 Some(m)
             }
@@ -216,7 +198,12 @@ pub fn run(info: &BootInfo) {
 /// The VM manager over the data volume's definitions (`/vms`), booted:
 /// autostart VMs are started (or restored). `None` without a data volume
 /// or a child image (the node then runs with no VM).
-fn vm_service(info: &BootInfo, machine: &mut Machine, stop_at: Option<u64>) -> Option<Vms> {
+fn vm_service(
+    info: &BootInfo,
+    machine: &mut Machine,
+    stop_at: Option<u64>,
+    stop_timeout_s: Option<u64>,
+) -> Option<Vms> {
     let Some(volume) = crate::storage::volume() else {
         println!("root partition: node: no data volume: no VMs");
         return None;
@@ -239,10 +226,8 @@ fn vm_service(info: &BootInfo, machine: &mut Machine, stop_at: Option<u64>) -> O
             return None;
         }
     };
-    let words = || info.cmdline().split_whitespace();
     let mut config = ManagerConfig::default();
-    if let Some(s) = words().find_map(|w| w.strip_prefix("node.stop-timeout=")?.parse::<u64>().ok())
-    {
+    if let Some(s) = stop_timeout_s {
         config.stop_timeout_ns = s * 1_000_000_000;
     }
     let now = machine.now_ns();
@@ -260,7 +245,9 @@ fn vm_service(info: &BootInfo, machine: &mut Machine, stop_at: Option<u64>) -> O
                 report.loaded.len(),
                 report.skipped.len()
             );
-            Some(Vms::new(manager, stop_at))
+            Some(Vms::new(manager, stop_at, |line| {
+                partition_rt::console::print_line(line)
+            }))
         }
         Err(e) => {
             println!("root partition: node: the VM definitions cannot be read: {e}");

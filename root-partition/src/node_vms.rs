@@ -6,16 +6,16 @@
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
-use alloc::vec::Vec;
 
 use ipc::elf::Image;
 use ipc::hypercall::{Call, StopReason, run_state};
 use partition_rt::hypercall;
 use root_partition::config::ChildSpec;
-use root_partition::node::{Poll, Service};
+
 use root_partition::services::vm::definition::VmDefinition;
 use root_partition::services::vm::hypervisor::{HvError, HvEvent, Hypervisor};
-use root_partition::services::vm::manager::{VmEvent, VmEventKind, VmId, VmManager, VmState};
+use root_partition::services::vm::manager::VmId;
+use root_partition::services::vm::service::VmService;
 use vsp::integration::{Heartbeat, ShutdownState};
 
 use crate::children::{self, Child, MAX_CHILDREN, Root};
@@ -275,6 +275,15 @@ impl Hypervisor for MachineHv {
         result
     }
 
+    /// When the run states are next looked at (while any partition runs).
+    fn next_deadline(&self) -> Option<u64> {
+        self.children
+            .iter()
+            .flatten()
+            .any(|c| !c.ended)
+            .then_some(self.next_status)
+    }
+
     fn poll(&mut self, now_ns: u64) -> Option<(VmId, HvEvent)> {
         if self.events.is_empty() && now_ns >= self.next_status {
             self.next_status = now_ns + STATUS_PERIOD_NS;
@@ -285,119 +294,5 @@ impl Hypervisor for MachineHv {
     }
 }
 
-impl MachineHv {
-    /// When the run states are next looked at (while any partition runs).
-    fn next_deadline(&self) -> Option<u64> {
-        self.children
-            .iter()
-            .flatten()
-            .any(|c| !c.ended)
-            .then_some(self.next_status)
-    }
-}
-
-/// The VM manager as a service of the node; at the stop deadline
-/// (`node.run-for`) it stops every running VM gracefully, then the node.
-pub struct Vms {
-    pub manager: VmManager<MachineHv, DataVolume>,
-    /// What the management network shows (refreshed on every change).
-    pub board: crate::mgmt::StatusBoard,
-    /// When the node is to stop (ns), if it is.
-    pub stop_at: Option<u64>,
-    stopping: bool,
-}
-
-impl Vms {
-    /// The service over a booted manager.
-    pub fn new(manager: VmManager<MachineHv, DataVolume>, stop_at: Option<u64>) -> Self {
-        let vms = Vms {
-            manager,
-            board: crate::mgmt::StatusBoard::default(),
-            stop_at,
-            stopping: false,
-        };
-        vms.refresh();
-        vms
-    }
-
-    fn print(events: Vec<VmEvent>) -> bool {
-        let any = !events.is_empty();
-        for e in events {
-            match e.kind {
-                VmEventKind::StateChanged { from, to } => {
-                    println!("root: vm {}: {} -> {}", e.name, from, to)
-                }
-                other => println!("root: vm {}: {:?}", e.name, other),
-            }
-        }
-        any
-    }
-
-    /// Writes every VM's state on the board.
-    fn refresh(&self) {
-        let mut board = self.board.borrow_mut();
-        board.clear();
-        for v in self.manager.iter() {
-            board.push((v.definition.name.clone(), alloc::format!("{}", v.state)));
-        }
-    }
-
-    /// VMs that still have a partition or are on their way.
-    fn busy_vms(&self) -> usize {
-        self.manager
-            .iter()
-            .filter(|v| {
-                matches!(
-                    v.state,
-                    VmState::Running
-                        | VmState::Starting
-                        | VmState::Stopping
-                        | VmState::Paused
-                        | VmState::Saving
-                )
-            })
-            .count()
-    }
-}
-
-impl Service for Vms {
-    fn name(&self) -> &'static str {
-        "vms"
-    }
-
-    fn poll(&mut self, now: u64, _events: u64) -> Poll {
-        let mut busy = Self::print(self.manager.poll(now));
-        if !self.stopping && self.stop_at.is_some_and(|d| now >= d) {
-            self.stopping = true;
-            println!("root: node stopping: stopping every VM");
-            let running: Vec<VmId> = self
-                .manager
-                .iter()
-                .filter(|v| matches!(v.state, VmState::Running))
-                .map(|v| v.id)
-                .collect();
-            for id in running {
-                if let Err(e) = self.manager.stop(id, now) {
-                    println!("root: stopping a VM failed: {e}");
-                }
-            }
-            busy = true;
-        }
-        busy |= Self::print(self.manager.take_events());
-        if busy {
-            self.refresh();
-        }
-        if self.stopping && self.busy_vms() == 0 {
-            return Poll::Stop;
-        }
-        if busy {
-            return Poll::Busy;
-        }
-        let deadlines = [
-            self.manager.next_deadline(),
-            self.manager.hypervisor().next_deadline(),
-            self.stop_at.filter(|_| !self.stopping),
-        ];
-        Poll::Idle(deadlines.into_iter().flatten().min())
-    }
-}
+/// The VM manager as a service of the node (printing on the console).
+pub type Vms = VmService<MachineHv, DataVolume>;

@@ -18,6 +18,8 @@
 //! - Everything here is safe, allocation-free per round, and host-tested
 //!   over a fake platform; `main.rs` supplies the real one.
 
+pub mod options;
+
 /// Event bits: what woke the node (set by interrupt handlers, taken once).
 pub mod event {
     /// A VMBus port signal from a child.

@@ -103,4 +103,10 @@ pub trait Hypervisor {
 
     /// The next event of any partition, if one is pending.
     fn poll(&mut self, now_ns: u64) -> Option<(VmId, HvEvent)>;
+
+    /// When [`Hypervisor::poll`] next has something to look at without an
+    /// event (a periodic check of the partitions), if ever.
+    fn next_deadline(&self) -> Option<u64> {
+        None
+    }
 }

@@ -7,6 +7,7 @@ pub mod definition;
 pub mod fake;
 pub mod hypervisor;
 pub mod manager;
+pub mod service;
 pub mod store;
 
 pub use definition::{DefinitionError, VmDefinition, VmUuid};

@@ -1,0 +1,138 @@
+//! The VM manager as a service of the node: each round it moves the
+//! manager (the hypervisor's events, time limits), prints every state
+//! change (`root: vm NAME: FROM -> TO`), keeps the status board the
+//! management network shows up to date, and at the node's stop deadline
+//! (`node.run-for`) stops every running VM gracefully, then the node.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use super::hypervisor::Hypervisor;
+use super::manager::{VmEvent, VmEventKind, VmId, VmManager, VmState};
+use super::store::Store;
+use crate::node::{Poll, Service};
+use crate::services::mgmt::StatusBoard;
+
+/// Where the service prints its lines (the console on the machine).
+pub type Printer = fn(fmt::Arguments<'_>);
+
+/// The VM manager as a node service.
+pub struct VmService<H: Hypervisor, S: Store> {
+    /// The manager.
+    pub manager: VmManager<H, S>,
+    /// What the management network shows: `(name, state)` per VM.
+    pub board: StatusBoard,
+    /// When the node stops (every VM stopped gracefully first).
+    pub stop_at: Option<u64>,
+    stopping: bool,
+    print: Printer,
+}
+
+impl<H: Hypervisor, S: Store> VmService<H, S> {
+    /// The service around `manager`, stopping the node at `stop_at`.
+    pub fn new(manager: VmManager<H, S>, stop_at: Option<u64>, print: Printer) -> Self {
+        let service = VmService {
+            manager,
+            board: StatusBoard::default(),
+            stop_at,
+            stopping: false,
+            print,
+        };
+        service.refresh();
+        service
+    }
+
+    fn report(&self, events: Vec<VmEvent>) -> bool {
+        let any = !events.is_empty();
+        for e in events {
+            match e.kind {
+                VmEventKind::StateChanged { from, to } => {
+                    (self.print)(format_args!("root: vm {}: {} -> {}", e.name, from, to))
+                }
+                other => (self.print)(format_args!("root: vm {}: {:?}", e.name, other)),
+            }
+        }
+        any
+    }
+
+    /// Writes every VM's name and state on the board.
+    fn refresh(&self) {
+        let mut board = self.board.borrow_mut();
+        board.clear();
+        for v in self.manager.iter() {
+            board.push((v.definition.name.clone(), format!("{}", v.state)));
+        }
+    }
+
+    /// VMs that still have a partition (the node stops once none has).
+    fn busy_vms(&self) -> usize {
+        self.manager
+            .iter()
+            .filter(|v| {
+                matches!(
+                    v.state,
+                    VmState::Running
+                        | VmState::Starting
+                        | VmState::Stopping
+                        | VmState::Paused
+                        | VmState::Saving
+                )
+            })
+            .count()
+    }
+
+    /// The board's lines as the management network sends them.
+    pub fn board_text(&self) -> String {
+        crate::services::mgmt::status_text(&self.board.borrow())
+    }
+}
+
+impl<H: Hypervisor, S: Store> Service for VmService<H, S> {
+    fn name(&self) -> &'static str {
+        "vms"
+    }
+
+    fn poll(&mut self, now: u64, _events: u64) -> Poll {
+        let events = self.manager.poll(now);
+        let mut busy = self.report(events);
+        if !self.stopping && self.stop_at.is_some_and(|d| now >= d) {
+            self.stopping = true;
+            (self.print)(format_args!("root: node stopping: stopping every VM"));
+            let running: Vec<VmId> = self
+                .manager
+                .iter()
+                .filter(|v| matches!(v.state, VmState::Running))
+                .map(|v| v.id)
+                .collect();
+            for id in running {
+                if let Err(e) = self.manager.stop(id, now) {
+                    (self.print)(format_args!("root: stopping a VM failed: {e}"));
+                }
+            }
+            busy = true;
+        }
+        let events = self.manager.take_events();
+        busy |= self.report(events);
+        if busy {
+            self.refresh();
+        }
+        if self.stopping && self.busy_vms() == 0 {
+            return Poll::Stop;
+        }
+        if busy {
+            return Poll::Busy;
+        }
+        let deadlines = [
+            self.manager.next_deadline(),
+            self.manager.hypervisor().next_deadline(),
+            self.stop_at.filter(|_| !self.stopping),
+        ];
+        Poll::Idle(deadlines.into_iter().flatten().min())
+    }
+}
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

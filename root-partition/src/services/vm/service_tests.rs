@@ -1,0 +1,97 @@
+use std::cell::RefCell;
+
+use super::*;
+use crate::services::vm::definition::{VmDefinition, VmUuid};
+use crate::services::vm::fake::FakeHypervisor;
+use crate::services::vm::manager::ManagerConfig;
+use crate::services::vm::store::MemStore;
+
+const SECOND: u64 = 1_000_000_000;
+
+thread_local! {
+    static LINES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+fn keep(line: fmt::Arguments<'_>) {
+    LINES.with(|l| l.borrow_mut().push(line.to_string()));
+}
+
+fn lines() -> Vec<String> {
+    LINES.with(|l| l.borrow().clone())
+}
+
+fn def(name: &str, id: u128) -> VmDefinition {
+    VmDefinition {
+        name: name.into(),
+        id: VmUuid::from_random(id),
+        memory_mib: 16,
+        vcpus: 1,
+        workload: "idle".into(),
+        args: vec![],
+        disks: vec![],
+        nic: None,
+        priority: 0,
+        cpu: None,
+        autostart: true,
+    }
+}
+
+fn service(stop_at: Option<u64>) -> VmService<FakeHypervisor, MemStore> {
+    let store = MemStore::new();
+    let mut m = VmManager::new(
+        FakeHypervisor::new(Some(store.clone())),
+        store,
+        ManagerConfig {
+            stop_timeout_ns: 10 * SECOND,
+            boot_timeout_ns: 20 * SECOND,
+        },
+    );
+    for (i, name) in ["alpha", "beta"].into_iter().enumerate() {
+        let id = m.define(def(name, i as u128 + 1)).unwrap();
+        m.start(id, 0).unwrap();
+    }
+    VmService::new(m, stop_at, keep)
+}
+
+#[test]
+fn state_changes_are_printed_and_shown_on_the_board() {
+    let mut s = service(None);
+    assert_eq!(s.poll(SECOND, 0), Poll::Busy);
+    let printed = lines();
+    assert!(
+        printed.contains(&"root: vm alpha: Starting -> Running".to_string()),
+        "{printed:?}"
+    );
+    assert!(printed.contains(&"root: vm beta: Starting -> Running".to_string()));
+    assert_eq!(
+        s.board_text(),
+        "capvisor node: 2 VMs\nalpha Running\nbeta Running\n"
+    );
+    // Nothing more to do: idle until the manager's next deadline, if any.
+    match s.poll(2 * SECOND, 0) {
+        Poll::Idle(_) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn at_the_stop_deadline_every_vm_stops_then_the_node() {
+    let mut s = service(Some(5 * SECOND));
+    assert_eq!(s.poll(SECOND, 0), Poll::Busy);
+    // Before the deadline the service sleeps until it.
+    assert_eq!(s.poll(2 * SECOND, 0), Poll::Idle(Some(5 * SECOND)));
+    let mut now = 5 * SECOND;
+    let mut rounds = 0;
+    while s.poll(now, 0) != Poll::Stop {
+        now += SECOND / 10;
+        rounds += 1;
+        assert!(rounds < 1000, "the node never stopped: {:?}", lines());
+    }
+    let printed = lines();
+    assert!(printed.contains(&"root: node stopping: stopping every VM".to_string()));
+    assert!(
+        printed.contains(&"root: vm alpha: Stopping -> Off".to_string()),
+        "{printed:?}"
+    );
+    assert!(s.board_text().contains("beta Off"));
+}
