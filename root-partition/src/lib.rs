@@ -18,3 +18,5 @@ pub mod migrate;
 pub mod node;
 pub mod partition;
 pub mod services;
+#[cfg(test)]
+mod testing;

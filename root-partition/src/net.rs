@@ -15,19 +15,17 @@
 
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 
 use ipc::boot::BootInfo;
-use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
-use smoltcp::socket::icmp;
 use smoltcp::time::Instant;
-use smoltcp::wire::{
-    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
-};
+use smoltcp::wire::{EthernetAddress, Ipv4Address};
 use virtio_drivers::device::net::{RxBuffer, VirtIONet};
 use virtio_drivers::transport::DeviceType;
 use virtio_drivers::transport::pci::PciTransport;
+
+use root_partition::services::mgmt::Addressing;
+use root_partition::services::network::ping::Pinger;
 
 use crate::hal::dma::RootHal;
 use crate::virtio;
@@ -45,9 +43,8 @@ pub const GATEWAY: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
 const BUFFER: usize = 2048;
 /// Descriptors per queue.
 const QUEUE: usize = 16;
-/// How long the self-test waits, in time-stamp cycles (a few seconds on
-/// any machine QEMU runs on).
-const PATIENCE: u64 = 20_000_000_000;
+/// How long the self-test waits for the gateway's reply.
+const PATIENCE_NS: u64 = 10_000_000_000;
 
 type Nic = VirtIONet<RootHal, PciTransport, QUEUE>;
 
@@ -234,10 +231,10 @@ impl Device for Network {
     }
 }
 
-fn now() -> Instant {
-    // About a microsecond per thousand cycles: smoltcp only needs time to
-    // move forward for its ARP and retransmission timers.
-    Instant::from_micros((partition_rt::rdtsc() / 1000) as i64)
+/// The node's clock.
+fn now_ns() -> u64 {
+    use root_partition::hv::Kernel;
+    crate::hal::kernel::HwKernel.now_ns()
 }
 
 /// `selftest=network`: brings the interface up at [`ADDRESS`], resolves
@@ -254,59 +251,17 @@ pub fn ping_gateway() -> Result<String, String> {
 }
 
 fn ping(net: &mut Network) -> Result<String, String> {
-    let net = &mut *net;
     let mac = EthernetAddress(net.nic.mac_address());
-    let config = Config::new(HardwareAddress::Ethernet(mac));
-    let mut iface = Interface::new(config, net, now());
-    iface.update_ip_addrs(|addrs| {
-        let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(ADDRESS), 24));
-    });
-    iface
-        .routes_mut()
-        .add_default_ipv4_route(GATEWAY)
-        .map_err(|e| format!("default route: {e:?}"))?;
-    let socket = icmp::Socket::new(
-        icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 1024]),
-        icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 1024]),
-    );
-    let mut sockets = SocketSet::new(vec![]);
-    let handle = sockets.add(socket);
-    const IDENT: u16 = 0xc0de;
-    sockets
-        .get_mut::<icmp::Socket<'_>>(handle)
-        .bind(icmp::Endpoint::Ident(IDENT))
-        .map_err(|e| format!("icmp bind: {e:?}"))?;
-    let payload = b"capvisor root ping";
-    let mut sent = false;
-    let start = partition_rt::rdtsc();
+    let at = Addressing {
+        mac,
+        address: ADDRESS,
+        prefix: 24,
+        gateway: GATEWAY,
+    };
+    let mut pinger = Pinger::new(net, at, now_ns(), PATIENCE_NS)?;
     loop {
-        iface.poll(now(), net, &mut sockets);
-        let socket = sockets.get_mut::<icmp::Socket<'_>>(handle);
-        if !sent && socket.can_send() {
-            let repr = Icmpv4Repr::EchoRequest {
-                ident: IDENT,
-                seq_no: 1,
-                data: payload,
-            };
-            let buffer = socket
-                .send(repr.buffer_len(), IpAddress::Ipv4(GATEWAY))
-                .map_err(|e| format!("icmp send: {e:?}"))?;
-            repr.emit(
-                &mut Icmpv4Packet::new_unchecked(buffer),
-                &DeviceCapabilities::default().checksum,
-            );
-            sent = true;
-        }
-        if socket.can_recv() {
-            let (bytes, from) = socket.recv().map_err(|e| format!("icmp recv: {e:?}"))?;
-            let packet = Icmpv4Packet::new_checked(bytes).map_err(|e| format!("reply: {e:?}"))?;
-            let repr = Icmpv4Repr::parse(&packet, &DeviceCapabilities::default().checksum)
-                .map_err(|e| format!("reply: {e:?}"))?;
-            if let Icmpv4Repr::EchoReply { ident, data, .. } = repr
-                && ident == IDENT
-                && data == payload
-                && from == IpAddress::Ipv4(GATEWAY)
-            {
+        match pinger.poll(net, now_ns()) {
+            Some(Ok(())) => {
                 let taken = net.take_interrupts();
                 let line = ipc::markers::NetworkUp {
                     address: &format!("{ADDRESS}"),
@@ -317,15 +272,9 @@ fn ping(net: &mut Network) -> Result<String, String> {
                 };
                 return Ok(format!("{line}"));
             }
+            Some(Err(e)) => return Err(format!("{e}, {} interrupts", net.take_interrupts())),
+            None => {}
         }
-        if partition_rt::rdtsc().wrapping_sub(start) > PATIENCE {
-            return Err(format!(
-                "no echo reply from {GATEWAY} (sent: {sent}, {} interrupts)",
-                net.take_interrupts()
-            ));
-        }
-        // Sleep until the NIC interrupts, but not past the deadline: the
-        // device's interrupt is the event; the spin bounds a lost one.
         let seen = net.take_interrupts();
         for _ in 0..100_000 {
             if net.take_interrupts() != seen || net.nic.can_recv() {

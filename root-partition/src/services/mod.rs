@@ -2,4 +2,5 @@
 //! fakes of what it drives (DESIGN.md, "The root partition as a node").
 
 pub mod mgmt;
+pub mod network;
 pub mod vm;

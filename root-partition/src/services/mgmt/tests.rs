@@ -1,66 +1,9 @@
 //! The status service over a wire to a client stack, both smoltcp.
 
-use std::collections::VecDeque;
-
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 
 use super::*;
-
-type Queue = Rc<RefCell<VecDeque<Vec<u8>>>>;
-
-/// One end of an Ethernet wire: frames sent appear at the other end.
-struct End {
-    rx: Queue,
-    tx: Queue,
-}
-
-fn wire() -> (End, End) {
-    let (a, b) = (Queue::default(), Queue::default());
-    (
-        End {
-            rx: a.clone(),
-            tx: b.clone(),
-        },
-        End { rx: b, tx: a },
-    )
-}
-
-struct Rx(Vec<u8>);
-struct Tx(Queue);
-
-impl phy::RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl phy::TxToken for Tx {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut frame = vec![0; len];
-        let r = f(&mut frame);
-        self.0.borrow_mut().push_back(frame);
-        r
-    }
-}
-
-impl phy::Device for End {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx;
-    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx)> {
-        let frame = self.rx.borrow_mut().pop_front()?;
-        Some((Rx(frame), Tx(self.tx.clone())))
-    }
-    fn transmit(&mut self, _: Instant) -> Option<Tx> {
-        Some(Tx(self.tx.clone()))
-    }
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = 1514;
-        caps
-    }
-}
+use crate::testing::wire::{End, wire};
 
 const NODE: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
 const CLIENT: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
