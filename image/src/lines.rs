@@ -8,7 +8,8 @@
 //! A line counts when it holds code: blank lines and lines that are only
 //! a comment (`//`, `///`, `//!`) do not. Test code does not count: files
 //! named `tests.rs` or `*_tests.rs`, modules declared under `#[cfg(test)]`
-//! (`#[cfg(test)] mod x;` and inline `#[cfg(test)] mod x { ... }`).
+//! (`#[cfg(test)] mod x;` and inline `#[cfg(test)] mod x { ... }`) or
+//! `#[cfg(any(test, ...))]` (test support that other crates' tests share).
 //! Modules are found by following `mod NAME;` declarations from the crate
 //! root (`NAME.rs` or `NAME/mod.rs` beside the declaring file, or in the
 //! declaring file's own folder for a non-root file named other than
@@ -183,7 +184,7 @@ pub fn parse(text: &str) -> Parsed {
         if line.is_empty() || line.starts_with("//") {
             continue;
         }
-        if line.starts_with("#[cfg(test)]") {
+        if line.starts_with("#[cfg(test)]") || line.starts_with("#[cfg(any(test,") {
             test_attr = true;
             continue;
         }
@@ -251,6 +252,14 @@ mod tests {
         assert_eq!(p.modules, vec![String::from("real")]);
         // use a; fn f() {; 1; }; pub mod real; mod x {..}
         assert_eq!(p.lines, 6);
+    }
+
+    #[test]
+    fn test_support_for_other_crates_does_not_count() {
+        let text = "#[cfg(any(test, feature = \"testkit\"))]\npub mod fake;\npub mod real;\n";
+        let p = parse(text);
+        assert_eq!(p.modules, vec![String::from("real")]);
+        assert_eq!(p.lines, 1);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! tests. The format and the states are in `docs/vm-definition.md`.
 
 pub mod definition;
+#[cfg(any(test, feature = "testkit"))]
 pub mod fake;
 pub mod hypervisor;
 pub mod manager;
