@@ -17,6 +17,7 @@ pub mod layout;
 pub mod migrate;
 pub mod node;
 pub mod partition;
+pub mod selftest;
 pub mod services;
 #[cfg(test)]
 mod testing;

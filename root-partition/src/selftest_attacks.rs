@@ -1,30 +1,38 @@
-//! The root's test-only attack modes (`ipc::platform`): a hostile root
-//! tries to reset or power off the machine behind the microkernel, to
-//! write the hypervisor's memory with QEMU's fw_cfg DMA engine, and to
-//! crash the microkernel with message interrupts on vectors it does not
-//! use. Each attack prints what it tries and whether the microkernel
-//! refused it; an attack that works usually prints nothing more (the
-//! machine resets or powers off, or the microkernel dies).
+//! The root's test-only attack modes on the machine (`ipc::platform`): a
+//! hostile root tries to reset or power off the machine behind the
+//! microkernel, to write the hypervisor's memory with QEMU's fw_cfg DMA
+//! engine, and to crash the microkernel with message interrupts on vectors
+//! it does not use. Each attack prints what it tries and whether the
+//! microkernel refused it; an attack that works usually prints nothing
+//! more (the machine resets or powers off, or the microkernel dies).
 //!
 //! Also the root's side of the `Reset` call and of the PCI configuration
 //! measurement (`bench=pci-config`).
 //!
+//! The bookkeeping, the power calls and the verdicts are the library's
+//! (`root_partition::selftest::attacks`, host-tested against the kernel
+//! core); what stays here is what only the machine answers: port I/O,
+//! PCI configuration, the fw_cfg DMA engine and the HPET's registers.
+//!
 //! # Invariants
-//! - Every attack prints one [`RootAttack`] line and counts once in the
-//!   [`RootAttacksDone`] line.
+//! - Every attack prints one `RootAttack` line and counts once in the
+//!   `RootAttacksDone` line (the library's `Tally`).
 //! - What an attack changed when it was not refused is put back (a device
 //!   register), so the run goes on as far as it can.
 
-use ipc::boot::{BootInfo, cap_kind};
-use ipc::hypercall::{Call, SlotHandle};
+use ipc::boot::BootInfo;
+use ipc::hypercall::SlotHandle;
 use ipc::platform::{
-    ATTACK_DMA_TARGET, BENCH_PCI_CONFIG, DMA_ATTACKS, PciConfigBench, RESET_ATTACKS, RootAttack,
-    RootAttackStart, RootAttacksDone, SELFTEST_ATTACK_DMA, SELFTEST_ATTACK_RESET, SELFTEST_RESET,
+    BENCH_PCI_CONFIG, DMA_ATTACKS, PciConfigBench, RESET_ATTACKS, SELFTEST_ATTACK_DMA,
+    SELFTEST_ATTACK_RESET, SELFTEST_RESET,
 };
 use partition_rt::arch::{inb, inl, outb, outl, outw};
-use partition_rt::hypercall;
+use root_partition::selftest::attacks::{
+    self, APIC_WINDOW, HPET_MESSAGES, dma_done, fsb_route, fw_cfg_descriptor, hpet_plan,
+};
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction};
 
+use crate::hal::kernel::HwKernel;
 use crate::hal::pci::PortCam;
 
 macro_rules! println {
@@ -33,108 +41,41 @@ macro_rules! println {
     };
 }
 
+/// The attack modes' tally (`root_partition::selftest::attacks::Tally`)
+/// on the machine.
+type Tally = attacks::Tally<'static, HwKernel>;
+
 /// Runs the attack modes and the measurement the command line asks for.
 pub fn run(info: &BootInfo) {
     if info.has_flag(BENCH_PCI_CONFIG) {
         println!("{}", pci_config_bench());
     }
     if info.has_flag(SELFTEST_ATTACK_RESET) {
-        let mut tally = Tally::new(info);
+        let mut tally = Tally::new(&HwKernel);
         reset_attacks(&mut tally);
         tally.done(RESET_ATTACKS);
     }
     if info.has_flag(SELFTEST_ATTACK_DMA) {
-        let mut tally = Tally::new(info);
+        let mut tally = Tally::new(&HwKernel);
         dma_attacks(info, &mut tally);
         tally.done(DMA_ATTACKS);
     }
     if info.has_flag(SELFTEST_RESET) {
-        match authority(info) {
-            Some(partition) => {
-                println!("root partition: asking the microkernel for a reset");
-                let result = hypercall(&Call::Reset { partition });
-                println!("root partition: reset refused: {result:?}");
-            }
-            None => println!("root partition: no partition capability to reset with"),
-        }
+        attacks::request_reset(&HwKernel, authority(info));
     }
 }
 
 /// The root's capability on itself (from the boot page).
 pub fn authority(info: &BootInfo) -> Option<SlotHandle> {
-    let cap = info.caps().iter().find(|c| c.kind == cap_kind::PARTITION)?;
-    SlotHandle::from_raw(cap.slot).ok()
+    attacks::authority(info)
 }
 
 /// Ends the run through the microkernel's `PowerOff` call; if that is
 /// refused, halts with interrupts off (which the microkernel takes for a
 /// power-off too).
 pub fn power_off(info: &BootInfo) -> ! {
-    if let Some(partition) = authority(info) {
-        let result = hypercall(&Call::PowerOff { partition });
-        println!("root partition: PowerOff refused: {result:?}");
-    }
+    attacks::request_power_off(&HwKernel, authority(info));
     crate::hal::power_off()
-}
-
-/// Counts attacks and refusals, and waits long enough after each for a
-/// reset or power-off to take effect.
-struct Tally {
-    made: u32,
-    refused: u32,
-    /// Time-stamp counter ticks per millisecond.
-    tsc_khz: u64,
-}
-
-impl Tally {
-    fn new(info: &BootInfo) -> Tally {
-        Tally {
-            made: 0,
-            refused: 0,
-            tsc_khz: u64::from(info.tsc_khz.max(1000)),
-        }
-    }
-
-    fn start(&self, name: &str) {
-        println!("{}", RootAttackStart(name));
-    }
-
-    /// Lets `ms` milliseconds pass (a reset request, a message interrupt
-    /// or a DMA transfer completes meanwhile).
-    fn settle(&self, ms: u64) {
-        let start = partition_rt::rdtsc();
-        while partition_rt::rdtsc().wrapping_sub(start) < ms * self.tsc_khz {
-            core::hint::spin_loop();
-        }
-    }
-
-    fn outcome(&mut self, name: &str, refused: bool, detail: core::fmt::Arguments<'_>) {
-        self.made += 1;
-        if refused {
-            self.refused += 1;
-        }
-        println!(
-            "{}",
-            RootAttack {
-                name,
-                refused,
-                detail
-            }
-        );
-    }
-
-    fn done(&self, expected: u32) {
-        if self.made != expected {
-            println!("root attacks: FAILED: made {} of {expected}", self.made);
-        }
-        println!(
-            "{}",
-            RootAttacksDone {
-                refused: self.refused,
-                total: self.made
-            }
-        );
-    }
 }
 
 /// The function on bus 0 with vendor and device id `ids` (vendor in bits 15:0), if any.
@@ -275,11 +216,6 @@ const FW_CFG_DMA_LOW: u16 = 0x518;
 /// Item 0: the signature "QEMU"; item 1: the features (3 = traditional + DMA).
 const FW_CFG_SIGNATURE: u16 = 0;
 const FW_CFG_ID: u16 = 1;
-const DMA_CONTROL_ERROR: u32 = 1;
-const DMA_CONTROL_READ: u32 = 1 << 1;
-const DMA_CONTROL_SELECT: u32 = 1 << 3;
-/// The local APIC's window: a write there is a message interrupt.
-const APIC_WINDOW: u64 = 0xfee0_0000;
 
 /// fw_cfg's signature as the root reads it through the data port.
 fn fw_cfg_signature() -> [u8; 4] {
@@ -296,11 +232,7 @@ fn fw_cfg_signature() -> [u8; 4] {
 /// host-physical `target`; returns the control word the device left in
 /// the descriptor (0 = done, bit 0 = error; unchanged if nothing ran).
 fn fw_cfg_dma(descriptor: *mut u8, item: u16, length: u32, target: u64) -> u32 {
-    let control = (u32::from(item) << 16) | DMA_CONTROL_SELECT | DMA_CONTROL_READ;
-    let mut bytes = [0u8; 16];
-    bytes[0..4].copy_from_slice(&control.to_be_bytes());
-    bytes[4..8].copy_from_slice(&length.to_be_bytes());
-    bytes[8..16].copy_from_slice(&target.to_be_bytes());
+    let bytes = fw_cfg_descriptor(item, length, target);
     let address = descriptor as u64;
     // SAFETY: `descriptor` is a zeroed heap page of the root's, identity
     // mapped, used only by this attack; volatile because the device
@@ -341,17 +273,12 @@ fn dma_attacks(info: &BootInfo, t: &mut Tally) {
         ),
     );
 
-    let target = info
-        .cmdline()
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(ATTACK_DMA_TARGET))
-        .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
-        .unwrap_or(info.hypervisor_image.start);
+    let target = attacks::dma_target(info);
     let name = "fw_cfg DMA into the hypervisor image";
     t.start(name);
     let control = fw_cfg_dma(page, FW_CFG_SIGNATURE, 4, target);
     t.settle(10);
-    let done = reachable && control & DMA_CONTROL_ERROR == 0;
+    let done = dma_done(reachable, control);
     t.outcome(
         name,
         !done,
@@ -362,7 +289,7 @@ fn dma_attacks(info: &BootInfo, t: &mut Tally) {
     t.start(name);
     let control = fw_cfg_dma(page, FW_CFG_ID, 4, APIC_WINDOW);
     t.settle(20);
-    let done = reachable && control & DMA_CONTROL_ERROR == 0;
+    let done = dma_done(reachable, control);
     t.outcome(
         name,
         !done,
@@ -411,39 +338,17 @@ fn hpet_write(register: u64, value: u64) {
     unsafe { core::ptr::write_volatile((HPET_BASE + register) as *mut u64, value) };
 }
 
-/// Sends six message interrupts through the HPET's timers: vectors 3
-/// (an exception vector without error code), 14 (one with), 0x99 (a
-/// vector the microkernel has no use for), 0xee (in the microkernel's
-/// message range, held by no interrupt object), 0xff (the local APIC's
-/// spurious vector, which a real spurious interrupt never leaves in
-/// service) and an NMI. Returns how many, or `None` without an HPET.
+/// Sends the six message interrupts of [`HPET_MESSAGES`] through the
+/// HPET's timers, each 5 ms ahead. Returns how many, or `None` without an
+/// HPET.
 fn hpet_messages(t: &Tally) -> Option<u32> {
-    let caps = hpet_read(HPET_CAPABILITIES);
-    if caps == u64::MAX || caps == 0 {
-        return None;
-    }
-    let timers = ((caps >> 8) & 0x1f) + 1;
-    let period_fs = (caps >> 32).max(1);
-    // 5 ms ahead.
-    let ahead = 5_000_000_000_000 / period_fs;
-    // (timer, MSI data): fixed delivery of a vector, or NMI delivery (0x400).
-    let messages = [
-        (0, 0x03u64),
-        (1, 0x0e),
-        (2, 0x99),
-        (0, 0xee),
-        (1, 0xff),
-        (0, 0x400),
-    ];
+    let (timers, ahead) = hpet_plan(hpet_read(HPET_CAPABILITIES))?;
     hpet_write(HPET_CONFIG, hpet_read(HPET_CONFIG) | 1);
     let mut sent = 0;
-    for (timer, data) in messages {
+    for (timer, data) in HPET_MESSAGES {
         let timer = timer % timers;
         hpet_write(hpet_timer(timer, TIMER_CONFIG), 0);
-        hpet_write(
-            hpet_timer(timer, TIMER_FSB_ROUTE),
-            (0xfee0_0000 << 32) | data,
-        );
+        hpet_write(hpet_timer(timer, TIMER_FSB_ROUTE), fsb_route(data));
         let now = hpet_read(HPET_COUNTER);
         hpet_write(hpet_timer(timer, TIMER_COMPARATOR), now.wrapping_add(ahead));
         hpet_write(hpet_timer(timer, TIMER_CONFIG), TIMER_ENABLE_FSB);
