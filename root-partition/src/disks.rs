@@ -484,6 +484,42 @@ pub fn sector_buffer(sectors: usize) -> Vec<u8> {
     vec![0; sectors * SECTOR]
 }
 
+/// The storage benchmark's root side: reads `BENCH_SEQUENTIAL_BYTES` of
+/// `/FILE` (a VHD on `volume`) in `BENCH_SEQUENTIAL_REQUEST` requests, then
+/// `BENCH_RANDOM_READS` random 4 KiB reads, straight through the storage
+/// stack, timing each phase with `ticks` (the time-stamp counter).
+pub fn bench_direct<D: BlockDevice>(
+    volume: &SharedVolume<D>,
+    file: &str,
+    mut ticks: impl FnMut() -> u64,
+) -> Result<ipc::disk::BenchResult<'static>, String> {
+    use ipc::disk::{
+        BENCH_RANDOM_READS, BENCH_SEQUENTIAL_BYTES, BENCH_SEQUENTIAL_REQUEST, bench_random_offset,
+    };
+    let mut luns = Luns::new(volume);
+    luns.attach(0, &alloc::format!("/{file}"))
+        .map_err(|e| alloc::format!("{file}: {e:?}"))?;
+    let mut buf = alloc::vec![0u8; BENCH_SEQUENTIAL_REQUEST as usize];
+    let start = ticks();
+    for offset in (0..BENCH_SEQUENTIAL_BYTES).step_by(BENCH_SEQUENTIAL_REQUEST as usize) {
+        luns.read(0, offset / SECTOR as u64, &mut buf)
+            .map_err(|e| alloc::format!("{file}: {e:?}"))?;
+    }
+    let sequential_cycles = ticks().wrapping_sub(start);
+    let start = ticks();
+    for i in 0..BENCH_RANDOM_READS {
+        luns.read(0, bench_random_offset(i) / SECTOR as u64, &mut buf[..4096])
+            .map_err(|e| alloc::format!("{file}: {e:?}"))?;
+    }
+    let random_cycles = ticks().wrapping_sub(start);
+    let _ = luns.detach(0);
+    Ok(ipc::disk::BenchResult {
+        who: ipc::disk::ROOT_DIRECT,
+        sequential_cycles,
+        random_cycles,
+    })
+}
+
 #[cfg(test)]
 #[path = "disks_tests.rs"]
 mod tests;

@@ -246,3 +246,33 @@ fn flushed_writes_survive_remounting_the_volume() {
     luns.read(0, 2048, &mut back).unwrap();
     assert!(back.iter().all(|&b| b == 0x5a));
 }
+
+#[test]
+fn the_direct_benchmark_reads_its_file_and_times_both_phases() {
+    let (volume, _) = volume();
+    volume.lock().create("/bench.vhd").unwrap();
+    let mut b = Vhd::create_dynamic(
+        VolumeFile::open(&volume, "/bench.vhd").unwrap(),
+        &new_disk(24 * MIB, 9),
+    )
+    .unwrap();
+    b.flush().unwrap();
+    drop(b);
+    let mut clock = 0;
+    let r = bench_direct(&volume, "bench.vhd", || {
+        clock += 10;
+        clock
+    })
+    .unwrap();
+    assert_eq!(r.who, ipc::disk::ROOT_DIRECT);
+    // Each phase is measured by two looks at the clock.
+    assert_eq!((r.sequential_cycles, r.random_cycles), (10, 10));
+    // The LUN is detached again: the file can be attached anew.
+    let mut luns = Luns::new(&volume);
+    assert!(luns.attach(0, "/bench.vhd").is_ok());
+    assert!(
+        bench_direct(&volume, "missing.vhd", || 0)
+            .unwrap_err()
+            .starts_with("missing.vhd")
+    );
+}

@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use ipc::boot::BootInfo;
 use ipc::disk::BenchResult;
 use partition_rt::sync::SpinLock;
-use root_partition::disks::{self, Luns, SECTOR, SectorBytes, SharedVolume};
+use root_partition::disks::{self, SectorBytes, SharedVolume};
 
 use crate::blk::{self, CHUNK_SECTORS, Disk};
 
@@ -85,30 +85,6 @@ pub fn start(info: &BootInfo) {
 /// child's run through VMBus is compared with): the same reads, through
 /// the same VHD and volume code, without VMBus.
 pub fn bench_direct(file: &str) -> Result<BenchResult<'static>, String> {
-    use ipc::disk::{
-        BENCH_RANDOM_READS, BENCH_SEQUENTIAL_BYTES, BENCH_SEQUENTIAL_REQUEST, bench_random_offset,
-    };
     let volume = volume().ok_or_else(|| String::from("no data volume"))?;
-    let mut luns = Luns::new(&volume);
-    luns.attach(0, &alloc::format!("/{file}"))
-        .map_err(|e| alloc::format!("{file}: {e:?}"))?;
-    let mut buf = alloc::vec![0u8; BENCH_SEQUENTIAL_REQUEST as usize];
-    let start = partition_rt::rdtsc();
-    for offset in (0..BENCH_SEQUENTIAL_BYTES).step_by(BENCH_SEQUENTIAL_REQUEST as usize) {
-        luns.read(0, offset / SECTOR as u64, &mut buf)
-            .map_err(|e| alloc::format!("{file}: {e:?}"))?;
-    }
-    let sequential_cycles = partition_rt::rdtsc().wrapping_sub(start);
-    let start = partition_rt::rdtsc();
-    for i in 0..BENCH_RANDOM_READS {
-        luns.read(0, bench_random_offset(i) / SECTOR as u64, &mut buf[..4096])
-            .map_err(|e| alloc::format!("{file}: {e:?}"))?;
-    }
-    let random_cycles = partition_rt::rdtsc().wrapping_sub(start);
-    let _ = luns.detach(0);
-    Ok(BenchResult {
-        who: ipc::disk::ROOT_DIRECT,
-        sequential_cycles,
-        random_cycles,
-    })
+    disks::bench_direct(&volume, file, partition_rt::rdtsc)
 }
