@@ -36,6 +36,19 @@ impl Scratch for super::scratch::Scratch {
 }
 
 impl Kernel for HwKernel {
+    type Rings = partition_rt::SharedRingMemory;
+
+    fn map_rings(
+        &self,
+        root: ipc::hypercall::SlotHandle,
+        memory: ipc::hypercall::SlotHandle,
+        first_page: u64,
+        gpa: u64,
+        pages: u64,
+    ) -> Result<Self::Rings, Status> {
+        super::map_rings(root, memory, first_page, gpa, pages)
+    }
+
     fn call(&self, call: &Call) -> Result<Results, Status> {
         if buffer_of(call).is_some() {
             return Err(Status::InvalidArgument);

@@ -5,15 +5,17 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::rc::Rc;
 use std::string::String;
 use std::vec::Vec;
 
 use ipc::boot::{BootCap, BootInfo, PhysRange, cap_kind};
-use ipc::hypercall::{Call, Status};
+use ipc::hypercall::{Call, Rights, SlotHandle, Status};
+use ipc::vmbus::memory::RingMemory;
 use microkernel::object::ObjectKind;
 use microkernel::testkit::Host;
 
-use super::{Kernel, Results, Scratch, buffer_of};
+use super::{Kernel, Results, Scratch, SplitRings, buffer_of};
 
 /// First byte of the fake root's RAM.
 pub const RAM_BASE: u64 = 0x10_0000;
@@ -25,8 +27,9 @@ pub const TSC_KHZ: u64 = 1_000_000;
 
 /// The kernel core on the host, as the root sees it.
 pub struct FakeKernel {
-    /// The kernel core and its machine (tests look inside).
-    pub host: RefCell<Host>,
+    /// The kernel core and its machine (tests look inside; shared with the
+    /// ring memory [`Kernel::map_rings`] hands out).
+    pub host: Rc<RefCell<Host>>,
     /// Console lines printed by the root, in order.
     pub lines: RefCell<Vec<String>>,
     /// The counter (tests move it with [`FakeKernel::advance_ns`]).
@@ -47,7 +50,7 @@ impl FakeKernel {
     pub fn new() -> Self {
         let host = Host::new(2, (RAM_BASE, RAM_BYTES / 4096), &[10, 11], &[(0x3f8, 8)]);
         let mut kernel = FakeKernel {
-            host: RefCell::new(host),
+            host: Rc::new(RefCell::new(host)),
             lines: RefCell::new(Vec::new()),
             tsc: Cell::new(1),
             scratch_address: 0,
@@ -114,6 +117,133 @@ impl FakeKernel {
     pub fn write(&self, address: u64, bytes: &[u8]) {
         self.host.borrow_mut().write(address, bytes);
     }
+
+    /// Ring memory over the machine's RAM at host-physical `address` (a
+    /// child's side of its rings, in tests).
+    pub fn physical_rings(&self, address: u64, len: usize) -> FakeRings {
+        FakeRings {
+            host: self.host.clone(),
+            slat: None,
+            base: address,
+            len,
+        }
+    }
+
+    /// The root's SLAT (the machine's first).
+    pub fn root_slat(&self) -> u64 {
+        *self
+            .host
+            .borrow()
+            .m
+            .slats
+            .keys()
+            .next()
+            .expect("the root's SLAT")
+    }
+
+    /// Where the root's `gpa` leads in its SLAT (host-physical), if mapped.
+    pub fn root_translate(&self, gpa: u64) -> Option<u64> {
+        let slat = self.root_slat();
+        let host = self.host.borrow();
+        host.m.slats[&slat]
+            .get(&(gpa & !0xfff))
+            .map(|e| e.0 + (gpa & 0xfff))
+    }
+}
+
+/// Ring memory of the fake machine: the root's guest-physical addresses
+/// looked up in its SLAT at every access (so unmapped pages read zeros and
+/// drop writes, as a fault would stop the root), or host-physical ones.
+#[derive(Clone)]
+pub struct FakeRings {
+    host: Rc<RefCell<Host>>,
+    /// The SLAT the addresses go through (`None`: host-physical).
+    slat: Option<u64>,
+    base: u64,
+    len: usize,
+}
+
+impl FakeRings {
+    /// Calls `f` with each (host-physical address, offset in the access,
+    /// bytes) piece of `[offset, offset + len)` that lies in one page;
+    /// unmapped pieces get `None`.
+    fn pieces(&self, offset: usize, len: usize, mut f: impl FnMut(Option<u64>, usize, usize)) {
+        let Some(end) = offset.checked_add(len).filter(|&e| e <= self.len) else {
+            return;
+        };
+        let host = self.host.borrow();
+        let mut at = offset;
+        while at < end {
+            let address = self.base + at as u64;
+            let n = (4096 - (address & 0xfff) as usize).min(end - at);
+            let physical = match self.slat {
+                None => Some(address),
+                Some(slat) => host
+                    .m
+                    .slats
+                    .get(&slat)
+                    .and_then(|s| s.get(&(address & !0xfff)).map(|e| e.0 + (address & 0xfff))),
+            };
+            f(physical, at - offset, n);
+            at += n;
+        }
+    }
+}
+
+impl SplitRings for FakeRings {
+    fn split_at(self, at: usize) -> (Self, Self) {
+        let at = at.min(self.len) & !3;
+        let second = FakeRings {
+            host: self.host.clone(),
+            slat: self.slat,
+            base: self.base + at as u64,
+            len: self.len - at,
+        };
+        (FakeRings { len: at, ..self }, second)
+    }
+}
+
+impl RingMemory for FakeRings {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn load_u32_acquire(&self, offset: usize) -> u32 {
+        let mut bytes = [0u8; 4];
+        if offset.is_multiple_of(4) {
+            self.read(offset, &mut bytes);
+        }
+        u32::from_le_bytes(bytes)
+    }
+
+    fn store_u32_release(&self, offset: usize, value: u32) {
+        if offset.is_multiple_of(4) {
+            self.write(offset, &value.to_le_bytes());
+        }
+    }
+
+    fn read(&self, offset: usize, buf: &mut [u8]) {
+        let mut pieces = Vec::new();
+        self.pieces(offset, buf.len(), |p, at, n| pieces.push((p, at, n)));
+        let host = self.host.borrow();
+        for (physical, at, n) in pieces {
+            match physical {
+                Some(p) => host.read(p, &mut buf[at..at + n]),
+                None => buf[at..at + n].fill(0),
+            }
+        }
+    }
+
+    fn write(&self, offset: usize, data: &[u8]) {
+        let mut pieces = Vec::new();
+        self.pieces(offset, data.len(), |p, at, n| pieces.push((p, at, n)));
+        let mut host = self.host.borrow_mut();
+        for (physical, at, n) in pieces {
+            if let Some(p) = physical {
+                host.write(p, &data[at..at + n]);
+            }
+        }
+    }
 }
 
 /// The fake scratch page: a copy of the root's page, written back around
@@ -147,6 +277,33 @@ impl Scratch for FakeScratch<'_> {
 }
 
 impl Kernel for FakeKernel {
+    type Rings = FakeRings;
+
+    fn map_rings(
+        &self,
+        root: SlotHandle,
+        memory: SlotHandle,
+        first_page: u64,
+        gpa: u64,
+        pages: u64,
+    ) -> Result<FakeRings, Status> {
+        let len = pages.checked_mul(4096).ok_or(Status::InvalidArgument)?;
+        self.call(&Call::MemoryMap {
+            partition: root,
+            memory,
+            first_page,
+            gpa,
+            pages,
+            access: Rights::READ | Rights::WRITE,
+        })?;
+        Ok(FakeRings {
+            host: self.host.clone(),
+            slat: Some(self.root_slat()),
+            base: gpa,
+            len: len as usize,
+        })
+    }
+
     fn call(&self, call: &Call) -> Result<Results, Status> {
         if buffer_of(call).is_some() {
             return Err(Status::InvalidArgument);

@@ -32,8 +32,36 @@ pub trait Scratch {
     fn call(&mut self, call: &Call) -> Result<Results, Status>;
 }
 
+/// Child pages mapped into the root for VMBus rings and buffers
+/// ([`Kernel::map_rings`]): ring memory that splits in two.
+pub trait SplitRings: ipc::vmbus::memory::RingMemory + Sized {
+    /// Splits into `[0, at)` and `[at, len)`.
+    fn split_at(self, at: usize) -> (Self, Self);
+}
+
+impl SplitRings for partition_rt::SharedRingMemory {
+    fn split_at(self, at: usize) -> (Self, Self) {
+        partition_rt::SharedRingMemory::split_at(self, at)
+    }
+}
+
 /// The microkernel, to the root's services.
 pub trait Kernel {
+    /// Child pages mapped into the root, as ring memory.
+    type Rings: SplitRings;
+
+    /// Maps `pages` pages of memory object `memory` from `first_page` into
+    /// partition `root` at `gpa` (read-write, `MemoryMap`) and returns them
+    /// as ring memory.
+    fn map_rings(
+        &self,
+        root: SlotHandle,
+        memory: SlotHandle,
+        first_page: u64,
+        gpa: u64,
+        pages: u64,
+    ) -> Result<Self::Rings, Status>;
+
     /// Makes a hypercall that names no buffer of the caller's (a call that
     /// does is refused with [`Status::InvalidArgument`]: use
     /// [`Kernel::scratch`]).

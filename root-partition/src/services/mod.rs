@@ -4,3 +4,4 @@
 pub mod mgmt;
 pub mod network;
 pub mod vm;
+pub mod vmbus;
