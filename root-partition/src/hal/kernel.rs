@@ -67,6 +67,12 @@ impl Kernel for HwKernel {
         partition_rt::console::print_line(line);
     }
 
+    fn fill_ram(&self, base: u64, len: u64, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), Status> {
+        let mut lease = super::ram::lease(base, len).map_err(|_| Status::InvalidArgument)?;
+        fill(lease.bytes());
+        Ok(())
+    }
+
     fn ticks(&self) -> u64 {
         partition_rt::rdtsc()
     }

@@ -329,6 +329,28 @@ impl Kernel for FakeKernel {
         self.lines.borrow_mut().push(line.to_string());
     }
 
+    fn fill_ram(&self, base: u64, len: u64, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), Status> {
+        let end = base.checked_add(len).ok_or(Status::InvalidArgument)?;
+        if len == 0 || !base.is_multiple_of(4096) || base < RAM_BASE || end > RAM_BASE + RAM_BYTES {
+            return Err(Status::InvalidArgument);
+        }
+        if self.busy.replace(true) {
+            return Err(Status::InvalidArgument);
+        }
+        let mut bytes = vec![0u8; len as usize];
+        self.read(base, &mut bytes);
+        let before = bytes.clone();
+        fill(&mut bytes);
+        // Only the pages written (unwritten pages are not stored).
+        for (i, (new, old)) in bytes.chunks(4096).zip(before.chunks(4096)).enumerate() {
+            if new != old {
+                self.write(base + i as u64 * 4096, new);
+            }
+        }
+        self.busy.set(false);
+        Ok(())
+    }
+
     fn ticks(&self) -> u64 {
         let t = self.tsc.get();
         // Time passes a little with every look at the clock, as it does

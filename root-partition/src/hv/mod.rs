@@ -78,6 +78,13 @@ pub trait Kernel {
     /// Time-stamp counter ticks per millisecond.
     fn tsc_khz(&self) -> u64;
 
+    /// Prepares `[base, base + len)` of the root's own RAM (a range of the
+    /// child pool no partition has yet) by running `fill` on its bytes,
+    /// held exclusively meanwhile: how a child's memory is loaded before
+    /// the root donates it. [`Status::InvalidArgument`] when the range is
+    /// not the root's to fill (outside the pool, unaligned, or in use).
+    fn fill_ram(&self, base: u64, len: u64, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), Status>;
+
     /// Nanoseconds since the counter started.
     fn now_ns(&self) -> u64 {
         ipc::hypercall::timer::clock_ns(self.ticks(), self.tsc_khz())

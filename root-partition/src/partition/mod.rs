@@ -1,12 +1,20 @@
 //! Partitions as the root builds and holds them: the root's view of
 //! itself from the boot page ([`Root`], [`discover`]), its memory plan
 //! (heap, scratch page, the pool children come from: [`heap_range`],
-//! [`place`]), and a child as the root holds it ([`Child`]).
+//! [`place`]), a child as the root holds it ([`Child`]), the one path
+//! that builds a partition ([`build`]: a new child, a migration target, a
+//! restored child) and what the root does to a child by hypercalls
+//! ([`control`]: destroy, forget, pause, resume, stop, watch).
 
 use ipc::boot::{BootInfo, PhysRange, cap_kind};
 use ipc::hypercall::{SlotHandle, Status};
 
 use crate::config::ChildSpec;
+
+pub mod build;
+pub mod control;
+
+pub use build::{Built, Ports, Purpose, build};
 
 /// Most children alive at once.
 pub const MAX_CHILDREN: usize = 8;
@@ -167,3 +175,6 @@ pub fn place(root: &Root, children: &[Option<Child>], bytes: u64) -> Option<u64>
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod build_tests;
