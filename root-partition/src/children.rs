@@ -1,21 +1,26 @@
-//! Running a scenario: preparing, creating and starting children through
-//! hypercalls, pausing, resuming and destroying them, the dirty-logging
-//! check, and watching every child until it ends.
+//! Running a scenario (`run`, the `boot.cfg` interpreter) and the thin
+//! adapters the rest of the binary uses: a new child built through the
+//! library's one construction path (`root_partition::partition::build`)
+//! with its bus attached (`start`), the `to_root` ports and their
+//! interrupt handlers, and the children's VMBus as the library's waits
+//! serve it (`VmBuses`). Pausing, resuming, stopping, destroying and
+//! watching children are `root_partition::partition::control`'s.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use ipc::boot::BootInfo;
-use ipc::child::{CHILD_EVENT_VECTOR, ChildBootInfo};
 use ipc::elf::Image;
-use ipc::hypercall::{Call, Name, Rights, SlotHandle, Status, StopReason, run_state};
+use ipc::hypercall::{Call, Name, SlotHandle};
 use ipc::markers;
-use ipc::vcpu_state::VcpuState;
 use partition_rt::hypercall;
 use root_partition::config::{Action, ChildSpec, Scenario};
-use root_partition::layout::{Layout, STACK_BYTES, STACK_TOP};
 
 use crate::hal;
+use crate::hal::kernel::HwKernel;
+use root_partition::partition::control::{self, Buses};
+use root_partition::partition::{self, Purpose, build};
 pub use root_partition::partition::{
     Child, Failure, MAX_CHILDREN, Root, discover, handle, heap_range, place,
 };
@@ -95,16 +100,18 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                 }
                 children[index] = Some(child);
                 if spec.workload() == "dirty" {
-                    dirty_check(&child, index)?;
+                    control::dirty_check(&HwKernel, &mut VmBuses, &child, || {
+                        SIGNALS[index].load(Ordering::Acquire)
+                    })?;
                 }
             }
             Action::Pause(name) => {
-                let child = find(&children, name)?;
-                pause_check(&child)?;
+                let child = control::find(&children, name)?;
+                control::pause_check(&HwKernel, &mut VmBuses, &child)?;
             }
             Action::Resume(name) => {
-                let child = find(&children, name)?;
-                resume_check(&child)?;
+                let child = control::find(&children, name)?;
+                control::resume_check(&HwKernel, &mut VmBuses, &child)?;
             }
             Action::HotAdd {
                 child,
@@ -112,7 +119,7 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                 lun,
                 after,
             } => {
-                let index = position(&children, child)?;
+                let index = control::position(&children, child)?;
                 wait_served(&children, index, after)?;
                 crate::vmbus::add_disk(index, lun, disk.as_str(), true).map_err(|e| {
                     println!("root: hot add of {} failed: {e:?}", disk.as_str());
@@ -120,7 +127,7 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                 })?;
             }
             Action::HotRemove { child, lun, after } => {
-                let index = position(&children, child)?;
+                let index = control::position(&children, child)?;
                 wait_served(&children, index, after)?;
                 crate::vmbus::remove_disk(index, lun).map_err(|e| {
                     println!("root: hot remove of LUN {lun} failed: {e:?}");
@@ -134,7 +141,7 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                 after_ms,
                 abort,
             } => {
-                let index = position(&children, child)?;
+                let index = control::position(&children, child)?;
                 wait_serving(|| crate::vmbus::frames_received(index) >= after_frames);
                 wait_served(&children, index, after_requests)?;
                 let_time_pass(after_ms * u64::from(root.tsc_khz));
@@ -173,7 +180,7 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                 after_requests,
                 after_ms,
             } => {
-                let index = position(&children, child)?;
+                let index = control::position(&children, child)?;
                 wait_served(&children, index, after_requests)?;
                 let_time_pass(after_ms * u64::from(root.tsc_khz));
                 let saved = children[index].ok_or(Failure::Missing("child"))?;
@@ -183,12 +190,7 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                         crate::migration::report(name, &stats);
                         // Its bus state is in the file: never served again here.
                         crate::vmbus::forget(index);
-                        call(
-                            "destroy",
-                            Call::PartitionDestroy {
-                                partition: saved.partition,
-                            },
-                        )?;
+                        control::destroy(&HwKernel, &saved)?;
                         children[index] = None;
                         println!(
                             "root: {name} saved to {} ({bytes} bytes, {} ms paused) and stopped",
@@ -223,7 +225,15 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                     index,
                     image_span: image.span(),
                 };
-                match crate::quick::restore(&root, &path, at) {
+                // Its priority and affinity: the scenario's for it.
+                let spec = scenario
+                    .actions()
+                    .find_map(|a| match a {
+                        Action::Start(s) if s.name == child => Some(s),
+                        _ => None,
+                    })
+                    .unwrap_or(ChildSpec::new(child));
+                match crate::quick::restore(&root, &path, at, &spec) {
                     Ok(restored) if restored.spec.name == child => {
                         println!(
                             "root: {} restored from {} into memory at {base:#x}",
@@ -257,15 +267,15 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                 after_requests,
                 after_ms,
             } => {
-                let index = position(&children, child)?;
+                let index = control::position(&children, child)?;
                 wait_served(&children, index, after_requests)?;
                 let_time_pass(after_ms * u64::from(root.tsc_khz));
                 let stopped = children[index].take().ok_or(Failure::Missing("child"))?;
-                stop(&root, &stopped, index, timeout_ms)?;
+                control::stop(&HwKernel, &mut VmBuses, &root, &stopped, index, timeout_ms)?;
                 freed = Some((child, stopped.base));
             }
             Action::Lost { child, within_ms } => {
-                let index = position(&children, child)?;
+                let index = control::position(&children, child)?;
                 let start = partition_rt::rdtsc();
                 let limit = within_ms.saturating_mul(u64::from(root.tsc_khz));
                 loop {
@@ -296,12 +306,7 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                 let child = children[index].take().ok_or(Failure::Missing("child"))?;
                 // Its ring pages leave the root's address space with it.
                 crate::vmbus::detach(index);
-                call(
-                    "destroy",
-                    Call::PartitionDestroy {
-                        partition: child.partition,
-                    },
-                )?;
+                control::destroy(&HwKernel, &child)?;
                 println!(
                     "{}",
                     markers::ChildDestroyed {
@@ -312,10 +317,10 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
                 freed = Some((name, child.base));
             }
             Action::Forget(name) => {
-                let index = position(&children, name)?;
+                let index = control::position(&children, name)?;
                 let child = children[index].take().ok_or(Failure::Missing("child"))?;
                 crate::vmbus::detach(index);
-                forget(&root, &child)?;
+                control::forget(&HwKernel, &root, &child)?;
                 println!(
                     "{}",
                     markers::OrphanDestroyed {
@@ -327,108 +332,7 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
             }
         }
     }
-    watch(&mut children)
-}
-
-/// Deletes the root's capabilities on a running child (its partition
-/// last) and waits, at most [`ORPHAN_WAIT_MS`], until the microkernel has
-/// destroyed the orphan: the root's capability on the child's memory goes
-/// stale with the memory object.
-fn forget(root: &Root, child: &Child) -> Result<(), Failure> {
-    for vcpu in child.vcpus.iter().flatten() {
-        call("delete vcpu", Call::CapDelete { slot: *vcpu })?;
-    }
-    call(
-        "delete partition",
-        Call::CapDelete {
-            slot: child.partition,
-        },
-    )?;
-    let deadline = partition_rt::rdtsc().saturating_add(u64::from(root.tsc_khz) * ORPHAN_WAIT_MS);
-    loop {
-        match hypercall(&Call::CapRevoke { slot: child.memory }) {
-            Err(Status::StaleSlot) => return Ok(()),
-            Ok(_) if partition_rt::rdtsc() < deadline => {
-                let _ = hypercall(&Call::Yield);
-            }
-            Ok(_) => return Err(Failure::Check("the orphan was not destroyed")),
-            Err(s) => return Err(Failure::Call("revoke", s)),
-        }
-    }
-}
-
-/// Stops a child: asks for a graceful shutdown with a time limit of
-/// `timeout_ms` and serves until it reported `Done` and the kernel reports
-/// it halted; turns it off (destroys it) when the limit passes, it
-/// refuses, or it has no integration channel. Either way its bus is
-/// drained (its last lines printed) and it is destroyed; the line says
-/// which way it went.
-fn stop(root: &Root, child: &Child, index: usize, timeout_ms: u32) -> Result<(), Failure> {
-    use vsp::bus::ShutdownState;
-    let name = child.spec.name.as_str();
-    let start = partition_rt::rdtsc();
-    let khz = u64::from(root.tsc_khz).max(1);
-    let elapsed_ms = || partition_rt::rdtsc().wrapping_sub(start) / khz;
-    let halted = || {
-        matches!(
-            hypercall(&Call::PartitionStatus { partition: child.partition }),
-            Ok(s) if s[0] == run_state::STOPPED
-        )
-    };
-    let why = match crate::vmbus::request_shutdown(index, timeout_ms) {
-        Err(e) => {
-            println!("root: {name}: no shutdown request possible: {e:?}");
-            Some("no integration channel")
-        }
-        Ok(()) => loop {
-            let worked = crate::vmbus::service_all();
-            match crate::vmbus::shutdown_state(index) {
-                Some(ShutdownState::Done) if halted() => break None,
-                Some(ShutdownState::Refused) => break Some("refused"),
-                Some(ShutdownState::TimedOut) => break Some(markers::TIME_LIMIT_PASSED),
-                // Done, not halted yet: it has until the limit.
-                Some(ShutdownState::Done) if elapsed_ms() > u64::from(timeout_ms) => {
-                    break Some(markers::TIME_LIMIT_PASSED);
-                }
-                Some(_) => {}
-                None => break Some("no integration channel"),
-            }
-            if worked == 0 {
-                let _ = hypercall(&Call::Yield);
-            }
-        },
-    };
-    let ms = elapsed_ms();
-    // Its last lines first; its ring pages leave the root with it.
-    crate::vmbus::detach(index);
-    call(
-        "destroy",
-        Call::PartitionDestroy {
-            partition: child.partition,
-        },
-    )?;
-    match why {
-        None => println!("{}", markers::StoppedGracefully { child: name, ms }),
-        Some(why) => println!(
-            "{}",
-            markers::TurnedOff {
-                child: name,
-                ms,
-                why
-            }
-        ),
-    }
-    Ok(())
-}
-
-/// How long the root waits for an orphan's teardown.
-const ORPHAN_WAIT_MS: u64 = 5_000;
-
-fn position(children: &[Option<Child>], name: Name) -> Result<usize, Failure> {
-    children
-        .iter()
-        .position(|c| c.is_some_and(|c| c.spec.name == name))
-        .ok_or(Failure::Missing("child"))
+    control::watch(&HwKernel, &mut VmBuses, &mut children)
 }
 
 /// Serves every bus until child `index`'s storage controller completed
@@ -441,11 +345,7 @@ fn wait_served(children: &[Option<Child>], index: usize, after: u64) -> Result<(
         if crate::vmbus::storage_served(index) >= after {
             return Ok(());
         }
-        let stopped = matches!(
-            hypercall(&Call::PartitionStatus { partition: child.partition }),
-            Ok(s) if s[0] == run_state::STOPPED
-        );
-        if stopped {
+        if control::stopped(&HwKernel, child.partition) {
             return Err(Failure::Check("child stopped before its disk requests"));
         }
         if crate::vmbus::service_all() == 0 {
@@ -454,18 +354,10 @@ fn wait_served(children: &[Option<Child>], index: usize, after: u64) -> Result<(
     }
 }
 
-fn find(children: &[Option<Child>], name: Name) -> Result<Child, Failure> {
-    children
-        .iter()
-        .flatten()
-        .copied()
-        .find(|c| c.spec.name == name)
-        .ok_or(Failure::Missing("child"))
-}
-
 /// Builds, fills and starts child `spec` as slot `index` (its VMBus index)
-/// in free memory of the pool: the one partition-construction path of a
-/// new child (scenario or node).
+/// in free memory of the pool: a new child (scenario or node) through the
+/// one construction path (`partition::build`), then its bus, its disks,
+/// its boot page and its vCPUs started.
 pub fn start(
     root: &Root,
     image: &Image<'_>,
@@ -473,189 +365,55 @@ pub fn start(
     index: usize,
     children: &[Option<Child>],
 ) -> Result<Child, Failure> {
-    let (span_start, span_end) = image.span();
-    let layout = Layout::new(spec.memory, span_start, span_end).map_err(Failure::Layout)?;
     let base = place(root, children, spec.memory).ok_or(Failure::NoMemory)?;
-    let pages = spec.memory / 4096;
-    // Prepare the memory while it is still the root's.
-    let mut lease = hal::ram::lease(base, spec.memory).map_err(|_| Failure::NoMemory)?;
-    let memory = lease.bytes();
-    let tables = layout.tables();
-    memory[..tables.end as usize].fill(0);
-    for (gpa, value) in layout.table_entries() {
-        memory[gpa as usize..gpa as usize + 8].copy_from_slice(&value.to_le_bytes());
-    }
-    for seg in image.segments() {
-        let at = layout.image_gpa(seg.vaddr) as usize;
-        let bytes = image.file_bytes(seg);
-        memory[at..at + bytes.len()].copy_from_slice(bytes);
-        memory[at + bytes.len()..at + seg.mem_size as usize].fill(0);
-    }
-    // Create it: the memory leaves the root.
-    drop(lease);
-    let first_page = (base - root.ram_range.start) / 4096;
-    let r = call(
-        "create",
-        Call::PartitionCreate {
-            authority: root.authority,
-            memory: root.ram,
-            first_page,
-            pages,
-            name: spec.name,
-            ceiling: spec.priority,
-        },
-    )?;
-    let (partition, child_memory, child_self) = (handle(r[0])?, handle(r[1])?, handle(r[2])?);
-    let rwx = Rights::READ | Rights::WRITE | Rights::EXECUTE;
-    call(
-        "map",
-        Call::MemoryMap {
-            partition,
-            memory: child_memory,
-            first_page: 1,
-            gpa: 0x1000,
-            pages: pages - 1,
-            access: rwx,
-        },
-    )?;
-    let mut vcpus = [None; 4];
-    for (i, slot) in vcpus.iter_mut().enumerate().take(spec.vcpus as usize) {
-        let affinity = spec.cpu.map_or(0, |c| c as u64 + i as u64 + 1);
-        let flags = spec.priority as u64 | (affinity << 8);
-        let rsp = STACK_TOP - i as u64 * STACK_BYTES - 8;
-        let r = call(
-            "vcpu",
-            Call::VcpuCreate {
-                partition,
-                rip: image.entry,
-                rsp,
-                cr3: layout.cr3(),
-                arg: layout.boot_page(),
-                flags,
-            },
-        )?;
-        *slot = Some(handle(r[0])?);
-    }
-    let vcpu0 = vcpus[0].ok_or(Failure::Missing("vcpu"))?;
-    if ipc::workload::binds_own_port(spec.workload()) {
-        // It binds a port of its own to its vCPU 0 (the interrupt-window
-        // check, a timer's port).
-        call(
-            "own vcpu",
-            Call::CapDelegate {
-                slot: vcpu0,
-                target: partition,
-                rights: Rights::CONTROL,
-            },
-        )?;
-    }
-    // Ports: child -> root (bound to the root's vCPU), root -> child (bound to the child's vCPU 0).
-    let child_to_root = make_to_root(root, index, partition, None)?;
-    let from_root = handle(call("port", Call::PortCreate)?[0])?;
-    call(
-        "bind",
-        Call::PortBind {
-            port: from_root,
-            vcpu: vcpu0,
-            vector: CHILD_EVENT_VECTOR,
-        },
-    )?;
-    let child_from_root = handle(
-        call(
-            "grant",
-            Call::CapDelegate {
-                slot: from_root,
-                target: partition,
-                rights: Rights::BIND,
-            },
-        )?[0],
-    )?;
-    let (vmbus_signal, vmbus_event) = crate::vmbus::attach(
-        spec.name,
-        crate::vmbus::RootPlatform {
-            root: root.authority,
-            root_vcpu: root.vcpu,
-            partition,
-            memory: child_memory,
-            vcpu0,
-            base,
-            layout,
-            index,
-            to_child: [None; crate::vmbus::CHANNELS],
-            shared: Vec::new(),
-        },
-    )
-    .map_err(|_| Failure::Check("vmbus control channel"))?;
-    for (lun, disk) in spec.disks.iter().enumerate() {
-        if let Some(disk) = disk {
-            crate::vmbus::add_disk(index, lun as u8, disk.as_str(), false).map_err(|e| {
-                println!(
-                    "root: {} LUN {lun} ({}): {e:?}",
-                    spec.name.as_str(),
-                    disk.as_str()
-                );
-                Failure::Check("disk")
-            })?;
-        }
-    }
-    let mut boot = ChildBootInfo {
-        name: spec.name,
-        vcpu_count: spec.vcpus,
-        workload: spec.workload,
-        args: spec.args,
-        memory_bytes: spec.memory,
-        heap: layout.heap,
-        stack_top: STACK_TOP,
-        stack_bytes: STACK_BYTES,
-        self_slot: child_self,
-        to_root: Some(child_to_root),
-        from_root: Some(child_from_root),
-        vmbus_control: layout.vmbus_control(),
-        vmbus_signal: Some(vmbus_signal),
-        vmbus_event: Some(vmbus_event),
-        tsc_khz: u64::from(root.tsc_khz),
+    let purpose = Purpose::New {
+        image,
+        to_root_vector: TO_ROOT_VECTOR + index as u8,
     };
-    boot.workload = spec.workload;
-    hal::scratch::with(|s| {
-        s.page_mut().copy_from_slice(&boot.to_page());
-        s.call(&Call::MemoryWrite {
-            partition,
-            gpa: layout.boot_page(),
-            buffer: s.address(),
-        })
-    })
-    .map_err(|e| Failure::Call("boot page", e))?;
-    if spec.workload() == "dirty" {
-        call(
-            "dirty log",
-            Call::DirtyLog {
-                partition,
-                enable: true,
+    let built = partition::build(&HwKernel, root, spec, base, purpose)?;
+    let to_root = built.to_root.ok_or(Failure::Missing("port"))?;
+    SIGNALS[index].store(0, Ordering::Release);
+    TO_ROOT_PORTS[index].store(to_root.root.raw(), Ordering::Release);
+    let started = (|| {
+        let layout = built.layout.ok_or(Failure::Missing("layout"))?;
+        let vcpu0 = built.vcpus[0].ok_or(Failure::Missing("vcpu"))?;
+        let vmbus = crate::vmbus::attach(
+            spec.name,
+            crate::vmbus::RootPlatform {
+                root: root.authority,
+                root_vcpu: root.vcpu,
+                partition: built.partition,
+                memory: built.memory,
+                vcpu0,
+                base,
+                layout,
+                index,
+                to_child: [None; crate::vmbus::CHANNELS],
+                shared: Vec::new(),
             },
-        )?;
-    }
-    for vcpu in vcpus.iter().flatten() {
-        call("start", Call::VcpuStart { vcpu: *vcpu })?;
-    }
-    println!(
-        "{}",
-        markers::ChildStarted {
-            name: spec.name.as_str(),
-            vcpus: spec.vcpus,
-            mib: spec.memory >> 20,
-            base
+        )
+        .map_err(|_| Failure::Check("vmbus control channel"))?;
+        for (lun, disk) in spec.disks.iter().enumerate() {
+            if let Some(disk) = disk {
+                crate::vmbus::add_disk(index, lun as u8, disk.as_str(), false).map_err(|e| {
+                    println!(
+                        "root: {} LUN {lun} ({}): {e:?}",
+                        spec.name.as_str(),
+                        disk.as_str()
+                    );
+                    Failure::Check("disk")
+                })?;
+            }
         }
-    );
-    Ok(Child {
-        spec: *spec,
-        partition,
-        memory: child_memory,
-        vcpus,
-        base,
-        pages,
-        ended: false,
-        from_root: Some(from_root),
-    })
+        let boot = build::boot_page(root, spec, &built, vmbus)?;
+        build::launch(&HwKernel, spec, &built, &boot)
+    })();
+    if let Err(e) = started {
+        crate::vmbus::detach(index);
+        let _ = partition::control::destroy(&HwKernel, &built.child(spec));
+        return Err(e);
+    }
+    Ok(built.child(spec))
 }
 
 /// Child slot `index`'s `to_root` port (the root's raw handle).
@@ -674,211 +432,42 @@ pub fn make_to_root(
     partition: SlotHandle,
     at: Option<SlotHandle>,
 ) -> Result<SlotHandle, Failure> {
-    let to_root = handle(call("port", Call::PortCreate)?[0])?;
+    let vector = TO_ROOT_VECTOR + index as u8;
+    let ports = build::make_to_root(&HwKernel, root, vector, partition, at)?;
     SIGNALS[index].store(0, Ordering::Release);
-    TO_ROOT_PORTS[index].store(to_root.raw(), Ordering::Release);
-    call(
-        "bind",
-        Call::PortBind {
-            port: to_root,
-            vcpu: root.vcpu,
-            vector: TO_ROOT_VECTOR + index as u8,
-        },
-    )?;
-    let grant = match at {
-        Some(at) => Call::CapDelegateAt {
-            slot: to_root,
-            target: partition,
-            rights: Rights::SIGNAL,
-            at,
-        },
-        None => Call::CapDelegate {
-            slot: to_root,
-            target: partition,
-            rights: Rights::SIGNAL,
-        },
-    };
-    handle(call("grant", grant)?[0])
+    TO_ROOT_PORTS[index].store(ports.root.raw(), Ordering::Release);
+    Ok(ports.child)
 }
 
-/// Where a vCPU is: its instruction pointer and general registers (the
-/// instruction pointer alone can stay the same while a loop runs, as TCG
-/// only stops a vCPU at the head of a translated block).
-fn position_of(vcpu: SlotHandle) -> Result<(u64, [u64; 16]), Failure> {
-    let state = hal::scratch::with(|s| {
-        s.call(&Call::VcpuGetState {
-            vcpu,
-            buffer: s.address(),
-        })?;
-        Ok(VcpuState::from_page(s.page()))
-    })
-    .map_err(|e| Failure::Call("state", e))?;
-    Ok((state.rip, state.gprs))
-}
+/// The children's VMBus, as the library's waits serve it.
+pub struct VmBuses;
 
-/// Yields `yields` times, serving every child's VMBus in between; as long
-/// as there is VMBus work, it is done first and the yields wait.
-fn let_others_run(yields: u32) {
-    let mut left = yields;
-    while left > 0 {
-        if crate::vmbus::service_all() == 0 {
-            let _ = hypercall(&Call::Yield);
-            left -= 1;
-        }
+impl Buses for VmBuses {
+    fn service_all(&mut self) -> usize {
+        crate::vmbus::service_all()
+    }
+    fn drain(&mut self, index: usize) {
+        crate::vmbus::drain(index);
+    }
+    fn request_shutdown(&mut self, index: usize, timeout_ms: u32) -> Result<(), String> {
+        crate::vmbus::request_shutdown(index, timeout_ms).map_err(|e| alloc::format!("{e:?}"))
+    }
+    fn shutdown_state(&mut self, index: usize) -> Option<vsp::bus::ShutdownState> {
+        crate::vmbus::shutdown_state(index)
+    }
+    fn detach(&mut self, index: usize) {
+        crate::vmbus::detach(index);
     }
 }
 
 /// Lets time pass (about `cycles` time-stamp counter ticks), yielding and
 /// serving every child's VMBus meanwhile.
 fn let_time_pass(cycles: u64) {
-    let start = partition_rt::rdtsc();
-    while partition_rt::rdtsc().wrapping_sub(start) < cycles {
-        if crate::vmbus::service_all() == 0 {
-            let _ = hypercall(&Call::Yield);
-        }
-    }
+    control::let_time_pass(&HwKernel, &mut VmBuses, cycles);
 }
 
 /// Waits until `done`, serving every child's VMBus meanwhile, and once
 /// more after it (what a child printed before signalling comes first).
-fn wait_serving(mut done: impl FnMut() -> bool) {
-    loop {
-        let worked = crate::vmbus::service_all();
-        if done() {
-            while crate::vmbus::service_all() > 0 {}
-            return;
-        }
-        if worked == 0 {
-            let _ = hypercall(&Call::Yield);
-        }
-    }
-}
-
-/// About 50 ms at the time-stamp counter rates QEMU and real machines use.
-const A_WHILE: u64 = 100_000_000;
-
-/// Pauses every vCPU of a child and checks that their state stays put.
-fn pause_check(child: &Child) -> Result<(), Failure> {
-    let vcpu = child.vcpus[0].ok_or(Failure::Missing("vcpu"))?;
-    for v in child.vcpus.iter().flatten() {
-        call("pause", Call::VcpuPause { vcpu: *v })?;
-    }
-    let before = position_of(vcpu)?;
-    let_time_pass(A_WHILE);
-    let after = position_of(vcpu)?;
-    if before != after {
-        return Err(Failure::Check("a paused vCPU moved"));
-    }
-    println!("{}", markers::ChildPaused(child.spec.name.as_str()));
-    Ok(())
-}
-
-/// Resumes a paused child and checks that it runs again.
-fn resume_check(child: &Child) -> Result<(), Failure> {
-    let vcpu = child.vcpus[0].ok_or(Failure::Missing("vcpu"))?;
-    let before = position_of(vcpu)?;
-    for v in child.vcpus.iter().flatten() {
-        call("resume", Call::VcpuResume { vcpu: *v })?;
-    }
-    for _ in 0..50 {
-        let_time_pass(A_WHILE);
-        call("pause", Call::VcpuPause { vcpu })?;
-        let now = position_of(vcpu)?;
-        call("resume", Call::VcpuResume { vcpu })?;
-        if now != before {
-            println!("{}", markers::ChildResumed(child.spec.name.as_str()));
-            return Ok(());
-        }
-    }
-    Err(Failure::Check("a resumed vCPU did not move"))
-}
-
-/// The dirty-logging check (see the `dirty` workload): wait for "ready",
-/// clear the log, tell the child to write, wait for "done", and compare.
-fn dirty_check(child: &Child, index: usize) -> Result<(), Failure> {
-    let name = child.spec.name.as_str();
-    let wait_for = |n: u32| wait_serving(|| SIGNALS[index].load(Ordering::Acquire) >= n);
-    wait_for(1);
-    let window = child.spec.args[0];
-    let fetch = || -> Result<u64, Failure> {
-        hal::scratch::with(|s| {
-            s.call(&Call::DirtyFetch {
-                partition: child.partition,
-                first_gpa: window,
-                pages: 64,
-                buffer: s.address(),
-            })?;
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&s.page()[..8]);
-            Ok(u64::from_le_bytes(word))
-        })
-        .map_err(|e| Failure::Call("fetch", e))
-    };
-    fetch()?; // Clear whatever the child touched while starting.
-    call(
-        "event",
-        Call::PortSignal {
-            port: child.from_root.ok_or(Failure::Missing("port"))?,
-        },
-    )?;
-    wait_for(2);
-    let dirty = fetch()?;
-    if dirty != child.spec.args[1] {
-        println!(
-            "root: dirty log of {name}: got {dirty:#x}, expected {:#x}",
-            child.spec.args[1]
-        );
-        return Err(Failure::Check("dirty log mismatch"));
-    }
-    println!(
-        "{}",
-        markers::DirtyLogMatches {
-            name,
-            pages: dirty.count_ones()
-        }
-    );
-    if fetch()? != 0 {
-        return Err(Failure::Check("dirty log not cleared"));
-    }
-    println!("{}", markers::DirtyLogCleared(name));
-    Ok(())
-}
-
-/// Waits until every child has ended, reporting each.
-fn watch(children: &mut [Option<Child>]) -> Result<(), Failure> {
-    loop {
-        let mut running = 0;
-        for (index, slot) in children.iter_mut().enumerate() {
-            let Some(child) = slot.as_mut().filter(|c| !c.ended) else {
-                continue;
-            };
-            let s = call(
-                "status",
-                Call::PartitionStatus {
-                    partition: child.partition,
-                },
-            )?;
-            if s[0] == run_state::STOPPED {
-                child.ended = true;
-                // Print what it said before it stopped.
-                crate::vmbus::drain(index);
-                let reason = StopReason::from_raw(s[1]).unwrap_or(StopReason::UnhandledExit);
-                println!(
-                    "{}",
-                    markers::ChildEnded {
-                        name: child.spec.name.as_str(),
-                        reason,
-                        detail: s[2]
-                    }
-                );
-            } else {
-                running += 1;
-            }
-        }
-        if running == 0 {
-            println!("{}", markers::ALL_CHILDREN_ENDED);
-            return Ok(());
-        }
-        let_others_run(20);
-    }
+fn wait_serving(done: impl FnMut() -> bool) {
+    control::wait_serving(&HwKernel, &mut VmBuses, done);
 }

@@ -27,7 +27,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use ipc::child::CHILD_EVENT_VECTOR;
-use ipc::hypercall::{Call, Rights, SlotHandle, Status};
+use ipc::hypercall::{Call, SlotHandle, Status};
 use ipc::migration::{DeviceKind, Header};
 use partition_rt::hypercall;
 use root_partition::config::AbortAt;
@@ -36,8 +36,10 @@ use root_partition::migrate::{
     self, Aborted, Clock, Control, Destination, Loopback, PAGE, Phase, Policy, Source, Stats,
 };
 
-use crate::children::{Child, Root, call, handle};
+use crate::children::{Child, Root, call};
 use crate::hal;
+use crate::hal::kernel::HwKernel;
+use root_partition::partition::{self, Purpose};
 
 macro_rules! println {
     ($($arg:tt)*) => {
@@ -459,70 +461,23 @@ struct Target {
     base: u64,
 }
 
+/// The destination through the one construction path: the source's
+/// memory size, vCPU count, priority and affinity, and a slot-for-slot
+/// copy of its capabilities; on a failure nothing of it is left.
 fn create_target(root: &Root, child: &Child, base: u64) -> Result<Target, MigrateError> {
-    let pages = child.pages;
-    let first_page = (base - root.ram_range.start) / 4096;
-    let r = call(
-        "create",
-        Call::PartitionCreate {
-            authority: root.authority,
-            memory: root.ram,
-            first_page,
-            pages,
-            name: child.spec.name,
-            ceiling: child.spec.priority,
-        },
-    )?;
-    let (partition, memory) = (handle(r[0])?, handle(r[1])?);
-    let built = (|| {
-        call(
-            "map",
-            Call::MemoryMap {
-                partition,
-                memory,
-                first_page: 1,
-                gpa: 0x1000,
-                pages: pages - 1,
-                access: Rights::READ | Rights::WRITE | Rights::EXECUTE,
-            },
-        )?;
-        let mut vcpus = Vec::new();
-        for (i, _) in child.vcpus.iter().flatten().enumerate() {
-            let affinity = child.spec.cpu.map_or(0, |c| c as u64 + i as u64 + 1);
-            let r = call(
-                "vcpu",
-                Call::VcpuCreate {
-                    partition,
-                    rip: 0,
-                    rsp: 0,
-                    cr3: 0,
-                    arg: 0,
-                    flags: child.spec.priority as u64 | (affinity << 8),
-                },
-            )?;
-            vcpus.push(handle(r[0])?);
-        }
-        call(
-            "clone",
-            Call::CapClone {
-                source: child.partition,
-                target: partition,
-            },
-        )?;
-        Ok(vcpus)
-    })();
-    match built {
-        Ok(vcpus) => Ok(Target {
-            partition,
-            memory,
-            vcpus,
-            base,
-        }),
-        Err(e) => {
-            let _ = hypercall(&Call::PartitionDestroy { partition });
-            Err(e)
-        }
-    }
+    let mut spec = child.spec;
+    spec.memory = child.pages * 4096;
+    spec.vcpus = child.vcpus.iter().flatten().count() as u32;
+    let purpose = Purpose::Target {
+        source: child.partition,
+    };
+    let built = partition::build(&HwKernel, root, &spec, base, purpose)?;
+    Ok(Target {
+        partition: built.partition,
+        memory: built.memory,
+        vcpus: built.vcpu_list().collect(),
+        base,
+    })
 }
 
 /// Live-migrates `child` (bus `index`) to a new partition at `base` (free

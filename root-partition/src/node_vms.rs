@@ -234,8 +234,8 @@ impl Hypervisor for MachineHv {
             index,
             image_span: self.image.span(),
         };
-        let restored =
-            crate::quick::restore(&self.root, path, at).map_err(|e| hv_error("restore", e))?;
+        let restored = crate::quick::restore(&self.root, path, at, spec)
+            .map_err(|e| hv_error("restore", e))?;
         if restored.spec.name != spec.name {
             crate::vmbus::detach(index);
             let _ = hypercall(&Call::PartitionDestroy {

@@ -45,8 +45,11 @@ use root_partition::migrate::saved::{
 use root_partition::migrate::{self, Control, Phase, Policy, Receiver, Stats};
 
 use crate::children::{Child, Root, call, handle};
+use crate::hal::kernel::HwKernel;
 use crate::migration::{ChildDestination, ChildSource, Tsc};
 use crate::storage::DataVolume;
+use root_partition::config::ChildSpec;
+use root_partition::partition::{self, Purpose};
 
 /// File bytes written per volume write.
 const FILE_CHUNK: usize = 256 << 10;
@@ -309,8 +312,14 @@ pub struct Placement {
 }
 
 /// Restores the child saved in `path` into a new partition at `at` and
-/// starts it.
-pub fn restore(root: &Root, path: &str, at: Placement) -> Result<Child, QuickError> {
+/// starts it, with `spec`'s priority and processor affinity (its memory
+/// and vCPUs are the file's).
+pub fn restore(
+    root: &Root,
+    path: &str,
+    at: Placement,
+    spec: &ChildSpec,
+) -> Result<Child, QuickError> {
     let volume = crate::storage::volume().ok_or(QuickError::NoVolume)?;
     let file = volume.lock().open(path).map_err(QuickError::File)?;
     let header = read_header(&volume, &file)?;
@@ -318,47 +327,12 @@ pub fn restore(root: &Root, path: &str, at: Placement) -> Result<Child, QuickErr
     let name = Name::new(header.name());
     let layout = Layout::new(memory, at.image_span.0, at.image_span.1)
         .map_err(|e| QuickError::Format(alloc::format!("layout: {e:?}")))?;
-    let first_page = (at.base - root.ram_range.start) / 4096;
-    let r = call(
-        "create",
-        Call::PartitionCreate {
-            authority: root.authority,
-            memory: root.ram,
-            first_page,
-            pages: header.pages,
-            name,
-            // Restored vCPUs run at priority 0 (flags 0 below).
-            ceiling: 0,
-        },
-    )?;
-    let (partition, child_memory, child_self) = (handle(r[0])?, handle(r[1])?, handle(r[2])?);
+    let mut shape = *spec;
+    (shape.name, shape.memory, shape.vcpus) = (name, memory, u32::from(header.vcpus));
+    let built = partition::build(&HwKernel, root, &shape, at.base, Purpose::Restore)?;
+    let (partition, child_memory, child_self) = (built.partition, built.memory, built.self_slot);
     let built = (|| {
-        call(
-            "map",
-            Call::MemoryMap {
-                partition,
-                memory: child_memory,
-                first_page: 1,
-                gpa: 0x1000,
-                pages: header.pages - 1,
-                access: Rights::READ | Rights::WRITE | Rights::EXECUTE,
-            },
-        )?;
-        let mut vcpus = Vec::new();
-        for _ in 0..header.vcpus {
-            let r = call(
-                "vcpu",
-                Call::VcpuCreate {
-                    partition,
-                    rip: 0,
-                    rsp: 0,
-                    cr3: 0,
-                    arg: 0,
-                    flags: 0,
-                },
-            )?;
-            vcpus.push(handle(r[0])?);
-        }
+        let vcpus: Vec<SlotHandle> = built.vcpu_list().collect();
         let mut receiver = Receiver::new(ChildDestination {
             partition,
             vcpus: vcpus.clone(),
@@ -393,13 +367,15 @@ pub fn restore(root: &Root, path: &str, at: Placement) -> Result<Child, QuickErr
         };
         let caps =
             decode_caps(device(DeviceKind::Other(CAPS_DEVICE))?).map_err(QuickError::Record)?;
-        let spec = decode_spec(
+        let mut spec = decode_spec(
             device(DeviceKind::Other(SPEC_DEVICE))?,
             name,
             memory,
             u32::from(header.vcpus),
         )
         .map_err(QuickError::Record)?;
+        // What its vCPUs were built with.
+        (spec.priority, spec.cpu) = (shape.priority, shape.cpu);
         let luns = decode_luns(device(DeviceKind::Storage)?).map_err(QuickError::Record)?;
         let bus = device(DeviceKind::Other(BUS_DEVICE))?.to_vec();
         let vcpu0 = *vcpus

@@ -433,9 +433,13 @@ impl Buses for TestBuses {
         0
     }
     fn drain(&mut self, _: usize) {}
-    fn request_shutdown(&mut self, index: usize, timeout_ms: u32) -> bool {
+    fn request_shutdown(&mut self, index: usize, timeout_ms: u32) -> Result<(), String> {
         self.asked.push((index, timeout_ms));
-        self.channel
+        if self.channel {
+            Ok(())
+        } else {
+            Err(String::from("no channel"))
+        }
     }
     fn shutdown_state(&mut self, _: usize) -> Option<ShutdownState> {
         self.answer

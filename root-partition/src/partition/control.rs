@@ -5,6 +5,8 @@
 //! every child until it ends. The waits run on the [`Kernel`]'s clock and
 //! serve the root's buses meanwhile through a [`Buses`].
 
+use alloc::string::String;
+
 use ipc::hypercall::{Call, Name, SlotHandle, Status, StopReason, run_state};
 use ipc::markers;
 use ipc::vcpu_state::VcpuState;
@@ -27,9 +29,9 @@ pub trait Buses {
     fn service_all(&mut self) -> usize;
     /// Prints what child `index` said (before it ended).
     fn drain(&mut self, index: usize);
-    /// Asks child `index` to shut down within `timeout_ms`; false when it
-    /// cannot be asked (no integration channel).
-    fn request_shutdown(&mut self, index: usize, timeout_ms: u32) -> bool;
+    /// Asks child `index` to shut down within `timeout_ms`; why it cannot
+    /// be asked (no integration channel).
+    fn request_shutdown(&mut self, index: usize, timeout_ms: u32) -> Result<(), String>;
     /// How child `index`'s shutdown request stands (`None`: no channel).
     fn shutdown_state(&mut self, index: usize) -> Option<ShutdownState>;
     /// Forgets child `index`'s bus before it is destroyed (its last lines
@@ -275,7 +277,8 @@ pub fn stop<K: Kernel>(
     let start = k.ticks();
     let khz = u64::from(root.tsc_khz).max(1);
     let elapsed_ms = || k.ticks().wrapping_sub(start) / khz;
-    let why = if !buses.request_shutdown(index, timeout_ms) {
+    let why = if let Err(e) = buses.request_shutdown(index, timeout_ms) {
+        say!(k, "root: {name}: no shutdown request possible: {e}");
         Some("no integration channel")
     } else {
         loop {
