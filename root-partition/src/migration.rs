@@ -11,7 +11,7 @@ use ipc::hypercall::{Call, Rights, SlotHandle};
 use partition_rt::hypercall;
 use root_partition::config::AbortAt;
 use root_partition::migrate::Stats;
-use root_partition::services::migration::{self, BusHost, Moved, RestoredBus, Target};
+use root_partition::services::migration::{self, BusHost, Moved, Refused, RestoredBus, Target};
 
 pub use root_partition::services::migration::MigrateError;
 
@@ -34,7 +34,7 @@ impl BusHost for Buses {
         crate::vmbus::shared_pages(index)
     }
 
-    fn move_child(&self, index: usize, to: Moved) -> Result<(), ()> {
+    fn move_child(&self, index: usize, to: Moved) -> Result<(), Refused> {
         crate::vmbus::move_child(
             index,
             crate::vmbus::MovedChild {
@@ -44,7 +44,7 @@ impl BusHost for Buses {
                 base: to.base,
             },
         )
-        .map_err(|_| ())
+        .map_err(|_| Refused)
     }
 
     fn announce(&self, index: usize) {

@@ -50,6 +50,10 @@ pub struct Moved {
     pub base: u64,
 }
 
+/// A bus refused to move ([`BusHost::move_child`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused;
+
 /// A restored child's bus, to rebuild over its restored rings.
 pub struct RestoredBus<'a> {
     /// The root's own partition (where the bus maps the child's pages).
@@ -91,7 +95,7 @@ pub trait BusHost {
     fn shared_pages(&self, index: usize) -> Vec<(u64, u64)>;
     /// Hands child `index`'s bus over to new memory and vCPU 0; on failure
     /// nothing changed.
-    fn move_child(&self, index: usize, to: Moved) -> Result<(), ()>;
+    fn move_child(&self, index: usize, to: Moved) -> Result<(), Refused>;
     /// Announces the child's network address again (after a move).
     fn announce(&self, index: usize);
     /// The root's side of child `index`'s bus as saved-state bytes in
