@@ -22,7 +22,7 @@ use crate::hal::kernel::HwKernel;
 use root_partition::partition::control::{self, Buses};
 use root_partition::partition::{self, Purpose, build};
 pub use root_partition::partition::{
-    Child, Failure, MAX_CHILDREN, Root, discover, handle, heap_range, place,
+    Child, Failure, MAX_CHILDREN, Root, discover, heap_range, place,
 };
 
 /// Vector of the first child's `to_root` port on the root's vCPU.
@@ -47,15 +47,6 @@ macro_rules! println {
     ($($arg:tt)*) => {
         partition_rt::console::print_line(format_args!($($arg)*))
     };
-}
-
-/// Makes a hypercall (through the scratch page when the microkernel writes
-/// into the caller's memory); a failure names the call.
-pub fn call(what: &'static str, c: Call) -> Result<[u64; 3], Failure> {
-    use root_partition::hv::Kernel;
-    hal::kernel::HwKernel
-        .any_call(&c)
-        .map_err(|s| Failure::Call(what, s))
 }
 
 /// Installs the handlers of every child's `to_root` vector and of every

@@ -2,6 +2,7 @@
 //! fakes of what it drives (DESIGN.md, "The root partition as a node").
 
 pub mod mgmt;
+pub mod migration;
 pub mod network;
 pub mod vm;
 pub mod vmbus;
