@@ -18,7 +18,7 @@ use root_partition::node::options::{Options, StopAt};
 use root_partition::node::{self, Mode, Platform, Poll, Service};
 use root_partition::services::vm::manager::{ManagerConfig, VmManager};
 
-use crate::node_vms::{MachineHv, Vms};
+use crate::node_vms::Vms;
 
 macro_rules! println {
     ($($arg:tt)*) => {
@@ -231,7 +231,7 @@ fn vm_service(
         config.stop_timeout_ns = s * 1_000_000_000;
     }
     let now = machine.now_ns();
-    let hv = MachineHv::new(root, image, config.stop_timeout_ns);
+    let hv = crate::node_vms::machine_hv(root, image, config.stop_timeout_ns);
     match VmManager::boot(hv, volume, config, now) {
         Ok((manager, report)) => {
             for skipped in &report.skipped {

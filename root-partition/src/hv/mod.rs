@@ -101,6 +101,43 @@ pub trait Kernel {
     }
 }
 
+/// A shared kernel is a kernel (services that share one hold references).
+impl<K: Kernel> Kernel for &K {
+    type Rings = K::Rings;
+
+    fn map_rings(
+        &self,
+        root: SlotHandle,
+        memory: SlotHandle,
+        first_page: u64,
+        gpa: u64,
+        pages: u64,
+    ) -> Result<Self::Rings, Status> {
+        (**self).map_rings(root, memory, first_page, gpa, pages)
+    }
+    fn call(&self, call: &Call) -> Result<Results, Status> {
+        (**self).call(call)
+    }
+    fn scratch<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Scratch) -> Result<T, Status>,
+    ) -> Result<T, Status> {
+        (**self).scratch(f)
+    }
+    fn print(&self, line: fmt::Arguments<'_>) {
+        (**self).print(line)
+    }
+    fn ticks(&self) -> u64 {
+        (**self).ticks()
+    }
+    fn tsc_khz(&self) -> u64 {
+        (**self).tsc_khz()
+    }
+    fn fill_ram(&self, base: u64, len: u64, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), Status> {
+        (**self).fill_ram(base, len, fill)
+    }
+}
+
 /// The buffer page a call names, if the call has one.
 pub fn buffer_of(call: &Call) -> Option<u64> {
     match *call {

@@ -7,6 +7,7 @@ pub mod definition;
 #[cfg(any(test, feature = "testkit"))]
 pub mod fake;
 pub mod hypervisor;
+pub mod machine;
 pub mod manager;
 pub mod service;
 pub mod store;
