@@ -16,7 +16,7 @@ use ipc::elf::Image;
 use ipc::markers;
 use root_partition::node::options::{Options, StopAt};
 use root_partition::node::{self, Mode, Platform, Poll, Service};
-use root_partition::services::vm::manager::{ManagerConfig, VmManager};
+use root_partition::services::vm::manager::ManagerConfig;
 
 use crate::node_vms::Vms;
 
@@ -228,30 +228,10 @@ fn vm_service(
     };
     let mut config = ManagerConfig::default();
     if let Some(s) = stop_timeout_s {
-        config.stop_timeout_ns = s * 1_000_000_000;
+        config.stop_timeout_ns = s.saturating_mul(1_000_000_000);
     }
-    let now = machine.now_ns();
     let hv = crate::node_vms::machine_hv(root, image, config.stop_timeout_ns);
-    match VmManager::boot(hv, volume, config, now) {
-        Ok((manager, report)) => {
-            for skipped in &report.skipped {
-                println!(
-                    "root: vm definition {} skipped: {}",
-                    skipped.path, skipped.reason
-                );
-            }
-            println!(
-                "root partition: node: {} VMs defined, {} skipped",
-                report.loaded.len(),
-                report.skipped.len()
-            );
-            Some(Vms::new(manager, stop_at, |line| {
-                partition_rt::console::print_line(line)
-            }))
-        }
-        Err(e) => {
-            println!("root partition: node: the VM definitions cannot be read: {e}");
-            None
-        }
-    }
+    Vms::boot(hv, volume, config, machine.now_ns(), stop_at, |line| {
+        partition_rt::console::print_line(line)
+    })
 }

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::hypervisor::Hypervisor;
-use super::manager::{VmEvent, VmEventKind, VmId, VmManager, VmState};
+use super::manager::{ManagerConfig, VmEvent, VmEventKind, VmId, VmManager, VmState};
 use super::store::Store;
 use crate::node::{Poll, Service};
 use crate::services::mgmt::StatusBoard;
@@ -81,6 +81,42 @@ impl<H: Hypervisor, S: Store> VmService<H, S> {
                 )
             })
             .count()
+    }
+
+    /// Boots the VM manager over `hv` and the definitions of `store`:
+    /// prints each skipped definition with its path
+    /// and reason, and the count; `None` (and why, printed) when the
+    /// definitions cannot be read.
+    pub fn boot(
+        hv: H,
+        store: S,
+        config: ManagerConfig,
+        now: u64,
+        stop_at: Option<u64>,
+        print: Printer,
+    ) -> Option<Self> {
+        match VmManager::boot(hv, store, config, now) {
+            Ok((manager, report)) => {
+                for skipped in &report.skipped {
+                    print(format_args!(
+                        "root: vm definition {} skipped: {}",
+                        skipped.path, skipped.reason
+                    ));
+                }
+                print(format_args!(
+                    "root partition: node: {} VMs defined, {} skipped",
+                    report.loaded.len(),
+                    report.skipped.len()
+                ));
+                Some(Self::new(manager, stop_at, print))
+            }
+            Err(e) => {
+                print(format_args!(
+                    "root partition: node: the VM definitions cannot be read: {e}"
+                ));
+                None
+            }
+        }
     }
 
     /// The board's lines as the management network sends them.

@@ -4,7 +4,7 @@ use super::*;
 use crate::services::vm::definition::{VmDefinition, VmUuid};
 use crate::services::vm::fake::FakeHypervisor;
 use crate::services::vm::manager::ManagerConfig;
-use crate::services::vm::store::MemStore;
+use crate::services::vm::store::{MemStore, Store};
 
 const SECOND: u64 = 1_000_000_000;
 
@@ -94,4 +94,34 @@ fn at_the_stop_deadline_every_vm_stops_then_the_node() {
         "{printed:?}"
     );
     assert!(s.board_text().contains("beta Off"));
+}
+
+#[test]
+fn boot_reports_skipped_definitions_and_starts_the_autostart_ones() {
+    let store = MemStore::new();
+    let mut m = VmManager::new(
+        FakeHypervisor::new(None),
+        store.clone(),
+        ManagerConfig::default(),
+    );
+    m.define(def("alpha", 1)).unwrap();
+    drop(m);
+    Store::write(&mut store.clone(), "/vms/bad.json", b"{ not json").unwrap();
+    LINES.with(|l| l.borrow_mut().clear());
+    let s = VmService::boot(
+        FakeHypervisor::new(None),
+        store,
+        ManagerConfig::default(),
+        0,
+        None,
+        keep,
+    )
+    .unwrap();
+    let printed = lines();
+    assert!(
+        printed[0].starts_with("root: vm definition /vms/bad.json skipped: "),
+        "{printed:?}"
+    );
+    assert_eq!(printed[1], "root partition: node: 1 VMs defined, 1 skipped");
+    assert_eq!(s.board_text(), "capvisor node: 1 VMs\nalpha Starting\n");
 }
