@@ -90,8 +90,7 @@ impl BusHost for Buses {
             if channel >= crate::vmbus::CHANNELS {
                 return Err(alloc::format!("no channel {channel}"));
             }
-            platform
-                .make_ports_at(channel, Some((signal, event)))
+            crate::vmbus::make_ports_at(&mut platform, channel, Some((signal, event)))
                 .map_err(|_| alloc::format!("ports of channel {channel}"))?;
         }
         crate::vmbus::restore_bus(bus.name, platform, bus.saved, bus.luns)

@@ -22,7 +22,6 @@ use ipc::hypercall::{Call, Name, SlotHandle};
 use ipc::vmbus::control::OpenStatus;
 use partition_rt::hypercall;
 use partition_rt::sync::{SpinGuard, SpinLock};
-use root_partition::layout::Layout;
 use root_partition::services::vmbus::{
     self as host, Grant, RootSwitch, Signals, Uplink, VmbusHost,
 };
@@ -112,70 +111,19 @@ fn with<T>(f: impl FnOnce(&mut Host) -> T) -> T {
     f(host)
 }
 
-/// What the root needs to act for one child (the library's [`Grant`]).
-pub struct RootPlatform {
-    /// The root's own partition (CONTROL): where granted pages are mapped.
-    pub root: SlotHandle,
-    /// The root's vCPU (ports from the child are bound to it).
-    pub root_vcpu: SlotHandle,
-    /// The child.
-    pub partition: SlotHandle,
-    /// The child's memory object (MAP, READ, WRITE).
-    pub memory: SlotHandle,
-    /// The child's vCPU 0 (ports to the child are bound to it).
-    pub vcpu0: SlotHandle,
-    /// Host-physical base of the child's memory.
-    pub base: u64,
-    /// The child's layout.
-    pub layout: Layout,
-    /// Child index (for vectors).
-    pub index: usize,
-    /// The root's end of each channel's root-to-child port.
-    pub to_child: [Option<SlotHandle>; CHANNELS],
-    /// The child's pages mapped into the root now: (GPA, pages).
-    pub shared: Vec<(u64, u64)>,
-}
+/// What the root needs to act for one child: the library's [`Grant`].
+pub type RootPlatform = Grant;
 
-impl RootPlatform {
-    fn grant(self) -> Grant {
-        Grant {
-            root: self.root,
-            root_vcpu: self.root_vcpu,
-            partition: self.partition,
-            memory: self.memory,
-            vcpu0: self.vcpu0,
-            base: self.base,
-            layout: self.layout,
-            index: self.index,
-            to_child: self.to_child,
-            shared: self.shared,
-        }
-    }
-
-    /// Makes a port pair for channel `channel` (0 = control): returns the
-    /// child's slots (signal, event).
-    #[allow(dead_code)]
-    pub fn make_ports(&mut self, channel: usize) -> Result<(SlotHandle, SlotHandle), OpenStatus> {
-        self.make_ports_at(channel, None)
-    }
-
-    /// As [`RootPlatform::make_ports`], the child's copies going into the
-    /// slots `at` (signal, event) when given (a restored child's saved
-    /// handles), else into the lowest free slots.
-    pub fn make_ports_at(
-        &mut self,
-        channel: usize,
-        at: Option<(SlotHandle, SlotHandle)>,
-    ) -> Result<(SlotHandle, SlotHandle), OpenStatus> {
-        let mut grant = RootPlatform {
-            shared: Vec::new(),
-            ..*self
-        }
-        .grant();
-        let made = grant.make_ports_at(&HwKernel, &HwSignals, channel, at);
-        self.to_child = grant.to_child;
-        made
-    }
+/// Makes a port pair for channel `channel` (0 = control) of `platform`'s
+/// child, the child's copies going into the slots `at` (signal, event)
+/// when given (a restored child's saved handles), else into the lowest
+/// free slots: the child's slots (signal, event).
+pub fn make_ports_at(
+    platform: &mut RootPlatform,
+    channel: usize,
+    at: Option<(SlotHandle, SlotHandle)>,
+) -> Result<(SlotHandle, SlotHandle), OpenStatus> {
+    platform.make_ports_at(&HwKernel, &HwSignals, channel, at)
 }
 
 /// Takes the windows from the boot page's shared window, if it holds one
@@ -195,7 +143,7 @@ pub fn window_of(index: usize, base: u64) -> (u64, u64) {
 /// slots for its boot page.
 pub fn attach(name: Name, platform: RootPlatform) -> Result<(SlotHandle, SlotHandle), OpenStatus> {
     let volume = crate::storage::volume();
-    with(|h| h.attach(name, platform.grant(), volume.as_ref()))
+    with(|h| h.attach(name, platform, volume.as_ref()))
 }
 
 /// Gives the integration services their clock: the time-stamp counter at
@@ -298,7 +246,7 @@ pub fn restore_bus(
     luns: &[(u8, String)],
 ) -> Result<(), RestoreBusError> {
     let volume = crate::storage::volume();
-    with(|h| h.restore_bus(name, platform.grant(), saved, luns, volume.as_ref()))
+    with(|h| h.restore_bus(name, platform, saved, luns, volume.as_ref()))
 }
 
 /// Announces child `index`'s MAC from its switch port.
