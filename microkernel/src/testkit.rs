@@ -201,8 +201,21 @@ impl Host {
     /// A kernel for `cpus` processors whose root owns `ram` (first byte,
     /// pages), the interrupt lines `gsis` and the port ranges `ports`.
     pub fn new(cpus: u32, ram: (u64, u64), gsis: &[u32], ports: &[(u16, u32)]) -> Host {
+        Host::with_level_lines(cpus, ram, gsis, 0, ports)
+    }
+
+    /// As [`Host::new`], the lines whose bit is set in `level_lines`
+    /// level-triggered (as the MADT's overrides make them on the machine).
+    pub fn with_level_lines(
+        cpus: u32,
+        ram: (u64, u64),
+        gsis: &[u32],
+        level_lines: u64,
+        ports: &[(u16, u32)],
+    ) -> Host {
         let mut m = FakeMachine::default();
         let mut k = Kernel::new(cpus, 64);
+        k.level_lines = level_lines;
         let slat = m.slat_new().expect("a SLAT");
         m.slat_map(slat, ram.0, ram.0, ram.1, Access::RWX)
             .expect("the root's RAM");

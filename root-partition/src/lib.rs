@@ -11,6 +11,7 @@
 extern crate alloc;
 
 pub mod config;
+pub mod devices;
 pub mod disks;
 pub mod hv;
 pub mod layout;

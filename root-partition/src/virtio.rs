@@ -23,15 +23,19 @@
 //! A device on an edge-triggered line another device holds has no
 //! interrupt ([`attach`] fails): an edge two devices raise can be lost.
 //! The kernel command line word `pci-intx` skips MSI-X (to test lines).
+//!
+//! The hypercalls and decisions are the library's
+//! (`root_partition::devices::irq`); here are the handler and its
+//! statics, and [`PciDevice`], the registers the library reaches through
+//! its `Device` trait.
 
 use alloc::format;
 use alloc::string::String;
-use core::fmt;
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-use ipc::boot::{BootInfo, cap_kind};
-use ipc::hypercall::{Call, SlotHandle};
-use ipc::markers;
+use ipc::boot::BootInfo;
+use ipc::hypercall::SlotHandle;
+use root_partition::devices::irq::{self, Attached, Lines};
 use virtio_drivers::transport::DeviceType;
 use virtio_drivers::transport::pci::bus::{Command, ConfigurationAccess, DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
@@ -39,7 +43,8 @@ use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
 use partition_rt::sync::SpinLock;
 
 use crate::hal::dma::RootHal;
-use crate::hal::pci::{self, Msix, NO_VECTOR, PortCam, VirtioInterruptRegisters};
+use crate::hal::kernel::HwKernel;
+use crate::hal::pci::{self, Msix, PortCam, VirtioInterruptRegisters};
 
 /// A virtio device found and enabled, not yet started by its driver.
 pub struct Found {
@@ -83,74 +88,19 @@ pub fn find_nth(kind: DeviceType, nth: usize) -> Result<Option<Found>, String> {
 }
 
 /// Lines bound so far (GSIs), and by what.
-static BOUND: SpinLock<[Option<(u32, &'static str)>; 8]> = SpinLock::new([None; 8]);
-
-/// The device already bound to line `gsi`, if any.
-fn line_taken(gsi: u32) -> Option<&'static str> {
-    BOUND
-        .lock()
-        .iter()
-        .flatten()
-        .find(|(g, _)| *g == gsi)
-        .map(|(_, what)| *what)
-}
-
-/// How a device's interrupts reach the root.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Delivery {
-    /// MSI-X messages on the microkernel's vector `vector`.
-    Msix {
-        /// The processor vector the kernel chose.
-        vector: u8,
-    },
-    /// Its PCI interrupt line.
-    Line {
-        /// Global system interrupt.
-        gsi: u32,
-        /// Level-triggered (else edge).
-        level: bool,
-        /// The device bound to the line first, when this one shares it.
-        shared_with: Option<&'static str>,
-    },
-}
-
-impl fmt::Display for Delivery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Delivery::Msix { vector } => write!(f, "MSI-X (kernel vector {vector:#x})"),
-            Delivery::Line {
-                gsi,
-                level,
-                shared_with,
-            } => {
-                let trigger = if level { "level" } else { "edge" };
-                match shared_with {
-                    Some(other) => {
-                        write!(
-                            f,
-                            "GSI {gsi} ({trigger}-triggered, shared with the {other})"
-                        )
-                    }
-                    None => write!(f, "GSI {gsi} ({trigger}-triggered)"),
-                }
-            }
-        }
-    }
-}
+static LINES: SpinLock<Lines> = SpinLock::new(Lines::new());
 
 /// A device's interrupt, bound to a vector of the root's vCPU.
 #[derive(Clone, Copy, Debug)]
 pub struct DeviceInterrupt {
-    /// The root vector it arrives on.
-    vector: u8,
-    /// How it comes.
-    pub delivery: Delivery,
+    /// The root vector it arrives on and how it comes.
+    attached: Attached,
 }
 
 impl DeviceInterrupt {
     /// Interrupts taken so far.
     pub fn count(&self) -> u64 {
-        COUNT[usize::from(self.vector)].load(Ordering::Acquire)
+        COUNT[usize::from(self.attached.vector)].load(Ordering::Acquire)
     }
 }
 
@@ -163,17 +113,7 @@ static COUNT: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
 
 /// Takes a device interrupt: reads the device's interrupt status (lines
 /// only: it lowers the line) and acknowledges the interrupt to the
-/// microkernel (which unmasks the line once every device on it has, or
-/// raises a message that came meanwhile).
-///
-/// On a level-triggered line the status is read first: the line is low
-/// at the unmask unless a device raised it again, and then it fires
-/// again, so nothing is lost. On an edge-triggered line the unmask comes
-/// first: an I/O APIC ignores an edge on a masked line, and a completion
-/// between a status read and the unmask would leave the line high with no
-/// edge to come; read after the unmask, the line is low again and every
-/// later completion makes an edge. Messages cannot be lost (the kernel
-/// keeps one pending until the acknowledge).
+/// microkernel, in the order `irq::take` gives; counts it.
 fn on_interrupt(vector: u8) {
     let v = usize::from(vector);
     let Some(slot) = SLOT[v]
@@ -183,38 +123,77 @@ fn on_interrupt(vector: u8) {
     else {
         return;
     };
-    let ack = || {
-        let _ = partition_rt::hypercall(&Call::Acknowledge { slot });
-    };
-    if EDGE[v].load(Ordering::Acquire) != 0 {
-        ack();
+    let edge = EDGE[v].load(Ordering::Acquire) != 0;
+    irq::take(&HwKernel, slot, edge, || {
         let _ = pci::read_isr_of_vector(vector);
-    } else {
-        let _ = pci::read_isr_of_vector(vector);
-        ack();
-    }
+    });
     COUNT[v].fetch_add(1, Ordering::AcqRel);
 }
 
-/// Sets up what [`on_interrupt`] needs for `vector` before the interrupt is bound.
-fn prepare(vector: u8, slot: SlotHandle, edge: bool, registers: Option<&VirtioInterruptRegisters>) {
-    let v = usize::from(vector);
-    VirtioInterruptRegisters::register_isr(registers, vector);
-    EDGE[v].store(u8::from(edge), Ordering::Release);
-    SLOT[v].store(slot.raw() + 1, Ordering::Release);
+/// A virtio-pci device's interrupt registers, found as the library asks.
+struct PciDevice {
+    location: DeviceFunction,
+    msix: Option<(Msix, VirtioInterruptRegisters)>,
+    status: Option<VirtioInterruptRegisters>,
 }
 
-fn boot_cap(info: &BootInfo, kind: u32, a: Option<u64>) -> Option<(SlotHandle, u64)> {
-    info.caps()
-        .iter()
-        .find(|c| c.kind == kind && a.is_none_or(|a| c.a == a))
-        .and_then(|c| Some((SlotHandle::from_raw(c.slot).ok()?, c.b)))
+impl PciDevice {
+    fn msix(&self) -> Option<&(Msix, VirtioInterruptRegisters)> {
+        self.msix.as_ref()
+    }
+}
+
+impl irq::Device for PciDevice {
+    fn install_handler(&mut self, vector: u8) -> bool {
+        partition_rt::set_interrupt_handler(vector, on_interrupt).is_ok()
+    }
+    fn find_msix(&mut self) -> bool {
+        self.msix = Msix::find(self.location).zip(VirtioInterruptRegisters::find(self.location));
+        self.msix.is_some()
+    }
+    fn set_msix_entry(&mut self, entry: u16, address: u64, data: u32) -> bool {
+        self.msix()
+            .is_some_and(|(m, _)| m.set_entry(entry, address, data))
+    }
+    fn enable_msix(&mut self) {
+        if let Some((m, _)) = self.msix() {
+            m.enable();
+        }
+    }
+    fn msix_enabled(&mut self) -> bool {
+        self.msix().is_some_and(|(m, _)| m.enabled())
+    }
+    fn queues(&mut self) -> u16 {
+        self.msix().map_or(0, |(_, r)| r.queues())
+    }
+    fn set_config_vector(&mut self, vector: u16) -> u16 {
+        self.msix()
+            .map_or(pci::NO_VECTOR, |(_, r)| r.set_config_vector(vector))
+    }
+    fn set_queue_vector(&mut self, queue: u16, vector: u16) -> u16 {
+        self.msix()
+            .map_or(pci::NO_VECTOR, |(_, r)| r.set_queue_vector(queue, vector))
+    }
+    fn find_status(&mut self) -> bool {
+        self.status = VirtioInterruptRegisters::find(self.location);
+        self.status.is_some()
+    }
+    fn prepare(&mut self, vector: u8, slot: SlotHandle, edge: bool, status: bool) {
+        let v = usize::from(vector);
+        let registers = if status { self.status.as_ref() } else { None };
+        VirtioInterruptRegisters::register_isr(registers, vector);
+        EDGE[v].store(u8::from(edge), Ordering::Release);
+        SLOT[v].store(slot.raw() + 1, Ordering::Release);
+    }
+    fn forget(&mut self, vector: u8) {
+        SLOT[usize::from(vector)].store(0, Ordering::Release);
+    }
 }
 
 /// Gives the started device at `location` (line `gsi`) an interrupt on
 /// `vector` of the root's vCPU: MSI-X when the device has it (and
 /// `pci-intx` is not on the command line), else its line. Prints which.
-/// `what` names the device in messages.
+/// `what` names the device in messages (`irq::attach`).
 pub fn attach(
     info: &BootInfo,
     location: DeviceFunction,
@@ -222,132 +201,20 @@ pub fn attach(
     vector: u8,
     what: &'static str,
 ) -> Result<DeviceInterrupt, String> {
-    let (vcpu, _) =
-        boot_cap(info, cap_kind::VCPU, None).ok_or_else(|| String::from("no vCPU capability"))?;
-    partition_rt::set_interrupt_handler(vector, on_interrupt)
-        .map_err(|_| format!("cannot install the {what}'s interrupt handler"))?;
-    let msix = if info.has_flag(markers::PCI_INTX) {
-        None
-    } else {
-        match attach_msix(info, location, vcpu, vector, what) {
-            Ok(found) => found,
-            Err(e) => {
-                partition_rt::console::print_line(format_args!(
-                    "root partition: {what} at {location}: no MSI-X ({e}); using its line"
-                ));
-                None
-            }
-        }
+    let mut device = PciDevice {
+        location,
+        msix: None,
+        status: None,
     };
-    let irq = match msix {
-        Some(irq) => irq,
-        None => attach_line(info, location, gsi, vcpu, vector, what)?,
-    };
-    partition_rt::console::print_line(format_args!(
-        "root partition: {what} at {location} interrupts on {}",
-        irq.delivery
-    ));
-    Ok(irq)
-}
-
-/// MSI-X: `Ok(None)` when the device has no MSI-X capability.
-fn attach_msix(
-    info: &BootInfo,
-    location: DeviceFunction,
-    vcpu: SlotHandle,
-    vector: u8,
-    what: &'static str,
-) -> Result<Option<DeviceInterrupt>, String> {
-    let (Some(msix), Some(vectors)) = (
-        Msix::find(location),
-        VirtioInterruptRegisters::find(location),
-    ) else {
-        return Ok(None);
-    };
-    let (me, _) = boot_cap(info, cap_kind::PARTITION, None)
-        .ok_or_else(|| String::from("no partition capability"))?;
-    let [raw, address, data] = partition_rt::hypercall(&Call::InterruptMessage { partition: me })
-        .map_err(|e| format!("no message vector: {e:?}"))?;
-    let slot = SlotHandle::from_raw(raw).map_err(|e| format!("{e:?}"))?;
-    let undo = |why: String| {
-        let _ = partition_rt::hypercall(&Call::CapDelete { slot });
-        SLOT[usize::from(vector)].store(0, Ordering::Release);
-        why
-    };
-    prepare(vector, slot, false, None);
-    partition_rt::hypercall(&Call::InterruptBind {
-        interrupt: slot,
-        vcpu,
+    let attached = irq::attach(
+        &HwKernel,
+        &mut LINES.lock(),
+        info,
+        &mut device,
+        location,
+        gsi,
         vector,
-    })
-    .map_err(|e| undo(format!("binding the {what}'s message interrupt: {e:?}")))?;
-    if !msix.set_entry(0, address, data as u32) {
-        return Err(undo(String::from("its MSI-X table entry 0 stays masked")));
-    }
-    msix.enable();
-    if !msix.enabled() {
-        return Err(undo(String::from("MSI-X does not turn on")));
-    }
-    // Configuration changes stay without an interrupt; every queue on entry 0.
-    vectors.set_config_vector(NO_VECTOR);
-    for queue in 0..vectors.queues() {
-        if vectors.set_queue_vector(queue, 0) != 0 {
-            return Err(undo(format!("queue {queue} refuses MSI-X entry 0")));
-        }
-    }
-    Ok(Some(DeviceInterrupt {
-        vector,
-        delivery: Delivery::Msix { vector: data as u8 },
-    }))
-}
-
-/// The device's line: the root's capability for it, or a share of it
-/// when another device holds the line (level-triggered lines only).
-fn attach_line(
-    info: &BootInfo,
-    location: DeviceFunction,
-    gsi: u32,
-    vcpu: SlotHandle,
-    vector: u8,
-    what: &'static str,
-) -> Result<DeviceInterrupt, String> {
-    let (line, level) = boot_cap(info, cap_kind::INTERRUPT, Some(u64::from(gsi)))
-        .ok_or_else(|| format!("no interrupt capability for the {what}'s line {gsi}"))?;
-    let level = level & 1 != 0;
-    let shared_with = line_taken(gsi);
-    let slot = match shared_with {
-        None => line,
-        Some(other) if level => {
-            let [raw, ..] = partition_rt::hypercall(&Call::InterruptShare { interrupt: line })
-                .map_err(|e| format!("sharing GSI {gsi} with the {other}: {e:?}"))?;
-            SlotHandle::from_raw(raw).map_err(|e| format!("{e:?}"))?
-        }
-        Some(other) => {
-            return Err(format!(
-                "GSI {gsi} is edge-triggered and the {other} holds it"
-            ));
-        }
-    };
-    let registers = VirtioInterruptRegisters::find(location)
-        .ok_or_else(|| format!("the {what} has no virtio interrupt status register"))?;
-    prepare(vector, slot, !level, Some(&registers));
-    partition_rt::hypercall(&Call::InterruptBind {
-        interrupt: slot,
-        vcpu,
-        vector,
-    })
-    .map_err(|e| format!("binding the {what}'s line {gsi}: {e:?}"))?;
-    if shared_with.is_none()
-        && let Some(free) = BOUND.lock().iter_mut().find(|b| b.is_none())
-    {
-        *free = Some((gsi, what));
-    }
-    Ok(DeviceInterrupt {
-        vector,
-        delivery: Delivery::Line {
-            gsi,
-            level,
-            shared_with,
-        },
-    })
+        what,
+    )?;
+    Ok(DeviceInterrupt { attached })
 }

@@ -48,7 +48,19 @@ impl FakeKernel {
     /// A kernel core for two processors whose root owns [`RAM_BYTES`] at
     /// [`RAM_BASE`], the interrupt lines 10 and 11 and the COM1 ports.
     pub fn new() -> Self {
-        let host = Host::new(2, (RAM_BASE, RAM_BYTES / 4096), &[10, 11], &[(0x3f8, 8)]);
+        Self::with_lines(&[10, 11], 0)
+    }
+
+    /// As [`FakeKernel::new`], the root owning the interrupt lines `gsis`
+    /// instead, those whose bit is set in `level_lines` level-triggered.
+    pub fn with_lines(gsis: &[u32], level_lines: u64) -> Self {
+        let host = Host::with_level_lines(
+            2,
+            (RAM_BASE, RAM_BYTES / 4096),
+            gsis,
+            level_lines,
+            &[(0x3f8, 8)],
+        );
         let mut kernel = FakeKernel {
             host: Rc::new(RefCell::new(host)),
             lines: RefCell::new(Vec::new()),
