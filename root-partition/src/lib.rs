@@ -10,6 +10,7 @@
 
 extern crate alloc;
 
+pub mod boot;
 pub mod config;
 pub mod devices;
 pub mod disks;

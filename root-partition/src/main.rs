@@ -54,8 +54,12 @@ mod vmbus;
 
 #[cfg(target_os = "none")]
 mod entry {
-    use ipc::boot::SELFTEST_READ_HYPERVISOR_FRAME;
-    use ipc::markers;
+    use alloc::format;
+    use alloc::string::String;
+
+    use ipc::boot::BootInfo;
+    use root_partition::boot::Board;
+    use root_partition::config::Scenario;
 
     use crate::hal;
 
@@ -80,116 +84,75 @@ mod entry {
                 hal::crash()
             }
         };
-        let ram: u64 = info.memory().iter().map(|r| r.len()).sum();
-        println!(
-            "{} {} (guest mode, ring 0)",
-            markers::ROOT_BANNER,
-            env!("CARGO_PKG_VERSION")
-        );
-        println!(
-            "root partition: {} processors, {} MiB of RAM in {} ranges, {} ranges held by the hypervisor",
-            info.cpu_count,
-            ram >> 20,
-            info.memory().len(),
-            info.reserved().len()
-        );
-        if !info.child_image.is_empty() {
-            println!(
-                "root partition: child runtime image of {} KiB available",
-                info.child_image.len() >> 10
-            );
-        }
-        if partition_rt::init_vcpu(0).is_err() {
-            println!("root partition: cannot set up its descriptor tables");
-            hal::crash();
-        }
-        if info.has_flag(markers::SELFTEST_RACE) {
-            crate::selftest_race::run(&info);
-        }
-        crate::storage::start(&info);
-        if info.has_flag(markers::SELFTEST_DEVICE_INTERRUPT) {
-            match crate::devirq::run(&info) {
-                Ok(result) => println!("{result}"),
-                Err(e) => println!("root partition: device interrupt test failed: {e:?}"),
-            }
-        }
-        match crate::net::start(&info) {
-            Ok(true) => crate::vmbus::start_switch(),
-            Ok(false) => {}
-            Err(e) => println!("root partition: network interface unusable: {e}"),
-        }
-        if info.has_flag(markers::SELFTEST_NETWORK) {
-            match crate::net::ping_gateway() {
-                Ok(line) => println!("{line}"),
-                Err(e) => println!("root partition: network test failed: {e}"),
-            }
-        }
-        if info.has_flag(markers::SELFTEST_ALIAS_UNMAP) {
-            match crate::selftest_alias::run(&info) {
-                Ok(line) => println!("{line}"),
-                Err(e) => println!("root partition: alias self-test failed: {e:?}"),
-            }
-        }
-        if info.has_flag(SELFTEST_READ_HYPERVISOR_FRAME) {
-            let target = info.hypervisor_image.start;
-            println!("{}", markers::RootReadsHypervisorFrame(target));
-            match hal::read_physical(target) {
-                Some(value) => println!(
-                    "root partition: ISOLATION BROKEN: read {value:#x} from the hypervisor's memory"
-                ),
-                None => println!("root partition: {target:#x} is in the root's own RAM"),
-            }
-            hal::crash();
-        }
-        if info.has_flag(markers::BENCH_HYPERCALL) {
-            println!("{}", crate::bench::null_hypercall());
-        }
-        crate::selftest_attacks::run(&info);
-        let scenario_name = info
-            .cmdline()
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("scenario="));
-        match scenario_name {
-            // No scenario: the root is a node and runs until told to stop.
-            None => crate::node_hw::run(&info),
-            Some(scenario_name) => {
-                let config = core::str::from_utf8(hal::ram::modules().config).unwrap_or("");
-                match root_partition::config::scenario(config, scenario_name) {
-                    Ok(scenario) => {
-                        println!("root partition: running scenario {scenario_name}");
-                        if let Err(e) = crate::children::run(&info, &scenario) {
-                            println!("root partition: scenario {scenario_name} failed: {e:?}");
-                        }
-                    }
-                    Err(e) => println!(
-                        "root partition: no scenario {scenario_name:?} in the boot configuration: {e:?}"
-                    ),
-                }
-            }
-        }
-        if info.has_flag(markers::BENCH_STORAGE) {
-            match crate::storage::bench_direct(ipc::disk::BENCH_FILE) {
-                Ok(result) => println!("{result}"),
-                Err(e) => println!("root partition: storage benchmark: {e}"),
-            }
-        }
-        if info.has_flag(markers::BENCH_NETWORK) {
-            use ipc::kv::{BENCH_FRAME_SIZE, BENCH_FRAMES, FramesBench};
-            match crate::vmbus::bench_switch(BENCH_FRAMES, BENCH_FRAME_SIZE as usize) {
-                Some(cycles) => println!(
-                    "{}",
-                    FramesBench {
-                        who: "root",
-                        frames: BENCH_FRAMES,
-                        size: BENCH_FRAME_SIZE,
-                        cycles
-                    }
-                ),
-                None => println!("root partition: network benchmark: no switch, or frames lost"),
-            }
-        }
-        println!("{}", markers::ROOT_POWER_OFF);
+        root_partition::boot::run(&mut Machine { info: &info }, &info);
         crate::selftest_attacks::power_off(&info)
+    }
+
+    /// The boot's steps on this machine.
+    struct Machine<'a> {
+        info: &'a BootInfo,
+    }
+
+    impl Board for Machine<'_> {
+        fn print(&mut self, line: core::fmt::Arguments<'_>) {
+            partition_rt::console::print_line(line);
+        }
+        fn init_vcpu(&mut self) -> bool {
+            partition_rt::init_vcpu(0).is_ok()
+        }
+        fn selftest_race(&mut self) {
+            crate::selftest_race::run(self.info);
+        }
+        fn start_storage(&mut self) {
+            crate::storage::start(self.info);
+        }
+        fn device_interrupt_test(&mut self) -> Result<String, String> {
+            crate::devirq::run(self.info)
+                .map(|r| format!("{r}"))
+                .map_err(|e| format!("{e:?}"))
+        }
+        fn start_network(&mut self) -> Result<bool, String> {
+            crate::net::start(self.info)
+        }
+        fn start_switch(&mut self) {
+            crate::vmbus::start_switch();
+        }
+        fn ping_gateway(&mut self) -> Result<String, String> {
+            crate::net::ping_gateway()
+        }
+        fn alias_test(&mut self) -> Result<String, String> {
+            crate::selftest_alias::run(self.info)
+                .map(|r| format!("{r}"))
+                .map_err(|e| format!("{e:?}"))
+        }
+        fn read_physical(&mut self, address: u64) -> Option<u64> {
+            hal::read_physical(address)
+        }
+        fn crash(&mut self) {
+            hal::crash()
+        }
+        fn bench_hypercall(&mut self) -> String {
+            format!("{}", crate::bench::null_hypercall())
+        }
+        fn attacks(&mut self) {
+            crate::selftest_attacks::run(self.info);
+        }
+        fn node(&mut self) {
+            crate::node_hw::run(self.info);
+        }
+        fn boot_config(&self) -> &str {
+            core::str::from_utf8(hal::ram::modules().config).unwrap_or("")
+        }
+        fn scenario(&mut self, scenario: &Scenario) -> Result<(), String> {
+            crate::children::run(self.info, scenario).map_err(|e| format!("{e:?}"))
+        }
+        fn bench_storage(&mut self) -> Result<String, String> {
+            crate::storage::bench_direct(ipc::disk::BENCH_FILE).map(|r| format!("{r}"))
+        }
+        fn bench_network(&mut self) -> Option<u64> {
+            use ipc::kv::{BENCH_FRAME_SIZE, BENCH_FRAMES};
+            crate::vmbus::bench_switch(BENCH_FRAMES, BENCH_FRAME_SIZE as usize)
+        }
     }
 
     #[panic_handler]
