@@ -484,6 +484,47 @@ pub fn sector_buffer(sectors: usize) -> Vec<u8> {
     vec![0; sectors * SECTOR]
 }
 
+/// Mounts the exFAT volume on the data disk `device` (at PCI `location`,
+/// interrupt line `gsi`) and prints what it holds (`ipc::markers::DataVolume`,
+/// with the disk's request and interrupt counts from `counters`), or why
+/// it cannot (`None`).
+pub fn mount_data_volume<D: BlockDevice>(
+    mut device: D,
+    location: &str,
+    gsi: u32,
+    counters: impl FnOnce(&mut D) -> (u64, u64),
+    print: fn(core::fmt::Arguments<'_>),
+) -> Option<SharedVolume<D>> {
+    let mib = device.size().unwrap_or(0) >> 20;
+    let volume = match mount(device) {
+        Ok(volume) => volume,
+        Err(e) => {
+            print(format_args!(
+                "root partition: data disk at {location}: no exFAT volume: {e}"
+            ));
+            return None;
+        }
+    };
+    let (label, files, (requests, interrupts)) = {
+        let mut v = volume.lock();
+        let files = v.list("/").map(|entries| entries.len()).unwrap_or_default();
+        (String::from(v.label()), files, counters(v.device()))
+    };
+    print(format_args!(
+        "{}",
+        ipc::markers::DataVolume {
+            location,
+            gsi,
+            mib,
+            label: &label,
+            files,
+            requests,
+            interrupts,
+        }
+    ));
+    Some(volume)
+}
+
 /// The storage benchmark's root side: reads `BENCH_SEQUENTIAL_BYTES` of
 /// `/FILE` (a VHD on `volume`) in `BENCH_SEQUENTIAL_REQUEST` requests, then
 /// `BENCH_RANDOM_READS` random 4 KiB reads, straight through the storage

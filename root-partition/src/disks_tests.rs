@@ -276,3 +276,44 @@ fn the_direct_benchmark_reads_its_file_and_times_both_phases() {
             .starts_with("missing.vhd")
     );
 }
+
+thread_local! {
+    static PRINTED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+fn keep(line: core::fmt::Arguments<'_>) {
+    PRINTED.with(|p| p.borrow_mut().push(alloc::format!("{line}")));
+}
+
+#[test]
+fn the_data_volume_is_mounted_and_described_or_refused() {
+    let (_, mem) = volume();
+    let v = mount_data_volume(mem.clone(), "00:04.0", 11, |_| (7, 3), keep);
+    assert!(v.is_some());
+    let printed = PRINTED.with(|p| p.borrow().clone());
+    assert_eq!(
+        printed.last().unwrap(),
+        &alloc::format!(
+            "{}",
+            ipc::markers::DataVolume {
+                location: "00:04.0",
+                gsi: 11,
+                mib: 64,
+                label: "TEST",
+                files: 4,
+                requests: 7,
+                interrupts: 3,
+            }
+        )
+    );
+    let blank = SharedMem(Rc::new(RefCell::new(MemDevice::new(vec![0; 1 << 20]))));
+    assert!(mount_data_volume(blank, "00:05.0", 10, |_| (0, 0), keep).is_none());
+    let printed = PRINTED.with(|p| p.borrow().clone());
+    assert!(
+        printed
+            .last()
+            .unwrap()
+            .starts_with("root partition: data disk at 00:05.0: no exFAT volume: "),
+        "{printed:?}"
+    );
+}

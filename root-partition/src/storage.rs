@@ -6,7 +6,6 @@
 //! per-child LUN tables hold the only open VHDs.
 
 use alloc::string::String;
-use alloc::vec::Vec;
 
 use ipc::boot::BootInfo;
 use ipc::disk::BenchResult;
@@ -48,37 +47,16 @@ pub fn start(info: &BootInfo) {
             return;
         }
     };
-    let (location, gsi) = (disk.location, disk.gsi);
-    let mut bytes = SectorBytes::new(disk, CHUNK_SECTORS);
-    let mib = vhd::BlockDevice::size(&mut bytes).unwrap_or(0) >> 20;
-    let volume = match disks::mount(bytes) {
-        Ok(volume) => volume,
-        Err(e) => {
-            println!("root partition: data disk at {location}: no exFAT volume: {e}");
-            return;
-        }
+    let (location, gsi) = (alloc::format!("{}", disk.location), disk.gsi);
+    let bytes = SectorBytes::new(disk, CHUNK_SECTORS);
+    let counters = |d: &mut DataDisk| {
+        let stats = d.disk().stats();
+        (stats.requests, stats.interrupts)
     };
-    let (label, files, stats) = {
-        let mut v = volume.lock();
-        let names: Vec<String> = v
-            .list("/")
-            .map(|entries| entries.into_iter().map(|e| e.name).collect())
-            .unwrap_or_default();
-        (String::from(v.label()), names, v.device().disk().stats())
-    };
-    println!(
-        "{}",
-        ipc::markers::DataVolume {
-            location: &alloc::format!("{location}"),
-            gsi,
-            mib,
-            label: &label,
-            files: files.len(),
-            requests: stats.requests,
-            interrupts: stats.interrupts,
-        }
-    );
-    *VOLUME.lock() = Some(volume);
+    let print = partition_rt::console::print_line;
+    if let Some(volume) = disks::mount_data_volume(bytes, &location, gsi, counters, print) {
+        *VOLUME.lock() = Some(volume);
+    }
 }
 
 /// The root's own run of the disk benchmark over `file` (the reference a
