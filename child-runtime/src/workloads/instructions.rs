@@ -103,41 +103,54 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
     checks.probe("wbinvd completes (as a no-op)", Instruction::Wbinvd, None);
     checks.probe("invd completes (as a no-op)", Instruction::Invd, None);
 
-    // A port interrupt raised while interrupts are off is taken once they
-    // are on again, at the next exit (the interrupt-window exit is off:
-    // docs/hypercalls.md, "Virtual interrupts").
-    let check = "port interrupt taken after sti by the next exit";
+    // A port interrupt raised while interrupts are off must be taken as
+    // soon as they are on again (the interrupt-window exit), inside
+    // `sti; nop; nop; nop; cli`, not at the next exit that happens to come.
+    // A try may miss it for a reason of its own: an exit inside STI's
+    // shadow (another interrupt's) leaves it to the next exit
+    // (docs/hypercalls.md, "Virtual interrupts"). So up to three tries, and
+    // one must take it inside.
+    let check = "port interrupt taken inside sti; nop; nop; nop; cli";
     match bound_port(me) {
         Ok(port) => {
             let _ = partition_rt::set_interrupt_handler(INSTRUCTIONS_VECTOR, on_port);
             let were_on = partition_rt::arch::interrupts_enabled();
-            partition_rt::disable_interrupts();
-            let signalled = hypercall(&Call::PortSignal { port });
-            let before = TAKEN.load(Ordering::SeqCst);
-            insn::interrupt_window();
-            let inside = TAKEN.load(Ordering::SeqCst);
-            // Let it in now if the window missed it.
-            let _ = hypercall(&Call::Null);
-            partition_rt::enable_interrupts();
-            // The next exit brings it: a timer tick at the latest.
-            let mut spins = 0u64;
-            while TAKEN.load(Ordering::SeqCst) == inside && spins < 200_000_000 {
-                core::hint::spin_loop();
-                spins += 1;
-            }
-            partition_rt::disable_interrupts();
-            let later = TAKEN.load(Ordering::SeqCst);
-            let _ = hypercall(&Call::Acknowledge { slot: port });
+            let mut tries = 0;
+            let (signalled, before, inside, later) = loop {
+                tries += 1;
+                partition_rt::disable_interrupts();
+                let start = TAKEN.load(Ordering::SeqCst);
+                let signalled = hypercall(&Call::PortSignal { port });
+                let before = TAKEN.load(Ordering::SeqCst) - start;
+                insn::interrupt_window();
+                let inside = TAKEN.load(Ordering::SeqCst) - start;
+                // A missed one comes at the next exit (a timer tick at the
+                // latest); taken before the port is acknowledged, it cannot
+                // count in the next try.
+                partition_rt::enable_interrupts();
+                let mut spins = 0u64;
+                while TAKEN.load(Ordering::SeqCst) == start && spins < 200_000_000 {
+                    core::hint::spin_loop();
+                    spins += 1;
+                }
+                partition_rt::disable_interrupts();
+                let later = TAKEN.load(Ordering::SeqCst) - start;
+                let _ = hypercall(&Call::Acknowledge { slot: port });
+                let done = signalled.is_err() || before != 0 || inside == 1 || later != 1;
+                if done || tries == 3 {
+                    break (signalled, before, inside, later);
+                }
+            };
             if were_on {
                 partition_rt::enable_interrupts();
             }
-            if signalled.is_ok() && before == 0 && inside <= 1 && later == 1 {
+            if signalled.is_ok() && before == 0 && inside == 1 {
                 checks.record(check, None);
             } else {
                 checks.record(
                     check,
                     Some(format_args!(
-                        "signal {signalled:?}; taken {before} before, {inside} in the window, {later} after the next hypercalls"
+                        "signal {signalled:?}; last of {tries} tries: taken {before} before, {inside} in the window, {later} by the next exit"
                     )),
                 );
             }

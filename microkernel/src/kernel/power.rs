@@ -354,7 +354,7 @@ mod tests {
     }
 
     #[test]
-    fn a_vector_the_guest_cannot_take_yet_comes_at_its_next_exit() {
+    fn a_vector_raised_while_interrupts_are_off_comes_at_the_interrupt_window() {
         let mut w = world();
         let vmcb = root_vmcb(&mut w);
         const IF: u64 = 1 << 9;
@@ -363,19 +363,74 @@ mod tests {
         assert!(w.k.prepare_entry(&mut w.m, w.root_vcpu));
         let v = w.m.vmcb(vmcb);
         assert_eq!(v.read_u64(offset::EVENT_INJECTION), 0, "interrupts are off");
-        assert!(
-            !v.interrupt_window_requested(),
-            "no window (see prepare_entry)"
-        );
-        // The guest executes STI; its next exit brings the vector.
+        assert!(v.interrupt_window_requested());
+        // The guest executes STI; the processor exits at the window.
         v.write_u64(offset::RFLAGS, 0x2 | IF);
+        assert_eq!(
+            w.k.handle_exit(&mut w.m, w.root_vcpu, Exit::InterruptWindow),
+            Next::Resume
+        );
+        assert!(w.k.prepare_entry(&mut w.m, w.root_vcpu));
+        let v = w.m.vmcb(vmcb);
+        assert_eq!(v.read_u64(offset::EVENT_INJECTION), 0x50 | (1 << 31));
+        assert!(!v.interrupt_window_requested(), "nothing else pending");
+        // Two pending: one injected, the other at the next exit (no window
+        // beside an injection).
+        v.write_u64(offset::EVENT_INJECTION, 0);
+        w.k.raise(&mut w.m, w.root_vcpu, 0x51);
+        w.k.raise(&mut w.m, w.root_vcpu, 0x52);
+        assert!(w.k.prepare_entry(&mut w.m, w.root_vcpu));
+        let v = w.m.vmcb(vmcb);
+        assert_eq!(v.read_u64(offset::EVENT_INJECTION), 0x52 | (1 << 31));
+        assert!(!v.interrupt_window_requested());
+        // The guest took it and its handler runs with interrupts off: the
+        // window for the other.
+        v.write_u64(offset::EVENT_INJECTION, 0);
+        v.write_u64(offset::RFLAGS, 0x2);
         assert_eq!(
             w.k.handle_exit(&mut w.m, w.root_vcpu, Exit::Interrupt),
             Next::Resume
         );
         assert!(w.k.prepare_entry(&mut w.m, w.root_vcpu));
         let v = w.m.vmcb(vmcb);
-        assert_eq!(v.read_u64(offset::EVENT_INJECTION), 0x50 | (1 << 31));
+        assert_eq!(v.read_u64(offset::EVENT_INJECTION), 0);
+        assert!(v.interrupt_window_requested(), "0x51 waits for the window");
+    }
+
+    #[test]
+    fn a_vector_raised_inside_an_sti_shadow_comes_past_the_hlt() {
+        let mut w = world();
+        let vmcb = root_vmcb(&mut w);
+        const IF: u64 = 1 << 9;
+        // `STI; HLT` at 0x1000: another interrupt's exit comes right after
+        // the STI, the HLT at 0x1001 in its shadow, and raises 0x78.
+        let v = w.m.vmcb(vmcb);
+        v.write_u64(offset::RIP, 0x1001);
+        v.write_u64(offset::RFLAGS, 0x2 | IF);
+        v.write_u64(offset::INTERRUPT_SHADOW, 1);
+        w.k.raise(&mut w.m, w.root_vcpu, 0x78);
+        assert_eq!(
+            w.k.handle_exit(&mut w.m, w.root_vcpu, Exit::Interrupt),
+            Next::Resume
+        );
+        assert!(w.k.prepare_entry(&mut w.m, w.root_vcpu));
+        let v = w.m.vmcb(vmcb);
+        assert_eq!(v.read_u64(offset::EVENT_INJECTION), 0, "in the shadow");
+        // No window: where VMRUN drops the shadow (QEMU) its exit would
+        // come before the HLT, and the handler would return into the HLT
+        // with the wake-up spent.
+        assert!(!v.interrupt_window_requested());
+        // The guest executes the HLT: its exit finds the vector pending and
+        // the vCPU takes it past the HLT.
+        assert_eq!(
+            w.k.handle_exit(&mut w.m, w.root_vcpu, Exit::Hlt),
+            Next::Resume
+        );
+        assert!(w.k.prepare_entry(&mut w.m, w.root_vcpu));
+        let v = w.m.vmcb(vmcb);
+        assert_eq!(v.read_u64(offset::RIP), 0x1002);
+        assert_eq!(v.read_u64(offset::EVENT_INJECTION), 0x78 | (1 << 31));
+        assert!(!v.interrupt_window_requested());
     }
 
     #[test]
