@@ -1,5 +1,6 @@
-//! Running a scenario (`run`, the `boot.cfg` interpreter) and the thin
-//! adapters the rest of the binary uses: a new child built through the
+//! Running a scenario (`run`: the library's `boot.cfg` interpreter,
+//! `root_partition::services::scenario`, over this root's [`Machine`])
+//! and the thin adapters the rest of the binary uses: a new child built through the
 //! library's one construction path (`root_partition::partition::build`)
 //! with its bus attached (`start`), the `to_root` ports and their
 //! interrupt handlers, and the children's VMBus as the library's waits
@@ -12,14 +13,17 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use ipc::boot::BootInfo;
 use ipc::elf::Image;
-use ipc::hypercall::{Call, Name, SlotHandle};
-use ipc::markers;
+use ipc::hypercall::{Call, SlotHandle};
 use partition_rt::hypercall;
-use root_partition::config::{Action, ChildSpec, Scenario};
+use root_partition::config::{AbortAt, ChildSpec, Scenario};
+use root_partition::migrate::Stats;
+use root_partition::services::migration::MigrateError;
+use root_partition::services::migration::quick::{Placement, QuickError};
+use root_partition::services::scenario::{self, ScenarioMachine};
 
 use crate::hal;
 use crate::hal::kernel::HwKernel;
-use root_partition::partition::control::{self, Buses};
+use root_partition::partition::control::Buses;
 use root_partition::partition::{self, Purpose, build};
 pub use root_partition::partition::{
     Child, Failure, MAX_CHILDREN, Root, discover, heap_range, place,
@@ -58,7 +62,8 @@ pub fn install_handlers() {
     crate::vmbus::install_handlers();
 }
 
-/// Runs a scenario to its end.
+/// Runs a scenario to its end: the library's interpreter
+/// (`root_partition::services::scenario::run`) over this root's machine.
 pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
     let root = discover(info)?;
     crate::vmbus::choose_windows(info.shared_window);
@@ -68,280 +73,99 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
     install_handlers();
     crate::vmbus::set_clock(u64::from(root.tsc_khz));
     partition_rt::enable_interrupts();
-    let mut children: [Option<Child>; MAX_CHILDREN] = [None; MAX_CHILDREN];
-    let mut freed: Option<(Name, u64)> = None;
-    for action in scenario.actions() {
-        match action {
-            Action::Start(spec) => {
-                let index = children
-                    .iter()
-                    .position(Option::is_none)
-                    .ok_or(Failure::NoMemory)?;
-                let child = start(&root, &image, &spec, index, &children)?;
-                if let Some((old, base)) = freed.take()
-                    && base == child.base
-                {
-                    println!(
-                        "{}",
-                        markers::MemoryReused {
-                            new: spec.name.as_str(),
-                            old: old.as_str()
-                        }
-                    );
-                }
-                children[index] = Some(child);
-                if spec.workload() == "dirty" {
-                    control::dirty_check(&HwKernel, &mut VmBuses, &child, || {
-                        SIGNALS[index].load(Ordering::Acquire)
-                    })?;
-                }
-            }
-            Action::Pause(name) => {
-                let child = control::find(&children, name)?;
-                control::pause_check(&HwKernel, &mut VmBuses, &child)?;
-            }
-            Action::Resume(name) => {
-                let child = control::find(&children, name)?;
-                control::resume_check(&HwKernel, &mut VmBuses, &child)?;
-            }
-            Action::HotAdd {
-                child,
-                disk,
-                lun,
-                after,
-            } => {
-                let index = control::position(&children, child)?;
-                wait_served(&children, index, after)?;
-                crate::vmbus::add_disk(index, lun, disk.as_str(), true).map_err(|e| {
-                    println!("root: hot add of {} failed: {e:?}", disk.as_str());
-                    Failure::Check("hot add")
-                })?;
-            }
-            Action::HotRemove { child, lun, after } => {
-                let index = control::position(&children, child)?;
-                wait_served(&children, index, after)?;
-                crate::vmbus::remove_disk(index, lun).map_err(|e| {
-                    println!("root: hot remove of LUN {lun} failed: {e:?}");
-                    Failure::Check("hot remove")
-                })?;
-            }
-            Action::Migrate {
-                child,
-                after_frames,
-                after_requests,
-                after_ms,
-                abort,
-            } => {
-                let index = control::position(&children, child)?;
-                wait_serving(|| crate::vmbus::frames_received(index) >= after_frames);
-                wait_served(&children, index, after_requests)?;
-                let_time_pass(after_ms * u64::from(root.tsc_khz));
-                let mut moved = children[index].ok_or(Failure::Missing("child"))?;
-                let base = place(&root, &children, moved.spec.memory).ok_or(Failure::NoMemory)?;
-                let name = child.as_str();
-                println!(
-                    "root: migrating {name} (live, {} MiB) to memory at {base:#x}",
-                    moved.spec.memory >> 20
-                );
-                match crate::migration::live(&root, &mut moved, index, base, abort) {
-                    Ok(stats) => {
-                        crate::migration::report(name, &stats);
-                        println!("root: {name} migrated: running from {base:#x}, source destroyed");
-                        children[index] = Some(moved);
-                    }
-                    Err(crate::migration::MigrateError::Aborted(stats)) => {
-                        crate::migration::report(name, &stats);
-                        println!("root: migration of {name} aborted: the source runs on");
-                    }
-                    Err(e) => {
-                        println!("root: migration of {name} failed: {e:?}; the source runs on");
-                        if abort.is_none() {
-                            return Err(Failure::Check("migration"));
-                        }
-                    }
-                }
-                // The child checks its memory on this signal.
-                if let Some(port) = moved.from_root {
-                    let _ = hypercall(&Call::PortSignal { port });
-                }
-            }
-            Action::Save {
-                child,
-                file,
-                after_requests,
-                after_ms,
-            } => {
-                let index = control::position(&children, child)?;
-                wait_served(&children, index, after_requests)?;
-                let_time_pass(after_ms * u64::from(root.tsc_khz));
-                let saved = children[index].ok_or(Failure::Missing("child"))?;
-                let (name, path) = (child.as_str(), alloc::format!("/{}", file.as_str()));
-                match crate::quick::save(&root, &saved, index, &path) {
-                    Ok((stats, bytes)) => {
-                        crate::migration::report(name, &stats);
-                        // Its bus state is in the file: never served again here.
-                        crate::vmbus::forget(index);
-                        control::destroy(&HwKernel, &saved)?;
-                        children[index] = None;
-                        println!(
-                            "root: {name} saved to {} ({bytes} bytes, {} ms paused) and stopped",
-                            file.as_str(),
-                            stats.blackout_ns / 1_000_000
-                        );
-                    }
-                    Err(e) => {
-                        println!("root: saving {name} failed: {e:?}; it runs on");
-                        return Err(Failure::Check("save"));
-                    }
-                }
-            }
-            Action::Restore {
-                child,
-                file,
-                after_ms,
-            } => {
-                let_time_pass(after_ms * u64::from(root.tsc_khz));
-                let index = children
-                    .iter()
-                    .position(Option::is_none)
-                    .ok_or(Failure::NoMemory)?;
-                let path = alloc::format!("/{}", file.as_str());
-                let memory = crate::quick::saved_memory(&path).map_err(|e| {
-                    println!("root: {} cannot be restored: {e:?}", file.as_str());
-                    Failure::Check("restore")
-                })?;
-                let base = place(&root, &children, memory).ok_or(Failure::NoMemory)?;
-                let at = crate::quick::Placement {
-                    base,
-                    index,
-                    image_span: image.span(),
-                };
-                // Its priority and affinity: the scenario's for it.
-                let spec = scenario
-                    .actions()
-                    .find_map(|a| match a {
-                        Action::Start(s) if s.name == child => Some(s),
-                        _ => None,
-                    })
-                    .unwrap_or(ChildSpec::new(child));
-                match crate::quick::restore(&root, &path, at, &spec) {
-                    Ok(restored) if restored.spec.name == child => {
-                        println!(
-                            "root: {} restored from {} into memory at {base:#x}",
-                            child.as_str(),
-                            file.as_str()
-                        );
-                        // The child checks its memory on this signal.
-                        if let Some(port) = restored.from_root {
-                            let _ = hypercall(&Call::PortSignal { port });
-                        }
-                        children[index] = Some(restored);
-                    }
-                    Ok(other) => {
-                        println!(
-                            "root: {} holds {}, not {}",
-                            file.as_str(),
-                            other.spec.name.as_str(),
-                            child.as_str()
-                        );
-                        return Err(Failure::Check("restore"));
-                    }
-                    Err(e) => {
-                        println!("root: restoring {} failed: {e:?}", file.as_str());
-                        return Err(Failure::Check("restore"));
-                    }
-                }
-            }
-            Action::Stop {
-                child,
-                timeout_ms,
-                after_requests,
-                after_ms,
-            } => {
-                let index = control::position(&children, child)?;
-                wait_served(&children, index, after_requests)?;
-                let_time_pass(after_ms * u64::from(root.tsc_khz));
-                let stopped = children[index].take().ok_or(Failure::Missing("child"))?;
-                control::stop(&HwKernel, &mut VmBuses, &root, &stopped, index, timeout_ms)?;
-                freed = Some((child, stopped.base));
-            }
-            Action::Lost { child, within_ms } => {
-                let index = control::position(&children, child)?;
-                let start = partition_rt::rdtsc();
-                let limit = within_ms.saturating_mul(u64::from(root.tsc_khz));
-                loop {
-                    let worked = crate::vmbus::service_all();
-                    if matches!(
-                        crate::vmbus::heartbeat_state(index),
-                        Some(vsp::bus::Heartbeat::Unresponsive(_))
-                    ) {
-                        break;
-                    }
-                    if partition_rt::rdtsc().wrapping_sub(start) > limit {
-                        println!(
-                            "root: {} still answers heartbeats after {within_ms} ms",
-                            child.as_str()
-                        );
-                        return Err(Failure::Check("heartbeat not lost"));
-                    }
-                    if worked == 0 {
-                        let _ = hypercall(&Call::Yield);
-                    }
-                }
-            }
-            Action::Destroy(name) => {
-                let index = children
-                    .iter()
-                    .position(|c| c.is_some_and(|c| c.spec.name == name))
-                    .ok_or(Failure::Missing("child"))?;
-                let child = children[index].take().ok_or(Failure::Missing("child"))?;
-                // Its ring pages leave the root's address space with it.
-                crate::vmbus::detach(index);
-                control::destroy(&HwKernel, &child)?;
-                println!(
-                    "{}",
-                    markers::ChildDestroyed {
-                        name: name.as_str(),
-                        mib: (child.pages * 4096) >> 20
-                    }
-                );
-                freed = Some((name, child.base));
-            }
-            Action::Forget(name) => {
-                let index = control::position(&children, name)?;
-                let child = children[index].take().ok_or(Failure::Missing("child"))?;
-                crate::vmbus::detach(index);
-                control::forget(&HwKernel, &root, &child)?;
-                println!(
-                    "{}",
-                    markers::OrphanDestroyed {
-                        name: name.as_str(),
-                        mib: (child.pages * 4096) >> 20
-                    }
-                );
-                freed = Some((name, child.base));
-            }
-        }
-    }
-    control::watch(&HwKernel, &mut VmBuses, &mut children)
+    scenario::run(&HwKernel, &mut Machine { image: &image }, &root, scenario)
 }
 
-/// Serves every bus until child `index`'s storage controller completed
-/// `after` requests; fails if the child stops first.
-fn wait_served(children: &[Option<Child>], index: usize, after: u64) -> Result<(), Failure> {
-    let child = children[index].ok_or(Failure::Missing("child"))?;
-    // Not `wait_serving`: its final drain would not end while a busy
-    // child keeps its controller full.
-    loop {
-        if crate::vmbus::storage_served(index) >= after {
-            return Ok(());
-        }
-        if control::stopped(&HwKernel, child.partition) {
-            return Err(Failure::Check("child stopped before its disk requests"));
-        }
-        if crate::vmbus::service_all() == 0 {
-            let _ = hypercall(&Call::Yield);
-        }
+/// This root's devices and buses, as a scenario needs them.
+struct Machine<'a> {
+    /// The child runtime image.
+    image: &'a Image<'a>,
+}
+
+impl Buses for Machine<'_> {
+    fn service_all(&mut self) -> usize {
+        VmBuses.service_all()
+    }
+    fn drain(&mut self, index: usize) {
+        VmBuses.drain(index);
+    }
+    fn request_shutdown(&mut self, index: usize, timeout_ms: u32) -> Result<(), String> {
+        VmBuses.request_shutdown(index, timeout_ms)
+    }
+    fn shutdown_state(&mut self, index: usize) -> Option<vsp::bus::ShutdownState> {
+        VmBuses.shutdown_state(index)
+    }
+    fn detach(&mut self, index: usize) {
+        VmBuses.detach(index);
+    }
+}
+
+impl ScenarioMachine for Machine<'_> {
+    fn start(
+        &mut self,
+        root: &Root,
+        spec: &ChildSpec,
+        index: usize,
+        children: &[Option<Child>],
+    ) -> Result<Child, Failure> {
+        start(root, self.image, spec, index, children)
+    }
+    fn signals(&self, index: usize) -> u32 {
+        SIGNALS[index].load(Ordering::Acquire)
+    }
+    fn hot_add(&mut self, index: usize, lun: u8, disk: &str) -> Result<(), String> {
+        crate::vmbus::add_disk(index, lun, disk, true)
+            .map(|_| ())
+            .map_err(|e| alloc::format!("{e:?}"))
+    }
+    fn hot_remove(&mut self, index: usize, lun: u8) -> Result<(), String> {
+        crate::vmbus::remove_disk(index, lun).map_err(|e| alloc::format!("{e:?}"))
+    }
+    fn frames_received(&self, index: usize) -> u64 {
+        crate::vmbus::frames_received(index)
+    }
+    fn storage_served(&self, index: usize) -> u64 {
+        crate::vmbus::storage_served(index)
+    }
+    fn heartbeat(&self, index: usize) -> Option<vsp::bus::Heartbeat> {
+        crate::vmbus::heartbeat_state(index)
+    }
+    fn forget(&mut self, index: usize) {
+        crate::vmbus::forget(index);
+    }
+    fn live(
+        &mut self,
+        root: &Root,
+        child: &mut Child,
+        index: usize,
+        base: u64,
+        abort: Option<AbortAt>,
+    ) -> Result<Stats, MigrateError> {
+        crate::migration::live(root, child, index, base, abort)
+    }
+    fn save(
+        &mut self,
+        root: &Root,
+        child: &Child,
+        index: usize,
+        path: &str,
+    ) -> Result<(Stats, u64), QuickError> {
+        crate::quick::save(root, child, index, path)
+    }
+    fn saved_memory(&mut self, path: &str) -> Result<u64, QuickError> {
+        crate::quick::saved_memory(path)
+    }
+    fn restore(
+        &mut self,
+        root: &Root,
+        path: &str,
+        at: Placement,
+        spec: &ChildSpec,
+    ) -> Result<Child, QuickError> {
+        crate::quick::restore(root, path, at, spec)
+    }
+    fn image_span(&self) -> (u64, u64) {
+        self.image.span()
     }
 }
 
@@ -449,16 +273,4 @@ impl Buses for VmBuses {
     fn detach(&mut self, index: usize) {
         crate::vmbus::detach(index);
     }
-}
-
-/// Lets time pass (about `cycles` time-stamp counter ticks), yielding and
-/// serving every child's VMBus meanwhile.
-fn let_time_pass(cycles: u64) {
-    control::let_time_pass(&HwKernel, &mut VmBuses, cycles);
-}
-
-/// Waits until `done`, serving every child's VMBus meanwhile, and once
-/// more after it (what a child printed before signalling comes first).
-fn wait_serving(done: impl FnMut() -> bool) {
-    control::wait_serving(&HwKernel, &mut VmBuses, done);
 }

@@ -4,5 +4,6 @@
 pub mod mgmt;
 pub mod migration;
 pub mod network;
+pub mod scenario;
 pub mod vm;
 pub mod vmbus;
