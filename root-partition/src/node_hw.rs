@@ -13,9 +13,8 @@
 
 use ipc::boot::BootInfo;
 use ipc::elf::Image;
-use ipc::markers;
 use root_partition::node::options::{Options, StopAt};
-use root_partition::node::{self, Mode, Platform, Poll, Service};
+use root_partition::node::{self, Platform, Poll, Service};
 use root_partition::services::vm::manager::ManagerConfig;
 
 use crate::node_vms::Vms;
@@ -116,7 +115,6 @@ pub fn run(info: &BootInfo) {
         println!("root partition: node: ignored {word}");
     }
     let mode = options.mode();
-    let run_for = options.run_for_s;
     let tsc_khz = u64::from(info.tsc_khz);
     if tsc_khz == 0 {
         println!("root partition: node: no time-stamp counter frequency in the boot page");
@@ -145,19 +143,8 @@ pub fn run(info: &BootInfo) {
         sleeper,
     };
     let start = machine.now_ns();
-    let stop_at = run_for.map(|s| start + s * 1_000_000_000);
-    println!(
-        "{} (mode {}, {})",
-        markers::NODE_UP,
-        match mode {
-            Mode::Sleep => "sleep",
-            Mode::Poll => "poll",
-        },
-        match run_for {
-            Some(s) => alloc::format!("stopping after {s} s"),
-            None => alloc::string::String::from("running until told to power off"),
-        }
-    );
+    let stop_at = options.stop_at(start);
+    println!("{}", options.banner());
     let vms = vm_service(info, &mut machine, stop_at, options.stop_timeout_s);
     let board = vms.as_ref().map(|v| v.board.clone()).unwrap_or_default();
     let mut management = crate::net::take_management_nic().and_then(|nic| {

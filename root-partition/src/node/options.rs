@@ -66,6 +66,25 @@ impl Options {
         o
     }
 
+    /// The line the node prints when its loop starts.
+    pub fn banner(&self) -> String {
+        let mode = match self.mode() {
+            Mode::Sleep => "sleep",
+            Mode::Poll => "poll",
+        };
+        let until = match self.run_for_s {
+            Some(s) => format!("stopping after {s} s"),
+            None => String::from("running until told to power off"),
+        };
+        format!("{} (mode {mode}, {until})", ipc::markers::NODE_UP)
+    }
+
+    /// When the node stops, for a loop started at `start_ns`.
+    pub fn stop_at(&self, start_ns: u64) -> Option<u64> {
+        self.run_for_s
+            .map(|s| start_ns.saturating_add(s.saturating_mul(1_000_000_000)))
+    }
+
     /// The loop's mode.
     pub fn mode(&self) -> Mode {
         if self.poll { Mode::Poll } else { Mode::Sleep }
@@ -121,6 +140,25 @@ mod tests {
         assert_eq!(o.ignored.len(), 5, "{:?}", o.ignored);
         assert!(o.ignored[0].starts_with("node.run-for=soon: not a number"));
         assert!(o.ignored[2].starts_with("node.fly: not a node option"));
+    }
+
+    #[test]
+    fn the_banner_says_the_mode_and_the_end() {
+        let o = Options::parse("node.poll node.run-for=30");
+        assert_eq!(
+            o.banner(),
+            format!("{} (mode poll, stopping after 30 s)", ipc::markers::NODE_UP)
+        );
+        assert_eq!(o.stop_at(5), Some(30_000_000_005));
+        let o = Options::parse("");
+        assert_eq!(
+            o.banner(),
+            format!(
+                "{} (mode sleep, running until told to power off)",
+                ipc::markers::NODE_UP
+            )
+        );
+        assert_eq!(o.stop_at(5), None);
     }
 
     #[test]
