@@ -18,11 +18,11 @@ use partition_rt::hypercall;
 use root_partition::config::{AbortAt, ChildSpec, Scenario};
 use root_partition::migrate::Stats;
 use root_partition::services::migration::MigrateError;
-use root_partition::services::migration::quick::{Placement, QuickError};
 use root_partition::services::scenario::{self, ScenarioMachine};
 
 use crate::hal;
 use crate::hal::kernel::HwKernel;
+use crate::node_vms::Parts;
 use root_partition::partition::control::Buses;
 use root_partition::partition::{self, Purpose, build};
 pub use root_partition::partition::{
@@ -73,43 +73,11 @@ pub fn run(info: &BootInfo, scenario: &Scenario) -> Result<(), Failure> {
     install_handlers();
     crate::vmbus::set_clock(u64::from(root.tsc_khz));
     partition_rt::enable_interrupts();
-    scenario::run(&HwKernel, &mut Machine { image: &image }, &root, scenario)
+    scenario::run(&HwKernel, &mut Parts { image }, &root, scenario)
 }
 
-/// This root's devices and buses, as a scenario needs them.
-struct Machine<'a> {
-    /// The child runtime image.
-    image: &'a Image<'a>,
-}
-
-impl Buses for Machine<'_> {
-    fn service_all(&mut self) -> usize {
-        VmBuses.service_all()
-    }
-    fn drain(&mut self, index: usize) {
-        VmBuses.drain(index);
-    }
-    fn request_shutdown(&mut self, index: usize, timeout_ms: u32) -> Result<(), String> {
-        VmBuses.request_shutdown(index, timeout_ms)
-    }
-    fn shutdown_state(&mut self, index: usize) -> Option<vsp::bus::ShutdownState> {
-        VmBuses.shutdown_state(index)
-    }
-    fn detach(&mut self, index: usize) {
-        VmBuses.detach(index);
-    }
-}
-
-impl ScenarioMachine for Machine<'_> {
-    fn start(
-        &mut self,
-        root: &Root,
-        spec: &ChildSpec,
-        index: usize,
-        children: &[Option<Child>],
-    ) -> Result<Child, Failure> {
-        start(root, self.image, spec, index, children)
-    }
+/// What a scenario needs of this root beyond the node's [`Parts`].
+impl ScenarioMachine for Parts {
     fn signals(&self, index: usize) -> u32 {
         SIGNALS[index].load(Ordering::Acquire)
     }
@@ -127,12 +95,6 @@ impl ScenarioMachine for Machine<'_> {
     fn storage_served(&self, index: usize) -> u64 {
         crate::vmbus::storage_served(index)
     }
-    fn heartbeat(&self, index: usize) -> Option<vsp::bus::Heartbeat> {
-        crate::vmbus::heartbeat_state(index)
-    }
-    fn forget(&mut self, index: usize) {
-        crate::vmbus::forget(index);
-    }
     fn live(
         &mut self,
         root: &Root,
@@ -142,30 +104,6 @@ impl ScenarioMachine for Machine<'_> {
         abort: Option<AbortAt>,
     ) -> Result<Stats, MigrateError> {
         crate::migration::live(root, child, index, base, abort)
-    }
-    fn save(
-        &mut self,
-        root: &Root,
-        child: &Child,
-        index: usize,
-        path: &str,
-    ) -> Result<(Stats, u64), QuickError> {
-        crate::quick::save(root, child, index, path)
-    }
-    fn saved_memory(&mut self, path: &str) -> Result<u64, QuickError> {
-        crate::quick::saved_memory(path)
-    }
-    fn restore(
-        &mut self,
-        root: &Root,
-        path: &str,
-        at: Placement,
-        spec: &ChildSpec,
-    ) -> Result<Child, QuickError> {
-        crate::quick::restore(root, path, at, spec)
-    }
-    fn image_span(&self) -> (u64, u64) {
-        self.image.span()
     }
 }
 

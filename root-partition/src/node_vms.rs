@@ -4,18 +4,19 @@
 //! construction path (`children::start`), saved and restored by `quick`,
 //! their buses in `vmbus` — and the node service that drives the manager.
 
-use alloc::format;
 use alloc::string::String;
 
 use ipc::elf::Image;
 use root_partition::config::ChildSpec;
 use root_partition::migrate::Stats;
-use root_partition::services::migration::quick::Placement;
+use root_partition::partition::Failure;
+use root_partition::partition::control::Buses;
+use root_partition::services::migration::quick::{Placement, QuickError};
 use root_partition::services::vm::machine::{self, Partitions};
 use root_partition::services::vm::service::VmService;
 use vsp::integration::{Heartbeat, ShutdownState};
 
-use crate::children::{self, Child, Root};
+use crate::children::{self, Child, Root, VmBuses};
 use crate::hal::kernel::HwKernel;
 use crate::storage::DataVolume;
 
@@ -36,6 +37,24 @@ pub fn machine_hv(root: Root, image: Image<'static>, stop_timeout_ns: u64) -> Ma
     machine::MachineHv::new(HwKernel, Parts { image }, root, stop_timeout_ns)
 }
 
+impl Buses for Parts {
+    fn service_all(&mut self) -> usize {
+        VmBuses.service_all()
+    }
+    fn drain(&mut self, index: usize) {
+        VmBuses.drain(index);
+    }
+    fn request_shutdown(&mut self, index: usize, timeout_ms: u32) -> Result<(), String> {
+        VmBuses.request_shutdown(index, timeout_ms)
+    }
+    fn shutdown_state(&mut self, index: usize) -> Option<ShutdownState> {
+        VmBuses.shutdown_state(index)
+    }
+    fn detach(&mut self, index: usize) {
+        VmBuses.detach(index);
+    }
+}
+
 impl Partitions for Parts {
     fn start(
         &mut self,
@@ -43,8 +62,8 @@ impl Partitions for Parts {
         spec: &ChildSpec,
         index: usize,
         children: &[Option<Child>],
-    ) -> Result<Child, String> {
-        children::start(root, &self.image, spec, index, children).map_err(|e| format!("{e:?}"))
+    ) -> Result<Child, Failure> {
+        children::start(root, &self.image, spec, index, children)
     }
     fn save(
         &mut self,
@@ -52,11 +71,11 @@ impl Partitions for Parts {
         child: &Child,
         index: usize,
         path: &str,
-    ) -> Result<(Stats, u64), String> {
-        crate::quick::save(root, child, index, path).map_err(|e| format!("{e:?}"))
+    ) -> Result<(Stats, u64), QuickError> {
+        crate::quick::save(root, child, index, path)
     }
-    fn saved_memory(&mut self, path: &str) -> Result<u64, String> {
-        crate::quick::saved_memory(path).map_err(|e| format!("{e:?}"))
+    fn saved_memory(&mut self, path: &str) -> Result<u64, QuickError> {
+        crate::quick::saved_memory(path)
     }
     fn image_span(&self) -> (u64, u64) {
         self.image.span()
@@ -67,8 +86,8 @@ impl Partitions for Parts {
         path: &str,
         at: Placement,
         spec: &ChildSpec,
-    ) -> Result<Child, String> {
-        crate::quick::restore(root, path, at, spec).map_err(|e| format!("{e:?}"))
+    ) -> Result<Child, QuickError> {
+        crate::quick::restore(root, path, at, spec)
     }
     fn report(&mut self, name: &str, stats: &Stats) {
         crate::migration::report(name, stats);
@@ -76,19 +95,7 @@ impl Partitions for Parts {
     fn forget(&mut self, index: usize) {
         crate::vmbus::forget(index);
     }
-    fn detach(&mut self, index: usize) {
-        crate::vmbus::detach(index);
-    }
-    fn drain(&mut self, index: usize) {
-        crate::vmbus::drain(index);
-    }
-    fn shutdown_state(&mut self, index: usize) -> Option<ShutdownState> {
-        crate::vmbus::shutdown_state(index)
-    }
-    fn heartbeat_state(&mut self, index: usize) -> Option<Heartbeat> {
+    fn heartbeat_state(&self, index: usize) -> Option<Heartbeat> {
         crate::vmbus::heartbeat_state(index)
-    }
-    fn request_shutdown(&mut self, index: usize, deadline_ms: u32) -> Result<(), String> {
-        crate::vmbus::request_shutdown(index, deadline_ms).map_err(|e| format!("{e:?}"))
     }
 }

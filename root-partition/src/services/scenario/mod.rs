@@ -30,8 +30,9 @@ use crate::migrate::Stats;
 use crate::partition::control::{self, Buses};
 use crate::partition::{Child, Failure, MAX_CHILDREN, Root, place};
 use crate::say;
-use crate::services::migration::quick::{Placement, QuickError};
+use crate::services::migration::quick::Placement;
 use crate::services::migration::{MigrateError, report};
+use crate::services::vm::machine::Partitions;
 
 #[cfg(test)]
 mod tests;
@@ -39,16 +40,7 @@ mod tests;
 /// What a scenario needs of the root beyond hypercalls: its buses (as the
 /// waits serve them, [`Buses`]), new children, their disks and bus
 /// counters, and the migrations that carry a child's bus along.
-pub trait ScenarioMachine: Buses {
-    /// Builds, fills and starts child `spec` as slot `index` (its bus
-    /// index) in free memory of the pool (`children` hold the rest).
-    fn start(
-        &mut self,
-        root: &Root,
-        spec: &ChildSpec,
-        index: usize,
-        children: &[Option<Child>],
-    ) -> Result<Child, Failure>;
+pub trait ScenarioMachine: Partitions {
     /// Signals received from child slot `index`'s `to_root` port.
     fn signals(&self, index: usize) -> u32;
     /// Adds disk file `disk` as LUN `lun` of running child `index`'s
@@ -60,11 +52,6 @@ pub trait ScenarioMachine: Buses {
     fn frames_received(&self, index: usize) -> u64;
     /// Requests child `index`'s storage controller completed.
     fn storage_served(&self, index: usize) -> u64;
-    /// How child `index`'s heartbeat stands (`None`: no channel).
-    fn heartbeat(&self, index: usize) -> Option<Heartbeat>;
-    /// Forgets child `index`'s bus without serving it again (its state
-    /// went into a file).
-    fn forget(&mut self, index: usize);
     /// Live-migrates `child` (bus `index`) to a new partition at `base`;
     /// on success `child` describes the destination.
     fn live(
@@ -75,28 +62,6 @@ pub trait ScenarioMachine: Buses {
         base: u64,
         abort: Option<AbortAt>,
     ) -> Result<Stats, MigrateError>;
-    /// Saves `child` (bus `index`) to `path` on the data volume (it is
-    /// paused at the end); its statistics and the file's size.
-    fn save(
-        &mut self,
-        root: &Root,
-        child: &Child,
-        index: usize,
-        path: &str,
-    ) -> Result<(Stats, u64), QuickError>;
-    /// Bytes of memory of the child saved in `path`.
-    fn saved_memory(&mut self, path: &str) -> Result<u64, QuickError>;
-    /// Restores the child saved in `path` into a new partition at `at`
-    /// and starts it, with `spec`'s priority and affinity.
-    fn restore(
-        &mut self,
-        root: &Root,
-        path: &str,
-        at: Placement,
-        spec: &ChildSpec,
-    ) -> Result<Child, QuickError>;
-    /// The child runtime image's span (for a restored child's layout).
-    fn image_span(&self) -> (u64, u64);
 }
 
 /// Runs `scenario` to its end: its actions in order, then a watch of
@@ -440,7 +405,7 @@ fn wait_lost<K: Kernel, M: ScenarioMachine>(
     let start = k.ticks();
     loop {
         let worked = m.service_all();
-        if matches!(m.heartbeat(index), Some(Heartbeat::Unresponsive(_))) {
+        if matches!(m.heartbeat_state(index), Some(Heartbeat::Unresponsive(_))) {
             return Ok(());
         }
         if k.ticks().wrapping_sub(start) > limit {

@@ -16,6 +16,8 @@ use super::*;
 use crate::config;
 use crate::hv::fake::{FakeKernel, TSC_KHZ};
 use crate::partition::{self, Purpose, discover};
+use crate::services::migration::quick::QuickError;
+use crate::services::vm::machine::Partitions;
 
 /// The root's side as a scenario drives it, recorded.
 struct Fake<'k> {
@@ -93,7 +95,7 @@ impl Buses for Fake<'_> {
     }
 }
 
-impl ScenarioMachine for Fake<'_> {
+impl Partitions for Fake<'_> {
     fn start(
         &mut self,
         root: &Root,
@@ -106,24 +108,7 @@ impl ScenarioMachine for Fake<'_> {
         let base = place(root, children, spec.memory).ok_or(Failure::NoMemory)?;
         self.build(root, spec, base)
     }
-    fn signals(&self, _: usize) -> u32 {
-        0
-    }
-    fn hot_add(&mut self, index: usize, lun: u8, disk: &str) -> Result<(), String> {
-        self.ops.push(format!("hot add {index} {lun} {disk}"));
-        self.refuse.map_or(Ok(()), |why| Err(String::from(why)))
-    }
-    fn hot_remove(&mut self, index: usize, lun: u8) -> Result<(), String> {
-        self.ops.push(format!("hot remove {index} {lun}"));
-        Ok(())
-    }
-    fn frames_received(&self, _: usize) -> u64 {
-        0
-    }
-    fn storage_served(&self, _: usize) -> u64 {
-        self.requests
-    }
-    fn heartbeat(&self, _: usize) -> Option<Heartbeat> {
+    fn heartbeat_state(&self, _: usize) -> Option<Heartbeat> {
         Some(if self.lost {
             Heartbeat::Unresponsive(3)
         } else {
@@ -132,17 +117,6 @@ impl ScenarioMachine for Fake<'_> {
     }
     fn forget(&mut self, index: usize) {
         self.ops.push(format!("forget {index}"));
-    }
-    fn live(
-        &mut self,
-        _: &Root,
-        _: &mut Child,
-        index: usize,
-        _: u64,
-        _: Option<AbortAt>,
-    ) -> Result<Stats, MigrateError> {
-        self.ops.push(format!("live {index}"));
-        Err(MigrateError::NoWindow)
     }
     fn save(
         &mut self,
@@ -180,6 +154,40 @@ impl ScenarioMachine for Fake<'_> {
     }
     fn image_span(&self) -> (u64, u64) {
         (0x1000, 0x4000)
+    }
+    fn report(&mut self, name: &str, _: &Stats) {
+        self.ops.push(format!("report {name}"));
+    }
+}
+
+impl ScenarioMachine for Fake<'_> {
+    fn signals(&self, _: usize) -> u32 {
+        0
+    }
+    fn hot_add(&mut self, index: usize, lun: u8, disk: &str) -> Result<(), String> {
+        self.ops.push(format!("hot add {index} {lun} {disk}"));
+        self.refuse.map_or(Ok(()), |why| Err(String::from(why)))
+    }
+    fn hot_remove(&mut self, index: usize, lun: u8) -> Result<(), String> {
+        self.ops.push(format!("hot remove {index} {lun}"));
+        Ok(())
+    }
+    fn frames_received(&self, _: usize) -> u64 {
+        0
+    }
+    fn storage_served(&self, _: usize) -> u64 {
+        self.requests
+    }
+    fn live(
+        &mut self,
+        _: &Root,
+        _: &mut Child,
+        index: usize,
+        _: u64,
+        _: Option<AbortAt>,
+    ) -> Result<Stats, MigrateError> {
+        self.ops.push(format!("live {index}"));
+        Err(MigrateError::NoWindow)
     }
 }
 

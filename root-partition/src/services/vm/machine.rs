@@ -24,14 +24,18 @@ use super::manager::VmId;
 use crate::config::ChildSpec;
 use crate::hv::Kernel;
 use crate::migrate::Stats;
-use crate::partition::{Child, MAX_CHILDREN, Root, place};
-use crate::services::migration::quick::Placement;
+use crate::partition::control::Buses;
+use crate::partition::{Child, Failure, MAX_CHILDREN, Root, place};
+use crate::services::migration::quick::{Placement, QuickError};
 
 /// How often the partitions' run states are looked at.
 pub const STATUS_PERIOD_NS: u64 = 500_000_000;
 
-/// What the machine does for the VM manager beyond hypercalls.
-pub trait Partitions {
+/// What the machine does for the VM manager beyond hypercalls: building a
+/// new child, quick migration's save and restore, and its bus (the
+/// [`Buses`] a wait serves, and forget, the heartbeat). The scenario
+/// interpreter's machine (`services::scenario::ScenarioMachine`) is one.
+pub trait Partitions: Buses {
     /// Builds and starts child `spec` in slot `index`, clear of `children`.
     fn start(
         &mut self,
@@ -39,7 +43,7 @@ pub trait Partitions {
         spec: &ChildSpec,
         index: usize,
         children: &[Option<Child>],
-    ) -> Result<Child, String>;
+    ) -> Result<Child, Failure>;
     /// Saves `child` (slot `index`) to `path`: the statistics and the
     /// file's bytes; the child still exists (the caller destroys it).
     fn save(
@@ -48,9 +52,9 @@ pub trait Partitions {
         child: &Child,
         index: usize,
         path: &str,
-    ) -> Result<(Stats, u64), String>;
+    ) -> Result<(Stats, u64), QuickError>;
     /// Bytes of memory of the child saved in `path`.
-    fn saved_memory(&mut self, path: &str) -> Result<u64, String>;
+    fn saved_memory(&mut self, path: &str) -> Result<u64, QuickError>;
     /// The child runtime image's span (a restored child's layout).
     fn image_span(&self) -> (u64, u64);
     /// Restores the child saved in `path` at `at` with `spec`'s priority
@@ -61,22 +65,14 @@ pub trait Partitions {
         path: &str,
         at: Placement,
         spec: &ChildSpec,
-    ) -> Result<Child, String>;
+    ) -> Result<Child, QuickError>;
     /// Prints a migration's statistics (a save's).
     fn report(&mut self, name: &str, stats: &Stats);
     /// Forgets slot `index`'s bus without touching its pages' contents
     /// (its state was saved).
     fn forget(&mut self, index: usize);
-    /// Drops slot `index`'s bus and unmaps its pages.
-    fn detach(&mut self, index: usize);
-    /// Serves slot `index`'s bus once more (what a stopped child said).
-    fn drain(&mut self, index: usize);
-    /// Slot `index`'s shutdown service.
-    fn shutdown_state(&mut self, index: usize) -> Option<ShutdownState>;
     /// Slot `index`'s heartbeat.
-    fn heartbeat_state(&mut self, index: usize) -> Option<Heartbeat>;
-    /// Asks slot `index`'s guest to shut down within `deadline_ms`.
-    fn request_shutdown(&mut self, index: usize, deadline_ms: u32) -> Result<(), String>;
+    fn heartbeat_state(&self, index: usize) -> Option<Heartbeat>;
 }
 
 /// The machine as the VM manager drives it.
@@ -238,7 +234,7 @@ impl<K: Kernel, P: Partitions> Hypervisor for MachineHv<K, P> {
         let child = self
             .parts
             .start(&self.root, spec, index, &self.children)
-            .map_err(|e| HvError(format!("start: {e}")))?;
+            .map_err(|e| HvError(format!("start: {e:?}")))?;
         self.children[index] = Some(child);
         self.vms[index] = Some(vm);
         self.events.push_back((vm, HvEvent::Booted));
@@ -272,7 +268,9 @@ impl<K: Kernel, P: Partitions> Hypervisor for MachineHv<K, P> {
                 ));
                 self.events.push_back((vm, HvEvent::SaveCompleted));
             }
-            Err(e) => self.events.push_back((vm, HvEvent::SaveFailed(e))),
+            Err(e) => self
+                .events
+                .push_back((vm, HvEvent::SaveFailed(format!("{e:?}")))),
         }
         Ok(())
     }
@@ -288,7 +286,7 @@ impl<K: Kernel, P: Partitions> Hypervisor for MachineHv<K, P> {
         let memory = self
             .parts
             .saved_memory(path)
-            .map_err(|e| HvError(format!("saved state: {e}")))?;
+            .map_err(|e| HvError(format!("saved state: {e:?}")))?;
         let base = place(&self.root, &self.children, memory)
             .ok_or_else(|| HvError(format!("no room for {} MiB", memory >> 20)))?;
         let at = Placement {
@@ -299,7 +297,7 @@ impl<K: Kernel, P: Partitions> Hypervisor for MachineHv<K, P> {
         let restored = self
             .parts
             .restore(&self.root, path, at, spec)
-            .map_err(|e| HvError(format!("restore: {e}")))?;
+            .map_err(|e| HvError(format!("restore: {e:?}")))?;
         if restored.spec.name != spec.name {
             self.parts.detach(index);
             let _ = self.destroy(restored.partition);

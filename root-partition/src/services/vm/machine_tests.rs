@@ -10,7 +10,10 @@ use ipc::hypercall::Name;
 
 use super::*;
 use crate::hv::fake::FakeKernel;
+use crate::partition::Failure;
+use crate::partition::control::Buses;
 use crate::partition::{self, Purpose, discover};
+use crate::services::migration::quick::QuickError;
 use crate::services::vm::definition::VmUuid;
 
 #[derive(Default)]
@@ -28,9 +31,8 @@ struct Parts<'k> {
     bus: RefCell<Bus>,
 }
 
-fn build(k: &FakeKernel, root: &Root, spec: &ChildSpec, base: u64) -> Result<Child, String> {
-    let b =
-        partition::build(k, root, spec, base, Purpose::Restore).map_err(|e| format!("{e:?}"))?;
+fn build(k: &FakeKernel, root: &Root, spec: &ChildSpec, base: u64) -> Result<Child, Failure> {
+    let b = partition::build(k, root, spec, base, Purpose::Restore)?;
     let mut vcpus = [None; 4];
     for (slot, v) in vcpus.iter_mut().zip(b.vcpu_list()) {
         *slot = Some(v);
@@ -47,6 +49,28 @@ fn build(k: &FakeKernel, root: &Root, spec: &ChildSpec, base: u64) -> Result<Chi
     })
 }
 
+impl Buses for Parts<'_> {
+    fn service_all(&mut self) -> usize {
+        0
+    }
+    fn detach(&mut self, index: usize) {
+        self.bus.borrow_mut().calls.push(format!("detach {index}"));
+    }
+    fn drain(&mut self, index: usize) {
+        self.bus.borrow_mut().calls.push(format!("drain {index}"));
+    }
+    fn shutdown_state(&mut self, _: usize) -> Option<ShutdownState> {
+        self.bus.borrow().shutdown
+    }
+    fn request_shutdown(&mut self, index: usize, deadline_ms: u32) -> Result<(), String> {
+        self.bus
+            .borrow_mut()
+            .calls
+            .push(format!("shutdown {index} {deadline_ms}"));
+        Ok(())
+    }
+}
+
 impl Partitions for Parts<'_> {
     fn start(
         &mut self,
@@ -54,13 +78,13 @@ impl Partitions for Parts<'_> {
         spec: &ChildSpec,
         _index: usize,
         children: &[Option<Child>],
-    ) -> Result<Child, String> {
-        let base = place(root, children, spec.memory).ok_or("no room")?;
+    ) -> Result<Child, Failure> {
+        let base = place(root, children, spec.memory).ok_or(Failure::NoMemory)?;
         let child = build(self.k, root, spec, base)?;
         for vcpu in child.vcpus.iter().flatten() {
             self.k
                 .call(&Call::VcpuStart { vcpu: *vcpu })
-                .map_err(|e| format!("{e:?}"))?;
+                .map_err(|e| Failure::Call("start", e))?;
         }
         Ok(child)
     }
@@ -70,11 +94,11 @@ impl Partitions for Parts<'_> {
         _: &Child,
         index: usize,
         path: &str,
-    ) -> Result<(Stats, u64), String> {
+    ) -> Result<(Stats, u64), QuickError> {
         let mut bus = self.bus.borrow_mut();
         bus.calls.push(format!("save {index} {path}"));
         if bus.save_fails {
-            return Err(String::from("the volume is full"));
+            return Err(QuickError::Aborted(String::from("the volume is full")));
         }
         let stats = Stats {
             blackout_ns: 7_000_000,
@@ -82,7 +106,7 @@ impl Partitions for Parts<'_> {
         };
         Ok((stats, 4096))
     }
-    fn saved_memory(&mut self, _: &str) -> Result<u64, String> {
+    fn saved_memory(&mut self, _: &str) -> Result<u64, QuickError> {
         Ok(1 << 20)
     }
     fn image_span(&self) -> (u64, u64) {
@@ -94,13 +118,13 @@ impl Partitions for Parts<'_> {
         _: &str,
         at: Placement,
         spec: &ChildSpec,
-    ) -> Result<Child, String> {
+    ) -> Result<Child, QuickError> {
         let mut shape = *spec;
         shape.memory = 1 << 20;
         if let Some(name) = self.bus.borrow().saved_name {
             shape.name = Name::new(name);
         }
-        build(self.k, root, &shape, at.base)
+        build(self.k, root, &shape, at.base).map_err(|e| QuickError::Format(format!("{e:?}")))
     }
     fn report(&mut self, name: &str, _: &Stats) {
         self.bus.borrow_mut().calls.push(format!("report {name}"));
@@ -108,24 +132,8 @@ impl Partitions for Parts<'_> {
     fn forget(&mut self, index: usize) {
         self.bus.borrow_mut().calls.push(format!("forget {index}"));
     }
-    fn detach(&mut self, index: usize) {
-        self.bus.borrow_mut().calls.push(format!("detach {index}"));
-    }
-    fn drain(&mut self, index: usize) {
-        self.bus.borrow_mut().calls.push(format!("drain {index}"));
-    }
-    fn shutdown_state(&mut self, _: usize) -> Option<ShutdownState> {
-        self.bus.borrow().shutdown
-    }
-    fn heartbeat_state(&mut self, _: usize) -> Option<Heartbeat> {
+    fn heartbeat_state(&self, _: usize) -> Option<Heartbeat> {
         self.bus.borrow().heartbeat
-    }
-    fn request_shutdown(&mut self, index: usize, deadline_ms: u32) -> Result<(), String> {
-        self.bus
-            .borrow_mut()
-            .calls
-            .push(format!("shutdown {index} {deadline_ms}"));
-        Ok(())
     }
 }
 
@@ -230,7 +238,7 @@ fn a_save_destroys_the_partition_and_a_failed_one_leaves_it() {
         m.poll(1),
         Some((
             vm(1),
-            HvEvent::SaveFailed(String::from("the volume is full"))
+            HvEvent::SaveFailed(String::from("Aborted(\"the volume is full\")"))
         ))
     );
     assert!(alive(&k, &child), "a failed save leaves the VM running");
