@@ -18,38 +18,45 @@ fn main() {
 extern crate alloc;
 
 #[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod bench;
 #[cfg(target_os = "none")]
-mod blk;
-#[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod children;
 #[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod devirq;
 #[cfg(target_os = "none")]
 mod hal;
 #[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod mgmt;
 #[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod migration;
 #[cfg(target_os = "none")]
-mod net;
-#[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod node_hw;
 #[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod node_vms;
 #[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod quick;
 #[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod selftest_alias;
 #[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod selftest_attacks;
 #[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod selftest_race;
 #[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod storage;
 #[cfg(target_os = "none")]
-mod virtio;
-#[cfg(target_os = "none")]
+#[forbid(unsafe_code)]
 mod vmbus;
 
 #[cfg(target_os = "none")]
@@ -112,13 +119,13 @@ mod entry {
                 .map_err(|e| format!("{e:?}"))
         }
         fn start_network(&mut self) -> Result<bool, String> {
-            crate::net::start(self.info)
+            crate::hal::net::start(self.info)
         }
         fn start_switch(&mut self) {
             crate::vmbus::start_switch();
         }
         fn ping_gateway(&mut self) -> Result<String, String> {
-            crate::net::ping_gateway()
+            crate::hal::net::ping_gateway()
         }
         fn alias_test(&mut self) -> Result<String, String> {
             crate::selftest_alias::run(self.info)

@@ -6,7 +6,7 @@ use alloc::string::String;
 
 use root_partition::services::mgmt::{Addressing, StatusBoard, StatusServer};
 
-use crate::net::Network;
+use crate::hal::net::Network;
 
 /// The management network as a node service.
 pub type Management = StatusServer<Network>;
@@ -14,7 +14,7 @@ pub type Management = StatusServer<Network>;
 /// The status service on `nic` at the management address; `now_ns` is
 /// the node's clock.
 pub fn management(nic: Network, board: StatusBoard, now_ns: u64) -> Result<Management, String> {
-    let (address, gateway) = crate::net::management_address();
+    let (address, gateway) = crate::hal::net::management_address();
     let at = Addressing {
         mac: nic.mac(),
         address,

@@ -147,10 +147,10 @@ pub fn run(info: &BootInfo) {
     println!("{}", options.banner());
     let vms = vm_service(info, &mut machine, stop_at, options.stop_timeout_s);
     let board = vms.as_ref().map(|v| v.board.clone()).unwrap_or_default();
-    let mut management = crate::net::take_management_nic().and_then(|nic| {
+    let mut management = crate::hal::net::take_management_nic().and_then(|nic| {
         match crate::mgmt::management(nic, board, machine.now_ns()) {
             Ok(m) => {
-                let (address, _) = crate::net::management_address();
+                let (address, _) = crate::hal::net::management_address();
                 println!(
                     "root partition: node: management network at {address}, status on TCP port {}",
                     root_partition::services::mgmt::STATUS_PORT

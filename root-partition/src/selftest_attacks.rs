@@ -20,6 +20,7 @@
 //! - What an attack changed when it was not refused is put back (a device
 //!   register), so the run goes on as far as it can.
 
+use crate::hal::dma::DevicePage;
 use ipc::boot::BootInfo;
 use ipc::hypercall::SlotHandle;
 use ipc::platform::{
@@ -231,39 +232,27 @@ fn fw_cfg_signature() -> [u8; 4] {
 /// Programs one fw_cfg DMA transfer: `length` bytes of `item` written to
 /// host-physical `target`; returns the control word the device left in
 /// the descriptor (0 = done, bit 0 = error; unchanged if nothing ran).
-fn fw_cfg_dma(descriptor: *mut u8, item: u16, length: u32, target: u64) -> u32 {
+fn fw_cfg_dma(descriptor: &mut DevicePage, item: u16, length: u32, target: u64) -> u32 {
     let bytes = fw_cfg_descriptor(item, length, target);
-    let address = descriptor as u64;
-    // SAFETY: `descriptor` is a zeroed heap page of the root's, identity
-    // mapped, used only by this attack; volatile because the device
-    // writes it behind the compiler's back.
-    unsafe {
-        for (i, b) in bytes.iter().enumerate() {
-            core::ptr::write_volatile(descriptor.add(i), *b);
-        }
-    }
+    let address = descriptor.address(0);
+    descriptor.write(0, &bytes);
     outl(FW_CFG_DMA_HIGH, ((address >> 32) as u32).to_be());
     outl(FW_CFG_DMA_LOW, (address as u32).to_be());
-    // SAFETY: as above.
-    let word = unsafe { [0, 1, 2, 3].map(|i| core::ptr::read_volatile(descriptor.add(i))) };
-    u32::from_be_bytes(word)
+    u32::from_be_bytes(descriptor.read4(0))
 }
 
 fn dma_attacks(info: &BootInfo, t: &mut Tally) {
-    use virtio_drivers::Hal;
-    let (_, page) = crate::hal::dma::RootHal::dma_alloc(1, virtio_drivers::BufferDirection::Both);
-    let page = page.as_ptr();
+    let mut page = DevicePage::new();
     let signature = fw_cfg_signature();
     let reachable = &signature == b"QEMU";
     let seen = u32::from_le_bytes(signature);
 
     let name = "fw_cfg DMA into the root's own memory";
     t.start(name);
-    // SAFETY: the second half of the root's own DMA page; volatile as the device writes it.
-    let own = unsafe { page.add(2048) };
-    let control = fw_cfg_dma(page, FW_CFG_SIGNATURE, 4, own as u64);
-    // SAFETY: as above.
-    let landed = unsafe { [0, 1, 2, 3].map(|i| core::ptr::read_volatile(own.add(i))) };
+    // The second half of the root's own DMA page.
+    let own = page.address(2048);
+    let control = fw_cfg_dma(&mut page, FW_CFG_SIGNATURE, 4, own);
+    let landed = page.read4(2048);
     let wrote = &landed == b"QEMU";
     t.outcome(
         name,
@@ -276,7 +265,7 @@ fn dma_attacks(info: &BootInfo, t: &mut Tally) {
     let target = attacks::dma_target(info);
     let name = "fw_cfg DMA into the hypervisor image";
     t.start(name);
-    let control = fw_cfg_dma(page, FW_CFG_SIGNATURE, 4, target);
+    let control = fw_cfg_dma(&mut page, FW_CFG_SIGNATURE, 4, target);
     t.settle(10);
     let done = dma_done(reachable, control);
     t.outcome(
@@ -287,7 +276,7 @@ fn dma_attacks(info: &BootInfo, t: &mut Tally) {
 
     let name = "fw_cfg DMA of 3 to the local APIC (vector 3)";
     t.start(name);
-    let control = fw_cfg_dma(page, FW_CFG_ID, 4, APIC_WINDOW);
+    let control = fw_cfg_dma(&mut page, FW_CFG_ID, 4, APIC_WINDOW);
     t.settle(20);
     let done = dma_done(reachable, control);
     t.outcome(
@@ -325,17 +314,16 @@ const TIMER_FSB_ROUTE: u64 = 0x10;
 /// Timer configuration: interrupt enable (2) and FSB delivery (14).
 const TIMER_ENABLE_FSB: u64 = (1 << 2) | (1 << 14);
 
+/// Reads an HPET register: device memory the root's SLAT maps
+/// (uncacheable), outside its RAM (all ones if refused).
 fn hpet_read(register: u64) -> u64 {
-    // SAFETY: the HPET's registers are device memory the root's SLAT maps
-    // (uncacheable) and its page tables identity-map; reads have no side
-    // effects.
-    unsafe { core::ptr::read_volatile((HPET_BASE + register) as *const u64) }
+    crate::hal::read_physical(HPET_BASE + register).unwrap_or(u64::MAX)
 }
 
+/// Writes an HPET register (the HPET is the root's device: the
+/// microkernel does not use it).
 fn hpet_write(register: u64, value: u64) {
-    // SAFETY: as for `hpet_read`; the HPET is the root's device (the
-    // microkernel does not use it).
-    unsafe { core::ptr::write_volatile((HPET_BASE + register) as *mut u64, value) };
+    let _ = crate::hal::write_physical(HPET_BASE + register, value);
 }
 
 /// Sends the six message interrupts of [`HPET_MESSAGES`] through the

@@ -31,7 +31,6 @@
 //! - Every wait is bounded: a vCPU that never comes back is reported, and
 //!   the root still halts (then the kernel must still end the run).
 
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use ipc::boot::{BootInfo, cap_kind};
@@ -107,15 +106,6 @@ static UNEXPECTED: AtomicU64 = AtomicU64::new(0);
 static FIRST_UNEXPECTED: AtomicU64 = AtomicU64::new(NONE);
 /// Time-stamp counter ticks per millisecond.
 static TSC_KHZ: AtomicU64 = AtomicU64::new(1_000_000);
-
-/// The second vCPU's stack.
-#[repr(C, align(4096))]
-struct Stack(UnsafeCell<[u8; STACK_BYTES]>);
-const STACK_BYTES: usize = 64 * 1024;
-// SAFETY: only the second vCPU uses the stack, through its RSP; no Rust
-// reference to the bytes is ever made.
-unsafe impl Sync for Stack {}
-static SECOND_STACK: Stack = Stack(UnsafeCell::new([0; STACK_BYTES]));
 
 /// Makes `call` and checks its status against `allowed` (Success is always
 /// allowed); returns the results on success.
@@ -316,7 +306,7 @@ fn setup(info: &BootInfo) -> Result<Setup, &'static str> {
 
     // The second root vCPU, on the other processor when there is one.
     let processor = if info.cpu_count > 1 { 2 } else { 0 };
-    let stack_top = SECOND_STACK.0.get() as u64 + STACK_BYTES as u64 - 8;
+    let stack_top = crate::hal::stack::second_vcpu_stack_top();
     let entry: extern "C" fn(u64, u64) -> ! = second_vcpu;
     let second = checked(
         Call::VcpuCreate {

@@ -12,7 +12,7 @@ use ipc::disk::BenchResult;
 use partition_rt::sync::SpinLock;
 use root_partition::disks::{self, SectorBytes, SharedVolume};
 
-use crate::blk::{self, CHUNK_SECTORS, Disk};
+use crate::hal::blk::{self, CHUNK_SECTORS, Disk};
 
 macro_rules! println {
     ($($arg:tt)*) => {

@@ -80,16 +80,16 @@ impl Signals for HwSignals {
     }
 }
 
-/// The root's NIC (`crate::net`) as the switch's uplink.
+/// The root's NIC (`crate::hal::net`) as the switch's uplink.
 #[derive(Clone, Copy, Default)]
 pub struct NicUplink;
 
 impl Uplink for NicUplink {
     fn receive(&self, max: usize, take: &mut dyn FnMut(&[u8])) -> usize {
-        crate::net::receive(max, take)
+        crate::hal::net::receive(max, take)
     }
     fn send(&self, frame: &[u8]) -> bool {
-        crate::net::send(frame)
+        crate::hal::net::send(frame)
     }
 }
 

@@ -64,3 +64,49 @@ unsafe impl Hal for RootHal {
 
     unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
 }
+
+/// One zeroed page of the root's DMA memory that a device may write at
+/// any time (the fw_cfg DMA self-test's descriptor and target): reached
+/// only with volatile accesses, never through a Rust reference.
+pub struct DevicePage {
+    ptr: NonNull<u8>,
+}
+
+impl DevicePage {
+    /// A fresh page (leaked: a device may still write it after use).
+    pub fn new() -> Self {
+        let (_, ptr) = RootHal::dma_alloc(1, BufferDirection::Both);
+        DevicePage { ptr }
+    }
+
+    /// The (identity-mapped) address of byte `offset` of the page.
+    pub fn address(&self, offset: usize) -> u64 {
+        self.ptr.as_ptr() as u64 + (offset.min(4095)) as u64
+    }
+
+    /// Writes `bytes` at `offset` (clipped to the page).
+    pub fn write(&mut self, offset: usize, bytes: &[u8]) {
+        for (i, b) in bytes.iter().enumerate() {
+            let at = offset.saturating_add(i);
+            if at >= 4096 {
+                break;
+            }
+            // SAFETY: `at` lies inside the page this value owns (checked),
+            // which no Rust reference covers; volatile because a device
+            // writes it too.
+            unsafe { core::ptr::write_volatile(self.ptr.as_ptr().add(at), *b) };
+        }
+    }
+
+    /// Reads four bytes at `offset` (zeros past the page).
+    pub fn read4(&self, offset: usize) -> [u8; 4] {
+        [0, 1, 2, 3].map(|i| {
+            let at = offset.saturating_add(i);
+            if at >= 4096 {
+                return 0;
+            }
+            // SAFETY: as for `write`.
+            unsafe { core::ptr::read_volatile(self.ptr.as_ptr().add(at)) }
+        })
+    }
+}

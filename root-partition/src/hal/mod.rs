@@ -26,11 +26,15 @@ use ipc::boot::{BootInfo, PhysRange};
 use ipc::hypercall::{Call, Rights, SlotHandle, Status};
 use partition_rt::sync::SpinLock;
 
+pub mod blk;
 pub mod dma;
 pub mod kernel;
+pub mod net;
 pub mod pci;
 pub mod ram;
 pub mod scratch;
+pub mod stack;
+pub mod virtio;
 
 /// Port I/O on the ports the root holds a USE capability for (its I/O
 /// permission map passes exactly those; others read all ones and drop

@@ -1,11 +1,11 @@
 //! The data disk: a virtio-blk PCI device driven by the root, with
 //! completions signalled by the device's interrupt — MSI-X, or its line —
 //! which the root takes through an interrupt capability (bound to
-//! [`VECTOR`]; `crate::virtio::attach`).
+//! [`VECTOR`]; `crate::hal::virtio::attach`).
 //!
 //! Each request is queued, the device notified, and the root sleeps in HLT
 //! until the device's interrupt says a request completed (the interrupt
-//! handler has already lowered and acknowledged it: `crate::virtio`).
+//! handler has already lowered and acknowledged it: `crate::hal::virtio`).
 //!
 //! # Invariants
 //! - Buffers handed to the device lie in the identity map; a caller's
@@ -26,7 +26,7 @@ use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::pci::bus::DeviceFunction;
 
 use crate::hal::dma::RootHal;
-use crate::virtio;
+use crate::hal::virtio;
 
 /// The vector the disk's interrupt arrives on.
 pub const VECTOR: u8 = 0x78;
@@ -99,7 +99,7 @@ impl Disk {
     }
 
     /// Counts the device interrupts that arrived since the last call (the
-    /// handler already took each: `crate::virtio`).
+    /// handler already took each: `crate::hal::virtio`).
     fn take_interrupts(&mut self) {
         let now = self.irq.count();
         self.stats.interrupts += now.wrapping_sub(self.taken);

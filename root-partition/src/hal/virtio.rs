@@ -1,6 +1,6 @@
 //! What every virtio device of the root shares: finding it on PCI bus 0,
 //! enabling it, its transport, and its interrupt (the drivers:
-//! `crate::blk`, `crate::net`).
+//! `crate::hal::blk`, `crate::hal::net`).
 //!
 //! A device's interrupt comes, in order of preference:
 //! - as MSI-X messages: the microkernel hands out a vector of its own and

@@ -1,6 +1,6 @@
 //! The root's network interface: a virtio-net PCI device with its
 //! interrupt (MSI-X, or its line, shared with the disk's on QEMU's `pc`
-//! machine) taken through an interrupt capability (`crate::virtio`), under
+//! machine) taken through an interrupt capability (`crate::hal::virtio`), under
 //! `smoltcp` with a static address on the management network (QEMU user
 //! networking: 10.0.2.15/24, gateway 10.0.2.2).
 //!
@@ -28,7 +28,7 @@ use root_partition::services::mgmt::Addressing;
 use root_partition::services::network::ping::Pinger;
 
 use crate::hal::dma::RootHal;
-use crate::virtio;
+use crate::hal::virtio;
 
 /// The vector the first NIC's interrupt arrives on; NIC `n` (from 0) on
 /// `VECTOR + n`.
@@ -138,7 +138,7 @@ pub struct Network {
 }
 
 impl Network {
-    /// Interrupts taken so far (the handler takes each: `crate::virtio`).
+    /// Interrupts taken so far (the handler takes each: `crate::hal::virtio`).
     fn take_interrupts(&mut self) -> u64 {
         self.irq.map_or(0, |irq| irq.count())
     }
