@@ -35,7 +35,7 @@ const FIRST_LINE_BIOS: Duration = Duration::from_secs(60);
 /// Time from QEMU's start to the kernel's first line under OVMF (~5 s measured to GRUB).
 const FIRST_LINE_UEFI: Duration = Duration::from_secs(120);
 /// Time between two markers.
-const NEXT_LINE: Duration = Duration::from_secs(45);
+const NEXT_LINE: Duration = Duration::from_secs(60);
 /// Limits of every case: nextest's slow-timeout (`.config/nextest.toml`) is above `overall`.
 pub const LIMITS: Limits = Limits {
     overall: Duration::from_secs(240),
@@ -1264,7 +1264,7 @@ pub enum Backend {
 }
 
 /// Bochs is slower than QEMU (~100 M instructions/s, processors emulated in turn).
-const BOCHS_LINE: Duration = Duration::from_secs(300);
+const BOCHS_LINE: Duration = Duration::from_secs(420);
 /// Limits of a Bochs case.
 pub const BOCHS_LIMITS: Limits = Limits {
     overall: Duration::from_secs(600),
