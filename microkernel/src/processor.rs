@@ -170,7 +170,6 @@ mod tests {
     //! hold at a time in an order a seeded generator picks: the schedules
     //! of real processors, including the unlucky ones.
 
-    use std::boxed::Box;
     use std::collections::HashMap;
     use std::vec::Vec;
 
@@ -179,103 +178,9 @@ mod tests {
     use super::*;
     use crate::object::vcpu::State;
     use crate::paging::Access;
-    use crate::svm::permissions::{IOPM_BYTES, MSRPM_BYTES};
-    use crate::svm::vmcb::{Vmcb, offset};
+    use crate::svm::vmcb::offset;
 
-    /// VMCBs, permission maps and SLATs as maps; kicks are not needed
-    /// (every guest step ends in an exit).
-    #[derive(Default)]
-    struct Fake {
-        next: u64,
-        slats: HashMap<u64, HashMap<u64, u64>>,
-        vmcbs: HashMap<u64, Box<Vmcb>>,
-        iopms: HashMap<u64, Box<[u8; IOPM_BYTES]>>,
-        msrpms: HashMap<u64, Box<[u8; MSRPM_BYTES]>>,
-    }
-
-    impl Fake {
-        fn addr(&mut self) -> u64 {
-            self.next += 0x1000;
-            0x7000_0000 + self.next
-        }
-    }
-
-    impl Machine for Fake {
-        fn slat_new(&mut self) -> Result<u64, Status> {
-            let a = self.addr();
-            self.slats.insert(a, HashMap::new());
-            Ok(a)
-        }
-        fn slat_map(
-            &mut self,
-            root: u64,
-            gpa: u64,
-            hpa: u64,
-            pages: u64,
-            _: Access,
-        ) -> Result<(), Status> {
-            let slat = self.slats.get_mut(&root).ok_or(Status::OutOfMemory)?;
-            for i in 0..pages {
-                slat.insert(gpa + i * 4096, hpa + i * 4096);
-            }
-            Ok(())
-        }
-        fn slat_unmap(&mut self, root: u64, gpa: u64, pages: u64) -> Result<(), Status> {
-            if let Some(slat) = self.slats.get_mut(&root) {
-                for i in 0..pages {
-                    slat.remove(&(gpa + i * 4096));
-                }
-            }
-            Ok(())
-        }
-        fn slat_translate(&self, root: u64, gpa: u64) -> Option<(u64, Access)> {
-            let hpa = self.slats.get(&root)?.get(&(gpa & !0xfff))?;
-            Some((hpa + (gpa & 0xfff), Access::RWX))
-        }
-        fn slat_take_dirty(&mut self, _: u64, _: u64) -> bool {
-            false
-        }
-        fn slat_free(&mut self, root: u64) {
-            self.slats.remove(&root);
-        }
-        fn copy_page(&mut self, _: u64, _: u64) {}
-        fn write_bytes(&mut self, _: u64, _: &[u8]) {}
-        fn read_bytes(&self, _: u64, out: &mut [u8]) {
-            out.fill(0);
-        }
-        fn vmcb_new(&mut self) -> Result<u64, Status> {
-            let a = self.addr();
-            self.vmcbs.insert(a, Box::new(Vmcb::new()));
-            Ok(a)
-        }
-        fn vmcb(&mut self, hpa: u64) -> &mut Vmcb {
-            self.vmcbs.get_mut(&hpa).expect("live VMCB")
-        }
-        fn vmcb_free(&mut self, hpa: u64) {
-            self.vmcbs.remove(&hpa).expect("freeing a live VMCB");
-        }
-        fn permission_maps_new(&mut self) -> Result<(u64, u64), Status> {
-            let (a, b) = (self.addr(), self.addr());
-            self.iopms.insert(a, Box::new([0xff; IOPM_BYTES]));
-            self.msrpms.insert(b, Box::new([0xff; MSRPM_BYTES]));
-            Ok((a, b))
-        }
-        fn iopm(&mut self, hpa: u64) -> &mut [u8; IOPM_BYTES] {
-            self.iopms.get_mut(&hpa).expect("live IOPM")
-        }
-        fn msrpm(&mut self, hpa: u64) -> &mut [u8; MSRPM_BYTES] {
-            self.msrpms.get_mut(&hpa).expect("live MSRPM")
-        }
-        fn permission_maps_free(&mut self, maps: (u64, u64)) {
-            self.iopms.remove(&maps.0);
-            self.msrpms.remove(&maps.1);
-        }
-        fn console(&mut self, _: &str, _: &str) {}
-        fn cpuid(&self, _: u32, _: u32) -> [u32; 4] {
-            [0; 4]
-        }
-        fn kick(&mut self, _: u32) {}
-    }
+    use crate::testkit::FakeMachine as Fake;
 
     /// A processor between two lock holds.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,14 +7,13 @@
 //! area (page tables, boot page, stack, image) is taken from its own RAM.
 
 use alloc::vec::Vec;
-use ipc::boot::{BootCap, BootInfo, PARTITION_IMAGE_BASE, PhysRange, cap_kind};
+use ipc::boot::{BootCap, BootInfo, PARTITION_IMAGE_BASE, PhysRange};
 use ipc::elf::Image;
 use ipc::exit::ExitCode;
 use ipc::markers::RootRunning;
 use microkernel::kernel::{InitialCap, Kernel};
 use microkernel::machine::Machine;
 use microkernel::memory::map::{MemoryMap, RegionKind};
-use microkernel::object::ObjectKind;
 use microkernel::paging::{
     Access, CacheMode, EntryFormat, EptFormat, NptFormat, PageSize, PageTable, X86Format,
 };
@@ -294,13 +293,7 @@ fn boot_info(
     };
     info.set_cmdline(boot.cmdline.as_str());
     for cap in caps {
-        let kind = match cap.kind {
-            ObjectKind::Partition => cap_kind::PARTITION,
-            ObjectKind::Memory => cap_kind::MEMORY,
-            ObjectKind::Interrupt => cap_kind::INTERRUPT,
-            ObjectKind::Vcpu => cap_kind::VCPU,
-            _ => cap_kind::IO_PORTS,
-        };
+        let kind = cap.kind.cap_kind();
         if !info.push_cap(BootCap {
             slot: cap.slot.raw(),
             kind,

@@ -46,6 +46,11 @@ pub struct FakeMachine {
     pub no_dirty_flags: bool,
     /// Message vectors let through (`Machine::message_vector`).
     pub message_vectors: Vec<u8>,
+    /// PCI configuration dwords by address (enable | bus | device |
+    /// function | register); absent ones read all ones.
+    pub config: BTreeMap<u32, u32>,
+    /// Machine resets asked for.
+    pub resets: u32,
 }
 
 impl FakeMachine {
@@ -177,6 +182,27 @@ impl Machine for FakeMachine {
         if on {
             self.message_vectors.push(vector);
         }
+    }
+    fn pci_config_read(&mut self, address: u32, offset: u8, size: u8) -> u32 {
+        let dword = self.config.get(&address).copied().unwrap_or(u32::MAX);
+        let value = dword >> (offset * 8);
+        match size {
+            1 => value & 0xff,
+            2 => value & 0xffff,
+            _ => value,
+        }
+    }
+    fn pci_config_write(&mut self, address: u32, offset: u8, size: u8, value: u32) {
+        let mask = match size {
+            1 => 0xffu32,
+            2 => 0xffff,
+            _ => u32::MAX,
+        } << (offset * 8);
+        let dword = self.config.entry(address).or_insert(0);
+        *dword = (*dword & !mask) | ((value << (offset * 8)) & mask);
+    }
+    fn reset(&mut self) {
+        self.resets += 1;
     }
 }
 

@@ -74,18 +74,7 @@ impl BusHost for Buses {
     }
 
     fn restore_bus(&self, bus: RestoredBus<'_>) -> Result<(), String> {
-        let mut platform = crate::vmbus::RootPlatform {
-            root: bus.root,
-            root_vcpu: bus.root_vcpu,
-            partition: bus.partition,
-            memory: bus.memory,
-            vcpu0: bus.vcpu0,
-            base: bus.base,
-            layout: bus.layout,
-            index: bus.index,
-            to_child: [None; crate::vmbus::CHANNELS],
-            shared: Vec::new(),
-        };
+        let mut platform = bus.grant;
         for &(channel, signal, event) in &bus.ports {
             if channel >= crate::vmbus::CHANNELS {
                 return Err(alloc::format!("no channel {channel}"));

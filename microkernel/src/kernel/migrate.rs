@@ -12,7 +12,6 @@
 //! the root's original removes them as it removed the source's.
 
 use alloc::vec::Vec;
-use ipc::boot::cap_kind;
 use ipc::hypercall::{Rights, SlotHandle, Status};
 
 use super::Kernel;
@@ -69,15 +68,7 @@ impl Kernel {
         let Some(cap) = held else {
             return done([u64::from(generation), 0, u64::MAX]);
         };
-        let kind = match cap.kind {
-            ObjectKind::Partition => cap_kind::PARTITION,
-            ObjectKind::Memory => cap_kind::MEMORY,
-            ObjectKind::Interrupt => cap_kind::INTERRUPT,
-            ObjectKind::IoPorts => cap_kind::IO_PORTS,
-            ObjectKind::Vcpu => cap_kind::VCPU,
-            ObjectKind::Port => cap_kind::PORT,
-            ObjectKind::Timer => cap_kind::TIMER,
-        };
+        let kind = cap.kind.cap_kind();
         let mine = &self
             .objects
             .partition(caller)

@@ -57,118 +57,15 @@ impl Kernel {
 /// instructions and interrupt window partitions get no hardware effect from.
 #[cfg(test)]
 mod tests {
-    use std::boxed::Box;
-    use std::collections::HashMap;
-    use std::string::String;
-    use std::vec::Vec;
-
     use ipc::hypercall::{Name, run_state};
 
     use super::*;
     use crate::kernel::{Next, Outcome};
     use crate::object::partition::RunState;
     use crate::object::{Object, Partition};
-    use crate::paging::Access;
     use crate::svm::exit::{Exit, IoAccess, code};
-    use crate::svm::permissions::{IOPM_BYTES, MSRPM_BYTES};
-    use crate::svm::vmcb::{Vmcb, offset};
-
-    /// A machine with permission maps, VMCBs, a console, one PCI
-    /// configuration space and a reset line; no SLAT or RAM.
-    #[derive(Default)]
-    struct Fake {
-        next: u64,
-        vmcbs: HashMap<u64, Box<Vmcb>>,
-        iopms: HashMap<u64, Box<[u8; IOPM_BYTES]>>,
-        msrpms: HashMap<u64, Box<[u8; MSRPM_BYTES]>>,
-        lines: Vec<String>,
-        /// Configuration dwords by address (enable | bus | device | function | register).
-        config: HashMap<u32, u32>,
-        resets: u32,
-    }
-
-    impl Fake {
-        fn addr(&mut self) -> u64 {
-            self.next += 0x1000;
-            self.next
-        }
-    }
-
-    impl Machine for Fake {
-        fn slat_new(&mut self) -> Result<u64, Status> {
-            Err(Status::OutOfMemory)
-        }
-        fn slat_map(&mut self, _: u64, _: u64, _: u64, _: u64, _: Access) -> Result<(), Status> {
-            Err(Status::OutOfMemory)
-        }
-        fn slat_unmap(&mut self, _: u64, _: u64, _: u64) -> Result<(), Status> {
-            Ok(())
-        }
-        fn slat_translate(&self, _: u64, _: u64) -> Option<(u64, Access)> {
-            None
-        }
-        fn slat_take_dirty(&mut self, _: u64, _: u64) -> bool {
-            false
-        }
-        fn slat_free(&mut self, _: u64) {}
-        fn copy_page(&mut self, _: u64, _: u64) {}
-        fn write_bytes(&mut self, _: u64, _: &[u8]) {}
-        fn read_bytes(&self, _: u64, out: &mut [u8]) {
-            out.fill(0);
-        }
-        fn vmcb_new(&mut self) -> Result<u64, Status> {
-            let a = self.addr();
-            self.vmcbs.insert(a, Box::new(Vmcb::new()));
-            Ok(a)
-        }
-        fn vmcb(&mut self, hpa: u64) -> &mut Vmcb {
-            self.vmcbs.get_mut(&hpa).expect("live VMCB")
-        }
-        fn vmcb_free(&mut self, hpa: u64) {
-            self.vmcbs.remove(&hpa);
-        }
-        fn permission_maps_new(&mut self) -> Result<(u64, u64), Status> {
-            let (a, b) = (self.addr(), self.addr());
-            self.iopms.insert(a, Box::new([0xff; IOPM_BYTES]));
-            self.msrpms.insert(b, Box::new([0xff; MSRPM_BYTES]));
-            Ok((a, b))
-        }
-        fn iopm(&mut self, hpa: u64) -> &mut [u8; IOPM_BYTES] {
-            self.iopms.get_mut(&hpa).expect("live IOPM")
-        }
-        fn msrpm(&mut self, hpa: u64) -> &mut [u8; MSRPM_BYTES] {
-            self.msrpms.get_mut(&hpa).expect("live MSRPM")
-        }
-        fn permission_maps_free(&mut self, _: (u64, u64)) {}
-        fn console(&mut self, partition: &str, line: &str) {
-            self.lines.push(format!("[{partition}] {line}"));
-        }
-        fn cpuid(&self, _: u32, _: u32) -> [u32; 4] {
-            [0; 4]
-        }
-        fn kick(&mut self, _: u32) {}
-        fn pci_config_read(&mut self, address: u32, offset: u8, size: u8) -> u32 {
-            let dword = self.config.get(&address).copied().unwrap_or(u32::MAX);
-            let value = dword >> (offset * 8);
-            match size {
-                1 => value & 0xff,
-                2 => value & 0xffff,
-                _ => value,
-            }
-        }
-        fn pci_config_write(&mut self, address: u32, offset: u8, size: u8, value: u32) {
-            let mask = match size {
-                1 => 0xffu32,
-                2 => 0xffff,
-                _ => u32::MAX,
-            } << (offset * 8);
-            let dword = self.config.entry(address).or_insert(0);
-            *dword = (*dword & !mask) | ((value << (offset * 8)) & mask);
-        }
-        fn reset(&mut self) {
-            self.resets += 1;
-        }
-    }
+    use crate::svm::vmcb::offset;
+    use crate::testkit::FakeMachine as Fake;
 
     struct World {
         k: Kernel,

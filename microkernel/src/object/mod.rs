@@ -51,6 +51,23 @@ pub enum ObjectKind {
     Timer,
 }
 
+impl ObjectKind {
+    /// The object type as the ABI names it (`ipc::boot::cap_kind`: boot
+    /// pages, `CapInspect`).
+    pub const fn cap_kind(self) -> u32 {
+        use ipc::boot::cap_kind;
+        match self {
+            ObjectKind::Partition => cap_kind::PARTITION,
+            ObjectKind::Memory => cap_kind::MEMORY,
+            ObjectKind::Interrupt => cap_kind::INTERRUPT,
+            ObjectKind::IoPorts => cap_kind::IO_PORTS,
+            ObjectKind::Vcpu => cap_kind::VCPU,
+            ObjectKind::Port => cap_kind::PORT,
+            ObjectKind::Timer => cap_kind::TIMER,
+        }
+    }
+}
+
 /// A kernel object.
 #[derive(Debug)]
 pub enum Object {

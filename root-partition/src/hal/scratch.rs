@@ -14,6 +14,7 @@
 
 use ipc::hypercall::{Call, Results, SlotHandle, Status};
 use partition_rt::sync::SpinLock;
+use root_partition::hv::buffer_of;
 
 /// The scratch page once the memory plan placed it (see [`init`]).
 static SCRATCH: SpinLock<Option<Scratch>> = SpinLock::new(None);
@@ -44,18 +45,6 @@ pub fn with<T>(f: impl FnOnce(&mut Scratch) -> Result<T, Status>) -> Result<T, S
     match SCRATCH.lock().as_mut() {
         Some(scratch) => f(scratch),
         None => Err(Status::InvalidState),
-    }
-}
-
-/// The buffer page a call names, if the call has one.
-fn buffer_of(call: &Call) -> Option<u64> {
-    match *call {
-        Call::VcpuGetState { buffer, .. }
-        | Call::VcpuSetState { buffer, .. }
-        | Call::DirtyFetch { buffer, .. }
-        | Call::MemoryRead { buffer, .. }
-        | Call::MemoryWrite { buffer, .. } => Some(buffer),
-        _ => None,
     }
 }
 

@@ -9,10 +9,9 @@ use std::rc::Rc;
 use std::string::String;
 use std::vec::Vec;
 
-use ipc::boot::{BootCap, BootInfo, PhysRange, cap_kind};
+use ipc::boot::{BootCap, BootInfo, PhysRange};
 use ipc::hypercall::{Call, Rights, SlotHandle, Status};
 use ipc::vmbus::memory::RingMemory;
-use microkernel::object::ObjectKind;
 use microkernel::testkit::Host;
 
 use super::{Kernel, Results, Scratch, SplitRings, buffer_of};
@@ -90,15 +89,7 @@ impl FakeKernel {
             end: RAM_BASE + (1 << 20),
         };
         for cap in &host.caps {
-            let kind = match cap.kind {
-                ObjectKind::Partition => cap_kind::PARTITION,
-                ObjectKind::Memory => cap_kind::MEMORY,
-                ObjectKind::Interrupt => cap_kind::INTERRUPT,
-                ObjectKind::IoPorts => cap_kind::IO_PORTS,
-                ObjectKind::Vcpu => cap_kind::VCPU,
-                ObjectKind::Port => cap_kind::PORT,
-                _ => continue,
-            };
+            let kind = cap.kind.cap_kind();
             info.push_cap(BootCap {
                 slot: cap.slot.raw(),
                 kind,

@@ -24,9 +24,9 @@ use alloc::vec::Vec;
 use ipc::hypercall::{Name, SlotHandle};
 
 use crate::hv::Kernel;
-use crate::layout::Layout;
 use crate::migrate::{Clock, Stats};
 use crate::partition::{Failure, Root};
+use crate::services::vmbus::Grant;
 
 pub mod destination;
 pub mod live;
@@ -56,24 +56,11 @@ pub struct Refused;
 
 /// A restored child's bus, to rebuild over its restored rings.
 pub struct RestoredBus<'a> {
-    /// The root's own partition (where the bus maps the child's pages).
-    pub root: SlotHandle,
-    /// The root's vCPU (the child's ports to the root are bound to it).
-    pub root_vcpu: SlotHandle,
     /// The child's name.
     pub name: Name,
-    /// The new partition.
-    pub partition: SlotHandle,
-    /// Its memory object.
-    pub memory: SlotHandle,
-    /// Its vCPU 0.
-    pub vcpu0: SlotHandle,
-    /// Host-physical base of its memory.
-    pub base: u64,
-    /// Its layout.
-    pub layout: Layout,
-    /// Its bus (and vector) index.
-    pub index: usize,
+    /// What the root holds to act for the new partition's bus (no ports
+    /// and no pages mapped yet).
+    pub grant: Grant,
     /// Per channel with both ports saved: (channel, the child's slot of
     /// the port it signals, its slot of the port it is signalled on).
     pub ports: Vec<(usize, SlotHandle, SlotHandle)>,

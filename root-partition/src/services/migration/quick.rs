@@ -52,6 +52,7 @@ use crate::migrate::saved::{
 };
 use crate::migrate::{self, Control, Phase, Policy, Receiver, Stats};
 use crate::partition::{Child, Failure, Root};
+use crate::services::vmbus::{CHANNELS, Grant};
 
 /// File bytes written per volume write.
 const FILE_CHUNK: usize = 256 << 10;
@@ -496,15 +497,19 @@ pub fn restore_into<K: Kernel, B: BusHost, D: BlockDevice>(
         .filter_map(|&(ch, signal, event)| Some((usize::from(ch), signal?, event?)))
         .collect();
     bus.restore_bus(RestoredBus {
-        root: root.authority,
-        root_vcpu: root.vcpu,
         name,
-        partition,
-        memory: child_memory,
-        vcpu0,
-        base,
-        layout,
-        index,
+        grant: Grant {
+            root: root.authority,
+            root_vcpu: root.vcpu,
+            partition,
+            memory: child_memory,
+            vcpu0,
+            base,
+            layout,
+            index,
+            to_child: [None; CHANNELS],
+            shared: Vec::new(),
+        },
         ports,
         saved: saved_bus,
         luns: &luns,

@@ -259,7 +259,7 @@ impl BusHost for Host<'_> {
     }
     fn restore_bus(&self, bus: RestoredBus<'_>) -> Result<(), String> {
         *self.bus.restored.borrow_mut() =
-            Some((bus.saved.to_vec(), bus.luns.to_vec(), bus.partition));
+            Some((bus.saved.to_vec(), bus.luns.to_vec(), bus.grant.partition));
         Ok(())
     }
     fn forget(&self, _: usize) {}
