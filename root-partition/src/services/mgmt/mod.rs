@@ -23,6 +23,8 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 
+pub mod http;
+
 use crate::node::{Poll, Service};
 
 /// The TCP port of the node's status.
