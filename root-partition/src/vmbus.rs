@@ -157,6 +157,11 @@ pub fn heartbeat_state(index: usize) -> Option<Heartbeat> {
     with(|h| h.heartbeat_state(index))
 }
 
+/// Child `index`'s last console lines, oldest first.
+pub fn console_tail(index: usize) -> alloc::vec::Vec<alloc::string::String> {
+    with(|h| h.console_tail(index))
+}
+
 /// Whether any child has a bus now (its heartbeats are due every second).
 pub fn any_bus() -> bool {
     with(|h| h.any_bus())

@@ -304,6 +304,26 @@ struct Bus<M: ipc::vmbus::memory::RingMemory, D: BlockDevice> {
     disks: Option<Luns<D>>,
     /// Bounce buffer of its storage requests.
     bounce: Vec<u8>,
+    /// Its last console lines ([`CONSOLE_TAIL_LINES`]), for the
+    /// management API's `vm console`.
+    console: ConsoleTail,
+}
+
+/// Console lines a bus keeps (the oldest go first).
+pub const CONSOLE_TAIL_LINES: usize = 200;
+
+/// A child's last console lines (each at most the console protocol's
+/// `MAX_LINE` bytes: the bus's decoder refuses longer ones).
+#[derive(Default)]
+struct ConsoleTail(alloc::collections::VecDeque<String>);
+
+impl ConsoleTail {
+    fn push(&mut self, line: &str) {
+        if self.0.len() >= CONSOLE_TAIL_LINES {
+            self.0.pop_front();
+        }
+        self.0.push_back(String::from(line));
+    }
 }
 
 /// Why a disk could not be attached or removed.
@@ -365,16 +385,23 @@ pub struct VmbusHost<K: Kernel, D: BlockDevice, U, G, S> {
 }
 
 /// What a bus reports: console lines, channels opened and closed.
-fn on_event<K: Kernel>(k: &K, name: Name) -> impl FnMut(Event<'_>) + '_ {
+fn on_event<'a, K: Kernel>(
+    k: &'a K,
+    name: Name,
+    tail: &'a mut ConsoleTail,
+) -> impl FnMut(Event<'_>) + 'a {
     move |event: Event<'_>| match event {
-        Event::Line(line) => say!(
-            k,
-            "{}",
-            markers::ChildConsoleLine {
-                child: name.as_str(),
-                line
-            }
-        ),
+        Event::Line(line) => {
+            tail.push(line);
+            say!(
+                k,
+                "{}",
+                markers::ChildConsoleLine {
+                    child: name.as_str(),
+                    line
+                }
+            )
+        }
         Event::Opened(ChannelName::Console) => {
             say!(k, "{}", markers::ConsoleOpened(name.as_str()))
         }
@@ -443,9 +470,12 @@ impl<K: Kernel, S: DerefMut<Target = RootSwitch>> Ctx<'_, K, S> {
             None => (&mut vsp::storage::NoLuns, &mut []),
         };
         let mut live = self.live(&mut entry.grant);
-        entry
-            .bus
-            .service(&mut live, backend, bounce, on_event(self.k, entry.name))
+        entry.bus.service(
+            &mut live,
+            backend,
+            bounce,
+            on_event(self.k, entry.name, &mut entry.console),
+        )
     }
 
     /// Reads a batch of the child's network packets: its frames go into
@@ -454,7 +484,7 @@ impl<K: Kernel, S: DerefMut<Target = RootSwitch>> Ctx<'_, K, S> {
     /// [`Ctx::flush_network`].
     fn service_net<D: BlockDevice>(&mut self, entry: &mut Bus<K::Rings, D>) -> usize {
         let k = self.k;
-        let mut on = on_event(k, entry.name);
+        let mut on = on_event(k, entry.name, &mut entry.console);
         let port = 1 + entry.grant.index;
         let mut live = Live {
             k,
@@ -723,6 +753,7 @@ where
                 grant,
                 disks,
                 bounce,
+                console: ConsoleTail::default(),
             });
         }
     }
@@ -898,6 +929,13 @@ where
     /// What the root knows of child `index`'s heartbeat (`None`: no such bus).
     pub fn heartbeat_state(&self, index: usize) -> Option<Heartbeat> {
         self.entry_ref(index).map(|e| e.bus.heartbeat())
+    }
+
+    /// Child `index`'s last console lines, oldest first (empty: no such bus).
+    pub fn console_tail(&self, index: usize) -> Vec<String> {
+        self.entry_ref(index)
+            .map(|e| e.console.0.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Whether any child has a bus now (its heartbeats are due every second).

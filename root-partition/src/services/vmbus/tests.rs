@@ -317,6 +317,26 @@ fn a_console_opened_by_the_child_is_mapped_and_its_lines_printed() {
         let hello = lines.iter().position(|l| l.contains("hello from alpha"));
         let second = lines.iter().position(|l| l.contains("second line"));
         assert!(hello.is_some() && second > hello, "{lines:?}");
+        // The bus keeps them for the management API's `vm console`.
+        assert_eq!(h.console_tail(0), ["hello from alpha", "second line"]);
+        assert!(h.console_tail(1).is_empty());
+    });
+}
+
+#[test]
+fn the_console_tail_keeps_the_last_lines() {
+    big_stack(|| {
+        let (host, _grant, _guest, _bus, mut console) = with_console();
+        for i in 0..super::CONSOLE_TAIL_LINES + 3 {
+            write_line(&host, &mut console, &format!("line {i}"));
+        }
+        let tail = host.borrow().console_tail(0);
+        assert_eq!(tail.len(), super::CONSOLE_TAIL_LINES);
+        assert_eq!(tail[0], "line 3");
+        assert_eq!(
+            tail.last().unwrap(),
+            &format!("line {}", super::CONSOLE_TAIL_LINES + 2)
+        );
     });
 }
 
