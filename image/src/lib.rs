@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod bochs;
 pub mod datadisk;
+pub mod front;
 pub mod iso;
 pub mod kernel;
 pub mod launch;

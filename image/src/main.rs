@@ -233,7 +233,57 @@ fn run_command(args: &RunArgs) -> Result<i32> {
             ..QemuOptions::default()
         })
     };
-    if !args.bochs && !args.no_network {
+    // No scenario: the root boots as a node that keeps running; with a
+    // management network and a data disk it is managed with capctl.
+    let node = !args.cmdline.split_whitespace().any(|w| w.starts_with("scenario="));
+    let disk = match &emulator {
+        Emulator::Qemu(q) => q.data_disk.clone(),
+        Emulator::Bochs(_) => None,
+    };
+    let mut graceful = None;
+    if node && !args.no_network && !args.bochs && let Some(disk) = disk {
+        let capctl = datadisk::capctl()?;
+        let (token, done) = image::front::prepare(&capctl, &disk)?;
+        for line in done {
+            eprintln!("data disk: {line}");
+        }
+        let commands =
+            image::front::try_commands(&capctl, args.mgmt_port, &token, args.kv_port);
+        eprintln!(
+            "node: the management API is forwarded to 127.0.0.1:{} (token file {}); the demo VM `{}` (key-value service, {}.{}.{}.{}:{}) starts with the node and is forwarded to 127.0.0.1:{}. Once the node is up, try in another terminal:",
+            args.mgmt_port,
+            token.display(),
+            image::front::DEMO_VM,
+            image::front::DEMO_ADDRESS[0],
+            image::front::DEMO_ADDRESS[1],
+            image::front::DEMO_ADDRESS[2],
+            image::front::DEMO_ADDRESS[3],
+            image::front::DEMO_PORT,
+            args.kv_port,
+        );
+        for c in &commands {
+            eprintln!("    {c}");
+        }
+        eprintln!("Ctrl-C here shuts the node down cleanly as well (twice: stop QEMU at once).");
+        let (port, capctl, token) = (args.mgmt_port, capctl.clone(), token.clone());
+        graceful = Some(launch::Graceful {
+            request: Box::new(move || {
+                let out = std::process::Command::new(&capctl)
+                    .arg("--node")
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("--token-file")
+                    .arg(&token)
+                    .args(["node", "shutdown", "--no-wait"])
+                    .output()?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    anyhow::bail!("{}", String::from_utf8_lossy(&out.stderr).trim())
+                }
+            }),
+            grace: std::time::Duration::from_secs(90),
+        });
+    } else if !args.bochs && !args.no_network {
         eprintln!(
             "network: virtio-net on QEMU user networking; the root is 10.0.2.15, the key-value \
              service of `--cmdline scenario=kv` (child kv1, 10.0.2.20:7000) is at 127.0.0.1:{port}: \
@@ -252,8 +302,12 @@ fn run_command(args: &RunArgs) -> Result<i32> {
         args.cmdline.clone()
     };
     build_iso(&cmdline, &out)?;
-    let finished = launch::boot(&emulator, &out)?;
+    let finished = launch::boot(&emulator, &out, graceful)?;
     if finished.interrupted {
+        if finished.outcome.tool_status() == 0 && matches!(finished.outcome, image::qemu::Outcome::Kernel(_)) {
+            eprintln!("interrupted (Ctrl-C): the node shut down cleanly");
+            return Ok(0);
+        }
         eprintln!("interrupted (Ctrl-C): QEMU stopped");
         return Ok(130);
     }
