@@ -88,7 +88,10 @@ pub fn boot(emulator: &Emulator, iso: &Path, graceful: Option<Graceful>) -> Resu
     let mut asked: Option<Instant> = None;
     let mut stopped = false;
     let status = loop {
-        if let Some(status) = child.try_wait().context("could not wait for the emulator")? {
+        if let Some(status) = child
+            .try_wait()
+            .context("could not wait for the emulator")?
+        {
             break status;
         }
         let presses = INTERRUPTS.load(Ordering::SeqCst);

@@ -235,20 +235,26 @@ fn run_command(args: &RunArgs) -> Result<i32> {
     };
     // No scenario: the root boots as a node that keeps running; with a
     // management network and a data disk it is managed with capctl.
-    let node = !args.cmdline.split_whitespace().any(|w| w.starts_with("scenario="));
+    let node = !args
+        .cmdline
+        .split_whitespace()
+        .any(|w| w.starts_with("scenario="));
     let disk = match &emulator {
         Emulator::Qemu(q) => q.data_disk.clone(),
         Emulator::Bochs(_) => None,
     };
     let mut graceful = None;
-    if node && !args.no_network && !args.bochs && let Some(disk) = disk {
+    if node
+        && !args.no_network
+        && !args.bochs
+        && let Some(disk) = disk
+    {
         let capctl = datadisk::capctl()?;
         let (token, done) = image::front::prepare(&capctl, &disk)?;
         for line in done {
             eprintln!("data disk: {line}");
         }
-        let commands =
-            image::front::try_commands(&capctl, args.mgmt_port, &token, args.kv_port);
+        let commands = image::front::try_commands(&capctl, args.mgmt_port, &token, args.kv_port);
         eprintln!(
             "node: the management API is forwarded to 127.0.0.1:{} (token file {}); the demo VM `{}` (key-value service, {}.{}.{}.{}:{}) starts with the node and is forwarded to 127.0.0.1:{}. Once the node is up, try in another terminal:",
             args.mgmt_port,
@@ -304,7 +310,9 @@ fn run_command(args: &RunArgs) -> Result<i32> {
     build_iso(&cmdline, &out)?;
     let finished = launch::boot(&emulator, &out, graceful)?;
     if finished.interrupted {
-        if finished.outcome.tool_status() == 0 && matches!(finished.outcome, image::qemu::Outcome::Kernel(_)) {
+        if finished.outcome.tool_status() == 0
+            && matches!(finished.outcome, image::qemu::Outcome::Kernel(_))
+        {
             eprintln!("interrupted (Ctrl-C): the node shut down cleanly");
             return Ok(0);
         }

@@ -222,7 +222,8 @@ fn kv_connect(port: u16) -> Result<std::io::BufReader<std::net::TcpStream>, Stri
 
 /// 500 SETs and 500 GETs with distinct keys and values, each answer
 /// checked, then QUIT.
-fn kv_client(port: u16) -> Result<String, String> {
+fn kv_client(ports: Ports) -> Result<String, String> {
+    let port = ports.port;
     use std::io::{BufRead, Write};
     let mut reader = kv_connect(port)?;
     let mut ask = |request: &str, expected: &str| -> Result<(), String> {
@@ -257,7 +258,8 @@ const MIGRATION_CLIENT_SECS: u64 = 20;
 /// SET/GET round trips (distinct keys, every answer checked) for
 /// [`MIGRATION_CLIENT_SECS`] while the root migrates the service, then
 /// QUIT; reports the round trips and the slowest.
-fn migration_kv_client(port: u16) -> Result<String, String> {
+fn migration_kv_client(ports: Ports) -> Result<String, String> {
+    let port = ports.port;
     use std::io::{BufRead, Write};
     use std::time::{Duration, Instant};
     let mut reader = kv_connect(port)?;
@@ -1130,8 +1132,25 @@ pub struct HostClient {
     pub name: &'static str,
     /// Guest address and port the forwarded port reaches, e.g. `10.0.2.20:7000`.
     pub guest: &'static str,
-    /// The client, given the forwarded host port.
-    pub run: fn(u16) -> Result<String, String>,
+    /// With `Some(guest)`: the machine's first NIC is the VM-traffic
+    /// network (the virtual switch's uplink) with a second host port
+    /// forwarded to `guest`, and the client's NIC is the second (the
+    /// node's management network).
+    pub uplink: Option<&'static str>,
+    /// The client, given the forwarded host ports.
+    pub run: fn(Ports) -> Result<String, String>,
+}
+
+/// The host ports a [`HostClient`] reaches the machine by, and the
+/// machine's data disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ports {
+    /// Forwarded to [`HostClient::guest`].
+    pub port: u16,
+    /// Forwarded to [`HostClient::uplink`] (0 without one).
+    pub uplink: u16,
+    /// The case's private data disk (its API token file sits beside it).
+    pub data_disk: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for HostClient {
@@ -1204,10 +1223,35 @@ impl Case {
         self,
         name: &'static str,
         guest: &'static str,
-        run: fn(u16) -> Result<String, String>,
+        run: fn(Ports) -> Result<String, String>,
     ) -> Case {
         Case {
-            host_client: Some(HostClient { name, guest, run }),
+            host_client: Some(HostClient {
+                name,
+                guest,
+                uplink: None,
+                run,
+            }),
+            ..self
+        }
+    }
+
+    /// The case with a host client on the management network (`guest`)
+    /// and a second forwarded port on the VM-traffic network (`uplink`).
+    pub fn host_client_with_uplink(
+        self,
+        name: &'static str,
+        guest: &'static str,
+        uplink: &'static str,
+        run: fn(Ports) -> Result<String, String>,
+    ) -> Case {
+        Case {
+            host_client: Some(HostClient {
+                name,
+                guest,
+                uplink: Some(uplink),
+                run,
+            }),
             ..self
         }
     }
@@ -1554,7 +1598,11 @@ fn node_vm_markers() -> Vec<(String, bool)> {
 
 /// `capctl vm define --volume DISK NAME ARGS...`, as an administrator
 /// would run it.
-fn capctl_define(disk: &std::path::Path, name: &str, args: &[&str]) -> Result<(), String> {
+pub(crate) fn capctl_define(
+    disk: &std::path::Path,
+    name: &str,
+    args: &[&str],
+) -> Result<(), String> {
     let capctl = image::datadisk::capctl().map_err(|e| format!("{e:#}"))?;
     let out = std::process::Command::new(&capctl)
         .args(["vm", "define", "--volume"])
@@ -1635,7 +1683,8 @@ fn two_vms_still_defined(disk: &std::path::Path) -> Result<(), String> {
 
 /// The node's status over its management network (TCP 7100 on its second
 /// NIC, forwarded from the host): retried until both VMs show Running.
-fn node_status_client(port: u16) -> Result<String, String> {
+fn node_status_client(ports: Ports) -> Result<String, String> {
+    let port = ports.port;
     use std::io::Read;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     let mut last = String::new();

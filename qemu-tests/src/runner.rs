@@ -93,17 +93,34 @@ pub fn run_with(case: &Case, binaries: &Binaries) -> Result<Vec<Transcript>, Str
     // client started now (it retries until the service listens).
     let mut client = None;
     if let Some(host) = case.host_client {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|error| format!("no free host port: {error}"))?
-            .port();
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(|error| format!("no free host port: {error}"))
+        };
+        let port = free_port()?;
+        let mut ports = crate::cases::Ports {
+            port,
+            uplink: 0,
+            data_disk: machine.data_disk.clone(),
+        };
+        if let Some(uplink) = host.uplink {
+            ports.uplink = free_port()?;
+            machine.extra_args.extend([
+                "-netdev".to_owned(),
+                format!("user,id=up,hostfwd=tcp:127.0.0.1:{}-{uplink}", ports.uplink),
+                "-device".to_owned(),
+                "virtio-net-pci,netdev=up,romfile=".to_owned(),
+            ]);
+        }
         machine.extra_args.extend([
             "-netdev".to_owned(),
             format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-{}", host.guest),
             "-device".to_owned(),
             "virtio-net-pci,netdev=n0,romfile=".to_owned(),
         ]);
-        client = Some((host.name, std::thread::spawn(move || (host.run)(port))));
+        client = Some((host.name, std::thread::spawn(move || (host.run)(ports))));
     }
     let boots = case.boots();
     let mut transcripts = Vec::new();

@@ -175,11 +175,25 @@ pub fn run(info: &BootInfo) {
         services.push(m);
     }
     let stats = node::run(&mut machine, &mut services, mode);
+    flush_volume();
     let ran_ms = (machine.now_ns() - start) / 1_000_000;
     println!(
         "root partition: node stopped after {ran_ms} ms: {} rounds, {} busy, {} sleeps ({} ended by deadline)",
         stats.rounds, stats.busy_rounds, stats.sleeps, stats.timeouts
     );
+}
+
+/// Makes everything written to the data volume durable before the node
+/// powers off (VM definitions, saved states, the VHDs' metadata).
+fn flush_volume() {
+    use root_partition::services::vm::store::Store;
+    let Some(mut volume) = crate::storage::volume() else {
+        return;
+    };
+    match volume.flush() {
+        Ok(()) => println!("root partition: node: data volume flushed"),
+        Err(e) => println!("root partition: node: flushing the data volume failed: {e}"),
+    }
 }
 
 /// The VM manager over the data volume's definitions (`/vms`), booted:
