@@ -1,14 +1,17 @@
-//! `capctl`: the capvisor administrator's command line. Today it prepares
+//! `capctl`: the capvisor administrator's command line. Offline it prepares
 //! and inspects the storage of child partitions from any Linux host: VHD
 //! virtual hard disks (fixed, dynamic, differencing) and raw images, and
 //! exFAT volume images that hold them, and the VM definitions kept on
-//! them (`capctl vm`). It also simulates live migration
-//! with the root partition's own engine.
+//! them (`capctl vm ... --volume`). Online it is the client of a node's
+//! management API (`capctl --node HOST:PORT vm|node|job|events`, see
+//! `api`). It also simulates live migration with the root partition's own
+//! engine.
 //!
 //! Invariants: every command exits 0 only if it did all it was asked; bad
 //! files and arguments print one clear `error:` line and exit 1; with
 //! `--json` the result (or the error) is one JSON object on standard output.
 
+mod api;
 mod disk;
 mod image;
 mod migrate;
@@ -32,6 +35,8 @@ struct Cli {
     /// Print the result as one JSON object instead of text.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    global: api::Global,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,9 +49,18 @@ enum Command {
     /// exFAT volume images: format, list, copy files in and out, remove, check.
     #[command(subcommand)]
     Vol(vol::VolCommand),
-    /// VM definitions on a data-volume image, offline: define, list, remove.
+    /// VMs: on the node (list, show, create, start, stop, ...) or offline
+    /// on a data-volume image (define, list --volume, remove).
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// The node: show it, shut it down, replace its API token.
+    #[command(subcommand)]
+    Node(api::node::NodeCommand),
+    /// The node's jobs (long operations): list, show, watch, cancel.
+    #[command(subcommand)]
+    Job(api::job::JobCommand),
+    /// The node's event stream (state changes, jobs), resumable by number.
+    Events(api::events::EventsArgs),
     /// Live migration: simulate the pre-copy engine against a model of a child and a link.
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
@@ -91,12 +105,24 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Disk(cmd) => disk::run(cmd, &out),
         Command::Vol(cmd) => vol::run(cmd, &out),
-        Command::Vm(cmd) => vm::run(cmd, &out),
+        Command::Vm(cmd) => vm::run(cmd, &out, &cli.global),
+        Command::Node(cmd) => api::node::run(cmd, &out, &cli.global),
+        Command::Job(cmd) => api::job::run(cmd, &out, &cli.global),
+        Command::Events(args) => api::events::run(args, &out, &cli.global),
         Command::Migrate(cmd) => migrate::run(cmd, &out),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
+            // A failure the API client described (the node's error body
+            // for --json, a message that never holds the token).
+            if let Some(failure) = e.downcast_ref::<api::Failure>() {
+                if out.json {
+                    println!("{}", failure.json);
+                }
+                eprintln!("capctl: error: {}", failure.message);
+                return ExitCode::FAILURE;
+            }
             let message = format!("{e:#}");
             if out.json {
                 println!("{}", serde_json::json!({ "error": message }));

@@ -1,15 +1,18 @@
-//! `capctl vm ...` offline: define, list and remove VM definitions on a
+//! `capctl vm ...`: offline, define, list and remove VM definitions on a
 //! data-volume image, with the root partition's own definition code (one
-//! copy of the format, `docs/vm-definition.md`).
+//! copy of the format, `docs/vm-definition.md`); online, the node's VMs
+//! through its management API (`crate::api::vm`), with the same options
+//! for `vm create` as for `vm define`.
 //!
 //! Invariant: every command that changes the volume flushes it before
 //! reporting success; nothing is written unless the definition is valid
 //! and its name and id are free.
 
 use crate::Output;
+use crate::api::{self, Global, job::Wait};
 use crate::image::parse_size;
 use anyhow::{Context, Result, bail};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use root_partition::services::vm::definition::{
     self, DiskSlot, Nic, VM_FOLDER, VmDefinition, VmUuid, definition_path, parse_mac,
     saved_state_path,
@@ -21,9 +24,101 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// A VM definition's options, shared by `vm define` (offline) and `vm
+/// create` (online): one parser for both.
+#[derive(Args)]
+pub struct VmSpec {
+    /// The VM's name (1 to 8 letters, digits, `-`, `_`).
+    name: String,
+    /// Memory, e.g. 32M (a multiple of 2 MiB, 4M to 1G).
+    #[arg(long)]
+    memory: String,
+    /// Virtual processors (1 to 4).
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    /// The child runtime's workload.
+    #[arg(long)]
+    workload: String,
+    /// Workload arguments, comma-separated numbers (up to 4); `--arg N` may repeat.
+    #[arg(long, visible_alias = "arg", value_delimiter = ',')]
+    args: Vec<u64>,
+    /// A disk: `/FILE.vhd:LUN` (or `/FILE.vhd`: the next LUN); repeat for more.
+    #[arg(long = "disk")]
+    disks: Vec<String>,
+    /// A network adapter with this MAC (`02:xx:xx:xx:xx:xx`).
+    #[arg(long)]
+    mac: Option<String>,
+    /// A network adapter whose MAC the node picks.
+    #[arg(long, conflicts_with = "mac")]
+    nic: bool,
+    /// Scheduling priority (0 to 7).
+    #[arg(long, default_value_t = 0)]
+    priority: u8,
+    /// Processor of vCPU 0 (vCPU i gets CPU + i).
+    #[arg(long)]
+    cpu: Option<u32>,
+    /// Start the VM when the node boots (restore it if saved).
+    #[arg(long)]
+    autostart: bool,
+    /// Its id (a UUID; default: a new random one).
+    #[arg(long)]
+    id: Option<String>,
+}
+
+impl VmSpec {
+    /// The validated definition, and whether its id was given (rather
+    /// than drawn at random).
+    pub fn definition(self) -> Result<(VmDefinition, bool)> {
+        let bytes = parse_size(&self.memory)?;
+        if bytes % (1 << 20) != 0 {
+            bail!("--memory {}: not a whole number of MiB", self.memory);
+        }
+        let id_given = self.id.is_some();
+        let id = match self.id {
+            Some(text) => VmUuid::parse(&text)
+                .with_context(|| format!("--id {text}: not a UUID (8-4-4-4-12 hex digits)"))?,
+            None => VmUuid::from_random(random_bits()?),
+        };
+        let nic = match self.mac {
+            Some(text) => Some(Nic {
+                mac: Some(
+                    parse_mac(&text)
+                        .with_context(|| format!("--mac {text}: not six hex octets"))?,
+                ),
+            }),
+            None => self.nic.then_some(Nic { mac: None }),
+        };
+        let def = VmDefinition {
+            name: self.name,
+            id,
+            memory_mib: bytes >> 20,
+            vcpus: self.vcpus,
+            workload: self.workload,
+            args: self.args,
+            disks: parse_disks(&self.disks)?,
+            nic,
+            priority: self.priority,
+            cpu: self.cpu,
+            autostart: self.autostart,
+        }
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid definition: {e}"))?;
+        Ok((def, id_given))
+    }
+}
+
+/// A long operation's target: the VM and whether to wait for its job.
+#[derive(Args)]
+pub struct Target {
+    /// The VM's name.
+    name: String,
+    #[command(flatten)]
+    wait: Wait,
+}
+
 #[derive(Subcommand)]
 pub enum VmCommand {
-    /// Define a VM: write `/vms/NAME.json` on a data-volume image.
+    /// Define a VM offline: write `/vms/NAME.json` on a data-volume image.
     ///
     /// Example: `capctl vm define --volume data.img web --memory 32M
     /// --vcpus 2 --workload kv --disk /web.vhd:0 --autostart`.
@@ -31,55 +126,96 @@ pub enum VmCommand {
         /// The data-volume image (exFAT).
         #[arg(long)]
         volume: PathBuf,
-        /// The VM's name (1 to 8 letters, digits, `-`, `_`).
-        name: String,
-        /// Memory, e.g. 32M (a multiple of 2 MiB, 4M to 1G).
-        #[arg(long)]
-        memory: String,
-        /// Virtual processors (1 to 4).
-        #[arg(long, default_value_t = 1)]
-        vcpus: u32,
-        /// The child runtime's workload.
-        #[arg(long)]
-        workload: String,
-        /// Workload arguments, comma-separated numbers (up to 4).
-        #[arg(long, value_delimiter = ',')]
-        args: Vec<u64>,
-        /// A disk: `/FILE.vhd:LUN` (or `/FILE.vhd`: the next LUN); repeat for more.
-        #[arg(long = "disk")]
-        disks: Vec<String>,
-        /// A network adapter with this MAC (`02:xx:xx:xx:xx:xx`).
-        #[arg(long)]
-        mac: Option<String>,
-        /// A network adapter whose MAC the node picks.
-        #[arg(long, conflicts_with = "mac")]
-        nic: bool,
-        /// Scheduling priority (0 to 7).
-        #[arg(long, default_value_t = 0)]
-        priority: u8,
-        /// Processor of vCPU 0 (vCPU i gets CPU + i).
-        #[arg(long)]
-        cpu: Option<u32>,
-        /// Start the VM when the node boots (restore it if saved).
-        #[arg(long)]
-        autostart: bool,
-        /// Its id (a UUID; default: a new random one).
-        #[arg(long)]
-        id: Option<String>,
+        #[command(flatten)]
+        spec: VmSpec,
     },
-    /// List the VMs defined on a data-volume image (damaged files are reported).
+    /// List the VMs (Get-VM): the node's, or with `--volume` the ones
+    /// defined on a data-volume image (offline; damaged files are reported).
     List {
-        /// The data-volume image (exFAT).
+        /// The data-volume image (exFAT): list offline instead of asking the node.
         #[arg(long)]
-        volume: PathBuf,
+        volume: Option<PathBuf>,
     },
-    /// Remove a VM's definition (and its saved state) from a data-volume image.
+    /// Remove a VM's definition (and its saved state) from a data-volume image, offline.
     Remove {
         /// The data-volume image (exFAT).
         #[arg(long)]
         volume: PathBuf,
         /// The VM's name.
         name: String,
+    },
+    /// Create a VM on the node (New-VM); the options of `vm define`.
+    ///
+    /// Example: `capctl vm create kv --memory 32M --workload kv --disk /alpha.vhd:0 --nic`.
+    Create {
+        #[command(flatten)]
+        spec: VmSpec,
+    },
+    /// Show one VM of the node (Get-VM NAME).
+    Show {
+        /// The VM's name.
+        name: String,
+    },
+    /// Start a VM (Start-VM); a saved VM is restored.
+    Start(Target),
+    /// Stop a VM gracefully through its guest (Stop-VM).
+    Stop(Target),
+    /// Turn a VM off at once, without asking its guest (Stop-VM -TurnOff).
+    TurnOff(Target),
+    /// Pause a running VM (Suspend-VM).
+    Pause(Target),
+    /// Resume a paused VM (Resume-VM).
+    Resume(Target),
+    /// Save a VM's state to the data volume and turn it off (Save-VM).
+    Save(Target),
+    /// Restore a saved VM (Start-VM on a saved VM).
+    Restore(Target),
+    /// Delete a VM that is Off, Saved or Failed (Remove-VM).
+    Delete {
+        /// The VM's name.
+        name: String,
+    },
+    /// Print a VM's last console lines.
+    Console {
+        /// The VM's name.
+        name: String,
+    },
+    /// A VM's disks on the node: list, hot add, hot remove.
+    #[command(subcommand)]
+    Disk(VmDiskCommand),
+}
+
+#[derive(Subcommand)]
+pub enum VmDiskCommand {
+    /// List a VM's disks (Get-VMHardDiskDrive).
+    List {
+        /// The VM's name.
+        name: String,
+    },
+    /// Attach a disk (Add-VMHardDiskDrive): hot add if the VM runs.
+    ///
+    /// Example: `capctl vm disk add kv --path /extra.vhd --lun 1`.
+    Add {
+        /// The VM's name.
+        name: String,
+        /// The VHD on the node's data volume.
+        #[arg(long)]
+        path: String,
+        /// Its LUN.
+        #[arg(long)]
+        lun: u8,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Detach a disk (Remove-VMHardDiskDrive): hot remove if the VM runs.
+    Remove {
+        /// The VM's name.
+        name: String,
+        /// The disk's LUN.
+        #[arg(long)]
+        lun: u8,
+        #[command(flatten)]
+        wait: Wait,
     },
 }
 
@@ -131,56 +267,10 @@ fn describe(def: &VmDefinition, saved: bool) -> Value {
     value
 }
 
-pub fn run(cmd: VmCommand, out: &Output) -> Result<ExitCode> {
+pub fn run(cmd: VmCommand, out: &Output, global: &Global) -> Result<ExitCode> {
     match cmd {
-        VmCommand::Define {
-            volume,
-            name,
-            memory,
-            vcpus,
-            workload,
-            args,
-            disks,
-            mac,
-            nic,
-            priority,
-            cpu,
-            autostart,
-            id,
-        } => {
-            let bytes = parse_size(&memory)?;
-            if bytes % (1 << 20) != 0 {
-                bail!("--memory {memory}: not a whole number of MiB");
-            }
-            let id = match id {
-                Some(text) => VmUuid::parse(&text)
-                    .with_context(|| format!("--id {text}: not a UUID (8-4-4-4-12 hex digits)"))?,
-                None => VmUuid::from_random(random_bits()?),
-            };
-            let nic = match mac {
-                Some(text) => Some(Nic {
-                    mac: Some(
-                        parse_mac(&text)
-                            .with_context(|| format!("--mac {text}: not six hex octets"))?,
-                    ),
-                }),
-                None => nic.then_some(Nic { mac: None }),
-            };
-            let def = VmDefinition {
-                name,
-                id,
-                memory_mib: bytes >> 20,
-                vcpus,
-                workload,
-                args,
-                disks: parse_disks(&disks)?,
-                nic,
-                priority,
-                cpu,
-                autostart,
-            }
-            .validate()
-            .map_err(|e| anyhow::anyhow!("invalid definition: {e}"))?;
+        VmCommand::Define { volume, spec } => {
+            let (def, _) = spec.definition()?;
             let mut vol = mount(&volume, true)?;
             let report = load_all(&mut vol)?;
             if let Some((other, _)) = report
@@ -213,7 +303,10 @@ pub fn run(cmd: VmCommand, out: &Output) -> Result<ExitCode> {
                 describe(&def, false),
             );
         }
-        VmCommand::List { volume } => {
+        VmCommand::List { volume: None } => return api::vm::list(global, out),
+        VmCommand::List {
+            volume: Some(volume),
+        } => {
             let mut vol = mount(&volume, false)?;
             let report = load_all(&mut vol)?;
             let mut lines = vec![format!(
@@ -273,6 +366,47 @@ pub fn run(cmd: VmCommand, out: &Output) -> Result<ExitCode> {
                 &format!("removed VM {name} ({path})"),
                 json!({ "removed": name, "file": path }),
             );
+        }
+        VmCommand::Create { spec } => {
+            let (def, id_given) = spec.definition()?;
+            let mut body = describe(&def, false);
+            if let Some(object) = body.as_object_mut() {
+                object.remove("state");
+                object.remove("file");
+                if !id_given {
+                    // The node picks one.
+                    object.remove("id");
+                }
+            }
+            return api::vm::create(global, out, &def.name, body);
+        }
+        VmCommand::Show { name } => return api::vm::show(global, out, &name),
+        VmCommand::Start(t) => return api::vm::operation(global, out, &t.name, "start", &t.wait),
+        VmCommand::Stop(t) => return api::vm::operation(global, out, &t.name, "stop", &t.wait),
+        VmCommand::TurnOff(t) => {
+            return api::vm::operation(global, out, &t.name, "turn-off", &t.wait);
+        }
+        VmCommand::Pause(t) => return api::vm::operation(global, out, &t.name, "pause", &t.wait),
+        VmCommand::Resume(t) => {
+            return api::vm::operation(global, out, &t.name, "resume", &t.wait);
+        }
+        VmCommand::Save(t) => return api::vm::operation(global, out, &t.name, "save", &t.wait),
+        VmCommand::Restore(t) => {
+            return api::vm::operation(global, out, &t.name, "restore", &t.wait);
+        }
+        VmCommand::Delete { name } => return api::vm::delete(global, out, &name),
+        VmCommand::Console { name } => return api::vm::console(global, out, &name),
+        VmCommand::Disk(VmDiskCommand::List { name }) => {
+            return api::vm::disk_list(global, out, &name);
+        }
+        VmCommand::Disk(VmDiskCommand::Add {
+            name,
+            path,
+            lun,
+            wait,
+        }) => return api::vm::disk_add(global, out, &name, &path, lun, &wait),
+        VmCommand::Disk(VmDiskCommand::Remove { name, lun, wait }) => {
+            return api::vm::disk_remove(global, out, &name, lun, &wait);
         }
     }
     Ok(ExitCode::SUCCESS)
