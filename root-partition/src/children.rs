@@ -81,14 +81,6 @@ impl ScenarioMachine for Parts {
     fn signals(&self, index: usize) -> u32 {
         SIGNALS[index].load(Ordering::Acquire)
     }
-    fn hot_add(&mut self, index: usize, lun: u8, disk: &str) -> Result<(), String> {
-        crate::vmbus::add_disk(index, lun, disk, true)
-            .map(|_| ())
-            .map_err(|e| alloc::format!("{e:?}"))
-    }
-    fn hot_remove(&mut self, index: usize, lun: u8) -> Result<(), String> {
-        crate::vmbus::remove_disk(index, lun).map_err(|e| alloc::format!("{e:?}"))
-    }
     fn frames_received(&self, index: usize) -> u64 {
         crate::vmbus::frames_received(index)
     }

@@ -5,6 +5,7 @@
 //! their buses in `vmbus` — and the node service that drives the manager.
 
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use ipc::elf::Image;
 use root_partition::config::ChildSpec;
@@ -97,5 +98,18 @@ impl Partitions for Parts {
     }
     fn heartbeat_state(&self, index: usize) -> Option<Heartbeat> {
         crate::vmbus::heartbeat_state(index)
+    }
+    fn add_disk(&mut self, index: usize, lun: u8, path: &str) -> Result<(), String> {
+        let file = path.strip_prefix('/').unwrap_or(path);
+        crate::vmbus::add_disk(index, lun, file, true)
+            .map(|_| ())
+            .map_err(|e| alloc::format!("{e:?}"))
+    }
+    fn remove_disk(&mut self, index: usize, lun: u8) -> Result<(), String> {
+        crate::vmbus::remove_disk(index, lun).map_err(|e| alloc::format!("{e:?}"))
+    }
+    fn console(&self, _index: usize) -> Vec<String> {
+        // The console lines are not kept yet (the lead fills this in).
+        Vec::new()
     }
 }

@@ -43,11 +43,6 @@ mod tests;
 pub trait ScenarioMachine: Partitions {
     /// Signals received from child slot `index`'s `to_root` port.
     fn signals(&self, index: usize) -> u32;
-    /// Adds disk file `disk` as LUN `lun` of running child `index`'s
-    /// storage controller; why not.
-    fn hot_add(&mut self, index: usize, lun: u8, disk: &str) -> Result<(), String>;
-    /// Removes LUN `lun` of running child `index`; why not.
-    fn hot_remove(&mut self, index: usize, lun: u8) -> Result<(), String>;
     /// Frames child `index`'s network adapter received.
     fn frames_received(&self, index: usize) -> u64;
     /// Requests child `index`'s storage controller completed.
@@ -113,7 +108,7 @@ pub fn run<K: Kernel, M: ScenarioMachine>(
             } => {
                 let index = control::position(&children, child)?;
                 wait_served(k, m, &children, index, after)?;
-                m.hot_add(index, lun, disk.as_str()).map_err(|e| {
+                m.add_disk(index, lun, disk.as_str()).map_err(|e| {
                     say!(k, "root: hot add of {} failed: {e}", disk.as_str());
                     Failure::Check("hot add")
                 })?;
@@ -121,7 +116,7 @@ pub fn run<K: Kernel, M: ScenarioMachine>(
             Action::HotRemove { child, lun, after } => {
                 let index = control::position(&children, child)?;
                 wait_served(k, m, &children, index, after)?;
-                m.hot_remove(index, lun).map_err(|e| {
+                m.remove_disk(index, lun).map_err(|e| {
                     say!(k, "root: hot remove of LUN {lun} failed: {e}");
                     Failure::Check("hot remove")
                 })?;

@@ -158,19 +158,22 @@ impl Partitions for Fake<'_> {
     fn report(&mut self, name: &str, _: &Stats) {
         self.ops.push(format!("report {name}"));
     }
+    fn add_disk(&mut self, index: usize, lun: u8, disk: &str) -> Result<(), String> {
+        self.ops.push(format!("hot add {index} {lun} {disk}"));
+        self.refuse.map_or(Ok(()), |why| Err(String::from(why)))
+    }
+    fn remove_disk(&mut self, index: usize, lun: u8) -> Result<(), String> {
+        self.ops.push(format!("hot remove {index} {lun}"));
+        Ok(())
+    }
+    fn console(&self, _: usize) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl ScenarioMachine for Fake<'_> {
     fn signals(&self, _: usize) -> u32 {
         0
-    }
-    fn hot_add(&mut self, index: usize, lun: u8, disk: &str) -> Result<(), String> {
-        self.ops.push(format!("hot add {index} {lun} {disk}"));
-        self.refuse.map_or(Ok(()), |why| Err(String::from(why)))
-    }
-    fn hot_remove(&mut self, index: usize, lun: u8) -> Result<(), String> {
-        self.ops.push(format!("hot remove {index} {lun}"));
-        Ok(())
     }
     fn frames_received(&self, _: usize) -> u64 {
         0

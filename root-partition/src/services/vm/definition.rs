@@ -312,6 +312,11 @@ pub fn mac_allowed(mac: &Mac) -> bool {
     mac.0[0] & 0x03 == 0x02
 }
 
+/// Whether `path` may be a disk's: `/FILE`, FILE a valid [`DiskName`].
+pub fn valid_disk_path(path: &str) -> bool {
+    disk_file(path).is_some()
+}
+
 /// The file name of a disk path (`/FILE`, FILE a valid [`DiskName`]).
 fn disk_file(path: &str) -> Option<DiskName> {
     DiskName::new(path.strip_prefix('/')?)

@@ -40,6 +40,10 @@ pub enum FakeOp {
     Shutdown,
     /// [`Hypervisor::turn_off`].
     TurnOff,
+    /// [`Hypervisor::add_disk`].
+    AddDisk,
+    /// [`Hypervisor::remove_disk`].
+    RemoveDisk,
 }
 
 /// A partition of the fake.
@@ -53,6 +57,11 @@ pub struct FakePartition {
     pub paused: bool,
     /// Whether it was restored from a saved state (and from which file).
     pub restored_from: Option<String>,
+    /// Its disks now: `(LUN, file name)`, by LUN (the boot disks of its
+    /// specification, then hot adds and removes).
+    pub disks: Vec<(u8, String)>,
+    /// Its console's lines (`NAME: booted` once built; tests add more).
+    pub console: Vec<String>,
 }
 
 /// The fake's handle on a partition.
@@ -117,6 +126,10 @@ impl FakeHypervisor {
     fn build(&mut self, vm: VmId, spec: &ChildSpec, restored_from: Option<String>) -> FakeHandle {
         let handle = self.next;
         self.next += 1;
+        let disks = (0u8..)
+            .zip(spec.disks.iter())
+            .filter_map(|(lun, d)| Some((lun, d.as_ref()?.as_str().to_string())))
+            .collect();
         self.partitions.insert(
             handle,
             FakePartition {
@@ -124,6 +137,8 @@ impl FakeHypervisor {
                 spec: *spec,
                 paused: false,
                 restored_from,
+                disks,
+                console: alloc::vec![format!("{}: booted", spec.name.as_str())],
             },
         );
         if self.guests_boot {
@@ -229,6 +244,38 @@ impl Hypervisor for FakeHypervisor {
             return Err(HvError(format!("partition {} does not exist", handle.0)));
         }
         Ok(())
+    }
+
+    fn add_disk(&mut self, handle: &mut FakeHandle, lun: u8, path: &str) -> Result<(), HvError> {
+        self.log.push(format!("add_disk {} {lun} {path}", handle.0));
+        self.check(FakeOp::AddDisk)?;
+        let file = path.trim_start_matches('/').to_string();
+        let partition = self.live(handle)?;
+        if partition.disks.iter().any(|(l, _)| *l == lun) {
+            return Err(HvError(format!("LUN {lun} is in use")));
+        }
+        partition.disks.push((lun, file));
+        partition.disks.sort();
+        Ok(())
+    }
+
+    fn remove_disk(&mut self, handle: &mut FakeHandle, lun: u8) -> Result<(), HvError> {
+        self.log.push(format!("remove_disk {} {lun}", handle.0));
+        self.check(FakeOp::RemoveDisk)?;
+        let partition = self.live(handle)?;
+        let before = partition.disks.len();
+        partition.disks.retain(|(l, _)| *l != lun);
+        if partition.disks.len() == before {
+            return Err(HvError(format!("no disk at LUN {lun}")));
+        }
+        Ok(())
+    }
+
+    fn console(&self, handle: &FakeHandle) -> Vec<String> {
+        self.partitions
+            .get(&handle.0)
+            .map(|p| p.console.clone())
+            .unwrap_or_default()
     }
 
     fn poll(&mut self, _now_ns: u64) -> Option<(VmId, HvEvent)> {

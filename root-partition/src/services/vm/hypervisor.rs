@@ -13,6 +13,7 @@
 //!   [`HvEvent`] tagged with the [`VmId`] the partition was created for.
 
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 
 use super::definition::VmDefinition;
@@ -100,6 +101,19 @@ pub trait Hypervisor {
     /// Destroys the partition at once; its memory returns to the root. The
     /// handle is consumed whatever the outcome.
     fn turn_off(&mut self, handle: Self::Handle) -> Result<(), HvError>;
+
+    /// Attaches disk file `path` (`/FILE` on the data volume) as LUN `lun`
+    /// of the partition's storage controller while it runs or is paused
+    /// (the guest is told a LUN arrived).
+    fn add_disk(&mut self, handle: &mut Self::Handle, lun: u8, path: &str) -> Result<(), HvError>;
+
+    /// Detaches LUN `lun` of the partition's storage controller (the
+    /// guest's requests still queued on it complete as removed).
+    fn remove_disk(&mut self, handle: &mut Self::Handle, lun: u8) -> Result<(), HvError>;
+
+    /// The partition's last console lines, oldest first (empty when the
+    /// machine keeps none).
+    fn console(&self, handle: &Self::Handle) -> Vec<String>;
 
     /// The next event of any partition, if one is pending.
     fn poll(&mut self, now_ns: u64) -> Option<(VmId, HvEvent)>;

@@ -14,6 +14,7 @@
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use ipc::hypercall::{Call, SlotHandle, StopReason, run_state};
 use vsp::integration::{Heartbeat, ShutdownState};
@@ -73,6 +74,14 @@ pub trait Partitions: Buses {
     fn forget(&mut self, index: usize);
     /// Slot `index`'s heartbeat.
     fn heartbeat_state(&self, index: usize) -> Option<Heartbeat>;
+    /// Adds disk file `path` (a file of the volume's root folder, `/FILE`
+    /// or `FILE`) as LUN `lun` of running child `index`'s storage
+    /// controller; why not.
+    fn add_disk(&mut self, index: usize, lun: u8, path: &str) -> Result<(), String>;
+    /// Removes LUN `lun` of running child `index`; why not.
+    fn remove_disk(&mut self, index: usize, lun: u8) -> Result<(), String>;
+    /// Child `index`'s last console lines, oldest first.
+    fn console(&self, index: usize) -> Vec<String>;
 }
 
 /// The machine as the VM manager drives it.
@@ -330,6 +339,24 @@ impl<K: Kernel, P: Partitions> Hypervisor for MachineHv<K, P> {
         let result = self.destroy(child.partition);
         self.release(handle);
         result
+    }
+
+    fn add_disk(&mut self, handle: &mut usize, lun: u8, path: &str) -> Result<(), HvError> {
+        let _ = self.child(*handle)?;
+        self.parts
+            .add_disk(*handle, lun, path)
+            .map_err(|e| HvError(format!("hot add of {path} at LUN {lun}: {e}")))
+    }
+
+    fn remove_disk(&mut self, handle: &mut usize, lun: u8) -> Result<(), HvError> {
+        let _ = self.child(*handle)?;
+        self.parts
+            .remove_disk(*handle, lun)
+            .map_err(|e| HvError(format!("hot remove of LUN {lun}: {e}")))
+    }
+
+    fn console(&self, handle: &usize) -> Vec<String> {
+        self.parts.console(*handle)
     }
 
     /// When the run states are next looked at (while any partition runs).

@@ -135,6 +135,24 @@ impl Partitions for Parts<'_> {
     fn heartbeat_state(&self, _: usize) -> Option<Heartbeat> {
         self.bus.borrow().heartbeat
     }
+    fn add_disk(&mut self, index: usize, lun: u8, path: &str) -> Result<(), String> {
+        let mut bus = self.bus.borrow_mut();
+        bus.calls.push(format!("add_disk {index} {lun} {path}"));
+        if path == "/missing.vhd" {
+            return Err(String::from("NoSuchFile"));
+        }
+        Ok(())
+    }
+    fn remove_disk(&mut self, index: usize, lun: u8) -> Result<(), String> {
+        self.bus
+            .borrow_mut()
+            .calls
+            .push(format!("remove_disk {index} {lun}"));
+        Ok(())
+    }
+    fn console(&self, index: usize) -> Vec<String> {
+        alloc::vec![format!("console of {index}")]
+    }
 }
 
 fn machine(k: &FakeKernel) -> MachineHv<&FakeKernel, Parts<'_>> {

@@ -26,6 +26,7 @@
 //! | Saved | turn off | Off (the saved state is discarded) |
 //! | any with a partition | partition crashed | Failed |
 //! | Off, Saved, Failed | delete | (gone: files removed, id stale) |
+//! | Off, Running, Paused | add or remove a disk | (same; hot on a partition) |
 //!
 //! # Invariants
 //! - A VM holds a hypervisor handle exactly in Starting, Running, Paused,
@@ -43,9 +44,10 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::definition::{DefinitionError, VmDefinition, encode};
+use super::definition::{DefinitionError, DiskSlot, VmDefinition, encode, valid_disk_path};
 use super::hypervisor::{HvError, HvEvent, Hypervisor};
 use super::store::{self, LoadReport, Store, StoreError, remove_if_present};
+use crate::config::MAX_BOOT_DISKS;
 
 /// Hypervisor events handled per [`VmManager::poll`] (the rest wait for
 /// the next round, so one flood cannot starve the node's loop).
@@ -163,6 +165,10 @@ pub enum Operation {
     TurnOff,
     /// `delete`.
     Delete,
+    /// Adding a disk (hot on a running VM).
+    AddDisk,
+    /// Removing a disk (hot on a running VM).
+    RemoveDisk,
 }
 
 impl Operation {
@@ -178,6 +184,8 @@ impl Operation {
             Operation::Stop => "stop",
             Operation::TurnOff => "turn off",
             Operation::Delete => "delete",
+            Operation::AddDisk => "add a disk to",
+            Operation::RemoveDisk => "remove a disk from",
         }
     }
 }
@@ -205,6 +213,16 @@ pub enum VmError {
         /// The value.
         value: String,
     },
+    /// The request clashes with what the VM already has (a LUN in use, a
+    /// disk attached already or to another VM): HTTP 409.
+    Conflict(String),
+    /// The VM has no disk at this LUN (HTTP 404).
+    NoSuchDisk {
+        /// The VM's name.
+        vm: String,
+        /// The LUN asked for.
+        lun: u8,
+    },
     /// The data volume failed.
     Store(StoreError),
     /// The hypervisor failed.
@@ -229,6 +247,8 @@ impl fmt::Display for VmError {
             VmError::AlreadyExists { field, value } => {
                 write!(f, "a VM with {field} {value} already exists")
             }
+            VmError::Conflict(why) => f.write_str(why),
+            VmError::NoSuchDisk { vm, lun } => write!(f, "VM {vm} has no disk at LUN {lun}"),
             VmError::Store(e) => write!(f, "data volume: {e}"),
             VmError::Hypervisor(e) => write!(f, "hypervisor: {e}"),
         }
@@ -795,6 +815,109 @@ impl<H: Hypervisor, S: Store> VmManager<H, S> {
         slot.vm = None;
         slot.generation = slot.generation.wrapping_add(1);
         self.emit_named(id, name, VmEventKind::Deleted);
+        Ok(())
+    }
+
+    /// The VM's last console lines, oldest first (none without a partition).
+    pub fn console(&self, id: VmId) -> Result<Vec<String>, VmError> {
+        let vm = self.vm(id)?;
+        Ok(vm
+            .handle
+            .as_ref()
+            .map(|h| self.hv.console(h))
+            .unwrap_or_default())
+    }
+
+    /// Adds `disk` to an Off, Running or Paused VM: on a partition through
+    /// the hypervisor first (hot add), then the definition is changed and
+    /// written ([`store::replace`]). Refused: a LUN out of range or in use,
+    /// a path that is not `/FILE`, a file the volume does not have, a file
+    /// this VM or another one has already ([`VmError::Conflict`]).
+    pub fn add_disk(&mut self, id: VmId, disk: DiskSlot) -> Result<(), VmError> {
+        let vm = self.require(id, Operation::AddDisk, &["Off", "Running", "Paused"])?;
+        let name = vm.def.name.clone();
+        if usize::from(disk.lun) >= MAX_BOOT_DISKS {
+            return Err(VmError::Definition(DefinitionError {
+                field: "lun".into(),
+                reason: format!("{} is out of range (0 to {})", disk.lun, MAX_BOOT_DISKS - 1),
+            }));
+        }
+        if !valid_disk_path(&disk.path) {
+            return Err(VmError::Definition(DefinitionError {
+                field: "path".into(),
+                reason: format!(
+                    "{:?} must be /FILE: a file in the volume's root folder, 1 to 32 letters, \
+                     digits, `-`, `_` or `.`, not starting with a dot",
+                    disk.path
+                ),
+            }));
+        }
+        if let Some(used) = vm.def.disks.iter().find(|d| d.lun == disk.lun) {
+            return Err(VmError::Conflict(format!(
+                "LUN {} of VM {name} is in use by {}",
+                disk.lun, used.path
+            )));
+        }
+        if let Some(other) = self.iter().find(|v| {
+            v.definition
+                .disks
+                .iter()
+                .any(|d| d.path.eq_ignore_ascii_case(&disk.path))
+        }) {
+            return Err(VmError::Conflict(format!(
+                "{} is attached to VM {} already",
+                disk.path, other.definition.name
+            )));
+        }
+        if !self.store.exists(&disk.path)? {
+            return Err(VmError::Definition(DefinitionError {
+                field: "path".into(),
+                reason: format!("{} does not exist on the data volume", disk.path),
+            }));
+        }
+        let mut def = self.vm(id)?.def.clone();
+        def.disks.push(disk.clone());
+        def.disks.sort_by_key(|d| d.lun);
+        let def = def.validate().map_err(VmError::Definition)?;
+        let hot = self.vm(id)?.handle.is_some();
+        if hot {
+            self.with_handle(id, |hv, h| hv.add_disk(h, disk.lun, &disk.path))?;
+        }
+        if let Err(e) = store::replace(&mut self.store, &def.path(), &encode(&def)) {
+            if hot {
+                // Undo, so the definition and the partition agree.
+                let _ = self.with_handle(id, |hv, h| hv.remove_disk(h, disk.lun));
+            }
+            return Err(VmError::Store(e));
+        }
+        self.vm_mut(id)?.def = def;
+        Ok(())
+    }
+
+    /// Removes the disk at `lun` of an Off, Running or Paused VM: hot
+    /// through the hypervisor on a partition, then the definition is
+    /// changed and written ([`store::replace`]).
+    pub fn remove_disk(&mut self, id: VmId, lun: u8) -> Result<(), VmError> {
+        let vm = self.require(id, Operation::RemoveDisk, &["Off", "Running", "Paused"])?;
+        let Some(disk) = vm.def.disks.iter().find(|d| d.lun == lun).cloned() else {
+            return Err(VmError::NoSuchDisk {
+                vm: vm.def.name.clone(),
+                lun,
+            });
+        };
+        let mut def = vm.def.clone();
+        def.disks.retain(|d| d.lun != lun);
+        let hot = vm.handle.is_some();
+        if hot {
+            self.with_handle(id, |hv, h| hv.remove_disk(h, lun))?;
+        }
+        if let Err(e) = store::replace(&mut self.store, &def.path(), &encode(&def)) {
+            if hot {
+                let _ = self.with_handle(id, |hv, h| hv.add_disk(h, lun, &disk.path));
+            }
+            return Err(VmError::Store(e));
+        }
+        self.vm_mut(id)?.def = def;
         Ok(())
     }
 

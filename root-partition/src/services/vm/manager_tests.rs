@@ -1,7 +1,7 @@
 use super::*;
 use crate::services::vm::definition::{self, DiskSlot, VmUuid};
 use crate::services::vm::fake::{FakeHypervisor, FakeOp};
-use crate::services::vm::store::MemStore;
+use crate::services::vm::store::{MemStore, Store};
 
 const SECOND: u64 = 1_000_000_000;
 
@@ -608,4 +608,102 @@ fn events_nobody_takes_are_bounded() {
     let events = m.take_events();
     assert_eq!(events.len(), MAX_PENDING_EVENTS);
     assert_eq!(events[0].seq, 4, "the oldest were dropped; the gap shows");
+}
+
+#[test]
+fn disks_are_added_and_removed_hot_and_cold_and_persisted() {
+    let store = MemStore::new();
+    let mut m = manager(&store);
+    Store::write(&mut store.clone(), "/extra.vhd", b"vhd").unwrap();
+    Store::write(&mut store.clone(), "/more.vhd", b"vhd").unwrap();
+    let id = m.define(def("alpha", 1, false)).unwrap();
+    // Off: only the definition changes.
+    m.add_disk(
+        id,
+        DiskSlot {
+            path: "/more.vhd".into(),
+            lun: 2,
+        },
+    )
+    .unwrap();
+    let file = String::from_utf8(store.get("/vms/alpha.json").unwrap()).unwrap();
+    assert!(file.contains("/more.vhd"), "{file}");
+    m.start(id, 0).unwrap();
+    m.poll(SECOND);
+    let lun = |p: &str, lun| DiskSlot {
+        path: p.into(),
+        lun,
+    };
+    // Running: through the hypervisor, then written.
+    m.add_disk(id, lun("/extra.vhd", 1)).unwrap();
+    let disks = m.hypervisor().partition_of(id).unwrap().disks.clone();
+    assert_eq!(
+        disks,
+        [
+            (0, "alpha.vhd".into()),
+            (1, "extra.vhd".into()),
+            (2, "more.vhd".into())
+        ]
+    );
+    let reloaded = definition::decode(&store.get("/vms/alpha.json").unwrap()).unwrap();
+    assert_eq!(reloaded.disks.len(), 3);
+    // Refusals: LUN in use, file attached, missing file, LUN out of range.
+    assert!(matches!(
+        m.add_disk(id, lun("/other.vhd", 1)),
+        Err(VmError::Conflict(why)) if why.contains("LUN 1 of VM alpha is in use")
+    ));
+    assert!(matches!(
+        m.add_disk(id, lun("/extra.vhd", 3)),
+        Err(VmError::Conflict(why)) if why.contains("attached to VM alpha")
+    ));
+    assert!(matches!(
+        m.add_disk(id, lun("/nothere.vhd", 3)),
+        Err(VmError::Definition(e)) if e.field == "path" && e.reason.contains("does not exist")
+    ));
+    assert!(matches!(
+        m.add_disk(id, lun("/more.vhd", 200)),
+        Err(VmError::Definition(e)) if e.field == "lun"
+    ));
+    // A hypervisor refusal leaves the definition alone.
+    m.hypervisor()
+        .fail_next(FakeOp::RemoveDisk, "the guest holds it");
+    assert!(matches!(m.remove_disk(id, 1), Err(VmError::Hypervisor(_))));
+    assert_eq!(m.info(id).unwrap().definition.disks.len(), 3);
+    m.remove_disk(id, 1).unwrap();
+    assert_eq!(m.hypervisor().partition_of(id).unwrap().disks.len(), 2);
+    assert!(matches!(
+        m.remove_disk(id, 1),
+        Err(VmError::NoSuchDisk { lun: 1, .. })
+    ));
+    let reloaded = definition::decode(&store.get("/vms/alpha.json").unwrap()).unwrap();
+    assert_eq!(reloaded.disks.len(), 2);
+    // Not while Saving.
+    m.save(id).unwrap();
+    assert!(matches!(
+        m.add_disk(id, lun("/extra.vhd", 1)),
+        Err(VmError::InvalidState { .. })
+    ));
+    assert_eq!(m.console(id).unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn a_failed_write_undoes_a_hot_add() {
+    let store = MemStore::new();
+    let mut m = manager(&store);
+    Store::write(&mut store.clone(), "/extra.vhd", b"vhd").unwrap();
+    let id = m.define(def("alpha", 1, false)).unwrap();
+    m.start(id, 0).unwrap();
+    m.poll(SECOND);
+    assert_eq!(m.console(id).unwrap(), ["alpha: booted"]);
+    store.set_failing(true);
+    let r = m.add_disk(
+        id,
+        DiskSlot {
+            path: "/extra.vhd".into(),
+            lun: 1,
+        },
+    );
+    assert!(matches!(r, Err(VmError::Store(_))), "{r:?}");
+    assert_eq!(m.hypervisor().partition_of(id).unwrap().disks.len(), 1);
+    assert_eq!(m.info(id).unwrap().definition.disks.len(), 1);
 }

@@ -1,9 +1,13 @@
 //! The VM manager as a service of the node: each round it moves the
 //! manager (the hypervisor's events, time limits), prints every state
 //! change (`root: vm NAME: FROM -> TO`), keeps the status board the
-//! management network shows up to date, and at the node's stop deadline
-//! (`node.run-for`) stops every running VM gracefully, then the node.
+//! management network shows up to date, keeps the events for the
+//! management API ([`VmService::take_events`], the last
+//! [`MAX_KEPT_EVENTS`]), and at the node's stop deadline (`node.run-for`)
+//! or when asked ([`VmService::request_stop`]) stops every running VM
+//! gracefully, then the node.
 
+use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -14,6 +18,10 @@ use super::manager::{ManagerConfig, VmEvent, VmEventKind, VmId, VmManager, VmSta
 use super::store::Store;
 use crate::node::{Poll, Service};
 use crate::services::mgmt::StatusBoard;
+
+/// Events kept for [`VmService::take_events`] until they are taken; past
+/// this the oldest go (a consumer sees the gap in their numbers).
+pub const MAX_KEPT_EVENTS: usize = 1024;
 
 /// Where the service prints its lines (the console on the machine).
 pub type Printer = fn(fmt::Arguments<'_>);
@@ -28,6 +36,7 @@ pub struct VmService<H: Hypervisor, S: Store> {
     pub stop_at: Option<u64>,
     stopping: bool,
     print: Printer,
+    kept: VecDeque<VmEvent>,
 }
 
 impl<H: Hypervisor, S: Store> VmService<H, S> {
@@ -39,22 +48,69 @@ impl<H: Hypervisor, S: Store> VmService<H, S> {
             stop_at,
             stopping: false,
             print,
+            kept: VecDeque::new(),
         };
         service.refresh();
         service
     }
 
-    fn report(&self, events: Vec<VmEvent>) -> bool {
+    /// Prints `events` and keeps them for [`VmService::take_events`].
+    fn report(&mut self, events: Vec<VmEvent>) -> bool {
         let any = !events.is_empty();
         for e in events {
-            match e.kind {
+            match &e.kind {
                 VmEventKind::StateChanged { from, to } => {
                     (self.print)(format_args!("root: vm {}: {} -> {}", e.name, from, to))
                 }
                 other => (self.print)(format_args!("root: vm {}: {:?}", e.name, other)),
             }
+            if self.kept.len() >= MAX_KEPT_EVENTS {
+                self.kept.pop_front();
+            }
+            self.kept.push_back(e);
         }
         any
+    }
+
+    /// The VMs' events since the last call, oldest first (the last
+    /// [`MAX_KEPT_EVENTS`]; each has the manager's sequence number). Events
+    /// commands cause are taken from the manager here too.
+    pub fn take_events(&mut self) -> Vec<VmEvent> {
+        let fresh = self.manager.take_events();
+        if !fresh.is_empty() {
+            self.report(fresh);
+            self.refresh();
+        }
+        self.kept.drain(..).collect()
+    }
+
+    /// Whether the node is stopping (its deadline came, or
+    /// [`VmService::request_stop`]).
+    pub fn stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// Stops the node: every running VM is asked to stop gracefully, and
+    /// once no VM has a partition the service's poll returns
+    /// [`Poll::Stop`]. What the `node.run-for` deadline does; a second call
+    /// does nothing.
+    pub fn request_stop(&mut self, now: u64) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        (self.print)(format_args!("root: node stopping: stopping every VM"));
+        let running: Vec<VmId> = self
+            .manager
+            .iter()
+            .filter(|v| matches!(v.state, VmState::Running))
+            .map(|v| v.id)
+            .collect();
+        for id in running {
+            if let Err(e) = self.manager.stop(id, now) {
+                (self.print)(format_args!("root: stopping a VM failed: {e}"));
+            }
+        }
     }
 
     /// Writes every VM's name and state on the board.
@@ -66,8 +122,9 @@ impl<H: Hypervisor, S: Store> VmService<H, S> {
         }
     }
 
-    /// VMs that still have a partition (the node stops once none has).
-    fn busy_vms(&self) -> usize {
+    /// VMs that still have a partition or are on their way to or from
+    /// one (the node stops once none has).
+    pub fn busy_vms(&self) -> usize {
         self.manager
             .iter()
             .filter(|v| {
@@ -134,19 +191,7 @@ impl<H: Hypervisor, S: Store> Service for VmService<H, S> {
         let events = self.manager.poll(now);
         let mut busy = self.report(events);
         if !self.stopping && self.stop_at.is_some_and(|d| now >= d) {
-            self.stopping = true;
-            (self.print)(format_args!("root: node stopping: stopping every VM"));
-            let running: Vec<VmId> = self
-                .manager
-                .iter()
-                .filter(|v| matches!(v.state, VmState::Running))
-                .map(|v| v.id)
-                .collect();
-            for id in running {
-                if let Err(e) = self.manager.stop(id, now) {
-                    (self.print)(format_args!("root: stopping a VM failed: {e}"));
-                }
-            }
+            self.request_stop(now);
             busy = true;
         }
         let events = self.manager.take_events();
