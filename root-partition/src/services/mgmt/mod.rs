@@ -23,6 +23,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 
+pub mod api;
 pub mod http;
 
 use crate::node::{Poll, Service};
