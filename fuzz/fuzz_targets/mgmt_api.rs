@@ -66,9 +66,7 @@ fn node() -> (Api, VmService<FakeHypervisor, MemStore>) {
 /// under `/api/v1/`; then text: the target's line, header lines up to a
 /// blank line, the body. A `\0` starts the next request.
 fn request(data: &[u8]) -> Option<Request> {
-    let (&[m, t, p], rest) = data.split_first_chunk::<3>()? else {
-        return None;
-    };
+    let (&[m, t, p], rest) = data.split_first_chunk::<3>()?;
     let text = String::from_utf8_lossy(rest);
     let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
     let mut lines = head.split('\n');
