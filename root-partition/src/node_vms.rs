@@ -108,8 +108,7 @@ impl Partitions for Parts {
     fn remove_disk(&mut self, index: usize, lun: u8) -> Result<(), String> {
         crate::vmbus::remove_disk(index, lun).map_err(|e| alloc::format!("{e:?}"))
     }
-    fn console(&self, _index: usize) -> Vec<String> {
-        // The console lines are not kept yet (the lead fills this in).
-        Vec::new()
+    fn console(&self, index: usize) -> Vec<String> {
+        crate::vmbus::console_tail(index)
     }
 }

@@ -100,14 +100,30 @@ impl<H: Hypervisor, S: Store> VmService<H, S> {
         }
         self.stopping = true;
         (self.print)(format_args!("root: node stopping: stopping every VM"));
-        let running: Vec<VmId> = self
+        self.stop_all(now);
+    }
+
+    /// While the node stops: every Running VM is asked to shut down (one
+    /// that was Starting when the stop began is asked once it runs), and
+    /// every Paused VM is saved (its state kept, as Hyper-V's automatic
+    /// stop action does); Starting, Stopping and Saving ones are waited for.
+    fn stop_all(&mut self, now: u64) {
+        let due: Vec<(VmId, bool)> = self
             .manager
             .iter()
-            .filter(|v| matches!(v.state, VmState::Running))
-            .map(|v| v.id)
+            .filter_map(|v| match v.state {
+                VmState::Running => Some((v.id, true)),
+                VmState::Paused => Some((v.id, false)),
+                _ => None,
+            })
             .collect();
-        for id in running {
-            if let Err(e) = self.manager.stop(id, now) {
+        for (id, running) in due {
+            let done = if running {
+                self.manager.stop(id, now)
+            } else {
+                self.manager.save(id)
+            };
+            if let Err(e) = done {
                 (self.print)(format_args!("root: stopping a VM failed: {e}"));
             }
         }
@@ -190,6 +206,10 @@ impl<H: Hypervisor, S: Store> Service for VmService<H, S> {
     fn poll(&mut self, now: u64, _events: u64) -> Poll {
         let events = self.manager.poll(now);
         let mut busy = self.report(events);
+        if self.stopping && busy {
+            // A VM that was Starting may run now: it is asked in turn.
+            self.stop_all(now);
+        }
         if !self.stopping && self.stop_at.is_some_and(|d| now >= d) {
             self.request_stop(now);
             busy = true;

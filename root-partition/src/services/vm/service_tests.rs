@@ -125,3 +125,35 @@ fn boot_reports_skipped_definitions_and_starts_the_autostart_ones() {
     assert_eq!(printed[1], "root partition: node: 1 VMs defined, 1 skipped");
     assert_eq!(s.board_text(), "capvisor node: 1 VMs\nalpha Starting\n");
 }
+
+/// Polls until the service stops (at most 1,000 rounds of 0.1 s).
+fn run_to_stop(s: &mut VmService<FakeHypervisor, MemStore>, mut now: u64) {
+    let mut rounds = 0;
+    while s.poll(now, 0) != Poll::Stop {
+        now += SECOND / 10;
+        rounds += 1;
+        assert!(rounds < 1000, "the node never stopped: {:?}", lines());
+    }
+}
+
+#[test]
+fn a_node_stop_saves_paused_vms_and_waits_for_starting_ones() {
+    let mut s = service(None);
+    assert_eq!(s.poll(SECOND, 0), Poll::Busy);
+    let alpha = s.manager.find("alpha").unwrap();
+    s.manager.pause(alpha).unwrap();
+    s.request_stop(2 * SECOND);
+    run_to_stop(&mut s, 2 * SECOND);
+    assert_eq!(s.manager.state(alpha).unwrap(), &VmState::Saved);
+    let beta = s.manager.find("beta").unwrap();
+    assert_eq!(s.manager.state(beta).unwrap(), &VmState::Off);
+
+    // Both still Starting when the stop comes: each is stopped once it runs.
+    let mut s = service(None);
+    s.request_stop(0);
+    run_to_stop(&mut s, 0);
+    for vm in ["alpha", "beta"] {
+        let id = s.manager.find(vm).unwrap();
+        assert_eq!(s.manager.state(id).unwrap(), &VmState::Off, "{vm}");
+    }
+}
