@@ -8,7 +8,6 @@
 
 use super::Global;
 use anyhow::{Context, Result, bail};
-use sha2::{Digest, Sha256};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -19,7 +18,7 @@ pub const ENV_TOKEN: &str = "CAPVISOR_TOKEN";
 /// Environment variable naming a file that holds the token.
 pub const ENV_TOKEN_FILE: &str = "CAPVISOR_TOKEN_FILE";
 /// The file on the data volume where the node keeps the token's hash.
-pub const HASH_PATH: &str = "/node/api-token.sha256";
+pub const HASH_PATH: &str = root_partition::services::mgmt::api::auth::TOKEN_FILE;
 
 /// The client's token and a description of where it came from (for
 /// error messages: never the token).
@@ -89,17 +88,15 @@ pub fn generate() -> Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .map_err(|e| anyhow::anyhow!("cannot get random bytes from the OS: {e}"))?;
-    Ok(hex(&bytes))
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// SHA-256 of the token's text as 64 lowercase hex characters: what the
 /// node stores and compares.
 pub fn digest(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use root_partition::services::mgmt::api::auth::{digest_file, token_digest};
+    let file = digest_file(&token_digest(token.as_bytes()));
+    String::from_utf8_lossy(&file).trim_end().to_owned()
 }
 
 /// A token file being written: the token lands in `PATH.new` (mode 0600)
