@@ -900,6 +900,17 @@ mod disk_tests {
     }
 
     #[test]
+    fn the_checksums_are_crc32_ieee() {
+        // The standard check value: a host reader may use zlib's crc32.
+        assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
+        let bytes = encoded(&table());
+        let header = DiskHeader::decode(&bytes).unwrap().unwrap();
+        let payload = &bytes[DISK_SECTOR..DISK_SECTOR + header.payload_bytes as usize];
+        assert_eq!(header.payload_crc, crc32fast::hash(payload));
+        assert_eq!(bytes[36..40], crc32fast::hash(&bytes[..36]).to_le_bytes());
+    }
+
+    #[test]
     fn bytes_after_the_table_are_ignored() {
         let mut bytes = encoded(&table());
         let len = bytes.len();

@@ -234,8 +234,15 @@ fn read_table(c: &mut Client, store: &mut Store) -> Result<Option<Disk>, String>
     let have = sectors.saturating_mul(DISK_SECTOR as u64);
     let mut head = [0u8; DISK_SECTOR];
     if sectors > 0 {
-        c.read(0, 0, &mut head, storage::signal, storage::wait, WAIT_PATIENCE)
-            .map_err(|e| format!("reading LBA 0: {e:?}"))?;
+        c.read(
+            0,
+            0,
+            &mut head,
+            storage::signal,
+            storage::wait,
+            WAIT_PATIENCE,
+        )
+        .map_err(|e| format!("reading LBA 0: {e:?}"))?;
     }
     let Some(header) = DiskHeader::decode(&head).map_err(|e| e.to_string())? else {
         return Ok(Some(Disk { sectors }));
@@ -248,8 +255,15 @@ fn read_table(c: &mut Client, store: &mut Store) -> Result<Option<Disk>, String>
         .to_string());
     }
     let mut payload = buffer(header.payload_sectors() * DISK_SECTOR as u64)?;
-    c.read(0, 1, &mut payload, storage::signal, storage::wait, WAIT_PATIENCE)
-        .map_err(|e| format!("reading the table: {e:?}"))?;
+    c.read(
+        0,
+        1,
+        &mut payload,
+        storage::signal,
+        storage::wait,
+        WAIT_PATIENCE,
+    )
+    .map_err(|e| format!("reading the table: {e:?}"))?;
     let table = decode_payload(&header, &payload).map_err(|e| e.to_string())?;
     for (key, value) in table {
         store.insert(key.to_vec(), value.to_vec());
@@ -274,12 +288,7 @@ fn write_table(c: &mut Client, sectors: u64, store: &Store) -> Result<u64, Strin
     Ok(store.len() as u64)
 }
 
-fn answer(
-    line: &[u8],
-    store: &mut Store,
-    done: &mut KvDone,
-    quit: &mut bool,
-) -> Vec<u8> {
+fn answer(line: &[u8], store: &mut Store, done: &mut KvDone, quit: &mut bool) -> Vec<u8> {
     done.commands += 1;
     if line.len() > MAX_LINE {
         done.errors += 1;
