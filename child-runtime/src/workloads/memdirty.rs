@@ -107,7 +107,7 @@ pub fn run(info: &ChildBootInfo, vcpu: u32) -> ! {
             }
             let mut kv = *info;
             kv.args = [u64::from(address), u64::from(port), 0, 0];
-            super::kv::run(&kv, 0)
+            super::kv::run_in_memory(&kv)
         }
     }
     if vcpu != dirtier {
