@@ -2308,6 +2308,7 @@ pub fn all() -> Vec<Case> {
         .collect();
     table.extend(vmx);
     table.extend(crate::platform_cases::all());
+    table.extend(crate::mgmt_cases::cases());
     table
 }
 

@@ -9,6 +9,7 @@
 
 pub mod cases;
 pub mod harness;
+pub mod mgmt_cases;
 pub mod platform_cases;
 pub mod runner;
 
