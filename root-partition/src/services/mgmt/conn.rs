@@ -320,8 +320,7 @@ impl Connection {
 
     /// Answers the whole requests in the input while the output has room.
     fn process(&mut self, now_ns: u64, handler: &mut dyn Handler) {
-        while self.mode == Mode::Requests && !self.input.is_empty() && self.pending() < MAX_OUTPUT
-        {
+        while self.mode == Mode::Requests && !self.input.is_empty() && self.pending() < MAX_OUTPUT {
             match self.parse() {
                 Parsed::Incomplete => break,
                 Parsed::Continue => {
@@ -386,11 +385,7 @@ impl Connection {
             let name = h.name;
             if name.eq_ignore_ascii_case("content-length") {
                 let Some(n) = content_length(h.value) else {
-                    return Parsed::Refuse(
-                        400,
-                        "bad_request",
-                        "malformed Content-Length".into(),
-                    );
+                    return Parsed::Refuse(400, "bad_request", "malformed Content-Length".into());
                 };
                 if length.is_some_and(|l| l != n) {
                     return Parsed::Refuse(
@@ -515,14 +510,21 @@ impl Connection {
             let _ = write!(head, "Content-Length: {}\r\n", response.body.len());
         }
         for (name, value) in &response.headers {
-            let reserved = ["content-type", "content-length", "connection", "transfer-encoding"]
-                .iter()
-                .any(|r| name.eq_ignore_ascii_case(r));
+            let reserved = [
+                "content-type",
+                "content-length",
+                "connection",
+                "transfer-encoding",
+            ]
+            .iter()
+            .any(|r| name.eq_ignore_ascii_case(r));
             let token = !name.is_empty()
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            let text = value.bytes().all(|b| b == b'\t' || (b >= b' ' && b != 0x7f));
+            let text = value
+                .bytes()
+                .all(|b| b == b'\t' || (b >= b' ' && b != 0x7f));
             if reserved || !token || !text {
                 // Not this layer's to send, or it would break the head.
                 continue;

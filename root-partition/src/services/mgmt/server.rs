@@ -38,9 +38,12 @@ pub const LINGER_NS: u64 = 5_000_000_000;
 const RX_BUFFER: usize = 8 * 1024;
 /// Each socket's transmit buffer.
 const TX_BUFFER: usize = 16 * 1024;
-/// smoltcp gives up on a peer that answers nothing this long while data
-/// waits for it.
-const PEER_TIMEOUT: Duration = Duration::from_secs(60);
+/// smoltcp resets a connection whose peer sent nothing for this long (not
+/// even an acknowledgement of what was sent, such as an event stream's
+/// keep-alive comments); longer than
+/// [`IDLE_TIMEOUT_NS`](super::conn::IDLE_TIMEOUT_NS), which
+/// closes an idle connection gracefully first.
+const PEER_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// One socket and its client.
 struct Slot {
@@ -165,8 +168,7 @@ impl Slot {
             }
             return false;
         }
-        if self.conn.is_none() && matches!(state, tcp::State::Established | tcp::State::CloseWait)
-        {
+        if self.conn.is_none() && matches!(state, tcp::State::Established | tcp::State::CloseWait) {
             self.conn = Some(Connection::new(now_ns));
             *accepted += 1;
         }
@@ -227,3 +229,6 @@ impl Slot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
