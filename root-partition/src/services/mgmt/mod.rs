@@ -24,7 +24,9 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 
 pub mod api;
+pub mod conn;
 pub mod http;
+pub mod server;
 
 use crate::node::{Poll, Service};
 
@@ -66,6 +68,21 @@ pub struct Addressing {
     pub gateway: Ipv4Address,
 }
 
+/// The root's interface on the management NIC `nic` at `at`: its address
+/// and its default route; `now_ns` is the node's clock.
+pub fn interface<D: Device>(nic: &mut D, at: Addressing, now_ns: u64) -> Result<Interface, String> {
+    let config = Config::new(HardwareAddress::Ethernet(at.mac));
+    let mut iface = Interface::new(config, nic, instant(now_ns));
+    iface.update_ip_addrs(|addrs| {
+        let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(at.address), at.prefix));
+    });
+    iface
+        .routes_mut()
+        .add_default_ipv4_route(at.gateway)
+        .map_err(|e| alloc::format!("default route: {e:?}"))?;
+    Ok(iface)
+}
+
 /// The status service on the management NIC `D`.
 pub struct StatusServer<D: Device> {
     nic: D,
@@ -96,15 +113,7 @@ impl<D: Device> StatusServer<D> {
         board: StatusBoard,
         now_ns: u64,
     ) -> Result<Self, String> {
-        let config = Config::new(HardwareAddress::Ethernet(at.mac));
-        let mut iface = Interface::new(config, &mut nic, instant(now_ns));
-        iface.update_ip_addrs(|addrs| {
-            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(at.address), at.prefix));
-        });
-        iface
-            .routes_mut()
-            .add_default_ipv4_route(at.gateway)
-            .map_err(|e| alloc::format!("default route: {e:?}"))?;
+        let iface = interface(&mut nic, at, now_ns)?;
         let mut sockets = SocketSet::new(vec![]);
         let mut status = [(SocketHandle::default(), false); LISTENERS];
         for (handle, _) in &mut status {

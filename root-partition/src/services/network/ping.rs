@@ -6,12 +6,12 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec;
 
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{ChecksumCapabilities, Device};
 use smoltcp::socket::icmp;
-use smoltcp::wire::{HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr};
+use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress};
 
-use crate::services::mgmt::{Addressing, instant};
+use crate::services::mgmt::{Addressing, instant, interface};
 
 /// The echo's identifier.
 const IDENT: u16 = 0xc0de;
@@ -37,15 +37,7 @@ impl Pinger {
         now_ns: u64,
         patience_ns: u64,
     ) -> Result<Self, String> {
-        let config = Config::new(HardwareAddress::Ethernet(at.mac));
-        let mut iface = Interface::new(config, nic, instant(now_ns));
-        iface.update_ip_addrs(|addrs| {
-            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(at.address), at.prefix));
-        });
-        iface
-            .routes_mut()
-            .add_default_ipv4_route(at.gateway)
-            .map_err(|e| format!("default route: {e:?}"))?;
+        let iface = interface(nic, at, now_ns)?;
         let socket = icmp::Socket::new(
             icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 1024]),
             icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 1024]),
@@ -116,7 +108,8 @@ impl Pinger {
 
 #[cfg(test)]
 mod tests {
-    use smoltcp::wire::{EthernetAddress, Ipv4Address};
+    use smoltcp::iface::Config;
+    use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 
     use super::*;
     use crate::testing::wire::{End, wire};
