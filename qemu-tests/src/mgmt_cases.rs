@@ -346,7 +346,7 @@ fn lifecycle_client(ports: Ports) -> Result<String, String> {
         "/api/v1/vms/t1/console",
         200,
     )?;
-    if !console["lines"].as_array().is_some_and(|l| !l.is_empty()) {
+    if console["lines"].as_array().is_none_or(Vec::is_empty) {
         return Err(format!("the VM's console is empty: {console}"));
     }
     node.job(&["vm", "stop", "t1"])?;
@@ -672,8 +672,7 @@ fn node_case(name: &'static str) -> Case {
 
 /// The management plane's cases.
 pub fn cases() -> Vec<Case> {
-    let mut out = Vec::new();
-    out.push(
+    vec![
         node_case("management_capctl_drives_a_vm_through_its_life")
         .prepare("capctl node token", make_token)
         .host_client_with_uplink(
@@ -683,8 +682,6 @@ pub fn cases() -> Vec<Case> {
             lifecycle_client,
         )
         .host_check("t1's store on its disk after the graceful stop", lifecycle_disk_check),
-    );
-    out.push(
         node_case("management_refuses_bad_tokens_and_survives_1000_bad_requests")
             .prepare(
                 "capctl node token, vm define kv (autostart)",
@@ -696,6 +693,5 @@ pub fn cases() -> Vec<Case> {
                 "10.0.2.20:7000",
                 security_client,
             ),
-    );
-    out
+    ]
 }

@@ -1,19 +1,25 @@
-//! The management network on the machine: the library's status service
-//! (`root_partition::services::mgmt`) on the management NIC, the second
-//! virtio-net device (the first is the virtual switch's uplink).
+//! The management network on the machine: the library's API server
+//! (`root_partition::services::mgmt::server`) on the management NIC, the
+//! second virtio-net device (the first is the virtual switch's uplink),
+//! and the node service that joins it to the VMs
+//! (`root_partition::services::mgmt::node`).
 
 use alloc::string::String;
 
-use root_partition::services::mgmt::{Addressing, StatusBoard, StatusServer};
+use root_partition::services::mgmt::Addressing;
+use root_partition::services::mgmt::server::ApiServer;
 
 use crate::hal::net::Network;
+use crate::node_vms::MachineHv;
+use crate::storage::DataVolume;
 
-/// The management network as a node service.
-pub type Management = StatusServer<Network>;
+/// The VMs, their API and its server, as one node service.
+pub type Management =
+    root_partition::services::mgmt::node::Management<Network, MachineHv, DataVolume>;
 
-/// The status service on `nic` at the management address; `now_ns` is
-/// the node's clock.
-pub fn management(nic: Network, board: StatusBoard, now_ns: u64) -> Result<Management, String> {
+/// The API's server on `nic` at the management address; `now_ns` is the
+/// node's clock.
+pub fn server(nic: Network, now_ns: u64) -> Result<ApiServer<Network>, String> {
     let (address, gateway) = crate::hal::net::management_address();
     let at = Addressing {
         mac: nic.mac(),
@@ -21,5 +27,5 @@ pub fn management(nic: Network, board: StatusBoard, now_ns: u64) -> Result<Manag
         prefix: 24,
         gateway,
     };
-    StatusServer::new(nic, at, board, now_ns)
+    ApiServer::new(nic, at, now_ns)
 }

@@ -15,6 +15,8 @@ use ipc::boot::BootInfo;
 use ipc::elf::Image;
 use root_partition::node::options::{Options, StopAt};
 use root_partition::node::{self, Platform, Poll, Service};
+use root_partition::services::mgmt::api::auth::{Auth, NO_TOKEN};
+use root_partition::services::mgmt::api::{Api, NodeFacts};
 use root_partition::services::vm::manager::ManagerConfig;
 
 use crate::node_vms::Vms;
@@ -146,33 +148,13 @@ pub fn run(info: &BootInfo) {
     let stop_at = options.stop_at(start);
     println!("{}", options.banner());
     let vms = vm_service(info, &mut machine, stop_at, options.stop_timeout_s);
-    let board = vms.as_ref().map(|v| v.board.clone()).unwrap_or_default();
-    let mut management = crate::hal::net::take_management_nic().and_then(|nic| {
-        match crate::mgmt::management(nic, board, machine.now_ns()) {
-            Ok(m) => {
-                let (address, _) = crate::hal::net::management_address();
-                println!(
-                    "root partition: node: management network at {address}, status on TCP port {}",
-                    root_partition::services::mgmt::STATUS_PORT
-                );
-                Some(m)
-            }
-            Err(e) => {
-                println!("root partition: node: management network unusable: {e}");
-                None
-            }
-        }
-    });
+    let mut management = vms.map(|vms| management(info, vms, machine.now_ns()));
     let mut stop = StopAt { deadline: stop_at };
-    let mut vms = vms;
     let mut vmbus = Vmbus;
     let mut services: alloc::vec::Vec<&mut dyn Service> = alloc::vec![&mut vmbus];
-    match vms.as_mut() {
-        Some(vms) => services.push(vms),
+    match management.as_mut() {
+        Some(m) => services.push(m),
         None => services.push(&mut stop),
-    }
-    if let Some(m) = management.as_mut() {
-        services.push(m);
     }
     let stats = node::run(&mut machine, &mut services, mode);
     flush_volume();
@@ -181,6 +163,43 @@ pub fn run(info: &BootInfo) {
         "root partition: node stopped after {ran_ms} ms: {} rounds, {} busy, {} sleeps ({} ended by deadline)",
         stats.rounds, stats.busy_rounds, stats.sleeps, stats.timeouts
     );
+}
+
+/// The VMs and their management API, on the management NIC if the
+/// machine has one (the second virtio-net). The token's digest comes
+/// from the data volume; without one every request is refused.
+fn management(info: &BootInfo, mut vms: Vms, now: u64) -> crate::mgmt::Management {
+    let auth = Auth::load(vms.manager.store());
+    if !auth.configured() {
+        println!("root partition: node: {NO_TOKEN}: every API request is refused");
+    }
+    let facts = NodeFacts {
+        name: alloc::string::String::from("capvisor"),
+        version: alloc::string::String::from(env!("CARGO_PKG_VERSION")),
+        processors: info.cpu_count,
+        seed: partition_rt::rdtsc() ^ (u64::from(info.tsc_khz) << 32),
+    };
+    let api = Api::new(auth, facts, now);
+    let server = crate::hal::net::take_management_nic().and_then(|nic| {
+        match crate::mgmt::server(nic, now) {
+            Ok(server) => {
+                let (address, _) = crate::hal::net::management_address();
+                println!(
+                    "root partition: node: management API at {address}:{}",
+                    root_partition::services::mgmt::server::API_PORT
+                );
+                Some(server)
+            }
+            Err(e) => {
+                println!("root partition: node: management network unusable: {e}");
+                None
+            }
+        }
+    });
+    if server.is_none() {
+        println!("root partition: node: no management network: the API is not served");
+    }
+    crate::mgmt::Management::new(vms, api, server)
 }
 
 /// Makes everything written to the data volume durable before the node

@@ -1,3 +1,4 @@
 //! Test support shared by the host tests of several services.
 
+pub mod http;
 pub mod wire;

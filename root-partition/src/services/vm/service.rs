@@ -1,15 +1,12 @@
 //! The VM manager as a service of the node: each round it moves the
 //! manager (the hypervisor's events, time limits), prints every state
-//! change (`root: vm NAME: FROM -> TO`), keeps the status board the
-//! management network shows up to date, keeps the events for the
+//! change (`root: vm NAME: FROM -> TO`), keeps the events for the
 //! management API ([`VmService::take_events`], the last
 //! [`MAX_KEPT_EVENTS`]), and at the node's stop deadline (`node.run-for`)
 //! or when asked ([`VmService::request_stop`]) stops every running VM
 //! gracefully, then the node.
 
 use alloc::collections::VecDeque;
-use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -17,7 +14,6 @@ use super::hypervisor::Hypervisor;
 use super::manager::{ManagerConfig, VmEvent, VmEventKind, VmId, VmManager, VmState};
 use super::store::Store;
 use crate::node::{Poll, Service};
-use crate::services::mgmt::StatusBoard;
 
 /// Events kept for [`VmService::take_events`] until they are taken; past
 /// this the oldest go (a consumer sees the gap in their numbers).
@@ -30,8 +26,6 @@ pub type Printer = fn(fmt::Arguments<'_>);
 pub struct VmService<H: Hypervisor, S: Store> {
     /// The manager.
     pub manager: VmManager<H, S>,
-    /// What the management network shows: `(name, state)` per VM.
-    pub board: StatusBoard,
     /// When the node stops (every VM stopped gracefully first).
     pub stop_at: Option<u64>,
     stopping: bool,
@@ -42,16 +36,13 @@ pub struct VmService<H: Hypervisor, S: Store> {
 impl<H: Hypervisor, S: Store> VmService<H, S> {
     /// The service around `manager`, stopping the node at `stop_at`.
     pub fn new(manager: VmManager<H, S>, stop_at: Option<u64>, print: Printer) -> Self {
-        let service = VmService {
+        VmService {
             manager,
-            board: StatusBoard::default(),
             stop_at,
             stopping: false,
             print,
             kept: VecDeque::new(),
-        };
-        service.refresh();
-        service
+        }
     }
 
     /// Prints `events` and keeps them for [`VmService::take_events`].
@@ -79,7 +70,6 @@ impl<H: Hypervisor, S: Store> VmService<H, S> {
         let fresh = self.manager.take_events();
         if !fresh.is_empty() {
             self.report(fresh);
-            self.refresh();
         }
         self.kept.drain(..).collect()
     }
@@ -126,15 +116,6 @@ impl<H: Hypervisor, S: Store> VmService<H, S> {
             if let Err(e) = done {
                 (self.print)(format_args!("root: stopping a VM failed: {e}"));
             }
-        }
-    }
-
-    /// Writes every VM's name and state on the board.
-    fn refresh(&self) {
-        let mut board = self.board.borrow_mut();
-        board.clear();
-        for v in self.manager.iter() {
-            board.push((v.definition.name.clone(), format!("{}", v.state)));
         }
     }
 
@@ -191,11 +172,6 @@ impl<H: Hypervisor, S: Store> VmService<H, S> {
             }
         }
     }
-
-    /// The board's lines as the management network sends them.
-    pub fn board_text(&self) -> String {
-        crate::services::mgmt::status_text(&self.board.borrow())
-    }
 }
 
 impl<H: Hypervisor, S: Store> Service for VmService<H, S> {
@@ -216,9 +192,6 @@ impl<H: Hypervisor, S: Store> Service for VmService<H, S> {
         }
         let events = self.manager.take_events();
         busy |= self.report(events);
-        if busy {
-            self.refresh();
-        }
         if self.stopping && self.busy_vms() == 0 {
             return Poll::Stop;
         }

@@ -54,7 +54,7 @@ fn service(stop_at: Option<u64>) -> VmService<FakeHypervisor, MemStore> {
 }
 
 #[test]
-fn state_changes_are_printed_and_shown_on_the_board() {
+fn state_changes_are_printed_and_kept_for_the_api() {
     let mut s = service(None);
     assert_eq!(s.poll(SECOND, 0), Poll::Busy);
     let printed = lines();
@@ -63,10 +63,14 @@ fn state_changes_are_printed_and_shown_on_the_board() {
         "{printed:?}"
     );
     assert!(printed.contains(&"root: vm beta: Starting -> Running".to_string()));
-    assert_eq!(
-        s.board_text(),
-        "capvisor node: 2 VMs\nalpha Running\nbeta Running\n"
-    );
+    let kept = s.take_events();
+    assert!(kept.windows(2).all(|w| w[0].seq < w[1].seq), "{kept:?}");
+    assert!(kept.iter().any(|e| e.name == "beta"
+        && e.kind
+            == VmEventKind::StateChanged {
+                from: VmState::Starting,
+                to: VmState::Running
+            }));
     // Nothing more to do: idle until the manager's next deadline, if any.
     match s.poll(2 * SECOND, 0) {
         Poll::Idle(_) => {}
@@ -93,7 +97,8 @@ fn at_the_stop_deadline_every_vm_stops_then_the_node() {
         printed.contains(&"root: vm alpha: Stopping -> Off".to_string()),
         "{printed:?}"
     );
-    assert!(s.board_text().contains("beta Off"));
+    let beta = s.manager.find("beta").unwrap();
+    assert_eq!(s.manager.state(beta).unwrap(), &VmState::Off);
 }
 
 #[test]
@@ -123,7 +128,12 @@ fn boot_reports_skipped_definitions_and_starts_the_autostart_ones() {
         "{printed:?}"
     );
     assert_eq!(printed[1], "root partition: node: 1 VMs defined, 1 skipped");
-    assert_eq!(s.board_text(), "capvisor node: 1 VMs\nalpha Starting\n");
+    let names: Vec<_> = s
+        .manager
+        .iter()
+        .map(|v| (v.definition.name.clone(), v.state.name()))
+        .collect();
+    assert_eq!(names, [("alpha".to_string(), "Starting")]);
 }
 
 /// Polls until the service stops (at most 1,000 rounds of 0.1 s).
