@@ -1548,13 +1548,13 @@ fn node_status_case() -> Case {
         ExpectedExit::Kernel(ExitCode::Success),
     )
     .prepare(
-        "capctl vm define alpha, beta (idle, autostart)",
-        define_two_idle_vms,
+        "capctl node token; vm define alpha, beta (idle, autostart)",
+        crate::mgmt_cases::prepare_two_idle_vms,
     )
     .host_client(
-        "node status over the management network",
+        "capctl vm list over the management network",
         "10.0.2.15:7100",
-        node_status_client,
+        crate::mgmt_cases::two_vms_running_client,
     );
     // The uplink first: the runner adds the client's NIC (the second).
     c.machine.extra_args.extend(
@@ -1643,7 +1643,7 @@ fn define_disk_writer(disk: &std::path::Path) -> Result<(), String> {
 
 /// Defines `alpha` and `beta` (workload `idle`, autostart) on the data
 /// disk with capctl.
-fn define_two_idle_vms(disk: &std::path::Path) -> Result<(), String> {
+pub(crate) fn define_two_idle_vms(disk: &std::path::Path) -> Result<(), String> {
     for vm in ["alpha", "beta"] {
         capctl_define(
             disk,
@@ -1679,32 +1679,6 @@ fn two_vms_still_defined(disk: &std::path::Path) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// The node's status over its management network (TCP 7100 on its second
-/// NIC, forwarded from the host): retried until both VMs show Running.
-fn node_status_client(ports: Ports) -> Result<String, String> {
-    let port = ports.port;
-    use std::io::Read;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    let mut last = String::new();
-    while std::time::Instant::now() < deadline {
-        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-            let mut text = String::new();
-            if stream.read_to_string(&mut text).is_ok() {
-                if text.starts_with("capvisor node: 2 VMs")
-                    && text.lines().any(|l| l == "alpha Running")
-                    && text.lines().any(|l| l == "beta Running")
-                {
-                    return Ok(format!("node status: {}", text.replace('\n', "; ")));
-                }
-                last = text;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    Err(format!("no status with both VMs Running; last: {last:?}"))
 }
 
 /// The node's closing line: `... N rounds, B busy, S sleeps ...`: an idle

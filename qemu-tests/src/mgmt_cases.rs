@@ -617,6 +617,35 @@ fn security_client(ports: Ports) -> Result<String, String> {
     ))
 }
 
+/// A token, and `alpha` and `beta` (idle, autostart).
+pub(crate) fn prepare_two_idle_vms(disk: &Path) -> Result<(), String> {
+    make_token(disk)?;
+    crate::cases::define_two_idle_vms(disk)
+}
+
+/// `capctl vm list` until both VMs show Running (90 s at most).
+pub(crate) fn two_vms_running_client(ports: Ports) -> Result<String, String> {
+    let node = Node::new(&ports)?;
+    node.wait_up()?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let list = node.json(&["vm", "list"], "GET", "/api/v1/vms", 200)?;
+        let running = |name: &str| {
+            list["vms"].as_array().is_some_and(|v| {
+                v.iter()
+                    .any(|vm| vm["name"] == name && vm["state"] == "Running")
+            })
+        };
+        if running("alpha") && running("beta") {
+            return Ok(format!("vm list: {list}"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("alpha and beta are not both Running: {list}"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Defines `kv` (autostart, on the VM-traffic network) and a token.
 fn prepare_kv_node(disk: &Path) -> Result<(), String> {
     make_token(disk)?;
