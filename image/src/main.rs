@@ -111,7 +111,7 @@ struct RunArgs {
     /// scenario `kv` (10.0.2.20:7000 behind the root's virtual switch).
     #[arg(long, default_value_t = 7000, conflicts_with = "no_network")]
     kv_port: u16,
-    /// Host port on 127.0.0.1 forwarded to the node's status service on
+    /// Host port on 127.0.0.1 forwarded to the node's management API on
     /// its management network (10.0.2.15:7100, the second NIC).
     #[arg(long, default_value_t = 7100, conflicts_with = "no_network")]
     mgmt_port: u16,

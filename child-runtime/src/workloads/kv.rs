@@ -145,6 +145,11 @@ fn serve(info: &ChildBootInfo, use_disk: bool) -> ! {
         if quit && !socket.is_open() {
             break;
         }
+        // The client left (its FIN read, nothing more to read): close our
+        // side too, so the socket closes and listens for the next client.
+        if socket.state() == tcp::State::CloseWait && !socket.can_recv() {
+            socket.close();
+        }
         // Sleep until the root passes a frame (or a send completes).
         if !socket.can_recv() {
             adapter.wait();
