@@ -350,6 +350,23 @@ fn lifecycle(ports: &Ports) -> Result<String, String> {
     }
     node.job(&["vm", "resume", "t1"])?;
     kv.expect("GET greeting", "VALUE hello")?;
+    // The guest's console lines so far (its bus's; a restored bus starts
+    // a new tail).
+    let console = node.json(
+        &["vm", "console", "t1"],
+        "GET",
+        "/api/v1/vms/t1/console",
+        200,
+    )?;
+    let serving = |l: &Value| l.as_str().is_some_and(|l| l.contains("kv: serving"));
+    if !console["lines"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(serving))
+    {
+        return Err(format!(
+            "the VM's console does not show its service: {console}"
+        ));
+    }
     node.job(&["vm", "save", "t1"])?;
     if node.state("t1")? != "Saved" {
         return Err("save did not leave the VM Saved".into());
@@ -359,15 +376,6 @@ fn lifecycle(ports: &Ports) -> Result<String, String> {
     kv.expect("GET greeting", "VALUE hello")?;
     kv.expect("SET after restore", "OK")?;
     drop(kv);
-    let console = node.json(
-        &["vm", "console", "t1"],
-        "GET",
-        "/api/v1/vms/t1/console",
-        200,
-    )?;
-    if console["lines"].as_array().is_none_or(Vec::is_empty) {
-        return Err(format!("the VM's console is empty: {console}"));
-    }
     node.job(&["vm", "stop", "t1"])?;
     if node.state("t1")? != "Off" {
         return Err("stop did not leave the VM Off".into());
