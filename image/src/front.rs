@@ -120,7 +120,7 @@ pub fn try_commands(capctl: &Path, mgmt_port: u16, token: &Path, kv_port: u16) -
     .map(|verb| format!("{base} {verb}"))
     .collect();
     out.push(format!(
-        "printf 'SET greeting hello\\nGET greeting\\nQUIT\\n' | nc 127.0.0.1 {kv_port}"
+        "printf 'SET greeting hello\\nGET greeting\\n' | nc -N 127.0.0.1 {kv_port}"
     ));
     out.push(format!("{base} node shutdown"));
     out

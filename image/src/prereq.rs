@@ -48,6 +48,8 @@ pub const IMAGE_PACKAGES: &[Requirement] = &[
     needs("xorriso", Probe::Binary("xorriso")),
     needs("mtools", Probe::Binary("mformat")),
     needs("ovmf", Probe::Ovmf),
+    // `cargo image run` prints an `nc` command for the demo VM's service.
+    needs("netcat-openbsd", Probe::Binary("nc")),
 ];
 
 /// What booting on Bochs (the Intel VMX backend) needs.

@@ -278,7 +278,7 @@ fn lifecycle_client(ports: Ports) -> Result<String, String> {
 }
 
 fn lifecycle(ports: &Ports) -> Result<String, String> {
-    let node = Node::new(&ports)?;
+    let node = Node::new(ports)?;
     let shown = node.wait_up()?;
     let args = kv_args();
     let created = node.json(
@@ -546,7 +546,7 @@ fn security_client(ports: Ports) -> Result<String, String> {
 }
 
 fn security(ports: &Ports) -> Result<String, String> {
-    let node = Node::new(&ports)?;
+    let node = Node::new(ports)?;
     node.wait_up()?;
     let token = std::fs::read_to_string(&node.token)
         .map_err(|e| format!("token file: {e}"))?
