@@ -145,7 +145,7 @@ mod tests {
             c[0],
             "/b/capctl --node 127.0.0.1:7100 --token-file /t/tok vm list"
         );
-        assert!(c.iter().any(|l| l.ends_with("| nc 127.0.0.1 7000")));
+        assert!(c.iter().any(|l| l.ends_with("| nc -N 127.0.0.1 7000")));
         assert!(c.last().unwrap().ends_with("node shutdown"));
         assert_eq!(demo_args(), format!("{},7000,0", 0x0a00_0214u32));
     }

@@ -268,7 +268,7 @@ fn run_command(args: &RunArgs) -> Result<i32> {
             args.kv_port,
         );
         for c in &commands {
-            eprintln!("    {c}");
+            eprintln!("    $ {c}");
         }
         eprintln!("Ctrl-C here shuts the node down cleanly as well (twice: stop QEMU at once).");
         let (port, capctl, token) = (args.mgmt_port, capctl.clone(), token.clone());

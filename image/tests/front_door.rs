@@ -3,6 +3,7 @@
 //! to try; this test runs every printed command exactly as printed, in
 //! order (the last shuts the node down), and the run must end cleanly.
 //!
+//! The commands are printed as `    $ COMMAND` lines on standard error.
 //! QEMU under TCG: in nextest's `qemu` group (`.config/nextest.toml`).
 
 use std::io::{BufRead, BufReader};
@@ -66,8 +67,8 @@ fn the_printed_commands_work_as_printed() {
                 seen.join("\n")
             );
         };
-        if !serial && line.starts_with("    ") {
-            commands.push(line.trim().to_owned());
+        if let Some(command) = line.strip_prefix("    $ ").filter(|_| !serial) {
+            commands.push(command.to_owned());
         }
         up |= serial && line.contains("root partition: node: management API at");
         seen.push(line);
@@ -106,6 +107,7 @@ fn the_printed_commands_work_as_printed() {
             std::thread::sleep(Duration::from_secs(2));
         };
         let stdout = String::from_utf8_lossy(&output.stdout);
+        eprintln!("$ {command}\n{stdout}");
         assert!(
             output.status.success(),
             "`{command}` failed: {stdout} {}",

@@ -314,6 +314,17 @@ fn lifecycle(ports: &Ports) -> Result<String, String> {
     }
     node.job(&["vm", "start", "t1"])?;
     node.wait_state("t1", "Running", Duration::from_secs(60))?;
+    // The event stream from the start: t1 defined, then started.
+    let events = node.run(&["events", "--since", "0"]).map_err(|(_, e)| e)?;
+    let running = events.lines().any(|l| {
+        serde_json::from_str::<Value>(l)
+            .is_ok_and(|e| e.to_string().contains("\"t1\"") && e.to_string().contains("Running"))
+    });
+    if !running {
+        return Err(format!(
+            "the event stream does not show t1 running: {events}"
+        ));
+    }
     let mut kv = Kv::connect(ports.uplink, Duration::from_secs(120))?;
     kv.expect("SET greeting hello", "OK")?;
     kv.expect("GET greeting", "VALUE hello")?;
