@@ -29,7 +29,8 @@ pub fn token_path(disk: &Path) -> PathBuf {
     disk.with_file_name(name)
 }
 
-fn capctl_run(capctl: &Path, args: &[&str]) -> Result<String> {
+/// Runs `capctl ARGS`; its standard output, or why it failed.
+pub fn capctl_run(capctl: &Path, args: &[&str]) -> Result<String> {
     let mut cmd = Command::new(capctl);
     cmd.args(args);
     let out = cmd
@@ -45,6 +46,20 @@ fn capctl_run(capctl: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A new API token for the node of `disk`: its digest on the volume, the
+/// token in [`token_path`] (`capctl node token --volume`). Returns the
+/// token file.
+pub fn make_token(capctl: &Path, disk: &Path) -> Result<PathBuf> {
+    let disk_s = disk.to_str().context("the data disk's path is not UTF-8")?;
+    let token = token_path(disk);
+    let token_s = token.to_str().context("the token's path is not UTF-8")?;
+    capctl_run(
+        capctl,
+        &["node", "token", "--volume", disk_s, "--out", token_s],
+    )?;
+    Ok(token)
+}
+
 /// Makes `disk` ready for a node the administrator manages: a token (a
 /// new one when its file is missing) and the demo VM (when no VM of that
 /// name is defined). Returns the token file and what was done.
@@ -54,10 +69,7 @@ pub fn prepare(capctl: &Path, disk: &Path) -> Result<(PathBuf, Vec<String>)> {
     let token_s = token.to_str().context("the token's path is not UTF-8")?;
     let mut done = Vec::new();
     if !token.is_file() {
-        capctl_run(
-            capctl,
-            &["node", "token", "--volume", disk_s, "--out", token_s],
-        )?;
+        make_token(capctl, disk)?;
         done.push(format!("new API token in {token_s}"));
     }
     let listed = capctl_run(capctl, &["--json", "vm", "list", "--volume", disk_s])?;

@@ -1225,13 +1225,18 @@ impl Case {
         guest: &'static str,
         run: fn(Ports) -> Result<String, String>,
     ) -> Case {
+        self.with_host_client(HostClient {
+            name,
+            guest,
+            uplink: None,
+            run,
+        })
+    }
+
+    /// The case with `client` (any [`HostClient`]).
+    pub fn with_host_client(self, client: HostClient) -> Case {
         Case {
-            host_client: Some(HostClient {
-                name,
-                guest,
-                uplink: None,
-                run,
-            }),
+            host_client: Some(client),
             ..self
         }
     }
@@ -1245,15 +1250,12 @@ impl Case {
         uplink: &'static str,
         run: fn(Ports) -> Result<String, String>,
     ) -> Case {
-        Case {
-            host_client: Some(HostClient {
-                name,
-                guest,
-                uplink: Some(uplink),
-                run,
-            }),
-            ..self
-        }
+        self.with_host_client(HostClient {
+            name,
+            guest,
+            uplink: Some(uplink),
+            run,
+        })
     }
 
     /// The case with `check` run on its first boot's serial lines.

@@ -238,21 +238,9 @@ impl Kv {
 /// Writes a new API token for `disk` with capctl (`node token --volume`).
 fn make_token(disk: &Path) -> Result<(), String> {
     let capctl = image::datadisk::capctl().map_err(|e| format!("{e:#}"))?;
-    let token = image::front::token_path(disk);
-    let out = Command::new(&capctl)
-        .args(["node", "token", "--volume"])
-        .arg(disk)
-        .arg("--out")
-        .arg(&token)
-        .output()
-        .map_err(|e| format!("capctl: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "capctl node token: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
+    image::front::make_token(&capctl, disk)
+        .map(|_| ())
+        .map_err(|e| format!("{e:#}"))
 }
 
 fn kv_args() -> String {
