@@ -164,7 +164,8 @@ pub fn run_with(case: &Case, binaries: &Binaries) -> Result<Vec<Transcript>, Str
     }
     if let Some((name, thread)) = client {
         match thread.join() {
-            Ok(Ok(_)) => {}
+            // What the client saw: figures for the test's output.
+            Ok(Ok(saw)) => eprintln!("host client {name}: {saw}"),
             Ok(Err(error)) => {
                 return Err(format!(
                     "case {} failed: host client {name}: {error}",
