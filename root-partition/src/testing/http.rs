@@ -27,6 +27,9 @@ pub struct Peer {
     pub got: Vec<u8>,
     /// The server closed (or reset) the connection.
     pub closed: bool,
+    /// Never closes its side (a client that keeps a finished connection
+    /// half-open).
+    pub hold: bool,
 }
 
 /// A client stack with any number of connections to the node.
@@ -79,6 +82,7 @@ impl Clients {
             out: bytes.to_vec(),
             got: Vec::new(),
             closed: false,
+            hold: false,
         });
         self.peers.len() - 1
     }
@@ -101,7 +105,9 @@ impl Clients {
             }
             if !p.closed && !s.may_recv() && s.state() != tcp::State::SynSent {
                 p.closed = true;
-                s.close();
+                if !p.hold {
+                    s.close();
+                }
             }
         }
     }

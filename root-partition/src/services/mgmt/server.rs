@@ -13,6 +13,7 @@
 //! - The server never blocks: each poll moves what the interface and the
 //!   connections have and says when it next has something to do.
 
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -34,6 +35,11 @@ pub const CONNECTIONS: usize = 8;
 /// How long a closed connection waits for the client to close its side
 /// before its socket is reset.
 pub const LINGER_NS: u64 = 5_000_000_000;
+/// Closed connections kept waiting for their clients' side to close
+/// (each in its own socket, out of the serving slots: a closing
+/// connection never keeps a new client out); past this many the oldest
+/// is reset.
+pub const LINGERING: usize = 32;
 /// Each socket's receive buffer.
 const RX_BUFFER: usize = 8 * 1024;
 /// Each socket's transmit buffer.
@@ -59,7 +65,23 @@ pub struct ApiServer<D: Device> {
     iface: Interface,
     sockets: SocketSet<'static>,
     slots: Vec<Slot>,
+    /// Closed connections' sockets and when each closed, oldest first.
+    lingering: VecDeque<(SocketHandle, u64)>,
     accepted: u64,
+}
+
+/// A socket listening on [`API_PORT`].
+fn listening_socket() -> Result<tcp::Socket<'static>, String> {
+    let mut socket = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; RX_BUFFER]),
+        tcp::SocketBuffer::new(vec![0; TX_BUFFER]),
+    );
+    socket.set_nagle_enabled(false);
+    socket.set_timeout(Some(PEER_TIMEOUT));
+    socket
+        .listen(API_PORT)
+        .map_err(|e| alloc::format!("listen: {e:?}"))?;
+    Ok(socket)
 }
 
 impl<D: Device> ApiServer<D> {
@@ -70,17 +92,8 @@ impl<D: Device> ApiServer<D> {
         let mut sockets = SocketSet::new(vec![]);
         let mut slots = Vec::with_capacity(CONNECTIONS);
         for _ in 0..CONNECTIONS {
-            let mut socket = tcp::Socket::new(
-                tcp::SocketBuffer::new(vec![0; RX_BUFFER]),
-                tcp::SocketBuffer::new(vec![0; TX_BUFFER]),
-            );
-            socket.set_nagle_enabled(false);
-            socket.set_timeout(Some(PEER_TIMEOUT));
-            socket
-                .listen(API_PORT)
-                .map_err(|e| alloc::format!("listen: {e:?}"))?;
             slots.push(Slot {
-                handle: sockets.add(socket),
+                handle: sockets.add(listening_socket()?),
                 conn: None,
                 closed_at: None,
             });
@@ -90,6 +103,7 @@ impl<D: Device> ApiServer<D> {
             iface,
             sockets,
             slots,
+            lingering: VecDeque::new(),
             accepted: 0,
         })
     }
@@ -104,9 +118,15 @@ impl<D: Device> ApiServer<D> {
         self.accepted
     }
 
-    /// Connections open now.
+    /// Connections open now, closed ones whose answer is not yet
+    /// acknowledged included.
     pub fn open(&self) -> usize {
-        self.slots.iter().filter(|s| s.conn.is_some()).count()
+        let unsent = self
+            .lingering
+            .iter()
+            .filter(|&&(handle, _)| self.sockets.get::<tcp::Socket<'_>>(handle).send_queue() > 0)
+            .count();
+        self.slots.iter().filter(|s| s.conn.is_some()).count() + unsent
     }
 
     /// Moves the stack and every connection: `Busy` if bytes moved (poll
@@ -125,6 +145,10 @@ impl<D: Device> ApiServer<D> {
                 deadline = Some(deadline.map_or(t, |d| d.min(t)));
             }
         }
+        busy |= self.move_out_closed();
+        if let Some(t) = self.reap_lingering(now_ns) {
+            deadline = Some(deadline.map_or(t, |d| d.min(t)));
+        }
         if busy {
             return Poll::Busy;
         }
@@ -137,6 +161,54 @@ impl<D: Device> ApiServer<D> {
             (Some(a), Some(b)) => Poll::Idle(Some(a.min(b))),
             (a, b) => Poll::Idle(a.or(b)),
         }
+    }
+}
+
+impl<D: Device> ApiServer<D> {
+    /// Moves every slot whose connection closed out to the lingering
+    /// sockets and gives the slot a fresh listening socket; true if any
+    /// moved.
+    fn move_out_closed(&mut self) -> bool {
+        let mut moved = false;
+        for slot in &mut self.slots {
+            let Some(closed_at) = slot.closed_at else {
+                continue;
+            };
+            let Ok(fresh) = listening_socket() else {
+                continue;
+            };
+            let old = core::mem::replace(&mut slot.handle, self.sockets.add(fresh));
+            slot.conn = None;
+            slot.closed_at = None;
+            self.lingering.push_back((old, closed_at));
+            moved = true;
+        }
+        while self.lingering.len() > LINGERING {
+            if let Some((handle, _)) = self.lingering.pop_front() {
+                self.sockets.get_mut::<tcp::Socket<'_>>(handle).abort();
+                self.sockets.remove(handle);
+            }
+        }
+        moved
+    }
+
+    /// Lets go of lingering sockets whose clients closed (or that waited
+    /// [`LINGER_NS`]); the next such deadline.
+    fn reap_lingering(&mut self, now_ns: u64) -> Option<u64> {
+        let sockets = &mut self.sockets;
+        self.lingering.retain(|&(handle, closed_at)| {
+            let socket = sockets.get_mut::<tcp::Socket<'_>>(handle);
+            let done = !socket.is_open() || now_ns >= closed_at.saturating_add(LINGER_NS);
+            if done {
+                socket.abort();
+                sockets.remove(handle);
+            }
+            !done
+        });
+        self.lingering
+            .iter()
+            .map(|&(_, at)| at.saturating_add(LINGER_NS))
+            .min()
     }
 }
 

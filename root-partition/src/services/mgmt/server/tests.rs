@@ -242,3 +242,31 @@ fn an_idle_server_sleeps_and_an_idle_client_is_let_go() {
     assert!(c.peers[idle].got.is_empty());
     assert!(h.refused.is_empty());
 }
+
+#[test]
+fn a_new_client_is_served_while_every_socket_lingers() {
+    let (a, b) = wire();
+    let mut s = server(a);
+    let mut h = Count::default();
+    let mut c = Clients::new(b);
+    // Every socket answers and closes, and no client closes its side: each
+    // socket lingers for its client's FIN.
+    for i in 0..CONNECTIONS {
+        let r = format!("GET /held{i} HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let p = c.connect(r.as_bytes());
+        c.peers[p].hold = true;
+    }
+    let now = run(&mut s, &mut h, &mut c, 0, 2_000, |c, _| {
+        c.peers.iter().all(|p| p.closed)
+    });
+    for p in &c.peers {
+        assert_eq!(statuses(&p.got), [200]);
+    }
+    // Well within the linger: a new client is answered all the same.
+    let late = c.connect(b"GET /late HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let end = run(&mut s, &mut h, &mut c, now, 1_000, |c, _| {
+        c.peers[late].closed
+    });
+    assert!(end < now + LINGER_NS);
+    assert_eq!(statuses(&c.peers[late].got), [200]);
+}
