@@ -136,7 +136,7 @@ impl SimConfig {
 
 #[derive(Clone, Debug)]
 enum Ev {
-    Tick(NodeId),
+    Tick(NodeId, u64),
     Deliver(NodeId, NodeId, Message),
     DiskApply(NodeId, u64, DiskOp),
     DiskReply(NodeId, u64, DiskResult),
@@ -220,6 +220,7 @@ struct Sim {
     alive: Vec<bool>,
     paused_until: Vec<u64>,
     paused_mark: Vec<bool>,
+    tick_gen: Vec<u64>,
     held: Vec<VecDeque<Ev>>,
     incarnation: Vec<u64>,
     link: Vec<Vec<bool>>,
@@ -236,6 +237,13 @@ impl Sim {
         self.events.push(Some(ev));
         self.queue
             .push(Reverse((at, self.seq, self.events.len() - 1)));
+    }
+
+    /// Starts a node's tick chain at `at`, ending any earlier chain.
+    fn start_ticks(&mut self, n: NodeId, at: u64) {
+        self.tick_gen[n] += 1;
+        let g = self.tick_gen[n];
+        self.push(at, Ev::Tick(n, g));
     }
 
     fn delay(&mut self) -> u64 {
@@ -339,7 +347,7 @@ impl Sim {
                         node: pick,
                         running: false,
                     });
-                    self.push(self.now + len, Ev::Tick(pick));
+                    self.start_ticks(pick, self.now + len);
                 }
             }
             4 => {
@@ -352,7 +360,7 @@ impl Sim {
                     });
                 } else {
                     self.restart(pick);
-                    self.push(self.now, Ev::Tick(pick));
+                    self.start_ticks(pick, self.now);
                 }
             }
             5 => self.disk_path[pick] = !self.disk_path[pick],
@@ -378,10 +386,10 @@ impl Sim {
         for n in 0..self.cfg.cluster.nodes {
             if !self.alive[n] {
                 self.restart(n);
-                self.push(self.now, Ev::Tick(n));
+                self.start_ticks(n, self.now);
             } else if self.paused_until[n] > self.now {
                 self.paused_until[n] = self.now;
-                self.push(self.now, Ev::Tick(n));
+                self.start_ticks(n, self.now);
             }
         }
         self.history.push(Record::Healed { t: self.now });
@@ -396,8 +404,8 @@ impl Sim {
                 let d = self.delay();
                 self.push(self.now + d, Ev::DiskReply(n, inc, res));
             }
-            Ev::Tick(n) => {
-                if !self.alive[n] {
+            Ev::Tick(n, g) => {
+                if !self.alive[n] || g != self.tick_gen[n] {
                     return;
                 }
                 if self.now < self.paused_until[n] {
@@ -418,7 +426,7 @@ impl Sim {
                     self.handle(held);
                 }
                 let next = self.now + self.cfg.cluster.heartbeat_ns / 4;
-                self.push(next, Ev::Tick(n));
+                self.push(next, Ev::Tick(n, g));
             }
             Ev::Deliver(to, from, msg) => {
                 if !self.alive[to] {
@@ -460,6 +468,7 @@ pub fn run(cfg: SimConfig, seed: u64) -> Outcome {
         alive: vec![false; n],
         paused_until: vec![0; n],
         paused_mark: vec![false; n],
+        tick_gen: vec![0; n],
         held: (0..n).map(|_| VecDeque::new()).collect(),
         incarnation: vec![0; n],
         link: vec![vec![true; n]; n],
@@ -483,7 +492,7 @@ pub fn run(cfg: SimConfig, seed: u64) -> Outcome {
         sim.nodes.push(node);
         sim.restart(i);
         let start = sim.rng.range(0, cfg.cluster.heartbeat_ns);
-        sim.push(start, Ev::Tick(i));
+        sim.start_ticks(i, start);
     }
     let first = sim
         .rng
@@ -737,6 +746,41 @@ mod tests {
     #[test]
     fn many_seeds_two_nodes_and_witness() {
         assert!(many(SimConfig::scaled(2, true), "2 nodes + witness", 5000) >= 50);
+    }
+
+    #[test]
+    fn the_faults_bite() {
+        // The seeds must really take nodes out of the cluster, or the
+        // invariants would hold trivially.
+        let cfg = SimConfig::scaled(3, false);
+        let (mut stops, mut stopped_nodes, mut max_view) = (0, 0, 0);
+        for seed in 0..50 {
+            let h = run(cfg, seed).history;
+            let mut was = [false; 3];
+            for r in &h {
+                match *r {
+                    Record::State {
+                        node,
+                        acting,
+                        view,
+                        t,
+                        ..
+                    } => {
+                        if was[node] && !acting && t < cfg.fault_ns {
+                            stops += 1;
+                        }
+                        was[node] = acting;
+                        max_view = max_view.max(view);
+                    }
+                    Record::Running { running: false, .. } => stopped_nodes += 1,
+                    _ => {}
+                }
+            }
+        }
+        println!(
+            "50 seeds: {stops} member stops, {stopped_nodes} pauses/kills, max view {max_view}"
+        );
+        assert!(stops > 20 && stopped_nodes > 20 && max_view > 5);
     }
 
     #[test]
