@@ -720,7 +720,12 @@ mod tests {
     use std::println;
     use std::time::Instant;
 
+    /// Runs seeds 0, 1, … for `budget_ms` (or `CLUSTER_SIM_MS` if set).
     fn many(cfg: SimConfig, label: &str, budget_ms: u128) -> usize {
+        let budget_ms = std::env::var("CLUSTER_SIM_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(budget_ms);
         let start = Instant::now();
         let mut seeds = 0usize;
         let mut seed = 0u64;
@@ -746,6 +751,12 @@ mod tests {
     #[test]
     fn many_seeds_two_nodes_and_witness() {
         assert!(many(SimConfig::scaled(2, true), "2 nodes + witness", 5000) >= 50);
+    }
+
+    #[test]
+    fn seeds_five_nodes_and_four_with_witness() {
+        assert!(many(SimConfig::scaled(5, false), "5 nodes", 1000) >= 10);
+        assert!(many(SimConfig::scaled(4, true), "4 nodes + witness", 1000) >= 10);
     }
 
     #[test]
