@@ -80,27 +80,7 @@ pub fn prepare(capctl: &Path, disk: &Path) -> Result<(PathBuf, Vec<String>)> {
         .iter()
         .any(|vm| vm.get("name").and_then(|n| n.as_str()) == Some(DEMO_VM));
     if !defined {
-        let args = demo_args();
-        capctl_run(
-            capctl,
-            &[
-                "vm",
-                "define",
-                "--volume",
-                disk_s,
-                DEMO_VM,
-                "--memory",
-                "32M",
-                "--vcpus",
-                "1",
-                "--workload",
-                "kv",
-                "--args",
-                &args,
-                "--nic",
-                "--autostart",
-            ],
-        )?;
+        define_demo(capctl, disk)?;
         done.push(format!(
             "demo VM {DEMO_VM} defined (the key-value service, autostart)"
         ));
@@ -108,8 +88,36 @@ pub fn prepare(capctl: &Path, disk: &Path) -> Result<(PathBuf, Vec<String>)> {
     Ok((token, done))
 }
 
+/// Defines the demo VM on `disk` (`capctl vm define --volume`): the
+/// key-value service on the VM-traffic network, autostart.
+pub fn define_demo(capctl: &Path, disk: &Path) -> Result<()> {
+    let disk_s = disk.to_str().context("the data disk's path is not UTF-8")?;
+    let args = demo_args();
+    capctl_run(
+        capctl,
+        &[
+            "vm",
+            "define",
+            "--volume",
+            disk_s,
+            DEMO_VM,
+            "--memory",
+            "32M",
+            "--vcpus",
+            "1",
+            "--workload",
+            "kv",
+            "--args",
+            &args,
+            "--nic",
+            "--autostart",
+        ],
+    )?;
+    Ok(())
+}
+
 /// The kv workload's arguments: address, port, MTU (0: 1500).
-fn demo_args() -> String {
+pub fn demo_args() -> String {
     format!("{},{},0", u32::from_be_bytes(DEMO_ADDRESS), DEMO_PORT)
 }
 

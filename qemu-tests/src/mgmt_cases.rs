@@ -26,9 +26,6 @@ pub const API_LISTENING: &str = "root partition: node: management API at 10.0.2.
 /// The node's line once it stopped and flushed its data volume.
 pub const VOLUME_FLUSHED: &str = "root partition: node: data volume flushed";
 
-/// The kv workload's address on the VM-traffic network, as its argument.
-const KV_ADDRESS: u32 = 0x0a00_0214;
-
 /// How long the client waits for the node's API at first (the node boots
 /// under TCG first).
 const API_UP: Duration = Duration::from_secs(240);
@@ -243,10 +240,6 @@ fn make_token(disk: &Path) -> Result<(), String> {
         .map_err(|e| format!("{e:#}"))
 }
 
-fn kv_args() -> String {
-    format!("{KV_ADDRESS},7000,0")
-}
-
 /// A failed client shuts the node down (best effort) so its boot ends now
 /// and the failure is reported, instead of the node running on to the
 /// case's time limit.
@@ -268,7 +261,7 @@ fn lifecycle_client(ports: Ports) -> Result<String, String> {
 fn lifecycle(ports: &Ports) -> Result<String, String> {
     let node = Node::new(ports)?;
     let shown = node.wait_up()?;
-    let args = kv_args();
+    let args = image::front::demo_args();
     let created = node.json(
         &[
             "vm",
@@ -708,23 +701,8 @@ pub(crate) fn two_vms_running_client(ports: Ports) -> Result<String, String> {
 /// Defines `kv` (autostart, on the VM-traffic network) and a token.
 fn prepare_kv_node(disk: &Path) -> Result<(), String> {
     make_token(disk)?;
-    let args = kv_args();
-    crate::cases::capctl_define(
-        disk,
-        "kv",
-        &[
-            "--memory",
-            "32M",
-            "--vcpus",
-            "1",
-            "--workload",
-            "kv",
-            "--args",
-            &args,
-            "--nic",
-            "--autostart",
-        ],
-    )
+    let capctl = image::datadisk::capctl().map_err(|e| format!("{e:#}"))?;
+    image::front::define_demo(&capctl, disk).map_err(|e| format!("{e:#}"))
 }
 
 fn node_markers(last: Duration) -> Vec<Expectation> {
