@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
     header.extend_from_slice(data);
     let _ = auth.check(Some(&header));
     if let Some(digest) = digest {
-        assert_eq!(digest_file(&digest).to_ascii_lowercase(), data.to_ascii_lowercase());
+        assert_eq!(
+            digest_file(&digest).to_ascii_lowercase(),
+            data.to_ascii_lowercase()
+        );
         // A token whose digest is the file's passes; the digest text itself does not
         // (unless it hashes to itself, which SHA-256 does not do).
         assert_ne!(token_digest(&data[..64]), digest);
